@@ -1,0 +1,124 @@
+"""Typed settings for skiff.
+
+Read, in increasing priority, from defaults, ``skiff.yaml`` in the working folder (or the file named by
+``SKIFF_CONFIG``), and ``SKIFF_*`` environment variables (``SKIFF_ROOT=s3://bucket/skiff``). Nested
+fields use ``__`` in variables (``SKIFF_STORAGE_OPTIONS__ENDPOINT_URL``). Build settings inside entry
+points with :func:`load_settings`, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from skiff.errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "CONFIG_FILE"]
+
+CONFIG_FILE = "skiff.yaml"
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if path is not None and path.is_file():
+            try:
+                loaded = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{path}: not valid YAML: {e}") from e
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+            self._data = loaded
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - required by the ABC
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class Settings(BaseSettings):
+    """Where skiff keeps its data and which engines it uses."""
+
+    model_config = SettingsConfigDict(env_prefix="SKIFF_", env_nested_delimiter="__", extra="forbid")
+
+    root: str = Field(
+        default=".skiff",
+        description="Root URI for the lake, artifacts and model registry: a local folder, s3:// or abfs://.",
+    )
+    lake: str | None = Field(default=None, description="Lake URI; defaults to <root>/lake.")
+    artifacts: str | None = Field(default=None, description="Artifact URI; defaults to <root>/artifacts.")
+    registry: str | None = Field(default=None, description="Model registry URI; defaults to <root>/models.")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for remote roots (e.g. endpoint_url). Credentials come from the "
+        "cloud SDK's own chain (IRSA, workload identity, env), never from this file.",
+    )
+    datasets_dir: str = Field(default="datasets", description="Folder of dataset specs (<name>.yaml).")
+    feature_repo: str = Field(default="feature_repo", description="Path of the Feast repo.")
+    tfdv_python: str | None = Field(
+        default=None,
+        description="Interpreter of the TFDV environment; defaults to .venv-tfdv/bin/python next to the "
+        "project, built by `make setup`.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="Control-plane metadata database (SQLAlchemy URL); defaults to SQLite under <root>.",
+    )
+    kfp_host: str | None = Field(default=None, description="Kubeflow Pipelines endpoint for cluster runs.")
+    max_threads: int = Field(
+        default=1, ge=1, description="Thread cap for numeric libraries in steps and servers (OpenMP, BLAS)."
+    )
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+    @field_validator("root", "lake", "artifacts", "registry")
+    @classmethod
+    def _strip_slash(cls, v: str | None) -> str | None:
+        return v.rstrip("/") if isinstance(v, str) and v not in ("/",) else v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls,
+        init_settings,
+        env_settings,
+        dotenv_settings,
+        file_secret_settings,
+    ):
+        path = Path(os.environ.get("SKIFF_CONFIG", CONFIG_FILE))
+        return (init_settings, env_settings, _YamlSource(settings_cls, path))
+
+    @property
+    def lake_uri(self) -> str:
+        return self.lake or f"{self.root}/lake"
+
+    @property
+    def artifacts_uri(self) -> str:
+        return self.artifacts or f"{self.root}/artifacts"
+
+    @property
+    def registry_uri(self) -> str:
+        return self.registry or f"{self.root}/models"
+
+    @property
+    def metadata_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        if "://" in self.root:
+            raise ConfigError("database_url must be set when root is remote (e.g. a PostgreSQL URL)")
+        return f"sqlite:///{Path(self.root).resolve() / 'skiff.db'}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from skiff.yaml, SKIFF_* variables and explicit overrides (highest priority)."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"invalid settings: {problems}") from e

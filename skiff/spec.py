@@ -1,0 +1,298 @@
+"""The dataset spec: how users bring their own data to skiff.
+
+A spec is a YAML file (``datasets/<name>.yaml`` by default) naming the sources, the entity key, the
+event timestamp, the target and problem type, and per column a type and the rules a value must meet.
+Nothing in skiff is tied to one data set: ingestion, validation, features and training read the spec.
+
+Example::
+
+    name: churn
+    entity_key: customer_id
+    event_timestamp: signup_date
+    target: churn
+    problem_type: binary
+    sources:
+      - {type: file, path: data/churn.csv}
+    columns:
+      customer_id: {type: string, required: true, unique: true, missing: reject}
+      tenure: {type: integer, min: 0, max: 120}
+      total_charges: {type: float, missing: impute, impute: median, sentinels: [-200]}
+      contract: {type: category, allowed: [Month-to-month, One year, Two year]}
+      churn: {type: boolean, required: true, missing: reject}
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from skiff.errors import SpecError
+
+__all__ = [
+    "ColumnType",
+    "ProblemType",
+    "ColumnSpec",
+    "FileSource",
+    "SqlSource",
+    "RestSource",
+    "MqttSource",
+    "Pagination",
+    "RestAuth",
+    "SourceSpec",
+    "DatasetSpec",
+    "load_spec",
+    "save_spec",
+    "spec_path",
+]
+
+ColumnType = Literal["string", "integer", "float", "boolean", "datetime", "category"]
+ProblemType = Literal["binary", "multiclass", "regression"]
+NAME_RE = r"^[A-Za-z][A-Za-z0-9_\-]{0,62}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ColumnSpec(_Strict):
+    """One column: its type and the rules each value must meet."""
+
+    type: ColumnType = Field(description="Logical type values are coerced to.")
+    description: str | None = Field(default=None, description="Free text for people and model cards.")
+    required: bool = Field(default=False, description="The column must be present in every source.")
+    missing: Literal["reject", "impute", "keep"] = Field(
+        default="keep", description="What a missing value does: reject the row, impute it, or keep it null."
+    )
+    impute: Any = Field(
+        default=None,
+        description="With missing=impute: 'mean', 'median', 'mode', or a constant value.",
+    )
+    sentinels: list[Any] = Field(
+        default_factory=list, description="Values that mean 'missing' (e.g. -200, 'N/A')."
+    )
+    min: float | None = Field(default=None, description="Smallest allowed value (numbers, dates as ISO).")
+    max: float | None = Field(default=None, description="Largest allowed value.")
+    allowed: list[Any] | None = Field(default=None, description="The only values allowed.")
+    regex: str | None = Field(default=None, description="Pattern a string value must match in full.")
+    unique: bool = Field(default=False, description="Values must be unique within a partition.")
+    format: str | None = Field(default=None, description="strptime format for datetime columns.")
+    true_values: list[str] | None = Field(default=None, description="Spellings of true (boolean columns).")
+    false_values: list[str] | None = Field(default=None, description="Spellings of false (boolean columns).")
+    feature: bool = Field(default=True, description="Whether the column is a model feature.")
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"invalid regex {v!r}: {e}") from e
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> ColumnSpec:
+        if self.missing == "impute" and self.impute is None:
+            raise ValueError("missing=impute needs 'impute' (mean, median, mode or a constant)")
+        if self.impute in ("mean", "median") and self.type not in ("integer", "float"):
+            raise ValueError(f"impute={self.impute} needs a numeric column, not {self.type}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class FileSource(_Strict):
+    """Files or folders: CSV/TSV/delimited, JSON, JSON Lines, Parquet, optionally gzip-compressed."""
+
+    type: Literal["file"] = "file"
+    path: str = Field(description="Path, glob or folder; local or any fsspec URI (s3://, abfs://).")
+    format: Literal["auto", "csv", "json", "jsonl", "parquet"] = Field(
+        default="auto", description="File format; 'auto' detects it from the content."
+    )
+    delimiter: str | None = Field(default=None, description="Field delimiter for CSV; sniffed when unset.")
+    encoding: str = Field(default="utf-8", description="Text encoding.")
+    records_path: str | None = Field(
+        default=None, description="For JSON documents: dotted path to the list of records."
+    )
+
+
+class SqlSource(_Strict):
+    """A table or query in a SQL database, read through SQLAlchemy, incrementally by a watermark."""
+
+    type: Literal["sql"] = "sql"
+    url: str | None = Field(
+        default=None, description="SQLAlchemy URL without a password (e.g. postgresql+psycopg://u@h/db)."
+    )
+    url_env: str | None = Field(
+        default=None, description="Environment variable holding the full URL (use it for credentials)."
+    )
+    table: str | None = Field(default=None, description="Table to read (schema.table allowed).")
+    query: str | None = Field(default=None, description="SELECT to read instead of a table.")
+    watermark: str | None = Field(
+        default=None, description="Monotonic column (timestamp or id); a re-run takes only rows above it."
+    )
+    chunk_rows: int = Field(default=50_000, ge=1, description="Rows fetched per batch.")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> SqlSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of 'table' or 'query'")
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of 'url' or 'url_env'")
+        return self
+
+
+class Pagination(_Strict):
+    """How a REST API splits its results."""
+
+    type: Literal["none", "page", "cursor", "link"] = Field(default="none", description="Pagination style.")
+    page_param: str = Field(default="page", description="Query parameter of the page number (type=page).")
+    start_page: int = Field(default=1, description="First page number (type=page).")
+    size_param: str | None = Field(default=None, description="Query parameter of the page size.")
+    size: int | None = Field(default=None, ge=1, description="Page size to ask for.")
+    cursor_param: str = Field(default="cursor", description="Query parameter carrying the cursor.")
+    cursor_path: str = Field(default="next_cursor", description="Dotted path of the next cursor in a page.")
+    max_pages: int = Field(default=10_000, ge=1, description="Safety stop.")
+
+
+class RestAuth(_Strict):
+    """An auth header whose value comes from an environment variable (never from the spec, never logged)."""
+
+    header: str = Field(default="Authorization", description="Header name.")
+    env: str = Field(description="Environment variable holding the secret.")
+    scheme: str | None = Field(default="Bearer", description="Prefix of the value, e.g. Bearer; null for none.")
+
+
+class RestSource(_Strict):
+    """A REST API returning JSON."""
+
+    type: Literal["rest"] = "rest"
+    url: str = Field(description="Endpoint URL.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Extra query parameters.")
+    records_path: str | None = Field(default=None, description="Dotted path of the record list in a page.")
+    pagination: Pagination = Field(default_factory=Pagination)
+    auth: RestAuth | None = Field(default=None, description="Auth header from an environment variable.")
+    timeout: float = Field(default=30.0, gt=0, description="Seconds per request.")
+    max_retries: int = Field(default=5, ge=0, description="Retries on 429/5xx and connection errors.")
+    backoff: float = Field(default=0.5, ge=0, description="First retry delay in seconds (doubles).")
+
+
+class MqttSource(_Strict):
+    """An MQTT topic of JSON sensor messages."""
+
+    type: Literal["mqtt"] = "mqtt"
+    host: str = Field(default="127.0.0.1", description="Broker host.")
+    port: int = Field(default=1883, description="Broker port.")
+    topic: str = Field(description="Topic filter, e.g. sensors/+/telemetry; $share/<group>/... to share.")
+    qos: Literal[0, 1, 2] = Field(default=1, description="Subscription QoS.")
+    client_id: str | None = Field(default=None, description="Client id; fixed for a persistent session.")
+    username_env: str | None = Field(default=None, description="Variable holding the user name.")
+    password_env: str | None = Field(default=None, description="Variable holding the password.")
+
+
+SourceSpec = Annotated[FileSource | SqlSource | RestSource | MqttSource, Field(discriminator="type")]
+
+
+class DatasetSpec(_Strict):
+    """What a data set is and what a good row looks like."""
+
+    name: str = Field(pattern=NAME_RE, description="Dataset name (lake folder, feature view prefix).")
+    description: str | None = Field(default=None, description="Free text.")
+    sources: list[SourceSpec] = Field(default_factory=list, description="Where the rows come from.")
+    entity_key: str | list[str] = Field(description="Column(s) identifying an entity, e.g. customer_id.")
+    event_timestamp: str | None = Field(default=None, description="Column with the event time, if any.")
+    target: str | None = Field(default=None, description="Label column (None for unlabeled feeds).")
+    problem_type: ProblemType | None = Field(default=None, description="binary, multiclass or regression.")
+    positive_class: Any = Field(default=None, description="Positive label for binary targets.")
+    dedupe: bool = Field(default=True, description="Drop duplicate rows on entity key (+ timestamp).")
+    unknown_columns: Literal["keep", "drop", "reject"] = Field(
+        default="drop", description="Columns in the data that the spec does not name."
+    )
+    columns: dict[str, ColumnSpec] = Field(description="Column name to its spec.")
+
+    @model_validator(mode="after")
+    def _check_refs(self) -> DatasetSpec:
+        for key in self.key_columns:
+            if key not in self.columns:
+                raise ValueError(f"entity_key column {key!r} is not in columns")
+        if self.event_timestamp is not None:
+            col = self.columns.get(self.event_timestamp)
+            if col is None:
+                raise ValueError(f"event_timestamp column {self.event_timestamp!r} is not in columns")
+            if col.type != "datetime":
+                raise ValueError(f"event_timestamp column {self.event_timestamp!r} must have type datetime")
+        if self.target is not None:
+            if self.target not in self.columns:
+                raise ValueError(f"target column {self.target!r} is not in columns")
+            if self.problem_type is None:
+                raise ValueError("a spec with a target needs problem_type (binary, multiclass or regression)")
+            ttype = self.columns[self.target].type
+            if self.problem_type == "regression" and ttype not in ("integer", "float"):
+                raise ValueError(f"regression needs a numeric target, {self.target!r} is {ttype}")
+        return self
+
+    @property
+    def key_columns(self) -> list[str]:
+        return [self.entity_key] if isinstance(self.entity_key, str) else list(self.entity_key)
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Columns a model may use: features that are not the key, timestamp or target."""
+        skip = {*self.key_columns, self.event_timestamp, self.target}
+        return [n for n, c in self.columns.items() if c.feature and n not in skip]
+
+    def columns_of_type(self, *types: str) -> list[str]:
+        return [n for n in self.feature_columns if self.columns[n].type in types]
+
+
+def spec_path(name: str, datasets_dir: str | Path = "datasets") -> Path:
+    return Path(datasets_dir) / f"{name}.yaml"
+
+
+def load_spec(path: str | Path) -> DatasetSpec:
+    """Read and validate a spec; any problem is a :class:`SpecError` naming the file and field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise SpecError(f"dataset spec not found: {path}", path=str(path)) from e
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML: {e}", path=str(path)) from e
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a dataset spec is a mapping, got {type(raw).__name__}", path=str(path))
+    return parse_spec(raw, origin=str(path))
+
+
+def parse_spec(raw: dict[str, Any], origin: str = "<spec>") -> DatasetSpec:
+    try:
+        return DatasetSpec.model_validate(raw)
+    except ValidationError as e:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in e.errors()
+        ]
+        raise SpecError(f"{origin}: invalid dataset spec: " + "; ".join(problems), problems=problems) from e
+
+
+def dump_spec(spec: DatasetSpec) -> str:
+    data = spec.model_dump(mode="json", exclude_defaults=True)
+    # keep the reading order people expect
+    order = ["name", "description", "entity_key", "event_timestamp", "target", "problem_type",
+             "positive_class", "dedupe", "unknown_columns", "sources", "columns"]
+    ordered = {k: data[k] for k in order if k in data}
+    ordered.setdefault("columns", {})
+    ordered.update({k: v for k, v in data.items() if k not in ordered})
+    if spec.sources:  # the discriminator is a default, but readers need it
+        ordered["sources"] = [{"type": src.type, **d} for src, d in zip(spec.sources, ordered["sources"])]
+    return yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=100)
+
+
+def save_spec(spec: DatasetSpec, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump_spec(spec))
+    return path

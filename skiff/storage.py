@@ -1,0 +1,178 @@
+"""Storage through fsspec: the same calls for a local folder, ``s3://`` and ``abfs://``.
+
+Writes that must never be seen half-done (a lake partition, a model version) go through
+:meth:`Store.atomic_dir`: the content is staged, then published in one step. On a local file system
+that step is a directory rename (atomic, and it refuses to replace an existing directory, which is
+what makes model versions immutable and concurrent registrations safe). Object stores have no
+rename: the files are uploaded under the final prefix and a commit marker (``_COMMITTED``) is written
+last; readers treat a folder without its marker as absent (:meth:`Store.is_committed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from skiff.errors import ConflictError, StorageError
+
+__all__ = ["Store", "COMMIT_MARKER", "join_uri"]
+
+COMMIT_MARKER = "_COMMITTED"
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Join URI parts with '/', whatever the scheme."""
+    out = base.rstrip("/")
+    for p in parts:
+        p = str(p).strip("/")
+        if p:
+            out = f"{out}/{p}"
+    return out
+
+
+class Store:
+    """A root URI and its file system. Paths given to methods are relative to the root."""
+
+    def __init__(self, root: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.root = str(root).rstrip("/") or "/"
+        try:
+            self.fs, self._root_path = fsspec.core.url_to_fs(self.root, **(storage_options or {}))
+        except (ImportError, ValueError) as e:
+            raise StorageError(f"cannot open storage {self.root!r}: {e}") from e
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        if self.is_local:
+            self._root_path = os.path.abspath(self._root_path)
+
+    def __repr__(self) -> str:
+        return f"Store({self.root!r})"
+
+    # -- paths -------------------------------------------------------------------------------------
+    def uri(self, *parts: str) -> str:
+        """The full URI of a relative path (what other tools, e.g. KServe storageUri, take)."""
+        return join_uri(self.root if not self.is_local else self._root_path, *parts)
+
+    def _p(self, *parts: str) -> str:
+        return join_uri(self._root_path, *parts)
+
+    def child(self, *parts: str) -> Store:
+        sub = Store.__new__(Store)
+        sub.fs, sub.is_local = self.fs, self.is_local
+        sub.root = join_uri(self.root, *parts)
+        sub._root_path = self._p(*parts)
+        return sub
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def exists(self, *parts: str) -> bool:
+        return self.fs.exists(self._p(*parts))
+
+    def is_committed(self, *parts: str) -> bool:
+        """A folder written by :meth:`atomic_dir` is complete (always true after a local rename)."""
+        return self.fs.exists(self._p(*parts, COMMIT_MARKER))
+
+    def listdir(self, *parts: str) -> list[str]:
+        """Names directly under a folder, sorted; [] when the folder does not exist."""
+        path = self._p(*parts)
+        if not self.fs.exists(path):
+            return []
+        names = [e.rstrip("/").rsplit("/", 1)[-1] for e in self.fs.ls(path, detail=False)]
+        return sorted(n for n in names if n)
+
+    def open(self, *parts: str, mode: str = "rb"):
+        try:
+            return self.fs.open(self._p(*parts), mode)
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise StorageError(f"cannot open {self.uri(*parts)}: {e}") from e
+
+    def read_bytes(self, *parts: str) -> bytes:
+        with self.open(*parts, mode="rb") as f:
+            return f.read()
+
+    def read_text(self, *parts: str) -> str:
+        return self.read_bytes(*parts).decode("utf-8")
+
+    def read_json(self, *parts: str) -> Any:
+        return json.loads(self.read_bytes(*parts))
+
+    def local_path(self, *parts: str) -> Path:
+        """The local path of a file (local stores only)."""
+        if not self.is_local:
+            raise StorageError(f"{self.root} is not a local folder")
+        return Path(self._p(*parts))
+
+    # -- writes ----------------------------------------------------------------------------------------
+    def write_bytes(self, data: bytes, *parts: str) -> str:
+        """Write a file so readers see the old content or the new one, never a partial file."""
+        path = self._p(*parts)
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        else:  # object stores make a single PUT visible atomically
+            with self.fs.open(path, "wb") as f:
+                f.write(data)
+        return self.uri(*parts)
+
+    def write_text(self, text: str, *parts: str) -> str:
+        return self.write_bytes(text.encode("utf-8"), *parts)
+
+    def write_json(self, obj: Any, *parts: str) -> str:
+        return self.write_bytes(json.dumps(obj, indent=2, sort_keys=True, default=str).encode(), *parts)
+
+    def delete(self, *parts: str) -> None:
+        path = self._p(*parts)
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+
+    @contextlib.contextmanager
+    def atomic_dir(self, *parts: str) -> Iterator[Path]:
+        """Stage a folder locally and publish it under ``parts`` in one step.
+
+        Yields a local staging folder to fill. On success the folder appears at its final place whole;
+        on an exception nothing appears. Raises :class:`ConflictError` when the target exists already.
+        """
+        final = self._p(*parts)
+        if self.exists(*parts):
+            raise ConflictError(f"{self.uri(*parts)} exists already", path=self.uri(*parts))
+        if self.is_local:
+            parent = os.path.dirname(final)
+            os.makedirs(parent, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".staging-{uuid.uuid4().hex[:8]}-", dir=parent))
+        else:
+            staging = Path(tempfile.mkdtemp(prefix="skiff-staging-"))
+        try:
+            yield staging
+            (staging / COMMIT_MARKER).write_text("")
+            if self.is_local:
+                try:
+                    os.rename(staging, final)
+                except OSError as e:  # ENOTEMPTY / EEXIST: somebody published first
+                    raise ConflictError(f"{self.uri(*parts)} exists already", path=self.uri(*parts)) from e
+            else:
+                files = sorted(p for p in staging.rglob("*") if p.is_file() and p.name != COMMIT_MARKER)
+                for f in files:
+                    self.fs.put_file(str(f), join_uri(final, f.relative_to(staging).as_posix()))
+                self.fs.put_file(str(staging / COMMIT_MARKER), join_uri(final, COMMIT_MARKER))
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,33 @@
+"""Shared fixtures: isolated skiff roots and checks for the real services on this machine."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def service_up(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, port: int) -> None:
+    """Skip with a clear reason where the service is absent (a laptop); CI here has them all."""
+    if not service_up(port):
+        pytest.skip(f"{name} is not running on 127.0.0.1:{port}")
+
+
+@pytest.fixture
+def skiff_env(tmp_path, monkeypatch):
+    """A working folder with its own skiff root, so tests never touch ./.skiff."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SKIFF_ROOT", str(tmp_path / ".skiff"))
+    monkeypatch.delenv("SKIFF_CONFIG", raising=False)
+    return tmp_path
