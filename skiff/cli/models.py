@@ -1,0 +1,90 @@
+"""``skiff models``: list and inspect registered model versions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from skiff.cli._common import JsonOption, console, emit, state
+from skiff.registry import ModelRegistry
+
+_KEY_METRICS = ("roc_auc", "f1", "accuracy", "pr_auc", "rmse", "mae", "r2")
+
+
+def register(app: typer.Typer) -> None:
+    models = typer.Typer(help="Registered models and their versions.", no_args_is_help=True)
+    app.add_typer(models, name="models")
+
+    @models.command("list")
+    def list_models(
+        ctx: typer.Context,
+        name: Annotated[str | None, typer.Argument(help="Only this model's versions.")] = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """List models, or the versions of one model, with their key metrics."""
+        reg = ModelRegistry.from_settings(state(ctx).settings)
+        names = [name] if name else reg.models()
+        rows = []
+        for n in names:
+            for mv in reg.versions(n):
+                m = mv.metadata
+                rows.append({
+                    "name": n, "version": mv.version, "champion": mv.champion, "created_at": m.created_at,
+                    "estimator": m.estimator,
+                    "metrics": {k: m.metrics[k] for k in _KEY_METRICS if k in m.metrics},
+                })
+
+        def human(rs: list) -> None:
+            if not rs:
+                console.print("no models registered yet")
+                return
+            t = Table("model", "version", "champion", "estimator", "metrics", "created")
+            for r in rs:
+                t.add_row(r["name"], str(r["version"]), "★" if r["champion"] else "", r["estimator"] or "",
+                          ", ".join(f"{k}={v:.3f}" for k, v in r["metrics"].items()), r["created_at"])
+            console.print(t)
+
+        emit(rows, json_out, human)
+
+    @models.command("show")
+    def show(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="Model name.")],
+        version: Annotated[str | None, typer.Argument(help="Version number, 'latest' or 'champion'.")] = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Show one version's metadata (default: the champion, else the latest)."""
+        reg = ModelRegistry.from_settings(state(ctx).settings)
+        mv = reg.get(name, version)
+        result = mv.model_dump(mode="json")
+
+        def human(r: dict) -> None:
+            m = r["metadata"]
+            console.print(f"[bold]{r['name']}[/] version {r['version']}" + (" (champion)" if r["champion"] else ""))
+            console.print(f"uri: {r['uri']}", highlight=False)
+            for key in ("created_at", "problem_type", "target", "estimator", "threshold", "feature_service",
+                        "data_fingerprint", "pipeline_run_id"):
+                if m.get(key) is not None:
+                    console.print(f"{key}: {m[key]}", highlight=False)
+            if m["metrics"]:
+                t = Table("metric", "value")
+                for k, v in sorted(m["metrics"].items()):
+                    t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+                console.print(t)
+
+        emit(result, json_out, human)
+
+    @models.command("set-champion")
+    def set_champion(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="Model name.")],
+        version: Annotated[int, typer.Argument(help="Version to make the champion.")],
+        reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the history).")] = "manual",
+        json_out: JsonOption = False,
+    ) -> None:
+        """Make a version the champion by hand (the pipeline's gate does this automatically)."""
+        reg = ModelRegistry.from_settings(state(ctx).settings)
+        entry = reg.set_champion(name, version, reason)
+        emit(entry, json_out, f"{name}: champion is now version {version} (was {entry['previous']})")
