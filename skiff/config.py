@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     )
     datasets_dir: str = Field(default="datasets", description="Folder of dataset specs (<name>.yaml).")
     feature_repo: str = Field(default="feature_repo", description="Path of the Feast repo.")
+    feature_store_yaml: str = Field(
+        default="feature_store.yaml",
+        description="Feast config inside the repo: feature_store.yaml (SQLite online store), "
+        "feature_store.redis.yaml, or feature_store.cluster.yaml.",
+    )
     tfdv_python: str | None = Field(
         default=None,
         description="Interpreter of the TFDV environment; defaults to .venv-tfdv/bin/python next to the "
@@ -105,6 +110,11 @@ class Settings(BaseSettings):
     @property
     def registry_uri(self) -> str:
         return self.registry or f"{self.root}/models"
+
+    @property
+    def feast_dir(self) -> str:
+        """Where the local Feast registry and SQLite online store live."""
+        return f"{self.root}/feast"
 
     @property
     def metadata_url(self) -> str:

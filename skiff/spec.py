@@ -41,6 +41,7 @@ __all__ = [
     "RestSource",
     "MqttSource",
     "Pagination",
+    "DerivedFeature",
     "RestAuth",
     "SourceSpec",
     "DatasetSpec",
@@ -194,6 +195,21 @@ class MqttSource(_Strict):
     password_env: str | None = Field(default=None, description="Variable holding the password.")
 
 
+class DerivedFeature(_Strict):
+    """A feature computed from other columns at request and training time (a Feast on-demand view)."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Name of the derived feature.")
+    expr: str = Field(description="pandas.eval expression over feature columns, e.g. 'a / (b + 1)'.")
+    type: Literal["float", "integer", "boolean"] = Field(default="float", description="Result type.")
+
+    @field_validator("expr")
+    @classmethod
+    def _safe_expr(cls, v: str) -> str:
+        if any(tok in v for tok in ("__", "@", "import", "lambda", ";")):
+            raise ValueError(f"expression {v!r} may only use columns, numbers and operators")
+        return v
+
+
 SourceSpec = Annotated[FileSource | SqlSource | RestSource | MqttSource, Field(discriminator="type")]
 
 
@@ -213,6 +229,9 @@ class DatasetSpec(_Strict):
         default="drop", description="Columns in the data that the spec does not name."
     )
     columns: dict[str, ColumnSpec] = Field(description="Column name to its spec.")
+    derived: list[DerivedFeature] = Field(
+        default_factory=list, description="Derived features (computed online and offline alike)."
+    )
 
     @model_validator(mode="after")
     def _check_refs(self) -> DatasetSpec:
@@ -233,6 +252,16 @@ class DatasetSpec(_Strict):
             ttype = self.columns[self.target].type
             if self.problem_type == "regression" and ttype not in ("integer", "float"):
                 raise ValueError(f"regression needs a numeric target, {self.target!r} is {ttype}")
+        for d in self.derived:
+            if d.name in self.columns:
+                raise ValueError(f"derived feature {d.name!r} has the name of a column")
+            used = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", d.expr))
+            unknown = sorted(n for n in used if n not in self.columns and n not in ("and", "or", "not"))
+            if unknown:
+                raise ValueError(f"derived feature {d.name!r} uses unknown columns {unknown}")
+            bad = sorted(n for n in used & set(self.columns) if n not in self.feature_columns)
+            if bad:
+                raise ValueError(f"derived feature {d.name!r} may only use feature columns, not {bad}")
         return self
 
     @property

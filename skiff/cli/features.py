@@ -1,0 +1,103 @@
+"""``skiff features``: Feast definitions from a spec, materialization, and online lookups."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from skiff.cli._common import JsonOption, console, emit, state
+from skiff.errors import UsageError
+from skiff.lake import Lake
+from skiff.spec import load_spec, spec_path
+
+SpecOption = Annotated[Path | None, typer.Option("--spec", help="Dataset spec (default datasets/<NAME>.yaml).")]
+DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")]
+
+
+def _spec(ctx: typer.Context, dataset: str, spec: Path | None):
+    return load_spec(spec or spec_path(dataset, state(ctx).settings.datasets_dir))
+
+
+def register(app: typer.Typer) -> None:
+    features = typer.Typer(help="Feast features of a dataset.", no_args_is_help=True)
+    app.add_typer(features, name="features")
+
+    @features.command("generate")
+    def generate(
+        ctx: typer.Context,
+        dataset: DatasetOption,
+        spec: SpecOption = None,
+        output: Annotated[Path | None, typer.Option("-o", "--output", help="File (default feature_repo/<NAME>.py).")] = None,
+    ) -> None:
+        """Write the Feast definitions rendered from the dataset spec into the feature repo."""
+        from components.features.logic import render_definitions
+
+        s = _spec(ctx, dataset, spec)
+        out = output or Path(state(ctx).settings.feature_repo) / f"{s.name}.py"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render_definitions(s))
+        console.print(str(out), highlight=False)
+
+    @features.command("materialize")
+    def materialize_cmd(
+        ctx: typer.Context,
+        dataset: DatasetOption,
+        spec: SpecOption = None,
+        training_out: Annotated[
+            Path | None, typer.Option("--training-out", help="Also write point-in-time training rows (Parquet).")
+        ] = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Build the offline source from the lake, apply the definitions, load the online store."""
+        from components.features.logic import run_features
+
+        settings = state(ctx).settings
+        s = _spec(ctx, dataset, spec)
+        with console.status("opening Feast and materializing…", spinner="dots") if not json_out else _null():
+            result = run_features(s, Lake.from_settings(settings), settings.feature_repo, settings.feast_dir,
+                                  settings.feature_store_yaml, training_out)
+        emit(asdict(result), json_out,
+             f"{result.dataset}: {result.rows} rows, {result.entities} entities → feature service "
+             f"[bold]{result.feature_service}[/] ({result.online_store}), materialized until {result.materialized_until}")
+
+    @features.command("get")
+    def get_online(
+        ctx: typer.Context,
+        dataset: DatasetOption,
+        keys: Annotated[list[str], typer.Argument(help="Entity key values (or JSON objects for composite keys).")],
+        spec: SpecOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Read online features for entity keys."""
+        from components.features.logic import feature_service_name, online_features, open_store
+
+        settings = state(ctx).settings
+        s = _spec(ctx, dataset, spec)
+        rows = []
+        for k in keys:
+            if k.startswith("{"):
+                try:
+                    rows.append(json.loads(k))
+                except json.JSONDecodeError as e:
+                    raise UsageError(f"not a JSON object: {k!r}") from e
+            elif len(s.key_columns) == 1:
+                col = s.key_columns[0]
+                rows.append({col: int(k) if s.columns[col].type == "integer" else k})
+            else:
+                raise UsageError(f"composite key {s.key_columns}: give JSON objects")
+        lake = Lake.from_settings(settings)
+        store = open_store(settings.feature_repo, settings.feast_dir, lake.store.uri("features"),
+                           settings.feature_store_yaml)
+        emit(online_features(store, feature_service_name(s), rows), json_out)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
