@@ -1,0 +1,1 @@
+"""KServe serving for skiff: predictor, Feast transformer, InferenceService builder, canary rollout."""
