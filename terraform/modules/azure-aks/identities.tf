@@ -1,0 +1,66 @@
+# Workload identity. Each skiff workload gets a user-assigned identity federated with exactly one
+# Kubernetes service account (<namespace>/<service account>) of this cluster's OIDC issuer, and one
+# role assignment on the skiff file system whose ABAC condition limits it to its own folders: pipeline
+# runs read and write the lake, artifacts, features and the registry; serving reads models; the
+# rollout controller reads models and writes rollout state.
+
+locals {
+  blob_action = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
+  blob_path   = "@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path]"
+  blob_prefix = "@Request[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:prefix]"
+
+  # ABAC condition (version 2.0) per workload. A clause "!(action) OR (allowed paths)" lets the
+  # action through only on the listed folders; reading, listing and (for writers) writing, adding,
+  # deleting and renaming each get one clause.
+  storage_conditions = {
+    for k, w in var.workload_storage_access : k => join(" AND ", compact([
+      "((!(ActionMatches{'${local.blob_action}/read'} AND NOT SubOperationMatches{'Blob.List'})) OR (${join(" OR ", flatten([for p in w.read_prefixes : ["${local.blob_path} StringEquals '${p}'", "${local.blob_path} StringStartsWith '${p}/'"]]))}))",
+      "((!(ActionMatches{'${local.blob_action}/read'} AND SubOperationMatches{'Blob.List'})) OR (${join(" OR ", flatten([for p in w.read_prefixes : ["${local.blob_prefix} StringEquals '${p}'", "${local.blob_prefix} StringStartsWith '${p}/'"]]))}))",
+      length(w.write_prefixes) == 0 ? "" : "((!(ActionMatches{'${local.blob_action}/write'}) AND !(ActionMatches{'${local.blob_action}/add/action'}) AND !(ActionMatches{'${local.blob_action}/delete'}) AND !(ActionMatches{'${local.blob_action}/move/action'})) OR (${join(" OR ", flatten([for p in w.write_prefixes : ["${local.blob_path} StringEquals '${p}'", "${local.blob_path} StringStartsWith '${p}/'"]]))}))",
+    ]))
+  }
+
+  container_scope = "${azurerm_storage_account.this.id}/blobServices/default/containers/${azurerm_storage_container.root.name}"
+}
+
+resource "azurerm_user_assigned_identity" "workload" {
+  for_each = local.workloads
+
+  name                = "id-${var.name}-${each.key}"
+  location            = azurerm_resource_group.this.location
+  resource_group_name = azurerm_resource_group.this.name
+
+  tags = local.tags
+}
+
+resource "azurerm_federated_identity_credential" "workload" {
+  for_each = local.workloads
+
+  name                = "${var.name}-${each.key}"
+  resource_group_name = azurerm_resource_group.this.name
+  parent_id           = azurerm_user_assigned_identity.workload[each.key].id
+  audience            = ["api://AzureADTokenExchange"]
+  issuer              = azurerm_kubernetes_cluster.this.oidc_issuer_url
+  subject             = "system:serviceaccount:${var.namespace}:${each.value}"
+}
+
+resource "azurerm_role_assignment" "workload_storage" {
+  for_each = var.workload_storage_access
+
+  scope                = local.container_scope
+  role_definition_name = length(each.value.write_prefixes) > 0 ? "Storage Blob Data Contributor" : "Storage Blob Data Reader"
+  principal_id         = azurerm_user_assigned_identity.workload[each.key].principal_id
+  principal_type       = "ServicePrincipal"
+  description          = "skiff ${each.key}: ${join(", ", each.value.read_prefixes)} (read), ${length(each.value.write_prefixes) > 0 ? join(", ", each.value.write_prefixes) : "nothing"} (write)"
+  condition_version    = "2.0"
+  condition            = local.storage_conditions[each.key]
+}
+
+resource "azurerm_role_assignment" "workload_key_vault_secrets" {
+  for_each = toset(var.key_vault_secret_readers)
+
+  scope                = azurerm_key_vault.this.id
+  role_definition_name = "Key Vault Secrets User"
+  principal_id         = azurerm_user_assigned_identity.workload[each.value].principal_id
+  principal_type       = "ServicePrincipal"
+}

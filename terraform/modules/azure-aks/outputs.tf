@@ -1,0 +1,126 @@
+output "resource_group_name" {
+  description = "Name of the resource group holding the installation."
+  value       = azurerm_resource_group.this.name
+}
+
+output "cluster_name" {
+  description = "Name of the AKS cluster."
+  value       = azurerm_kubernetes_cluster.this.name
+}
+
+output "cluster_id" {
+  description = "Resource ID of the AKS cluster."
+  value       = azurerm_kubernetes_cluster.this.id
+}
+
+output "cluster_endpoint" {
+  description = "HTTPS endpoint of the Kubernetes API server (the private FQDN for a private cluster)."
+  value       = "https://${local.private_cluster ? azurerm_kubernetes_cluster.this.private_fqdn : azurerm_kubernetes_cluster.this.fqdn}:443"
+}
+
+output "kubeconfig_command" {
+  description = "Commands that write a kubeconfig entry for the cluster and switch it to Entra ID login through kubelogin (local accounts are disabled)."
+  value       = "az aks get-credentials --resource-group ${azurerm_resource_group.this.name} --name ${azurerm_kubernetes_cluster.this.name} && kubelogin convert-kubeconfig -l azurecli"
+}
+
+output "oidc_issuer_url" {
+  description = "OIDC issuer URL of the cluster's service-account tokens (for further federated credentials)."
+  value       = azurerm_kubernetes_cluster.this.oidc_issuer_url
+}
+
+output "vnet_id" {
+  description = "Resource ID of the virtual network."
+  value       = azurerm_virtual_network.this.id
+}
+
+output "node_subnet_id" {
+  description = "Resource ID of the subnet the nodes run in."
+  value       = azurerm_subnet.nodes.id
+}
+
+output "storage_account_name" {
+  description = "Name of the ADLS Gen2 storage account holding the lake, artifacts and model registry."
+  value       = azurerm_storage_account.this.name
+}
+
+output "storage_container_name" {
+  description = "Name of the file system (blob container) that is the skiff root."
+  value       = azurerm_storage_container.root.name
+}
+
+output "skiff_root" {
+  description = "Value for skiff's `root` setting (SKIFF_ROOT) on this cluster: lake/, artifacts/ and models/ live under it."
+  value       = "abfs://${azurerm_storage_container.root.name}@${azurerm_storage_account.this.name}.dfs.core.windows.net"
+}
+
+output "acr_login_server" {
+  description = "Login server of the container registry."
+  value       = azurerm_container_registry.this.login_server
+}
+
+output "image_registry" {
+  description = "Value for SKIFF_IMAGE_REGISTRY when compiling pipelines and building images: images are pushed as <image_registry>/<image>:<version>."
+  value       = "${azurerm_container_registry.this.login_server}/${var.name}"
+}
+
+output "key_vault_uri" {
+  description = "URI of the key vault for skiff's secrets."
+  value       = azurerm_key_vault.this.vault_uri
+}
+
+output "key_vault_name" {
+  description = "Name of the key vault."
+  value       = azurerm_key_vault.this.name
+}
+
+output "tenant_id" {
+  description = "Microsoft Entra tenant of the identities (for the Secrets Store CSI SecretProviderClass)."
+  value       = data.azurerm_client_config.current.tenant_id
+}
+
+output "pipeline_identity_client_id" {
+  description = "Client ID of the managed identity of pipeline runs (service account skiff/skiff-pipeline by default)."
+  value       = azurerm_user_assigned_identity.workload["pipeline"].client_id
+}
+
+output "serving_identity_client_id" {
+  description = "Client ID of the managed identity of model serving (reads models only)."
+  value       = azurerm_user_assigned_identity.workload["serving"].client_id
+}
+
+output "rollout_identity_client_id" {
+  description = "Client ID of the managed identity of the canary rollout controller."
+  value       = azurerm_user_assigned_identity.workload["rollout"].client_id
+}
+
+output "workload_identity_ids" {
+  description = "Resource IDs of the three workload identities, by workload (pipeline, serving, rollout)."
+  value       = { for k, id in azurerm_user_assigned_identity.workload : k => id.id }
+}
+
+output "service_accounts" {
+  description = "The Kubernetes service accounts federated with the workload identities, by workload: namespace, name, the annotation the Helm charts put on them, and the label their pods need for the workload identity webhook."
+  value = {
+    for k, sa in local.workloads : k => {
+      namespace   = var.namespace
+      name        = sa
+      annotations = { "azure.workload.identity/client-id" = azurerm_user_assigned_identity.workload[k].client_id }
+      pod_labels  = { "azure.workload.identity/use" = "true" }
+    }
+  }
+}
+
+output "gpu_node_selector" {
+  description = "Node selector that places a pod on the GPU pool (for KFP GPU tasks and KServe GPU predictors)."
+  value       = var.gpu_node_labels
+}
+
+output "gpu_tolerations" {
+  description = "Tolerations a pod needs to run on the tainted GPU pool."
+  value = [{
+    key      = local.gpu_taint.key
+    operator = "Equal"
+    value    = local.gpu_taint.value
+    effect   = local.gpu_taint.effect
+  }]
+}
