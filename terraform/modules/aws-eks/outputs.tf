@@ -94,12 +94,13 @@ output "cluster_autoscaler_role_arn" {
 }
 
 output "service_accounts" {
-  description = "The Kubernetes service accounts bound to the workload roles, by workload: namespace, name and the annotation the Helm charts put on them."
+  description = "The Kubernetes service accounts bound to the workload roles, by workload: namespace, name, the annotation the Helm charts put on them, and extra pod labels (none needed on EKS)."
   value = {
     for k, sa in local.workloads : k => {
       namespace   = var.namespace
       name        = sa
       annotations = { "eks.amazonaws.com/role-arn" = aws_iam_role.workload[k].arn }
+      pod_labels  = {}
     }
   }
 }

@@ -18,6 +18,12 @@ output "cluster_endpoint" {
   value       = "https://${local.private_cluster ? azurerm_kubernetes_cluster.this.private_fqdn : azurerm_kubernetes_cluster.this.fqdn}:443"
 }
 
+output "cluster_ca_certificate" {
+  description = "Base64-encoded certificate of the cluster's certificate authority (for kubeconfig and the helm provider)."
+  value       = azurerm_kubernetes_cluster.this.kube_config[0].cluster_ca_certificate
+  sensitive   = true
+}
+
 output "kubeconfig_command" {
   description = "Commands that write a kubeconfig entry for the cluster and switch it to Entra ID login through kubelogin (local accounts are disabled)."
   value       = "az aks get-credentials --resource-group ${azurerm_resource_group.this.name} --name ${azurerm_kubernetes_cluster.this.name} && kubelogin convert-kubeconfig -l azurecli"
