@@ -5,8 +5,6 @@ in the cluster the TFDV image runs the same logic and its own TFDV environment
 (``SKIFF_TFDV_PYTHON`` is set in the image). Downstream steps gate on ``passed`` with ``dsl.If``.
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 from kfp import dsl

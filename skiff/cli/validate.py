@@ -138,11 +138,12 @@ def register(app: typer.Typer) -> None:
 
         emit(result.model_dump(mode="json"), json_out, human)
         if not result.passed:
-            first = result.blocking[0]
+            features = sorted({a.feature for a in result.blocking})
             raise ValidationFailed(
-                f"{result.dataset} ingest_date={result.date}: {len(result.blocking)} blocking anomalies "
-                f"(first: {first.feature}: {first.anomaly}); report: {result.report_uri}",
-                features=sorted({a.feature for a in result.blocking}),
+                f"{result.dataset} ingest_date={result.date} failed validation: {len(result.blocking)} blocking "
+                f"{'anomaly' if len(result.blocking) == 1 else 'anomalies'} in {', '.join(features)}; "
+                f"report: {result.report_uri}",
+                features=features,
             )
 
 
