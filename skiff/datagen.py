@@ -134,7 +134,9 @@ def churn(n: int = 7043, seed: int = 0) -> pd.DataFrame:
         u(n) < np.where(mtm, 0.50, 0.14),
         "Electronic check",
         rng.choice(
-            ["Mailed check", "Bank transfer (automatic)", "Credit card (automatic)"], size=n, p=[0.32, 0.34, 0.34]
+            ["Mailed check", "Bank transfer (automatic)", "Credit card (automatic)"],
+            size=n,
+            p=[0.32, 0.34, 0.34],
         ),
     )
 
@@ -280,7 +282,15 @@ def dirty(
 
 # coastline of California as (latitude, longitude) points, south to north
 _COAST = np.array(
-    [(32.5, -117.1), (34.0, -118.5), (34.5, -120.6), (36.0, -121.5), (37.8, -122.5), (40.0, -124.1), (42.0, -124.3)]
+    [
+        (32.5, -117.1),
+        (34.0, -118.5),
+        (34.5, -120.6),
+        (36.0, -121.5),
+        (37.8, -122.5),
+        (40.0, -124.1),
+        (42.0, -124.3),
+    ]
 )
 # population centres: (latitude, longitude, share of block groups, spread in degrees, income premium)
 _CENTRES = [
@@ -328,7 +338,9 @@ def housing(n: int = 20_640, seed: int = 0) -> pd.DataFrame:
     occupancy = np.clip(np.exp(rng.normal(np.log(2.8), 0.25, n)), 1.0, 12.0)
     population = np.clip(np.round(np.exp(rng.normal(np.log(1150), 0.55, n))), 3, 35_000).astype(int)
 
-    metro = np.exp(-np.hypot(lat - 34.05, lon + 118.25) / 0.8) + np.exp(-np.hypot(lat - 37.7, lon + 122.3) / 0.6)
+    metro = np.exp(-np.hypot(lat - 34.05, lon + 118.25) / 0.8) + np.exp(
+        -np.hypot(lat - 37.7, lon + 122.3) / 0.6
+    )
     value = (
         -0.25
         + 0.42 * income

@@ -54,11 +54,15 @@ class FramePreparer(TransformerMixin, BaseEstimator):
 
     def _check(self, X) -> None:
         if not isinstance(X, pd.DataFrame):
-            raise InputError(f"a skiff model takes a pandas DataFrame of named columns, got {type(X).__name__}")
+            raise InputError(
+                f"a skiff model takes a pandas DataFrame of named columns, got {type(X).__name__}"
+            )
         wanted = [*self.numeric, *self.categorical, *self.datetime]
         missing = [c for c in wanted if c not in X.columns]
         if missing:
-            raise InputError(f"feature column(s) missing from the data: {', '.join(missing)}", columns=missing)
+            raise InputError(
+                f"feature column(s) missing from the data: {', '.join(missing)}", columns=missing
+            )
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         self._check(X)

@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -75,9 +76,21 @@ __all__ = [
     "positive_label",
     "cross_validate",
     "train",
+    "save_model",
+    "load_model",
+    "MODEL_FILE",
+    "TRAIN_INFO_FILE",
+    "CV_FILE",
+    "SEARCH_FILE",
 ]
 
 log = logging.getLogger(__name__)
+
+#: Files of a saved model folder (:func:`save_model`).
+MODEL_FILE = "model.joblib"
+TRAIN_INFO_FILE = "train.json"
+CV_FILE = "cv.csv"
+SEARCH_FILE = "search.csv"
 
 Problem = Literal["binary", "multiclass", "regression"]
 
@@ -343,7 +356,6 @@ def feature_groups(
     return numeric, categorical, datetimes
 
 
-
 def build_pipeline(
     spec: DatasetSpec,
     config: TrainConfig | Mapping[str, Any] | None = None,
@@ -511,7 +523,7 @@ def split(
         return tuple(train_test_split(df, test_size=test_size, random_state=seed, shuffle=True))  # type: ignore[return-value]
     y = target_array(df[spec.target], spec)
     labels, counts = np.unique(y.astype(str) if y.dtype == object else y, return_counts=True)
-    rare = {str(lab): int(n) for lab, n in zip(labels, counts) if n < 2}
+    rare = {str(lab): int(n) for lab, n in zip(labels, counts, strict=True) if n < 2}
     if rare:
         raise InputError(
             f"target {spec.target!r}: class(es) with fewer than 2 rows cannot be in both train and test: "
@@ -575,10 +587,8 @@ def cross_validate(
     """k-fold CV (stratified for classification): each fold fits a fresh clone on the other folds, so
     imputation, scaling, PCA and resampling learn from training folds only."""
     rows = []
-    if problem == "regression":
-        oof = np.full(len(y), np.nan)
-    else:
-        oof = np.full((len(y), len(classes)), np.nan)  # type: ignore[arg-type]
+    shape = (len(y),) if problem == "regression" else (len(y), len(classes))  # type: ignore[arg-type]
+    oof = np.full(shape, np.nan)
     for tr, te in _folds(problem, n_splits, seed).split(X, y):
         model = clone(pipeline)
         t0 = time.perf_counter()
@@ -810,7 +820,9 @@ def train(
             scored = [run_cv(cfg.estimator, p) for p in _candidates(cfg)]
         timings["selection" if cfg.estimator is None else "cv_and_search"] = time.perf_counter() - t0
         best = min(scored, key=rank_key)
-        search_table = _search_table(scored, scoring) if len(scored) > 1 or cfg.search.method != "none" else None
+        search_table = (
+            _search_table(scored, scoring) if len(scored) > 1 or cfg.search.method != "none" else None
+        )
 
         threshold = None
         detail: dict[str, float] = {}
@@ -822,7 +834,10 @@ def train(
                 oof_pos = best.cv.oof[:, classes.index(positive)]  # type: ignore[union-attr]
                 threshold, value = best_threshold(truth, oof_pos, cfg.threshold_metric)
                 at_default = decision_metric(truth, oof_pos >= 0.5, cfg.threshold_metric)
-                detail = {f"oof_{cfg.threshold_metric}": value, f"oof_{cfg.threshold_metric}_at_0.5": at_default}
+                detail = {
+                    f"oof_{cfg.threshold_metric}": value,
+                    f"oof_{cfg.threshold_metric}_at_0.5": at_default,
+                }
                 timings["threshold"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -889,7 +904,9 @@ def _optuna_search(
             elif values.is_int:
                 params[name] = trial.suggest_int(name, int(values.low), int(values.high), log=values.log)
             else:
-                params[name] = trial.suggest_float(name, float(values.low), float(values.high), log=values.log)
+                params[name] = trial.suggest_float(
+                    name, float(values.low), float(values.high), log=values.log
+                )
         result = run_cv(cfg.estimator, params)  # type: ignore[arg-type]
         scored.append(result)
         return result.score if not math.isnan(result.score) else (-math.inf if better else math.inf)
@@ -899,3 +916,34 @@ def _optuna_search(
     )
     study.optimize(objective, n_trials=cfg.search.n_iter)
     return scored
+
+
+def save_model(result: TrainResult, folder: str | Path) -> dict[str, Path]:
+    """Write a model folder: ``model.joblib`` (the fitted pipeline), ``train.json``
+    (:meth:`TrainResult.metadata`), ``cv.csv`` and, after a search or auto selection, ``search.csv``."""
+    import joblib
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"model": out / MODEL_FILE, "info": out / TRAIN_INFO_FILE, "cv": out / CV_FILE}
+    joblib.dump(result.pipeline, files["model"])
+    files["info"].write_text(json.dumps(result.metadata(), indent=2, default=str))
+    result.cv_table.to_csv(files["cv"], index=False)
+    if result.search_table is not None:
+        files["search"] = out / SEARCH_FILE
+        result.search_table.to_csv(files["search"], index=False)
+    return files
+
+
+def load_model(folder: str | Path) -> tuple[Any, dict[str, Any], pd.DataFrame | None]:
+    """Read a folder written by :func:`save_model`: ``(pipeline, train info, cv table or None)``."""
+    import joblib
+
+    src = Path(folder)
+    if not (src / MODEL_FILE).is_file():
+        raise InputError(f"no {MODEL_FILE} in model folder {src}", path=str(src))
+    pipeline = joblib.load(src / MODEL_FILE)
+    info_path = src / TRAIN_INFO_FILE
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    cv = pd.read_csv(src / CV_FILE, dtype={"fold": str}) if (src / CV_FILE).is_file() else None
+    return pipeline, info, cv

@@ -101,8 +101,8 @@ def multiclass_metrics(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[
     """Metrics of a multiclass classifier from its class probabilities (columns in ``classes`` order)."""
     classes = list(classes)
     y_true = np.asarray(y_true)
-    pred = np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)]
-    truth = y_true.astype(object)
+    pred = np.asarray(classes)[np.argmax(proba, axis=1)]
+    truth = y_true
     present = [i for i, c in enumerate(classes) if np.any(y_true == c)]
     onehot = label_binarize(y_true, classes=classes)
     # AUCs over the classes present in this sample; absent ones have no positives to rank.
@@ -113,7 +113,9 @@ def multiclass_metrics(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[
         "precision_macro": float(
             skm.precision_score(truth, pred, labels=classes, average="macro", zero_division=0)
         ),
-        "recall_macro": float(skm.recall_score(truth, pred, labels=classes, average="macro", zero_division=0)),
+        "recall_macro": float(
+            skm.recall_score(truth, pred, labels=classes, average="macro", zero_division=0)
+        ),
         "f1_macro": float(skm.f1_score(truth, pred, labels=classes, average="macro", zero_division=0)),
         "f1_weighted": float(skm.f1_score(truth, pred, labels=classes, average="weighted", zero_division=0)),
         "roc_auc": float(np.nanmean(roc)) if roc and not np.all(np.isnan(roc)) else math.nan,

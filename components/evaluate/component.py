@@ -1,0 +1,77 @@
+"""KFP component: the evaluate step (a thin wrapper over components.evaluate.logic)."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from components._image import BASE_IMAGE
+
+__all__ = ["evaluate"]
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def evaluate(
+    model: Input[Model],
+    test_data: Input[Dataset],
+    spec: dict,
+    champion_metrics: dict,
+    metrics: Output[Metrics],
+    classification_metrics: Output[ClassificationMetrics],
+    report: Output[HTML],
+    metric: str = "",
+    margin: float = 0.0,
+) -> NamedTuple("EvaluateOutputs", [("promote", bool), ("reason", str), ("test_metrics", dict)]):
+    """Score the model on the test split, log KFP metrics, write the HTML report, apply the gate.
+
+    ``champion_metrics`` are the current champion's metrics (empty: no champion, the challenger is
+    promoted); ``metric`` is the gate metric (empty: the training scoring metric, e.g. roc_auc or rmse);
+    the challenger must beat the champion by ``margin``.
+    """
+    import math
+    import tempfile
+    from collections import namedtuple
+
+    import pandas as pd
+
+    from components.evaluate.logic import evaluate as run_evaluate
+    from components.evaluate.logic import gate
+    from components.evaluate.logic import report as write_report
+    from components.train.logic import load_model
+    from components.train.metrics import default_scoring
+    from skiff.spec import parse_spec
+
+    dataset = parse_spec(spec, origin="pipeline parameter 'spec'")
+    pipeline, info, cv = load_model(model.path)
+    frame = pd.read_parquet(test_data.path)
+    features = info.get("feature_columns") or dataset.feature_columns
+    result = run_evaluate(pipeline, frame[features], frame[dataset.target], dataset, info.get("threshold"))
+
+    finite = {k: float(v) for k, v in result.metrics.items() if isinstance(v, float) and math.isfinite(v)}
+    for name, value in finite.items():
+        metrics.log_metric(name, value)
+    if result.problem_type == "binary" and result.roc_curves:
+        curve = next(iter(result.roc_curves.values()))
+        classification_metrics.log_roc_curve(curve["fpr"], curve["tpr"], curve["thresholds"])
+    if result.confusion_matrix is not None:
+        classification_metrics.log_confusion_matrix([str(c) for c in result.classes], result.confusion_matrix)
+
+    gate_metric = metric or info.get("scoring") or default_scoring(result.problem_type)
+    decision = gate(result.metrics, dict(champion_metrics or {}), gate_metric, margin)
+    report.metadata.update(
+        {"gate_metric": gate_metric, "promote": decision.promote, "reason": decision.reason}
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_report(
+            result,
+            tmp,
+            cv_table=cv,
+            title=f"{dataset.name}: {info.get('estimator', 'model')} on {result.n} held-out rows",
+            extra={"estimator": info.get("estimator"), "params": info.get("params"), "gate": decision.reason},
+        )
+        with open(report.path, "w", encoding="utf-8") as fh:
+            fh.write(files["html"].read_text(encoding="utf-8"))
+
+    outputs = namedtuple("EvaluateOutputs", ["promote", "reason", "test_metrics"])
+    return outputs(bool(decision.promote), decision.reason, finite)
