@@ -14,6 +14,8 @@ from kfp.dsl import HTML, Artifact, Dataset, Output
 from components._image import BASE_IMAGE
 from components.validate.component import validate
 from components.validate.logic import resolve_tfdv_python
+from skiff.config import load_settings
+from skiff.errors import EnvironmentMissing
 from skiff.lake import Lake
 from skiff.storage import Store
 
@@ -66,9 +68,9 @@ def gate(spec: dict, lake_uri: str, marker: str) -> GateOutputs:
 
 def test_component_reports_and_gates(tmp_path, monkeypatch):
     try:
-        resolve_tfdv_python()
-    except Exception as e:  # a laptop without `make setup`
-        pytest.skip(f"TFDV environment missing: {e}")
+        resolve_tfdv_python(load_settings().tfdv_python)
+    except EnvironmentMissing as e:  # a laptop without `make setup`
+        pytest.skip(f"TFDV environment missing: {e.message}")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SKIFF_CONFIG", raising=False)
     lake = Lake(Store(str(tmp_path / "lake")))
