@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
+from threadpoolctl import threadpool_limits
 
 from components.train.logic import positive_label, target_array
 from components.train.metrics import (
@@ -107,8 +108,23 @@ def evaluate(
     y_test: pd.Series | np.ndarray,
     spec: DatasetSpec,
     threshold: float | None = None,
+    n_threads: int = 1,
 ) -> EvalResult:
-    """Score ``model`` on ``X_test``/``y_test``. Binary decisions use ``threshold`` (0.5 if None)."""
+    """Score ``model`` on ``X_test``/``y_test``. Binary decisions use ``threshold`` (0.5 if None).
+
+    Predictions run with at most ``n_threads`` OpenMP/BLAS threads.
+    """
+    with threadpool_limits(limits=n_threads):
+        return _evaluate(model, X_test, y_test, spec, threshold)
+
+
+def _evaluate(
+    model: Any,
+    X_test: pd.DataFrame,
+    y_test: pd.Series | np.ndarray,
+    spec: DatasetSpec,
+    threshold: float | None,
+) -> EvalResult:
     problem = spec.problem_type
     if problem is None or spec.target is None:
         raise UsageError(f"dataset spec {spec.name!r} has no target/problem_type: nothing to evaluate")

@@ -415,3 +415,16 @@ def test_saved_model_loads_and_predicts_the_same(tmp_path):
     assert list(cv["fold"]) == ["1", "2", "3", "mean", "std"]
     with pytest.raises(InputError, match="model.joblib"):
         load_model(tmp_path / "nothing")
+
+
+def test_derived_features_present_in_the_data_become_inputs():
+    spec = _spec(
+        derived=[{"name": "ratio", "expr": "x0 / (x1 * x1 + 1)"}, {"name": "absent", "expr": "x2 * 2"}]
+    )
+    df = _frame(150)
+    df["ratio"] = df["x0"] / (df["x1"] ** 2 + 1)
+    result = train(df, spec, {"estimator": "logistic_regression", "cv_folds": 3})
+    assert "ratio" in result.feature_columns and "ratio" in result.numeric_columns
+    assert "absent" not in result.feature_columns
+    with pytest.raises(InputError, match="ratio"):
+        result.pipeline.predict_proba(result.X_test.drop(columns="ratio"))
