@@ -1,0 +1,140 @@
+"""A local canary: two model servers (stable and canary version) behind the weighted router.
+
+``skiff serve NAME --canary V2 --canary-percent 10`` runs :func:`run_canary`; ``skiff rollout start NAME
+--canary-version V2 --local`` uses :func:`local_canary` and drives the split with the rollout controller.
+Both servers are real KServe ModelServers started by :func:`serving.server.start_local_server` on free
+loopback ports; only the router listens on the port the user names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from serving.router import CanaryRouter, RouterThread, Upstream, free_port, serve_router
+
+__all__ = ["LocalCanary", "local_canary", "run_canary"]
+
+log = logging.getLogger(__name__)
+
+Launch = Callable[[str, str, int], Any]
+Stop = Callable[[Any], None]
+
+
+@dataclass
+class LocalCanary:
+    """A running local canary."""
+
+    router: CanaryRouter
+    thread: RouterThread | None
+    stable_url: str
+    canary_url: str
+    handles: list[Any] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        assert self.thread is not None
+        return self.thread.url
+
+
+def _default_launchers(root: str, with_features: bool) -> tuple[Launch, Stop]:
+    from serving.server import start_local_server, stop_local_server
+
+    def launch(name: str, version: str, port: int) -> Any:
+        return start_local_server(name, version, port, root=root, with_features=with_features)
+
+    return launch, stop_local_server
+
+
+@contextlib.contextmanager
+def _servers(name: str, stable_version: str, canary_version: str, *, launch: Launch, stop: Stop,
+             host: str) -> Iterator[tuple[str, str, list[Any]]]:
+    handles: list[Any] = []
+    try:
+        urls = []
+        for version in (stable_version, canary_version):
+            port = free_port(host)
+            handles.append(launch(name, str(version), port))
+            urls.append(f"http://{host}:{port}")
+            log.info("%s version %s serves on %s", name, version, urls[-1])
+        yield urls[0], urls[1], handles
+    finally:
+        for h in reversed(handles):
+            with contextlib.suppress(Exception):
+                stop(h)
+
+
+@contextlib.contextmanager
+def local_canary(
+    name: str,
+    stable_version: int | str,
+    canary_version: int | str,
+    percent: int,
+    *,
+    root: str,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    seed: int | None = None,
+    with_features: bool = False,
+    launch: Launch | None = None,
+    stop: Stop | None = None,
+) -> Iterator[LocalCanary]:
+    """Start both servers and the router (on a background thread); stop them all on exit.
+
+    ``launch(name, version, port)`` / ``stop(handle)`` start and stop one model server; by default
+    :func:`serving.server.start_local_server` and :func:`serving.server.stop_local_server`.
+    """
+    if launch is None or stop is None:
+        launch, stop = _default_launchers(root, with_features)
+    with _servers(name, str(stable_version), str(canary_version), launch=launch, stop=stop, host=host) as (
+        stable_url, canary_url, handles,
+    ):
+        router = CanaryRouter(
+            name,
+            Upstream(role="stable", url=stable_url, version=str(stable_version)),
+            Upstream(role="canary", url=canary_url, version=str(canary_version)),
+            percent,
+            seed=seed,
+        )
+        thread = RouterThread(router, host, port).start()
+        try:
+            yield LocalCanary(router=router, thread=thread, stable_url=stable_url, canary_url=canary_url,
+                              handles=handles)
+        finally:
+            thread.stop()
+
+
+def run_canary(
+    name: str,
+    stable_version: int | str,
+    canary_version: int | str,
+    percent: int,
+    port: int,
+    root: str,
+    *,
+    host: str = "127.0.0.1",
+    seed: int | None = None,
+    with_features: bool = False,
+) -> None:
+    """Serve ``name`` with ``percent`` % of requests on the canary version until interrupted.
+
+    The router listens on ``host:port``; its admin API (loopback only) changes the split, which is what
+    ``skiff rollout start NAME --local --router http://127.0.0.1:PORT`` drives.
+    """
+    launch, stop = _default_launchers(root, with_features)
+    with _servers(name, str(stable_version), str(canary_version), launch=launch, stop=stop, host=host) as (
+        stable_url, canary_url, _handles,
+    ):
+        router = CanaryRouter(
+            name,
+            Upstream(role="stable", url=stable_url, version=str(stable_version)),
+            Upstream(role="canary", url=canary_url, version=str(canary_version)),
+            percent,
+            seed=seed,
+        )
+        log.info("canary router for %s on http://%s:%s: %s%% to version %s, the rest to version %s",
+                 name, host, port, percent, canary_version, stable_version)
+        serve_router(router, host, port)
