@@ -1,0 +1,373 @@
+"""skiff's KServe predictor: a registered model version behind the V1 and V2 inference protocols.
+
+:class:`SkiffPredictor` is a ``kserve.Model``. ``load()`` reads the settings once, fetches the version
+from the registry (``<root>/models/<name>/<version>/``) and builds its runtime through the loader of the
+version's ``flavor`` (:data:`FLAVORS`; ``sklearn`` today, a ``tensorflow`` loader plugs in with
+:func:`register_flavor`). A model that fails to load leaves ``ready`` False and ``load_error`` set; the
+reason goes to the log and to the server's readiness answer.
+
+Scikit-learn versions run on onnxruntime when the registry recorded an exact ONNX export
+(``metadata.extra["onnx"]["exact"]`` and ``model.onnx``): inputs are built straight from the request's
+arrays (float32 numbers, text), no DataFrame per request. Rows with missing values, and versions without
+an exact export, run on the scikit-learn pipeline. Both paths give the same labels and probabilities to
+within the export's recorded difference (at most 1e-5).
+
+Responses:
+
+- binary classification: the label at the version's tuned threshold and the positive class's probability
+  (V1 ``{"label", "probability"}``; V2 outputs ``label`` and ``probability``);
+- multiclass: the label and each class's probability (V1 ``{"label", "probabilities": {class: p}}``; V2
+  ``label`` and ``probabilities`` of shape ``[n, classes]``, class order in its ``classes`` parameter);
+- regression: the value (V1 a number per row; V2 output ``value``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from kserve import Model
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from serving.inputs import V2_DATATYPE, BadRequest, Batch, InputSchema, parse_v1, parse_v2
+from skiff.config import Settings, load_settings
+from skiff.errors import SkiffError, UsageError
+from skiff.registry import ModelRegistry, ModelVersion
+
+__all__ = ["SkiffPredictor", "Scores", "Runtime", "FLAVORS", "register_flavor", "ENGINES"]
+
+log = logging.getLogger(__name__)
+
+#: ``auto`` uses an exact ONNX export when the version has one; ``sklearn`` always runs the pipeline.
+ENGINES = ("auto", "sklearn")
+
+
+@dataclass
+class Scores:
+    """What a runtime computed for a batch: class probabilities ``[n, k]`` or regression values ``[n]``."""
+
+    proba: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+
+class Runtime:
+    """A loaded model that scores checked batches. ``engine`` names what runs it (for metadata)."""
+
+    engine = "none"
+
+    def score(self, batch: Batch) -> Scores:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _frame(batch: Batch, schema: InputSchema):
+    """The batch as a DataFrame with the dtypes the spec types stand for (the scikit-learn path)."""
+    import pandas as pd
+
+    data: dict[str, Any] = {}
+    for f in schema.features:
+        values = batch.columns[f]
+        t = schema.types[f]
+        has_none = batch.missing and any(v is None for v in values)
+        if t == "float" or (t == "integer" and has_none):
+            data[f] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        elif t == "integer":
+            data[f] = np.array(values, dtype=np.int64)
+        elif t == "boolean" and not has_none:
+            data[f] = np.array(values, dtype=bool)
+        elif t == "datetime":
+            data[f] = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601")
+        else:
+            arr = np.empty(len(values), dtype=object)
+            arr[:] = values
+            data[f] = arr
+    return pd.DataFrame(data, columns=list(schema.features))
+
+
+class SklearnRuntime(Runtime):
+    """The fitted scikit-learn pipeline, fed a DataFrame per batch."""
+
+    engine = "sklearn"
+
+    def __init__(self, model: Any, schema: InputSchema, classifier: bool) -> None:
+        self.model = model
+        self.schema = schema
+        self.classifier = classifier
+
+    def score(self, batch: Batch) -> Scores:
+        frame = _frame(batch, self.schema)
+        try:
+            if self.classifier:
+                return Scores(proba=np.asarray(self.model.predict_proba(frame), dtype=np.float64))
+            return Scores(values=np.asarray(self.model.predict(frame), dtype=np.float64).reshape(-1))
+        except (ValueError, TypeError) as e:  # e.g. missing values in a model without imputation
+            raise BadRequest(f"the model cannot score these rows: {e}", "instances") from e
+
+
+class OnnxRuntime(Runtime):
+    """An exact ONNX export on onnxruntime; rows with missing values go to the scikit-learn pipeline."""
+
+    engine = "onnxruntime"
+
+    def __init__(self, payload: bytes, kinds: dict[str, str], fallback: SklearnRuntime, threads: int) -> None:
+        from skiff.onnx_export import onnx_session
+
+        self.session = onnx_session(payload, threads=threads)
+        names = [i.name for i in self.session.get_inputs()]
+        if names != list(kinds):
+            raise ValueError(f"model.onnx inputs {names} differ from the recorded ones {list(kinds)}")
+        self.kinds = kinds
+        self.fallback = fallback
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output = outputs[1] if fallback.classifier else outputs[0]
+
+    def score(self, batch: Batch) -> Scores:
+        from skiff.onnx_export import onnx_feeds
+
+        if batch.missing:
+            return self.fallback.score(batch)
+        out = self.session.run([self.output], onnx_feeds(batch.columns, self.kinds))[0]
+        if self.fallback.classifier:
+            return Scores(proba=np.asarray(out, dtype=np.float64))
+        return Scores(values=np.asarray(out, dtype=np.float64).reshape(-1))
+
+
+Loader = Callable[[ModelRegistry, ModelVersion, InputSchema, Settings, str], Runtime]
+
+
+def _load_sklearn(registry: ModelRegistry, mv: ModelVersion, schema: InputSchema, settings: Settings,
+                  engine: str) -> Runtime:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=settings.max_threads)  # process-wide: BLAS and OpenMP pools
+    model = registry.load_model(mv.name, mv.version)
+    problem = mv.metadata.problem_type
+    classifier = problem in ("binary", "multiclass") if problem else hasattr(model, "predict_proba")
+    if classifier and not hasattr(model, "predict_proba"):
+        raise ValueError(f"a {problem} model must have predict_proba; {type(model).__name__} has not")
+    sk = SklearnRuntime(model, schema, classifier)
+    onnx = mv.metadata.extra.get("onnx") or {}
+    if engine == "sklearn":
+        return sk
+    from skiff.onnx_export import ONNX_FILE
+
+    if not onnx.get("exact"):
+        if onnx:
+            log.info("%s v%s: no exact ONNX export (%s); serving with scikit-learn", mv.name, mv.version,
+                     onnx.get("reason") or "not exact")
+        return sk
+    if ONNX_FILE not in mv.metadata.files:
+        log.warning("%s v%s: ONNX recorded as exact but %s is missing; serving with scikit-learn",
+                    mv.name, mv.version, ONNX_FILE)
+        return sk
+    try:
+        payload = registry.store.read_bytes(mv.name, str(mv.version), ONNX_FILE)
+        return OnnxRuntime(payload, dict(onnx.get("inputs") or {}), sk, settings.max_threads)
+    except Exception as e:  # a broken export must not take the model down: scikit-learn still serves
+        log.warning("%s v%s: cannot use %s (%s: %s); serving with scikit-learn", mv.name, mv.version,
+                    ONNX_FILE, type(e).__name__, e)
+        return sk
+
+
+def _no_loader(flavor: str) -> Loader:
+    def load(*_: Any) -> Runtime:
+        raise UsageError(f"flavor {flavor!r} has no loader in this server yet (known: {sorted(FLAVORS)})")
+
+    return load
+
+
+#: flavor -> loader(registry, version, schema, settings, engine) -> Runtime
+FLAVORS: dict[str, Loader] = {"sklearn": _load_sklearn}
+
+
+def register_flavor(flavor: str, loader: Loader) -> None:
+    """Plug in the loader of another model flavor (e.g. ``tensorflow``)."""
+    FLAVORS[flavor] = loader
+
+
+def _python(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _label_datatype(classes: list[Any]) -> str:
+    if all(type(c) is bool for c in classes):
+        return "BOOL"
+    if all(type(c) is int for c in classes):
+        return "INT64"
+    if all(type(c) is float for c in classes):
+        return "FP64"
+    return "BYTES"
+
+
+class SkiffPredictor(Model):
+    """A registered model version served by KServe's ModelServer (V1, V2 REST and gRPC)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        model_name: str | None = None,
+        version: int | str | None = None,
+        settings: Settings | None = None,
+        engine: str = "auto",
+    ) -> None:
+        super().__init__(name)
+        if engine not in ENGINES:
+            raise UsageError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        self.model_name = model_name or name
+        self.requested_version = version
+        self.engine_choice = engine
+        self._settings = settings
+        self.version: int | None = None
+        self.metadata = None
+        self.schema: InputSchema | None = None
+        self.runtime: Runtime | None = None
+        self.load_error: str | None = None
+
+    # -- loading -------------------------------------------------------------------------------------
+    def load(self) -> bool:
+        try:
+            self._load()
+        except Exception as e:  # any failure leaves the model not ready, with the reason logged
+            self.ready = False
+            self.load_error = f"{type(e).__name__}: {getattr(e, 'message', None) or e}"
+            log.error("model %s (version %s) failed to load: %s", self.model_name,
+                      self.requested_version or "default", self.load_error)
+        return self.ready
+
+    def _load(self) -> None:
+        settings = self._settings or load_settings()
+        registry = ModelRegistry.from_settings(settings)
+        mv = registry.get(self.model_name, self.requested_version)
+        meta = mv.metadata
+        self.schema = InputSchema.build(meta.features, meta.input_schema)
+        loader = FLAVORS.get(meta.flavor) or _no_loader(meta.flavor)
+        self.runtime = loader(registry, mv, self.schema, settings, self.engine_choice)
+        self.version, self.metadata = mv.version, meta
+        self.problem = meta.problem_type or ("binary" if self._n_classes() == 2 else
+                                             "multiclass" if self._n_classes() else "regression")
+        self.classes = [_python(c) for c in (meta.classes or self._model_classes())]
+        if self.problem in ("binary", "multiclass") and len(self.classes) < 2:
+            raise ValueError(f"a {self.problem} model needs its classes (metadata.classes)")
+        if self.problem == "binary" and len(self.classes) != 2:
+            raise ValueError(f"a binary model needs 2 classes, metadata has {self.classes}")
+        self.threshold = float(meta.threshold) if meta.threshold is not None else 0.5
+        self.label_datatype = _label_datatype(self.classes) if self.classes else None
+        self._classes_param = json.dumps(self.classes, default=str)
+        self.load_error = None
+        self.ready = True
+        log.info("model %s version %s loaded (%s, %s, engine %s)", self.model_name, mv.version, meta.flavor,
+                 self.problem, self.runtime.engine)
+
+    def _model_classes(self) -> list[Any]:
+        model = getattr(self.runtime, "model", None) or getattr(getattr(self.runtime, "fallback", None), "model", None)
+        classes = getattr(model, "classes_", None)
+        return list(classes) if classes is not None else []
+
+    def _n_classes(self) -> int:
+        return len(self._model_classes())
+
+    # -- serving -------------------------------------------------------------------------------------
+    @property
+    def version_label(self) -> str:
+        return "" if self.version is None else str(self.version)
+
+    def validate(self, payload: Any) -> Any:
+        return payload  # predict() checks the request against the version's schema
+
+    def score(self, batch: Batch) -> Scores:
+        """Score a checked batch (used in-process by the transformer as well)."""
+        if not self.ready or self.runtime is None:
+            raise SkiffError(f"model {self.model_name} is not loaded", model=self.model_name)
+        return self.runtime.score(batch)
+
+    def predict(self, payload: Any, headers: dict[str, str] | None = None,
+                response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
+        assert self.schema is not None
+        if isinstance(payload, InferRequest):
+            batch = parse_v2(payload, self.schema)
+            return self.v2_response(payload, batch, self.score(batch))
+        batch = parse_v1(payload, self.schema)
+        return self.v1_response(batch, self.score(batch))
+
+    def _labels(self, scores: Scores) -> list[Any]:
+        proba = scores.proba
+        if self.problem == "binary":
+            picks = (proba[:, 1] >= self.threshold).astype(np.int64)
+        else:
+            picks = proba.argmax(axis=1)
+        classes = self.classes
+        return [classes[i] for i in picks.tolist()]
+
+    def v1_response(self, batch: Batch, scores: Scores) -> dict[str, Any]:
+        if self.problem == "regression":
+            predictions: list[Any] = scores.values.tolist()
+        elif self.problem == "binary":
+            predictions = [{"label": lab, "probability": p}
+                           for lab, p in zip(self._labels(scores), scores.proba[:, 1].tolist(), strict=True)]
+        else:
+            keys = [str(c) for c in self.classes]
+            predictions = [{"label": lab, "probabilities": dict(zip(keys, row, strict=True))}
+                           for lab, row in zip(self._labels(scores), scores.proba.tolist(), strict=True)]
+        return {"predictions": predictions, "model_name": self.name, "model_version": self.version_label}
+
+    def v2_outputs(self, n: int, scores: Scores) -> list[InferOutput]:
+        if self.problem == "regression":
+            return [InferOutput("value", [n], "FP64", data=scores.values.tolist())]
+        labels = self._labels(scores)
+        if self.label_datatype == "BYTES":
+            labels = [lab if type(lab) is str else str(lab) for lab in labels]
+        out = [InferOutput("label", [n], self.label_datatype, data=labels)]
+        if self.problem == "binary":
+            out.append(InferOutput("probability", [n], "FP64", data=scores.proba[:, 1].tolist(),
+                                   parameters={"positive_class": str(self.classes[1]),
+                                               "threshold": self.threshold}))
+        else:
+            k = len(self.classes)
+            out.append(InferOutput("probabilities", [n, k], "FP64", data=scores.proba.reshape(-1).tolist(),
+                                   parameters={"classes": self._classes_param}))
+        return out
+
+    def v2_response(self, request: InferRequest, batch: Batch, scores: Scores) -> InferResponse:
+        outputs = self.v2_outputs(batch.n, scores)
+        requested = request.request_outputs
+        if requested:
+            known = {o.name for o in outputs}
+            unknown = [r.name for r in requested if r.name not in known]
+            if unknown:
+                raise BadRequest(f"unknown output(s) {unknown}; this model returns {sorted(known)}", "outputs",
+                                 unknown=unknown)
+        return InferResponse(
+            response_id=request.id or uuid.uuid4().hex,
+            model_name=self.name,
+            model_version=self.version_label,
+            infer_outputs=outputs,
+            use_binary_outputs=request.use_binary_outputs,
+            requested_outputs=requested,
+        )
+
+    # -- metadata ------------------------------------------------------------------------------------
+    @property
+    def platform(self) -> str:
+        if self.runtime is None:
+            return ""
+        return "onnxruntime_onnx" if self.runtime.engine == "onnxruntime" else "sklearn"
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        if self.schema is None:
+            return []
+        return [{"name": f, "datatype": V2_DATATYPE[self.schema.types[f]], "shape": [-1]}
+                for f in self.schema.features]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        if not self.ready:
+            return []
+        if self.problem == "regression":
+            return [{"name": "value", "datatype": "FP64", "shape": [-1]}]
+        second = ({"name": "probability", "datatype": "FP64", "shape": [-1]} if self.problem == "binary"
+                  else {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(self.classes)]})
+        return [{"name": "label", "datatype": self.label_datatype, "shape": [-1]}, second]

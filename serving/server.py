@@ -1,0 +1,545 @@
+"""skiff's local model server: KServe's ModelServer pieces on a loopback uvicorn, with skiff's metrics.
+
+:func:`run_server` loads a registered version into a :class:`~serving.predictor.SkiffPredictor` (and, with
+features, a :class:`~serving.transformer.FeastTransformer` named after the model, the predictor then being
+``<name>-predictor``), registers them with ``kserve.ModelServer`` and serves KServe's own V1 and V2
+endpoints, ``/metrics`` and (optionally) gRPC, bound to ``127.0.0.1`` unless told otherwise. What skiff
+adds around KServe's endpoints:
+
+- JSON error bodies ``{"error", "message", "detail": {"field", ...}}`` for bad requests (400, naming the
+  field), unknown models (404), models not ready (503) and skiff errors (their HTTP status);
+- readiness that is false while a model failed to load, and says why;
+- the version in readiness and V2 model metadata (``versions``, ``platform``), and version routes
+  (``/v2/models/<name>/versions/<v>/...``) that answer 404 for a version not served here;
+- Prometheus series ``skiff_requests_total{model, version, status}`` and
+  ``skiff_request_duration_seconds{model, version}`` for every predict/infer request, rejected ones too;
+- no per-request log lines unless ``access_log`` is on.
+
+:func:`start_local_server` / :func:`stop_local_server` run ``python -m skiff serve`` as a subprocess and
+wait for its readiness, for code that needs servers side by side (canary rollouts, benchmarks, tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from skiff.errors import SkiffError, UsageError
+
+__all__ = [
+    "run_server",
+    "serve_models",
+    "make_app",
+    "build_app",
+    "start_local_server",
+    "stop_local_server",
+    "request_metrics",
+    "import_kserve",
+    "PREDICTOR_SUFFIX",
+]
+
+log = logging.getLogger(__name__)
+
+#: With features, the transformer takes the model's name and the predictor this suffix.
+PREDICTOR_SUFFIX = "-predictor"
+_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
+                     2.5, 5.0)
+_INFER_PATH = re.compile(r"^/v1/models/([^/:]+):predict$|^/v2/models/([^/]+)(?:/versions/[^/]+)?/infer$")
+_metrics: tuple[Any, Any] | None = None
+
+
+def import_kserve() -> None:
+    """Import kserve without letting its import-time argument parser read this process's arguments."""
+    if "kserve" in sys.modules:
+        return
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        import kserve  # noqa: F401
+    finally:
+        sys.argv = saved
+
+
+def request_metrics() -> tuple[Any, Any]:
+    """The ``skiff_requests_total`` Counter and ``skiff_request_duration_seconds`` Histogram (created once)."""
+    global _metrics
+    if _metrics is None:
+        from prometheus_client import Counter, Histogram
+
+        _metrics = (
+            Counter("skiff_requests_total", "Inference requests by model, version and HTTP status.",
+                    ["model", "version", "status"]),
+            Histogram("skiff_request_duration_seconds", "Inference request latency in seconds.",
+                      ["model", "version"], buckets=_DURATION_BUCKETS),
+        )
+    return _metrics
+
+
+class RequestMetricsMiddleware:
+    """ASGI middleware counting and timing predict/infer requests, whatever their outcome."""
+
+    def __init__(self, app: Any, registry: Any) -> None:
+        self.app = app
+        self.registry = registry
+        self.counter, self.histogram = request_metrics()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        m = _INFER_PATH.match(scope["path"])
+        if m is None:
+            await self.app(scope, receive, send)
+            return
+        name = m.group(1) or m.group(2)
+        status = [500]
+
+        async def send_status(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            model = self.registry.get_model(name)
+            if model is None:
+                label, version = "_unknown", ""
+            else:
+                label, version = name, getattr(model, "version_label", "")
+            self.histogram.labels(label, version).observe(time.perf_counter() - start)
+            self.counter.labels(label, version, str(status[0])).inc()
+
+
+def _json_response(status_code: int, content: Any) -> Any:
+    import orjson
+    from starlette.responses import Response
+
+    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
+
+
+def _error_body(error: str, message: str, **detail: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": error, "message": message}
+    detail = {k: v for k, v in detail.items() if v is not None}
+    if detail:
+        body["detail"] = detail
+    return body
+
+
+def _dataplane_class():
+    import orjson
+    from kserve.errors import InvalidInput, ModelNotReady
+    from kserve.protocol.dataplane import DataPlane
+
+    from serving.inputs import BadRequest
+
+    class SkiffDataPlane(DataPlane):
+        """KServe's data plane with readiness that reflects failed loads and metadata with the version."""
+
+        async def ready(self) -> bool:
+            return all(m.ready for m in self.model_registry.get_models().values()) and await super().ready()
+
+        def not_ready_reasons(self) -> dict[str, str]:
+            return {n: getattr(m, "load_error", None) or "not loaded"
+                    for n, m in self.model_registry.get_models().items() if not m.ready}
+
+        async def get_model(self, name: str):
+            model = self.get_model_from_registry(name)
+            if not model.ready:  # KServe would call load() again on every request; say why instead
+                raise ModelNotReady(name, getattr(model, "load_error", None) or "")
+            return model
+
+        async def model_metadata(self, model_name: str) -> dict:
+            meta = await super().model_metadata(model_name)
+            model = self.get_model_from_registry(model_name)
+            version = getattr(model, "version_label", "")
+            meta["versions"] = [version] if version else []
+            meta["platform"] = getattr(model, "platform", "") or ""
+            return meta
+
+        def decode(self, body, headers, *args, **kwargs):
+            try:
+                decoded, attributes = super().decode(body, headers, *args, **kwargs)
+                if isinstance(decoded, bytes | str):  # V1 sent without a JSON content type: still JSON
+                    try:
+                        decoded = orjson.loads(decoded)
+                    except orjson.JSONDecodeError as e:
+                        raise BadRequest(f"the request body is not valid JSON: {e}", "body") from e
+                return decoded, attributes
+            except InvalidInput as e:
+                if isinstance(e, BadRequest):
+                    raise
+                raise BadRequest(str(e), "body") from e
+            except (KeyError, TypeError, ValueError, IndexError) as e:  # malformed binary V2 requests
+                raise BadRequest(f"malformed inference request: {type(e).__name__}: {e}", "body") from e
+
+    return SkiffDataPlane
+
+
+def _add_handlers(app: Any) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
+
+    from serving.inputs import BadRequest
+
+    async def invalid_input(request, exc: InvalidInput):
+        body = exc.to_dict() if isinstance(exc, BadRequest) else _error_body("InvalidInput", str(exc), field="body")
+        log.debug("400 %s: %s", request.url.path, body["message"])
+        return _json_response(400, body)
+
+    async def validation(request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        field = ".".join(loc) or "body"
+        if first.get("type") == "json_invalid":
+            field = "body"
+            message = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', '')}".rstrip(": ")
+        else:
+            message = f"{field}: {first.get('msg', 'invalid request')}"
+        return _json_response(400, _error_body(
+            "InvalidInput", message, field=field,
+            errors=[{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg")} for e in errors[:10]]))
+
+    async def not_found(request, exc: ModelNotFound):
+        name = request.path_params.get("model_name")
+        return _json_response(404, _error_body("ModelNotFound", str(exc), model=name))
+
+    async def not_ready(request, exc: ModelNotReady):
+        return _json_response(503, _error_body("ModelNotReady", str(exc),
+                                                                   model=getattr(exc, "model_name", None)))
+
+    async def server_not_ready(request, exc: ServerNotReady):
+        return _json_response(503, _error_body("ServerNotReady", str(exc)))
+
+    async def skiff_error(request, exc: SkiffError):
+        if exc.http_status >= 500:
+            log.error("%s %s: %s", exc.http_status, request.url.path, exc.message)
+        return _json_response(exc.http_status, exc.to_dict())
+
+    async def unexpected(request, exc: Exception):
+        log.error("unexpected error on %s", request.url.path, exc_info=exc)
+        return _json_response(500, _error_body(type(exc).__name__, str(exc)))
+
+    app.add_exception_handler(InvalidInput, invalid_input)
+    app.add_exception_handler(RequestValidationError, validation)
+    app.add_exception_handler(ModelNotFound, not_found)
+    app.add_exception_handler(ModelNotReady, not_ready)
+    app.add_exception_handler(ServerNotReady, server_not_ready)
+    app.add_exception_handler(SkiffError, skiff_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def _add_version_routes(app: Any, dataplane: Any, v2: Any) -> None:
+    """Readiness with the version, and version-specific V2 routes (404 for a version not served here)."""
+    from typing import Union
+
+    from fastapi import Request, Response
+    from kserve.errors import ModelNotReady, ServerNotReady
+    from kserve.protocol.rest.v2_datamodels import InferenceRequest
+
+    from skiff.errors import NotFoundError
+
+    def model_version(name: str, version: str | None = None) -> str:
+        model = dataplane.get_model_from_registry(name)
+        served = getattr(model, "version_label", "")
+        if version is not None and version != served:
+            raise NotFoundError(f"model {name!r} serves version {served or '?'} here, not {version}",
+                                model=name, version=version, served=served)
+        return served
+
+    async def ready(model_name: str, model_version_: str | None = None):
+        version = model_version(model_name, model_version_)
+        model = dataplane.get_model_from_registry(model_name)
+        if not model.ready:
+            raise ModelNotReady(model_name, getattr(model, "load_error", None) or "")
+        return {"name": model_name, "ready": True, "version": version}
+
+    async def ready_v(model_name: str, model_version_: str):
+        return await ready(model_name, model_version_)
+
+    async def metadata_v(model_name: str, model_version_: str):
+        model_version(model_name, model_version_)
+        return await v2.model_metadata(model_name)
+
+    async def infer_v(raw_request: Request, raw_response: Response, model_name: str, model_version_: str,
+                      request_body: Union[InferenceRequest, bytes]):  # noqa: UP007 - FastAPI body union
+        model_version(model_name, model_version_)
+        return await v2.infer(raw_request, raw_response, model_name, request_body)
+
+    async def server_ready():
+        if not await dataplane.ready():
+            reasons = "; ".join(f"{n}: {r}" for n, r in dataplane.not_ready_reasons().items())
+            raise ServerNotReady(reasons or None)
+        return {"ready": True}
+
+    app.add_api_route("/v2/health/ready", server_ready, methods=["GET"])
+    app.add_api_route("/v1/models/{model_name}", ready, methods=["GET"])
+    app.add_api_route("/v2/models/{model_name}/ready", ready, methods=["GET"])
+    app.add_api_route("/v2/models/{model_name}/versions/{model_version_}/ready", ready_v, methods=["GET"])
+    app.add_api_route("/v2/models/{model_name}/versions/{model_version_}", metadata_v, methods=["GET"])
+    app.add_api_route("/v2/models/{model_name}/versions/{model_version_}/infer", infer_v, methods=["POST"],
+                      response_model=None)
+
+
+def build_app(model_server: Any, *, access_log: bool = False) -> Any:
+    """A FastAPI app with KServe's V1/V2 endpoints for ``model_server``'s models, plus skiff's additions."""
+    from fastapi import FastAPI
+    from kserve.protocol.rest.server import metrics_handler
+    from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
+    from kserve.protocol.rest.v2_endpoints import V2Endpoints, register_v2_endpoints
+
+    dataplane = model_server.dataplane
+    ext = model_server.model_repository_extension
+    app = FastAPI(title="skiff model server", docs_url=None, redoc_url=None, openapi_url=None)
+    _add_version_routes(app, dataplane, V2Endpoints(dataplane, ext))
+    app.add_api_route("/", dataplane.live, methods=["GET"])
+    app.add_api_route("/metrics", metrics_handler, methods=["GET"])
+    register_v1_endpoints(app, dataplane, ext)
+    register_v2_endpoints(app, dataplane, ext)
+    _add_handlers(app)
+    app.add_middleware(RequestMetricsMiddleware, registry=dataplane.model_registry)
+    if access_log:
+        log.info("per-request access logging is on")
+    return app
+
+
+def _loopback_grpc(host: str, port: int, model_server: Any):
+    """KServe's gRPC server bound to ``host`` (KServe's own binds every interface)."""
+    from grpc import aio
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+    from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
+    from kserve.protocol.grpc.servicer import InferenceServicer
+
+    server = aio.server(interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()))
+    grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceServicer(model_server.dataplane, model_server.model_repository_extension), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if not bound:
+        raise UsageError(f"cannot bind gRPC to {host}:{port}")
+    return server
+
+
+def make_app(models: Sequence[Any], *, access_log: bool = False) -> tuple[Any, Any]:
+    """Register loaded models (ready or not) with a ``kserve.ModelServer``; return it and its ASGI app."""
+    import_kserve()
+    import warnings
+
+    from fastapi.exceptions import FastAPIDeprecationWarning
+    from kserve import ModelServer
+    from kserve.predictor_config import PredictorConfig
+
+    ms = ModelServer(http_port=0, grpc_port=0, enable_grpc=False, workers=1,
+                     enable_latency_logging=access_log, enable_docs_url=False,
+                     predictor_config=PredictorConfig(predictor_host=None))
+    ms.dataplane = _dataplane_class()(model_registry=ms.registered_models)
+    for m in models:
+        m.enable_latency_logging = access_log
+        ms.register_model(m)
+        if not m.ready:
+            log.error("model %s is not ready: %s (the server answers 503 until it is restarted)", m.name,
+                      getattr(m, "load_error", None) or "not loaded")
+    # KServe's endpoints answer with ORJSONResponse, which this FastAPI marks deprecated on every use
+    warnings.filterwarnings("ignore", category=FastAPIDeprecationWarning)
+    return ms, build_app(ms, access_log=access_log)
+
+
+def serve_models(
+    models: Sequence[Any],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    grpc_port: int | None = None,
+    access_log: bool = False,
+    max_workers: int = 4,
+) -> None:
+    """Serve already loaded ``kserve.Model`` objects until SIGINT/SIGTERM (blocking)."""
+    import_kserve()
+    import uvicorn
+
+    ms, app = make_app(models, access_log=access_log)
+    if not access_log:
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=access_log, lifespan="off",
+                            timeout_keep_alive=65, loop="auto", http="auto")
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=max_workers))
+        grpc_server = None
+        if grpc_port:
+            grpc_server = _loopback_grpc(host, grpc_port, ms)
+            await grpc_server.start()
+            log.info("gRPC (V2) on %s:%s", host, grpc_port)
+        try:
+            await server.serve()
+        finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=2)
+            for m in models:
+                closer = getattr(m, "aclose", None)
+                if closer is not None:
+                    await closer()
+
+    log.info("serving %s on http://%s:%s", ", ".join(f"{m.name} v{getattr(m, 'version_label', '?')}"
+                                                     for m in models), host, port)
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(main())
+
+
+def run_server(
+    name: str,
+    version: int | str | None = None,
+    *,
+    settings: Any = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    with_features: bool = False,
+    predictor_host: str | None = None,
+    access_log: bool = False,
+    grpc_port: int | None = None,
+    engine: str = "auto",
+    feature_timeout_s: float = 2.0,
+) -> None:
+    """Load ``name`` (version, 'latest', 'champion'; default champion else latest) and serve it (blocking).
+
+    With ``with_features`` a Feast transformer named ``name`` takes entity keys; it calls the predictor
+    in-process (registered as ``<name>-predictor``) or, with ``predictor_host`` (``host:port``), over HTTP
+    (the predictor there being ``name``).
+    """
+    import_kserve()
+    from serving.predictor import SkiffPredictor
+    from skiff.config import load_settings
+
+    settings = settings or load_settings()
+    if predictor_host and not with_features:
+        raise UsageError("--predictor-host is for the feature transformer: add --with-features")
+    models: list[Any] = []
+    if with_features:
+        from serving.transformer import FeastTransformer
+
+        predictor = None
+        if not predictor_host:
+            predictor = SkiffPredictor(f"{name}{PREDICTOR_SUFFIX}", model_name=name, version=version,
+                                       settings=settings, engine=engine)
+            predictor.load()
+            models.append(predictor)
+        transformer = FeastTransformer(name, version=version, settings=settings, predictor=predictor,
+                                       predictor_host=predictor_host, timeout_s=feature_timeout_s)
+        transformer.load()
+        models.insert(0, transformer)
+    else:
+        predictor = SkiffPredictor(name, version=version, settings=settings, engine=engine)
+        predictor.load()
+        models.append(predictor)
+    serve_models(models, host=host, port=port, grpc_port=grpc_port, access_log=access_log,
+                 max_workers=max(4, settings.max_threads + 2))
+
+
+# -- subprocess helpers ------------------------------------------------------------------------------
+def _get(url: str, timeout: float = 1.0):
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=timeout)
+    except httpx.HTTPError:
+        return None
+
+
+def start_local_server(
+    name: str,
+    version: int | str | None,
+    port: int,
+    *,
+    root: str | Path,
+    with_features: bool = False,
+    extra_env: Mapping[str, str] | None = None,
+    host: str = "127.0.0.1",
+    engine: str = "auto",
+    access_log: bool = False,
+    predictor_host: str | None = None,
+    timeout_s: float = 90.0,
+    require_ready: bool = True,
+    log_path: str | Path | None = None,
+) -> subprocess.Popen:
+    """Run ``python -m skiff --root ROOT serve NAME ...`` and wait until ``/v2/health/ready`` answers 200.
+
+    The server's output goes to ``log_path`` (default a temporary file), kept on the returned process as
+    ``proc.log_path``. Numeric libraries are capped to one thread unless ``extra_env`` says otherwise.
+    With ``require_ready=False`` it returns once the server is live, ready or not (a model that failed
+    to load). Raises :class:`~skiff.errors.SkiffError` with the log's tail when the server exits or
+    does not become ready in ``timeout_s``.
+    """
+    root = str(root) if "://" in str(root) else str(Path(root).resolve())
+    args = [sys.executable, "-m", "skiff", "--root", root, "serve", name, "--port", str(port),
+            "--host", host, "--engine", engine]
+    if version is not None:
+        args += ["--version", str(version)]
+    if with_features:
+        args.append("--with-features")
+    if predictor_host:
+        args += ["--predictor-host", predictor_host]
+    if access_log:
+        args.append("--access-log")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           **(extra_env or {})}
+    if log_path is None:
+        fd, tmp = tempfile.mkstemp(prefix=f"skiff-serve-{name}-{port}-", suffix=".log")
+        os.close(fd)
+        log_path = tmp
+    log_path = Path(log_path)
+    out = open(log_path, "wb")  # noqa: SIM115 - the child writes to it for its whole life
+    try:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                cwd=str(Path(__file__).resolve().parents[1]), start_new_session=True)
+    finally:
+        out.close()
+    proc.log_path = log_path  # type: ignore[attr-defined]
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SkiffError(f"model server for {name} exited with code {proc.returncode}: {_tail(log_path)}",
+                             log=str(log_path))
+        r = _get(f"{base}/v2/health/ready")
+        if r is not None:
+            if r.status_code == 200 or not require_ready:
+                return proc
+            if r.status_code == 503:  # listening only after loading: a model failed to load; say why now
+                stop_local_server(proc)
+                raise SkiffError(f"model server for {name} is not ready: {r.text}", log=str(log_path))
+        time.sleep(0.2)
+    stop_local_server(proc)
+    raise SkiffError(f"model server for {name} not ready after {timeout_s:.0f}s: {_tail(log_path)}",
+                     log=str(log_path))
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def stop_local_server(proc: subprocess.Popen, timeout_s: float = 15.0) -> int | None:
+    """Stop a server started by :func:`start_local_server` (SIGTERM, then SIGKILL); return its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout_s)
+    return proc.returncode

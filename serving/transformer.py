@@ -1,0 +1,244 @@
+"""skiff's Feast transformer: entity keys in, the model's features from the online store, predictions out.
+
+:class:`FeastTransformer` is a ``kserve.Model`` with an ``async preprocess``. A request names entities
+only — V1 ``{"instances": [{"customer_id": "C1"}]}`` or V2 inputs named by the join key(s). The
+transformer reads the version's feature service (``metadata.feature_service``) from the Feast online
+store in a worker thread (never on the event loop) with a timeout, answers 404 for keys the store does
+not know (every feature empty), and hands the rows, in the version's feature order, to the predictor:
+
+- in-process (the default, ``predictor=``): the :class:`~serving.predictor.SkiffPredictor` registered in
+  the same server scores the checked batch directly, no second HTTP hop;
+- over HTTP (``predictor_host="host:port"``): KServe's transformer pattern, a V1 or V2 request (the same
+  protocol as the incoming one) to ``/v1/models/<name>:predict`` or ``/v2/models/<name>/infer`` with an
+  ``httpx.AsyncClient``; the predictor's 4xx answers come back with their status and reason.
+
+The Feast store is opened once, in ``load()`` (it takes seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httpx
+from kserve import Model
+from kserve.protocol.infer_type import InferRequest, InferResponse
+
+from serving.inputs import V2_DATATYPE, BadRequest, Batch, InputSchema, check_column, parse_v1, parse_v2
+from skiff.config import Settings, load_settings
+from skiff.errors import ConfigError, NotFoundError, SourceError
+from skiff.registry import ModelRegistry
+
+__all__ = ["FeastTransformer"]
+
+log = logging.getLogger(__name__)
+
+_KEY_TYPES = {"STRING": "string", "INT64": "integer", "INT32": "integer"}
+
+
+def _service_layout(store: Any, service: str) -> tuple[dict[str, str], list[str]]:
+    """The join keys (key -> spec type) and feature names a Feast feature service serves."""
+    from feast.errors import FeatureViewNotFoundException
+
+    fs = store.get_feature_service(service)
+    keys: dict[str, str] = {}
+    names: list[str] = []
+    for proj in fs.feature_view_projections:
+        names += [f.name for f in proj.features]
+        try:
+            view = store.get_feature_view(proj.name)
+        except FeatureViewNotFoundException:
+            continue  # an on-demand view: its inputs come from the other views
+        for entity_name in view.entities:
+            entity = store.get_entity(entity_name)
+            vt = entity.value_type.name
+            if vt not in _KEY_TYPES:
+                raise ConfigError(f"entity {entity_name!r}: join key type {vt} is not supported for serving")
+            keys[entity.join_key] = _KEY_TYPES[vt]
+    if not keys:
+        raise ConfigError(f"feature service {service!r} has no entity join keys")
+    return keys, names
+
+
+class FeastTransformer(Model):
+    """Entity keys -> Feast online features -> the model's predictions."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        model_name: str | None = None,
+        version: int | str | None = None,
+        settings: Settings | None = None,
+        predictor: Any = None,
+        predictor_host: str | None = None,
+        predictor_name: str | None = None,
+        timeout_s: float = 2.0,
+        predictor_timeout_s: float = 10.0,
+        store: Any = None,
+    ) -> None:
+        super().__init__(name)
+        if (predictor is None) == (predictor_host is None):
+            raise ConfigError("a feature transformer needs exactly one of predictor= (in-process) or "
+                              "predictor_host= (over HTTP)")
+        self.model_name = model_name or name
+        self.requested_version = version
+        self._settings = settings
+        self.predictor = predictor
+        self.predictor_host = predictor_host
+        self.predictor_name = predictor_name or self.model_name
+        self.timeout_s = timeout_s
+        self.predictor_timeout_s = predictor_timeout_s
+        self.store = store
+        self.version: int | None = None
+        self.load_error: str | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def version_label(self) -> str:
+        return "" if self.version is None else str(self.version)
+
+    @property
+    def platform(self) -> str:
+        return "skiff-feast-transformer"
+
+    def load(self) -> bool:
+        try:
+            self._load()
+        except Exception as e:  # a transformer that cannot load leaves the server not ready, with the reason
+            self.ready = False
+            self.load_error = f"{type(e).__name__}: {getattr(e, 'message', None) or e}"
+            log.error("feature transformer %s failed to load: %s", self.name, self.load_error)
+        return self.ready
+
+    def _load(self) -> None:
+        from components.features.logic import open_store
+
+        settings = self._settings or load_settings()
+        mv = ModelRegistry.from_settings(settings).get(self.model_name, self.requested_version)
+        meta = mv.metadata
+        if not meta.feature_service:
+            raise ConfigError(f"model {self.model_name} v{mv.version} records no feature service; it was not "
+                              "trained from Feast features")
+        if self.predictor is not None:
+            if not self.predictor.ready:
+                raise ConfigError(f"predictor {self.predictor.name} is not ready: {self.predictor.load_error}")
+            if self.predictor.version != mv.version:
+                raise ConfigError(f"predictor serves version {self.predictor.version}, transformer {mv.version}")
+        if self.store is None:
+            self.store = open_store(settings.feature_repo, settings.feast_dir, f"{settings.lake_uri}/features",
+                                    settings.feature_store_yaml)
+        keys, served = _service_layout(self.store, meta.feature_service)
+        absent = [f for f in meta.features if f not in served]
+        if absent:
+            raise ConfigError(f"feature service {meta.feature_service!r} does not serve the model's feature(s) "
+                              f"{absent}")
+        self.service = meta.feature_service
+        self.key_schema = InputSchema.build(list(keys), keys)
+        self.feature_schema = InputSchema.build(meta.features, meta.input_schema)
+        self.version = mv.version
+        self.load_error = None
+        self.ready = True
+        log.info("feature transformer %s: keys %s, service %s, predictor %s", self.name, list(keys),
+                 self.service, self.predictor.name if self.predictor else f"http://{self.predictor_host}")
+
+    def validate(self, payload: Any) -> Any:
+        return payload
+
+    # -- the request path ----------------------------------------------------------------------------
+    def _lookup(self, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        from components.features.logic import online_features
+
+        return online_features(self.store, self.service, rows)
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        v2 = isinstance(payload, InferRequest)
+        keys = parse_v2(payload, self.key_schema) if v2 else parse_v1(payload, self.key_schema)
+        if keys.missing:
+            k = next(k for k, vs in keys.columns.items() if any(v is None for v in vs))
+            raise BadRequest(f"entity key {k!r} is null", k)
+        names = self.key_schema.features
+        rows = [{k: keys.columns[k][i] for k in names} for i in range(keys.n)]
+        try:
+            values = await asyncio.wait_for(asyncio.to_thread(self._lookup, rows), self.timeout_s)
+        except TimeoutError as e:
+            raise SourceError(f"feature store lookup timed out after {self.timeout_s:g}s",
+                              service=self.service) from e
+        features = self.feature_schema.features
+        unknown = [i for i in range(keys.n) if all(values[f][i] is None for f in features)]
+        if unknown:
+            missing = [rows[i] for i in unknown]
+            raise NotFoundError(f"unknown entity key(s): {missing}; the feature store has no features for them",
+                                field=names[0], unknown=missing)
+        columns: dict[str, list[Any]] = {}
+        any_missing = False
+        for f in features:
+            try:
+                columns[f], m = check_column(self.feature_schema, f, values[f])
+            except BadRequest as e:
+                raise ConfigError(f"the feature store's value for {f!r} does not fit the model: {e.reason}") from e
+            any_missing |= m
+        return {"v2": v2, "request": payload, "batch": Batch(columns, keys.n, any_missing)}
+
+    async def predict(self, payload: dict[str, Any], headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
+        batch: Batch = payload["batch"]
+        if self.predictor is not None:
+            scores = self.predictor.score(batch)
+            if payload["v2"]:
+                return self.predictor.v2_response(payload["request"], batch, scores)
+            return self.predictor.v1_response(batch, scores)
+        return await self._remote(payload["v2"], payload["request"], batch)
+
+    # -- the predictor over HTTP ---------------------------------------------------------------------
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            host = self.predictor_host
+            base = host if host.startswith(("http://", "https://")) else f"http://{host}"
+            self._client = httpx.AsyncClient(base_url=base, timeout=self.predictor_timeout_s)
+        return self._client
+
+    async def _remote(self, v2: bool, request: Any, batch: Batch) -> dict[str, Any]:
+        features = self.feature_schema.features
+        if v2:
+            body: dict[str, Any] = {"id": request.id, "inputs": [
+                {"name": f, "datatype": V2_DATATYPE[self.feature_schema.types[f]], "shape": [batch.n],
+                 "data": batch.columns[f]} for f in features]}
+            if request.id is None:
+                body.pop("id")
+            path = f"/v2/models/{self.predictor_name}/infer"
+        else:
+            body = {"instances": [[batch.columns[f][i] for f in features] for i in range(batch.n)]}
+            path = f"/v1/models/{self.predictor_name}:predict"
+        try:
+            r = await self._http().post(path, json=body)
+        except httpx.HTTPError as e:
+            raise SourceError(f"predictor at {self.predictor_host} unreachable: {type(e).__name__}: {e}",
+                              predictor=self.predictor_host) from e
+        if r.status_code >= 400:
+            try:
+                reason = r.json()
+            except ValueError:
+                reason = {"message": r.text[:500]}
+            err = SourceError(f"predictor answered {r.status_code}: {reason.get('message') or reason}",
+                              predictor=self.predictor_host, predictor_status=r.status_code,
+                              predictor_error=reason)
+            if r.status_code < 500:
+                err.http_status = r.status_code  # the predictor's verdict on the request stands
+            raise err
+        return r.json()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- metadata ------------------------------------------------------------------------------------
+    def get_input_types(self) -> list[dict[str, Any]]:
+        if not self.ready:
+            return []
+        return [{"name": k, "datatype": V2_DATATYPE[t], "shape": [-1]} for k, t in self.key_schema.types.items()]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return self.predictor.get_output_types() if self.predictor is not None else []

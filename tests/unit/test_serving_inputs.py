@@ -1,0 +1,138 @@
+"""Request parsing and checking for the model server: V1 instances and V2 inputs against a version's schema."""
+
+import pytest
+
+from serving.inputs import BadRequest, InputSchema, parse_v1, parse_v2
+
+SCHEMA = InputSchema.build(
+    ["plan", "usage", "seats", "annual", "since"],
+    {"plan": "category", "usage": "float", "seats": "integer", "annual": "boolean", "since": "datetime"},
+)
+ROW = ["pro", 3.5, 4, True, "2026-01-02T03:04:05Z"]
+ROW_DICT = dict(zip(SCHEMA.features, ROW, strict=True))
+
+
+def _v2(inputs, request_id=None):
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    return InferRequest("m", [InferInput(i["name"], i["shape"], i["datatype"], i["data"]) for i in inputs],
+                        request_id=request_id)
+
+
+def _named(n=1, **override):
+    dts = {"plan": "BYTES", "usage": "FP32", "seats": "INT64", "annual": "BOOL", "since": "BYTES"}
+    inputs = [{"name": f, "datatype": dts[f], "shape": [n], "data": [ROW_DICT[f]] * n} for f in SCHEMA.features]
+    for inp in inputs:
+        inp.update(override.get(inp["name"], {}))
+    return inputs
+
+
+def test_v1_rows_and_objects_become_columns_in_feature_order():
+    batch = parse_v1({"instances": [ROW, {**ROW_DICT, "usage": 7}]}, SCHEMA)
+    assert batch.n == 2 and not batch.missing
+    assert list(batch.columns) == list(SCHEMA.features)
+    assert batch.columns["usage"] == [3.5, 7]
+    assert batch.columns["annual"] == [True, True]
+
+
+def test_v1_null_is_a_missing_value():
+    batch = parse_v1({"instances": [{**ROW_DICT, "usage": None}]}, SCHEMA)
+    assert batch.missing and batch.columns["usage"] == [None]
+
+
+def test_integer_column_takes_integral_floats_only():
+    assert parse_v1({"instances": [{**ROW_DICT, "seats": 4.0}]}, SCHEMA).columns["seats"] == [4]
+    with pytest.raises(BadRequest) as e:
+        parse_v1({"instances": [{**ROW_DICT, "seats": 4.5}]}, SCHEMA)
+    assert e.value.field == "seats"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ([ROW], "body", "JSON object"),
+        ({}, "instances", "no \"instances\""),
+        ({"instances": {"a": 1}}, "instances", "must be a list"),
+        ({"instances": []}, "instances", "empty"),
+        ({"instances": [ROW[:3]]}, "instances[0]", "has 3 values; the model takes 5"),
+        ({"instances": ["pro"]}, "instances[0]", "list of values or an object"),
+        ({"instances": [{k: v for k, v in ROW_DICT.items() if k != "usage"}]}, "usage", "lacks feature"),
+        ({"instances": [{**ROW_DICT, "colour": "red"}]}, "colour", "unknown feature"),
+        ({"instances": [{**ROW_DICT, "usage": "3.5"}]}, "usage", "expected a number, got string"),
+        ({"instances": [{**ROW_DICT, "usage": True}]}, "usage", "expected a number, got boolean"),
+        ({"instances": [{**ROW_DICT, "annual": 1}]}, "annual", "expected true or false"),
+        ({"instances": [{**ROW_DICT, "annual": "yes"}]}, "annual", "expected true or false"),
+        ({"instances": [{**ROW_DICT, "plan": 3}]}, "plan", "expected a string"),
+        ({"instances": [{**ROW_DICT, "since": "yesterday"}]}, "since", "ISO 8601"),
+    ],
+)
+def test_v1_bad_requests_name_the_field(body, field, words):
+    with pytest.raises(BadRequest) as e:
+        parse_v1(body, SCHEMA)
+    assert e.value.field == field
+    assert words in e.value.reason
+    assert e.value.to_dict()["detail"]["field"] == field
+
+
+def test_v1_error_names_the_row():
+    with pytest.raises(BadRequest) as e:
+        parse_v1({"instances": [ROW, {**ROW_DICT, "usage": "x"}]}, SCHEMA)
+    assert e.value.detail["row"] == 1 and "row 1" in e.value.reason
+
+
+def test_v2_named_inputs():
+    batch = parse_v2(_v2(_named(n=2)), SCHEMA)
+    assert batch.n == 2 and batch.columns["plan"] == ["pro", "pro"] and batch.columns["annual"] == [True, True]
+
+
+def test_v2_inputs_in_any_order_and_column_shape():
+    inputs = list(reversed(_named(n=1, usage={"shape": [1, 1], "data": [[3.5]]})))
+    batch = parse_v2(_v2(inputs), SCHEMA)
+    assert list(batch.columns) == list(SCHEMA.features) and batch.columns["usage"] == [3.5]
+
+
+def test_v2_one_2d_tensor_nested_or_flat():
+    nested = parse_v2(_v2([{"name": "input", "datatype": "BYTES", "shape": [2, 5], "data": [ROW, ROW]}]), SCHEMA)
+    flat = parse_v2(_v2([{"name": "input", "datatype": "BYTES", "shape": [2, 5], "data": ROW + ROW}]), SCHEMA)
+    assert nested.columns == flat.columns
+    assert nested.columns["seats"] == [4, 4] and nested.n == 2
+
+
+def test_v2_binary_bytes_are_decoded():
+    batch = parse_v2(_v2(_named(plan={"data": [b"pro"]})), SCHEMA)
+    assert batch.columns["plan"] == ["pro"]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "field", "words"),
+    [
+        ([], "inputs", "no \"inputs\""),
+        ([i for i in _named() if i["name"] != "seats"], "seats", "lacks feature"),
+        ([*_named(), {"name": "colour", "datatype": "BYTES", "shape": [1], "data": ["red"]}], "colour", "unknown input"),
+        (_named(usage={"datatype": "BYTES", "data": ["3.5"]}), "usage", "datatype BYTES does not fit a float"),
+        (_named(usage={"data": ["3.5"]}), "usage", "expected a number"),
+        (_named(annual={"datatype": "INT64", "data": [1]}), "annual", "does not fit a boolean"),
+        (_named(seats={"shape": [2], "data": [1, 2]}), "seats", "has 2 rows"),
+        (_named(seats={"shape": [1, 2], "data": [1, 2]}), "seats", "shape must be [n] or [n, 1]"),
+        (_named(plan={"shape": [2]}), "plan", "holds 2 values but data has 1"),
+        (_named(n=0), "plan", "empty"),
+        (_named(plan={"datatype": "STRING"}), "plan", "unsupported datatype"),
+        ([{"name": "input", "datatype": "BYTES", "shape": [1, 5, 1], "data": [ROW]}], "input", "2-D tensor"),
+        ([{"name": "input", "datatype": "BYTES", "shape": [1, 4], "data": [ROW[:4]]}], "input", "2-D tensor"),
+        ([{"name": "input", "datatype": "BYTES", "shape": [5], "data": ROW}], "input", "one input per feature"),
+        ([{"name": "input", "datatype": "BYTES", "shape": [1, 5], "data": [["pro", "x", 4, True, "2026-01-01"]]}],
+         "usage", "expected a number"),
+    ],
+)
+def test_v2_bad_requests_name_the_field(inputs, field, words):
+    with pytest.raises(BadRequest) as e:
+        parse_v2(_v2(inputs), SCHEMA)
+    assert e.value.field == field
+    assert words in e.value.reason
+
+
+def test_schema_must_type_every_feature():
+    with pytest.raises(ValueError, match="no known type"):
+        InputSchema.build(["a", "b"], {"a": "float"})
+    with pytest.raises(ValueError, match="no input features"):
+        InputSchema.build([], {})
