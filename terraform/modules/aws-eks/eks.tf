@@ -159,9 +159,6 @@ resource "aws_iam_role_policy_attachment" "node" {
 }
 
 locals {
-  # Bottlerocket keeps container images on its second volume; the AL2023 images on the root volume.
-  gpu_data_device = length(regexall("^BOTTLEROCKET", var.gpu_ami_type)) > 0 ? "/dev/xvdb" : "/dev/xvda"
-
   node_volumes = {
     cpu = { device = "/dev/xvda", size = var.node_disk_size_gib }
     gpu = { device = local.gpu_data_device, size = var.gpu_node_disk_size_gib }
@@ -295,20 +292,7 @@ resource "aws_eks_node_group" "gpu" {
 }
 
 # Scale from zero: with no GPU node running, the cluster autoscaler learns the labels, the taint and
-# the GPU count of a would-be node from these tags on the node group's Auto Scaling group.
-locals {
-  gpu_autoscaler_template_tags = merge(
-    { for k, v in var.gpu_node_labels : "k8s.io/cluster-autoscaler/node-template/label/${k}" => v },
-    {
-      "k8s.io/cluster-autoscaler/node-template/label/skiff.io/node-pool"             = "gpu"
-      "k8s.io/cluster-autoscaler/node-template/taint/${local.gpu_taint.key}"         = "${local.gpu_taint.value}:${local.gpu_taint.effect}"
-      "k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu"             = tostring(lookup(local.gpu_count_by_type, var.gpu_instance_types[0], 1))
-      "k8s.io/cluster-autoscaler/node-template/resources/ephemeral-storage"          = "${var.gpu_node_disk_size_gib}Gi"
-      "k8s.io/cluster-autoscaler/node-template/label/eks.amazonaws.com/capacityType" = var.gpu_capacity_type
-    },
-  )
-}
-
+# the GPU count of a would-be node from these tags on the node group's Auto Scaling group (gpu.tf).
 resource "aws_autoscaling_group_tag" "gpu_node_template" {
   for_each = local.gpu_autoscaler_template_tags
 

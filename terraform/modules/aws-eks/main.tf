@@ -32,39 +32,6 @@ locals {
 
   bucket_name = var.bucket_name != null ? var.bucket_name : "${var.name}-${local.account_id}-${local.region}"
 
-  # The GPU taint every GPU workload tolerates (KFP GPU steps, KServe GPU predictors).
-  gpu_taint = {
-    key    = "nvidia.com/gpu"
-    value  = "present"
-    effect = "NoSchedule"
-  }
-
-  # GPUs per instance of each allowed GPU type: the cluster autoscaler needs the count to scale the
-  # GPU group up from zero nodes (it cannot look at a node that does not exist yet).
-  gpu_count_by_type = {
-    "g4dn.xlarge"   = 1
-    "g4dn.2xlarge"  = 1
-    "g4dn.4xlarge"  = 1
-    "g4dn.8xlarge"  = 1
-    "g4dn.12xlarge" = 4
-    "g5.xlarge"     = 1
-    "g5.2xlarge"    = 1
-    "g5.4xlarge"    = 1
-    "g5.8xlarge"    = 1
-    "g5.12xlarge"   = 4
-    "g5.48xlarge"   = 8
-    "g6.xlarge"     = 1
-    "g6.2xlarge"    = 1
-    "g6.4xlarge"    = 1
-    "g6.8xlarge"    = 1
-    "g6.12xlarge"   = 4
-    "g6e.xlarge"    = 1
-    "g6e.2xlarge"   = 1
-    "g6e.12xlarge"  = 4
-    "p4d.24xlarge"  = 8
-    "p5.48xlarge"   = 8
-  }
-
   # The three skiff workloads bound to IAM roles through their Kubernetes service accounts.
   workloads = {
     pipeline = var.pipeline_service_account

@@ -26,13 +26,6 @@ locals {
 
   node_subnet_cidr = cidrsubnet(var.vnet_cidr, 4, 0)
 
-  # The GPU taint every GPU workload tolerates (KFP GPU steps, KServe GPU predictors).
-  gpu_taint = {
-    key    = "nvidia.com/gpu"
-    value  = "present"
-    effect = "NoSchedule"
-  }
-
   # The three skiff workloads federated with their Kubernetes service accounts.
   workloads = {
     pipeline = var.pipeline_service_account
