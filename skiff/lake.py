@@ -4,7 +4,7 @@ Layout (under the lake URI, ``<root>/lake`` by default)::
 
     raw/<dataset>/ingest_date=YYYY-MM-DD/run=<run_id>/
         part-00000.parquet ...   accepted rows, typed by the dataset spec
-        _quarantine.parquet      rejected rows with _source, _line, _column, _reason
+        _quarantine.parquet      rejected rows with _source, _row, _page, _column, _reason, _problems
         _manifest.json           source, counts, schema, content hash, started/finished
         _COMMITTED               written last (see skiff.storage)
 
@@ -84,6 +84,13 @@ class Lake:
 
     def manifest(self, ref: RunRef) -> dict[str, Any]:
         return self.store.read_json(*ref.parts, MANIFEST)
+
+    def find_run(self, dataset: str, fingerprint: str) -> RunRef | None:
+        """The committed run whose manifest has this input fingerprint (idempotent re-ingestion)."""
+        for ref in self.all_runs(dataset):
+            if self.manifest(ref).get("fingerprint") == fingerprint:
+                return ref
+        return None
 
     def latest_partition(self, dataset: str) -> str:
         dates = self.partitions(dataset)

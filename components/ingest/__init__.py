@@ -1,0 +1,1 @@
+"""The ingest step: sources → cleansed, typed Parquet partitions in the lake (see logic.py)."""

@@ -1,0 +1,552 @@
+"""Batch ingestion: sources → cleansed, typed Parquet in the lake, with a quarantine and a manifest.
+
+:func:`ingest` is the one code path behind ``skiff ingest`` and the KFP ingest component. A run:
+
+1. opens every source (files: format detection and content hashes; SQL: the watermark of the last
+   committed run; REST: auth from the environment) and checks the columns it can see up front;
+2. if the input's fingerprint (see :func:`ingest`) equals that of a committed run of the dataset,
+   writes nothing and reports ``unchanged``;
+3. streams every batch through :class:`~components.ingest.cleanse.Cleanser`, writing accepted rows to
+   ``part-NNNNN.parquet`` and rejected rows to ``_quarantine.parquet`` in a staging folder;
+4. imputes ``mean``/``median``/``mode`` columns with statistics of **all accepted rows of the run**
+   (every source and batch, after de-duplication), computed in a second pass over the staged parts;
+5. checks rows read = rows written + rows quarantined + duplicates dropped (a mismatch is a bug and
+   raises), writes ``_manifest.json`` and publishes the folder through :meth:`skiff.lake.Lake.publish_run`
+   (whole, or not at all);
+6. only then records the new SQL watermarks under ``<lake>/state/<dataset>/<source-key>.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.engine import Engine
+
+from components.ingest.cleanse import Cleanser
+from components.ingest.files import FileReader
+from components.ingest.rest import RestReader
+from components.ingest.sql import SqlReader, decode_watermark, encode_watermark, max_watermark
+from skiff import __version__
+from skiff.errors import SkiffError, SpecError, StorageError, UsageError
+from skiff.lake import MANIFEST, QUARANTINE, Lake, RunRef
+from skiff.spec import (
+    DatasetSpec,
+    FileSource,
+    MqttSource,
+    Pagination,
+    RestAuth,
+    RestSource,
+    SourceSpec,
+    SqlSource,
+)
+
+__all__ = [
+    "ingest",
+    "IngestResult",
+    "InvariantError",
+    "new_run_id",
+    "open_reader",
+    "source_from_arg",
+    "coerce_sources",
+    "ROWS_PER_PART",
+]
+
+log = logging.getLogger("skiff.ingest")
+
+#: Accepted rows per Parquet part file (a part holds several row groups, one per batch).
+ROWS_PER_PART = 1_000_000
+#: Accepted rows held in memory for statistic imputation before spilling to a second pass.
+IMPUTE_BUFFER_BYTES = 256 * 1024 * 1024
+_RUN_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+class InvariantError(RuntimeError):
+    """Rows read != written + quarantined + duplicates: a bug in skiff, never a user error (exit 3)."""
+
+
+@dataclass
+class IngestResult:
+    status: str  # "ingested" or "unchanged"
+    dataset: str
+    run_id: str
+    ingest_date: str
+    partition_uri: str
+    manifest: dict[str, Any]
+    duration_s: float
+    reason: str | None = None  # why nothing was written (status "unchanged")
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.manifest.get("counts", {})
+
+    def summary(self) -> dict[str, Any]:
+        """What ``skiff ingest --json`` prints."""
+        out = {
+            "status": self.status,
+            "dataset": self.dataset,
+            "run_id": self.run_id,
+            "ingest_date": self.ingest_date,
+            "partition": self.partition_uri,
+            "counts": self.counts,
+            "quarantine_reasons": self.manifest.get("quarantine_reasons", {}),
+            "imputed": {k: v["count"] for k, v in self.manifest.get("imputed", {}).items()},
+            "duration_s": round(self.duration_s, 3),
+        }
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+Reader = FileReader | SqlReader | RestReader
+
+
+def open_reader(source, *, http_transport: httpx.BaseTransport | None = None,
+                sql_engine: Engine | None = None, block_bytes: int | None = None) -> Reader:
+    """A reader for one source spec (files are listed and detected now)."""
+    if isinstance(source, FileSource):
+        return FileReader(source, block_bytes) if block_bytes else FileReader(source)
+    if isinstance(source, SqlSource):
+        return SqlReader(source, engine=sql_engine)
+    if isinstance(source, RestSource):
+        return RestReader(source, transport=http_transport)
+    if isinstance(source, MqttSource):
+        raise UsageError(f"MQTT source {source.topic!r}: MQTT topics are streamed by the stream consumer, "
+                         "not read by batch ingestion")
+    raise UsageError(f"unknown source {source!r}")  # pragma: no cover - the spec union forbids it
+
+
+def _is_sql_url(text: str) -> bool:
+    from sqlalchemy.dialects import registry
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(text)
+        registry.load(url.get_backend_name())
+    except Exception:  # noqa: BLE001 - anything SQLAlchemy cannot take is not a SQL URL
+        return False
+    return True
+
+
+def source_from_arg(text: str, *, table: str | None = None, query: str | None = None,
+                    watermark: str | None = None, auth_env: str | None = None,
+                    pagination: str | None = None, records_path: str | None = None) -> SourceSpec:
+    """A source spec from a command-line SOURCE: a path/glob/folder/fsspec URI, an http(s) URL (REST), or
+    a SQLAlchemy URL (``postgresql+psycopg://user@host/db``, ``sqlite:///file.db``) with a table or query."""
+    from sqlalchemy.engine import make_url
+
+    if text.startswith(("http://", "https://")):
+        if table or query or watermark:
+            raise UsageError(f"{text}: --table, --query and --watermark apply to database sources only")
+        try:
+            pages = Pagination(type=pagination or "none")
+        except ValidationError as e:
+            raise UsageError(f"--pagination {pagination!r}: use none, page, cursor or link") from e
+        return RestSource(url=text, auth=RestAuth(env=auth_env) if auth_env else None, pagination=pages,
+                          records_path=records_path)
+    if "://" in text and _is_sql_url(text):
+        if make_url(text).password:
+            raise UsageError("a database URL on the command line must not hold a password (shell history, "
+                             "process lists): put the URL in an environment variable and name it with "
+                             "url_env in the dataset spec")
+        if (table is None) == (query is None):
+            raise UsageError(f"{make_url(text).render_as_string(hide_password=True)}: give --table or --query")
+        return SqlSource(url=text, table=table, query=query, watermark=watermark)
+    if table or query or watermark:
+        raise UsageError(f"{text}: --table, --query and --watermark apply to database sources only")
+    if auth_env or pagination or records_path:
+        raise UsageError(f"{text}: --auth-env, --pagination and --records-path apply to http(s) sources only")
+    return FileSource(path=text)
+
+
+def coerce_sources(items: list) -> list[SourceSpec]:
+    """Source specs from dicts (as in a spec's ``sources``) or strings (as on the command line)."""
+    adapter = TypeAdapter(SourceSpec)
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            out.append(source_from_arg(item))
+            continue
+        try:
+            out.append(adapter.validate_python(item))
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            raise SpecError(f"sources[{i}]: {problems}") from e
+    return out
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _spec_hash(spec: DatasetSpec) -> str:
+    """Hash of what in a spec changes the written data (not its sources or description)."""
+    return _sha(spec.model_dump(mode="json", exclude={"sources", "description"}))
+
+
+def _statistic(col: pa.ChunkedArray, how: str, typ: pa.DataType) -> Any:
+    """mean / median / mode of the non-null values (None when there are none); integer columns get the
+    mean or median rounded to the nearest integer; a tie for the mode goes to the smallest value."""
+    if len(col) - col.null_count == 0:
+        return None
+    if how == "mean":
+        value = pc.mean(col).as_py()
+    elif how == "median":
+        value = pc.quantile(col, q=0.5, interpolation="midpoint")[0].as_py()
+    else:
+        counts = pc.value_counts(col.drop_null()).flatten()
+        freq = counts[1].to_numpy()
+        best = counts[0].filter(pa.array(freq == freq.max()))
+        value = pc.min(best).as_py()
+    if value is not None and pa.types.is_integer(typ) and how in ("mean", "median"):
+        value = round(value)
+    return value
+
+
+class _PartWriter:
+    """Accepted rows into part-NNNNN.parquet files of at most ``rows_per_part`` rows.
+
+    With statistic-imputed columns, accepted rows are first held in memory (up to ``buffer_bytes``):
+    when the whole run fits, the statistics are computed and applied before the one write; a bigger run
+    spills to the part files and :meth:`finish` fills the nulls in a second pass over them.
+    """
+
+    def __init__(self, folder: Path, rows_per_part: int, impute: dict[str, str], buffer_bytes: int) -> None:
+        self.folder = folder
+        self.rows_per_part = rows_per_part
+        self.impute = impute
+        self.buffer_bytes = buffer_bytes if impute else 0
+        self.parts: list[dict[str, Any]] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+        self.spilled = False
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self.buffer_bytes and not self.spilled:
+            self._buffer.append(table)
+            self._buffered += table.nbytes
+            if self._buffered > self.buffer_bytes:
+                log.info("accepted rows exceed %d MiB: imputing in a second pass over the parts",
+                         self.buffer_bytes >> 20)
+                self.spilled = True
+                self._flush_buffer()
+            return
+        self._write(table)
+
+    def _flush_buffer(self, fills: dict[str, pa.Scalar] | None = None) -> None:
+        while self._buffer:
+            table = self._buffer.pop(0)
+            for name, value in (fills or {}).items():
+                i = table.schema.get_field_index(name)
+                if i >= 0 and table.column(i).null_count:
+                    table = table.set_column(i, name, pc.fill_null(table.column(i), value))
+            self._write(table)
+        self._buffered = 0
+
+    def _write(self, table: pa.Table) -> None:
+        start = 0
+        while start < table.num_rows:
+            if (self._writer is None or self.parts[-1]["rows"] >= self.rows_per_part
+                    or not table.schema.equals(self._schema)):
+                self._roll(table.schema)
+            chunk = table.slice(start, self.rows_per_part - self.parts[-1]["rows"])
+            self._writer.write_table(chunk)
+            self.parts[-1]["rows"] += chunk.num_rows
+            start += chunk.num_rows
+
+    def _roll(self, schema: pa.Schema) -> None:
+        self._close_writer()
+        name = f"part-{len(self.parts):05d}.parquet"
+        self._writer = pq.ParquetWriter(self.folder / name, schema)
+        self._schema = schema
+        self.parts.append({"name": name, "rows": 0})
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def finish(self, schema: pa.Schema) -> dict[str, dict[str, Any]]:
+        """Impute, close the parts, and report per imputed column its strategy, value and count."""
+        report: dict[str, dict[str, Any]] = {}
+        if self.impute and not self.spilled:
+            fills = {}
+            for name, how in self.impute.items():
+                col = pa.chunked_array([t.column(name) for t in self._buffer], type=schema.field(name).type)
+                value = _statistic(col, how, schema.field(name).type)
+                report[name] = {"strategy": how, "value": value, "count": col.null_count if value is not None else 0}
+                if value is None:
+                    log.warning("column %s: no value to compute the %s from; it stays null", name, how)
+                elif col.null_count:
+                    fills[name] = pa.scalar(value, schema.field(name).type)
+            self._flush_buffer(fills)
+        self._close_writer()
+        if self.impute and self.spilled:
+            report = _impute_parts(self.folder, self.parts, self.impute, schema)
+        if not self.parts:  # nothing accepted: an empty part keeps the schema visible to readers
+            name = "part-00000.parquet"
+            pq.write_table(schema.empty_table(), self.folder / name)
+            self.parts.append({"name": name, "rows": 0})
+        return report
+
+
+def _impute_parts(folder: Path, parts: list[dict[str, Any]], columns: dict[str, str],
+                  schema: pa.Schema) -> dict[str, dict[str, Any]]:
+    """Second pass: statistics over all staged parts (one column at a time), then nulls filled part by
+    part, row group by row group (parts without nulls in those columns are left as they are)."""
+    files = [folder / p["name"] for p in parts]
+    fills: dict[str, pa.Scalar] = {}
+    report: dict[str, dict[str, Any]] = {}
+    for name, how in columns.items():
+        typ = schema.field(name).type
+        col = pq.read_table(files, columns=[name]).column(name)
+        value = _statistic(col, how, typ)
+        report[name] = {"strategy": how, "value": value, "count": 0}
+        if value is None:
+            log.warning("column %s: no value to compute the %s from; it stays null", name, how)
+        elif col.null_count:
+            fills[name] = pa.scalar(value, typ)
+        del col
+    for part in parts:
+        path = folder / part["name"]
+        pf = pq.ParquetFile(path)
+        need = [c for c in fills if c in pf.schema_arrow.names]
+        if not need:
+            continue
+        tmp = path.with_name("." + path.name + ".tmp")
+        with pq.ParquetWriter(tmp, pf.schema_arrow) as w:
+            for rg in range(pf.num_row_groups):
+                t = pf.read_row_group(rg)
+                for c in need:
+                    i = t.schema.get_field_index(c)
+                    if t.column(i).null_count:
+                        report[c]["count"] += t.column(i).null_count
+                        t = t.set_column(i, c, pc.fill_null(t.column(i), fills[c]))
+                w.write_table(t)
+        os.replace(tmp, path)
+    return report
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 * 1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _state_path(dataset: str, key: str) -> tuple[str, ...]:
+    return ("state", dataset, f"{key}.json")
+
+
+def _last_watermark(lake: Lake, dataset: str, key: str, manifests: list[dict[str, Any]]) -> Any:
+    """The highest watermark committed for a SQL source: state file, else (or if higher) the manifests."""
+    best = None
+    if lake.store.exists(*_state_path(dataset, key)):
+        best = decode_watermark(lake.store.read_json(*_state_path(dataset, key)).get("watermark"))
+    for m in manifests:  # covers a crash between publishing a run and writing its state
+        for s in m.get("sources", []):
+            if s.get("type") == "sql" and s.get("key") == key and s.get("watermark"):
+                best = max_watermark(best, decode_watermark(s["watermark"].get("to")))
+    return best
+
+
+def ingest(
+    spec: DatasetSpec,
+    lake: Lake,
+    *,
+    sources: list | None = None,
+    run_id: str | None = None,
+    ingest_date: str | None = None,
+    force: bool = False,
+    progress: Callable[[int], None] | None = None,
+    http_transport: httpx.BaseTransport | None = None,
+    sql_engine: Engine | None = None,
+    block_bytes: int | None = None,
+    rows_per_part: int = ROWS_PER_PART,
+    impute_buffer_bytes: int = IMPUTE_BUFFER_BYTES,
+) -> IngestResult:
+    """Ingest a dataset's sources (or ``sources``, overriding the spec's) into the lake.
+
+    The input fingerprint combines the spec's rules with, per source: files' sizes and content hashes
+    (SHA-256; names and mtimes are recorded but do not count), a SQL source's watermark range (or a
+    hash of the rows without a watermark), and a hash of a REST source's pages. Files are fingerprinted
+    before reading, so an unchanged file costs one hash pass; other sources after reading. ``force``
+    ingests even when a committed run has the same fingerprint.
+
+    ``progress`` is called with the number of rows of each batch read. Raises :class:`SkiffError`
+    subclasses for bad input (nothing written) and :class:`InvariantError` on a count mismatch.
+    """
+    started = time.monotonic()
+    started_at = dt.datetime.now(dt.UTC)
+    srcs = list(spec.sources if sources is None else sources)
+    if not srcs:
+        raise SpecError(f"dataset {spec.name!r} has no sources: add some to its spec or name them on the "
+                        "command line")
+    if run_id is not None and not _RUN_ID.match(run_id):
+        raise UsageError(f"run id {run_id!r}: use letters, digits, '_', '-' and '.' only")
+    if ingest_date is not None:
+        try:
+            ingest_date = dt.date.fromisoformat(ingest_date).isoformat()
+        except ValueError as e:
+            raise UsageError(f"ingest date {ingest_date!r} is not YYYY-MM-DD") from e
+    date = ingest_date or started_at.date().isoformat()
+    cleanser = Cleanser(spec)
+    readers = [open_reader(s, http_transport=http_transport, sql_engine=sql_engine, block_bytes=block_bytes)
+               for s in srcs]
+    for r in readers:  # fail before reading anything when a header already shows a missing column
+        if isinstance(r, FileReader):
+            for uri, cols in r.header_columns().items():
+                cleanser.check_columns(cols, uri)
+    cleanser.extra_columns.clear()  # the batches decide the order of kept unknown columns
+    spec_hash = _spec_hash(spec)
+
+    committed = [lake.manifest(ref) for ref in lake.all_runs(spec.name)] if lake.datasets() else []
+    for r in readers:
+        if isinstance(r, SqlReader) and r.source.watermark:
+            r.low = _last_watermark(lake, spec.name, r.key, committed)
+
+    def fingerprint() -> str:
+        return _sha({"spec": spec_hash, "sources": [r.fingerprint() for r in readers]})
+
+    def unchanged(ref: RunRef, reason: str) -> IngestResult:
+        return IngestResult(status="unchanged", dataset=spec.name, run_id=ref.run_id, ingest_date=ref.date,
+                            partition_uri=lake.store.uri(*ref.parts), manifest=lake.manifest(ref),
+                            duration_s=time.monotonic() - started, reason=reason)
+
+    if not force and all(isinstance(r, FileReader) for r in readers):
+        fp = fingerprint()
+        ref = lake.find_run(spec.name, fp)
+        if ref is not None:
+            log.info("%s: same input as run %s of %s; nothing to do", spec.name, ref.run_id, ref.date)
+            return unchanged(ref, f"same input and spec as run {ref.run_id} ({ref.date})")
+
+    run_id = run_id or new_run_id()
+    counts = Counter(read=0, accepted=0, quarantined=0, duplicates=0)
+    reasons: Counter = Counter()
+    per_source: list[dict[str, int]] = []
+
+    class _NothingNew(Exception):
+        def __init__(self, ref: RunRef | None, reason: str) -> None:
+            self.ref, self.reason = ref, reason
+
+    ref = RunRef(spec.name, date, run_id)
+    try:
+        with lake.publish_run(spec.name, run_id, date) as staging:
+            parts = _PartWriter(staging, rows_per_part, cleanser.stat_imputed, impute_buffer_bytes)
+            qwriter = pq.ParquetWriter(staging / QUARANTINE, cleanser.quarantine_schema())
+            try:
+                for reader in readers:
+                    src_counts = Counter(read=0, accepted=0, quarantined=0, duplicates=0)
+                    for batch in reader.batches():
+                        res = cleanser.process(batch)
+                        parts.write(res.accepted)
+                        if res.quarantined:
+                            qwriter.write_table(res.quarantine)
+                        src_counts.update(read=res.read, accepted=res.accepted.num_rows,
+                                          quarantined=res.quarantined, duplicates=res.duplicates)
+                        reasons.update(res.reasons)
+                        if progress is not None:
+                            progress(res.read)
+                    per_source.append(dict(src_counts))
+                    counts.update(src_counts)
+            finally:
+                qwriter.close()
+            fp = fingerprint()
+            if counts["read"] == 0:
+                raise _NothingNew(None, "the sources returned no new rows")
+            if not force:
+                same = lake.find_run(spec.name, fp)
+                if same is not None:
+                    raise _NothingNew(same, f"same input and spec as run {same.run_id} ({same.date})")
+            schema = cleanser.output_schema()
+            imputed = parts.finish(schema)
+            for r in cleanser.rules:  # constant imputation happened per batch; report it too
+                if r.impute_value is not None:
+                    imputed[r.name] = {"strategy": "constant", "value": r.impute_value.as_py(),
+                                       "count": cleanser.imputed_constant[r.name]}
+
+            written = 0
+            for p in parts.parts:
+                p["sha256"] = _file_sha256(staging / p["name"])
+                written += pq.ParquetFile(staging / p["name"]).metadata.num_rows
+            quarantined = pq.ParquetFile(staging / QUARANTINE).metadata.num_rows
+            if not (counts["read"] == counts["accepted"] + counts["quarantined"] + counts["duplicates"]
+                    and written == counts["accepted"] and quarantined == counts["quarantined"]):
+                raise InvariantError(
+                    f"{spec.name}: rows read {counts['read']} != written {written} (counted "
+                    f"{counts['accepted']}) + quarantined {quarantined} (counted {counts['quarantined']}) "
+                    f"+ duplicates {counts['duplicates']}"
+                )
+            file_schema = pq.read_schema(staging / parts.parts[0]["name"])
+            finished_at = dt.datetime.now(dt.UTC)
+            sources_desc = []
+            for r, c in zip(readers, per_source, strict=True):
+                d = r.describe()
+                d["counts"] = c
+                sources_desc.append(d)
+            manifest = {
+                "dataset": spec.name,
+                "run_id": run_id,
+                "ingest_date": date,
+                "fingerprint": fp,
+                "spec_hash": spec_hash,
+                "sources": sources_desc,
+                "counts": dict(counts),
+                "quarantine_reasons": dict(sorted(reasons.items())),
+                "imputed": imputed,
+                "schema": {f.name: str(f.type) for f in file_schema},
+                "files": parts.parts,
+                "quarantine_file": QUARANTINE,
+                "content_hash": _sha([p["sha256"] for p in parts.parts]),
+                "started_at": started_at.isoformat(),
+                "finished_at": finished_at.isoformat(),
+                "skiff_version": __version__,
+            }
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str))
+    except _NothingNew as nothing:
+        if nothing.ref is not None:
+            return unchanged(nothing.ref, nothing.reason)
+        return IngestResult(status="unchanged", dataset=spec.name, run_id="", ingest_date=date,
+                            partition_uri="", manifest={"counts": dict(counts)},
+                            duration_s=time.monotonic() - started, reason=nothing.reason)
+    except SkiffError:
+        raise
+    except OSError as e:  # the readers turn their own I/O errors into SourceError: this is the lake
+        raise StorageError(f"{spec.name}: writing run {run_id} to {lake.store.uri('raw')} failed: {e}") from e
+
+    # after the publish: the SQL watermarks this run took
+    for r in readers:
+        if isinstance(r, SqlReader) and r.source.watermark and r.high is not None:
+            lake.store.write_json({"dataset": spec.name, "source": r.describe()["url"], "key": r.key,
+                                   "watermark": encode_watermark(max_watermark(r.low, r.high)),
+                                   "run_id": run_id, "ingest_date": date}, *_state_path(spec.name, r.key))
+    log.info("%s: run %s: read %d, accepted %d, quarantined %d, duplicates %d", spec.name, run_id,
+             counts["read"], counts["accepted"], counts["quarantined"], counts["duplicates"])
+    return IngestResult(status="ingested", dataset=spec.name, run_id=run_id, ingest_date=date,
+                        partition_uri=lake.store.uri(*ref.parts), manifest=manifest,
+                        duration_s=time.monotonic() - started)
