@@ -229,34 +229,40 @@ def _read_table(files: list[str]):
         raise RunnerError("input", f"the partition's files have incompatible schemas: {e}") from e
 
 
-def _to_frame(table) -> tuple[Any, list[str]]:
+def _to_frame(table) -> tuple[Any, list[tuple[str, str]]]:
     """A pandas DataFrame TFDV accepts: ints stay ints (nullable), booleans become 'true'/'false',
     timestamps and dates become epoch seconds, dictionaries their values. Returns the frame and the
-    names of columns left out (nested or binary types)."""
+    columns left out with the reason (no values at all, nested or binary types)."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
     cols: dict[str, Any] = {}
-    skipped: list[str] = []
+    skipped: list[tuple[str, str]] = []
     for field in table.schema:
         arr = table.column(field.name)
         typ = field.type
         if pa.types.is_dictionary(typ):
             arr, typ = arr.cast(typ.value_type), typ.value_type
-        if pa.types.is_integer(typ):
-            cols[field.name] = arr.cast(pa.int64()).to_pandas().astype("Int64")
+        if pa.types.is_null(typ):
+            skipped.append((field.name, "holds no values"))
+        elif pa.types.is_integer(typ):
+            try:
+                cols[field.name] = arr.cast(pa.int64()).to_pandas().astype("Int64")
+            except pa.ArrowInvalid:  # uint64 beyond int64: keep the magnitude as floats
+                cols[field.name] = pc.cast(arr, pa.float64(), safe=False).to_pandas()
         elif pa.types.is_floating(typ) or pa.types.is_decimal(typ):
             cols[field.name] = arr.cast(pa.float64()).to_pandas()
         elif pa.types.is_boolean(typ):
             text = pc.if_else(arr, pa.scalar("true"), pa.scalar("false"))
             cols[field.name] = text.to_pandas()
-        elif pa.types.is_timestamp(typ) or pa.types.is_date(typ):
-            cols[field.name] = arr.cast(pa.timestamp("s")).cast(pa.int64()).to_pandas().astype("Int64")
+        elif pa.types.is_timestamp(typ) or pa.types.is_date(typ):  # epoch seconds, sub-seconds dropped
+            seconds = pc.cast(arr, pa.timestamp("s", tz=getattr(typ, "tz", None)), safe=False)
+            cols[field.name] = seconds.cast(pa.int64()).to_pandas().astype("Int64")
         elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
             cols[field.name] = arr.to_pandas()
         else:
-            skipped.append(field.name)
+            skipped.append((field.name, f"has type {typ}, which TFDV does not validate"))
     return pd.DataFrame(cols, index=pd.RangeIndex(table.num_rows)), skipped
 
 
@@ -466,7 +472,7 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
         previous, _ = _statistics(req["previous_files"])
 
     schema_req = req["schema"]
-    notes = [f"column {c!r} has a type TFDV does not validate; it was left out" for c in skipped]
+    notes = [f"column {c!r} {why}; it was left out of the statistics" for c, why in skipped]
     if schema_req.get("infer"):
         schema = tfdv.infer_schema(stats)
         notes += _apply_rules(schema, req.get("features", {}))

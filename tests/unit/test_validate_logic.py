@@ -311,3 +311,30 @@ def test_cli_errors(skiff_env, monkeypatch, capsys):
     assert "drift_threshold" in capsys.readouterr().err
     assert main(["validate", "--dataset", "churn", "--export-schema", "x.pbtxt"]) == 2
     assert "no schema yet" in capsys.readouterr().err
+
+
+def test_runner_frame_conversion_keeps_types_tfdv_can_check():
+    """The runner's Arrow-to-pandas step (run here with the project's pyarrow, in the TFDV env with its own)."""
+    import datetime as dt
+    import decimal
+
+    from components.validate.tfdv_runner import _to_frame
+
+    utc = dt.UTC
+    table = pa.table({
+        "n_int": pa.array([1, None], pa.int32()),
+        "ts": pa.array([dt.datetime(2026, 1, 1, 0, 0, 1, 500_000, tzinfo=utc), None], pa.timestamp("us", tz="UTC")),
+        "day": pa.array([dt.date(2026, 1, 2), None], pa.date32()),
+        "flag": pa.array([True, None]),
+        "price": pa.array([decimal.Decimal("1.25"), None], pa.decimal128(5, 2)),
+        "plan": pa.array(["a", "b"]).dictionary_encode(),
+        "empty": pa.array([None, None], pa.null()),
+        "tags": pa.array([["x"], []], pa.list_(pa.string())),
+    })
+    frame, skipped = _to_frame(table)
+    assert list(frame.columns) == ["n_int", "ts", "day", "flag", "price", "plan"]
+    assert str(frame["n_int"].dtype) == "Int64" and frame["n_int"].isna().tolist() == [False, True]
+    assert frame["ts"].iloc[0] == 1767225601 and frame["day"].iloc[0] == 1767312000  # epoch seconds
+    assert frame["flag"].tolist()[0] == "true" and frame["price"].iloc[0] == 1.25
+    assert frame["plan"].tolist() == ["a", "b"]
+    assert [name for name, _ in skipped] == ["empty", "tags"]
