@@ -145,6 +145,9 @@ class Range(_Strict):
     low: float | int = Field(description="Smallest value.")
     high: float | int = Field(description="Largest value.")
     log: bool = Field(default=False, description="Sample on a log scale (both ends must be > 0).")
+    type: Literal["int", "float"] | None = Field(
+        default=None, description="int or float values; by default int when both ends are integers."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Range:
@@ -156,6 +159,8 @@ class Range(_Strict):
 
     @property
     def is_int(self) -> bool:
+        if self.type is not None:
+            return self.type == "int"
         return isinstance(self.low, int) and isinstance(self.high, int)
 
 
@@ -242,6 +247,8 @@ class TrainConfig(_Strict):
     def _pca(cls, v: int | float | None) -> int | float | None:
         if v is None:
             return v
+        if isinstance(v, float) and v >= 1 and v.is_integer():  # a count that travelled as a JSON number
+            return int(v)
         if isinstance(v, float) and not (0 < v < 1):
             raise ValueError(f"pca as a float is the variance to keep, 0 < pca < 1; got {v}")
         if isinstance(v, int) and v < 1:
@@ -274,11 +281,10 @@ def _estimator(name: str, problem: str, seed: int) -> BaseEstimator:
     return ESTIMATORS[_kind(problem)][name](seed)
 
 
-def _check_params(name: str, problem: str, params: Mapping[str, Any], where: str) -> None:
-    """Unknown parameter names and invalid values are UsageErrors, found without fitting anything."""
+def _check_names(name: str, problem: str, names: Sequence[str], where: str) -> BaseEstimator:
     est = _estimator(name, problem, 0)
     valid = sorted(est.get_params())
-    unknown = [p for p in params if p not in valid]
+    unknown = [p for p in names if p not in valid]
     if unknown:
         raise UsageError(
             f"{where}: unknown parameter(s) {', '.join(map(repr, unknown))} for {name}; "
@@ -287,6 +293,12 @@ def _check_params(name: str, problem: str, params: Mapping[str, Any], where: str
             unknown=unknown,
             valid=valid,
         )
+    return est
+
+
+def _check_params(name: str, problem: str, params: Mapping[str, Any], where: str) -> None:
+    """Unknown parameter names and invalid values are UsageErrors, found without fitting anything."""
+    est = _check_names(name, problem, list(params), where)
     try:
         est.set_params(**params)
         est._validate_params()
@@ -294,8 +306,29 @@ def _check_params(name: str, problem: str, params: Mapping[str, Any], where: str
         raise UsageError(f"{where}: {e}", estimator=name) from e
 
 
+def _checked_value(name: str, problem: str, pname: str, value: Any, where: str) -> Any:
+    """``value`` if the estimator takes it; an integral float it wants as an integer becomes that
+    integer (pipeline parameters travel as JSON, where 50 arrives as 50.0)."""
+    try:
+        _check_params(name, problem, {pname: value}, where)
+        return value
+    except UsageError:
+        if not (isinstance(value, float) and value.is_integer()):
+            raise
+        try:
+            _check_params(name, problem, {pname: int(value)}, where)
+        except UsageError:
+            pass
+        else:
+            return int(value)
+        raise
+
+
 def check_config(config: TrainConfig, spec: DatasetSpec) -> str:
-    """Check the config against the spec's problem type before anything is fitted; returns the scoring."""
+    """Check the config against the spec's problem type before anything is fitted; returns the scoring.
+
+    Integral floats that an estimator parameter needs as integers are turned into integers in place.
+    """
     problem = _problem(spec)
     kind = _kind(problem)
     valid = sorted(ESTIMATORS[kind])
@@ -309,6 +342,9 @@ def check_config(config: TrainConfig, spec: DatasetSpec) -> str:
     if config.params and config.estimator is None:
         raise UsageError("'params' needs a named 'estimator' (with estimator: null skiff picks one)")
     if config.estimator is not None:
+        _check_names(config.estimator, problem, list(config.params), "params")
+        for pname, value in list(config.params.items()):
+            config.params[pname] = _checked_value(config.estimator, problem, pname, value, "params")
         _check_params(config.estimator, problem, config.params, "params")
     if config.search.method != "none":
         if config.estimator is None:
@@ -317,10 +353,15 @@ def check_config(config: TrainConfig, spec: DatasetSpec) -> str:
                 f"the space names; valid: {', '.join(valid)}"
             )
         for pname, values in config.search.space.items():
-            points = values if isinstance(values, list) else [values.low, values.high]
-            _check_params(config.estimator, problem, {pname: points[0]}, f"search.space.{pname}")
-            for v in points[1:]:
-                _check_params(config.estimator, problem, {pname: v}, f"search.space.{pname}")
+            where = f"search.space.{pname}"
+            if isinstance(values, list):
+                values[:] = [_checked_value(config.estimator, problem, pname, v, where) for v in values]
+                continue
+            ends = [
+                _checked_value(config.estimator, problem, pname, v, where) for v in (values.low, values.high)
+            ]
+            if values.type is None and all(isinstance(v, int) for v in ends):
+                values.type = "int"
     if problem == "regression" and (config.imbalance.class_weight or config.imbalance.resample):
         raise UsageError("imbalance settings apply to classification; this spec is a regression")
     if config.imbalance.class_weight:
@@ -754,7 +795,7 @@ def train(
 ) -> TrainResult:
     """Train a model for ``spec`` on ``df`` (a frame typed by the spec). See the module docstring."""
     t_start = time.perf_counter()
-    cfg = parse_config(config)
+    cfg = parse_config(config).model_copy(deep=True)
     problem = _problem(spec)
     scoring = check_config(cfg, spec)
     data, dropped = prepare_data(df, spec)

@@ -146,7 +146,8 @@ def test_cv_table_has_each_fold_and_mean_and_std():
 
 def test_multiclass_reports_macro_metrics_and_no_threshold():
     spec = _spec("multiclass", "integer")
-    result = train(_frame(450, weights=(0.4, 0.35, 0.25), n_classes=3), spec, {"cv_folds": 3})
+    df = _frame(450, weights=(0.4, 0.35, 0.25), n_classes=3)
+    result = train(df, spec, {"estimator": "logistic_regression", "cv_folds": 3})
     assert set(MULTICLASS_METRICS) <= set(result.cv_table.columns)
     assert result.threshold is None and result.classes == [0, 1, 2]
     assert result.scoring == "f1_macro"
@@ -159,7 +160,7 @@ def test_multiclass_reports_macro_metrics_and_no_threshold():
 
 def test_best_threshold_matches_a_brute_force_search():
     rng = np.random.default_rng(1)
-    truth = rng.random(300) < 0.2
+    truth = rng.random(200) < 0.2
     proba = np.clip(rng.normal(0.3 + 0.3 * truth, 0.2), 0, 1)
     t, value = best_threshold(truth, proba, "f1")
     brute = max(f1_score(truth, proba >= c) for c in np.unique(proba))
@@ -428,3 +429,21 @@ def test_derived_features_present_in_the_data_become_inputs():
     assert "absent" not in result.feature_columns
     with pytest.raises(InputError, match="ratio"):
         result.pipeline.predict_proba(result.X_test.drop(columns="ratio"))
+
+
+def test_integers_that_arrive_as_json_floats_are_integers_again():
+    """Pipeline parameters travel as JSON (Struct), so 50 arrives as 50.0; max_features=1.0 stays a float."""
+    cfg = {
+        "estimator": "random_forest",
+        "cv_folds": 3.0,
+        "pca": 3.0,
+        "params": {"n_estimators": 10.0, "max_features": 1.0},
+        "search": {"method": "random", "n_iter": 2.0, "space": {"max_depth": {"low": 2.0, "high": 4.0}}},
+    }
+    result = train(_frame(120), _spec(), cfg)
+    model = result.pipeline.named_steps["model"]
+    assert model.n_estimators == 10 and isinstance(model.n_estimators, int)
+    assert model.max_features == 1.0 and isinstance(model.max_features, float)
+    assert isinstance(model.max_depth, int) and 2 <= model.max_depth <= 4
+    assert result.pipeline.named_steps["pca"].n_components == 3
+    assert cfg["params"]["n_estimators"] == 10.0  # the caller's mapping is left as it was
