@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from skiff.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "CONFIG_FILE"]
+__all__ = ["Settings", "load_settings", "project_path", "CONFIG_FILE"]
 
 CONFIG_FILE = "skiff.yaml"
 
@@ -123,6 +123,16 @@ class Settings(BaseSettings):
         if "://" in self.root:
             raise ConfigError("database_url must be set when root is remote (e.g. a PostgreSQL URL)")
         return f"sqlite:///{Path(self.root).resolve() / 'skiff.db'}"
+
+
+def project_path(path: str | Path) -> Path:
+    """A project file (feature_repo/, examples/): as given when it exists from the working folder,
+    else the copy in the source tree skiff runs from."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p.resolve()
+    fallback = Path(__file__).resolve().parents[1] / p
+    return fallback if fallback.exists() else p.resolve()
 
 
 def load_settings(**overrides: Any) -> Settings:

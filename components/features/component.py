@@ -1,6 +1,5 @@
 """KFP component: the features step (thin wrapper over components.features.logic)."""
 
-from __future__ import annotations
 
 from typing import NamedTuple
 

@@ -1,0 +1,103 @@
+"""KFP components of the register step: the champion's score on the same test rows, and registration."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Model
+
+from components._image import BASE_IMAGE
+
+__all__ = ["champion_metrics", "register"]
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def champion_metrics(test_data: Input[Dataset], spec: dict, registry_uri: str, model_name: str) -> dict:
+    """The current champion's metrics on the challenger's test split ({} without a champion)."""
+    import pandas as pd
+
+    from components.register.logic import champion_metrics as score
+    from skiff.config import load_settings
+    from skiff.registry import ModelRegistry
+    from skiff.spec import parse_spec
+    from skiff.storage import Store
+
+    s = parse_spec(spec, origin="pipeline parameter 'spec'")
+    registry = ModelRegistry(Store(registry_uri, load_settings().storage_options))
+    return score(registry, model_name or s.name, pd.read_parquet(test_data.path), s)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def register(
+    model: Input[Model],
+    test_data: Input[Dataset],
+    training_data: Input[Dataset],
+    report: Input[HTML],
+    statistics: Input[Artifact],
+    spec: dict,
+    registry_uri: str,
+    model_name: str,
+    feature_service: str,
+    test_metrics: dict,
+    promote: bool,
+    reason: str,
+    gate_metric: str,
+    margin: float,
+    run_id: str = "",
+    pipeline_job: str = "",
+) -> NamedTuple("RegisterOutputs", [("version", int), ("champion", bool), ("uri", str)]):
+    """Publish an immutable model version (with ONNX when exact) and promote it when the gate said so."""
+    import tempfile
+    from collections import namedtuple
+    from pathlib import Path
+
+    import pandas as pd
+
+    from components.register.logic import data_fingerprint, input_schema, register_version
+    from components.train.logic import load_model
+    from skiff.config import load_settings
+    from skiff.onnx_export import ONNX_FILE, export_onnx
+    from skiff.registry import ModelRegistry, VersionMetadata
+    from skiff.spec import parse_spec
+    from skiff.storage import Store
+
+    s = parse_spec(spec, origin="pipeline parameter 'spec'")
+    name = model_name or s.name
+    registry = ModelRegistry(Store(registry_uri, load_settings().storage_options))
+    pipeline, info, cv = load_model(model.path)
+    features = list(info.get("feature_columns") or s.feature_columns)
+    schema = input_schema(s, features)
+    test = pd.read_parquet(test_data.path)
+    training = pd.read_parquet(training_data.path)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"report.html": Path(report.path)}
+        if Path(statistics.path).is_file():
+            files["statistics.pb"] = Path(statistics.path)
+        onnx_info = export_onnx(pipeline, test, Path(tmp) / ONNX_FILE, features=features, input_schema=schema)
+        if onnx_info["exact"]:
+            files[ONNX_FILE] = Path(tmp) / ONNX_FILE
+        meta = VersionMetadata(
+            name=name,
+            problem_type=info.get("problem_type") or s.problem_type,
+            target=s.target,
+            estimator=info.get("estimator"),
+            params=info.get("params") or {},
+            threshold=info.get("threshold"),
+            classes=info.get("classes"),
+            features=features,
+            input_schema=schema,
+            metrics={k: float(v) for k, v in test_metrics.items()},
+            cv=cv.to_dict(orient="records") if cv is not None else [],
+            gate={"metric": gate_metric, "margin": margin, "promote": promote, "reason": reason},
+            dataset={"name": s.name, "partitions": training_data.metadata.get("partitions", []),
+                     "spec": spec, "rows": len(training)},
+            data_fingerprint=data_fingerprint(training),
+            feature_service=feature_service,
+            statistics_uri=statistics.metadata.get("uri"),
+            pipeline_run_id=run_id or pipeline_job or None,
+            extra={"onnx": onnx_info, "cv_means": info.get("cv_means", {}),
+                   "positive_class": info.get("positive_class"), "scoring": info.get("scoring")},
+        )
+        result = register_version(registry, name, pipeline, meta, promote=promote, reason=reason, files=files)
+    outputs = namedtuple("RegisterOutputs", ["version", "champion", "uri"])
+    return outputs(result.version, result.champion, result.uri)

@@ -1,0 +1,193 @@
+"""Run, compile and submit skiff pipelines: kfp.local on this machine, Kubeflow Pipelines on a cluster.
+
+The same ``@dsl.pipeline`` function goes to both engines: locally ``kfp.local.SubprocessRunner`` runs
+each step as a process in the project environment; on a cluster the compiled IR YAML runs one
+container per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skiff.errors import GateFailed, SkiffError, UsageError
+
+__all__ = ["PIPELINES", "StepTimer", "compile_pipeline", "run_local", "submit", "get_pipeline", "LocalRun"]
+
+log = logging.getLogger(__name__)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_START = re.compile(r"Executing task '([^']+)'")
+_END = re.compile(r"Task '([^']+)' finished with status (\w+)")
+
+
+def _tabular():
+    from pipelines.tabular import tabular
+
+    return tabular
+
+
+#: name -> loader of the @dsl.pipeline function (imported lazily: KFP imports take a moment)
+PIPELINES: dict[str, Callable[[], Any]] = {"tabular": _tabular}
+
+
+def get_pipeline(name: str):
+    try:
+        return PIPELINES[name]()
+    except KeyError as e:
+        raise UsageError(f"unknown pipeline {name!r}; known: {sorted(PIPELINES)}") from e
+
+
+class StepTimer(logging.Filter):
+    """Collects each local task's status and duration from kfp.local's log records.
+
+    A filter on the root logger (kfp.local replaces the root handlers while it runs, not the filters).
+    """
+
+    def __init__(self, on_event: Callable[[str, str], None] | None = None) -> None:
+        super().__init__()
+        self.started: dict[str, float] = {}
+        self.steps: dict[str, dict[str, Any]] = {}
+        self.on_event = on_event
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self._see(record)
+        return True
+
+    def _see(self, record: logging.LogRecord) -> None:
+        msg = _ANSI.sub("", record.getMessage())
+        if m := _START.search(msg):
+            self.started[m.group(1)] = record.created
+            if self.on_event:
+                self.on_event(m.group(1), "RUNNING")
+        elif m := _END.search(msg):
+            name, status = m.group(1), m.group(2)
+            t0 = self.started.get(name, record.created)
+            self.steps[name] = {"status": status, "duration_s": round(record.created - t0, 3)}
+            if self.on_event:
+                self.on_event(name, status)
+
+
+@dataclass
+class LocalRun:
+    pipeline: str
+    status: str
+    duration_s: float
+    steps: dict[str, dict[str, Any]]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    pipeline_root: str = ""
+    error: str | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
+    log_file: str | None = None
+
+
+def compile_pipeline(name: str, out: Path) -> Path:
+    """Write the pipeline's IR YAML (what a Kubeflow Pipelines backend runs)."""
+    from kfp import compiler
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(get_pipeline(name), package_path=str(out))
+    return out
+
+
+def run_local(
+    name: str,
+    arguments: dict[str, Any],
+    pipeline_root: Path,
+    on_event: Callable[[str, str], None] | None = None,
+    log_file: Path | None = None,
+) -> LocalRun:
+    """Run a pipeline with kfp.local in the project environment; steps are subprocesses.
+
+    The steps' own output (kfp.local prints every executor's logs) goes to ``log_file`` (default
+    ``<pipeline_root>/<run_id>.log``); ``on_event(step, status)`` reports progress.
+    """
+    import contextlib
+
+    from kfp import local
+
+    func = get_pipeline(name)
+    pipeline_root = Path(pipeline_root).resolve()
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    log_path = Path(log_file) if log_file else pipeline_root / f"{arguments.get('run_id') or name}.log"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+               raise_on_error=True)
+    timer = StepTimer(on_event)
+    root_logger = logging.getLogger()
+    saved_handlers, saved_level = list(root_logger.handlers), root_logger.level
+    t0 = time.perf_counter()
+    with open(log_path, "a", encoding="utf-8") as log_out:
+        file_handler = logging.StreamHandler(log_out)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root_logger.handlers = [file_handler]
+        root_logger.addFilter(timer)
+        root_logger.setLevel(logging.INFO)
+        try:
+            with contextlib.redirect_stdout(log_out), warnings.catch_warnings():
+                # kfp.local notes that display names, resources and images do not apply locally
+                warnings.simplefilter("ignore", UserWarning)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                task = func(**arguments)
+            status, error = "SUCCESS", None
+            outputs = _collect_outputs(task)
+        except SkiffError:
+            raise
+        except Exception as e:  # kfp.local raises RuntimeError naming the failed task
+            status, error, outputs = "FAILURE", _ANSI.sub("", str(e)), {}
+        finally:
+            root_logger.removeFilter(timer)
+            root_logger.handlers = saved_handlers
+            root_logger.setLevel(saved_level)
+    if error:
+        error = f"{error} (step logs: {log_path})"
+    return LocalRun(pipeline=name, status=status, duration_s=round(time.perf_counter() - t0, 3),
+                    steps=timer.steps, outputs=outputs, pipeline_root=str(pipeline_root), error=error,
+                    arguments=arguments, log_file=str(log_path))
+
+
+def _collect_outputs(task: Any) -> dict[str, Any]:
+    if task is None:
+        return {}
+    outs = getattr(task, "outputs", None)
+    if outs is None:
+        return {}
+    result = {}
+    for k, v in dict(outs).items():
+        if hasattr(v, "metadata"):
+            result[k] = {"uri": getattr(v, "uri", None), "metadata": dict(v.metadata)}
+        else:
+            result[k] = v
+    return result
+
+
+def submit(
+    name: str,
+    arguments: dict[str, Any],
+    host: str,
+    experiment: str = "skiff",
+    run_name: str | None = None,
+    client_factory: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """Submit the pipeline to a Kubeflow Pipelines endpoint with ``kfp.Client``."""
+    import kfp
+
+    client = (client_factory or kfp.Client)(host=host)
+    run = client.create_run_from_pipeline_func(
+        get_pipeline(name), arguments=arguments, experiment_name=experiment,
+        run_name=run_name or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", enable_caching=False,
+    )
+    return {"run_id": run.run_id, "host": host, "experiment": experiment, "pipeline": name}
+
+
+def gate_failed(run: LocalRun) -> bool:
+    return run.status != "SUCCESS" and "gate" in (run.error or "").lower()
+
+
+__all__ += ["gate_failed", "GateFailed"]
