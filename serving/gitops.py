@@ -124,6 +124,11 @@ class EnvironmentConfig(BaseModel):
         description="KServe deployment mode. Canaries (canaryTrafficPercent) need Serverless (Knative).",
     )
     service_account: str = Field(default="skiff-serving", description="Service account of serving pods.")
+    service_account_annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations of that service account: the cloud identity that reads the registry "
+        "(eks.amazonaws.com/role-arn = Terraform's serving_role_arn; azure.workload.identity/client-id).",
+    )
     feature_server_url: str | None = Field(
         default=None, description="Feast feature server the transformers query (models with a feature service)."
     )

@@ -364,7 +364,8 @@ def render_environment(
     uri = env.registry or registry_uri
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Any] = {"serviceaccount.yaml": build_service_account(env, service_account_annotations)}
+    sa_annotations = {**env.service_account_annotations, **(service_account_annotations or {})}
+    files: dict[str, Any] = {"serviceaccount.yaml": build_service_account(env, sa_annotations)}
     flavors: set[str] = set()
     for dep in envs.deployments(env_name):
         meta = registry.get(dep.name, dep.served_version).metadata

@@ -31,7 +31,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -703,6 +703,27 @@ class RolloutStore:
     def save(self, state: RolloutState) -> str:
         return self.store.write_json(state.model_dump(mode="json"), *self._parts(state.env, state.model))
 
+    @contextlib.contextmanager
+    def lock(self, env: str, model: str) -> Iterator[None]:
+        """Serialise decisions on one rollout (the controller's steps and manual ones).
+
+        A file lock on local stores; object stores have none, so there run one controller per rollout
+        and take manual decisions only when it has stopped.
+        """
+        if not self.store.is_local:
+            yield
+            return
+        import fcntl
+
+        path = self.store.local_path("rollouts", env, f".{model}.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
 
 def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
@@ -739,15 +760,20 @@ class RolloutController:
         self.state: RolloutState | None = None
 
     # -- recording ----------------------------------------------------------------------------------------
-    def _save(self) -> None:
+    @contextlib.contextmanager
+    def _decision(self) -> Iterator[None]:
+        """One decision: under the rollout's lock, stop if a manual decision ended the rollout meanwhile,
+        else act (move traffic), record, and save."""
         assert self.state is not None
-        on_disk = self.store.load(self.env, self.model)
-        if (on_disk is not None and on_disk.id == self.state.id and on_disk.phase in TERMINAL_PHASES
-                and self.state.phase == "running"):
-            self.state = on_disk
-            raise _Superseded
-        self.state.updated_at = _iso(self.clock())
-        self.store.save(self.state)
+        with self.store.lock(self.env, self.model):
+            on_disk = self.store.load(self.env, self.model)
+            if (on_disk is not None and on_disk.id == self.state.id and on_disk.phase in TERMINAL_PHASES
+                    and self.state.phase == "running"):
+                self.state = on_disk
+                raise _Superseded
+            yield
+            self.state.updated_at = _iso(self.clock())
+            self.store.save(self.state)
 
     def _record(self, action: str, step: int, reason: str, *, measurement: Measurement | None = None,
                 verdict: Verdict | None = None, traffic: dict[str, Any] | None = None) -> Decision:
@@ -793,24 +819,26 @@ class RolloutController:
             return self.state
         except BaseException as e:
             if self.state.phase == "running":
-                self._rollback(self.state.canary_percent, f"controller failed: {type(e).__name__}: {e}")
+                with contextlib.suppress(_Superseded, SkiffError):
+                    self._rollback(self.state.canary_percent, f"controller failed: {type(e).__name__}: {e}")
             raise
 
     def _rollback(self, step: int, reason: str, **kw: Any) -> RolloutState:
         assert self.state is not None
-        try:
-            traffic = self.actuator.set_canary_percent(0)
-        except SkiffError as e:
-            self.state.canary_percent = step
-            self._record("rollback", step, f"{reason}; setting the canary to 0% FAILED: {e.message}", **kw)
-            self._finish("aborted", f"{reason}; rollback failed: {e.message}")
-            with contextlib.suppress(_Superseded):
-                self._save()
-            raise
-        self.state.canary_percent = 0
-        self._record("rollback", step, reason, traffic=traffic, **kw)
-        self._finish("rolled_back", reason)
-        self._save()
+        with self._decision():
+            try:
+                traffic = self.actuator.set_canary_percent(0)
+            except SkiffError as e:
+                self._record("rollback", step, f"{reason}; setting the canary to 0% FAILED: {e.message}", **kw)
+                self._finish("aborted", f"{reason}; rollback failed: {e.message}")
+                failure = e
+            else:
+                failure = None
+                self.state.canary_percent = 0
+                self._record("rollback", step, reason, traffic=traffic, **kw)
+                self._finish("rolled_back", reason)
+        if failure is not None:
+            raise failure
         return self.state
 
     def _set(self, percent: int) -> dict[str, Any]:
@@ -822,20 +850,24 @@ class RolloutController:
     def _run(self) -> RolloutState:
         assert self.state is not None
         policy = self.policy
-        self._save()
+        with self._decision():
+            pass  # the rollout is on record before any traffic moves
         step_index = 0
         step = policy.steps[0]
         if step >= 100:  # a single-step policy: straight to full promotion
-            traffic = self._set(100)
-            self._record("promote", 100, "single-step policy: full promotion", traffic=traffic)
-            self._finish("promoted", "single-step policy")
-            self._save()
+            with self._decision():
+                traffic = self._set(100)
+                self._record("promote", 100, "single-step policy: full promotion", traffic=traffic)
+                self._finish("promoted", "single-step policy")
             return self.state
         self.metrics.begin()
-        traffic = self._set(step)
-        self._record("start", step, f"canary {self.canary_version} gets {step}% next to stable "
-                     f"{self.stable_version}", traffic=traffic)
-        self._save()
+        try:
+            with self._decision():
+                traffic = self._set(step)
+                self._record("start", step, f"canary {self.canary_version} gets {step}% next to stable "
+                             f"{self.stable_version}", traffic=traffic)
+        except SkiffError as e:
+            return self._rollback(step, f"could not start the canary at {step}%: {e.message}")
         step_started = self.clock()
         while True:
             self.sleep(policy.interval)
@@ -849,54 +881,52 @@ class RolloutController:
                 if waited > policy.timeout:
                     return self._rollback(step, f"timed out after {waited:.0f}s at {step}%: {verdict.reason}",
                                           measurement=m, verdict=verdict)
-                self._record("hold", step, verdict.reason, measurement=m, verdict=verdict)
-                self._save()
+                with self._decision():
+                    self._record("hold", step, verdict.reason, measurement=m, verdict=verdict)
                 continue
             if verdict.status == "fail":
                 return self._rollback(step, verdict.reason, measurement=m, verdict=verdict)
-            step_index += 1
-            nxt = policy.steps[step_index]
-            if nxt >= 100:
-                try:
-                    traffic = self._set(100)
-                except SkiffError as e:
-                    return self._rollback(step, f"could not promote: {e.message}", measurement=m, verdict=verdict)
-                self._record("promote", step, f"{verdict.reason} at {step}%: promoted to 100%",
-                             measurement=m, verdict=verdict, traffic=traffic)
-                self._finish("promoted", f"canary {self.canary_version} passed every step")
-                self._save()
-                return self.state
-            self.metrics.begin()
+            nxt = policy.steps[step_index + 1]
             try:
-                traffic = self._set(nxt)
+                with self._decision():
+                    if nxt < 100:
+                        self.metrics.begin()
+                    traffic = self._set(nxt)
+                    if nxt >= 100:
+                        self._record("promote", step, f"{verdict.reason} at {step}%: promoted to 100%",
+                                     measurement=m, verdict=verdict, traffic=traffic)
+                        self._finish("promoted", f"canary {self.canary_version} passed every step")
+                    else:
+                        self._record("advance", step, f"{verdict.reason} at {step}%: moving to {nxt}%",
+                                     measurement=m, verdict=verdict, traffic=traffic)
             except SkiffError as e:
                 return self._rollback(step, f"could not move to {nxt}%: {e.message}", measurement=m,
                                       verdict=verdict)
-            self._record("advance", step, f"{verdict.reason} at {step}%: moving to {nxt}%", measurement=m,
-                         verdict=verdict, traffic=traffic)
-            self._save()
-            step, step_started = nxt, self.clock()
+            if nxt >= 100:
+                return self.state
+            step_index, step, step_started = step_index + 1, nxt, self.clock()
 
 
 def manual_decision(store: RolloutStore, env: str, model: str, action: Literal["promote", "rollback"],
                     actuator: TrafficActuator, reason: str, clock: Callable[[], float] = time.time) -> RolloutState:
     """``skiff rollout promote|rollback``: end a rollout by hand, recorded like the controller's decisions."""
-    state = store.get(env, model)
-    if state.phase == "promoted" and action == "promote":
-        raise ConflictError(f"the rollout of {model} in {env} is {state.phase} already")
-    percent = 100 if action == "promote" else 0
-    step = state.canary_percent
-    traffic = actuator.set_canary_percent(percent)
-    now = clock()
-    state.canary_percent = percent
-    state.decisions.append(Decision(
-        at=_iso(now), ts=now, step=step, action=f"manual-{action}", canary_percent=percent, reason=reason,
-        thresholds=state.policy.thresholds(), traffic=traffic,
-    ))
-    state.phase = "promoted" if action == "promote" else "rolled_back"
-    state.reason = f"manual {action}: {reason}"
-    state.finished_at = state.updated_at = _iso(now)
-    store.save(state)
+    with store.lock(env, model):
+        state = store.get(env, model)
+        if state.phase == "promoted" and action == "promote":
+            raise ConflictError(f"the rollout of {model} in {env} is promoted already")
+        percent = 100 if action == "promote" else 0
+        step = state.canary_percent
+        traffic = actuator.set_canary_percent(percent)
+        now = clock()
+        state.canary_percent = percent
+        state.decisions.append(Decision(
+            at=_iso(now), ts=now, step=step, action=f"manual-{action}", canary_percent=percent, reason=reason,
+            thresholds=state.policy.thresholds(), traffic=traffic,
+        ))
+        state.phase = "promoted" if action == "promote" else "rolled_back"
+        state.reason = f"manual {action}: {reason}"
+        state.finished_at = state.updated_at = _iso(now)
+        store.save(state)
     return state
 
 

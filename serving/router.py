@@ -43,7 +43,7 @@ from starlette.routing import Route
 
 from skiff.errors import SourceError, UsageError
 
-__all__ = ["Upstream", "CanaryRouter", "RouterThread", "serve_router", "free_port"]
+__all__ = ["Upstream", "CanaryRouter", "ServerThread", "RouterThread", "serve_router", "free_port"]
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class CanaryRouter:
         body = await request.body()
         started = time.perf_counter()
         try:
-            r = await client.request(request.method, request.url.path, params=request.query_params,
+            r = await client.request(request.method, request.url.path, params=list(request.query_params.multi_items()),
                                      content=body, headers=headers)
         except httpx.HTTPError as e:
             self._count(role, up, 502, started)
@@ -241,27 +241,28 @@ class CanaryRouter:
         return JSONResponse({"canary_percent": self.canary_percent, "previous": previous})
 
 
-def _config(router: CanaryRouter, host: str, port: int) -> Any:
+def _config(app: Any, host: str, port: int) -> Any:
     import uvicorn
 
-    return uvicorn.Config(router.app, host=host, port=port, log_level="warning", access_log=False,
-                          lifespan="on", timeout_keep_alive=30)
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+                          timeout_keep_alive=30)
 
 
 def serve_router(router: CanaryRouter, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Serve the router in the foreground until interrupted (SIGINT/SIGTERM)."""
     import uvicorn
 
-    uvicorn.Server(_config(router, host, port)).run()
+    uvicorn.Server(_config(router.app, host, port)).run()
 
 
-class RouterThread:
-    """The router served by uvicorn on a background thread (for the rollout command and tests)."""
+class ServerThread:
+    """An ASGI app served by uvicorn on a background thread, on a socket bound before it starts
+    (port 0 picks a free one without a race)."""
 
-    def __init__(self, router: CanaryRouter, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
         import uvicorn
 
-        self.router = router
+        self.app = app
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -270,20 +271,20 @@ class RouterThread:
             self._sock.close()
             raise SourceError(f"cannot listen on {host}:{port}: {e}") from e
         self.host, self.port = host, self._sock.getsockname()[1]
-        self._server = uvicorn.Server(_config(router, host, self.port))
+        self._server = uvicorn.Server(_config(app, host, self.port))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        name=f"canary-router-{self.port}", daemon=True)
+                                        name=f"asgi-{self.port}", daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> RouterThread:
+    def start(self, timeout: float = 20.0) -> ServerThread:
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise SourceError(f"the canary router did not start on {self.url}")
+                raise SourceError(f"the server did not start on {self.url}")
             time.sleep(0.02)
         return self
 
@@ -292,8 +293,16 @@ class RouterThread:
         self._thread.join(timeout)
         self._sock.close()
 
-    def __enter__(self) -> RouterThread:
+    def __enter__(self) -> ServerThread:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class RouterThread(ServerThread):
+    """The canary router on a background thread (for the rollout command and tests)."""
+
+    def __init__(self, router: CanaryRouter, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(router.app, host, port)
+        self.router = router
