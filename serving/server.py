@@ -140,10 +140,23 @@ def _error_body(error: str, message: str, **detail: Any) -> dict[str, Any]:
 
 def _dataplane_class():
     import orjson
+    from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
     from kserve.errors import InvalidInput, ModelNotReady
     from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.rest.v2_datamodels import InferenceRequest
+    from pydantic import ValidationError
 
     from serving.inputs import BadRequest
+
+    def _v2_json(body: bytes) -> Any:
+        try:
+            return InferenceRequest.model_validate_json(body)
+        except ValidationError as e:
+            first = e.errors()[0]
+            if first.get("type") == "json_invalid":
+                raise BadRequest(f"the request body is not valid JSON: {first.get('msg')}", "body") from e
+            field = ".".join(str(p) for p in first.get("loc", ())) or "body"
+            raise BadRequest(f"{field}: {first.get('msg')}", field) from e
 
     class SkiffDataPlane(DataPlane):
         """KServe's data plane with readiness that reflects failed loads and metadata with the version."""
@@ -170,6 +183,10 @@ def _dataplane_class():
             return meta
 
         def decode(self, body, headers, *args, **kwargs):
+            protocol = kwargs.get("protocol_version", args[0] if args else "v1")
+            if (isinstance(body, bytes) and str(protocol).lower() == "v2"
+                    and INFERENCE_CONTENT_LENGTH_HEADER not in (headers or {})):
+                body = _v2_json(body)  # JSON sent without a JSON content type (tritonclient does)
             try:
                 decoded, attributes = super().decode(body, headers, *args, **kwargs)
                 if isinstance(decoded, bytes | str):  # V1 sent without a JSON content type: still JSON
@@ -200,9 +217,10 @@ def _add_handlers(app: Any) -> None:
         return _json_response(400, body)
 
     async def validation(request, exc: RequestValidationError):
-        errors = exc.errors()
+        # a V2 body is "InferenceRequest or bytes": the bytes alternative's complaint says nothing useful
+        errors = [e for e in exc.errors() if tuple(e.get("loc", ()))[1:2] != ("bytes",)] or exc.errors()
         first = errors[0] if errors else {}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "InferenceRequest")]
         field = ".".join(loc) or "body"
         if first.get("type") == "json_invalid":
             field = "body"
@@ -274,10 +292,13 @@ def _add_version_routes(app: Any, dataplane: Any, v2: Any) -> None:
         model_version(model_name, model_version_)
         return await v2.model_metadata(model_name)
 
-    async def infer_v(raw_request: Request, raw_response: Response, model_name: str, model_version_: str,
-                      request_body: Union[InferenceRequest, bytes]):  # noqa: UP007 - FastAPI body union
+    async def infer_v(raw_request, raw_response, model_name, model_version_, request_body):
         model_version(model_name, model_version_)
         return await v2.infer(raw_request, raw_response, model_name, request_body)
+
+    # real objects, not strings: FastAPI reads these to parse the body as KServe's own route does
+    infer_v.__annotations__ = {"raw_request": Request, "raw_response": Response, "model_name": str,
+                               "model_version_": str, "request_body": Union[InferenceRequest, bytes]}  # noqa: UP007
 
     async def server_ready():
         if not await dataplane.ready():
