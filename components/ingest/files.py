@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from components.ingest.cleanse import Batch
 from skiff.errors import InputError, SourceError
@@ -235,14 +236,16 @@ class FileReader:
 
     # -- discovery ---------------------------------------------------------------------------------------
     def _uri(self, path: str) -> str:
-        proto = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
-        return path if proto in ("file", "local") else f"{proto}://{path}"
+        if isinstance(self.fs, LocalFileSystem):
+            return path
+        return self.fs.unstrip_protocol(path)
 
     def _expand(self, root: str) -> list[FileEntry]:
         src = self.source.path
         try:
             if any(ch in root for ch in "*?["):
-                paths = [p for p in self.fs.glob(root) if self.fs.isfile(p)]
+                paths = [p for p in self.fs.glob(root)
+                         if not p.rsplit("/", 1)[-1].startswith((".", "_")) and self.fs.isfile(p)]
                 if not paths:
                     raise InputError(f"{src}: no files match", source=src)
             elif self.fs.isdir(root):
@@ -354,8 +357,7 @@ class FileReader:
                                  else f"{entry.uri}: no records", source=entry.uri)
 
     def _stream(self, entry: FileEntry):
-        if not self.fs.protocol or "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple)
-                                                 else (self.fs.protocol,)):
+        if isinstance(self.fs, LocalFileSystem):  # arrow's own file reader, no Python in the loop
             return pa.input_stream(entry.path, compression=entry.compression)
         f = pa.PythonFile(self._open(entry), mode="r")
         return pa.CompressedInputStream(f, entry.compression) if entry.compression else f

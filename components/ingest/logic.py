@@ -200,8 +200,11 @@ def _sha(obj: Any) -> str:
 
 
 def _spec_hash(spec: DatasetSpec) -> str:
-    """Hash of what in a spec changes the written data (not its sources or description)."""
-    return _sha(spec.model_dump(mode="json", exclude={"sources", "description"}))
+    """Hash of what in a spec changes the written data: column types and rules, key, timestamp,
+    de-duplication and the unknown-column policy (not sources, descriptions, target or derived features)."""
+    columns = {n: c.model_dump(mode="json", exclude={"description", "feature"}) for n, c in spec.columns.items()}
+    return _sha({"columns": columns, "entity_key": spec.key_columns, "event_timestamp": spec.event_timestamp,
+                 "dedupe": spec.dedupe, "unknown_columns": spec.unknown_columns})
 
 
 def _statistic(col: pa.ChunkedArray, how: str, typ: pa.DataType) -> Any:

@@ -128,7 +128,6 @@ class RestReader:
         url: str | None = src.url
         page_no = pg.start_page
         cursor = None
-        offset = 0
         with httpx.Client(transport=self._transport, timeout=src.timeout, follow_redirects=True) as client:
             while url is not None:
                 if self.pages >= pg.max_pages:
@@ -157,7 +156,6 @@ class RestReader:
                 if records:
                     table = records_to_table(records)
                     yield Batch(table=table, source=src.url, row_offset=0, page=page)
-                    offset += table.num_rows
                     self.rows += table.num_rows
                 # where is the next page?
                 if pg.type == "none":
