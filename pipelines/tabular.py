@@ -203,10 +203,19 @@ def _validation_result(settings, dataset: str | None, date: str | None) -> dict[
     if not dataset or not date:
         return None
     lake = Lake.from_settings(settings)
-    parts = ("validation", dataset, f"ingest_date={date}", "result.json")
-    if not lake.store.exists(*parts):
+    folder = ("validation", dataset, f"ingest_date={date}")
+    if not lake.store.exists(*folder, "result.json"):
         return None
-    return lake.store.read_json(*parts)
+    result = lake.store.read_json(*folder, "result.json")
+    anomalies = result.get("anomalies") or []
+    return {
+        "status": result.get("status"),
+        "date": date,
+        "blocking": [a for a in anomalies if a.get("severity") == "error"],
+        "warnings": [a for a in anomalies if a.get("severity") != "error"],
+        "drifted": [f for f, d in (result.get("drift") or {}).items() if isinstance(d, dict) and d.get("drifted")],
+        "report_uri": lake.store.uri(*folder, "report.html"),
+    }
 
 
 def print_human_summary(summary: dict[str, Any], console) -> None:
