@@ -258,6 +258,7 @@ class SkiffPredictor(Model):
         self.threshold = float(meta.threshold) if meta.threshold is not None else 0.5
         self.label_datatype = _label_datatype(self.classes) if self.classes else None
         self._classes_param = json.dumps(self.classes, default=str)
+        self._threshold_param = repr(self.threshold)  # text: KServe's gRPC encoding takes no float parameters
         self.load_error = None
         self.ready = True
         log.info("model %s version %s loaded (%s, %s, engine %s)", self.model_name, mv.version, meta.flavor,
@@ -325,7 +326,7 @@ class SkiffPredictor(Model):
         if self.problem == "binary":
             out.append(InferOutput("probability", [n], "FP64", data=scores.proba[:, 1].tolist(),
                                    parameters={"positive_class": str(self.classes[1]),
-                                               "threshold": self.threshold}))
+                                               "threshold": self._threshold_param}))
         else:
             k = len(self.classes)
             out.append(InferOutput("probabilities", [n, k], "FP64", data=scores.proba.reshape(-1).tolist(),

@@ -491,6 +491,7 @@ def start_local_server(
     engine: str = "auto",
     access_log: bool = False,
     predictor_host: str | None = None,
+    grpc_port: int | None = None,
     timeout_s: float = 90.0,
     require_ready: bool = True,
     log_path: str | Path | None = None,
@@ -514,6 +515,8 @@ def start_local_server(
         args += ["--predictor-host", predictor_host]
     if access_log:
         args.append("--access-log")
+    if grpc_port:
+        args += ["--grpc-port", str(grpc_port)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            **(extra_env or {})}
     if log_path is None:

@@ -8,6 +8,7 @@ over HTTP. The Feast world is real: SQLite online store, and Redis where it runs
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import socket
 import uuid
@@ -131,9 +132,9 @@ def world(tmp_path_factory):
 def server(world):
     from serving.server import start_local_server, stop_local_server
 
-    port = free_port()
-    proc = start_local_server("accounts", 1, port, root=world["root"])
-    yield {"url": f"http://127.0.0.1:{port}", "proc": proc, "port": port}
+    port, grpc_port = free_port(), free_port()
+    proc = start_local_server("accounts", 1, port, root=world["root"], grpc_port=grpc_port)
+    yield {"url": f"http://127.0.0.1:{port}", "proc": proc, "port": port, "grpc_port": grpc_port}
     stop_local_server(proc)
 
 
@@ -175,7 +176,7 @@ def test_v2_named_inputs_and_one_tensor_exact(world, server):
         assert out["label"]["datatype"] == "BOOL" and out["label"]["data"] == labels
         assert out["probability"]["shape"] == [len(rows)]
         np.testing.assert_allclose(out["probability"]["data"], p, atol=1e-6)
-        assert out["probability"]["parameters"]["threshold"] == THRESHOLD
+        assert float(out["probability"]["parameters"]["threshold"]) == THRESHOLD
     assert named.json()["id"] == "r-1"
     assert tensor.json()["id"]  # a request without id gets one (KServe alone answers 500 here)
 
@@ -204,6 +205,34 @@ def test_third_party_v2_client(world, server):
             np.testing.assert_allclose(res.as_numpy("probability"), p, atol=1e-6)
     finally:
         client.close()
+
+
+def test_grpc_v2(world, server):
+    import asyncio
+
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+    rows = world["rows"][:3]
+    labels, p = expected(world["pipe"], rows)
+
+    async def call():
+        client = InferenceGRPCClient(url=f"127.0.0.1:{server['grpc_port']}", timeout=10)
+        try:
+            inputs = []
+            for f, dtype, np_dtype in [("plan", "BYTES", object), ("usage", "FP64", np.float64),
+                                       ("seats", "INT64", np.int64), ("annual", "BOOL", bool)]:
+                inp = InferInput(f, [len(rows)], dtype)
+                inp.set_data_from_numpy(rows[f].to_numpy(dtype=np_dtype), binary_data=False)
+                inputs.append(inp)
+            return await client.infer(InferRequest(model_name="accounts", infer_inputs=inputs, request_id="g1"))
+        finally:
+            await client.close()
+
+    res = asyncio.run(call())
+    out = {o.name: o for o in res.outputs}
+    assert res.model_version == "1"
+    assert out["label"].as_numpy().tolist() == labels
+    np.testing.assert_allclose(out["probability"].as_numpy(), p, atol=1e-6)
 
 
 BAD = [
@@ -295,7 +324,10 @@ def test_server_listens_on_loopback_only(server):
     proc = psutil.Process(server["proc"].pid)
     conns = proc.net_connections(kind="inet") if hasattr(proc, "net_connections") else proc.connections(kind="inet")
     listening = [c for c in conns if c.status == psutil.CONN_LISTEN]
-    assert listening and {c.laddr.ip for c in listening} == {"127.0.0.1"}
+    assert len(listening) == 2  # HTTP and gRPC
+    for c in listening:
+        ip = ipaddress.ip_address(c.laddr.ip)
+        assert (getattr(ip, "ipv4_mapped", None) or ip).is_loopback, c
 
 
 def test_no_per_request_log_lines_by_default(server):
