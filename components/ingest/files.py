@@ -410,12 +410,9 @@ class FileReader:
         except (pa.ArrowInvalid, OSError) as e:
             raise InputError(f"{entry.uri}: cannot read Parquet: {e}", source=entry.uri) from e
 
-    def _text_stream(self, entry: FileEntry):
-        return self._stream(entry)
-
     def _jsonl(self, entry: FileEntry) -> Iterator[Batch]:
         offset, line_no, rest = 0, 0, b""
-        with self._text_stream(entry) as stream:
+        with self._stream(entry) as stream:
             while True:
                 block = stream.read(JSONL_BLOCK_BYTES)
                 data = rest + block
@@ -466,7 +463,7 @@ class FileReader:
         return Batch(table=records_to_table(records), source=entry.uri, row_offset=offset, malformed=malformed)
 
     def _json(self, entry: FileEntry) -> Iterator[Batch]:
-        with self._text_stream(entry) as stream:
+        with self._stream(entry) as stream:
             data = stream.read()
         try:
             doc = json.loads(data.decode(self.source.encoding))

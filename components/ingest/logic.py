@@ -406,10 +406,15 @@ def ingest(
     """
     started = time.monotonic()
     started_at = dt.datetime.now(dt.UTC)
-    srcs = list(spec.sources if sources is None else sources)
+    if sources is None:  # a spec may also name MQTT topics: the stream consumer reads those
+        srcs = [s for s in spec.sources if not isinstance(s, MqttSource)]
+        if len(srcs) < len(spec.sources):
+            log.info("%s: MQTT sources are left to the stream consumer", spec.name)
+    else:
+        srcs = list(sources)
     if not srcs:
-        raise SpecError(f"dataset {spec.name!r} has no sources: add some to its spec or name them on the "
-                        "command line")
+        raise SpecError(f"dataset {spec.name!r} has no batch sources (files, SQL or REST): add some to its "
+                        "spec or name them on the command line")
     if run_id is not None and not _RUN_ID.match(run_id):
         raise UsageError(f"run id {run_id!r}: use letters, digits, '_', '-' and '.' only")
     if ingest_date is not None:
@@ -428,10 +433,10 @@ def ingest(
     cleanser.extra_columns.clear()  # the batches decide the order of kept unknown columns
     spec_hash = _spec_hash(spec)
 
-    committed = [lake.manifest(ref) for ref in lake.all_runs(spec.name)] if lake.datasets() else []
-    for r in readers:
-        if isinstance(r, SqlReader) and r.source.watermark:
-            r.low = _last_watermark(lake, spec.name, r.key, committed)
+    incremental = [r for r in readers if isinstance(r, SqlReader) and r.source.watermark]
+    committed = [lake.manifest(ref) for ref in lake.all_runs(spec.name)] if incremental else []
+    for r in incremental:
+        r.low = _last_watermark(lake, spec.name, r.key, committed)
 
     def fingerprint() -> str:
         return _sha({"spec": spec_hash, "sources": [r.fingerprint() for r in readers]})
