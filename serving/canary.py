@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from serving.router import CanaryRouter, RouterThread, Upstream, free_port, serve_router
 
-__all__ = ["LocalCanary", "local_canary", "run_canary"]
+__all__ = ["LocalCanary", "local_canary", "run_canary", "sigterm_exits"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,24 @@ class LocalCanary:
         return self.thread.url
 
 
+@contextlib.contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit`` inside the block, so ``finally`` clauses stop the model servers
+    (they run in their own sessions and would outlive a process killed outright)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _default_launchers(root: str, with_features: bool) -> tuple[Launch, Stop]:
     from serving.server import start_local_server, stop_local_server
 
@@ -52,14 +73,23 @@ def _default_launchers(root: str, with_features: bool) -> tuple[Launch, Stop]:
 @contextlib.contextmanager
 def _servers(name: str, stable_version: str, canary_version: str, *, launch: Launch, stop: Stop,
              host: str) -> Iterator[tuple[str, str, list[Any]]]:
-    handles: list[Any] = []
+    """Start both servers side by side (each takes seconds to load); stop both on exit or failure."""
+    ports = [free_port(host), free_port(host)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(launch, name, v, p) for v, p in zip((stable_version, canary_version), ports,
+                                                                      strict=True)]
+    handles, errors = [], []
+    for f in futures:
+        try:
+            handles.append(f.result())
+        except Exception as e:  # noqa: BLE001 - stop the one that started, then report the failure
+            errors.append(e)
     try:
-        urls = []
-        for version in (stable_version, canary_version):
-            port = free_port(host)
-            handles.append(launch(name, str(version), port))
-            urls.append(f"http://{host}:{port}")
-            log.info("%s version %s serves on %s", name, version, urls[-1])
+        if errors:
+            raise errors[0]
+        urls = [f"http://{host}:{p}" for p in ports]
+        for version, url in zip((stable_version, canary_version), urls, strict=True):
+            log.info("%s version %s serves on %s", name, version, url)
         yield urls[0], urls[1], handles
     finally:
         for h in reversed(handles):
@@ -125,9 +155,8 @@ def run_canary(
     ``skiff rollout start NAME --local --router http://127.0.0.1:PORT`` drives.
     """
     launch, stop = _default_launchers(root, with_features)
-    with _servers(name, str(stable_version), str(canary_version), launch=launch, stop=stop, host=host) as (
-        stable_url, canary_url, _handles,
-    ):
+    with sigterm_exits(), _servers(name, str(stable_version), str(canary_version), launch=launch, stop=stop,
+                                   host=host) as (stable_url, canary_url, _handles):
         router = CanaryRouter(
             name,
             Upstream(role="stable", url=stable_url, version=str(stable_version)),
@@ -137,4 +166,7 @@ def run_canary(
         )
         log.info("canary router for %s on http://%s:%s: %s%% to version %s, the rest to version %s",
                  name, host, port, percent, canary_version, stable_version)
-        serve_router(router, host, port)
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM and then raises the signal again: as
+        # KeyboardInterrupt / SystemExit here, so both servers are stopped on the way out
+        with contextlib.suppress(KeyboardInterrupt, SystemExit):
+            serve_router(router, host, port)

@@ -88,7 +88,9 @@ class RolloutPolicy(BaseModel):
         description="Canary traffic percentages, increasing, ending at 100 (full promotion).",
     )
     min_requests: int = Field(
-        default=200, ge=1, description="Requests each side must have answered in a step before it is judged."
+        default=200, ge=1,
+        description="Requests each side must have answered in a step before it is judged. The p99 of fewer "
+        "than 100 requests is their maximum (one cold request decides it): keep this in the hundreds.",
     )
     max_error_rate_delta: float = Field(
         default=0.01, ge=0, le=1,

@@ -341,13 +341,15 @@ def _register_rollout(app: typer.Typer) -> None:
                                          policy=policy, metrics=metrics, actuator=act, store=store(ctx),
                                          replace=replace).run())
                 return
-            from serving.canary import local_canary
+            from serving.canary import local_canary, sigterm_exits
 
             if canary is None:
                 raise UsageError("give --canary-version (or --env with a model file that names a canary)")
             if stable is None:
                 stable = str(_registry(ctx).get(name, "champion").version)
-            with local_canary(name, stable, canary, 0, root=settings.root, port=port, seed=seed) as lc:
+            # SIGTERM ends the rollout like Ctrl-C: the canary is rolled back and both servers stopped
+            with sigterm_exits(), local_canary(name, stable, canary, 0, root=settings.root, port=port,
+                                               seed=seed) as lc:
                 err_console.print(f"canary router for {name} on {lc.url}: send traffic there "
                                   f"(stable {stable}, canary {canary})", highlight=False)
                 act = RouterActuator(lc.url)
