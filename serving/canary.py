@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serving.router import CanaryRouter, RouterThread, Upstream, free_port, serve_router
+from skiff.errors import UsageError
 
-__all__ = ["LocalCanary", "local_canary", "run_canary", "sigterm_exits"]
+__all__ = ["LocalCanary", "local_canary", "run_canary", "resolve_version", "sigterm_exits"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,16 @@ def sigterm_exits() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def resolve_version(name: str, version: int | str | None, root: str) -> str:
+    """A version number as the servers label their metrics ('latest', 'champion' and None resolved)."""
+    if version is not None and str(version).isdigit():
+        return str(int(version))
+    from skiff.config import load_settings
+    from skiff.registry import ModelRegistry
+
+    return str(ModelRegistry.from_settings(load_settings(root=root)).get(name, version).version)
 
 
 def _default_launchers(root: str, with_features: bool) -> tuple[Launch, Stop]:
@@ -119,6 +130,8 @@ def local_canary(
     """
     if launch is None or stop is None:
         launch, stop = _default_launchers(root, with_features)
+        stable_version, canary_version = (resolve_version(name, stable_version, root),
+                                          resolve_version(name, canary_version, root))
     with _servers(name, str(stable_version), str(canary_version), launch=launch, stop=stop, host=host) as (
         stable_url, canary_url, handles,
     ):
@@ -139,7 +152,7 @@ def local_canary(
 
 def run_canary(
     name: str,
-    stable_version: int | str,
+    stable_version: int | str | None,
     canary_version: int | str,
     percent: int,
     port: int,
@@ -151,10 +164,16 @@ def run_canary(
 ) -> None:
     """Serve ``name`` with ``percent`` % of requests on the canary version until interrupted.
 
+    Versions are numbers, 'latest' or 'champion' (None: the champion, else the latest).
+
     The router listens on ``host:port``; its admin API (loopback only) changes the split, which is what
     ``skiff rollout start NAME --local --router http://127.0.0.1:PORT`` drives.
     """
     launch, stop = _default_launchers(root, with_features)
+    stable_version = resolve_version(name, stable_version, root)
+    canary_version = resolve_version(name, canary_version, root)
+    if stable_version == canary_version:
+        raise UsageError(f"the canary version {canary_version} is the stable version of {name}")
     with sigterm_exits(), _servers(name, str(stable_version), str(canary_version), launch=launch, stop=stop,
                                    host=host) as (stable_url, canary_url, _handles):
         router = CanaryRouter(

@@ -267,7 +267,7 @@ def _register_rollout(app: typer.Typer) -> None:
                                                            "(default: the model file's canary).")] = None,
         stable_version: Annotated[str | None, typer.Option("--stable-version", help="The current version "
                                                            "(default: the model file's version, else the "
-                                                           "champion).")] = None,
+                                                           "champion, else the latest).")] = None,
         local: Annotated[bool, typer.Option("--local", help="Embedded engine: local servers and router.")] = False,
         router: Annotated[str | None, typer.Option("--router", help="With --local: drive the router of a "
                                                    "running `skiff serve --canary` at this URL.")] = None,
@@ -341,12 +341,12 @@ def _register_rollout(app: typer.Typer) -> None:
                                          policy=policy, metrics=metrics, actuator=act, store=store(ctx),
                                          replace=replace).run())
                 return
-            from serving.canary import local_canary, sigterm_exits
+            from serving.canary import local_canary, resolve_version, sigterm_exits
 
             if canary is None:
                 raise UsageError("give --canary-version (or --env with a model file that names a canary)")
-            if stable is None:
-                stable = str(_registry(ctx).get(name, "champion").version)
+            canary = resolve_version(name, canary, settings.root)
+            stable = resolve_version(name, stable, settings.root)  # None: the champion, else the latest
             # SIGTERM ends the rollout like Ctrl-C: the canary is rolled back and both servers stopped
             with sigterm_exits(), local_canary(name, stable, canary, 0, root=settings.root, port=port,
                                                seed=seed) as lc:

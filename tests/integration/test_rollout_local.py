@@ -180,3 +180,47 @@ def test_manual_rollback_ends_a_running_rollout(tmp_path):
     assert final.phase == "rolled_back" and final.decisions[-1].action == "manual-rollback"
     assert final.decisions[-1].reason == "operator saw errors"
     assert out["state"].phase == "rolled_back"
+
+
+def test_cli_rollout_with_env_records_the_outcome_in_the_model_file(skiff_env, monkeypatch, capsys):
+    """`skiff rollout start NAME --env dev --local --router URL` takes the versions from the model file,
+    and writes the promotion back into it (comments kept); status and manual decisions read the state."""
+    import json
+
+    from serving.router import CanaryRouter, RouterThread, Upstream
+    from skiff.cli import main
+
+    envs = skiff_env / "environments"
+    (envs / "dev/models").mkdir(parents=True)
+    (envs / "dev/environment.yaml").write_text(
+        "name: dev\nnamespace: skiff\ningress_domain: dev.example.com\n"
+        "rollout: {steps: [10, 50, 100], min_requests: 15, interval: 0.5, timeout: 30}\n")
+    (envs / "dev/models/churn.yaml").write_text(
+        "# churn in dev\nname: churn\nversion: 1  # stable\ncanary: {version: 2, percent: 0}\nhistory: []\n")
+    monkeypatch.setenv("SKIFF_ENVIRONMENTS", str(envs))
+    with StandIn(MODEL, "1") as s, StandIn(MODEL, "2") as c:
+        router = CanaryRouter(MODEL, Upstream(role="stable", url=s.url, version="1"),
+                              Upstream(role="canary", url=c.url, version="2"), 0, seed=1)
+        rt = RouterThread(router).start()
+        with Load(rt.url, rate=30, threads=2):
+            assert main(["rollout", "start", MODEL, "--env", "dev", "--local", "--router", rt.url, "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["phase"] == "promoted" and out["env"] == "dev"
+        assert out["recorded_in"].endswith("dev/models/churn.yaml")
+        assert router.canary_percent == 100
+        text = (envs / "dev/models/churn.yaml").read_text()
+        assert "# churn in dev" in text and "# stable" in text and "canary" not in text.split("history")[0]
+        from serving.gitops import Environments
+
+        dep = Environments(envs).deployment("dev", MODEL)
+        assert dep.version == 2 and dep.history[-1].action == "canary-promoted"
+        assert main(["rollout", "status", MODEL, "--env", "dev", "--json"]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert [d["action"] for d in status["decisions"] if d["action"] != "hold"] == ["start", "advance", "promote"]
+        # a manual rollback afterwards moves the router back and is recorded as such
+        assert main(["rollout", "rollback", MODEL, "--env", "dev", "--reason", "pager"]) == 0
+        assert router.canary_percent == 0
+        rt.stop()
+        st = RolloutStore(Store(str(skiff_env / ".skiff"))).get("dev", MODEL)
+        assert st.phase == "rolled_back" and st.decisions[-1].action == "manual-rollback"
+        assert st.decisions[-1].reason == "pager" and st.decisions[-1].step == 100
