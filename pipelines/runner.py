@@ -85,6 +85,7 @@ class LocalRun:
     error: str | None = None
     arguments: dict[str, Any] = field(default_factory=dict)
     log_file: str | None = None
+    run_dir: str | None = None
 
 
 def compile_pipeline(name: str, out: Path) -> Path:
@@ -119,6 +120,7 @@ def run_local(
     log_path = Path(log_file) if log_file else pipeline_root / f"{arguments.get('run_id') or name}.log"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                raise_on_error=True)
+    before = {p.name for p in pipeline_root.iterdir() if p.is_dir()}
     timer = StepTimer(on_event)
     root_logger = logging.getLogger()
     saved_handlers, saved_level = list(root_logger.handlers), root_logger.level
@@ -147,9 +149,12 @@ def run_local(
             root_logger.setLevel(saved_level)
     if error:
         error = f"{error} (step logs: {log_path})"
+    new_dirs = sorted((p for p in pipeline_root.iterdir() if p.is_dir() and p.name not in before),
+                      key=lambda p: p.stat().st_mtime)
     return LocalRun(pipeline=name, status=status, duration_s=round(time.perf_counter() - t0, 3),
                     steps=timer.steps, outputs=outputs, pipeline_root=str(pipeline_root), error=error,
-                    arguments=arguments, log_file=str(log_path))
+                    arguments=arguments, log_file=str(log_path),
+                    run_dir=str(new_dirs[-1]) if new_dirs else None)
 
 
 def _collect_outputs(task: Any) -> dict[str, Any]:

@@ -147,7 +147,7 @@ def summarize(run: dict[str, Any], settings) -> dict[str, Any]:
         "steps": run["steps"], "error": run.get("error"), "run_id": run_id,
         "dataset": spec.get("name"), "validation": None, "registered": None, "gate_failed": False,
     }
-    ingest_meta = _task_metadata(run, "ingest")
+    ingest_meta = _task_metadata(run, "ingest-op")
     validation = _validation_result(settings, spec.get("name"), ingest_meta.get("ingest_date"))
     if validation:
         summary["validation"] = validation
@@ -178,22 +178,21 @@ def summarize(run: dict[str, Any], settings) -> dict[str, Any]:
 
 
 def _task_metadata(run: dict[str, Any], task: str) -> dict[str, Any]:
-    """The output artifact metadata of a local task, read from the kfp.local pipeline root."""
+    """The output artifact metadata of one task of this local run (from kfp.local's run folder)."""
     import json
     from pathlib import Path
 
-    root = Path(run.get("pipeline_root") or ".")
+    if not run.get("run_dir"):
+        return {}
+    path = Path(run["run_dir"]) / task / "executor_output.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
     found: dict[str, Any] = {}
-    for path in sorted(root.glob(f"*/{task}*/executor_output.json")) if root.exists() else []:
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if run.get("arguments", {}).get("run_id", "") not in str(doc) and task == "ingest":
-            continue
-        for artifacts in doc.get("artifacts", {}).values():
-            for art in artifacts.get("artifacts", []):
-                found.update(art.get("metadata", {}))
+    for artifacts in doc.get("artifacts", {}).values():
+        for art in artifacts.get("artifacts", []):
+            found.update(art.get("metadata", {}))
     return found
 
 

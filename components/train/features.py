@@ -16,17 +16,23 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from skiff.errors import InputError
 
-__all__ = ["FramePreparer", "DATETIME_PARTS"]
+__all__ = ["FramePreparer", "DATETIME_PARTS", "MISSING"]
 
 #: What a datetime feature becomes: numeric calendar parts (named ``<column>__<part>``).
 DATETIME_PARTS = ("year", "month", "dayofweek")
+
+
+#: What a missing categorical value becomes: a string, never NaN, so categorical columns stay pure text
+#: (imputed by the pipeline's categorical imputer, which treats this marker as missing).
+MISSING = "__skiff_missing__"
 
 
 class FramePreparer(TransformerMixin, BaseEstimator):
     """Select the feature columns and give each the dtype the next steps expect.
 
     numeric → float64 (NaN for missing or unparsable), categorical (category, string and boolean
-    columns) → object holding ``str`` values (NaN for missing; ``True`` becomes ``"True"``), datetime →
+    columns) → object holding ``str`` values (:data:`MISSING` for missing — a string, so the whole
+    column stays text and exports to ONNX; ``True`` becomes ``"True"``), datetime →
     ``<column>__year``, ``__month``, ``__dayofweek`` as float64. A missing feature column is an
     :class:`~skiff.errors.InputError` naming it.
     """
@@ -77,7 +83,7 @@ class FramePreparer(TransformerMixin, BaseEstimator):
             s = X[c]
             missing = s.isna().to_numpy()
             values = np.array([str(v) for v in s.astype(object)], dtype=object)
-            values[missing] = np.nan
+            values[missing] = MISSING
             out[c] = values
         return pd.DataFrame(out, index=X.index, columns=[*self.numeric_out, *self.categorical])
 

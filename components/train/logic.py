@@ -44,7 +44,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 from threadpoolctl import threadpool_limits
 
-from components.train.features import FramePreparer
+from components.train.features import MISSING, FramePreparer
 from components.train.metrics import (
     THRESHOLD_METRICS,
     best_threshold,
@@ -431,7 +431,8 @@ def build_pipeline(
         onehot = OneHotEncoder(
             handle_unknown="infrequent_if_exist", max_categories=cfg.max_categories, sparse_output=False
         )
-        cat = Pipeline([("impute", SimpleImputer(strategy="most_frequent")), ("onehot", onehot)])
+        impute = SimpleImputer(strategy="most_frequent", missing_values=MISSING)
+        cat = Pipeline([("impute", impute), ("onehot", onehot)])
         transformers.append(("cat", cat, categorical))
     steps: list[tuple[str, Any]] = [
         ("prepare", prepare),

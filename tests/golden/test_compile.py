@@ -1,0 +1,50 @@
+"""Golden compile tests: each pipeline compiles to the checked-in IR YAML (volatile keys ignored).
+
+A change to a pipeline or to a component's code changes the IR a cluster runs; review it, then
+regenerate with ``UPDATE_GOLDEN=1 make test PYTEST_ARGS=tests/golden``.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.runner import PIPELINES, compile_pipeline
+
+GOLDEN = Path(__file__).parent
+VOLATILE = {"sdkVersion"}
+
+
+def _strip(node):
+    if isinstance(node, dict):
+        return {k: _strip(v) for k, v in node.items() if k not in VOLATILE}
+    if isinstance(node, list):
+        return [_strip(v) for v in node]
+    return node
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+def test_pipeline_compiles_to_golden(name, tmp_path):
+    out = compile_pipeline(name, tmp_path / f"{name}.yaml")
+    got = _strip(yaml.safe_load(out.read_text()))
+    golden = GOLDEN / f"{name}.yaml"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(out.read_text())
+    assert golden.exists(), f"no golden file {golden}; run with UPDATE_GOLDEN=1 once and review it"
+    expected = _strip(yaml.safe_load(golden.read_text()))
+    assert got == expected, f"{name} IR differs from {golden.name}; review and regenerate with UPDATE_GOLDEN=1"
+
+
+def test_tabular_ir_has_the_gate_and_every_step(tmp_path):
+    ir = yaml.safe_load(compile_pipeline("tabular", tmp_path / "t.yaml").read_text())
+    tasks = ir["root"]["dag"]["tasks"]
+    assert {"ingest-op", "validate", "condition-branches-1"} <= set(tasks)
+    assert tasks["ingest-op"]["cachingOptions"] == {}  # caching off for ingestion
+    branches = ir["components"]["comp-condition-branches-1"]["dag"]["tasks"]
+    passed = ir["components"]["comp-condition-2"]["dag"]["tasks"]
+    assert set(passed) == {"features", "train", "champion-metrics", "evaluate", "register"}
+    assert "validation-blocked" in ir["components"]["comp-condition-3"]["dag"]["tasks"]
+    assert "== true" in branches["condition-2"]["triggerPolicy"]["condition"]
+    images = {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()}
+    assert any("skiff-tfdv" in i for i in images) and any(i.endswith("/skiff:" + i.rsplit(":", 1)[-1]) for i in images)

@@ -1,0 +1,129 @@
+"""The whole tabular pipeline under kfp.local, through the CLI, on a small churn export.
+
+One module-scoped sequence (each run costs ~40 s of fixed step overhead on this machine):
+1. a first run ingests, validates, builds features, trains, evaluates and registers version 1 as
+   champion;
+2. the same export again: ingestion is idempotent, a second version is trained and registered, and
+   the gate keeps version 1 (same data, same score: no improvement);
+3. a later partition whose MonthlyCharges drifted: validation blocks, the run exits 1 and nothing is
+   registered.
+"""
+
+import json
+
+import pytest
+
+from skiff import datagen
+from skiff.cli import main
+from skiff.registry import ModelRegistry
+from skiff.storage import Store
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.tfdv, pytest.mark.slow]
+
+
+def _run(capsys, *params: str) -> tuple[int, dict]:
+    argv = ["run", "tabular", "--local", "--json"]
+    for p in params:
+        argv += ["--param", p]
+    code = main(argv)
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out.strip() else {}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    work = tmp_path_factory.mktemp("pipeline")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(work)
+    mp.setenv("SKIFF_ROOT", str(work / ".skiff"))
+    mp.setenv("OMP_NUM_THREADS", "1")
+    raw = datagen.dirty(datagen.churn(n=900, seed=3), seed=3)
+    raw.to_csv(work / "churn.csv", index=False)
+    drifted = datagen.churn(n=900, seed=4)
+    drifted["MonthlyCharges"] = drifted["MonthlyCharges"] * 3 + 40
+    drifted["TotalCharges"] = drifted["TotalCharges"] * 3
+    datagen.dirty(drifted, seed=4).to_csv(work / "churn_drifted.csv", index=False)
+    spec = f"spec={REPO / 'examples' / 'churn.yaml'}"
+    cfg = 'train_config={"estimator": "logistic_regression", "cv_folds": 3}'
+    results = {}
+    capsys = _Capture()
+    with capsys:
+        results["first"] = _run(capsys, spec, cfg, f'sources=["{work / "churn.csv"}"]', "ingest_date=2026-01-01")
+        results["again"] = _run(capsys, spec, cfg, f'sources=["{work / "churn.csv"}"]', "ingest_date=2026-01-01")
+        results["drift"] = _run(capsys, spec, cfg, f'sources=["{work / "churn_drifted.csv"}"]',
+                                "ingest_date=2026-01-02")
+    results["registry"] = ModelRegistry(Store(str(work / ".skiff" / "models")))
+    yield results
+    mp.undo()
+
+
+class _Capture:
+    """capsys is function-scoped; capture stdout for the module-scoped sequence ourselves."""
+
+    def __enter__(self):
+        import contextlib
+        import io
+
+        self._buf = io.StringIO()
+        self._ctx = contextlib.redirect_stdout(self._buf)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+    def readouterr(self):
+        out = self._buf.getvalue()
+        self._buf.seek(0)
+        self._buf.truncate()
+        return type("Out", (), {"out": out})()
+
+
+def test_first_run_registers_a_champion(runs):
+    code, summary = runs["first"]
+    assert code == 0, summary.get("error")
+    assert summary["status"] == "SUCCESS"
+    assert set(summary["steps"]) == {"ingest-op", "validate", "features", "train", "champion-metrics",
+                                     "evaluate", "register"}
+    assert all(s["status"] == "SUCCESS" for s in summary["steps"].values())
+    counts = summary["ingest"]["counts"]
+    assert counts["read"] == counts["accepted"] + counts["quarantined"] + counts["duplicates"]
+    assert counts["quarantined"] > 0 and counts["duplicates"] > 0  # the export's dirt was caught
+    reg = summary["registered"]
+    assert reg["version"] == 1 and reg["champion"] is True
+    assert 0.75 < reg["metrics"]["roc_auc"] < 0.95
+    assert summary["validation"]["status"] == "passed"
+
+
+def test_registered_version_records_its_lineage(runs):
+    mv = runs["registry"].get("churn", 1)
+    meta = mv.metadata
+    assert meta.pipeline_run_id == runs["first"][1]["run_id"]
+    assert meta.dataset["partitions"] == ["2026-01-01"]
+    assert meta.feature_service and meta.feature_service.startswith("churn_v")
+    assert meta.data_fingerprint.startswith("sha256:")
+    assert meta.statistics_uri.endswith("stats.pb")
+    assert {"report.html", "statistics.pb", "MODEL_CARD.md"} <= set(meta.files)
+    assert meta.threshold is not None and 0 < meta.threshold < 1
+    assert len(meta.cv) == 5  # 3 folds + mean + std
+    assert meta.extra["onnx"]["exact"] is True and "model.onnx" in meta.files
+
+
+def test_rerun_is_idempotent_and_the_gate_keeps_the_champion(runs):
+    code, summary = runs["again"]
+    assert code == 0, summary.get("error")
+    assert summary["ingest"]["status"] == "unchanged"
+    reg = summary["registered"]
+    assert reg["version"] == 2 and reg["champion"] is False
+    assert "kept the champion" in reg["gate_reason"]
+    assert runs["registry"].champion_version("churn") == 1
+
+
+def test_drifted_partition_is_blocked(runs):
+    code, summary = runs["drift"]
+    assert code == 1
+    assert summary["status"] in ("GATE_FAILED", "FAILURE") and summary["gate_failed"] is True
+    assert "MonthlyCharges" in summary["validation"]["drifted"]
+    assert "train" not in summary["steps"]
+    assert runs["registry"].version_numbers("churn") == [1, 2]
