@@ -16,7 +16,7 @@ from components.evaluate.component import evaluate
 from components.features.component import features
 from components.gate.component import validation_blocked
 from components.ingest.component import ingest_op
-from components.register.component import champion_metrics, register
+from components.register.component import register
 from components.train.component import train
 from components.validate.component import validate
 
@@ -70,13 +70,10 @@ def tabular(
         ).set_caching_options(False).set_display_name("features")
         trained = train(training_data=feats.outputs["training_data"], spec=spec, config=train_config)
         trained.set_display_name("train").set_cpu_limit("2").set_memory_limit("8G")
-        champ = champion_metrics(
-            test_data=trained.outputs["test_data"], spec=spec, registry_uri=registry_uri, model_name=model_name,
-        ).set_caching_options(False).set_display_name("champion")
         evaluated = evaluate(
             model=trained.outputs["model"], test_data=trained.outputs["test_data"], spec=spec,
-            champion_metrics=champ.output, metric=metric, margin=margin,
-        ).set_display_name("evaluate")
+            metric=metric, margin=margin, registry_uri=registry_uri, model_name=model_name,
+        ).set_caching_options(False).set_display_name("evaluate")
         register(
             model=trained.outputs["model"], test_data=trained.outputs["test_data"],
             training_data=feats.outputs["training_data"], report=evaluated.outputs["report"],

@@ -15,18 +15,22 @@ def evaluate(
     model: Input[Model],
     test_data: Input[Dataset],
     spec: dict,
-    champion_metrics: dict,
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
     report: Output[HTML],
     metric: str = "",
     margin: float = 0.0,
-) -> NamedTuple("EvaluateOutputs", [("promote", bool), ("reason", str), ("test_metrics", dict)]):
+    registry_uri: str = "",
+    model_name: str = "",
+    champion_metrics: dict = {},  # noqa: B006 - a KFP parameter default, never mutated
+) -> NamedTuple("EvaluateOutputs", [("promote", bool), ("reason", str), ("test_metrics", dict),
+                                    ("champion_metrics", dict)]):
     """Score the model on the test split, log KFP metrics, write the HTML report, apply the gate.
 
-    ``champion_metrics`` are the current champion's metrics (empty: no champion, the challenger is
-    promoted); ``metric`` is the gate metric (empty: the training scoring metric, e.g. roc_auc or rmse);
-    the challenger must beat the champion by ``margin``.
+    The champion is re-scored on the same test split when ``registry_uri`` is given (its registered
+    champion, if any); otherwise ``champion_metrics`` are taken as given (empty: no champion, the
+    challenger is promoted). ``metric`` is the gate metric (empty: the training scoring metric, e.g.
+    roc_auc or rmse); the challenger must beat the champion by ``margin``.
     """
     import math
     import tempfile
@@ -56,8 +60,17 @@ def evaluate(
     if result.confusion_matrix is not None:
         classification_metrics.log_confusion_matrix([str(c) for c in result.classes], result.confusion_matrix)
 
+    champion = dict(champion_metrics or {})
+    if registry_uri:
+        from components.register.logic import champion_metrics as score_champion
+        from skiff.config import load_settings
+        from skiff.registry import ModelRegistry
+        from skiff.storage import Store
+
+        registry = ModelRegistry(Store(registry_uri, load_settings().storage_options))
+        champion = score_champion(registry, model_name or dataset.name, frame, dataset)
     gate_metric = metric or info.get("scoring") or default_scoring(result.problem_type)
-    decision = gate(result.metrics, dict(champion_metrics or {}), gate_metric, margin)
+    decision = gate(result.metrics, champion, gate_metric, margin)
     report.metadata.update(
         {"gate_metric": gate_metric, "promote": decision.promote, "reason": decision.reason}
     )
@@ -73,5 +86,5 @@ def evaluate(
         with open(report.path, "w", encoding="utf-8") as fh:
             fh.write(files["html"].read_text(encoding="utf-8"))
 
-    outputs = namedtuple("EvaluateOutputs", ["promote", "reason", "test_metrics"])
-    return outputs(bool(decision.promote), decision.reason, finite)
+    outputs = namedtuple("EvaluateOutputs", ["promote", "reason", "test_metrics", "champion_metrics"])
+    return outputs(bool(decision.promote), decision.reason, finite, champion)

@@ -1,4 +1,4 @@
-"""KFP components of the register step: the champion's score on the same test rows, and registration."""
+"""KFP component of the register step (a thin wrapper over components.register.logic)."""
 
 from typing import NamedTuple
 
@@ -7,23 +7,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Model
 
 from components._image import BASE_IMAGE
 
-__all__ = ["champion_metrics", "register"]
-
-
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def champion_metrics(test_data: Input[Dataset], spec: dict, registry_uri: str, model_name: str) -> dict:
-    """The current champion's metrics on the challenger's test split ({} without a champion)."""
-    import pandas as pd
-
-    from components.register.logic import champion_metrics as score
-    from skiff.config import load_settings
-    from skiff.registry import ModelRegistry
-    from skiff.spec import parse_spec
-    from skiff.storage import Store
-
-    s = parse_spec(spec, origin="pipeline parameter 'spec'")
-    registry = ModelRegistry(Store(registry_uri, load_settings().storage_options))
-    return score(registry, model_name or s.name, pd.read_parquet(test_data.path), s)
+__all__ = ["register"]
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

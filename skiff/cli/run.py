@@ -49,7 +49,26 @@ def pipeline_arguments(name: str, params: dict[str, Any], settings: Settings, lo
         raise UsageError("the tabular pipeline needs --param spec=path/to/dataset.yaml")
     if isinstance(spec_value, str):
         params["spec"] = load_spec(Path(spec_value)).model_dump(mode="json", exclude_none=True)
-    return build_arguments(params, settings, local=local)
+    args = build_arguments(params, settings, local=local)
+    preflight(args)
+    return args
+
+
+def preflight(args: dict[str, Any]) -> str:
+    """Check what can be checked before any step runs: the spec, the training config against the
+    problem type (estimator, parameters, search space), the gate metric."""
+    from components.train.logic import check_config, parse_config
+    from components.train.metrics import default_scoring
+    from skiff.spec import parse_spec
+
+    spec = parse_spec(args["spec"], origin="--param spec")
+    if spec.target is None or spec.problem_type is None:
+        raise UsageError(f"dataset {spec.name!r} has no target/problem_type: the tabular pipeline trains a model")
+    scoring = check_config(parse_config(args.get("train_config")), spec)
+    metric = args.get("metric") or scoring or default_scoring(spec.problem_type)
+    if not isinstance(args.get("margin", 0.0), int | float) or args.get("margin", 0.0) < 0:
+        raise UsageError("--param margin must be a number >= 0")
+    return metric
 
 
 def _print_run(summary: dict[str, Any]) -> None:

@@ -43,7 +43,7 @@ def test_tabular_ir_has_the_gate_and_every_step(tmp_path):
     assert tasks["ingest-op"]["cachingOptions"] == {}  # caching off for ingestion
     branches = ir["components"]["comp-condition-branches-1"]["dag"]["tasks"]
     passed = ir["components"]["comp-condition-2"]["dag"]["tasks"]
-    assert set(passed) == {"features", "train", "champion-metrics", "evaluate", "register"}
+    assert set(passed) == {"features", "train", "evaluate", "register"}
     assert "validation-blocked" in ir["components"]["comp-condition-3"]["dag"]["tasks"]
     assert "== true" in branches["condition-2"]["triggerPolicy"]["condition"]
     images = {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()}

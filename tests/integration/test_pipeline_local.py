@@ -84,8 +84,7 @@ def test_first_run_registers_a_champion(runs):
     code, summary = runs["first"]
     assert code == 0, summary.get("error")
     assert summary["status"] == "SUCCESS"
-    assert set(summary["steps"]) == {"ingest-op", "validate", "features", "train", "champion-metrics",
-                                     "evaluate", "register"}
+    assert set(summary["steps"]) == {"ingest-op", "validate", "features", "train", "evaluate", "register"}
     assert all(s["status"] == "SUCCESS" for s in summary["steps"].values())
     counts = summary["ingest"]["counts"]
     assert counts["read"] == counts["accepted"] + counts["quarantined"] + counts["duplicates"]
