@@ -702,26 +702,28 @@ class Cleanser:
             first_check = np.full(len(batch.table), -1, dtype=np.int64)
             for i, (mask, *_rest) in enumerate(checks):
                 first_check[(first_check == -1) & mask] = i
-            firsts = first_check[idx]
-            columns = [checks[i][1] for i in firsts]
-            codes = [checks[i][2] for i in firsts]
-            reasons.update(codes)
+            firsts = pa.array(first_check[idx])
+            columns = pa.array([c[1] for c in checks], pa.string()).take(firsts)
+            codes = pa.array([c[2] for c in checks], pa.string()).take(firsts)
+            vc = pc.value_counts(codes).flatten()
+            reasons.update(dict(zip(vc[0].to_pylist(), vc[1].to_pylist(), strict=True)))
             take = pa.array(idx)
             raw_text = {name: _as_text(arr.take(take)) for name, arr in raw.items()}
-            pos = {int(r): k for k, r in enumerate(idx)}
-            problems: list[list[str]] = [[] for _ in idx]
-            for mask, name, code, arr in checks:  # rejected rows only
-                hits = np.flatnonzero(mask)
-                vals = _as_text(arr.take(pa.array(hits))).to_pylist() if arr is not None else [None] * len(hits)
-                for r, val in zip(hits, vals, strict=True):
-                    problems[pos[int(r)]].append(f"{name}: {code}" + (f" ({val!r})" if val is not None else ""))
+            # every problem of each rejected row as "column: reason ('value')", joined with "; "
+            pieces = []
+            for mask, name, code, _arr in checks:
+                label = f"{name}: {code}"
+                value = raw_text[name]
+                text = pc.if_else(value.is_null(), label, pc.binary_join_element_wise(label + " ('", value, "')", ""))
+                pieces.append(pc.if_else(pa.array(mask[idx]), text, pa.scalar(None, pa.string())))
+            problems = pc.binary_join_element_wise(*pieces, "; ", null_handling="skip")
             cols = {
                 "_source": pa.array([batch.source] * len(idx), pa.string()),
                 "_row": pa.array(idx + batch.row_offset, pa.int64()),
                 "_page": pa.array([batch.page] * len(idx), pa.int64()),
-                "_column": pa.array(columns, pa.string()),
-                "_reason": pa.array(codes, pa.string()),
-                "_problems": pa.array(["; ".join(p) for p in problems], pa.string()),
+                "_column": columns,
+                "_reason": codes,
+                "_problems": problems,
             }
             cols.update(raw_text)
             parts.append(pa.table(cols, schema=schema))

@@ -18,6 +18,7 @@ import bz2
 import csv
 import hashlib
 import io
+import itertools
 import json
 import logging
 import zlib
@@ -41,7 +42,8 @@ __all__ = ["FileReader", "FileEntry", "detect_format", "records_to_table", "find
 log = logging.getLogger("skiff.ingest")
 
 SAMPLE_BYTES = 64 * 1024
-CSV_BLOCK_BYTES = 16 * 1024 * 1024
+CSV_BLOCK_BYTES = 16 * 1024 * 1024  # rows handed to the cleanser at a time (as Arrow data)
+CSV_PARSE_BLOCK_BYTES = 2 * 1024 * 1024  # what the CSV parser reads at a time
 JSONL_BLOCK_BYTES = 8 * 1024 * 1024
 PARQUET_BATCH_ROWS = 128 * 1024
 _EXT_FORMAT = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".psv": "csv", ".json": "json",
@@ -371,7 +373,8 @@ class FileReader:
 
         # a quoted field spanning lines needs the slower parser mode
         head = entry.columns
-        read = pa_csv.ReadOptions(block_size=self.block_bytes, encoding=self.source.encoding)
+        read = pa_csv.ReadOptions(block_size=min(self.block_bytes, CSV_PARSE_BLOCK_BYTES),
+                                  encoding=self.source.encoding)
         parse = pa_csv.ParseOptions(delimiter=entry.delimiter, invalid_row_handler=on_invalid,
                                     newlines_in_values=True)
         conv = pa_csv.ConvertOptions(
@@ -382,15 +385,24 @@ class FileReader:
         try:
             with self._stream(entry) as stream:
                 reader = pa_csv.open_csv(stream, read_options=read, parse_options=parse, convert_options=conv)
-                for rb in reader:
-                    table = pa.Table.from_batches([rb])
+                pending: list[pa.RecordBatch] = []
+                size = 0
+                # the parser works on small blocks (its memory grows fast with the block size); the
+                # cleanser gets batches of about block_bytes (its cost is per call, not per row)
+                for rb in itertools.chain(reader, [None]):
+                    if rb is not None:
+                        pending.append(rb)
+                        size += rb.nbytes
+                        if size < self.block_bytes:
+                            continue
+                    if not pending and not malformed:
+                        break
+                    table = pa.Table.from_batches(pending, schema=reader.schema)
                     table = table.rename_columns([c.lstrip("\ufeff").strip() for c in table.column_names])
                     bad, malformed[:] = list(malformed), []
                     yield Batch(table=table, source=entry.uri, row_offset=offset, malformed=bad)
                     offset += table.num_rows
-                if malformed:
-                    yield Batch(table=pa.table({c: pa.array([], pa.string()) for c in head}), source=entry.uri,
-                                row_offset=offset, malformed=list(malformed))
+                    pending, size = [], 0
         except (pa.ArrowInvalid, UnicodeDecodeError) as e:
             raise InputError(f"{entry.uri}: cannot parse as CSV (delimiter {entry.delimiter!r}): {e}",
                              source=entry.uri) from e

@@ -81,6 +81,14 @@ class InvariantError(RuntimeError):
     """Rows read != written + quarantined + duplicates: a bug in skiff, never a user error (exit 3)."""
 
 
+class _NothingNew(Exception):
+    """Raised inside the staging block to discard it: the input holds nothing new."""
+
+    def __init__(self, ref: RunRef | None, reason: str) -> None:
+        super().__init__(reason)
+        self.ref, self.reason = ref, reason
+
+
 @dataclass
 class IngestResult:
     status: str  # "ingested" or "unchanged"
@@ -457,10 +465,6 @@ def ingest(
     counts = Counter(read=0, accepted=0, quarantined=0, duplicates=0)
     reasons: Counter = Counter()
     per_source: list[dict[str, int]] = []
-
-    class _NothingNew(Exception):
-        def __init__(self, ref: RunRef | None, reason: str) -> None:
-            self.ref, self.reason = ref, reason
 
     ref = RunRef(spec.name, date, run_id)
     try:
