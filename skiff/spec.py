@@ -75,8 +75,12 @@ class ColumnSpec(_Strict):
     sentinels: list[Any] = Field(
         default_factory=list, description="Values that mean 'missing' (e.g. -200, 'N/A')."
     )
-    min: float | None = Field(default=None, description="Smallest allowed value (numbers, dates as ISO).")
-    max: float | None = Field(default=None, description="Largest allowed value.")
+    min: float | str | None = Field(
+        default=None,
+        description="Smallest allowed value: a number; for datetime columns an ISO date/time (UTC unless it "
+        "has an offset) or seconds since the Unix epoch. Stored as a number.",
+    )
+    max: float | str | None = Field(default=None, description="Largest allowed value (as min).")
     allowed: list[Any] | None = Field(default=None, description="The only values allowed.")
     regex: str | None = Field(default=None, description="Pattern a string value must match in full.")
     unique: bool = Field(default=False, description="Values must be unique within a partition.")
@@ -97,6 +101,25 @@ class ColumnSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ColumnSpec:
+        for bound in ("min", "max"):
+            value = getattr(self, bound)
+            if isinstance(value, str):
+                if self.type != "datetime":
+                    try:
+                        value = float(value)
+                    except ValueError as e:
+                        raise ValueError(f"{bound} must be a number for a {self.type} column, got {value!r}") from e
+                else:
+                    import datetime as dt
+
+                    try:
+                        when = dt.datetime.fromisoformat(value)
+                    except ValueError as e:
+                        raise ValueError(f"{bound} {value!r} is not an ISO date/time") from e
+                    if when.tzinfo is None:
+                        when = when.replace(tzinfo=dt.UTC)
+                    value = when.timestamp()
+                object.__setattr__(self, bound, value)
         if self.missing == "impute" and self.impute is None:
             raise ValueError("missing=impute needs 'impute' (mean, median, mode or a constant)")
         if self.impute in ("mean", "median") and self.type not in ("integer", "float"):

@@ -111,3 +111,14 @@ def test_cli_version_and_bad_settings_file(skiff_env, capsys):
     assert shown["registry_uri"] == "s3://bucket/prefix/models"
     assert main(["config", "--bogus"]) == 2
     assert "No such option" in capsys.readouterr().err
+
+
+def test_datetime_bounds_take_iso_dates():
+    spec = parse_spec({**SPEC, "columns": {**SPEC["columns"], "ts": {"type": "datetime", "min": "2020-01-01",
+                                                                       "max": "2030-01-01T00:00:00+01:00"}}})
+    assert spec.columns["ts"].min == 1577836800.0
+    assert spec.columns["ts"].max == 1893452400.0
+    with pytest.raises(SpecError, match="not an ISO date"):
+        parse_spec({**SPEC, "columns": {**SPEC["columns"], "ts": {"type": "datetime", "min": "yesterday"}}})
+    with pytest.raises(SpecError, match="must be a number"):
+        parse_spec({**SPEC, "columns": {**SPEC["columns"], "tenure": {"type": "integer", "min": "zero"}}})
