@@ -215,7 +215,17 @@ def _validation_result(settings, dataset: str | None, date: str | None) -> dict[
 
 
 def print_human_summary(summary: dict[str, Any], console) -> None:
+    """A few lines for people: what ingestion kept, the validation verdict, the registered version."""
     reg = summary.get("registered")
+    ing = summary.get("ingest") or {}
+    counts = ing.get("counts") or {}
+    if counts:
+        reasons = ing.get("quarantine_reasons") or {}
+        console.print(
+            f"ingest ({ing.get('status')}): " + ", ".join(f"{k} {v}" for k, v in counts.items())
+            + ("; quarantined because " + ", ".join(f"{k} ({v})" for k, v in reasons.items()) if reasons else ""),
+            highlight=False,
+        )
     if summary.get("validation"):
         v = summary["validation"]
         console.print(f"validation: {v.get('status')} ({len(v.get('blocking', []))} blocking, "

@@ -63,14 +63,6 @@ def register(app: typer.Typer) -> None:
             from skiff.cli.run import _print_run
 
             _print_run(s)
-            ing = s.get("ingest") or {}
-            counts = ing.get("counts") or {}
-            if counts:
-                console.print(
-                    "ingest: " + ", ".join(f"{k} {v}" for k, v in counts.items()) +
-                    ("; quarantined because " + ", ".join(f"{k} ({v})" for k, v in
-                                                         (ing.get("quarantine_reasons") or {}).items())
-                     if ing.get("quarantine_reasons") else ""), highlight=False)
             print_human_summary(s, console)
             if s.get("registered"):
                 console.print(f"next: skiff models show {s['registered']['name']}  ·  "
