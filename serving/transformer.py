@@ -3,7 +3,8 @@
 :class:`FeastTransformer` is a ``kserve.Model`` with an ``async preprocess``. A request names entities
 only — V1 ``{"instances": [{"customer_id": "C1"}]}`` or V2 inputs named by the join key(s). The
 transformer reads the version's feature service (``metadata.feature_service``) from the Feast online
-store in a worker thread (never on the event loop) with a timeout, answers 404 for keys the store does
+store in a worker thread (never on the event loop) with a timeout — requests arriving while a read is
+in flight share the next read, and with the in-process predictor one model call scores them all — answers 404 for keys the store does
 not know (every feature empty), and hands the rows, in the version's feature order, to the predictor:
 
 - in-process (the default, ``predictor=``): the :class:`~serving.predictor.SkiffPredictor` registered in
@@ -12,22 +13,27 @@ not know (every feature empty), and hands the rows, in the version's feature ord
   protocol as the incoming one) to ``/v1/models/<name>:predict`` or ``/v2/models/<name>/infer`` with an
   ``httpx.AsyncClient``; the predictor's 4xx answers come back with their status and reason.
 
-The Feast store is opened once, in ``load()`` (it takes seconds).
+The Feast store is opened, and the feature service resolved, once in ``load()`` (opening takes seconds;
+resolving a service by name reads the registry, milliseconds per request). Feature service names are
+versioned by what they serve, so the resolved service stays right for the version being served.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from kserve import Model
+from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from serving.inputs import V2_DATATYPE, BadRequest, Batch, InputSchema, check_column, parse_v1, parse_v2
+from serving.predictor import Scores
 from skiff.config import Settings, load_settings
-from skiff.errors import ConfigError, NotFoundError, SourceError
+from skiff.errors import ConfigError, NotFoundError, SkiffError, SourceError
 from skiff.registry import ModelRegistry
 
 __all__ = ["FeastTransformer"]
@@ -59,6 +65,59 @@ def _service_layout(store: Any, service: str) -> tuple[dict[str, str], list[str]
     if not keys:
         raise ConfigError(f"feature service {service!r} has no entity join keys")
     return keys, names
+
+
+@dataclass
+class _Fetched:
+    """One Feast read: feature values by name and, with an in-process predictor, the rows' scores."""
+
+    values: dict[str, list[Any]]
+    scores: Scores | None = None
+
+    def part(self, start: int, end: int) -> _Fetched:
+        s = self.scores
+        return _Fetched({k: v[start:end] for k, v in self.values.items()},
+                        None if s is None else Scores(proba=None if s.proba is None else s.proba[start:end],
+                                                      values=None if s.values is None else s.values[start:end]))
+
+
+class _Coalescer:
+    """Runs a blocking fetch in a worker thread, merging the rows of requests that arrive meanwhile.
+
+    While one read is in flight, new requests queue; the next read serves all of them at once (one
+    Feast call, one model call), and each request gets its own slice back. Under load this turns N
+    reads of one row into one read of N rows; a lone request is read at once.
+    """
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.pending: list[tuple[list[dict[str, Any]], asyncio.Future]] = []
+        self.task: asyncio.Task | None = None
+
+    async def fetch(self, rows: list[dict[str, Any]], timeout: float) -> _Fetched:
+        fut = asyncio.get_running_loop().create_future()
+        self.pending.append((rows, fut))
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._drain())
+        return await asyncio.wait_for(asyncio.shield(fut), timeout)
+
+    async def _drain(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, []
+            rows = [r for rs, _ in batch for r in rs]
+            try:
+                fetched = await asyncio.to_thread(self.fn, rows)
+            except Exception as e:  # every waiter of this read gets the error
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            start = 0
+            for rs, fut in batch:
+                end = start + len(rs)
+                if not fut.done():
+                    fut.set_result(fetched.part(start, end))
+                start = end
 
 
 class FeastTransformer(Model):
@@ -94,6 +153,7 @@ class FeastTransformer(Model):
         self.version: int | None = None
         self.load_error: str | None = None
         self._client: httpx.AsyncClient | None = None
+        self._coalescer = _Coalescer(self._fetch)
 
     @property
     def version_label(self) -> str:
@@ -135,6 +195,7 @@ class FeastTransformer(Model):
             raise ConfigError(f"feature service {meta.feature_service!r} does not serve the model's feature(s) "
                               f"{absent}")
         self.service = meta.feature_service
+        self._feature_service = self.store.get_feature_service(meta.feature_service)
         self.key_schema = InputSchema.build(list(keys), keys)
         self.feature_schema = InputSchema.build(meta.features, meta.input_schema)
         self.version = mv.version
@@ -148,9 +209,33 @@ class FeastTransformer(Model):
 
     # -- the request path ----------------------------------------------------------------------------
     def _lookup(self, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-        from components.features.logic import online_features
+        # the FeatureService object is resolved once in load(): resolving it by name reads the registry
+        # (milliseconds) and defeats Feast's per-request context cache
+        return self.store.get_online_features(features=self._feature_service, entity_rows=rows).to_dict()
 
-        return online_features(self.store, self.service, rows)
+    def _features(self, values: dict[str, list[Any]], n: int) -> Batch:
+        columns: dict[str, list[Any]] = {}
+        any_missing = False
+        for f in self.feature_schema.features:
+            try:
+                columns[f], m = check_column(self.feature_schema, f, values[f])
+            except BadRequest as e:
+                raise ConfigError(f"the feature store's value for {f!r} does not fit the model: {e.reason}") from e
+            any_missing |= m
+        return Batch(columns, n, any_missing)
+
+    def _fetch(self, rows: list[dict[str, Any]]) -> _Fetched:
+        """In a worker thread: the Feast read and, when every row is complete, one model call for all."""
+        values = self._lookup(rows)
+        if self.predictor is None:
+            return _Fetched(values)
+        try:
+            batch = self._features(values, len(rows))
+            if not batch.missing:
+                return _Fetched(values, self.predictor.score(batch))
+        except (SkiffError, InvalidInput) as e:  # left to each request, which reports its own rows
+            log.debug("merged scoring skipped: %s", e)
+        return _Fetched(values)
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
         v2 = isinstance(payload, InferRequest)
@@ -161,31 +246,26 @@ class FeastTransformer(Model):
         names = self.key_schema.features
         rows = [{k: keys.columns[k][i] for k in names} for i in range(keys.n)]
         try:
-            values = await asyncio.wait_for(asyncio.to_thread(self._lookup, rows), self.timeout_s)
+            fetched = await self._coalescer.fetch(rows, self.timeout_s)
         except TimeoutError as e:
             raise SourceError(f"feature store lookup timed out after {self.timeout_s:g}s",
                               service=self.service) from e
+        values = fetched.values
         features = self.feature_schema.features
         unknown = [i for i in range(keys.n) if all(values[f][i] is None for f in features)]
         if unknown:
             missing = [rows[i] for i in unknown]
             raise NotFoundError(f"unknown entity key(s): {missing}; the feature store has no features for them",
                                 field=names[0], unknown=missing)
-        columns: dict[str, list[Any]] = {}
-        any_missing = False
-        for f in features:
-            try:
-                columns[f], m = check_column(self.feature_schema, f, values[f])
-            except BadRequest as e:
-                raise ConfigError(f"the feature store's value for {f!r} does not fit the model: {e.reason}") from e
-            any_missing |= m
-        return {"v2": v2, "request": payload, "batch": Batch(columns, keys.n, any_missing)}
+        return {"v2": v2, "request": payload, "batch": self._features(values, keys.n), "scores": fetched.scores}
 
     async def predict(self, payload: dict[str, Any], headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
         batch: Batch = payload["batch"]
         if self.predictor is not None:
-            scores = self.predictor.score(batch)
+            scores = payload["scores"]
+            if scores is None:
+                scores = self.predictor.score(batch)
             if payload["v2"]:
                 return self.predictor.v2_response(payload["request"], batch, scores)
             return self.predictor.v1_response(batch, scores)

@@ -1,0 +1,470 @@
+"""Serving benchmark: skiff's KServe predictor against MLServer and a minimal FastAPI endpoint.
+
+All three serve the same fitted scikit-learn pipeline (one-hot + scaling + logistic regression on
+skiff's realistic churn table, 19 features) on 127.0.0.1, one server at a time, numeric threads capped
+at 1, per-request logging off. The same load drives each:
+
+- single-row V2 requests at concurrency 1 and 8, and 100-row V2 batches at concurrency 8;
+- the bounded number of requests per case given by ``--requests`` (default 2000) after a warm-up;
+- skiff's Feast transformer path (entity key in, SQLite online store lookup, predict) at concurrency 8.
+
+The load generator is ``h2load`` (C, from Debian's ``nghttp2-client``; HTTP/1.1, exactly the case's
+request count, per-request latencies from its log), or, without it, an asyncio httpx client with one shared connection pool (on two
+cores a Python generator competes with the server for CPU, so its numbers are lower bounds). The output
+says which ran. MLServer 1.7.1 runs from its own environment ``.venv-mlserver`` (built here with uv when
+absent: it pins an older FastAPI, and its worker needs ``uvloop<0.22``); it gets V2 requests with
+``"parameters": {"content_type": "pd"}`` (text inputs marked ``"str"``) and asks for ``predict_proba``.
+The FastAPI endpoint builds a DataFrame from the request and calls ``predict_proba``.
+
+Run: ``.venv/bin/python bench/serving.py [--requests 2000] [--loadgen auto|h2load|python]``. It prints
+RPS, p50 and p99 per server and case, the ratios, and each target as met or missed.
+"""
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+MLSERVER_VENV = REPO / ".venv-mlserver"
+MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22"]
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+MODEL = "churn"
+_V2_DT = {"string": "BYTES", "category": "BYTES", "integer": "INT64", "float": "FP64", "boolean": "BOOL"}
+
+
+# -- the model ---------------------------------------------------------------------------------------
+def build_world(root: Path) -> dict[str, Any]:
+    """Churn rows in the lake and the Feast online store; a fitted pipeline registered with ONNX."""
+    import joblib
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from components.features.logic import apply_definitions, build_offline_source, materialize, open_store
+    from skiff import datagen
+    from skiff.config import load_settings
+    from skiff.lake import Lake
+    from skiff.onnx_export import export_onnx
+    from skiff.registry import ModelRegistry
+    from skiff.spec import load_spec
+    from skiff.storage import Store
+
+    spec = load_spec(REPO / "examples" / "churn.yaml")
+    df = datagen.churn(4000, seed=0)
+    for c in df.columns:  # plain numpy dtypes for every server alike
+        if str(df[c].dtype) == "Int64":
+            df[c] = df[c].astype("int64")
+        elif str(df[c].dtype) == "boolean":
+            df[c] = df[c].astype(bool)
+    features = [c for c in spec.feature_columns if c in df.columns]
+    schema = {f: spec.columns[f].type for f in features}
+    categorical = [f for f in features if schema[f] in ("category", "string")]
+    numeric = [f for f in features if f not in categorical]
+    pipe = Pipeline([
+        ("ct", ColumnTransformer([("oh", OneHotEncoder(handle_unknown="ignore"), categorical),
+                                  ("sc", StandardScaler(), numeric)])),
+        ("clf", LogisticRegression(max_iter=1000)),
+    ]).fit(df[features][:3000], df.Churn[:3000])
+
+    lake = Lake(Store(str(root / "lake")))
+    with lake.publish_run(spec.name, "bench", "2026-01-01") as d:
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), d / "part-00000.parquet")
+        (d / "_manifest.json").write_text('{"finished_at": "2026-01-01T12:00:00+00:00"}')
+    sources = lake.store.child("features")
+    build_offline_source(lake, spec, sources)
+    store = open_store(REPO / "feature_repo", root / "feast", sources.uri())
+    service, _ = apply_definitions(store, spec, root / "feast" / "definitions")
+    materialize(store, dt.datetime.now(dt.UTC))
+
+    info = export_onnx(pipe, df[features][3000:], root / "model.onnx", input_schema=schema, features=features)
+    settings = load_settings(root=str(root))
+    ModelRegistry.from_settings(settings).register(
+        MODEL, pipe,
+        {"problem_type": "binary", "features": features, "input_schema": schema, "classes": [False, True],
+         "threshold": 0.5, "feature_service": service, "extra": {"onnx": info}},
+        files={"model.onnx": root / "model.onnx"} if info["exact"] else {})
+    joblib.dump(pipe, root / "model.joblib")
+    rows = df[features][3000:3100]
+    key_p = float(pipe.predict_proba(df[features][7:8])[0, 1])  # the transformer's answer for keys[7]
+    return {"key_p": key_p, "pipe": pipe, "features": features, "schema": schema, "rows": rows, "settings": settings,
+            "keys": df.customerID[:200].tolist(), "onnx": info}
+
+
+def v2_body(rows, schema: dict[str, str], mlserver: bool = False) -> dict[str, Any]:
+    inputs = []
+    for f in rows.columns:
+        inp = {"name": f, "datatype": _V2_DT[schema[f]], "shape": [len(rows)], "data": rows[f].tolist()}
+        if mlserver and inp["datatype"] == "BYTES":
+            inp["parameters"] = {"content_type": "str"}
+        inputs.append(inp)
+    body: dict[str, Any] = {"inputs": inputs}
+    if mlserver:
+        body["parameters"] = {"content_type": "pd"}
+        body["outputs"] = [{"name": "predict_proba"}]
+    return body
+
+
+# -- servers -----------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready ({url})")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"not ready after {timeout:.0f}s: {url}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def ensure_mlserver() -> Path:
+    python = MLSERVER_VENV / "bin" / "python"
+    if python.exists():
+        ok = subprocess.run([str(python), "-c", "import mlserver, mlserver_sklearn"], capture_output=True)
+        if ok.returncode == 0:
+            return python
+    import sklearn
+
+    print(f"building {MLSERVER_VENV} (MLServer's own environment) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(MLSERVER_VENV)], check=True)
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    pins = [*MLSERVER_PINS, f"scikit-learn=={sklearn.__version__}"]  # the pickle needs the same version
+    if uv:
+        subprocess.run([uv, "pip", "install", "-q", "--python", str(python), *pins], check=True)
+    else:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *pins], check=True)
+    return python
+
+
+def start_mlserver(root: Path, port: int) -> subprocess.Popen:
+    ensure_mlserver()
+    d = root / "mlserver"
+    d.mkdir(exist_ok=True)
+    shutil.copy(root / "model.joblib", d / "model.joblib")
+    (d / "settings.json").write_text(json.dumps({
+        "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+        "debug": False}))
+    (d / "model-settings.json").write_text(json.dumps({
+        "name": MODEL, "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib", "version": "1"}}))
+    with open(root / "mlserver.log", "wb") as out:
+        proc = subprocess.Popen([str(MLSERVER_VENV / "bin" / "mlserver"), "start", str(d)], cwd=d,
+                                env={**os.environ, **THREAD_ENV}, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    wait_ready(f"http://127.0.0.1:{port}/v2/models/{MODEL}/ready", proc)
+    return proc
+
+
+def fastapi_app(model_path: str):
+    """The baseline: a minimal FastAPI endpoint, a DataFrame per request, ``predict_proba``."""
+    import joblib
+    import pandas as pd
+    from fastapi import FastAPI, Request
+
+    model = joblib.load(model_path)
+    app = FastAPI()
+
+    @app.post(f"/v2/models/{MODEL}/infer")
+    async def infer(request: Request) -> dict:
+        body = await request.json()
+        frame = pd.DataFrame({i["name"]: i["data"] for i in body["inputs"]})
+        proba = model.predict_proba(frame)
+        return {"model_name": MODEL, "outputs": [{"name": "predict_proba", "datatype": "FP64",
+                                                  "shape": list(proba.shape), "data": proba.ravel().tolist()}]}
+
+    @app.get("/ready")
+    async def ready() -> dict:
+        return {"ready": True}
+
+    return app
+
+
+def start_fastapi(root: Path, port: int) -> subprocess.Popen:
+    with open(root / "fastapi.log", "wb") as out:
+        proc = subprocess.Popen([sys.executable, __file__, "--fastapi-server", str(root / "model.joblib"),
+                                 "--port", str(port)], env={**os.environ, **THREAD_ENV}, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    wait_ready(f"http://127.0.0.1:{port}/ready", proc)
+    return proc
+
+
+def start_skiff(root: Path, port: int, with_features: bool = False) -> subprocess.Popen:
+    from serving.server import start_local_server
+
+    return start_local_server(MODEL, 1, port, root=root, with_features=with_features, timeout_s=180,
+                              log_path=root / f"skiff-{port}.log")
+
+
+# -- load generation ---------------------------------------------------------------------------------
+def run_h2load(url: str, body: bytes, requests: int, concurrency: int, workdir: Path) -> dict[str, float]:
+    """``h2load`` over HTTP/1.1: exactly ``requests`` POSTs on ``concurrency`` connections, one thread."""
+    body_file = workdir / "body.json"
+    body_file.write_bytes(body)
+    log = workdir / "h2load.tsv"
+    log.unlink(missing_ok=True)
+    proc = subprocess.run(["h2load", "--h1", "-n", str(requests), "-c", str(concurrency), "-t", "1",
+                           "-d", str(body_file), "-H", "content-type: application/json",
+                           f"--log-file={log}", url], capture_output=True, text=True, timeout=300)
+    out = proc.stdout
+    done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                     r"(\d+) errored, (\d+) timeout", out)
+    codes = re.search(r"status codes: (\d+) 2xx", out)
+    if proc.returncode != 0 or not done or int(done.group(3)) != requests or not codes \
+            or int(codes.group(1)) != requests:
+        raise RuntimeError(f"h2load saw failures against {url}:\n{out}\n{proc.stderr}")
+    latencies = sorted(int(line.split("\t")[2]) / 1e3 for line in log.read_text().splitlines() if line.strip())
+    rps = float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out).group(1))
+    return {"requests": len(latencies), "rps": rps, "p50_ms": latencies[len(latencies) // 2],
+            "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]}
+
+
+async def _python_load(url: str, body: bytes, requests: int, concurrency: int) -> dict[str, float]:
+    import httpx
+
+    latencies: list[float] = []
+    left = [requests]
+    failures = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30.0,
+                                 headers={"content-type": "application/json"}) as client:
+        async def worker() -> None:
+            while left[0] > 0:
+                left[0] -= 1
+                t = time.perf_counter()
+                r = await client.post(url, content=body)
+                latencies.append(time.perf_counter() - t)
+                if r.status_code != 200:
+                    failures.append(r.status_code)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"{len(failures)} failed requests against {url} (e.g. {failures[0]})")
+    latencies.sort()
+    return {"requests": len(latencies), "rps": len(latencies) / elapsed,
+            "p50_ms": latencies[len(latencies) // 2] * 1e3,
+            "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3}
+
+
+def drive(loadgen: str, url: str, body: bytes, requests: int, concurrency: int, workdir: Path) -> dict[str, float]:
+    warm = max(100, requests // 10)
+    if loadgen == "h2load":
+        run_h2load(url, body, warm, concurrency, workdir)
+        return run_h2load(url, body, requests, concurrency, workdir)
+    asyncio.run(_python_load(url, body, warm, concurrency))
+    return asyncio.run(_python_load(url, body, requests, concurrency))
+
+
+def check_answer(url: str, body: bytes, expected_p: float, pick) -> None:
+    """The server must answer this request with the pipeline's probability before it is timed."""
+    import httpx
+
+    r = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=30)
+    r.raise_for_status()
+    got = pick(r.json())
+    if abs(got - expected_p) > 1e-5:
+        raise RuntimeError(f"{url} answered probability {got}, the pipeline says {expected_p}")
+
+
+def in_process_predict(world: dict[str, Any], body: bytes, n: int) -> dict[str, float]:
+    """skiff's predictor in this process on the same request: decode, checks, ONNX, encode (no HTTP)."""
+    from serving.server import import_kserve
+
+    import_kserve()
+    from kserve.protocol.infer_type import InferRequest
+    from kserve.protocol.rest.v2_datamodels import InferenceRequest
+
+    from serving.predictor import SkiffPredictor
+
+    p = SkiffPredictor(MODEL, version=1, settings=world["settings"])
+    if not p.load():
+        raise RuntimeError(p.load_error)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        req = InferRequest.from_inference_request(InferenceRequest.model_validate_json(body), MODEL)
+        p.predict(req).to_rest()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return {"engine": p.runtime.engine, "p50_ms": times[n // 2] * 1e3, "p99_ms": times[int(n * 0.99)] * 1e3}
+
+
+class _Skip(Exception):
+    """A part of the run that was not asked for."""
+
+
+# -- the run -----------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=2000, help="Requests per case (after a warm-up).")
+    ap.add_argument("--loadgen", choices=["auto", "h2load", "python"], default="auto",
+                    help="h2load (nghttp2-client, C) when installed, else asyncio httpx.")
+    ap.add_argument("--servers", default="skiff,fastapi,mlserver,transformer",
+                    help="Which to run, comma-separated (default all).")
+    ap.add_argument("--json", dest="json_out", type=Path, help="Also write the results to this file.")
+    ap.add_argument("--fastapi-server", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.fastapi_server:  # the baseline server's own process
+        import uvicorn
+
+        uvicorn.run(fastapi_app(args.fastapi_server), host="127.0.0.1", port=args.port, log_level="warning",
+                    access_log=False)
+        return 0
+    os.environ.update(THREAD_ENV)
+    loadgen = args.loadgen
+    if loadgen == "auto":
+        loadgen = "h2load" if shutil.which("h2load") else "python"
+    if loadgen == "h2load" and not shutil.which("h2load"):
+        print("h2load is not installed (apt-get install nghttp2-client)", file=sys.stderr)
+        return 2
+    print(f"load generator: {loadgen}" + ("" if loadgen == "h2load" else " (asyncio httpx; a lower bound on 2 cores)"))
+    root = Path(tempfile.mkdtemp(prefix="skiff-bench-serving-"))
+    t0 = time.perf_counter()
+    world = build_world(root)
+    print(f"model: {len(world['features'])} features, ONNX exact={world['onnx']['exact']} "
+          f"(max diff {world['onnx']['max_abs_diff']:.2g}); setup {time.perf_counter() - t0:.1f}s")
+    rows, schema = world["rows"], world["schema"]
+    p_one = float(world["pipe"].predict_proba(rows[:1])[0, 1])
+    bodies = {
+        "skiff": {"single": json.dumps(v2_body(rows[:1], schema)).encode(),
+                  "batch100": json.dumps(v2_body(rows, schema)).encode()},
+        "mlserver": {"single": json.dumps(v2_body(rows[:1], schema, mlserver=True)).encode(),
+                     "batch100": json.dumps(v2_body(rows, schema, mlserver=True)).encode()},
+    }
+    bodies["fastapi"] = bodies["skiff"]
+    picks = {
+        "skiff": lambda b: next(o for o in b["outputs"] if o["name"] == "probability")["data"][0],
+        "mlserver": lambda b: b["outputs"][0]["data"][1],
+        "fastapi": lambda b: b["outputs"][0]["data"][1],
+    }
+    cases = [("single", 1), ("single", 8), ("batch100", 8)]
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    inproc = in_process_predict(world, bodies["skiff"]["single"], max(500, args.requests))
+    print(f"skiff in-process predict (decode + checks + {inproc['engine']} + encode): "
+          f"p50 {inproc['p50_ms']:.3f} ms, p99 {inproc['p99_ms']:.3f} ms")
+    starters = {"skiff": start_skiff, "mlserver": start_mlserver, "fastapi": start_fastapi}
+    chosen = [x.strip() for x in args.servers.split(",") if x.strip()]
+    order = [x for x in ("skiff", "fastapi", "mlserver") if x in chosen]
+    for name in order:
+        port = free_port()
+        try:
+            proc = starters[name](root, port)
+        except Exception as e:  # report and go on: one server's trouble must not hide the others' numbers
+            print(f"{name}: could not start: {e}")
+            continue
+        url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
+        try:
+            check_answer(url, bodies[name]["single"], p_one, picks[name])
+            results[name] = {}
+            for case, c in cases:
+                key = f"{case}@c{c}"
+                results[name][key] = r = drive(loadgen, url, bodies[name][case], args.requests, c, root)
+                print(f"{name:9s} {key:12s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+                      f"p99 {r['p99_ms']:7.2f} ms  ({r['requests']} requests)", flush=True)
+        finally:
+            stop(proc)
+    port = free_port()
+    proc = start_skiff(root, port, with_features=True) if "transformer" in chosen else None
+    try:
+        if proc is None:
+            raise _Skip
+        base = f"http://127.0.0.1:{port}"
+        key = world["keys"][7]
+        v2_key = json.dumps({"inputs": [{"name": "customerID", "datatype": "BYTES", "shape": [1],
+                                         "data": [key]}]}).encode()
+        v1_key = json.dumps({"instances": [{"customerID": key}]}).encode()
+        check_answer(f"{base}/v2/models/{MODEL}/infer", v2_key, world["key_p"], picks["skiff"])
+        results.setdefault("transformer", {})
+        for case, path, body, c in [("key@c1", f"/v2/models/{MODEL}/infer", v2_key, 1),
+                                    ("key@c8", f"/v2/models/{MODEL}/infer", v2_key, 8),
+                                    ("key-v1@c8", f"/v1/models/{MODEL}:predict", v1_key, 8)]:
+            r = drive(loadgen, base + path, body, args.requests, c, root)
+            results["transformer"][case] = r
+            print(f"{'transform':9s} {case:12s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+                  f"p99 {r['p99_ms']:7.2f} ms  (Feast SQLite lookup + predict)", flush=True)
+    except _Skip:
+        pass
+    finally:
+        if proc is not None:
+            stop(proc)
+
+    print("\nratios (skiff / other; RPS higher is better, p99 lower is better):")
+    for other in ("mlserver", "fastapi"):
+        if other not in results or "skiff" not in results:
+            continue
+        for key in results["skiff"]:
+            s, o = results["skiff"][key], results[other][key]
+            print(f"  vs {other:8s} {key:12s} RPS x{s['rps'] / o['rps']:.2f}   p99 {s['p99_ms']:.2f} vs "
+                  f"{o['p99_ms']:.2f} ms")
+    targets = []
+    sk = results.get("skiff", {})
+    if "mlserver" in results and sk:
+        s, m = sk["single@c8"], results["mlserver"]["single@c8"]
+        targets.append(("single-row c8: skiff RPS >= 2x MLServer", s["rps"] >= 2 * m["rps"],
+                        f"x{s['rps'] / m['rps']:.2f}"))
+        targets.append(("single-row c8: skiff p99 <= MLServer p99", s["p99_ms"] <= m["p99_ms"],
+                        f"{s['p99_ms']:.2f} vs {m['p99_ms']:.2f} ms"))
+    if "fastapi" in results and sk:
+        s, f = sk["single@c8"], results["fastapi"]["single@c8"]
+        targets.append(("single-row c8: skiff RPS >= 1.0x FastAPI+sklearn", s["rps"] >= f["rps"],
+                        f"x{s['rps'] / f['rps']:.2f}"))
+    if sk:
+        d = sk["single@c1"]["p50_ms"] - inproc["p50_ms"]
+        targets.append(("single-row c1: skiff p50 within 2 ms of in-process predict", d <= 2.0,
+                        f"{sk['single@c1']['p50_ms']:.2f} - {inproc['p50_ms']:.2f} = {d:.2f} ms"))
+    if "transformer" in results:
+        for case, proto in (("key@c8", "V2"), ("key-v1@c8", "V1")):
+            p99 = results["transformer"][case]["p99_ms"]
+            targets.append((f"transformer c8 ({proto}): p99 < 15 ms", p99 < 15.0, f"{p99:.2f} ms"))
+    print("\ntargets:")
+    for text, ok, value in targets:
+        print(f"  [{'met' if ok else 'MISSED'}] {text}: {value}")
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"loadgen": loadgen, "in_process": inproc, "results": results,
+                                             "targets": [{"target": t, "met": ok, "value": v}
+                                                         for t, ok, v in targets]}, indent=2))
+    shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
