@@ -61,8 +61,13 @@ def _helm(*args: str) -> subprocess.CompletedProcess:
 
 
 @cache
-def _template(chart: str, values: tuple[str, ...] = (), sets: tuple[str, ...] = (),
-              apis: tuple[str, ...] = MONITORING_APIS, release: str = "skiff") -> subprocess.CompletedProcess:
+def _template(
+    chart: str,
+    values: tuple[str, ...] = (),
+    sets: tuple[str, ...] = (),
+    apis: tuple[str, ...] = MONITORING_APIS,
+    release: str = "skiff",
+) -> subprocess.CompletedProcess:
     args = ["template", release, str(CHARTS[chart]), "--namespace", NAMESPACE]
     for v in values:
         args += ["-f", str(v)]
@@ -73,8 +78,13 @@ def _template(chart: str, values: tuple[str, ...] = (), sets: tuple[str, ...] = 
     return _helm(*args)
 
 
-def render(chart: str, values: tuple[str, ...] = (), sets: tuple[str, ...] = (),
-           apis: tuple[str, ...] = MONITORING_APIS, release: str = "skiff") -> list[dict]:
+def render(
+    chart: str,
+    values: tuple[str, ...] = (),
+    sets: tuple[str, ...] = (),
+    apis: tuple[str, ...] = MONITORING_APIS,
+    release: str = "skiff",
+) -> list[dict]:
     """The chart's manifests as dicts; the render must succeed."""
     result = _template(chart, tuple(str(v) for v in values), tuple(sets), tuple(apis), release)
     assert result.returncode == 0, result.stderr
@@ -219,17 +229,33 @@ def test_every_value_is_documented_and_mirrored_by_the_schema(chart):
 
 def test_ci_variants_exist():
     assert {f.name for f in ci_files("skiff")} >= {
-        "minimal-values.yaml", "aws-irsa-values.yaml", "azure-workload-identity-values.yaml", "full-values.yaml",
-        "terraform-values.yaml"}
+        "minimal-values.yaml",
+        "aws-irsa-values.yaml",
+        "azure-workload-identity-values.yaml",
+        "full-values.yaml",
+        "terraform-values.yaml",
+    }
     assert {f.name for f in ci_files("skiff-model")} >= {
-        "minimal-values.yaml", "aws-irsa-values.yaml", "azure-workload-identity-values.yaml",
-        "gpu-canary-values.yaml", "full-values.yaml", "terraform-values.yaml"}
+        "minimal-values.yaml",
+        "aws-irsa-values.yaml",
+        "azure-workload-identity-values.yaml",
+        "gpu-canary-values.yaml",
+        "full-values.yaml",
+        "terraform-values.yaml",
+    }
 
 
 @pytest.mark.parametrize(("chart", "name"), CI_CASES)
 def test_helm_lint_strict(chart, name):
-    result = _helm("lint", "--strict", str(CHARTS[chart]), "--namespace", NAMESPACE,
-                   "-f", str(CHARTS[chart] / "ci" / name))
+    result = _helm(
+        "lint",
+        "--strict",
+        str(CHARTS[chart]),
+        "--namespace",
+        NAMESPACE,
+        "-f",
+        str(CHARTS[chart] / "ci" / name),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
 
@@ -283,23 +309,33 @@ def test_service_accounts_carry_the_cloud_identities():
     assert set(plain) == {"skiff-pipeline", "skiff-serving", "skiff-rollout"}
     assert all("annotations" not in sa["metadata"] for sa in plain.values())
     assert {n: sa["automountServiceAccountToken"] for n, sa in plain.items()} == {
-        "skiff-pipeline": True, "skiff-serving": False, "skiff-rollout": True}
+        "skiff-pipeline": True,
+        "skiff-serving": False,
+        "skiff-rollout": True,
+    }
 
     aws = by_kind(render_ci("skiff", "aws-irsa-values.yaml"), "ServiceAccount")
     for name, sa in aws.items():
         assert sa["metadata"]["annotations"] == {
-            "eks.amazonaws.com/role-arn": f"arn:aws:iam::111122223333:role/{name}"}
+            "eks.amazonaws.com/role-arn": f"arn:aws:iam::111122223333:role/{name}"
+        }
 
     azure_docs = render_ci("skiff", "azure-workload-identity-values.yaml")
     azure = by_kind(azure_docs, "ServiceAccount")
     assert {sa["metadata"]["annotations"]["azure.workload.identity/client-id"] for sa in azure.values()} == {
-        "00000000-0000-0000-0000-00000000000a", "00000000-0000-0000-0000-00000000000b",
-        "00000000-0000-0000-0000-00000000000c"}
+        "00000000-0000-0000-0000-00000000000a",
+        "00000000-0000-0000-0000-00000000000b",
+        "00000000-0000-0000-0000-00000000000c",
+    }
     # the workload identity webhook acts on pods with this label
     pods = [(d, spec) for d in azure_docs for _, spec in pod_specs(d)]
     assert {spec["serviceAccountName"] for _, spec in pods} == {"skiff-serving", "skiff-rollout"}
     for d, _ in pods:
-        template = d["spec"]["template"] if d["kind"] == "Deployment" else d["spec"]["jobTemplate"]["spec"]["template"]
+        template = (
+            d["spec"]["template"]
+            if d["kind"] == "Deployment"
+            else d["spec"]["jobTemplate"]["spec"]["template"]
+        )
         assert template["metadata"]["labels"]["azure.workload.identity/use"] == "true", d["metadata"]["name"]
 
     # create: false keeps the binding to an existing account
@@ -311,21 +347,30 @@ def test_service_accounts_carry_the_cloud_identities():
     sa = by_kind(model_aws, "ServiceAccount")["skiff-serving-churn"]
     assert sa["automountServiceAccountToken"] is False
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/skiff-serving-churn")
-    assert by_kind(model_aws, "InferenceService")["churn"]["spec"]["predictor"]["serviceAccountName"] == \
-        "skiff-serving-churn"
+    assert (
+        by_kind(model_aws, "InferenceService")["churn"]["spec"]["predictor"]["serviceAccountName"]
+        == "skiff-serving-churn"
+    )
     model_azure = by_kind(render_ci("skiff-model", "azure-workload-identity-values.yaml"), "InferenceService")
     for component in ("predictor", "transformer"):
         assert model_azure["churn"]["spec"][component]["labels"]["azure.workload.identity/use"] == "true"
 
 
 PIPELINE_RULES = [
-    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["skiff-settings", "kfp-launcher"],
-     "verbs": ["get"]},
+    {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "resourceNames": ["skiff-settings", "kfp-launcher"],
+        "verbs": ["get"],
+    },
     {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]},
 ]
 ROLLOUT_RULES = [
-    {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
-     "verbs": ["get", "list", "watch", "patch"]},
+    {
+        "apiGroups": ["serving.kserve.io"],
+        "resources": ["inferenceservices"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
 ]
 
 
@@ -345,14 +390,28 @@ def test_rbac_is_namespaced_least_privilege():
 
     full = by_kind(render_ci("skiff", "full-values.yaml"), "Role")
     assert full["skiff-pipeline"]["rules"] == [
-        {"apiGroups": [""], "resources": ["configmaps"],
-         "resourceNames": ["skiff-settings", "kfp-launcher", "metadata-grpc-configmap"], "verbs": ["get"]},
-        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["skiff-redis", "skiff-database"],
-         "verbs": ["get"]},
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["skiff-settings", "kfp-launcher", "metadata-grpc-configmap"],
+            "verbs": ["get"],
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["skiff-redis", "skiff-database"],
+            "verbs": ["get"],
+        },
         PIPELINE_RULES[1],
     ]
-    no_argo = by_kind(render("skiff", (str(PLATFORM / "ci/minimal-values.yaml"),),
-                             ("rbac.pipeline.argoWorkflowTaskResults=false",)), "Role")
+    no_argo = by_kind(
+        render(
+            "skiff",
+            (str(PLATFORM / "ci/minimal-values.yaml"),),
+            ("rbac.pipeline.argoWorkflowTaskResults=false",),
+        ),
+        "Role",
+    )
     assert no_argo["skiff-pipeline"]["rules"] == PIPELINE_RULES[:1]
     for _, d in all_ci_docs():
         for rule in d.get("rules", []) if d["kind"] == "Role" else []:
@@ -381,8 +440,10 @@ def _strings(node) -> list[str]:
 
 
 def test_no_secret_values_in_charts_or_rendered_output():
-    assert all(re.search(p, "x AKIAIOSFODNN7EXAMPLE redis://u:pw@h password=1") for p in
-               (CREDENTIALS["AWS access key id"], CREDENTIALS["password in a connection string"]))
+    assert all(
+        re.search(p, "x AKIAIOSFODNN7EXAMPLE redis://u:pw@h password=1")
+        for p in (CREDENTIALS["AWS access key id"], CREDENTIALS["password in a connection string"])
+    )
     docs = all_ci_docs()
     assert not [s for s, d in docs if d["kind"] == "Secret"]
     for source, d in docs:
@@ -396,10 +457,15 @@ def test_no_secret_values_in_charts_or_rendered_output():
     # the Redis connection string is only ever a reference
     fs = by_kind(render_ci("skiff", "aws-irsa-values.yaml"), "Deployment")["feast-feature-server"]
     env = {e["name"]: e for e in fs["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["SKIFF_REDIS"] == {"name": "SKIFF_REDIS",
-                                  "valueFrom": {"secretKeyRef": {"name": "skiff-redis", "key": "connection-string"}}}
-    err = render_error("skiff", (str(PLATFORM / "ci/minimal-values.yaml"),),
-                       ("storage.options.secret=abc", "storage.options.key=abc"))
+    assert env["SKIFF_REDIS"] == {
+        "name": "SKIFF_REDIS",
+        "valueFrom": {"secretKeyRef": {"name": "skiff-redis", "key": "connection-string"}},
+    }
+    err = render_error(
+        "skiff",
+        (str(PLATFORM / "ci/minimal-values.yaml"),),
+        ("storage.options.secret=abc", "storage.options.key=abc"),
+    )
     assert "storage.options.secret is a credential" in err and "storage.options.key is a credential" in err
 
 
@@ -414,20 +480,28 @@ def test_canary_fields_only_with_a_canary():
     plain = _isvc("minimal-values.yaml")["churn"]
     p = plain["spec"]["predictor"]
     assert "canaryTrafficPercent" not in p
-    assert not any(k in plain["metadata"]["annotations"] for k in ("skiff.io/stable-version", "skiff.io/canary-version"))
+    assert not any(
+        k in plain["metadata"]["annotations"] for k in ("skiff.io/stable-version", "skiff.io/canary-version")
+    )
     assert p["model"]["storageUri"] == "s3://skiff-dev/skiff/models/churn/3" and p["model"]["args"][-1] == "3"
 
     canary = _isvc("gpu-canary-values.yaml")["vision-tf"]
     p = canary["spec"]["predictor"]
     assert p["canaryTrafficPercent"] == 10
     # KServe gives the percent to the latest revision: the spec serves the canary
-    assert p["model"]["storageUri"].endswith("/models/vision_tf/5") and p["model"]["args"] == ["vision_tf", "--version", "5"]
+    assert p["model"]["storageUri"].endswith("/models/vision_tf/5") and p["model"]["args"] == [
+        "vision_tf",
+        "--version",
+        "5",
+    ]
     assert canary["metadata"]["labels"]["skiff.io/version"] == "5" and p["labels"]["skiff.io/version"] == "5"
     assert canary["metadata"]["annotations"]["skiff.io/stable-version"] == "4"
     assert canary["metadata"]["annotations"]["skiff.io/canary-version"] == "5"
     # a canary without a percent is deployed dark, like `skiff promote --canary-percent 0`
-    dark = by_kind(render("skiff-model", (str(MODEL / "ci/minimal-values.yaml"),), ("canary.version=4",)),
-                   "InferenceService")["churn"]
+    dark = by_kind(
+        render("skiff-model", (str(MODEL / "ci/minimal-values.yaml"),), ("canary.version=4",)),
+        "InferenceService",
+    )["churn"]
     assert dark["spec"]["predictor"]["canaryTrafficPercent"] == 0
 
 
@@ -437,8 +511,9 @@ def test_gpu_variant_gets_limits_selector_and_toleration():
     assert res["limits"]["nvidia.com/gpu"] == res["requests"]["nvidia.com/gpu"] == "2"
     assert p["model"]["runtime"] == "skiff-tensorflow"
     assert p["nodeSelector"] == {"skiff.io/accelerator": "nvidia-gpu"}
-    assert p["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present",
-                                 "effect": "NoSchedule"}]
+    assert p["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
+    ]
     cpu = _isvc("minimal-values.yaml")["churn"]["spec"]["predictor"]
     assert "nvidia.com/gpu" not in cpu["model"]["resources"]["limits"]
     assert "nodeSelector" not in cpu and "tolerations" not in cpu
@@ -446,7 +521,9 @@ def test_gpu_variant_gets_limits_selector_and_toleration():
     base = (str(MODEL / "ci/minimal-values.yaml"),)
     tf = by_kind(render("skiff-model", base, ("model.flavor=tensorflow",)), "InferenceService")["churn"]
     assert tf["spec"]["predictor"]["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    tf0 = by_kind(render("skiff-model", base, ("model.flavor=tensorflow", "gpu.count=0")), "InferenceService")["churn"]
+    tf0 = by_kind(
+        render("skiff-model", base, ("model.flavor=tensorflow", "gpu.count=0")), "InferenceService"
+    )["churn"]
     assert "tolerations" not in tf0["spec"]["predictor"]
     full = _isvc("full-values.yaml")["churn"]["spec"]["predictor"]  # gpu.count 0 on sklearn
     assert "tolerations" not in full and "nvidia.com/gpu" not in full["model"]["resources"]["limits"]
@@ -457,8 +534,12 @@ def test_transformer_only_when_enabled():
     t = _isvc("azure-workload-identity-values.yaml")["churn"]["spec"]["transformer"]
     c = t["containers"][0]
     assert c["image"] == "skiffprod.azurecr.io/skiff/skiff:0.1.0"
-    assert c["args"] == ["--feature_service", "churn_fs_v2", "--feature_server_url",
-                         "http://feast-feature-server.skiff.svc.cluster.local:6566"]
+    assert c["args"] == [
+        "--feature_service",
+        "churn_fs_v2",
+        "--feature_server_url",
+        "http://feast-feature-server.skiff.svc.cluster.local:6566",
+    ]
     assert t["imagePullSecrets"] == [{"name": "acr-pull"}]
     full = _isvc("full-values.yaml")["churn"]["spec"]["transformer"]["containers"][0]
     assert full["args"][-1] == "http://feast.features.svc.cluster.local:6566"
@@ -468,54 +549,86 @@ def test_transformer_only_when_enabled():
 # --- schema, required values and validateValues -----------------------------------------------------
 
 
-@pytest.mark.parametrize(("chart", "sets", "expected"), [
-    ("skiff", ("featureServer.replcas=2",), "additional properties 'replcas' not allowed"),
-    ("skiff", ("featureServer.replicas=two",), "at '/featureServer/replicas': got string, want integer"),
-    ("skiff", ("cloud=gcp",), "at '/cloud'"),
-    ("skiff", ("image.pullPolicy=Sometimes",), "at '/image/pullPolicy'"),
-    ("skiff-model", ("model.flavr=sklearn",), "additional properties 'flavr' not allowed"),
-    ("skiff-model", ("minReplicas=many",), "at '/minReplicas': got string, want integer"),
-    ("skiff-model", ("deploymentMode=Raw",), "at '/deploymentMode'"),
-    ("skiff-model", ("canary.percent=101",), "at '/canary/percent'"),
-])
+@pytest.mark.parametrize(
+    ("chart", "sets", "expected"),
+    [
+        ("skiff", ("featureServer.replcas=2",), "additional properties 'replcas' not allowed"),
+        ("skiff", ("featureServer.replicas=two",), "at '/featureServer/replicas': got string, want integer"),
+        ("skiff", ("cloud=gcp",), "at '/cloud'"),
+        ("skiff", ("image.pullPolicy=Sometimes",), "at '/image/pullPolicy'"),
+        ("skiff-model", ("model.flavr=sklearn",), "additional properties 'flavr' not allowed"),
+        ("skiff-model", ("minReplicas=many",), "at '/minReplicas': got string, want integer"),
+        ("skiff-model", ("deploymentMode=Raw",), "at '/deploymentMode'"),
+        ("skiff-model", ("canary.percent=101",), "at '/canary/percent'"),
+    ],
+)
 def test_schema_rejects_typos_and_wrong_types(chart, sets, expected):
     err = render_error(chart, (str(CHARTS[chart] / "ci/minimal-values.yaml"),), sets)
     assert "values don't meet the specifications of the schema" in err and expected in err, err
 
 
-@pytest.mark.parametrize(("chart", "sets", "expected"), [
-    ("skiff", ("storage.root=",), "storage.root is required"),
-    ("skiff", ("cloud=aws", "storage.root=abfs://c@a.dfs.core.windows.net"), "cloud aws needs an s3:// root"),
-    ("skiff", ("cloud=azure",), "cloud azure needs an abfs:// or abfss:// root"),
-    ("skiff", ("featureServer.enabled=true",), "featureServer.redis.secretName is required"),
-    ("skiff", ("serviceAccounts.rollout.name=skiff-pipeline",), "serviceAccounts.*.name must differ"),
-    ("skiff", ("rolloutController.enabled=true",), "rolloutController.environment.name is required"),
-    ("skiff", ("rolloutController.enabled=true",), "rolloutController.rollouts is empty"),
-    ("skiff", ("cloud=azure", "storage.root=abfs://c@a.dfs.core.windows.net",
-               "serviceAccounts.serving.annotations.azure\\.workload\\.identity/client-id=x"),
-     "serviceAccounts.serving.podLabels needs azure.workload.identity/use"),
-    ("skiff", ("serviceAccounts.serving.annotations.aws-secret-access-key=x",),
-     "serviceAccounts.serving.annotations.aws-secret-access-key looks like a credential"),
-    ("skiff-model", ("model.name=",), "model.name is required"),
-    ("skiff-model", ("model.version=null",), "model.version is required"),
-    ("skiff-model", ("storage.root=",), "storage.root is required"),
-    ("skiff-model", ("canary.percent=20",), "canary.percent is set without canary.version"),
-    ("skiff-model", ("canary.version=3",), "canary.version 3 equals model.version"),
-    ("skiff-model", ("canary.version=4", "deploymentMode=RawDeployment"),
-     "canary.version needs deploymentMode Serverless"),
-    ("skiff-model", ("transformer.enabled=true",), "transformer.enabled needs transformer.featureService"),
-    ("skiff-model", ("maxReplicas=1", "minReplicas=2"), "maxReplicas 1 is below minReplicas 2"),
-    ("skiff-model", ("model.flavor=tensorflow", "gpu.nodeSelector=null", "gpu.tolerations=null"),
-     "a GPU predictor needs gpu.nodeSelector or gpu.tolerations"),
-])
+@pytest.mark.parametrize(
+    ("chart", "sets", "expected"),
+    [
+        ("skiff", ("storage.root=",), "storage.root is required"),
+        (
+            "skiff",
+            ("cloud=aws", "storage.root=abfs://c@a.dfs.core.windows.net"),
+            "cloud aws needs an s3:// root",
+        ),
+        ("skiff", ("cloud=azure",), "cloud azure needs an abfs:// or abfss:// root"),
+        ("skiff", ("featureServer.enabled=true",), "featureServer.redis.secretName is required"),
+        ("skiff", ("serviceAccounts.rollout.name=skiff-pipeline",), "serviceAccounts.*.name must differ"),
+        ("skiff", ("rolloutController.enabled=true",), "rolloutController.environment.name is required"),
+        ("skiff", ("rolloutController.enabled=true",), "rolloutController.rollouts is empty"),
+        (
+            "skiff",
+            (
+                "cloud=azure",
+                "storage.root=abfs://c@a.dfs.core.windows.net",
+                "serviceAccounts.serving.annotations.azure\\.workload\\.identity/client-id=x",
+            ),
+            "serviceAccounts.serving.podLabels needs azure.workload.identity/use",
+        ),
+        (
+            "skiff",
+            ("serviceAccounts.serving.annotations.aws-secret-access-key=x",),
+            "serviceAccounts.serving.annotations.aws-secret-access-key looks like a credential",
+        ),
+        ("skiff-model", ("model.name=",), "model.name is required"),
+        ("skiff-model", ("model.version=null",), "model.version is required"),
+        ("skiff-model", ("storage.root=",), "storage.root is required"),
+        ("skiff-model", ("canary.percent=20",), "canary.percent is set without canary.version"),
+        ("skiff-model", ("canary.version=3",), "canary.version 3 equals model.version"),
+        (
+            "skiff-model",
+            ("canary.version=4", "deploymentMode=RawDeployment"),
+            "canary.version needs deploymentMode Serverless",
+        ),
+        (
+            "skiff-model",
+            ("transformer.enabled=true",),
+            "transformer.enabled needs transformer.featureService",
+        ),
+        ("skiff-model", ("maxReplicas=1", "minReplicas=2"), "maxReplicas 1 is below minReplicas 2"),
+        (
+            "skiff-model",
+            ("model.flavor=tensorflow", "gpu.nodeSelector=null", "gpu.tolerations=null"),
+            "a GPU predictor needs gpu.nodeSelector or gpu.tolerations",
+        ),
+    ],
+)
 def test_required_values_and_validate_values_name_the_value(chart, sets, expected):
     err = render_error(chart, (str(CHARTS[chart] / "ci/minimal-values.yaml"),), sets)
     assert expected in err, err
 
 
 def test_rollout_policy_must_end_at_full_promotion():
-    err = render_error("skiff", (str(PLATFORM / "ci/azure-workload-identity-values.yaml"),),
-                       ("rolloutController.policy.steps={10,50}",))
+    err = render_error(
+        "skiff",
+        (str(PLATFORM / "ci/azure-workload-identity-values.yaml"),),
+        ("rolloutController.policy.steps={10,50}",),
+    )
     assert "rolloutController.policy.steps must end at 100" in err
 
 
@@ -551,46 +664,75 @@ def terraform_values(cloud: str, tmp: Path) -> dict:
     main = (module / "main.tf").read_text()
     loc = re.search(r"^locals\s*\{", main, re.M)
     assert loc, "terraform/modules/platform/main.tf has no locals block"
-    locals_block = main[loc.start():_balanced_end(main, loc.end() - 1)]
+    locals_block = main[loc.start() : _balanced_end(main, loc.end() - 1)]
     res = re.search(r'resource\s+"helm_release"\s+"skiff_model"\s*\{', main)
     assert res, 'no resource "helm_release" "skiff_model"'
-    body = main[res.start():_balanced_end(main, res.end() - 1)]
+    body = main[res.start() : _balanced_end(main, res.end() - 1)]
     enc = body.index("yamlencode(") + len("yamlencode")
-    model_values = body[enc + 1:_balanced_end(body, enc) - 1].replace("each.key", "var.scratch_model_name")
+    model_values = body[enc + 1 : _balanced_end(body, enc) - 1].replace("each.key", "var.scratch_model_name")
     tmp.mkdir(parents=True)
     shutil.copy(module / "variables.tf", tmp / "variables.tf")
     (tmp / "scratch.tf").write_text(
         locals_block + '\nvariable "scratch_model_name" {\n  type = string\n}\n'
         'output "skiff_values" {\n  value = local.skiff_values\n}\n'
-        f'output "model_values" {{\n  value = {model_values}\n}}\n')
+        f'output "model_values" {{\n  value = {model_values}\n}}\n'
+    )
     if cloud == "aws":
+
         def sa(k):
-            return {"namespace": "skiff", "name": f"skiff-{k}", "pod_labels": {},
-                    "annotations": {"eks.amazonaws.com/role-arn": f"arn:aws:iam::111122223333:role/skiff-{k}"}}
+            return {
+                "namespace": "skiff",
+                "name": f"skiff-{k}",
+                "pod_labels": {},
+                "annotations": {"eks.amazonaws.com/role-arn": f"arn:aws:iam::111122223333:role/skiff-{k}"},
+            }
+
         root, registry = "s3://skiff-prod-data", "111122223333.dkr.ecr.eu-west-1.amazonaws.com/skiff"
     else:
+
         def sa(k):
-            return {"namespace": "skiff", "name": f"skiff-{k}", "pod_labels": {"azure.workload.identity/use": "true"},
-                    "annotations": {"azure.workload.identity/client-id": f"client-id-of-{k}"}}
+            return {
+                "namespace": "skiff",
+                "name": f"skiff-{k}",
+                "pod_labels": {"azure.workload.identity/use": "true"},
+                "annotations": {"azure.workload.identity/client-id": f"client-id-of-{k}"},
+            }
+
         root, registry = "abfs://skiff@skiffprod.dfs.core.windows.net", "skiffprod.azurecr.io/skiff"
     tfvars = {
-        "cloud": cloud, "cluster_name": "skiff", "skiff_root": root, "image_registry": registry,
+        "cloud": cloud,
+        "cluster_name": "skiff",
+        "skiff_root": root,
+        "image_registry": registry,
         "service_accounts": {k: sa(k) for k in ("pipeline", "serving", "rollout")},
         "gpu_node_selector": {"skiff.io/accelerator": "nvidia-gpu"},
-        "gpu_tolerations": [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present",
-                             "effect": "NoSchedule"}],
+        "gpu_tolerations": [
+            {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
+        ],
         "scratch_model_name": "churn",
     }
     (tmp / "terraform.tfvars.json").write_text(json.dumps(tfvars))
-    env = dict(os.environ, CHECKPOINT_DISABLE="1", TF_IN_AUTOMATION="1", TF_INPUT="0",
-               TF_DATA_DIR=str(tmp / ".terraform"))
+    env = dict(
+        os.environ,
+        CHECKPOINT_DISABLE="1",
+        TF_IN_AUTOMATION="1",
+        TF_INPUT="0",
+        TF_DATA_DIR=str(tmp / ".terraform"),
+    )
     env.pop("TF_CLI_ARGS", None)
     for args in (["init", "-backend=false"], ["apply", "-auto-approve", "-lock=false", "-refresh=false"]):
-        run = subprocess.run([terraform, *args, "-no-color"], cwd=tmp, env=env, capture_output=True, text=True,
-                             timeout=120)
+        run = subprocess.run(
+            [terraform, *args, "-no-color"], cwd=tmp, env=env, capture_output=True, text=True, timeout=120
+        )
         assert run.returncode == 0, run.stdout + run.stderr
-    out = subprocess.run([terraform, "output", "-json", "-no-color"], cwd=tmp, env=env, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [terraform, "output", "-json", "-no-color"],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     values = {k: v["value"] for k, v in json.loads(out.stdout).items()}
     return {"skiff": values["skiff_values"], "skiff-model": values["model_values"]}
@@ -609,9 +751,12 @@ def test_terraform_values_match_the_ci_mirror_and_render(tmp_path):
     (tmp_path / "extra.yaml").write_text("model: {version: 3}\n")
     accounts = by_kind(render("skiff", (str(tmp_path / "skiff.yaml"),)), "ServiceAccount")
     assert accounts["skiff-rollout"]["metadata"]["annotations"] == {
-        "azure.workload.identity/client-id": "client-id-of-rollout"}
-    isvc = by_kind(render("skiff-model", (str(tmp_path / "model.yaml"), str(tmp_path / "extra.yaml"))),
-                   "InferenceService")["churn"]
+        "azure.workload.identity/client-id": "client-id-of-rollout"
+    }
+    isvc = by_kind(
+        render("skiff-model", (str(tmp_path / "model.yaml"), str(tmp_path / "extra.yaml"))),
+        "InferenceService",
+    )["churn"]
     p = isvc["spec"]["predictor"]
     assert p["serviceAccountName"] == "skiff-serving"
     assert p["labels"]["azure.workload.identity/use"] == "true"
@@ -628,8 +773,11 @@ ENVIRONMENT = {
     "feature_server_url": f"http://feast-feature-server.{NAMESPACE}.svc.cluster.local:6566",
     "gpu": {"node_selector": {"skiff.io/accelerator": "nvidia-gpu"}},
 }
-CHART_ENVIRONMENT = ("storage.root=s3://skiff-prod-data/skiff", "environment=prod",
-                     "ingressDomain=models.example.com")
+CHART_ENVIRONMENT = (
+    "storage.root=s3://skiff-prod-data/skiff",
+    "environment=prod",
+    "ingressDomain=models.example.com",
+)
 # Where the chart's InferenceService legitimately differs from `skiff render isvc`:
 #   - Helm's release labels (managed-by Helm, instance, helm.sh/chart) instead of managed-by skiff;
 #   - the pod user: the chart runs pods as 10001, the user the skiff images create (components/*/Dockerfile);
@@ -656,9 +804,9 @@ def model_registry(skiff_env, monkeypatch):
     from skiff.storage import Store
 
     reg = ModelRegistry(Store(str(skiff_env / "models")))
-    reg.register("churn", {"w": 1}, {"gate": {"promote": True}})                              # 1
+    reg.register("churn", {"w": 1}, {"gate": {"promote": True}})  # 1
     reg.register("churn", {"w": 2}, {"gate": {"promote": True}, "feature_service": "churn_fs"})  # 2
-    reg.register("vision_tf", {"w": 3}, {"flavor": "tensorflow", "gate": {"promote": True}})   # 1
+    reg.register("vision_tf", {"w": 3}, {"flavor": "tensorflow", "gate": {"promote": True}})  # 1
     monkeypatch.setenv("SKIFF_REGISTRY", str(reg.store.root))
     envs = skiff_env / "environments"
     (envs / "prod").mkdir(parents=True)
@@ -667,19 +815,38 @@ def model_registry(skiff_env, monkeypatch):
     return reg
 
 
-@pytest.mark.parametrize(("cli_args", "chart_sets"), [
-    (["churn", "--version", "1"], ("model.name=churn", "model.version=1")),
-    (["churn", "--version", "1", "--canary-version", "2", "--canary-percent", "10"],
-     ("model.name=churn", "model.version=1", "canary.version=2", "canary.percent=10", "transformer.enabled=true",
-      "transformer.featureService=churn_fs")),
-    (["vision_tf", "--version", "1"], ("model.name=vision_tf", "model.version=1", "model.flavor=tensorflow")),
-], ids=["plain", "canary-with-transformer", "tensorflow-gpu"])
+@pytest.mark.parametrize(
+    ("cli_args", "chart_sets"),
+    [
+        (["churn", "--version", "1"], ("model.name=churn", "model.version=1")),
+        (
+            ["churn", "--version", "1", "--canary-version", "2", "--canary-percent", "10"],
+            (
+                "model.name=churn",
+                "model.version=1",
+                "canary.version=2",
+                "canary.percent=10",
+                "transformer.enabled=true",
+                "transformer.featureService=churn_fs",
+            ),
+        ),
+        (
+            ["vision_tf", "--version", "1"],
+            ("model.name=vision_tf", "model.version=1", "model.flavor=tensorflow"),
+        ),
+    ],
+    ids=["plain", "canary-with-transformer", "tensorflow-gpu"],
+)
 def test_model_chart_equals_skiff_render_isvc(model_registry, capsys, cli_args, chart_sets):
     from skiff.cli import main
 
     assert main(["render", "isvc", *cli_args, "--env", "prod"]) == 0
     rendered = yaml.safe_load(capsys.readouterr().out)
-    (chart,) = [d for d in render("skiff-model", (), (*CHART_ENVIRONMENT, *chart_sets)) if d["kind"] == "InferenceService"]
+    (chart,) = [
+        d
+        for d in render("skiff-model", (), (*CHART_ENVIRONMENT, *chart_sets))
+        if d["kind"] == "InferenceService"
+    ]
     ours, theirs = _flatten(chart), _flatten(rendered)
     differing = {k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k)}
     expected = {k for k in KNOWN_DIFFERENCES if k[1] != "transformer" or "transformer" in rendered["spec"]}
@@ -710,10 +877,12 @@ def test_serving_runtimes_equal_the_isvc_builder(flavor):
 
 
 def test_chart_copies_of_repo_files_are_identical():
-    assert (PLATFORM / "files/feature_store.yaml").read_text() == \
-        (REPO / "feature_repo/feature_store.cluster.yaml").read_text()
-    assert (PLATFORM / "files/prometheusrule.yaml").read_text() == \
-        (REPO / "infra/monitoring/prometheusrule.yaml").read_text()
+    assert (PLATFORM / "files/feature_store.yaml").read_text() == (
+        REPO / "feature_repo/feature_store.cluster.yaml"
+    ).read_text()
+    assert (PLATFORM / "files/prometheusrule.yaml").read_text() == (
+        REPO / "infra/monitoring/prometheusrule.yaml"
+    ).read_text()
 
 
 def test_settings_configmap_is_valid_skiff_settings(tmp_path, monkeypatch):
@@ -730,10 +899,17 @@ def test_settings_configmap_is_valid_skiff_settings(tmp_path, monkeypatch):
     assert s.storage_options == {"endpoint_url": "https://s3.eu-west-1.amazonaws.com"}
     assert s.kfp_host == "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
     assert s.feature_store_yaml == "feature_store.cluster.yaml" and s.log_level == "DEBUG"
-    minimal = yaml.safe_load(by_kind(render_ci("skiff", "minimal-values.yaml"), "ConfigMap")["skiff-settings"]
-                             ["data"]["skiff.yaml"])
-    assert minimal == {"root": "s3://skiff-dev/skiff", "registry": "s3://skiff-dev/skiff/models",
-                       "feature_store_yaml": "feature_store.cluster.yaml", "log_level": "INFO"}
+    minimal = yaml.safe_load(
+        by_kind(render_ci("skiff", "minimal-values.yaml"), "ConfigMap")["skiff-settings"]["data"][
+            "skiff.yaml"
+        ]
+    )
+    assert minimal == {
+        "root": "s3://skiff-dev/skiff",
+        "registry": "s3://skiff-dev/skiff/models",
+        "feature_store_yaml": "feature_store.cluster.yaml",
+        "log_level": "INFO",
+    }
 
 
 def test_rollout_job_runs_the_skiff_cli_with_the_rendered_files(skiff_env, monkeypatch, capsys):
@@ -766,8 +942,9 @@ def test_rollout_job_runs_the_skiff_cli_with_the_rendered_files(skiff_env, monke
     (skiff_env / "etc/config").mkdir(parents=True)
     (skiff_env / "etc/config/skiff.yaml").write_text(maps["skiff-settings"]["data"]["skiff.yaml"])
     (skiff_env / "etc/environments/prod").mkdir(parents=True)
-    (skiff_env / "etc/environments/prod/environment.yaml").write_text(maps["skiff-environment"]["data"]
-                                                                     ["environment.yaml"])
+    (skiff_env / "etc/environments/prod/environment.yaml").write_text(
+        maps["skiff-environment"]["data"]["environment.yaml"]
+    )
     monkeypatch.delenv("SKIFF_ROOT")
     monkeypatch.setenv("SKIFF_CONFIG", str(skiff_env / "etc/config/skiff.yaml"))
     monkeypatch.setenv("SKIFF_ENVIRONMENTS", str(skiff_env / "etc/environments"))
@@ -788,10 +965,14 @@ def test_monitoring_objects_only_with_their_crds():
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     monitors = by_kind(docs, "PodMonitor")
     assert monitors["skiff-serving"]["spec"]["selector"] == {
-        "matchExpressions": [{"key": "skiff.io/model", "operator": "Exists"}]}
+        "matchExpressions": [{"key": "skiff.io/model", "operator": "Exists"}]
+    }
     assert monitors["skiff-feature-server"]["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
-    off = render("skiff", (str(PLATFORM / "ci/full-values.yaml"),),
-                 ("monitoring.prometheusRule.enabled=false", "monitoring.podMonitor.enabled=false"))
+    off = render(
+        "skiff",
+        (str(PLATFORM / "ci/full-values.yaml"),),
+        ("monitoring.prometheusRule.enabled=false", "monitoring.podMonitor.enabled=false"),
+    )
     assert not [d for d in off if d["apiVersion"].startswith("monitoring.coreos.com")]
 
 
@@ -805,15 +986,24 @@ def test_network_policies_deny_by_default_and_allow_what_skiff_needs():
     assert fs["ingress"] == [{"from": [serving_pods], "ports": [{"port": 6566, "protocol": "TCP"}]}]
     pred = policies["skiff-predictors"]["spec"]
     assert pred["podSelector"] == serving_pods["podSelector"]
-    names = [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
-             for p in pred["ingress"][0]["from"] if "namespaceSelector" in p]
+    names = [
+        p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for p in pred["ingress"][0]["from"]
+        if "namespaceSelector" in p
+    ]
     assert names == ["istio-system", "knative-serving", "monitoring"]
-    custom = by_kind(render("skiff", (str(PLATFORM / "ci/minimal-values.yaml"),),
-                            ("networkPolicy.ingressNamespaces={gateways}", "networkPolicy.monitoringNamespaces=null")),
-                     "NetworkPolicy")
-    assert [p.get("namespaceSelector", {}).get("matchLabels") for p in
-            custom["skiff-predictors"]["spec"]["ingress"][0]["from"]] == [
-        None, {"kubernetes.io/metadata.name": "gateways"}]
+    custom = by_kind(
+        render(
+            "skiff",
+            (str(PLATFORM / "ci/minimal-values.yaml"),),
+            ("networkPolicy.ingressNamespaces={gateways}", "networkPolicy.monitoringNamespaces=null"),
+        ),
+        "NetworkPolicy",
+    )
+    assert [
+        p.get("namespaceSelector", {}).get("matchLabels")
+        for p in custom["skiff-predictors"]["spec"]["ingress"][0]["from"]
+    ] == [None, {"kubernetes.io/metadata.name": "gateways"}]
     off = render("skiff", (str(PLATFORM / "ci/minimal-values.yaml"),), ("networkPolicy.enabled=false",))
     assert not by_kind(off, "NetworkPolicy")
 
@@ -840,7 +1030,10 @@ def test_feature_server_serves_the_cluster_feature_store():
     # the URL the GitOps environments and the per-model chart default to
     for env_name in ("dev", "staging", "prod"):
         env_file = yaml.safe_load((REPO / f"infra/environments/{env_name}/environment.yaml").read_text())
-        assert env_file["feature_server_url"] == f"http://{svc['metadata']['name']}.{NAMESPACE}.svc.cluster.local:6566"
+        assert (
+            env_file["feature_server_url"]
+            == f"http://{svc['metadata']['name']}.{NAMESPACE}.svc.cluster.local:6566"
+        )
 
 
 # --- checkov -----------------------------------------------------------------------------------------
@@ -870,19 +1063,36 @@ def test_checkov_finds_no_failed_checks(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", BC_SKIP_MAPPING="TRUE", LOG_LEVEL="ERROR")
     started = time.monotonic()
     result = subprocess.run(
-        [checkov, "-d", str(tmp_path), "--framework", "kubernetes", "--compact", "--quiet", "--skip-download",
-         "-o", "json"],
-        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+        [
+            checkov,
+            "-d",
+            str(tmp_path),
+            "--framework",
+            "kubernetes",
+            "--compact",
+            "--quiet",
+            "--skip-download",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
     )
     elapsed = time.monotonic() - started
     assert result.returncode in (0, 1), result.stderr[-2000:]
     data = json.loads(result.stdout)
     reports = data if isinstance(data, list) else [data]
     failed = [f for r in reports for f in r.get("results", {}).get("failed_checks", [])]
-    summary = {k: sum(r["summary"].get(k, 0) for r in reports if "summary" in r)
-               for k in ("passed", "failed", "skipped", "parsing_errors")}
+    summary = {
+        k: sum(r["summary"].get(k, 0) for r in reports if "summary" in r)
+        for k in ("passed", "failed", "skipped", "parsing_errors")
+    }
     assert summary["parsing_errors"] == 0, summary
-    assert not failed, "\n".join(f"{f['check_id']} {f['resource']} {f['file_path']} {f['check_name']}"
-                                 for f in failed)
+    assert not failed, "\n".join(
+        f"{f['check_id']} {f['resource']} {f['file_path']} {f['check_name']}" for f in failed
+    )
     assert summary["passed"] >= 400, summary  # a scan that checked next to nothing would pass vacuously
     assert elapsed < 120, f"checkov took {elapsed:.0f} s"
