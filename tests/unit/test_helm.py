@@ -948,7 +948,10 @@ def test_rollout_job_runs_the_skiff_cli_with_the_rendered_files(skiff_env, monke
     monkeypatch.delenv("SKIFF_ROOT")
     monkeypatch.setenv("SKIFF_CONFIG", str(skiff_env / "etc/config/skiff.yaml"))
     monkeypatch.setenv("SKIFF_ENVIRONMENTS", str(skiff_env / "etc/environments"))
-    monkeypatch.setenv("KUBECONFIG", str(skiff_env / "no-kubeconfig"))
+    # no cluster: neither a kubeconfig (read at import time by the kubernetes client) nor in-cluster variables
+    import kubernetes.config
+
+    monkeypatch.setattr(kubernetes.config, "KUBE_CONFIG_DEFAULT_LOCATION", str(skiff_env / "no-kubeconfig"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     code = main(c["command"][3:])
     err = capsys.readouterr().err
