@@ -122,7 +122,7 @@ def _container_security() -> k8s.V1SecurityContext:
 
 def _pod_security() -> k8s.V1PodSecurityContext:
     return k8s.V1PodSecurityContext(
-        run_as_non_root=True, run_as_user=1000, run_as_group=1000, fs_group=1000,
+        run_as_non_root=True, run_as_user=10001, run_as_group=10001, fs_group=10001,  # the images' user
         seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
     )
 

@@ -778,18 +778,14 @@ CHART_ENVIRONMENT = (
     "environment=prod",
     "ingressDomain=models.example.com",
 )
-# Where the chart's InferenceService legitimately differs from `skiff render isvc`:
-#   - Helm's release labels (managed-by Helm, instance, helm.sh/chart) instead of managed-by skiff;
-#   - the pod user: the chart runs pods as 10001, the user the skiff images create (components/*/Dockerfile);
-#     serving/isvc.py sets 1000.
+# Where the chart's InferenceService legitimately differs from `skiff render isvc`: Helm's release
+# labels (managed-by Helm, instance, helm.sh/chart) instead of managed-by skiff. Both run pods as the
+# images' user (10001).
 KNOWN_DIFFERENCES = {
     ("metadata", "labels", "app.kubernetes.io/managed-by"): ("skiff", "Helm"),
     ("metadata", "labels", "app.kubernetes.io/instance"): (None, "skiff"),
     ("metadata", "labels", "helm.sh/chart"): (None, "skiff-model-0.1.0"),
 }
-for _component in ("predictor", "transformer"):
-    for _field in ("runAsUser", "runAsGroup", "fsGroup"):
-        KNOWN_DIFFERENCES[("spec", _component, "securityContext", _field)] = (1000, UID)
 
 
 def _flatten(node, prefix=()) -> dict:
