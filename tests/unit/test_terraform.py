@@ -581,7 +581,7 @@ def test_service_account_names_match_the_helm_charts(rel):
         "rollout": "${var.rollout_service_account}",
     }
     access = variables["workload_storage_access"]["default"]
-    assert access["serving"] == {"read_prefixes": ["models"], "write_prefixes": []}
+    assert access["serving"] == {"read_prefixes": ["models", "feast"], "write_prefixes": []}
     assert access["rollout"]["write_prefixes"] == ["rollouts"]
     assert {"lake", "artifacts", "models"} <= set(access["pipeline"]["write_prefixes"])
 
@@ -624,12 +624,12 @@ def test_abac_conditions_confine_each_workload_to_its_folders(tmp_path):
         return set(re.findall(r"StringStartsWith '([a-z0-9_-]+)/'", condition))
 
     serving, rollout, pipeline = conditions["serving"], conditions["rollout"], conditions["pipeline"]
-    assert folders(serving) == {"models"}
+    assert folders(serving) == {"models", "feast"}  # the feature server reads the Feast registry
     assert "/write'" not in serving, "serving's role is read-only"
     assert folders(rollout) == {"models", "rollouts"}
     write_clause = rollout[rollout.index("/write'") :]
     assert folders(write_clause) == {"rollouts"}, "the rollout controller writes rollouts/ only"
-    assert folders(pipeline) == {"lake", "artifacts", "models", "features"}
+    assert folders(pipeline) == {"lake", "artifacts", "models", "feast"}
     for c in conditions.values():
         assert c.count("(") == c.count(")")
 

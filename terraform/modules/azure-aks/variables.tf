@@ -406,18 +406,18 @@ variable "artifacts_cool_tier_days" {
 }
 
 variable "workload_storage_access" {
-  description = "Folders under the skiff root each workload identity may read and write (enforced with Azure ABAC conditions on its role assignment). Keys are the three workloads: pipeline, serving, rollout. Serving reads models only; the rollout controller reads models and keeps its state under rollouts/."
+  description = "Folders under the skiff root each workload identity may read and write (enforced with Azure ABAC conditions on its role assignment). Keys are the three workloads: pipeline, serving, rollout. Pipeline runs write the lake, artifacts, models and the Feast registry (feast/); serving (the predictors and the Feast feature server) reads models and feast/ only; the rollout controller reads models and keeps its state under rollouts/."
   type = map(object({
     read_prefixes  = list(string)
     write_prefixes = list(string)
   }))
   default = {
     pipeline = {
-      read_prefixes  = ["lake", "artifacts", "models", "features"]
-      write_prefixes = ["lake", "artifacts", "models", "features"]
+      read_prefixes  = ["lake", "artifacts", "models", "feast"]
+      write_prefixes = ["lake", "artifacts", "models", "feast"]
     }
     serving = {
-      read_prefixes  = ["models"]
+      read_prefixes  = ["models", "feast"]
       write_prefixes = []
     }
     rollout = {
