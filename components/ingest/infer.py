@@ -23,6 +23,7 @@ the target get ``required: true`` and ``missing: reject``.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -36,6 +37,8 @@ from components.ingest.logic import open_reader
 from skiff.errors import InputError, UsageError
 from skiff.spec import DatasetSpec, SourceSpec, parse_spec
 
+log = logging.getLogger(__name__)
+
 __all__ = ["sample_table", "infer_column", "infer_spec", "SAMPLE_ROWS"]
 
 SAMPLE_ROWS = 10_000
@@ -46,7 +49,7 @@ DATE_FORMATS = [
     "%d/%m/%Y %H:%M:%S", "%m/%d/%Y %H:%M:%S", "%d.%m.%Y %H:%M:%S", "%Y/%m/%d %H:%M:%S",
     "%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M", "%d.%m.%Y %H:%M", "%d/%m/%Y %H.%M.%S",
 ]
-_KEY_NAME = re.compile(r"(^id$|_id$|^id_|uuid|key$|^key)", re.IGNORECASE)
+_KEY_NAME = re.compile(r"(?i:^id$|_id$|^id_|uuid|key$|^key)|[a-z](?:ID|Id)$")  # customer_id, customerID
 _TIME_NAME = re.compile(r"(time|date|^ts$|_ts$|_at$|created|updated|timestamp)", re.IGNORECASE)
 _BOOL_WORDS = {w for w in TRUE_WORDS + FALSE_WORDS if not w.isdigit()}
 
@@ -135,6 +138,10 @@ def infer_column(arr: pa.Array | pa.ChunkedArray) -> dict[str, Any]:
     return {"type": "string", **hints}
 
 
+#: Share of distinct values that still makes an id-like column the entity key (the rest are duplicates).
+NEAR_UNIQUE = 0.98
+
+
 def infer_spec(table: pa.Table, name: str, target: str | None, *, entity_key: str | None = None,
                source: SourceSpec | None = None) -> DatasetSpec:
     """A starting spec for a sample table: types, key, timestamp, target and problem type."""
@@ -149,6 +156,15 @@ def infer_spec(table: pa.Table, name: str, target: str | None, *, entity_key: st
     if entity_key is None:
         unique = [c for c, d in cols.items() if d["_unique"] and d["type"] in ("string", "integer") and c != target]
         named = [c for c in unique if _KEY_NAME.search(c)]
+        if not (named or unique):
+            # real exports repeat a few rows: an id-like column that is never empty and unique but for
+            # a handful of repeats is still the key (ingestion drops the duplicate rows)
+            rows = table.num_rows
+            named = [c for c, d in cols.items() if _KEY_NAME.search(c) and not d["_has_missing"]
+                     and d["type"] in ("string", "integer") and c != target and d["_distinct"] >= NEAR_UNIQUE * rows]
+            if named:
+                log.warning("entity key %r repeats in %d of %d sample rows: ingestion will drop the duplicates",
+                            named[0], rows - cols[named[0]]["_distinct"], rows)
         if not (named or unique):
             raise UsageError("no column is unique and never empty in the sample: name the entity key with "
                              "--entity-key (several columns can be joined in the spec as a list)")

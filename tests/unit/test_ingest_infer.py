@@ -69,3 +69,15 @@ def test_sample_reads_only_the_first_rows(tmp_path):
     spec = infer_spec(t, "big", None, source=FileSource(path=str(path)))
     assert spec.columns["id"].type == "integer" and spec.columns["v"].type == "float"
     assert spec.entity_key == "id"
+
+
+def test_an_id_column_with_a_few_repeated_rows_is_still_the_key(tmp_path):
+    from components.ingest.infer import infer_spec
+
+    ids = [f"C{i:04d}" for i in range(500)] + ["C0001", "C0002", "C0003"]  # an export with repeated rows
+    table = pa.table({"customer_id": ids, "plan": ["a", "b", "c"] * 167 + ["a", "b"],
+                      "spend": [float(i) for i in range(503)]})
+    assert infer_spec(table, "c", None).entity_key == "customer_id"
+    many = pa.table({"customer_id": ids[:100] * 5, "spend": [1.0] * 500})  # mostly repeats: not a key
+    with pytest.raises(UsageError, match="entity key"):
+        infer_spec(many, "c", None)
