@@ -105,7 +105,11 @@ class SklearnRuntime(Runtime):
                 return Scores(proba=np.asarray(self.model.predict_proba(frame), dtype=np.float64))
             return Scores(values=np.asarray(self.model.predict(frame), dtype=np.float64).reshape(-1))
         except (ValueError, TypeError) as e:  # e.g. missing values in a model without imputation
-            raise BadRequest(f"the model cannot score these rows: {e}", "instances") from e
+            nulls = [f for f in self.schema.features if any(v is None for v in batch.columns[f])]
+            if nulls:
+                raise BadRequest(f"the model cannot score rows with missing {', '.join(map(repr, nulls))}: {e}",
+                                 nulls[0], missing=nulls) from e
+            raise BadRequest(f"the model cannot score these rows: {e}") from e
 
 
 class OnnxRuntime(Runtime):

@@ -242,7 +242,7 @@ BAD = [
     ("v1", {"instances": [{"plan": "pro", "usage": 1.0, "seats": 2, "annual": "yes"}]}, 400, "annual"),
     ("v1", {"instances": [["pro", 1.0, 2]]}, 400, "instances[0]"),
     ("v1", {"instances": []}, 400, "instances"),
-    ("v1", {"instances": [{"plan": "pro", "usage": None, "seats": 2, "annual": True}]}, 400, "instances"),
+    ("v1", {"instances": [{"plan": "pro", "usage": None, "seats": 2, "annual": True}]}, 400, "usage"),
     ("v1", b'{"instances": [["pro", 1.0,', 400, "body"),
     ("v2", {"inputs": [i for i in v2_inputs(frame(1, 0)) if i["name"] != "seats"]}, 400, "seats"),
     ("v2", {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1, 4, 1], "data": [["pro", 1.0, 2, True]]}]},
