@@ -11,6 +11,9 @@ adds around KServe's endpoints:
 - readiness that is false while a model failed to load, and says why;
 - the version in readiness and V2 model metadata (``versions``, ``platform``), and version routes
   (``/v2/models/<name>/versions/<v>/...``) that answer 404 for a version not served here;
+- a lean V2 infer route: the body validated once into KServe's ``InferenceRequest``, KServe's data
+  plane and model call, the answer encoded with orjson (KServe's route re-validates and re-encodes the
+  answer through FastAPI's generic encoder); binary-tensor requests use KServe's own decoder;
 - Prometheus series ``skiff_requests_total{model, version, status}`` and
   ``skiff_request_duration_seconds{model, version}`` for every predict/infer request, rejected ones too;
 - no per-request log lines unless ``access_log`` is on.

@@ -133,7 +133,8 @@ def server(world):
     from serving.server import start_local_server, stop_local_server
 
     port, grpc_port = free_port(), free_port()
-    proc = start_local_server("accounts", 1, port, root=world["root"], grpc_port=grpc_port)
+    proc = start_local_server("accounts", 1, port, root=world["root"], grpc_port=grpc_port,
+                              log_path=world["root"] / "serve-accounts.log")
     yield {"url": f"http://127.0.0.1:{port}", "proc": proc, "port": port, "grpc_port": grpc_port}
     stop_local_server(proc)
 
@@ -355,7 +356,8 @@ def test_cli_predict_prints_answer_and_maps_errors(server, capsys):
 def test_model_that_fails_to_load_leaves_server_not_ready(world):
     from serving.server import start_local_server, stop_local_server
 
-    proc = start_local_server("broken", 1, free_port(), root=world["root"], require_ready=False)
+    proc = start_local_server("broken", 1, free_port(), root=world["root"], require_ready=False,
+                              log_path=world["root"] / "serve-broken.log")
     try:
         url = f"http://127.0.0.1:{proc.args[proc.args.index('--port') + 1]}"
         ready = httpx.get(f"{url}/v2/health/ready")
@@ -368,7 +370,7 @@ def test_model_that_fails_to_load_leaves_server_not_ready(world):
         stop_local_server(proc)
     assert "broken (version 1) failed to load" in proc.log_path.read_text()
     with pytest.raises(SkiffError, match="not ready"):
-        start_local_server("broken", 1, free_port(), root=world["root"])
+        start_local_server("broken", 1, free_port(), root=world["root"], log_path=world["root"] / "broken2.log")
 
 
 # -- engines and problem types (in-process, the same app) -----------------------------------------------
@@ -472,7 +474,8 @@ def test_transformer_in_process_sqlite(world):
     from serving.server import start_local_server, stop_local_server
 
     port = free_port()
-    proc = start_local_server("accounts", 1, port, root=world["root"], with_features=True)
+    proc = start_local_server("accounts", 1, port, root=world["root"], with_features=True,
+                              log_path=world["root"] / "serve-features.log")
     try:
         url = f"http://127.0.0.1:{port}"
         keys = ["acct-3", "acct-11"]
@@ -546,3 +549,28 @@ def test_transformer_with_redis_online_store(tmp_path, monkeypatch):
         np.testing.assert_allclose([x["probability"] for x in r.json()["predictions"]], p, atol=1e-6)
         gone = c.post("/v1/models/accounts:predict", json={"instances": [{"account_id": f"{tag}missing"}]})
         assert gone.status_code == 404 and f"{tag}missing" in gone.json()["message"]
+
+
+def test_feature_lookup_timeout_is_a_json_502(world):
+    from serving.transformer import FeastTransformer
+
+    t = FeastTransformer("accounts", settings=world["settings"], predictor=_predictor(world, "accounts"),
+                         store=world["store"], timeout_s=1e-9)
+    assert t.load(), t.load_error
+    with _client(t) as c:
+        r = c.post("/v1/models/accounts:predict", json={"instances": [{"account_id": "acct-1"}]})
+    assert r.status_code == 502 and r.json()["error"] == "SourceError" and "timed out" in r.json()["message"]
+
+
+def test_access_log_flag_logs_each_request(world):
+    from serving.server import start_local_server, stop_local_server
+
+    port = free_port()
+    proc = start_local_server("accounts", 1, port, root=world["root"], access_log=True,
+                              log_path=world["root"] / "serve-access.log")
+    try:
+        httpx.post(f"http://127.0.0.1:{port}/v1/models/accounts:predict", json={"instances": [["pro", 1.0, 2, True]]})
+    finally:
+        stop_local_server(proc)
+    text = proc.log_path.read_text()
+    assert "POST /v1/models/accounts" in text and 'HTTP/1.1" 200' in text
