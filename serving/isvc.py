@@ -238,7 +238,8 @@ def build_inference_service(
                 image=images.transformer,
                 command=["python", "-m", TRANSFORMER_MODULE],
                 # KServe adds --model_name, --predictor_host and --http_port to a transformer's arguments.
-                args=["--feature_service", meta.feature_service, "--feature_server_url", env.feature_server_url],
+                args=["--model", name, "--version", str(served), "--feature_service", meta.feature_service,
+                      "--feature_server_url", env.feature_server_url],
                 env=_thread_env(),
                 resources=_requirements(defaults.transformer_resources, 0),
                 security_context=_container_security(),

@@ -474,12 +474,17 @@ def run_server(
     grpc_port: int | None = None,
     engine: str = "auto",
     feature_timeout_s: float = 2.0,
+    feature_server_url: str | None = None,
+    feature_service: str | None = None,
+    served_name: str | None = None,
 ) -> None:
     """Load ``name`` (version, 'latest', 'champion'; default champion else latest) and serve it (blocking).
 
     With ``with_features`` a Feast transformer named ``name`` takes entity keys; it calls the predictor
     in-process (registered as ``<name>-predictor``) or, with ``predictor_host`` (``host:port``), over HTTP
-    (the predictor there being ``name``).
+    (the predictor there being ``name``). ``feature_server_url`` reads features from a Feast feature
+    server instead of the online store; ``served_name`` is the name requests use when it differs from
+    the registered one (a KServe InferenceService's name).
     """
     import_kserve()
     from serving.predictor import SkiffPredictor
@@ -498,8 +503,10 @@ def run_server(
                                        settings=settings, engine=engine)
             predictor.load()
             models.append(predictor)
-        transformer = FeastTransformer(name, version=version, settings=settings, predictor=predictor,
-                                       predictor_host=predictor_host, timeout_s=feature_timeout_s)
+        transformer = FeastTransformer(served_name or name, model_name=name, version=version, settings=settings,
+                                       predictor=predictor, predictor_host=predictor_host,
+                                       timeout_s=feature_timeout_s, feature_server_url=feature_server_url,
+                                       feature_service=feature_service)
         transformer.load()
         models.insert(0, transformer)
     else:

@@ -13,6 +13,10 @@ not know (every feature empty), and hands the rows, in the version's feature ord
   protocol as the incoming one) to ``/v1/models/<name>:predict`` or ``/v2/models/<name>/infer`` with an
   ``httpx.AsyncClient``; the predictor's 4xx answers come back with their status and reason.
 
+Features come from the Feast SDK reading the online store in-process (the default), or, with
+``feature_server_url``, from a Feast feature server over HTTP (``POST /get-online-features``) — the
+cluster layout, where the feature server owns the online store's credentials.
+
 The Feast store is opened, and the feature service resolved, once in ``load()`` (opening takes seconds;
 resolving a service by name reads the registry, milliseconds per request). Feature service names are
 versioned by what they serve, so the resolved service stays right for the version being served.
@@ -36,7 +40,7 @@ from skiff.config import Settings, load_settings
 from skiff.errors import ConfigError, NotFoundError, SkiffError, SourceError
 from skiff.registry import ModelRegistry
 
-__all__ = ["FeastTransformer"]
+__all__ = ["FeastTransformer", "FeatureServerClient", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +124,65 @@ class _Coalescer:
                 start = end
 
 
+class FeatureServerClient:
+    """Online features from a Feast feature server (``feast serve``) over HTTP, for one feature service.
+
+    Called from the transformer's worker thread (like the in-process store), so a plain blocking client
+    with a timeout serves; the event loop is never blocked.
+    """
+
+    def __init__(self, url: str, service: str, timeout_s: float, transport: httpx.BaseTransport | None = None):
+        self.url = url.rstrip("/")
+        self.service = service
+        self.client = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
+
+    def get_online_features(self, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        entities: dict[str, list[Any]] = {}
+        for row in rows:
+            for k, v in row.items():
+                entities.setdefault(k, []).append(v)
+        try:
+            r = self.client.post("/get-online-features",
+                                 json={"feature_service": self.service, "entities": entities})
+        except httpx.HTTPError as e:
+            raise SourceError(f"feature server {self.url} unreachable: {type(e).__name__}: {e}",
+                              feature_server=self.url) from e
+        if r.status_code != 200:
+            raise SourceError(f"feature server {self.url} answered {r.status_code}: {r.text[:300]}",
+                              feature_server=self.url, feature_server_status=r.status_code)
+        try:
+            body = r.json()
+            names = body["metadata"]["feature_names"]
+            results = body["results"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise SourceError(f"feature server {self.url} answered with an unexpected body",
+                              feature_server=self.url) from e
+        values: dict[str, list[Any]] = {}
+        for name, result in zip(names, results, strict=True):
+            statuses = result.get("statuses") or ["PRESENT"] * len(result["values"])
+            values[name.split("__", 1)[-1]] = [v if st == "PRESENT" else None
+                                               for v, st in zip(result["values"], statuses, strict=True)]
+        return values
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _spec_keys(meta: Any) -> dict[str, str]:
+    """Join keys and their types from the dataset spec a version records (no Feast registry needed)."""
+    spec = (meta.dataset or {}).get("spec") or {}
+    keys = spec.get("entity_key")
+    columns = spec.get("columns") or {}
+    if not keys:
+        raise ConfigError(f"model {meta.name} v{meta.version} records no dataset spec with an entity key")
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    types = {}
+    for k in keys:
+        t = (columns.get(k) or {}).get("type", "string")
+        types[k] = "integer" if t == "integer" else "string"
+    return types
+
+
 class FeastTransformer(Model):
     """Entity keys -> Feast online features -> the model's predictions."""
 
@@ -136,6 +199,8 @@ class FeastTransformer(Model):
         timeout_s: float = 2.0,
         predictor_timeout_s: float = 10.0,
         store: Any = None,
+        feature_server_url: str | None = None,
+        feature_service: str | None = None,
     ) -> None:
         super().__init__(name)
         if (predictor is None) == (predictor_host is None):
@@ -150,6 +215,8 @@ class FeastTransformer(Model):
         self.timeout_s = timeout_s
         self.predictor_timeout_s = predictor_timeout_s
         self.store = store
+        self.feature_server_url = feature_server_url
+        self.expected_service = feature_service
         self.version: int | None = None
         self.load_error: str | None = None
         self._client: httpx.AsyncClient | None = None
@@ -186,29 +253,40 @@ class FeastTransformer(Model):
                 raise ConfigError(f"predictor {self.predictor.name} is not ready: {self.predictor.load_error}")
             if self.predictor.version != mv.version:
                 raise ConfigError(f"predictor serves version {self.predictor.version}, transformer {mv.version}")
-        if self.store is None:
-            self.store = open_store(settings.feature_repo, settings.feast_dir, f"{settings.lake_uri}/features",
-                                    settings.feature_store_yaml)
-        keys, served = _service_layout(self.store, meta.feature_service)
-        absent = [f for f in meta.features if f not in served]
-        if absent:
-            raise ConfigError(f"feature service {meta.feature_service!r} does not serve the model's feature(s) "
-                              f"{absent}")
+        if self.expected_service and self.expected_service != meta.feature_service:
+            raise ConfigError(f"{self.model_name} v{mv.version} was trained on feature service "
+                              f"{meta.feature_service!r}, not {self.expected_service!r}")
         self.service = meta.feature_service
-        self._feature_service = self.store.get_feature_service(meta.feature_service)
+        if self.feature_server_url:
+            keys = _spec_keys(meta)
+            self.store = FeatureServerClient(self.feature_server_url, meta.feature_service, self.timeout_s)
+            self._feature_service = None
+        else:
+            if self.store is None:
+                self.store = open_store(settings.feature_repo, settings.feast_dir,
+                                        f"{settings.lake_uri}/features", settings.feature_store_yaml)
+            keys, served = _service_layout(self.store, meta.feature_service)
+            absent = [f for f in meta.features if f not in served]
+            if absent:
+                raise ConfigError(f"feature service {meta.feature_service!r} does not serve the model's "
+                                  f"feature(s) {absent}")
+            self._feature_service = self.store.get_feature_service(meta.feature_service)
         self.key_schema = InputSchema.build(list(keys), keys)
         self.feature_schema = InputSchema.build(meta.features, meta.input_schema)
         self.version = mv.version
         self.load_error = None
         self.ready = True
-        log.info("feature transformer %s: keys %s, service %s, predictor %s", self.name, list(keys),
-                 self.service, self.predictor.name if self.predictor else f"http://{self.predictor_host}")
+        log.info("feature transformer %s: keys %s, service %s from %s, predictor %s", self.name, list(keys),
+                 self.service, self.feature_server_url or "the online store",
+                 self.predictor.name if self.predictor else f"http://{self.predictor_host}")
 
     def validate(self, payload: Any) -> Any:
         return payload
 
     # -- the request path ----------------------------------------------------------------------------
     def _lookup(self, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        if isinstance(self.store, FeatureServerClient):
+            return self.store.get_online_features(rows)
         # the FeatureService object is resolved once in load(): resolving it by name reads the registry
         # (milliseconds) and defeats Feast's per-request context cache
         return self.store.get_online_features(features=self._feature_service, entity_rows=rows).to_dict()
@@ -322,3 +400,42 @@ class FeastTransformer(Model):
 
     def get_output_types(self) -> list[dict[str, Any]]:
         return self.predictor.get_output_types() if self.predictor is not None else []
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Container entry point of the transformer in a KServe InferenceService.
+
+    KServe appends ``--model_name`` (the name requests use), ``--predictor_host`` and ``--http_port`` to
+    the container's own arguments (``--model``, ``--version``, ``--feature_service``,
+    ``--feature_server_url``); flags KServe may add beyond those are ignored. Binds all interfaces:
+    this runs inside a pod.
+    """
+    import argparse
+
+    from serving.server import run_server
+
+    ap = argparse.ArgumentParser(prog="python -m serving.transformer", description=main.__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="Registered model name.")
+    ap.add_argument("--version", default=None, help="Registered version.")
+    ap.add_argument("--feature_service", default=None, help="Expected feature service (checked).")
+    ap.add_argument("--feature_server_url", default=None, help="Feast feature server; default: the store.")
+    ap.add_argument("--model_name", default=None, help="Name requests address (KServe: the service name).")
+    ap.add_argument("--predictor_host", required=True, help="host:port of the predictor.")
+    ap.add_argument("--http_port", type=int, default=8080)
+    ap.add_argument("--host", default="0.0.0.0")  # noqa: S104 - inside a pod, behind KServe's ingress
+    ap.add_argument("--feature_timeout", type=float, default=2.0)
+    args, unknown = ap.parse_known_args(argv)
+    if unknown:
+        log.info("ignoring arguments %s", unknown)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    run_server(args.model, args.version, host=args.host, port=args.http_port, with_features=True,
+               predictor_host=args.predictor_host, feature_timeout_s=args.feature_timeout,
+               feature_server_url=args.feature_server_url, feature_service=args.feature_service,
+               served_name=args.model_name)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -38,16 +38,36 @@ def register(app: typer.Typer) -> None:
             "sklearn: always the scikit-learn pipeline.")] = "auto",
         feature_timeout: Annotated[float, typer.Option(
             "--feature-timeout", help="Seconds a Feast online lookup may take.")] = 2.0,
+        feature_server_url: Annotated[str | None, typer.Option(
+            "--feature-server-url", help="With --with-features: read features from this Feast feature server "
+            "(feast serve) instead of the online store.")] = None,
+        canary: Annotated[str | None, typer.Option(
+            "--canary", help="Also serve this version as a canary: two model servers behind a weighted router "
+            "on --port.")] = None,
+        canary_percent: Annotated[int, typer.Option(
+            "--canary-percent", min=0, max=100, help="Share of requests the canary gets.")] = 10,
     ) -> None:
         """Serve a registered model on KServe's V1 and V2 protocols until interrupted."""
         from serving.server import import_kserve
 
+        settings = state(ctx).settings
+        if canary is not None:
+            if predictor_host or feature_server_url or grpc_port:
+                raise UsageError("--canary runs two local servers behind a router: it takes no --predictor-host, "
+                                 "--feature-server-url or --grpc-port")
+            from serving.canary import run_canary
+
+            run_canary(name, version, canary, canary_percent, port, settings.root, host=host,
+                       with_features=with_features)
+            return
+
         import_kserve()
         from serving.server import run_server
 
-        run_server(name, version, settings=state(ctx).settings, host=host, port=port,
+        run_server(name, version, settings=settings, host=host, port=port,
                    with_features=with_features, predictor_host=predictor_host, access_log=access_log,
-                   grpc_port=grpc_port, engine=engine, feature_timeout_s=feature_timeout)
+                   grpc_port=grpc_port, engine=engine, feature_timeout_s=feature_timeout,
+                   feature_server_url=feature_server_url)
 
     @app.command("predict")
     def predict(

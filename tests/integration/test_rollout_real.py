@@ -101,14 +101,14 @@ def _wait_ready(url: str, proc_alive, timeout: float = 180.0) -> None:
     raise AssertionError(f"{url} not ready after {timeout}s")
 
 
-def test_erroring_canary_is_rolled_back_through_the_router_of_run_canary(root, capsys):
-    """`run_canary` (what `skiff serve NAME --canary 2` runs) + `skiff rollout start --local --router`."""
+def test_erroring_canary_is_rolled_back_through_the_router_of_skiff_serve_canary(root, capsys):
+    """`skiff serve NAME --canary 2` (two servers behind the router) + `skiff rollout start --local --router`."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    code = (f"from serving.canary import run_canary; "
-            f"run_canary({MODEL!r}, 1, 2, 0, {port}, {str(root)!r}, seed=5)")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, start_new_session=True,
+    proc = subprocess.Popen([sys.executable, "-m", "skiff", "--root", str(root), "serve", MODEL, "--version", "1",
+                             "--canary", "2", "--canary-percent", "0", "--port", str(port)],
+                            cwd=REPO, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_ready(url, lambda: proc.poll() is None)

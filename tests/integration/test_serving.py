@@ -7,11 +7,13 @@ over HTTP. The Feast world is real: SQLite online store, and Redis where it runs
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import json
 import socket
 import uuid
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -26,7 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from skiff.config import load_settings
-from skiff.errors import SkiffError
+from skiff.errors import NotFoundError, SkiffError
 from skiff.onnx_export import export_onnx
 from skiff.registry import ModelRegistry
 from skiff.spec import parse_spec
@@ -574,3 +576,93 @@ def test_access_log_flag_logs_each_request(world):
         stop_local_server(proc)
     text = proc.log_path.read_text()
     assert "POST /v1/models/accounts" in text and 'HTTP/1.1" 200' in text
+
+
+def test_transformer_reads_a_real_feast_feature_server(world, server):
+    """The cluster layout: the transformer asks a Feast feature server (``feast serve``) over HTTP and the
+    predictor over HTTP; answers equal the in-process path's."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from serving.transformer import FeastTransformer
+
+    reg = ModelRegistry.from_settings(world["settings"])
+    rows = frame(100, seed=9)
+    register(reg, "accounts_fs", world["pipe"], rows, world["root"], problem_type="binary",
+             classes=[False, True], threshold=THRESHOLD, feature_service=world["service"],
+             dataset={"name": "accounts", "spec": SPEC})
+    port = free_port()
+    feast = Path(sys.executable).with_name("feast")
+    env = {**os.environ, "SKIFF_FEAST_DIR": str(world["root"] / "feast"),
+           "SKIFF_FEATURE_SOURCE_DIR": str(world["root"] / "lake" / "features")}
+    log = open(world["root"] / "feast-serve.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([str(feast), "-c", str(REPO / "feature_repo"), "serve", "-h", "127.0.0.1",
+                             "-p", str(port), "--no-access-log"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, (world["root"] / "feast-serve.log").read_text()[-2000:]
+            time.sleep(0.5)
+        t = FeastTransformer("accounts_fs", settings=world["settings"], predictor_name="accounts",
+                             predictor_host=f"127.0.0.1:{server['port']}",
+                             feature_server_url=f"http://127.0.0.1:{port}", feature_service=world["service"])
+        assert t.load(), t.load_error
+        keys = ["acct-4", "acct-17"]
+        labels, p = expected(world["pipe"], _feature_rows(world, keys))
+
+        async def ask(payload):
+            return await t.predict(await t.preprocess(payload))
+
+        out = asyncio.run(ask({"instances": [{"account_id": k} for k in keys]}))
+        assert [x["label"] for x in out["predictions"]] == labels
+        np.testing.assert_allclose([x["probability"] for x in out["predictions"]], p, atol=1e-6)
+        with pytest.raises(NotFoundError, match="unknown entity key"):
+            asyncio.run(ask({"instances": [{"account_id": "nobody"}]}))
+        wrong = FeastTransformer("accounts_fs", settings=world["settings"], predictor_host="127.0.0.1:1",
+                                 feature_server_url=f"http://127.0.0.1:{port}", feature_service="other_v1")
+        assert not wrong.load() and "not 'other_v1'" in wrong.load_error
+
+        # the container command an InferenceService runs, with the arguments KServe appends; its predictor
+        # serves the registered name, as `skiff serve accounts_fs` does in the predictor container
+        from serving.server import start_local_server, stop_local_server
+
+        pport, tport = free_port(), free_port()
+        predictor = start_local_server("accounts_fs", 1, pport, root=world["root"],
+                                       log_path=world["root"] / "serve-accounts-fs.log")
+        container = subprocess.Popen(
+            [sys.executable, "-m", "serving.transformer", "--model", "accounts_fs", "--version", "1",
+             "--feature_service", world["service"], "--feature_server_url", f"http://127.0.0.1:{port}",
+             "--host", "127.0.0.1", "--model_name", "accounts-fs", "--predictor_host",
+             f"127.0.0.1:{pport}", "--http_port", str(tport), "--workers", "1"],
+            env={**env, "SKIFF_ROOT": str(world["root"])}, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 90
+            ready = None
+            while time.monotonic() < deadline and container.poll() is None:
+                try:
+                    ready = httpx.get(f"http://127.0.0.1:{tport}/v2/health/ready", timeout=1)
+                    if ready.status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            assert ready is not None and ready.status_code == 200, (world["root"] / "feast-serve.log").read_text()[-3000:]
+            r = httpx.post(f"http://127.0.0.1:{tport}/v1/models/accounts-fs:predict",
+                           json={"instances": [{"account_id": k} for k in keys]})
+            assert r.status_code == 200, r.text
+            assert [x["label"] for x in r.json()["predictions"]] == labels
+        finally:
+            container.terminate()
+            container.wait(timeout=15)
+            stop_local_server(predictor)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()

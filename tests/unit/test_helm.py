@@ -535,6 +535,10 @@ def test_transformer_only_when_enabled():
     c = t["containers"][0]
     assert c["image"] == "skiffprod.azurecr.io/skiff/skiff:0.1.0"
     assert c["args"] == [
+        "--model",
+        "churn",
+        "--version",
+        "7",  # ci/azure-workload-identity-values.yaml
         "--feature_service",
         "churn_fs_v2",
         "--feature_server_url",
