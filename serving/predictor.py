@@ -23,6 +23,7 @@ Responses:
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import uuid
@@ -55,13 +56,14 @@ class Scores:
     values: np.ndarray | None = None
 
 
-class Runtime:
+class Runtime(abc.ABC):
     """A loaded model that scores checked batches. ``engine`` names what runs it (for metadata)."""
 
     engine = "none"
 
-    def score(self, batch: Batch) -> Scores:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def score(self, batch: Batch) -> Scores:
+        """Probabilities or values for every row of a checked batch."""
 
 
 def _frame(batch: Batch, schema: InputSchema):
