@@ -139,8 +139,8 @@ def open_reader(source, *, http_transport: httpx.BaseTransport | None = None,
     if isinstance(source, RestSource):
         return RestReader(source, transport=http_transport)
     if isinstance(source, MqttSource):
-        raise UsageError(f"MQTT source {source.topic!r}: MQTT topics are streamed by the stream consumer, "
-                         "not read by batch ingestion")
+        raise UsageError(f"MQTT source {source.topic!r}: batch ingestion reads files, SQL and REST sources, "
+                         "not MQTT topics")
     raise UsageError(f"unknown source {source!r}")  # pragma: no cover - the spec union forbids it
 
 
@@ -414,10 +414,10 @@ def ingest(
     """
     started = time.monotonic()
     started_at = dt.datetime.now(dt.UTC)
-    if sources is None:  # a spec may also name MQTT topics: the stream consumer reads those
+    if sources is None:  # a spec may also name MQTT topics, which batch ingestion does not read
         srcs = [s for s in spec.sources if not isinstance(s, MqttSource)]
         if len(srcs) < len(spec.sources):
-            log.info("%s: MQTT sources are left to the stream consumer", spec.name)
+            log.warning("%s: MQTT sources in the spec are not read by batch ingestion", spec.name)
     else:
         srcs = list(sources)
     if not srcs:
