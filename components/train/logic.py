@@ -802,7 +802,10 @@ def train(
     data, dropped = prepare_data(df, spec)
     train_df, test_df = split(data, spec, cfg.test_size, cfg.seed)
     numeric, categorical, datetimes = feature_groups(spec, list(data.columns))
-    features = [c for c in data.columns if c in {*numeric, *categorical, *datetimes}]
+    # the spec's order, not the data's: a model's inputs (what V1 rows list in order) must not depend on
+    # how a feature store happened to order its columns
+    wanted = {*numeric, *categorical, *datetimes}
+    features = [c for c in [*spec.feature_columns, *(d.name for d in spec.derived)] if c in wanted]
     X = train_df[features]
     y = target_array(train_df[spec.target], spec)
 

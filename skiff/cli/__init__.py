@@ -68,6 +68,9 @@ def _root(
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not debug:  # one line per HTTP call is library chatter, not something a user asked for
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     ctx.obj = State(settings=settings, debug=debug)
 
 

@@ -447,3 +447,15 @@ def test_integers_that_arrive_as_json_floats_are_integers_again():
     assert isinstance(model.max_depth, int) and 2 <= model.max_depth <= 4
     assert result.pipeline.named_steps["pca"].n_components == 3
     assert cfg["params"]["n_estimators"] == 10.0  # the caller's mapping is left as it was
+
+
+def test_model_inputs_follow_the_spec_order_whatever_the_data_order():
+    from skiff.datagen import churn
+    from skiff.spec import load_spec
+    from tests.conftest import REPO
+
+    spec = load_spec(REPO / "examples" / "churn.yaml")
+    df = churn(n=400, seed=2)
+    shuffled = df[list(reversed(df.columns))]
+    result = train(shuffled, spec, {"estimator": "logistic_regression", "cv_folds": 3, "threshold_metric": None})
+    assert result.feature_columns == spec.feature_columns
