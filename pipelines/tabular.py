@@ -221,9 +221,11 @@ def print_human_summary(summary: dict[str, Any], console) -> None:
     counts = ing.get("counts") or {}
     if counts:
         reasons = ing.get("quarantine_reasons") or {}
+        unchanged = " (input unchanged: the earlier run's partition is used)" if ing.get("status") == "unchanged" else ""
         console.print(
-            f"ingest ({ing.get('status')}): " + ", ".join(f"{k} {v}" for k, v in counts.items())
-            + ("; quarantined because " + ", ".join(f"{k} ({v})" for k, v in reasons.items()) if reasons else ""),
+            "ingest: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+            + ("; quarantined because " + ", ".join(f"{k} ({v})" for k, v in reasons.items()) if reasons else "")
+            + unchanged,
             highlight=False,
         )
     if summary.get("validation"):
