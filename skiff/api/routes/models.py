@@ -1,0 +1,79 @@
+"""``/models``: registered models, their versions and the champion."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from skiff.api.deps import ApiContext, NameParam, context, require_admin, require_read
+from skiff.registry import ModelRegistry, ModelVersion
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+class ModelSummary(BaseModel):
+    name: str
+    versions: list[int]
+    latest: int
+    champion: int | None
+
+
+class ChampionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, description="The version to make the champion.")
+    reason: str = Field(min_length=1, max_length=500, description="Why; recorded in the champion history.")
+
+
+class ChampionChange(BaseModel):
+    version: int
+    previous: int | None
+    reason: str
+    at: str
+
+
+def _registry(ctx: ApiContext) -> ModelRegistry:
+    return ModelRegistry.from_settings(ctx.settings)
+
+
+@router.get("", response_model=list[ModelSummary], dependencies=[Depends(require_read)])
+def list_models(ctx: Annotated[ApiContext, Depends(context)]) -> list[dict[str, Any]]:
+    """Every registered model with its version numbers, latest and champion."""
+    reg = _registry(ctx)
+    out = []
+    for name in reg.models():
+        nums = reg.version_numbers(name)
+        out.append({"name": name, "versions": nums, "latest": nums[-1], "champion": reg.champion_version(name)})
+    return out
+
+
+@router.get("/{name}/versions", response_model=list[ModelVersion], dependencies=[Depends(require_read)])
+def list_versions(name: NameParam, ctx: Annotated[ApiContext, Depends(context)]) -> list[ModelVersion]:
+    """Every version of a model with its metadata (404 when the model has none)."""
+    reg = _registry(ctx)
+    reg.get(name, "latest")  # NotFoundError when the model has no versions
+    return reg.versions(name)
+
+
+@router.get("/{name}/versions/{version}", response_model=ModelVersion, dependencies=[Depends(require_read)])
+def get_version(name: NameParam, version: str, ctx: Annotated[ApiContext, Depends(context)]) -> ModelVersion:
+    """One version: a number, ``latest`` or ``champion``."""
+    return _registry(ctx).get(name, version)
+
+
+@router.get("/{name}/champion/history", response_model=list[ChampionChange], dependencies=[Depends(require_read)])
+def champion_history(name: NameParam, ctx: Annotated[ApiContext, Depends(context)]) -> list[dict[str, Any]]:
+    """Every change of champion with its reason."""
+    reg = _registry(ctx)
+    reg.get(name, "latest")
+    return reg.champion_history(name)
+
+
+@router.post("/{name}/champion", response_model=ChampionChange, dependencies=[Depends(require_admin)])
+def set_champion(name: NameParam, body: ChampionRequest, ctx: Annotated[ApiContext, Depends(context)]) -> dict:
+    """Make a version the champion by hand (the pipeline's gate does this automatically). Admin."""
+    return _registry(ctx).set_champion(name, body.version, body.reason)

@@ -1,0 +1,110 @@
+"""``/monitoring``: data drift and anomalies of each validated partition, from the TFDV results the
+validate step stores in the lake (``validation/<dataset>/ingest_date=D/result.json`` and ``report.html``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+
+from components.validate.logic import Anomaly, ValidationResult, validation_parts
+from skiff.api.deps import ApiContext, NameParam, context, require_read
+from skiff.errors import NotFoundError, StorageError
+from skiff.lake import Lake
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/monitoring", tags=["monitoring"])
+
+DateQuery = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$",
+                                        description="One partition (YYYY-MM-DD); default: all (drift) or "
+                                        "the latest (report).")]
+_PREFIX = "ingest_date="
+
+
+class DriftedFeature(BaseModel):
+    feature: str
+    measure: str
+    value: float
+    threshold: float
+
+
+class PartitionDrift(BaseModel):
+    dataset: str
+    date: str
+    previous_date: str | None
+    status: str
+    num_examples: int
+    drifted: list[DriftedFeature]
+    blocking: list[Anomaly]
+    warnings: list[Anomaly]
+    drift: dict[str, Any]
+    notes: list[str]
+    report: str
+
+
+class DatasetDrift(BaseModel):
+    dataset: str
+    partitions: list[PartitionDrift]
+
+
+def _dates(lake: Lake, dataset: str) -> list[str]:
+    names = lake.store.listdir(*validation_parts(dataset))
+    return sorted(n[len(_PREFIX):] for n in names
+                  if n.startswith(_PREFIX) and lake.store.exists(*validation_parts(dataset, n[len(_PREFIX):]),
+                                                                 "result.json"))
+
+
+def _chosen(lake: Lake, dataset: str, date: str | None) -> list[str]:
+    dates = _dates(lake, dataset)
+    if not dates:
+        raise NotFoundError(f"dataset {dataset!r} has no validation results in {lake.store.uri('validation')}")
+    if date is not None:
+        if date not in dates:
+            raise NotFoundError(f"dataset {dataset!r} has no validation result for {date} (validated: {dates})")
+        return [date]
+    return dates
+
+
+def _result(lake: Lake, dataset: str, date: str) -> ValidationResult:
+    parts = validation_parts(dataset, date)
+    doc = lake.store.read_json(*parts, "result.json")
+    try:
+        return ValidationResult.model_validate({k: doc[k] for k in ValidationResult.model_fields if k in doc})
+    except ValueError as e:
+        raise StorageError(f"{lake.store.uri(*parts, 'result.json')}: not a validation result skiff can read: {e}",
+                           ) from e
+
+
+@router.get("/datasets/{dataset}/drift", response_model=DatasetDrift, dependencies=[Depends(require_read)])
+def drift(dataset: NameParam, ctx: Annotated[ApiContext, Depends(context)], date: DateQuery = None) -> dict:
+    """Per validated partition: status, the drifted features with score and threshold, blocking anomalies."""
+    lake = Lake.from_settings(ctx.settings)
+    out = []
+    for d in _chosen(lake, dataset, date):
+        r = _result(lake, dataset, d)
+        out.append({
+            "dataset": dataset, "date": r.date, "previous_date": r.previous_date, "status": r.status,
+            "num_examples": r.num_examples,
+            "drifted": [{"feature": f, "measure": x.measure, "value": x.value, "threshold": x.threshold}
+                        for f, x in sorted(r.drift.items()) if x.drifted],
+            "blocking": r.blocking, "warnings": r.warnings,
+            "drift": {f: x.model_dump() for f, x in sorted(r.drift.items())}, "notes": r.notes,
+            "report": f"/api/v1/monitoring/datasets/{dataset}/report?date={d}",
+        })
+    return {"dataset": dataset, "partitions": out}
+
+
+@router.get("/datasets/{dataset}/report", response_class=HTMLResponse, dependencies=[Depends(require_read)])
+def report(dataset: NameParam, ctx: Annotated[ApiContext, Depends(context)], date: DateQuery = None) -> HTMLResponse:
+    """The partition's self-contained HTML validation report (statistics, anomalies, drift)."""
+    lake = Lake.from_settings(ctx.settings)
+    d = _chosen(lake, dataset, date)[-1]
+    parts = validation_parts(dataset, d)
+    if not lake.store.exists(*parts, "report.html"):
+        raise NotFoundError(f"no report for {dataset!r} {d} in {lake.store.uri(*parts)}")
+    return HTMLResponse(lake.store.read_bytes(*parts, "report.html"),
+                        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                 "img-src data:; script-src 'unsafe-inline'"})

@@ -1,0 +1,57 @@
+"""``skiff api``: serve the REST API (uvicorn); ``skiff api hash-token``: a token's SHA-256 digest."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from skiff.cli._common import err_console, state
+from skiff.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    api = typer.Typer(help="The REST API: models, pipelines, deployments, rollbacks, drift.",
+                      invoke_without_command=True)
+    app.add_typer(api, name="api")
+
+    @api.callback()
+    def serve(
+        ctx: typer.Context,
+        host: Annotated[str, typer.Option("--host", help="Address to bind (loopback unless told).")] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port.")] = 8000,
+        tokens_file: Annotated[Path | None, typer.Option(
+            "--tokens-file", help="File of token SHA-256 digests, one per line: '<digest> [admin|read]'.")] = None,
+        environments: Annotated[Path, typer.Option(
+            "--environments", envvar="SKIFF_ENVIRONMENTS",
+            help="The GitOps environments folder (env: SKIFF_ENVIRONMENTS).")] = Path("infra/environments"),
+    ) -> None:
+        """Serve the REST API. Tokens: SKIFF_API_TOKENS_SHA256 (admin), SKIFF_API_READ_TOKENS_SHA256 (read),
+        comma-separated digests, and/or --tokens-file. Refuses to start without one."""
+        if ctx.invoked_subcommand is not None:
+            return
+        import uvicorn
+
+        from skiff.api import create_app, load_tokens
+        from skiff.api.auth import ADMIN_ENV, READ_ENV
+
+        tokens = load_tokens(tokens_file)
+        if not tokens:
+            raise ConfigError(
+                f"no API token configured: set {ADMIN_ENV} (and optionally {READ_ENV}) to comma-separated "
+                "SHA-256 digests, or give --tokens-file; `skiff api hash-token` turns a token into a digest")
+        settings = state(ctx).settings
+        app = create_app(settings, tokens=tokens, environments=environments)
+        err_console.print(f"skiff api on http://{host}:{port} (docs at /docs; "
+                          f"{len(tokens.admin)} admin, {len(tokens.read)} read token(s))", highlight=False)
+        uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+
+    @api.command("hash-token")
+    def hash_token_cmd() -> None:
+        """Read a token from stdin and print its SHA-256 digest (what the server is given)."""
+        from skiff.api.auth import hash_token
+
+        token = sys.stdin.readline()
+        typer.echo(hash_token(token))
