@@ -1,0 +1,1 @@
+"""Streaming ingestion: MQTT sensor messages into lake runs (``skiff stream``)."""

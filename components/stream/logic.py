@@ -1,0 +1,462 @@
+"""``skiff stream``: an MQTT consumer that writes sensor readings to the lake in atomic runs.
+
+How a message travels:
+
+1. paho's network thread receives it and only puts ``(topic, mid, qos, payload)`` on a queue (no
+   parsing, no I/O on the network thread, so Parquet writes never stall delivery);
+2. the writer thread parses it (:mod:`components.stream.parse`) and buffers its records;
+3. every ``batch_rows`` records, ``batch_seconds`` after the first buffered message, or when the
+   unacknowledged messages fill the in-flight window, the buffer goes through the batch
+   :class:`~components.ingest.cleanse.Cleanser` (coercion, rules, quarantine, de-duplication) and is
+   published as one lake run with :meth:`skiff.lake.Lake.publish_run` (whole or not at all):
+   ``raw/<dataset>/ingest_date=D/run=<client id>-<seq>/`` with ``part-00000.parquet``,
+   ``_quarantine.parquet`` and ``_manifest.json``;
+4. only then are the run's messages acknowledged (PUBACK), in the order they arrived.
+
+Delivery guarantee ("nothing lost"), precisely: a message the broker accepted at QoS 1 ends in exactly
+one committed run, as accepted rows, quarantined rows or counted duplicates, or is delivered again
+— provided that
+
+* the consumer subscribes at QoS 1 with a persistent session: a fixed client id, ``clean_start=False``
+  and an MQTT 5 session expiry > 0 (the broker keeps the subscription and queues messages while the
+  consumer is away, up to the expiry);
+* the broker keeps every message it queues: Mosquitto drops messages silently beyond
+  ``max_queued_messages`` (default 1000) per client — this counts messages queued behind a full
+  in-flight window too — and keeps nothing across its own restart unless ``persistence true``.
+
+A message is acknowledged only after the run holding it is committed, so a crash or disconnect before
+that makes the broker deliver it again. The one window left is a crash between the commit and the
+PUBACK reaching the broker: those messages come again and land in a later run (at least once); rows
+with the same entity key and event timestamp inside one run are counted as duplicates, not stored twice.
+Each run id is the client id plus a sequence number continued from the lake, so two runs of one
+consumer never overwrite each other.
+
+Counts reconcile in each run's manifest and in the summary: records read = accepted + quarantined +
+duplicates (a message that is not a JSON object or array of objects is one quarantined record).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import queue
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from components.ingest.cleanse import Batch, Cleanser
+from components.ingest.logic import InvariantError, _spec_hash, _statistic
+from components.stream.parse import Rejected, parse_payload
+from skiff import __version__
+from skiff.errors import ConfigError, ConflictError, SourceError, UsageError
+from skiff.lake import MANIFEST, QUARANTINE, Lake, RunRef
+from skiff.spec import DatasetSpec, MqttSource
+
+__all__ = ["StreamConfig", "StreamResult", "StreamConsumer", "consume", "mqtt_source", "run_id_for"]
+
+log = logging.getLogger("skiff.stream")
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+_STOP = object()
+
+
+class StreamConfig(BaseModel):
+    """How the consumer batches, acknowledges and stops."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_rows: int = Field(default=10_000, ge=1, description="Records per lake run (at most).")
+    batch_seconds: float = Field(default=5.0, gt=0, description="Seconds after the first buffered message "
+                                 "before the buffer is published anyway.")
+    inflight: int = Field(default=10_000, ge=1, le=65_535, description="Unacknowledged messages the broker "
+                          "may have out to this consumer (MQTT 5 Receive Maximum); a full window flushes. "
+                          "Also caps paho's own in-flight and queued outgoing messages.")
+    session_expiry_s: int = Field(default=86_400, ge=1, description="MQTT 5 session expiry: how long the "
+                                  "broker keeps the session and queues messages while the consumer is away.")
+    keepalive_s: int = Field(default=30, ge=5, description="MQTT keepalive.")
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="Time allowed for CONNACK and SUBACK.")
+    max_messages: int | None = Field(default=None, ge=1, description="Stop after this many messages.")
+    duration_s: float | None = Field(default=None, gt=0, description="Stop after this many seconds.")
+
+
+@dataclass
+class StreamResult:
+    dataset: str
+    client_id: str
+    topics: list[str]
+    counts: Counter = field(default_factory=Counter)  # messages, read, accepted, quarantined, duplicates
+    reasons: Counter = field(default_factory=Counter)
+    runs: list[RunRef] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """What ``skiff stream --json`` prints."""
+        c = {k: int(self.counts.get(k, 0)) for k in ("messages", "read", "accepted", "quarantined", "duplicates")}
+        return {
+            "dataset": self.dataset,
+            "client_id": self.client_id,
+            "topics": self.topics,
+            "counts": c,
+            "quarantine_reasons": dict(sorted(self.reasons.items())),
+            "runs": [r.run_id for r in self.runs],
+            "partitions": sorted({r.date for r in self.runs}),
+            "duration_s": round(self.duration_s, 3),
+            "messages_per_s": round(c["messages"] / self.duration_s, 1) if self.duration_s else 0.0,
+        }
+
+
+def mqtt_source(spec: DatasetSpec, topic: str | None = None) -> MqttSource:
+    """The spec's MQTT source (the first), its topic replaced by ``topic`` when given."""
+    sources = [s for s in spec.sources if isinstance(s, MqttSource)]
+    if not sources:
+        if topic is None:
+            raise UsageError(f"dataset {spec.name!r} has no mqtt source in its spec: add one or give --topic")
+        return MqttSource(topic=topic)
+    return sources[0].model_copy(update={"topic": topic}) if topic else sources[0]
+
+
+def run_id_for(client_id: str, seq: int) -> str:
+    return f"{_SAFE.sub('_', client_id)[:100]}-{seq:08d}"
+
+
+def _next_seq(lake: Lake, dataset: str, client_id: str) -> int:
+    """1 + the highest sequence number of this consumer's runs in the lake (committed or not)."""
+    pat = re.compile(rf"^run={re.escape(run_id_for(client_id, 0)[:-8])}(\d{{8}})$")
+    best = 0
+    for date_dir in lake.store.listdir("raw", dataset):
+        for name in lake.store.listdir("raw", dataset, date_dir):
+            m = pat.match(name)
+            if m:
+                best = max(best, int(m.group(1)))
+    return best + 1
+
+
+@dataclass
+class _Msg:
+    topic: str
+    mid: int
+    qos: int
+    payload: bytes
+    number: int  # 1-based message number of this consumer process
+
+
+class _Buffer:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.row_msgs: list[_Msg] = []
+        self.rejected: list[tuple[_Msg, Rejected]] = []
+        self.msgs: list[_Msg] = []
+        self.first_at: float | None = None
+
+    @property
+    def records(self) -> int:
+        return len(self.rows) + len(self.rejected)
+
+
+class StreamConsumer:
+    """One MQTT consumer writing one dataset. Call :meth:`run`; :meth:`stop` from any thread or a signal."""
+
+    def __init__(self, spec: DatasetSpec, lake: Lake, source: MqttSource, config: StreamConfig | None = None,
+                 *, client_id: str | None = None,
+                 on_progress: Callable[[StreamResult], None] | None = None) -> None:
+        self.spec, self.lake, self.source = spec, lake, source
+        self.config = config or StreamConfig()
+        self.client_id = client_id or source.client_id or f"skiff-stream-{spec.name}"
+        if self.source.qos == 0:
+            log.warning("%s: QoS 0 subscription: messages may be lost (use qos 1)", self.source.topic)
+        self.result = StreamResult(spec.name, self.client_id, [source.topic])
+        self.on_progress = on_progress
+        self._queue: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._intake_lock = threading.Lock()
+        self._intake_closed = False
+        self._received = 0
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._connect_error: str | None = None
+        self._writer_error: BaseException | None = None
+        self._client = None
+        self._seq = 0
+        columns = list(spec.columns)
+        self._required = [n for n, c in spec.columns.items() if c.required]
+        self._known = set(columns) if spec.unknown_columns == "reject" else None
+        self._broker = f"mqtt://{source.host}:{source.port}"
+
+    # -- control -----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def received(self) -> int:
+        """Messages taken in so far (published or still buffered)."""
+        return self._received
+
+    def run(self) -> StreamResult:
+        """Connect, consume until stopped (stop(), max_messages or duration), flush, disconnect."""
+        started = time.monotonic()
+        self._seq = _next_seq(self.lake, self.spec.name, self.client_id)
+        client = self._connect()
+        writer = threading.Thread(target=self._writer, name="skiff-stream-writer", daemon=True)
+        writer.start()
+        try:
+            deadline = started + self.config.duration_s if self.config.duration_s else None
+            while not self._stop.wait(0.2):
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if not writer.is_alive():
+                    break
+        finally:
+            with self._intake_lock:  # later messages stay unacknowledged: the broker delivers them again
+                self._intake_closed = True
+                self._queue.put(_STOP)
+            writer.join()
+            client.disconnect()
+            client.loop_stop()
+            self.result.duration_s = time.monotonic() - started
+        if self._writer_error is not None:
+            raise self._writer_error
+        return self.result
+
+    # -- MQTT ----------------------------------------------------------------------------------------
+    def _credentials(self) -> tuple[str | None, str | None]:
+        values = []
+        for what, var in (("username_env", self.source.username_env), ("password_env", self.source.password_env)):
+            if var is None:
+                values.append(None)
+            elif var not in os.environ:
+                raise ConfigError(f"mqtt source {self.source.topic!r}: {what} names the environment variable "
+                                  f"{var}, which is not set")
+            else:
+                values.append(os.environ[var])
+        return values[0], values[1]
+
+    def _connect(self):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        cfg = self.config
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        client.max_inflight_messages_set(min(cfg.inflight, 1000))
+        client.max_queued_messages_set(min(cfg.inflight, 1000))
+        user, password = self._credentials()
+        if user is not None or password is not None:
+            client.username_pw_set(user, password)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = cfg.session_expiry_s
+        props.ReceiveMaximum = cfg.inflight
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+        where = f"MQTT broker {self.source.host}:{self.source.port}"
+        try:
+            client.connect(self.source.host, self.source.port, keepalive=cfg.keepalive_s, clean_start=False,
+                           properties=props)
+        except (OSError, ValueError) as e:
+            raise SourceError(f"{where} unreachable: {e}", broker=self._broker) from e
+        client.loop_start()
+        if not self._subscribed.wait(cfg.connect_timeout_s) or self._connect_error:
+            client.disconnect()
+            client.loop_stop()
+            why = self._connect_error or f"no CONNACK/SUBACK within {cfg.connect_timeout_s:g} s"
+            raise SourceError(f"{where}: {why}", broker=self._broker)
+        self._client = client
+        log.info("%s: consuming %s as %s", where, self.source.topic, self.client_id)
+        return client
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._connect_error = f"connection refused: {reason_code}"
+            self._subscribed.set()
+            return
+        self._connected.set()
+        if getattr(flags, "session_present", False):
+            log.info("%s: resumed the persistent session", self.client_id)
+        client.subscribe(self.source.topic, qos=self.source.qos)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        bad = [rc for rc in reason_codes if rc.is_failure]
+        if bad:
+            self._connect_error = f"subscription to {self.source.topic!r} refused: {bad[0]}"
+        self._subscribed.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not self._intake_closed:
+            log.warning("%s: disconnected (%s); paho reconnects, unacknowledged messages come again",
+                        self.client_id, reason_code)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self._intake_lock:
+            if self._intake_closed:
+                return
+            max_n = self.config.max_messages
+            if max_n is not None and self._received >= max_n:
+                return  # not acknowledged: the broker keeps it for the next session
+            self._received += 1
+            self._queue.put(_Msg(msg.topic, msg.mid, msg.qos, msg.payload, self._received))
+            if max_n is not None and self._received >= max_n:
+                self._stop.set()
+
+    # -- writer thread -------------------------------------------------------------------------------
+    def _writer(self) -> None:
+        buf = _Buffer()
+        cfg = self.config
+        try:
+            while True:
+                wait = cfg.batch_seconds if buf.first_at is None else max(
+                    0.0, buf.first_at + cfg.batch_seconds - time.monotonic())
+                try:
+                    item = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    item = None
+                if item is _STOP:
+                    if buf.msgs:
+                        self._flush(buf)
+                    return
+                if item is not None:
+                    self._add(buf, item)
+                due = buf.first_at is not None and time.monotonic() >= buf.first_at + cfg.batch_seconds
+                if buf.msgs and (buf.records >= cfg.batch_rows or len(buf.msgs) >= cfg.inflight or due):
+                    self._flush(buf)
+                    buf = _Buffer()
+        except BaseException as e:  # noqa: BLE001 - handed to run(), which re-raises it
+            self._writer_error = e
+            self._stop.set()
+
+    def _add(self, buf: _Buffer, msg: _Msg) -> None:
+        if buf.first_at is None:
+            buf.first_at = time.monotonic()
+        buf.msgs.append(msg)
+        for rec in parse_payload(msg.payload, required=self._required, known=self._known):
+            if isinstance(rec, Rejected):
+                buf.rejected.append((msg, rec))
+            else:
+                buf.rows.append(rec)
+                buf.row_msgs.append(msg)
+
+    def _table(self, rows: list[dict[str, Any]]) -> pa.Table:
+        names = list(self.spec.columns)
+        if self.spec.unknown_columns == "keep":
+            names += sorted({k for r in rows for k in r} - set(names))
+        return pa.table({n: pa.array([r.get(n) for r in rows], pa.string()) for n in names})
+
+    def _flush(self, buf: _Buffer) -> None:
+        cleanser = Cleanser(self.spec)
+        res = cleanser.process(Batch(self._table(buf.rows), source=self._broker))
+        accepted = self._impute(cleanser, res.accepted)
+        quarantine = self._annotate(res.quarantine, buf.row_msgs)
+        if buf.rejected:
+            quarantine = pa.concat_tables([quarantine, self._rejected_table(cleanser, buf.rejected)])
+        reasons = Counter(res.reasons)
+        reasons.update(r.reason for _, r in buf.rejected)
+        counts = Counter(messages=len(buf.msgs), read=buf.records, accepted=accepted.num_rows,
+                         quarantined=quarantine.num_rows, duplicates=res.duplicates)
+        if counts["read"] != counts["accepted"] + counts["quarantined"] + counts["duplicates"]:
+            raise InvariantError(f"{self.spec.name}: stream batch read {counts['read']} != accepted "
+                                 f"{counts['accepted']} + quarantined {counts['quarantined']} + duplicates "
+                                 f"{counts['duplicates']}")
+        ref = self._publish(accepted, quarantine, counts, reasons, buf)
+        client = self._client
+        for m in buf.msgs:  # PUBACK in arrival order, after the commit
+            if m.qos > 0:
+                client.ack(m.mid, m.qos)
+        self.result.counts.update(counts)
+        self.result.reasons.update(reasons)
+        self.result.runs.append(ref)
+        log.info("%s: run %s: %d messages, %d accepted, %d quarantined, %d duplicates", self.spec.name,
+                 ref.run_id, counts["messages"], counts["accepted"], counts["quarantined"], counts["duplicates"])
+        if self.on_progress is not None:
+            self.on_progress(self.result)
+
+    def _impute(self, cleanser: Cleanser, table: pa.Table) -> pa.Table:
+        """mean/median/mode imputation with the statistic of this run's accepted rows."""
+        for name, how in cleanser.stat_imputed.items():
+            i = table.schema.get_field_index(name)
+            col = table.column(i)
+            if col.null_count:
+                value = _statistic(col, how, col.type)
+                if value is not None:
+                    table = table.set_column(i, name, pc.fill_null(col, pa.scalar(value, col.type)))
+        return table
+
+    def _annotate(self, quarantine: pa.Table, row_msgs: list[_Msg]) -> pa.Table:
+        """Topic, message number and MQTT message id of each quarantined row."""
+        idx = quarantine.column("_row").to_pylist()
+        msgs = [row_msgs[i] for i in idx]
+        return quarantine.append_column("_topic", pa.array([m.topic for m in msgs], pa.string())) \
+            .append_column("_message", pa.array([m.number for m in msgs], pa.int64())) \
+            .append_column("_mid", pa.array([m.mid for m in msgs], pa.int64()))
+
+    def _rejected_table(self, cleanser: Cleanser, rejected: list[tuple[_Msg, Rejected]]) -> pa.Table:
+        n = len(rejected)
+        cols: dict[str, pa.Array] = {
+            "_source": pa.array([self._broker] * n, pa.string()),
+            "_row": pa.nulls(n, pa.int64()),
+            "_page": pa.nulls(n, pa.int64()),
+            "_column": pa.nulls(n, pa.string()),
+            "_reason": pa.array([r.reason for _, r in rejected], pa.string()),
+            "_problems": pa.array([f"{r.problem}: {r.raw[:500]!r}" for _, r in rejected], pa.string()),
+        }
+        cols.update({name: pa.nulls(n, pa.string()) for name in cleanser.quarantine_schema().names
+                     if name not in cols})
+        cols["_topic"] = pa.array([m.topic for m, _ in rejected], pa.string())
+        cols["_message"] = pa.array([m.number for m, _ in rejected], pa.int64())
+        cols["_mid"] = pa.array([m.mid for m, _ in rejected], pa.int64())
+        return pa.table(cols)
+
+    def _publish(self, accepted: pa.Table, quarantine: pa.Table, counts: Counter, reasons: Counter,
+                 buf: _Buffer) -> RunRef:
+        date = dt.datetime.now(dt.UTC).date().isoformat()
+        for _attempt in range(100):
+            run_id = run_id_for(self.client_id, self._seq)
+            self._seq += 1
+            try:
+                with self.lake.publish_run(self.spec.name, run_id, date) as staging:
+                    pq.write_table(accepted, staging / "part-00000.parquet")
+                    pq.write_table(quarantine, staging / QUARANTINE)
+                    manifest = {
+                        "dataset": self.spec.name,
+                        "run_id": run_id,
+                        "ingest_date": date,
+                        "spec_hash": _spec_hash(self.spec),
+                        "sources": [{
+                            "type": "mqtt", "broker": self._broker, "topic": self.source.topic,
+                            "qos": self.source.qos, "client_id": self.client_id,
+                            "messages": [buf.msgs[0].number, buf.msgs[-1].number],
+                            "topics": len({m.topic for m in buf.msgs}),
+                        }],
+                        "counts": dict(counts),
+                        "quarantine_reasons": dict(sorted(reasons.items())),
+                        "schema": {f.name: str(f.type) for f in accepted.schema},
+                        "files": [{"name": "part-00000.parquet", "rows": accepted.num_rows}],
+                        "quarantine_file": QUARANTINE,
+                        "started_at": dt.datetime.now(dt.UTC).isoformat(),
+                        "skiff_version": __version__,
+                    }
+                    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+                return RunRef(self.spec.name, date, run_id)
+            except ConflictError:  # a run of this id exists (an earlier process): take the next number
+                log.warning("%s: run %s exists; using the next sequence number", self.spec.name, run_id)
+        raise ConflictError(f"{self.spec.name}: no free run id for consumer {self.client_id}")
+
+
+def consume(spec: DatasetSpec, lake: Lake, *, topic: str | None = None, config: StreamConfig | None = None,
+            client_id: str | None = None,
+            on_progress: Callable[[StreamResult], None] | None = None) -> StreamResult:
+    """Consume the spec's MQTT source (or ``topic``) into the lake until a stop condition; see the module."""
+    consumer = StreamConsumer(spec, lake, mqtt_source(spec, topic), config, client_id=client_id,
+                              on_progress=on_progress)
+    return consumer.run()

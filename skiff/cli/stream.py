@@ -1,0 +1,111 @@
+"""``skiff stream``: consume an MQTT topic of sensor readings into the lake, run by run."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from skiff.cli._common import JsonOption, console, emit, err_console, state
+from skiff.errors import UsageError
+
+__all__ = ["register"]
+
+
+def _human_summary(r: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    c = r["counts"]
+    t = Table(title=f"{r['dataset']} · {r['client_id']} · {', '.join(r['topics'])}")
+    keys = ("messages", "read", "accepted", "quarantined", "duplicates")
+    for k in keys:
+        t.add_column(k, justify="right")
+    t.add_row(*(f"{c[k]:,}" for k in keys))
+    console.print(t)
+    if r["quarantine_reasons"]:
+        console.print("quarantine reasons: " + ", ".join(f"{k} {v:,}" for k, v in r["quarantine_reasons"].items()),
+                      highlight=False)
+    console.print(f"runs published: {len(r['runs'])}  partitions: {', '.join(r['partitions']) or 'none'}  "
+                  f"({r['duration_s']:.1f} s, {r['messages_per_s']:,.0f} msg/s)", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("stream")
+    def stream_cmd(
+        ctx: typer.Context,
+        dataset: Annotated[
+            str | None, typer.Option("--dataset", "-d", help="Dataset name (its spec: <datasets_dir>/NAME.yaml).")
+        ] = None,
+        spec_file: Annotated[Path | None, typer.Option("--spec", help="Dataset spec file.")] = None,
+        topic: Annotated[
+            str | None, typer.Option("--topic", help="Topic filter overriding the spec's ($share/<group>/... "
+                                     "to share the stream between consumers).")
+        ] = None,
+        client_id: Annotated[
+            str | None, typer.Option("--client-id", help="MQTT client id (fixed: it names the persistent "
+                                     "session and the runs). Default: the spec's, else skiff-stream-<dataset>.")
+        ] = None,
+        max_messages: Annotated[
+            int | None, typer.Option("--max-messages", min=1, help="Stop after N messages.")
+        ] = None,
+        duration: Annotated[float | None, typer.Option("--duration", min=0.1, help="Stop after S seconds.")] = None,
+        batch_rows: Annotated[int, typer.Option("--batch-rows", min=1, help="Records per lake run.")] = 10_000,
+        batch_seconds: Annotated[
+            float, typer.Option("--batch-seconds", min=0.01, help="Publish a run at least every S seconds.")
+        ] = 5.0,
+        inflight: Annotated[
+            int, typer.Option("--inflight", min=1, max=65_535, help="Unacknowledged messages the broker may "
+                              "send ahead (MQTT 5 Receive Maximum).")
+        ] = 10_000,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Consume an MQTT topic of JSON readings; cleanse them per the spec; publish atomic lake runs.
+
+        Messages are acknowledged only after the run holding them is committed. Stops on Ctrl-C,
+        SIGTERM, --max-messages or --duration, publishing what it buffered first.
+        """
+        from components.stream.logic import StreamConfig, StreamConsumer, mqtt_source
+        from skiff.lake import Lake
+        from skiff.spec import load_spec, spec_path
+
+        settings = state(ctx).settings
+        if dataset is None and spec_file is None:
+            raise UsageError("give --dataset NAME (or --spec FILE)")
+        path = spec_file or spec_path(dataset, settings.datasets_dir)
+        spec = load_spec(path)
+        if dataset is not None and spec.name != dataset:
+            raise UsageError(f"{path} describes dataset {spec.name!r}, not {dataset!r}")
+        config = StreamConfig(batch_rows=batch_rows, batch_seconds=batch_seconds, inflight=inflight,
+                              max_messages=max_messages, duration_s=duration)
+        live_status = not json_out and err_console.is_terminal
+        started = time.monotonic()
+
+        consumer = StreamConsumer(spec, Lake.from_settings(settings), mqtt_source(spec, topic), config,
+                                  client_id=client_id)
+
+        class _Status:  # rendered by rich.live on each refresh
+            def __rich__(self) -> str:
+                c, n = consumer.result.counts, consumer.received
+                rate = n / max(time.monotonic() - started, 1e-9)
+                return (f"[bold]streaming[/] {spec.name}: {n:,} messages ({rate:,.0f}/s), {c['accepted']:,} "
+                        f"accepted, {c['quarantined']:,} quarantined, {len(consumer.result.runs)} runs")
+
+        live = None
+        if live_status:
+            from rich.live import Live
+
+            live = Live(_Status(), console=err_console, transient=True, refresh_per_second=4)
+        previous = {s: signal.signal(s, lambda *_: consumer.stop()) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            if live is not None:
+                with live:
+                    result = consumer.run()
+            else:
+                result = consumer.run()
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+        emit(result.summary(), json_out, _human_summary)

@@ -1,0 +1,276 @@
+"""skiff stream against the real Mosquitto on 127.0.0.1:1883, with a paho publisher in the test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pyarrow.parquet as pq
+import pytest
+
+from components.stream.logic import StreamConfig, StreamConsumer
+from skiff.lake import MANIFEST, QUARANTINE, Lake
+from skiff.spec import MqttSource, parse_spec
+from skiff.storage import Store
+from tests.conftest import require_service
+
+SPEC = {
+    "name": "sensors",
+    "entity_key": "device_id",
+    "event_timestamp": "ts",
+    "columns": {
+        "device_id": {"type": "string", "required": True, "missing": "reject"},
+        "ts": {"type": "datetime", "required": True, "missing": "reject"},
+        "temperature": {"type": "float", "min": -50, "max": 150},
+        "humidity": {"type": "float", "min": 0, "max": 100},
+        "status": {"type": "category", "allowed": ["ok", "warn", "fail"]},
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def _mosquitto():
+    require_service("Mosquitto", 1883)
+
+
+@pytest.fixture
+def lake(tmp_path):
+    return Lake(Store(str(tmp_path / "lake")))
+
+
+def ts_of(i: int) -> str:
+    return f"2026-11-25T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z"
+
+
+def good(i: int, device: str = "dev-0") -> bytes:
+    # a unique (device, ts) per i below 860,000: i % 10,000 seconds after midnight, device per 10,000
+    return json.dumps({"device_id": f"{device}-{i // 10_000}", "ts": ts_of(i % 10_000),
+                       "temperature": 20.0 + i % 10, "humidity": 50.0, "status": "ok"}).encode()
+
+
+def publish(topic_for, payloads: list[bytes], timeout: float = 30.0) -> None:
+    """Publish at QoS 1 with capped in-flight/queued messages and wait for every PUBACK."""
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}",
+                      protocol=mqtt.MQTTv5)
+    pub.max_inflight_messages_set(1000)
+    pub.max_queued_messages_set(1000)
+    pub.connect("127.0.0.1", 1883)
+    pub.loop_start()
+    try:
+        infos = []
+        deadline = time.monotonic() + timeout
+        for i, p in enumerate(payloads):
+            while True:
+                info = pub.publish(topic_for(i), p, qos=1)
+                if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                    break
+                assert info.rc == mqtt.MQTT_ERR_QUEUE_SIZE, info.rc
+                assert time.monotonic() < deadline, "publisher queue stayed full"
+                time.sleep(0.005)
+            infos.append(info)
+        for info in infos:
+            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            assert info.is_published()
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+
+
+def start(consumer: StreamConsumer) -> tuple[threading.Thread, dict]:
+    out: dict = {}
+
+    def go():
+        try:
+            out["result"] = consumer.run()
+        except BaseException as e:  # noqa: BLE001 - surfaced by the test
+            out["error"] = e
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not consumer._subscribed.is_set() and "error" not in out:
+        assert time.monotonic() < deadline, "consumer did not subscribe"
+        time.sleep(0.02)
+    return t, out
+
+
+def finish(t: threading.Thread, out: dict, timeout: float = 30.0):
+    t.join(timeout)
+    assert not t.is_alive(), "consumer did not stop in time"
+    if "error" in out:
+        raise out["error"]
+    return out["result"]
+
+
+def lake_counts(lake: Lake, dataset: str = "sensors") -> tuple[int, int, int, int]:
+    """accepted rows in the lake, quarantined rows, duplicates and messages, from the files and manifests."""
+    accepted = quarantined = dups = msgs = 0
+    for ref in lake.all_runs(dataset):
+        folder = Path(lake.store.uri(*ref.parts))
+        m = json.loads((folder / MANIFEST).read_text())
+        accepted += pq.read_metadata(folder / "part-00000.parquet").num_rows
+        quarantined += pq.read_metadata(folder / QUARANTINE).num_rows
+        dups += m["counts"]["duplicates"]
+        msgs += m["counts"]["messages"]
+    return accepted, quarantined, dups, msgs
+
+
+def test_every_message_reaches_the_lake_in_atomic_runs_with_bad_ones_quarantined(lake):
+    base = f"skiff-test/{uuid.uuid4().hex}"
+    spec = parse_spec({**SPEC, "sources": [{"type": "mqtt", "topic": f"{base}/+/telemetry"}]})
+    n = 3000
+    payloads = [good(i) for i in range(n)]
+    bad = {
+        100: (b"{not json", "malformed_message"),
+        200: (b"[1, 2]", "not_an_object"),  # two records, both rejected
+        300: (json.dumps({"device_id": "x", "ts": ts_of(1), "temperature": "hot"}).encode(), "not_a_number"),
+        400: (json.dumps({"device_id": "y", "ts": ts_of(2), "temperature": 999}).encode(), "above_max"),
+        500: (json.dumps({"device_id": "z", "ts": ts_of(3), "humidity": -5}).encode(), "below_min"),
+        600: (json.dumps({"ts": ts_of(4)}).encode(), "missing_column"),
+        700: (b'"just a string"', "not_an_object"),
+    }
+    for i, (p, _) in bad.items():
+        payloads[i] = p
+    payloads[800] = payloads[801]  # a duplicate reading (same device and timestamp)
+    payloads[900] = json.dumps([json.loads(good(90_000)), json.loads(good(90_001))]).encode()  # array of two
+    records = n + 1 + 1  # the [1, 2] message and the array message hold two records each
+
+    consumer = StreamConsumer(spec, lake, spec.sources[0],
+                              StreamConfig(batch_rows=1000, batch_seconds=30, max_messages=n),
+                              client_id=f"it-{uuid.uuid4().hex[:8]}")
+    t, out = start(consumer)
+    publish(lambda i: f"{base}/dev{i % 7}/telemetry", payloads)
+    result = finish(t, out)
+
+    s = result.summary()
+    assert s["counts"]["messages"] == n
+    assert s["counts"]["read"] == records == s["counts"]["accepted"] + s["counts"]["quarantined"] + s["counts"]["duplicates"]
+    assert s["counts"]["duplicates"] == 1
+    assert s["counts"]["quarantined"] == 8
+    for _, reason in bad.values():
+        assert s["quarantine_reasons"].get(reason, 0) >= 1, reason
+    # several atomic runs, each committed, each manifest reconciling
+    refs = lake.all_runs("sensors")
+    assert len(refs) >= 3 and sorted(r.run_id for r in refs) == sorted(s["runs"])
+    for ref in refs:
+        c = lake.manifest(ref)["counts"]
+        assert c["read"] == c["accepted"] + c["quarantined"] + c["duplicates"]
+        assert c["read"] <= 1000
+    accepted, quarantined, dups, msgs = lake_counts(lake)
+    assert (accepted, quarantined, dups, msgs) == (s["counts"]["accepted"], 8, 1, n)
+    assert accepted + quarantined + dups == records
+    # the quarantine says where each bad record came from and why
+    q = pq.read_table([Path(lake.store.uri(*r.parts, QUARANTINE)) for r in refs][0:1]).schema.names
+    assert {"_topic", "_message", "_mid", "_reason", "_problems"} <= set(q)
+    rows = [row for r in refs for row in pq.read_table(lake.store.uri(*r.parts, QUARANTINE)).to_pylist()]
+    not_json = [r for r in rows if r["_reason"] == "malformed_message"]
+    assert len(not_json) == 1 and not_json[0]["_topic"] == f"{base}/dev{100 % 7}/telemetry"
+    assert not_json[0]["_message"] is not None and "not JSON" in not_json[0]["_problems"]
+    hot = [r for r in rows if r["_reason"] == "not_a_number"]
+    assert hot[0]["temperature"] == "hot" and hot[0]["_column"] == "temperature"
+    # typed rows in the lake
+    table = lake.read("sensors")
+    assert table.num_rows == accepted
+    assert str(table.schema.field("ts").type) == "timestamp[us, tz=UTC]"
+
+
+def test_persistent_session_gets_messages_published_while_the_consumer_was_down(lake):
+    topic = f"skiff-test/{uuid.uuid4().hex}/telemetry"
+    source = MqttSource(topic=topic)
+    spec = parse_spec({**SPEC})
+    cid = f"persist-{uuid.uuid4().hex[:8]}"
+    cfg = StreamConfig(batch_rows=500, batch_seconds=0.5, duration_s=30)
+
+    first = StreamConsumer(spec, lake, source, cfg.model_copy(update={"max_messages": 200}), client_id=cid)
+    t, out = start(first)
+    publish(lambda i: topic, [good(i) for i in range(200)])
+    r1 = finish(t, out)
+    assert r1.counts["messages"] == 200
+    # the consumer is gone; the broker queues for its session (stay below stock Mosquitto's 1000 limit)
+    publish(lambda i: topic, [good(i) for i in range(200, 900)])
+    second = StreamConsumer(spec, lake, source, cfg.model_copy(update={"max_messages": 700}), client_id=cid)
+    t, out = start(second)
+    r2 = finish(t, out)
+    assert r2.counts["messages"] == 700
+    accepted, quarantined, dups, msgs = lake_counts(lake)
+    assert (accepted, quarantined, dups, msgs) == (900, 0, 0, 900)
+    ids = lake.read("sensors", columns=["device_id", "ts"]).to_pylist()
+    assert len({(r["device_id"], r["ts"]) for r in ids}) == 900
+    # run ids continue the consumer's sequence
+    runs = sorted(r.run_id for r in lake.all_runs("sensors"))
+    assert runs[0].startswith(cid) and runs == [f"{cid}-{k:08d}" for k in range(1, len(runs) + 1)]
+
+
+def test_shared_subscription_splits_one_stream_exactly_once(lake):
+    base = f"skiff-test/{uuid.uuid4().hex}"
+    group = uuid.uuid4().hex[:8]
+    source = MqttSource(topic=f"$share/{group}/{base}/+/telemetry")
+    spec = parse_spec(SPEC)
+    n = 2000
+    cfg = StreamConfig(batch_rows=400, batch_seconds=0.5, duration_s=40)
+    consumers = [StreamConsumer(spec, lake, source, cfg, client_id=f"share-{k}-{uuid.uuid4().hex[:6]}")
+                 for k in range(2)]
+    started = [start(c) for c in consumers]
+    publish(lambda i: f"{base}/dev{i % 5}/telemetry", [good(i) for i in range(n)])
+    deadline = time.monotonic() + 30
+    while sum(c.received for c in consumers) < n:
+        assert time.monotonic() < deadline, f"only {sum(c.received for c in consumers)} of {n} arrived"
+        time.sleep(0.05)
+    for c in consumers:
+        c.stop()
+    results = [finish(t, out) for t, out in started]
+    got = [r.counts["messages"] for r in results]
+    assert sum(got) == n and all(g > 0 for g in got), got
+    accepted, quarantined, dups, msgs = lake_counts(lake)
+    assert (accepted, quarantined, dups, msgs) == (n, 0, 0, n)
+    keys = lake.read("sensors", columns=["device_id", "ts"]).to_pylist()
+    assert len({(k["device_id"], k["ts"]) for k in keys}) == n  # every message stored exactly once
+
+
+def _cli(tmp_path: Path, *args: str, timeout: float = 40) -> subprocess.Popen:
+    spec_file = tmp_path / "sensors.yaml"
+    spec_file.write_text(json.dumps(SPEC))
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; from skiff.cli import main; sys.exit(main())",
+         "--root", str(tmp_path / "root"), "stream", "--spec", str(spec_file), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_cli_max_messages_ends_with_a_summary(tmp_path):
+    topic = f"skiff-test/{uuid.uuid4().hex}/telemetry"
+    proc = _cli(tmp_path, "--topic", topic, "--max-messages", "300", "--batch-rows", "100",
+                "--client-id", f"cli-{uuid.uuid4().hex[:6]}", "--duration", "30", "--json")
+    deadline = time.monotonic() + 20
+    root = tmp_path / "root"
+    # publish once the consumer has subscribed: retry until its first run appears
+    while True:
+        publish(lambda i: topic, [good(i) for i in range(300)])
+        try:
+            out, err = proc.communicate(timeout=3)
+            break
+        except subprocess.TimeoutExpired:
+            assert time.monotonic() < deadline, "skiff stream did not stop"
+    assert proc.returncode == 0, err
+    s = json.loads(out)
+    assert s["counts"]["messages"] == 300
+    assert s["counts"]["accepted"] + s["counts"]["duplicates"] + s["counts"]["quarantined"] == 300
+    assert len(s["runs"]) >= 3 and len(s["partitions"]) == 1
+    assert Lake(Store(str(root / "lake"))).all_runs("sensors")
+
+
+def test_cli_unreachable_broker_is_a_clear_error(tmp_path):
+    spec = {**SPEC, "sources": [{"type": "mqtt", "topic": "x/y", "port": 1}]}
+    spec_file = tmp_path / "sensors.yaml"
+    spec_file.write_text(json.dumps(spec))
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from skiff.cli import main; sys.exit(main())",
+         "--root", str(tmp_path / "root"), "stream", "--spec", str(spec_file), "--max-messages", "1"],
+        capture_output=True, text=True, timeout=30, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 2, proc.stderr
+    assert "MQTT broker 127.0.0.1:1" in proc.stderr and "unreachable" in proc.stderr
