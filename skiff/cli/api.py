@@ -46,6 +46,9 @@ def register(app: typer.Typer) -> None:
         app = create_app(settings, tokens=tokens, environments=environments)
         err_console.print(f"skiff api on http://{host}:{port} (docs at /docs; "
                           f"{len(tokens.admin)} admin, {len(tokens.read)} read token(s))", highlight=False)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            err_console.print(f"warning: serving plain HTTP on {host}; put TLS in front (an ingress or a "
+                              "proxy) so bearer tokens never cross a network in clear", highlight=False)
         uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
 
     @api.command("hash-token")

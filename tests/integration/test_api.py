@@ -388,3 +388,19 @@ def test_skiff_api_serves_on_loopback_with_hashed_tokens(world, skiff_env):
         out, _ = proc.communicate(timeout=15)
     assert ADMIN not in out  # the token never reaches the log
     assert f"127.0.0.1:{port}" in out
+
+
+def test_broken_stored_files_give_json_errors_without_tracebacks(world, caplog):
+    client, reg, envs, _ = world
+    # a hand-edited environment file that no longer validates: the server is misconfigured (500, named)
+    (envs.root / "dev" / "environment.yaml").write_text("name: dev\nnamespace: Not_A_DNS_Label\n")
+    body = _error(client.get(f"{V1}/environments", headers=R), 500, "ConfigError")
+    assert "environment.yaml" in body["message"] and "namespace" in body["message"]
+    # a version whose metadata file was damaged: an unexpected error, logged here, a bare 500 there
+    reg.store.write_text("{not json", "churn", "2", "metadata.json")
+    with caplog.at_level("ERROR", logger="skiff.api"):
+        resp = client.get(f"{V1}/models/churn/versions/2", headers=R)
+    body = _error(resp, 500, "InternalServerError")
+    assert "Traceback" not in resp.text and "not json" not in resp.text
+    assert any("GET /api/v1/models/churn/versions/2" in r.getMessage() and r.exc_info for r in caplog.records)
+    assert client.get(f"{V1}/models/churn/versions/1", headers=R).status_code == 200  # the rest still serves
