@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +34,8 @@ class ApiContext:
     environments: Path
     kfp_client_factory: Callable[..., Any] | None
     runs: Any  # skiff.api.runs.LocalRuns
+    #: serialises the read-modify-write edits of this server (champion file, environment model files)
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def context(request: Request) -> ApiContext:

@@ -404,3 +404,17 @@ def test_broken_stored_files_give_json_errors_without_tracebacks(world, caplog):
     assert "Traceback" not in resp.text and "not json" not in resp.text
     assert any("GET /api/v1/models/churn/versions/2" in r.getMessage() and r.exc_info for r in caplog.records)
     assert client.get(f"{V1}/models/churn/versions/1", headers=R).status_code == 200  # the rest still serves
+
+
+def test_concurrent_changes_lose_no_history(world):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, reg, *_ = world
+
+    def pick(i: int) -> int:
+        return client.post(f"{V1}/models/churn/champion", json={"version": 1 + i % 2, "reason": f"r{i}"},
+                           headers=A).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(pick, range(16))) == {200}
+    assert sorted(h["reason"] for h in reg.champion_history("churn")) == sorted(f"r{i}" for i in range(16))

@@ -62,8 +62,9 @@ def get_deployment(env: EnvParam, name: NameParam, ctx: Annotated[ApiContext, De
 def promote(env: EnvParam, name: NameParam, body: PromoteRequest,
             ctx: Annotated[ApiContext, Depends(context)]) -> PromotionResult:
     """Run a version (or a canary of it) in an environment; 422 when its gate did not pass and no force."""
-    return _envs(ctx).promote(ModelRegistry.from_settings(ctx.settings), env, name, body.version,
-                              canary_percent=body.canary_percent, force=body.force, reason=body.reason)
+    with ctx.write_lock:
+        return _envs(ctx).promote(ModelRegistry.from_settings(ctx.settings), env, name, body.version,
+                                  canary_percent=body.canary_percent, force=body.force, reason=body.reason)
 
 
 @router.post("/{env}/deployments/{name}/rollback", response_model=PromotionResult,
@@ -71,7 +72,8 @@ def promote(env: EnvParam, name: NameParam, body: PromoteRequest,
 def rollback(env: EnvParam, name: NameParam, body: RollbackRequest,
              ctx: Annotated[ApiContext, Depends(context)]) -> PromotionResult:
     """Run the version that ran before the current one (from the model file's history)."""
-    return _envs(ctx).rollback(ModelRegistry.from_settings(ctx.settings), env, name, reason=body.reason)
+    with ctx.write_lock:
+        return _envs(ctx).rollback(ModelRegistry.from_settings(ctx.settings), env, name, reason=body.reason)
 
 
 @router.get("/{env}/rollouts/{name}", response_model=RolloutState, dependencies=[Depends(require_read)])

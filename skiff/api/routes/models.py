@@ -76,4 +76,5 @@ def champion_history(name: NameParam, ctx: Annotated[ApiContext, Depends(context
 @router.post("/{name}/champion", response_model=ChampionChange, dependencies=[Depends(require_admin)])
 def set_champion(name: NameParam, body: ChampionRequest, ctx: Annotated[ApiContext, Depends(context)]) -> dict:
     """Make a version the champion by hand (the pipeline's gate does this automatically). Admin."""
-    return _registry(ctx).set_champion(name, body.version, body.reason)
+    with ctx.write_lock:
+        return _registry(ctx).set_champion(name, body.version, body.reason)
