@@ -13,8 +13,12 @@ from skiff.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
-    api = typer.Typer(help="The REST API: models, pipelines, deployments, rollbacks, drift.",
-                      invoke_without_command=True)
+    api = typer.Typer(
+        help="Serve the REST API (models, pipelines, deployments, rollbacks, drift). Tokens: "
+        "SKIFF_API_TOKENS_SHA256 (admin), SKIFF_API_READ_TOKENS_SHA256 (read-only): comma-separated SHA-256 "
+        "digests, and/or --tokens-file.",
+        invoke_without_command=True,
+    )
     app.add_typer(api, name="api")
 
     @api.callback()
@@ -23,7 +27,8 @@ def register(app: typer.Typer) -> None:
         host: Annotated[str, typer.Option("--host", help="Address to bind (loopback unless told).")] = "127.0.0.1",
         port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port.")] = 8000,
         tokens_file: Annotated[Path | None, typer.Option(
-            "--tokens-file", help="File of token SHA-256 digests, one per line: '<digest> [admin|read]'.")] = None,
+            "--tokens-file",
+            help="File of token SHA-256 digests, one per line: '<digest>' (admin) or '<digest> read'.")] = None,
         environments: Annotated[Path, typer.Option(
             "--environments", envvar="SKIFF_ENVIRONMENTS",
             help="The GitOps environments folder (env: SKIFF_ENVIRONMENTS).")] = Path("infra/environments"),
