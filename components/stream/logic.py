@@ -59,7 +59,7 @@ from components.ingest.cleanse import Batch, Cleanser
 from components.ingest.logic import InvariantError, _spec_hash, _statistic
 from components.stream.parse import Rejected, parse_payload
 from skiff import __version__
-from skiff.errors import ConfigError, ConflictError, SourceError, UsageError
+from skiff.errors import ConfigError, ConflictError, SourceError, StorageError, UsageError
 from skiff.lake import MANIFEST, QUARANTINE, Lake, RunRef
 from skiff.spec import DatasetSpec, MqttSource
 
@@ -450,6 +450,10 @@ class StreamConsumer:
                 return RunRef(self.spec.name, date, run_id)
             except ConflictError:  # a run of this id exists (an earlier process): take the next number
                 log.warning("%s: run %s exists; using the next sequence number", self.spec.name, run_id)
+            except OSError as e:
+                raise StorageError(f"{self.spec.name}: publishing stream run {run_id} to "
+                                   f"{self.lake.store.uri('raw')} failed (its messages stay unacknowledged "
+                                   f"and come again): {e}") from e
         raise ConflictError(f"{self.spec.name}: no free run id for consumer {self.client_id}")
 
 

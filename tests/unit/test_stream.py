@@ -1,0 +1,106 @@
+"""skiff stream without a broker: payload parsing, run ids, source and credential resolution."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from pydantic import ValidationError
+
+from components.stream.logic import StreamConfig, StreamConsumer, _next_seq, mqtt_source, run_id_for
+from components.stream.parse import Rejected, parse_payload
+from skiff.errors import ConfigError, SourceError, UsageError
+from skiff.lake import Lake
+from skiff.spec import MqttSource, parse_spec
+from skiff.storage import Store
+
+SPEC = {
+    "name": "sensors",
+    "entity_key": "device_id",
+    "columns": {"device_id": {"type": "string", "required": True}, "temperature": {"type": "float"}},
+}
+
+
+def test_one_object_is_one_record_with_values_as_text():
+    [rec] = parse_payload(b'{"device_id": "d1", "temperature": 21.5, "ok": true, "n": null, "tags": {"a": 1}}')
+    assert rec == {"device_id": "d1", "temperature": "21.5", "ok": "true", "n": None, "tags": '{"a": 1}'}
+
+
+def test_an_array_holds_several_records_and_bad_items_are_rejected_one_by_one():
+    recs = parse_payload(b'[{"device_id": "a"}, 3, {"temperature": 1}]', required=["device_id"])
+    assert recs[0] == {"device_id": "a"}
+    assert isinstance(recs[1], Rejected) and recs[1].reason == "not_an_object" and "item 1" in recs[1].problem
+    assert isinstance(recs[2], Rejected) and recs[2].reason == "missing_column" and "device_id" in recs[2].problem
+    assert parse_payload(b"[]") == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason", "words"),
+    [
+        (b"{oops", "malformed_message", "not JSON"),
+        (b"\xff\xfe", "malformed_message", "not UTF-8"),
+        (b'"text"', "not_an_object", "got str"),
+        (b"42", "not_an_object", "got int"),
+    ],
+)
+def test_a_message_that_is_not_objects_is_one_rejected_record(payload, reason, words):
+    [rec] = parse_payload(payload)
+    assert isinstance(rec, Rejected) and rec.reason == reason and words in rec.problem
+
+
+def test_unknown_columns_are_rejected_only_when_the_spec_says_so():
+    assert parse_payload(b'{"device_id": "a", "x": 1}', known=None) == [{"device_id": "a", "x": "1"}]
+    [rec] = parse_payload(b'{"device_id": "a", "x": 1}', known={"device_id"})
+    assert isinstance(rec, Rejected) and rec.reason == "unknown_column" and "x" in rec.problem
+
+
+def test_run_ids_continue_the_consumers_sequence_from_the_lake(tmp_path):
+    lake = Lake(Store(str(tmp_path / "lake")))
+    assert _next_seq(lake, "sensors", "plant/1") == 1
+    for rid in (run_id_for("plant/1", 1), run_id_for("plant/1", 7), run_id_for("other", 9)):
+        with lake.publish_run("sensors", rid, "2026-11-24") as staging:
+            (staging / "x.json").write_text("{}")
+    assert run_id_for("plant/1", 7) == "plant_1-00000007"
+    assert _next_seq(lake, "sensors", "plant/1") == 8
+    assert _next_seq(lake, "sensors", "other") == 10
+
+
+def test_mqtt_source_comes_from_the_spec_or_the_topic_option():
+    bare = parse_spec(SPEC)
+    with pytest.raises(UsageError, match="no mqtt source"):
+        mqtt_source(bare)
+    assert mqtt_source(bare, "a/b").topic == "a/b"
+    spec = parse_spec({**SPEC, "sources": [{"type": "mqtt", "topic": "s/+/t", "port": 1884, "client_id": "c1"}]})
+    src = mqtt_source(spec, "$share/g/s/+/t")
+    assert (src.topic, src.port, src.client_id) == ("$share/g/s/+/t", 1884, "c1")
+
+
+def test_config_is_typed_and_strict():
+    with pytest.raises(ValidationError):
+        StreamConfig(batch_rows=0)
+    with pytest.raises(ValidationError):
+        StreamConfig(inflight=70_000)  # above MQTT's Receive Maximum
+    with pytest.raises(ValidationError):
+        StreamConfig(batch_size=10)
+
+
+def test_credentials_come_from_the_named_variables_and_are_never_logged(tmp_path, monkeypatch, caplog):
+    spec = parse_spec(SPEC)
+    lake = Lake(Store(str(tmp_path / "lake")))
+    src = MqttSource(topic="a/b", username_env="T_MQTT_USER", password_env="T_MQTT_PASS")
+    monkeypatch.setenv("T_MQTT_USER", "alice")
+    monkeypatch.delenv("T_MQTT_PASS", raising=False)
+    consumer = StreamConsumer(spec, lake, src)
+    with pytest.raises(ConfigError, match="T_MQTT_PASS") as e:
+        consumer._credentials()
+    assert "alice" not in str(e.value)
+    monkeypatch.setenv("T_MQTT_PASS", "s3cret-value")
+    assert consumer._credentials() == ("alice", "s3cret-value")
+    # an unreachable broker: the error names the broker, not the secret
+    caplog.set_level(logging.DEBUG)
+    src_down = src.model_copy(update={"port": 1})
+    with pytest.raises(SourceError, match="unreachable") as e:
+        StreamConsumer(spec, lake, src_down).run()
+    assert "127.0.0.1:1" in str(e.value)
+    assert "s3cret-value" not in str(e.value) + caplog.text + json.dumps(getattr(e.value, "detail", {}))
