@@ -60,6 +60,10 @@ def register(app: typer.Typer) -> None:
             int, typer.Option("--inflight", min=1, max=65_535, help="Unacknowledged messages the broker may "
                               "send ahead (MQTT 5 Receive Maximum).")
         ] = 10_000,
+        session_expiry: Annotated[
+            int, typer.Option("--session-expiry", min=1, help="Seconds the broker keeps this consumer's session "
+                              "(and queues its messages) while it is away (MQTT 5 session expiry).")
+        ] = 86_400,
         json_out: JsonOption = False,
     ) -> None:
         """Consume an MQTT topic of JSON readings; cleanse them per the spec; publish atomic lake runs.
@@ -79,6 +83,7 @@ def register(app: typer.Typer) -> None:
         if dataset is not None and spec.name != dataset:
             raise UsageError(f"{path} describes dataset {spec.name!r}, not {dataset!r}")
         config = StreamConfig(batch_rows=batch_rows, batch_seconds=batch_seconds, inflight=inflight,
+                              session_expiry_s=session_expiry,
                               max_messages=max_messages, duration_s=duration)
         live_status = not json_out and err_console.is_terminal
         started = time.monotonic()

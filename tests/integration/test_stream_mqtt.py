@@ -122,6 +122,22 @@ def lake_counts(lake: Lake, dataset: str = "sensors") -> tuple[int, int, int, in
     return accepted, quarantined, dups, msgs
 
 
+class _ThreadRecording(StreamConsumer):
+    """Records which threads receive messages and which write the lake."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.threads: dict[str, set[str]] = {"receive": set(), "publish": set()}
+
+    def _on_message(self, *a) -> None:
+        self.threads["receive"].add(threading.current_thread().name)
+        super()._on_message(*a)
+
+    def _flush(self, buf) -> None:
+        self.threads["publish"].add(threading.current_thread().name)
+        super()._flush(buf)
+
+
 def test_every_message_reaches_the_lake_in_atomic_runs_with_bad_ones_quarantined(lake):
     base = f"skiff-test/{uuid.uuid4().hex}"
     spec = parse_spec({**SPEC, "sources": [{"type": "mqtt", "topic": f"{base}/+/telemetry"}]})
@@ -142,14 +158,17 @@ def test_every_message_reaches_the_lake_in_atomic_runs_with_bad_ones_quarantined
     payloads[900] = json.dumps([json.loads(good(90_000)), json.loads(good(90_001))]).encode()  # array of two
     records = n + 1 + 1  # the [1, 2] message and the array message hold two records each
 
-    consumer = StreamConsumer(spec, lake, spec.sources[0],
-                              StreamConfig(batch_rows=1000, batch_seconds=30, max_messages=n),
-                              client_id=f"it-{uuid.uuid4().hex[:8]}")
+    consumer = _ThreadRecording(spec, lake, spec.sources[0],
+                                StreamConfig(batch_rows=1000, batch_seconds=30, max_messages=n, session_expiry_s=120),
+                                client_id=f"it-{uuid.uuid4().hex[:8]}")
     t, out = start(consumer)
     publish(lambda i: f"{base}/dev{i % 7}/telemetry", payloads)
     result = finish(t, out)
 
     s = result.summary()
+    # Parquet is written on the writer thread, never on paho's network thread
+    assert consumer.threads["publish"] == {"skiff-stream-writer"}
+    assert consumer.threads["receive"] and "skiff-stream-writer" not in consumer.threads["receive"]
     assert s["counts"]["messages"] == n
     assert s["counts"]["read"] == records == s["counts"]["accepted"] + s["counts"]["quarantined"] + s["counts"]["duplicates"]
     assert s["counts"]["duplicates"] == 1
@@ -186,7 +205,7 @@ def test_persistent_session_gets_messages_published_while_the_consumer_was_down(
     source = MqttSource(topic=topic)
     spec = parse_spec({**SPEC})
     cid = f"persist-{uuid.uuid4().hex[:8]}"
-    cfg = StreamConfig(batch_rows=500, batch_seconds=0.5, duration_s=30)
+    cfg = StreamConfig(batch_rows=500, batch_seconds=0.5, duration_s=30, session_expiry_s=120)
 
     first = StreamConsumer(spec, lake, source, cfg.model_copy(update={"max_messages": 200}), client_id=cid)
     t, out = start(first)
@@ -214,7 +233,7 @@ def test_shared_subscription_splits_one_stream_exactly_once(lake):
     source = MqttSource(topic=f"$share/{group}/{base}/+/telemetry")
     spec = parse_spec(SPEC)
     n = 2000
-    cfg = StreamConfig(batch_rows=400, batch_seconds=0.5, duration_s=40)
+    cfg = StreamConfig(batch_rows=400, batch_seconds=0.5, duration_s=40, session_expiry_s=120)
     consumers = [StreamConsumer(spec, lake, source, cfg, client_id=f"share-{k}-{uuid.uuid4().hex[:6]}")
                  for k in range(2)]
     started = [start(c) for c in consumers]
@@ -243,7 +262,8 @@ def test_messages_of_a_run_that_failed_to_publish_are_delivered_again(lake, tmp_
     cid = f"redeliver-{uuid.uuid4().hex[:8]}"
     (tmp_path / "not-a-folder").write_text("")
     broken = Lake(Store(str(tmp_path / "not-a-folder" / "lake")))
-    cfg = StreamConfig(batch_rows=100, batch_seconds=0.5, duration_s=15, max_messages=300)
+    cfg = StreamConfig(batch_rows=100, batch_seconds=0.5, duration_s=15, max_messages=300,
+                       session_expiry_s=120)
     first = StreamConsumer(spec, broken, source, cfg, client_id=cid)
     t, out = start(first)
     publish(lambda i: topic, [good(i) for i in range(300)])
@@ -269,7 +289,7 @@ def _cli(tmp_path: Path, *args: str, timeout: float = 40) -> subprocess.Popen:
 def test_cli_max_messages_ends_with_a_summary(tmp_path):
     topic = f"skiff-test/{uuid.uuid4().hex}/telemetry"
     proc = _cli(tmp_path, "--topic", topic, "--max-messages", "300", "--batch-rows", "100",
-                "--client-id", f"cli-{uuid.uuid4().hex[:6]}", "--duration", "30", "--json")
+                "--client-id", f"cli-{uuid.uuid4().hex[:6]}", "--duration", "30", "--session-expiry", "120", "--json")
     deadline = time.monotonic() + 20
     root = tmp_path / "root"
     # publish once the consumer has subscribed: retry until its first run appears
@@ -305,7 +325,7 @@ def test_cli_sigterm_flushes_the_buffer_and_exits_cleanly(tmp_path):
 
     topic = f"skiff-test/{uuid.uuid4().hex}/telemetry"
     proc = _cli(tmp_path, "--topic", topic, "--batch-rows", "10000", "--batch-seconds", "60", "--duration", "40",
-                "--client-id", f"term-{uuid.uuid4().hex[:6]}", "--json")
+                "--client-id", f"term-{uuid.uuid4().hex[:6]}", "--session-expiry", "120", "--json")
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     reader.start()
