@@ -25,7 +25,9 @@ one committed run, as accepted rows, quarantined rows or counted duplicates, or 
   in-flight window too — and keeps nothing across its own restart unless ``persistence true``.
 
 A message is acknowledged only after the run holding it is committed, so a crash or disconnect before
-that makes the broker deliver it again. The one window left is a crash between the commit and the
+that makes the broker deliver it again. After a reconnect to a resumed session the consumer drops its
+unpublished copies (the broker sends them again); after a reconnect to a new session (it expired, or
+the broker lost it) it publishes them, and acknowledges only messages of the current connection. The one window left is a crash between the commit and the
 PUBACK reaching the broker: those messages come again and land in a later run (at least once); rows
 with the same entity key and event timestamp inside one run are counted as duplicates, not stored twice.
 Each run id is the client id plus a sequence number continued from the lake, so two runs of one
@@ -69,6 +71,7 @@ log = logging.getLogger("skiff.stream")
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 _STOP = object()
+_RECONNECTED = object()
 
 
 class StreamConfig(BaseModel):
@@ -149,6 +152,7 @@ class _Msg:
     qos: int
     payload: bytes
     number: int  # 1-based message number of this consumer process
+    connection: int  # which connection of this process delivered it (its mid is valid on that one only)
 
 
 class _Buffer:
@@ -188,6 +192,7 @@ class StreamConsumer:
         self._writer_error: BaseException | None = None
         self._client = None
         self._seq = 0
+        self._connection = 0
         columns = list(spec.columns)
         self._required = [n for n, c in spec.columns.items() if c.required]
         self._known = set(columns) if spec.unknown_columns == "reject" else None
@@ -282,6 +287,10 @@ class StreamConsumer:
             self._connect_error = f"connection refused: {reason_code}"
             self._subscribed.set()
             return
+        with self._intake_lock:
+            self._connection += 1
+            if self._connection > 1:  # a reconnect: tell the writer, in order with the messages before it
+                self._queue.put((_RECONNECTED, bool(getattr(flags, "session_present", False))))
         self._connected.set()
         if getattr(flags, "session_present", False):
             log.info("%s: resumed the persistent session", self.client_id)
@@ -306,7 +315,7 @@ class StreamConsumer:
             if max_n is not None and self._received >= max_n:
                 return  # not acknowledged: the broker keeps it for the next session
             self._received += 1
-            self._queue.put(_Msg(msg.topic, msg.mid, msg.qos, msg.payload, self._received))
+            self._queue.put(_Msg(msg.topic, msg.mid, msg.qos, msg.payload, self._received, self._connection))
             if max_n is not None and self._received >= max_n:
                 self._stop.set()
 
@@ -326,6 +335,15 @@ class StreamConsumer:
                     if buf.msgs:
                         self._flush(buf)
                     return
+                if isinstance(item, tuple) and item[0] is _RECONNECTED:
+                    if item[1] and buf.msgs:
+                        # the resumed session delivers every unacknowledged message again: drop our copies
+                        log.warning("%s: reconnected to its session; %d unpublished messages come again",
+                                    self.client_id, len(buf.msgs))
+                        with self._intake_lock:
+                            self._received -= len(buf.msgs)
+                        buf = _Buffer()
+                    continue
                 if item is not None:
                     self._add(buf, item)
                 due = buf.first_at is not None and time.monotonic() >= buf.first_at + cfg.batch_seconds
@@ -371,7 +389,7 @@ class StreamConsumer:
         ref = self._publish(accepted, quarantine, counts, reasons, buf)
         client = self._client
         for m in buf.msgs:  # PUBACK in arrival order, after the commit
-            if m.qos > 0:
+            if m.qos > 0 and m.connection == self._connection:  # a mid is only valid on its connection
                 client.ack(m.mid, m.qos)
         self.result.counts.update(counts)
         self.result.reasons.update(reasons)

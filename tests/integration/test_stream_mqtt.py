@@ -13,6 +13,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pyarrow.parquet as pq
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from components.stream.logic import StreamConfig, StreamConsumer
 from skiff.errors import StorageError
@@ -275,6 +277,45 @@ def test_messages_of_a_run_that_failed_to_publish_are_delivered_again(lake, tmp_
     r2 = finish(t, out)
     assert r2.counts["messages"] == 300 and r2.counts["accepted"] == 300
     assert lake_counts(lake) == (300, 0, 0, 300)
+
+
+def test_a_reconnect_to_the_session_does_not_store_redelivered_messages_twice(lake):
+    """Another connection with the same client id takes the session over (the broker drops ours); paho
+    reconnects, the resumed session delivers the unacknowledged messages again, and each is stored once."""
+    topic = f"skiff-test/{uuid.uuid4().hex}/telemetry"
+    source = MqttSource(topic=topic)
+    spec = parse_spec(SPEC)
+    cid = f"takeover-{uuid.uuid4().hex[:8]}"
+    cfg = StreamConfig(batch_rows=10_000, batch_seconds=60, duration_s=30, session_expiry_s=120)
+    consumer = StreamConsumer(spec, lake, source, cfg, client_id=cid)
+    t, out = start(consumer)
+    publish(lambda i: topic, [good(i) for i in range(300)])
+    deadline = time.monotonic() + 10
+    while consumer.received < 300:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    connections = consumer._connection
+    kicker = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5, manual_ack=True)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 120  # keep the session when the kicker leaves
+    kicker.connect("127.0.0.1", 1883, clean_start=False, properties=props)  # never acknowledges anything
+    kicker.loop_start()
+    time.sleep(0.3)
+    kicker.disconnect()
+    kicker.loop_stop()
+    deadline = time.monotonic() + 15
+    while consumer._connection == connections or consumer.received < 300:
+        assert time.monotonic() < deadline, "the consumer did not reconnect and get its messages again"
+        time.sleep(0.05)
+    time.sleep(0.3)  # let any further redelivery arrive
+    consumer.stop()
+    result = finish(t, out)
+    assert result.counts["messages"] == 300 and result.counts["duplicates"] == 0
+    assert lake_counts(lake) == (300, 0, 0, 300)
+    # everything was acknowledged: the session holds nothing more
+    again = StreamConsumer(spec, lake, source, cfg.model_copy(update={"duration_s": 1.5}), client_id=cid)
+    t, out = start(again)
+    assert finish(t, out).counts["messages"] == 0
 
 
 def _cli(tmp_path: Path, *args: str, timeout: float = 40) -> subprocess.Popen:
