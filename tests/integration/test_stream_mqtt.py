@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -21,7 +23,7 @@ from skiff.errors import StorageError
 from skiff.lake import MANIFEST, QUARANTINE, Lake
 from skiff.spec import MqttSource, parse_spec
 from skiff.storage import Store
-from tests.conftest import require_service
+from tests.conftest import require_service, service_up
 
 SPEC = {
     "name": "sensors",
@@ -57,13 +59,13 @@ def good(i: int, device: str = "dev-0") -> bytes:
                        "temperature": 20.0 + i % 10, "humidity": 50.0, "status": "ok"}).encode()
 
 
-def publish(topic_for, payloads: list[bytes], timeout: float = 30.0) -> None:
+def publish(topic_for, payloads: list[bytes], timeout: float = 30.0, port: int = 1883) -> None:
     """Publish at QoS 1 with capped in-flight/queued messages and wait for every PUBACK."""
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}",
                       protocol=mqtt.MQTTv5)
     pub.max_inflight_messages_set(1000)
     pub.max_queued_messages_set(1000)
-    pub.connect("127.0.0.1", 1883)
+    pub.connect("127.0.0.1", port)
     pub.loop_start()
     try:
         infos = []
@@ -384,3 +386,63 @@ def test_cli_sigterm_flushes_the_buffer_and_exits_cleanly(tmp_path):
     assert s["counts"]["messages"] == 500 and s["counts"]["accepted"] == 500
     assert len(s["runs"]) == 1  # nothing was due before the stop: the stop published the buffer
     assert Lake(Store(str(tmp_path / "root" / "lake"))).read("sensors").num_rows == 500
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_broker(folder: Path, port: int, persistence: bool) -> subprocess.Popen:
+    folder.mkdir(parents=True, exist_ok=True)
+    conf = folder / "mosquitto.conf"
+    # started as root, mosquitto switches to its own user, who cannot write the test's folder
+    user = "user root\n" if os.geteuid() == 0 else ""
+    conf.write_text(f"{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence {str(persistence).lower()}\n"
+                    f"persistence_location {folder}/\nmax_queued_messages 5000\n")
+    proc = subprocess.Popen([shutil.which("mosquitto"), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not service_up(port):
+        assert proc.poll() is None and time.monotonic() < deadline, "private mosquitto did not start"
+        time.sleep(0.05)
+    return proc
+
+
+def _stop_broker(proc: subprocess.Popen) -> None:
+    proc.terminate()  # SIGTERM: mosquitto writes its persistence file on the way out
+    proc.wait(timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="no mosquitto binary to start a private broker")
+@pytest.mark.parametrize("persistence", [True, False])
+def test_queued_messages_survive_a_broker_restart_only_with_persistence(lake, tmp_path, persistence):
+    """A private broker (not the shared one) restarted while the consumer is away: with
+    `persistence true` the session and its queued messages survive; without it they are gone. 1,500
+    messages are queued, above stock Mosquitto's limit, so the broker runs with max_queued_messages 5000."""
+    port = _free_port()
+    folder = tmp_path / "broker"
+    topic = f"skiff-test/{uuid.uuid4().hex}/telemetry"
+    source = MqttSource(topic=topic, port=port)
+    spec = parse_spec(SPEC)
+    cid = f"restart-{uuid.uuid4().hex[:8]}"
+    cfg = StreamConfig(batch_rows=1000, batch_seconds=0.5, duration_s=1.5, session_expiry_s=600)
+    broker = _start_broker(folder, port, persistence)
+    try:
+        first = StreamConsumer(spec, lake, source, cfg, client_id=cid)
+        t, out = start(first)  # subscribed: the broker holds the session from here on
+        first.stop()
+        assert finish(t, out).counts["messages"] == 0
+        publish(lambda i: topic, [good(i) for i in range(1500)], port=port)  # queued while away
+        _stop_broker(broker)
+        broker = _start_broker(folder, port, persistence)
+        again = StreamConsumer(spec, lake, source, cfg.model_copy(update={"max_messages": 1500}), client_id=cid)
+        t, out = start(again)
+        got = finish(t, out).counts["messages"]
+    finally:
+        _stop_broker(broker)
+    assert got == (1500 if persistence else 0)
+    assert lake_counts(lake)[0] == got
