@@ -6,7 +6,7 @@ How a message travels:
    parsing, no I/O on the network thread, so Parquet writes never stall delivery);
 2. the writer thread parses it (:mod:`components.stream.parse`) and buffers its records;
 3. every ``batch_rows`` records, ``batch_seconds`` after the first buffered message, or when the
-   unacknowledged messages fill the in-flight window, the buffer goes through the batch
+   unacknowledged messages fill half the in-flight window, the buffer goes through the batch
    :class:`~components.ingest.cleanse.Cleanser` (coercion, rules, quarantine, de-duplication) and is
    published as one lake run with :meth:`skiff.lake.Lake.publish_run` (whole or not at all):
    ``raw/<dataset>/ingest_date=D/run=<client id>-<seq>/`` with ``part-00000.parquet``,
@@ -82,9 +82,16 @@ class StreamConfig(BaseModel):
     batch_rows: int = Field(default=10_000, ge=1, description="Records per lake run (at most).")
     batch_seconds: float = Field(default=5.0, gt=0, description="Seconds after the first buffered message "
                                  "before the buffer is published anyway.")
-    inflight: int = Field(default=10_000, ge=1, le=65_535, description="Unacknowledged messages the broker "
-                          "may have out to this consumer (MQTT 5 Receive Maximum); a full window flushes. "
-                          "Also caps paho's own in-flight and queued outgoing messages.")
+    inflight: int | None = Field(default=None, ge=2, le=65_535, description="Unacknowledged messages the "
+                                 "broker may have out to this consumer (MQTT 5 Receive Maximum); default twice "
+                                 "batch_rows, at most 65,535. A half-full window publishes a run, so the other "
+                                 "half takes delivery while it is written (the broker queues, and stock "
+                                 "Mosquitto drops beyond 1,000, only what a full window holds back).")
+
+    @property
+    def window(self) -> int:
+        """The in-flight window in force."""
+        return self.inflight or min(65_535, max(2, 2 * self.batch_rows))
     session_expiry_s: int = Field(default=86_400, ge=1, description="MQTT 5 session expiry: how long the "
                                   "broker keeps the session and queues messages while the consumer is away.")
     keepalive_s: int = Field(default=30, ge=5, description="MQTT keepalive.")
@@ -254,14 +261,15 @@ class StreamConsumer:
         cfg = self.config
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=mqtt.MQTTv5, manual_ack=True)
-        client.max_inflight_messages_set(min(cfg.inflight, 1000))
-        client.max_queued_messages_set(min(cfg.inflight, 1000))
+        # caps on paho's own outgoing QoS>0 messages (unbounded, paho reused message ids and lost some)
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(1000)
         user, password = self._credentials()
         if user is not None or password is not None:
             client.username_pw_set(user, password)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = cfg.session_expiry_s
-        props.ReceiveMaximum = cfg.inflight
+        props.ReceiveMaximum = cfg.window
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -347,7 +355,8 @@ class StreamConsumer:
                 if item is not None:
                     self._add(buf, item)
                 due = buf.first_at is not None and time.monotonic() >= buf.first_at + cfg.batch_seconds
-                if buf.msgs and (buf.records >= cfg.batch_rows or len(buf.msgs) >= cfg.inflight or due):
+                half_window = len(buf.msgs) >= max(1, cfg.window // 2)
+                if buf.msgs and (buf.records >= cfg.batch_rows or half_window or due):
                     self._flush(buf)
                     buf = _Buffer()
         except BaseException as e:  # noqa: BLE001 - handed to run(), which re-raises it

@@ -57,9 +57,9 @@ def register(app: typer.Typer) -> None:
             float, typer.Option("--batch-seconds", min=0.01, help="Publish a run at least every S seconds.")
         ] = 5.0,
         inflight: Annotated[
-            int, typer.Option("--inflight", min=1, max=65_535, help="Unacknowledged messages the broker may "
-                              "send ahead (MQTT 5 Receive Maximum).")
-        ] = 10_000,
+            int | None, typer.Option("--inflight", min=2, max=65_535, help="Unacknowledged messages the broker "
+                                     "may send ahead (MQTT 5 Receive Maximum); default 2 x --batch-rows.")
+        ] = None,
         session_expiry: Annotated[
             int, typer.Option("--session-expiry", min=1, help="Seconds the broker keeps this consumer's session "
                               "(and queues its messages) while it is away (MQTT 5 session expiry).")

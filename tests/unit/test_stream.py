@@ -83,6 +83,9 @@ def test_config_is_typed_and_strict():
         StreamConfig(inflight=70_000)  # above MQTT's Receive Maximum
     with pytest.raises(ValidationError):
         StreamConfig(batch_size=10)
+    assert StreamConfig(batch_rows=10_000).window == 20_000  # twice a batch: half takes delivery during a write
+    assert StreamConfig(batch_rows=50_000).window == 65_535  # MQTT's largest Receive Maximum
+    assert StreamConfig(batch_rows=10, inflight=500).window == 500
 
 
 def test_credentials_come_from_the_named_variables_and_are_never_logged(tmp_path, monkeypatch, caplog):
