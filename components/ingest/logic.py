@@ -139,8 +139,8 @@ def open_reader(source, *, http_transport: httpx.BaseTransport | None = None,
     if isinstance(source, RestSource):
         return RestReader(source, transport=http_transport)
     if isinstance(source, MqttSource):
-        raise UsageError(f"MQTT source {source.topic!r}: batch ingestion reads files, SQL and REST sources, "
-                         "not MQTT topics")
+        raise UsageError(f"MQTT source {source.topic!r}: batch ingestion reads files, SQL and REST sources; "
+                         "stream MQTT topics with `skiff stream`")
     raise UsageError(f"unknown source {source!r}")  # pragma: no cover - the spec union forbids it
 
 
@@ -417,7 +417,7 @@ def ingest(
     if sources is None:  # a spec may also name MQTT topics, which batch ingestion does not read
         srcs = [s for s in spec.sources if not isinstance(s, MqttSource)]
         if len(srcs) < len(spec.sources):
-            log.warning("%s: MQTT sources in the spec are not read by batch ingestion", spec.name)
+            log.info("%s: MQTT sources in the spec are read by `skiff stream`, not batch ingestion", spec.name)
     else:
         srcs = list(sources)
     if not srcs:
