@@ -61,6 +61,8 @@ __all__ = [
     "ingest",
     "IngestResult",
     "InvariantError",
+    "spec_fingerprint",
+    "impute_statistic",
     "new_run_id",
     "open_reader",
     "source_from_arg",
@@ -207,7 +209,7 @@ def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _spec_hash(spec: DatasetSpec) -> str:
+def spec_fingerprint(spec: DatasetSpec) -> str:
     """Hash of what in a spec changes the written data: column types and rules, key, timestamp,
     de-duplication and the unknown-column policy (not sources, descriptions, target or derived features)."""
     columns = {n: c.model_dump(mode="json", exclude={"description", "feature"}) for n, c in spec.columns.items()}
@@ -215,7 +217,7 @@ def _spec_hash(spec: DatasetSpec) -> str:
                  "dedupe": spec.dedupe, "unknown_columns": spec.unknown_columns})
 
 
-def _statistic(col: pa.ChunkedArray, how: str, typ: pa.DataType) -> Any:
+def impute_statistic(col: pa.ChunkedArray, how: str, typ: pa.DataType) -> Any:
     """mean / median / mode of the non-null values (None when there are none); integer columns get the
     mean or median rounded to the nearest integer; a tie for the mode goes to the smallest value."""
     if len(col) - col.null_count == 0:
@@ -308,7 +310,7 @@ class _PartWriter:
             fills = {}
             for name, how in self.impute.items():
                 col = pa.chunked_array([t.column(name) for t in self._buffer], type=schema.field(name).type)
-                value = _statistic(col, how, schema.field(name).type)
+                value = impute_statistic(col, how, schema.field(name).type)
                 report[name] = {"strategy": how, "value": value, "count": col.null_count if value is not None else 0}
                 if value is None:
                     log.warning("column %s: no value to compute the %s from; it stays null", name, how)
@@ -335,7 +337,7 @@ def _impute_parts(folder: Path, parts: list[dict[str, Any]], columns: dict[str, 
     for name, how in columns.items():
         typ = schema.field(name).type
         col = pq.read_table(files, columns=[name]).column(name)
-        value = _statistic(col, how, typ)
+        value = impute_statistic(col, how, typ)
         report[name] = {"strategy": how, "value": value, "count": 0}
         if value is None:
             log.warning("column %s: no value to compute the %s from; it stays null", name, how)
@@ -439,7 +441,7 @@ def ingest(
             for uri, cols in r.header_columns().items():
                 cleanser.check_columns(cols, uri)
     cleanser.extra_columns.clear()  # the batches decide the order of kept unknown columns
-    spec_hash = _spec_hash(spec)
+    spec_hash = spec_fingerprint(spec)
 
     incremental = [r for r in readers if isinstance(r, SqlReader) and r.source.watermark]
     committed = [lake.manifest(ref) for ref in lake.all_runs(spec.name)] if incremental else []

@@ -58,7 +58,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from components.ingest.cleanse import Batch, Cleanser
-from components.ingest.logic import InvariantError, _spec_hash, _statistic
+from components.ingest.logic import InvariantError, impute_statistic, spec_fingerprint
 from components.stream.parse import Rejected, parse_payload
 from skiff import __version__
 from skiff.errors import ConfigError, ConflictError, SourceError, StorageError, UsageError
@@ -414,7 +414,7 @@ class StreamConsumer:
             i = table.schema.get_field_index(name)
             col = table.column(i)
             if col.null_count:
-                value = _statistic(col, how, col.type)
+                value = impute_statistic(col, how, col.type)
                 if value is not None:
                     table = table.set_column(i, name, pc.fill_null(col, pa.scalar(value, col.type)))
         return table
@@ -458,7 +458,7 @@ class StreamConsumer:
                         "dataset": self.spec.name,
                         "run_id": run_id,
                         "ingest_date": date,
-                        "spec_hash": _spec_hash(self.spec),
+                        "spec_hash": spec_fingerprint(self.spec),
                         "sources": [{
                             "type": "mqtt", "broker": self._broker, "topic": self.source.topic,
                             "qos": self.source.qos, "client_id": self.client_id,
