@@ -339,7 +339,7 @@ def dump_spec(spec: DatasetSpec) -> str:
     ordered.setdefault("columns", {})
     ordered.update({k: v for k, v in data.items() if k not in ordered})
     if spec.sources:  # the discriminator is a default, but readers need it
-        ordered["sources"] = [{"type": src.type, **d} for src, d in zip(spec.sources, ordered["sources"])]
+        ordered["sources"] = [{"type": src.type, **d} for src, d in zip(spec.sources, ordered["sources"], strict=True)]
     return yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=100)
 
 

@@ -1,6 +1,7 @@
 """Feast features from a spec: real Feast, a SQLite online store, point-in-time retrieval."""
 
 import datetime as dt
+import json
 
 import pandas as pd
 import pyarrow as pa
@@ -44,7 +45,7 @@ SPEC = {
 def _publish(lake: Lake, run_id: str, date: str, df: pd.DataFrame) -> None:
     with lake.publish_run("accounts", run_id, date) as d:
         pq.write_table(pa.Table.from_pandas(df, preserve_index=False), d / "part-00000.parquet")
-        (d / "_manifest.json").write_text('{"finished_at": "%sT12:00:00+00:00"}' % date)
+        (d / "_manifest.json").write_text(json.dumps({"finished_at": f"{date}T12:00:00+00:00"}))
 
 
 @pytest.fixture(scope="module")
