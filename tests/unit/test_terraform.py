@@ -23,6 +23,8 @@ from pathlib import Path
 import hcl2
 import pytest
 
+from tests.checkov import failed_checks, run_checkov, summary
+
 REPO = Path(__file__).resolve().parents[2]
 TF = REPO / "terraform"
 MODULES = ("aws-eks", "azure-aks", "platform")
@@ -763,50 +765,18 @@ def test_every_checkov_skip_names_a_check_and_a_reason():
     assert skips, "no checkov skips found: the scan above would be looking at the wrong files"
 
 
-def _checkov_reports(output: str) -> list[dict]:
-    data = json.loads(output)
-    reports = data if isinstance(data, list) else [data]
-    # A directory without any checked resource yields a bare summary instead of a report.
-    return [r if "summary" in r else {"summary": r, "results": {}} for r in reports]
-
-
 @pytest.mark.slow
 def test_checkov_finds_no_failed_checks():
     checkov = _require_tool("checkov")
-    env = dict(os.environ, OMP_NUM_THREADS="1", BC_SKIP_MAPPING="TRUE", LOG_LEVEL="ERROR")
     started = time.monotonic()
-    result = subprocess.run(
-        [
-            checkov,
-            "-d",
-            str(TF),
-            "--framework",
-            "terraform",
-            "--compact",
-            "--quiet",
-            "--skip-download",
-            "-o",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=REPO,
-    )
+    reports = run_checkov(checkov, "terraform", [TF], REPO)
     elapsed = time.monotonic() - started
-    assert result.returncode in (0, 1), result.stderr[-2000:]
-    reports = _checkov_reports(result.stdout)
-    failed = [f for r in reports for f in r["results"].get("failed_checks", [])]
-    summary = {
-        k: sum(r["summary"].get(k, 0) for r in reports)
-        for k in ("passed", "failed", "skipped", "parsing_errors")
-    }
-    assert summary["parsing_errors"] == 0, summary
+    failed, totals = failed_checks(reports), summary(reports)
+    assert totals["parsing_errors"] == 0, totals
     assert not failed, "\n".join(
         f"{f['check_id']} {f['resource']} {f['file_path']}:{f['file_line_range']} {f['check_name']}"
         for f in failed
     )
     # A scan that checked next to nothing would pass vacuously.
-    assert summary["passed"] >= 200, summary
+    assert totals["passed"] >= 200, totals
     assert elapsed < 120, f"checkov took {elapsed:.0f} s"
