@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,7 +14,7 @@ from rich.console import Console
 
 from skiff.config import Settings
 
-__all__ = ["State", "JsonOption", "emit", "console", "err_console", "state"]
+__all__ = ["State", "JsonOption", "emit", "console", "err_console", "state", "dataset_spec"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -44,3 +45,18 @@ def emit(result: Any, as_json: bool, human: Callable[[Any], None] | str | None =
         console.print(human, highlight=False)
     else:
         console.print_json(json.dumps(result, default=str))
+
+
+def dataset_spec(ctx: typer.Context, dataset: str | None, spec_file: Path | None):
+    """The spec a command works on: ``--spec FILE``, else ``<datasets_dir>/<dataset>.yaml``; with both,
+    the file must describe that dataset."""
+    from skiff.errors import UsageError
+    from skiff.spec import load_spec, spec_path
+
+    if dataset is None and spec_file is None:
+        raise UsageError("give --dataset NAME (or --spec FILE)")
+    path = spec_file or spec_path(dataset, state(ctx).settings.datasets_dir)
+    spec = load_spec(path)
+    if dataset is not None and spec.name != dataset:
+        raise UsageError(f"{path} describes dataset {spec.name!r}, not {dataset!r}")
+    return spec

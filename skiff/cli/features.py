@@ -9,17 +9,16 @@ from typing import Annotated
 
 import typer
 
-from skiff.cli._common import JsonOption, console, emit, state
+from skiff.cli._common import JsonOption, console, dataset_spec, emit, state
 from skiff.errors import UsageError
 from skiff.lake import Lake
-from skiff.spec import load_spec, spec_path
 
 SpecOption = Annotated[Path | None, typer.Option("--spec", help="Dataset spec (default datasets/<NAME>.yaml).")]
 DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")]
 
 
 def _spec(ctx: typer.Context, dataset: str, spec: Path | None):
-    return load_spec(spec or spec_path(dataset, state(ctx).settings.datasets_dir))
+    return dataset_spec(ctx, dataset, spec)
 
 
 def register(app: typer.Typer) -> None:

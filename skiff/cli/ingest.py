@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from skiff.cli._common import JsonOption, console, emit, err_console, state
+from skiff.cli._common import JsonOption, console, dataset_spec, emit, err_console, state
 from skiff.errors import ConflictError, UsageError
 
 __all__ = ["register"]
@@ -105,15 +105,9 @@ def register(app: typer.Typer) -> None:
         """
         from components.ingest.logic import ingest, source_from_arg
         from skiff.lake import Lake
-        from skiff.spec import load_spec, spec_path
 
         settings = state(ctx).settings
-        if dataset is None and spec_file is None:
-            raise UsageError("give --dataset NAME (or --spec FILE)")
-        path = spec_file or spec_path(dataset, settings.datasets_dir)
-        spec = load_spec(path)
-        if dataset is not None and spec.name != dataset:
-            raise UsageError(f"{path} describes dataset {spec.name!r}, not {dataset!r}")
+        spec = dataset_spec(ctx, dataset, spec_file)
         override = None
         if sources:
             if len(sources) > 1 and (table or query):

@@ -9,8 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from skiff.cli._common import JsonOption, console, emit, err_console, state
-from skiff.errors import UsageError
+from skiff.cli._common import JsonOption, console, dataset_spec, emit, err_console, state
 
 __all__ = ["register"]
 
@@ -73,15 +72,9 @@ def register(app: typer.Typer) -> None:
         """
         from components.stream.logic import StreamConfig, StreamConsumer, mqtt_source
         from skiff.lake import Lake
-        from skiff.spec import load_spec, spec_path
 
         settings = state(ctx).settings
-        if dataset is None and spec_file is None:
-            raise UsageError("give --dataset NAME (or --spec FILE)")
-        path = spec_file or spec_path(dataset, settings.datasets_dir)
-        spec = load_spec(path)
-        if dataset is not None and spec.name != dataset:
-            raise UsageError(f"{path} describes dataset {spec.name!r}, not {dataset!r}")
+        spec = dataset_spec(ctx, dataset, spec_file)
         config = StreamConfig(batch_rows=batch_rows, batch_seconds=batch_seconds, inflight=inflight,
                               session_expiry_s=session_expiry,
                               max_messages=max_messages, duration_s=duration)
