@@ -22,6 +22,7 @@ __all__ = [
     "ValidationFailed",
     "StorageError",
     "EnvironmentMissing",
+    "InvariantError",
 ]
 
 
@@ -104,3 +105,9 @@ class EnvironmentMissing(SkiffError):
     """A step's own environment (e.g. the TFDV venv) is not installed. Exit 2, HTTP 503."""
 
     http_status = 503
+
+
+class InvariantError(RuntimeError):
+    """Rows read != written + quarantined + duplicates: a bug in skiff, never a user error (exit 3, HTTP 500).
+
+    Deliberately not a :class:`SkiffError`: the faces treat it as an unexpected failure."""

@@ -23,6 +23,8 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -48,6 +50,8 @@ __all__ = [
     "load_spec",
     "save_spec",
     "spec_path",
+    "spec_fingerprint",
+    "json_sha256",
 ]
 
 ColumnType = Literal["string", "integer", "float", "boolean", "datetime", "category"]
@@ -348,3 +352,16 @@ def save_spec(spec: DatasetSpec, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(dump_spec(spec))
     return path
+
+
+def json_sha256(obj: Any) -> str:
+    """SHA-256 of an object's canonical JSON (sorted keys): the same content always hashes the same."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def spec_fingerprint(spec: DatasetSpec) -> str:
+    """Hash of what in a spec changes the written data: column types and rules, key, timestamp,
+    de-duplication and the unknown-column policy (not sources, descriptions, target or derived features)."""
+    columns = {n: c.model_dump(mode="json", exclude={"description", "feature"}) for n, c in spec.columns.items()}
+    return json_sha256({"columns": columns, "entity_key": spec.key_columns, "event_timestamp": spec.event_timestamp,
+                 "dedupe": spec.dedupe, "unknown_columns": spec.unknown_columns})

@@ -33,7 +33,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from components.ingest.cleanse import Batch
+from skiff.cleansing import Batch
 from skiff.errors import InputError, SourceError
 from skiff.spec import FileSource
 

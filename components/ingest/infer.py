@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy.engine import Engine
 
-from components.ingest.cleanse import FALSE_WORDS, NULL_TOKENS, TRUE_WORDS, parse_datetimes, parse_numbers
 from components.ingest.logic import open_reader
+from skiff.cleansing import FALSE_WORDS, NULL_TOKENS, TRUE_WORDS, parse_datetimes, parse_numbers
 from skiff.errors import InputError, UsageError
 from skiff.spec import DatasetSpec, SourceSpec, parse_spec
 

@@ -6,7 +6,7 @@
    committed run; REST: auth from the environment) and checks the columns it can see up front;
 2. if the input's fingerprint (see :func:`ingest`) equals that of a committed run of the dataset,
    writes nothing and reports ``unchanged``;
-3. streams every batch through :class:`~components.ingest.cleanse.Cleanser`, writing accepted rows to
+3. streams every batch through :class:`~skiff.cleansing.Cleanser`, writing accepted rows to
    ``part-NNNNN.parquet`` and rejected rows to ``_quarantine.parquet`` in a staging folder;
 4. imputes ``mean``/``median``/``mode`` columns with statistics of **all accepted rows of the run**
    (every source and batch, after de-duplication), computed in a second pass over the staged parts;
@@ -39,12 +39,12 @@ import pyarrow.parquet as pq
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.engine import Engine
 
-from components.ingest.cleanse import Cleanser
 from components.ingest.files import FileReader
 from components.ingest.rest import RestReader
 from components.ingest.sql import SqlReader, decode_watermark, encode_watermark, max_watermark
 from skiff import __version__
-from skiff.errors import SkiffError, SpecError, StorageError, UsageError
+from skiff.cleansing import Cleanser, impute_statistic
+from skiff.errors import InvariantError, SkiffError, SpecError, StorageError, UsageError
 from skiff.lake import MANIFEST, QUARANTINE, Lake, RunRef
 from skiff.spec import (
     DatasetSpec,
@@ -55,14 +55,13 @@ from skiff.spec import (
     RestSource,
     SourceSpec,
     SqlSource,
+    json_sha256,
+    spec_fingerprint,
 )
 
 __all__ = [
     "ingest",
     "IngestResult",
-    "InvariantError",
-    "spec_fingerprint",
-    "impute_statistic",
     "new_run_id",
     "open_reader",
     "source_from_arg",
@@ -77,10 +76,6 @@ ROWS_PER_PART = 1_000_000
 #: Accepted rows held in memory for statistic imputation before spilling to a second pass.
 IMPUTE_BUFFER_BYTES = 256 * 1024 * 1024
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
-
-
-class InvariantError(RuntimeError):
-    """Rows read != written + quarantined + duplicates: a bug in skiff, never a user error (exit 3)."""
 
 
 class _NothingNew(Exception):
@@ -203,37 +198,6 @@ def coerce_sources(items: list) -> list[SourceSpec]:
             problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
             raise SpecError(f"sources[{i}]: {problems}") from e
     return out
-
-
-def _sha(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def spec_fingerprint(spec: DatasetSpec) -> str:
-    """Hash of what in a spec changes the written data: column types and rules, key, timestamp,
-    de-duplication and the unknown-column policy (not sources, descriptions, target or derived features)."""
-    columns = {n: c.model_dump(mode="json", exclude={"description", "feature"}) for n, c in spec.columns.items()}
-    return _sha({"columns": columns, "entity_key": spec.key_columns, "event_timestamp": spec.event_timestamp,
-                 "dedupe": spec.dedupe, "unknown_columns": spec.unknown_columns})
-
-
-def impute_statistic(col: pa.ChunkedArray, how: str, typ: pa.DataType) -> Any:
-    """mean / median / mode of the non-null values (None when there are none); integer columns get the
-    mean or median rounded to the nearest integer; a tie for the mode goes to the smallest value."""
-    if len(col) - col.null_count == 0:
-        return None
-    if how == "mean":
-        value = pc.mean(col).as_py()
-    elif how == "median":
-        value = pc.quantile(col, q=0.5, interpolation="midpoint")[0].as_py()
-    else:
-        counts = pc.value_counts(col.drop_null()).flatten()
-        freq = counts[1].to_numpy()
-        best = counts[0].filter(pa.array(freq == freq.max()))
-        value = pc.min(best).as_py()
-    if value is not None and pa.types.is_integer(typ) and how in ("mean", "median"):
-        value = round(value)
-    return value
 
 
 class _PartWriter:
@@ -449,7 +413,7 @@ def ingest(
         r.low = _last_watermark(lake, spec.name, r.key, committed)
 
     def fingerprint() -> str:
-        return _sha({"spec": spec_hash, "sources": [r.fingerprint() for r in readers]})
+        return json_sha256({"spec": spec_hash, "sources": [r.fingerprint() for r in readers]})
 
     def unchanged(ref: RunRef, reason: str) -> IngestResult:
         return IngestResult(status="unchanged", dataset=spec.name, run_id=ref.run_id, ingest_date=ref.date,
@@ -536,7 +500,7 @@ def ingest(
                 "schema": {f.name: str(f.type) for f in file_schema},
                 "files": parts.parts,
                 "quarantine_file": QUARANTINE,
-                "content_hash": _sha([p["sha256"] for p in parts.parts]),
+                "content_hash": json_sha256([p["sha256"] for p in parts.parts]),
                 "started_at": started_at.isoformat(),
                 "finished_at": finished_at.isoformat(),
                 "skiff_version": __version__,

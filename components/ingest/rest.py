@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from components.ingest.cleanse import Batch
 from components.ingest.files import find_records, records_to_table
+from skiff.cleansing import Batch
 from skiff.errors import InputError, SourceError
 from skiff.spec import RestSource
 

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from components.ingest.cleanse import Batch
+from skiff.cleansing import Batch
 from skiff.errors import InputError, SourceError, SpecError
 from skiff.spec import SqlSource
 

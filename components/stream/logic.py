@@ -7,7 +7,7 @@ How a message travels:
 2. the writer thread parses it (:mod:`components.stream.parse`) and buffers its records;
 3. every ``batch_rows`` records, ``batch_seconds`` after the first buffered message, or when the
    unacknowledged messages fill half the in-flight window, the buffer goes through the batch
-   :class:`~components.ingest.cleanse.Cleanser` (coercion, rules, quarantine, de-duplication) and is
+   :class:`~skiff.cleansing.Cleanser` (coercion, rules, quarantine, de-duplication) and is
    published as one lake run with :meth:`skiff.lake.Lake.publish_run` (whole or not at all):
    ``raw/<dataset>/ingest_date=D/run=<client id>-<seq>/`` with ``part-00000.parquet``,
    ``_quarantine.parquet`` and ``_manifest.json``;
@@ -57,13 +57,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from components.ingest.cleanse import Batch, Cleanser
-from components.ingest.logic import InvariantError, impute_statistic, spec_fingerprint
 from components.stream.parse import Rejected, parse_payload
 from skiff import __version__
-from skiff.errors import ConfigError, ConflictError, SourceError, StorageError, UsageError
+from skiff.cleansing import Batch, Cleanser, impute_statistic
+from skiff.errors import ConfigError, ConflictError, InvariantError, SourceError, StorageError, UsageError
 from skiff.lake import MANIFEST, QUARANTINE, Lake, RunRef
-from skiff.spec import DatasetSpec, MqttSource
+from skiff.spec import DatasetSpec, MqttSource, spec_fingerprint
 
 __all__ = ["StreamConfig", "StreamResult", "StreamConsumer", "consume", "mqtt_source", "run_id_for"]
 

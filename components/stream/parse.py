@@ -2,7 +2,7 @@
 
 A record is what the lake counts as one row read: each object of a message, or the whole message when
 it cannot be split into objects (not UTF-8, not JSON, not an object or array). Values are handed to the
-:class:`~components.ingest.cleanse.Cleanser` as text (JSON scalars in their JSON spelling, nested values
+:class:`~skiff.cleansing.Cleanser` as text (JSON scalars in their JSON spelling, nested values
 as JSON), so it coerces and validates them exactly as it does rows of a CSV file.
 """
 

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from components.ingest.cleanse import Batch, Cleanser, KeySet, coerce_column
+from skiff.cleansing import Batch, Cleanser, KeySet, coerce_column
 from skiff.errors import InputError, SpecError
 from skiff.spec import ColumnSpec, parse_spec
 

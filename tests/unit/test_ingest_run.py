@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.ingest import logic
-from components.ingest.logic import InvariantError, ingest
-from skiff.errors import InputError
+from components.ingest.logic import ingest
+from skiff.errors import InputError, InvariantError
 from skiff.lake import Lake
 from skiff.spec import parse_spec
 from skiff.storage import Store

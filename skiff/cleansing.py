@@ -53,6 +53,7 @@ __all__ = [
     "Coerced",
     "parse_numbers",
     "parse_datetimes",
+    "impute_statistic",
 ]
 
 #: Arrow type of each spec column type in the lake.
@@ -745,3 +746,22 @@ class Cleanser:
             return schema.empty_table(), reasons
         return (parts[0] if len(parts) == 1 else pa.concat_tables(parts)), reasons
 
+
+
+def impute_statistic(col: pa.ChunkedArray, how: str, typ: pa.DataType) -> Any:
+    """mean / median / mode of the non-null values (None when there are none); integer columns get the
+    mean or median rounded to the nearest integer; a tie for the mode goes to the smallest value."""
+    if len(col) - col.null_count == 0:
+        return None
+    if how == "mean":
+        value = pc.mean(col).as_py()
+    elif how == "median":
+        value = pc.quantile(col, q=0.5, interpolation="midpoint")[0].as_py()
+    else:
+        counts = pc.value_counts(col.drop_null()).flatten()
+        freq = counts[1].to_numpy()
+        best = counts[0].filter(pa.array(freq == freq.max()))
+        value = pc.min(best).as_py()
+    if value is not None and pa.types.is_integer(typ) and how in ("mean", "median"):
+        value = round(value)
+    return value
