@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from skiff.redact import redact_text
+
 __all__ = [
     "SkiffError",
     "UsageError",
@@ -33,6 +35,9 @@ class SkiffError(Exception):
     http_status: int = 400
 
     def __init__(self, message: str, **detail: Any) -> None:
+        # no URL credential reaches a log, a response or a terminal through an error, whoever raised it
+        message = redact_text(message)
+        detail = {k: redact_text(v) if isinstance(v, str) else v for k, v in detail.items()}
         super().__init__(message)
         self.message = message
         self.detail = detail

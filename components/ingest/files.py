@@ -35,6 +35,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from skiff.cleansing import Batch
 from skiff.errors import InputError, SourceError
+from skiff.redact import redact_text, redact_url
 from skiff.spec import FileSource
 
 __all__ = ["FileReader", "FileEntry", "detect_format", "records_to_table", "find_records"]
@@ -227,23 +228,25 @@ class FileReader:
         try:
             self.fs, root = fsspec.core.url_to_fs(source.path)
         except (ImportError, ValueError) as e:
-            raise SourceError(f"{source.path}: cannot open: {e}", source=source.path) from e
+            raise SourceError(f"{redact_url(source.path)}: cannot open: {redact_text(str(e))}",
+                              source=redact_url(source.path)) from e
         self.entries = self._expand(root)
         for entry in self.entries:
             self._detect(entry)
 
     @property
     def label(self) -> str:
-        return self.source.path
+        return redact_url(self.source.path)
 
     # -- discovery ---------------------------------------------------------------------------------------
     def _uri(self, path: str) -> str:
+        """How a file is named in manifests, logs and errors (a signed URL's key masked)."""
         if isinstance(self.fs, LocalFileSystem):
             return path
-        return self.fs.unstrip_protocol(path)
+        return redact_url(self.fs.unstrip_protocol(path))
 
     def _expand(self, root: str) -> list[FileEntry]:
-        src = self.source.path
+        src = self.label
         try:
             if any(ch in root for ch in "*?["):
                 paths = [p for p in self.fs.glob(root)
@@ -271,13 +274,13 @@ class FileReader:
         except InputError:
             raise
         except OSError as e:
-            raise SourceError(f"{src}: cannot list: {e}", source=src) from e
+            raise SourceError(f"{src}: cannot list: {redact_text(str(e))}", source=src) from e
 
     def _open(self, entry: FileEntry):
         try:
             return self.fs.open(entry.path, "rb")
         except OSError as e:
-            raise SourceError(f"{entry.uri}: cannot open: {e}", source=entry.uri) from e
+            raise SourceError(f"{entry.uri}: cannot open: {redact_text(str(e))}", source=entry.uri) from e
 
     def _detect(self, entry: FileEntry) -> None:
         if entry.size == 0:
@@ -342,7 +345,7 @@ class FileReader:
         return {"type": "file", "files": sorted([e.size, e.sha256] for e in self.entries)}
 
     def describe(self) -> dict[str, Any]:
-        return {"type": "file", "path": self.source.path, "files": [e.describe() for e in self.entries],
+        return {"type": "file", "path": self.label, "files": [e.describe() for e in self.entries],
                 "rows": sum(e.rows for e in self.entries)}
 
     # -- reading -------------------------------------------------------------------------------------------
@@ -407,7 +410,7 @@ class FileReader:
             raise InputError(f"{entry.uri}: cannot parse as CSV (delimiter {entry.delimiter!r}): {e}",
                              source=entry.uri) from e
         except OSError as e:
-            raise SourceError(f"{entry.uri}: read failed: {e}", source=entry.uri) from e
+            raise SourceError(f"{entry.uri}: read failed: {redact_text(str(e))}", source=entry.uri) from e
 
     def _parquet(self, entry: FileEntry) -> Iterator[Batch]:
         offset = 0

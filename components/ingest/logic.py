@@ -41,7 +41,14 @@ from sqlalchemy.engine import Engine
 
 from components.ingest.files import FileReader
 from components.ingest.rest import RestReader
-from components.ingest.sql import SqlReader, decode_watermark, encode_watermark, max_watermark
+from components.ingest.sql import (
+    SqlReader,
+    decode_watermark,
+    encode_watermark,
+    masked_url,
+    max_watermark,
+    url_credentials,
+)
 from skiff import __version__
 from skiff.cleansing import Cleanser, impute_statistic
 from skiff.errors import InvariantError, SkiffError, SpecError, StorageError, UsageError
@@ -158,8 +165,6 @@ def source_from_arg(text: str, *, table: str | None = None, query: str | None = 
                     pagination: str | None = None, records_path: str | None = None) -> SourceSpec:
     """A source spec from a command-line SOURCE: a path/glob/folder/fsspec URI, an http(s) URL (REST), or
     a SQLAlchemy URL (``postgresql+psycopg://user@host/db``, ``sqlite:///file.db``) with a table or query."""
-    from sqlalchemy.engine import make_url
-
     if text.startswith(("http://", "https://")):
         if table or query or watermark:
             raise UsageError(f"{text}: --table, --query and --watermark apply to database sources only")
@@ -170,12 +175,13 @@ def source_from_arg(text: str, *, table: str | None = None, query: str | None = 
         return RestSource(url=text, auth=RestAuth(env=auth_env) if auth_env else None, pagination=pages,
                           records_path=records_path)
     if "://" in text and _is_sql_url(text):
-        if make_url(text).password:
-            raise UsageError("a database URL on the command line must not hold a password (shell history, "
-                             "process lists): put the URL in an environment variable and name it with "
-                             "url_env in the dataset spec")
+        secrets = url_credentials(text)
+        if secrets:
+            raise UsageError(f"{masked_url(text)}: a database URL on the command line must not hold credentials "
+                             f"({', '.join(secrets)}; shell history, process lists): put the URL in an "
+                             "environment variable and name it with url_env in the dataset spec")
         if (table is None) == (query is None):
-            raise UsageError(f"{make_url(text).render_as_string(hide_password=True)}: give --table or --query")
+            raise UsageError(f"{masked_url(text)}: give --table or --query")
         return SqlSource(url=text, table=table, query=query, watermark=watermark)
     if table or query or watermark:
         raise UsageError(f"{text}: --table, --query and --watermark apply to database sources only")

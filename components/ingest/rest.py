@@ -5,7 +5,9 @@ Pagination by page number, by cursor (a dotted path in the page names the next c
 is retried up to ``max_retries`` times with exponential backoff (``backoff``, doubling, capped at
 60 s), waiting what ``Retry-After`` asks when the server sends it (capped at 300 s). Other 4xx
 answers fail at once. The auth header is built from an environment variable and never logged; it
-is sent only to the host of the source URL (not to another host a link header points to).
+is sent only to the host of the source URL (not to another host a link header points to). A key in
+the URL itself (``?api_key=``, ``?token=``, a signed URL) is sent as given but recorded, logged and
+quoted in errors only through :func:`skiff.redact.redact_url`.
 
 The client takes an injectable httpx transport, so tests can serve pages without a network.
 """
@@ -27,6 +29,7 @@ import httpx
 from components.ingest.files import find_records, records_to_table
 from skiff.cleansing import Batch
 from skiff.errors import InputError, SourceError
+from skiff.redact import redact_logger, redact_text, redact_url
 from skiff.spec import RestSource
 
 __all__ = ["RestReader", "RETRY_STATUS"]
@@ -70,7 +73,7 @@ class RestReader:
     def __init__(self, source: RestSource, transport: httpx.BaseTransport | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.source = source
-        self.label = source.url
+        self.label = redact_url(source.url)
         self._transport = transport
         self._sleep = sleep
         self.pages = 0
@@ -81,15 +84,17 @@ class RestReader:
         if source.auth is not None:
             secret = os.environ.get(source.auth.env)
             if not secret:
-                raise SourceError(f"{source.url}: environment variable {source.auth.env} (the auth header "
-                                  "value) is not set", source=source.url)
+                raise SourceError(f"{self.label}: environment variable {source.auth.env} (the auth header "
+                                  "value) is not set", source=self.label)
             value = f"{source.auth.scheme} {secret}" if source.auth.scheme else secret
             self._auth = {source.auth.header: value}
         self._host = urlsplit(source.url).netloc
+        redact_logger("httpx")  # it logs each request's URL, a key in the query included
 
     def _get(self, client: httpx.Client, url: str, params: dict[str, Any] | None, page: int) -> httpx.Response:
         src = self.source
         headers = self._auth if urlsplit(url).netloc == self._host else {}
+        shown = redact_url(url)
         attempt = 0
         while True:
             problem: str
@@ -99,22 +104,22 @@ class RestReader:
             except httpx.TimeoutException:
                 problem = f"timed out after {src.timeout:g} s"
             except httpx.TransportError as e:
-                problem = f"unreachable ({type(e).__name__}: {e})"
+                problem = f"unreachable ({type(e).__name__}: {redact_text(str(e))})"
             else:
                 if resp.status_code < 400:
                     return resp
                 problem = f"HTTP {resp.status_code}"
                 if resp.status_code not in RETRY_STATUS:
-                    raise SourceError(f"{url} (page {page}): {problem}: {resp.text[:200]!r}",
-                                      source=src.url, page=page, status=resp.status_code)
+                    raise SourceError(f"{shown} (page {page}): {problem}: {redact_text(resp.text[:200])!r}",
+                                      source=self.label, page=page, status=resp.status_code)
                 wait = _retry_after(resp)
             if attempt >= src.max_retries:
-                raise SourceError(f"{url} (page {page}): {problem}, gave up after {attempt + 1} attempts",
-                                  source=src.url, page=page)
+                raise SourceError(f"{shown} (page {page}): {problem}, gave up after {attempt + 1} attempts",
+                                  source=self.label, page=page)
             delay = min(src.backoff * (2**attempt), MAX_BACKOFF_S)
             if wait is not None:
                 delay = min(wait, MAX_RETRY_AFTER_S)
-            log.warning("%s (page %d): %s; retry %d/%d in %.2f s", url, page, problem, attempt + 1,
+            log.warning("%s (page %d): %s; retry %d/%d in %.2f s", shown, page, problem, attempt + 1,
                         src.max_retries, delay)
             self._sleep(delay)
             attempt += 1
@@ -122,17 +127,19 @@ class RestReader:
     def batches(self) -> Iterator[Batch]:
         src = self.source
         pg = src.pagination
-        params = dict(src.params)
+        # httpx replaces a URL's query with ``params``: carry the URL's own parameters (an API key) along
+        first = httpx.URL(src.url)
+        params: dict[str, Any] = {**dict(first.params.multi_items()), **src.params}
         if pg.size_param and pg.size:
             params[pg.size_param] = pg.size
-        url: str | None = src.url
+        url: str | None = str(first.copy_with(query=None))
         page_no = pg.start_page
         cursor = None
         with httpx.Client(transport=self._transport, timeout=src.timeout, follow_redirects=True) as client:
             while url is not None:
                 if self.pages >= pg.max_pages:
                     self.truncated = True
-                    log.warning("%s: stopped after max_pages=%d pages", src.url, pg.max_pages)
+                    log.warning("%s: stopped after max_pages=%d pages", self.label, pg.max_pages)
                     break
                 req_params: dict[str, Any] | None = dict(params)
                 if pg.type == "page":
@@ -144,18 +151,19 @@ class RestReader:
                 resp = self._get(client, url, req_params, self.pages + 1)
                 self.pages += 1
                 page = self.pages
+                where = f"{redact_url(str(resp.url))} (page {page})"
                 self._hash.update(resp.content)
                 try:
                     doc = resp.json()
                 except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    raise SourceError(f"{resp.url} (page {page}): not JSON: {e}", source=src.url, page=page) from e
+                    raise SourceError(f"{where}: not JSON: {e}", source=self.label, page=page) from e
                 try:
-                    records = find_records(doc, src.records_path, f"{resp.url} (page {page})")
+                    records = find_records(doc, src.records_path, where)
                 except InputError as e:
-                    raise SourceError(e.message, source=src.url, page=page) from e
+                    raise SourceError(e.message, source=self.label, page=page) from e
                 if records:
                     table = records_to_table(records)
-                    yield Batch(table=table, source=src.url, row_offset=0, page=page)
+                    yield Batch(table=table, source=self.label, row_offset=0, page=page)
                     self.rows += table.num_rows
                 # where is the next page?
                 if pg.type == "none":
@@ -173,10 +181,10 @@ class RestReader:
                     url = str(resp.url.join(nxt)) if nxt else None
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"type": "rest", "url": self.source.url, "sha256": self._hash.hexdigest()}
+        return {"type": "rest", "url": self.label, "sha256": self._hash.hexdigest()}
 
     def describe(self) -> dict[str, Any]:
-        d = {"type": "rest", "url": self.source.url, "pages": self.pages, "rows": self.rows,
+        d = {"type": "rest", "url": self.label, "pages": self.pages, "rows": self.rows,
              "sha256": self._hash.hexdigest()}
         if self.truncated:
             d["truncated_at_max_pages"] = True

@@ -7,7 +7,9 @@ null watermark included; later runs never see those again. The column must grow 
 a row inserted later with a smaller value than one already taken is not read.
 
 Credentials never appear in the spec, logs or manifests: give them in the URL held by the environment
-variable named by ``url_env``; the manifest and errors show the URL with the password masked.
+variable named by ``url_env``. A URL in the spec holding a password (``user:pw@``, or a query parameter
+such as ``?password=``, ``?sslpassword=``, ``?token=``) is refused; the manifest, the watermark state
+and errors show the URL through :func:`skiff.redact.redact_url`.
 """
 
 from __future__ import annotations
@@ -28,18 +30,30 @@ from sqlalchemy.engine import Engine, make_url
 
 from skiff.cleansing import Batch
 from skiff.errors import InputError, SourceError, SpecError
+from skiff.redact import is_secret_param, redact_text, redact_url, url_secrets
 from skiff.spec import SqlSource
 
-__all__ = ["SqlReader", "masked_url", "source_key", "encode_watermark", "decode_watermark"]
+__all__ = ["SqlReader", "masked_url", "url_credentials", "source_key", "encode_watermark", "decode_watermark"]
 
 log = logging.getLogger("skiff.ingest")
 
 
 def masked_url(url: str) -> str:
+    """The URL as SQLAlchemy reads it, every credential (userinfo password, secret parameters) masked."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return redact_url(make_url(url).render_as_string(hide_password=True))
     except (sa.exc.ArgumentError, ValueError):
         return "<invalid database URL>"
+
+
+def url_credentials(url: str) -> list[str]:
+    """The credential-bearing parts of a database URL (empty when it holds none)."""
+    try:
+        parsed = make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return url_secrets(url)
+    found = ["user:password@"] if parsed.password else []
+    return found + [f"?{k}=" for k in parsed.query if is_secret_param(k)]
 
 
 def encode_watermark(value: Any) -> dict[str, Any] | None:
@@ -116,9 +130,11 @@ class SqlReader:
                                   source=source.url_env)
         else:
             url = source.url
-            if make_url(url).password:
-                raise SpecError("a database URL in a spec must not hold a password: put the whole URL in an "
-                                "environment variable and name it with url_env")
+            secrets = url_credentials(url)
+            if secrets:
+                raise SpecError(f"{masked_url(url)}: a database URL in a spec must not hold credentials "
+                                f"({', '.join(secrets)}): put the whole URL in an environment variable and "
+                                "name it with url_env", source=masked_url(url))
         self._url = url
         target = source.table or "query"
         self.label = f"{masked_url(url)} ({'table ' + target if source.table else 'query'})"
@@ -134,7 +150,8 @@ class SqlReader:
             try:
                 self._engine = sa.create_engine(self._url, pool_pre_ping=True)
             except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as e:
-                raise SourceError(f"{self.label}: cannot use this database URL: {e}", source=self.label) from e
+                raise SourceError(f"{self.label}: cannot use this database URL: {redact_text(str(e))}",
+                                  source=self.label) from e
         return self._engine
 
     def _statement(self, conn) -> sa.Select | sa.TextClause:
@@ -219,7 +236,8 @@ class SqlReader:
 
 
 def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    # a driver may quote the connection string back: redact it
+    return redact_text(str(e).strip().splitlines()[0]) if str(e).strip() else type(e).__name__
 
 
 def _rows_to_table(names: list[str], rows: list) -> pa.Table:
