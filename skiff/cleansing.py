@@ -553,6 +553,8 @@ class Cleanser:
         self._seen_keys = KeySet()
         self._seen_unique = {r.name: KeySet() for r in self.rules if r.spec.unique}
         self.extra_columns: list[str] = []  # unknown columns kept (unknown_columns=keep), in order seen
+        # a column whose source header is not its name (ColumnSpec.source_name) is read under that header
+        self.renames = {c.source_name: n for n, c in spec.columns.items() if c.source_name is not None}
         self.imputed_constant: Counter = Counter()  # column -> values filled with a constant
 
     # -- schema ------------------------------------------------------------------------------------------
@@ -593,6 +595,8 @@ class Cleanser:
     # -- one batch -----------------------------------------------------------------------------------------
     def process(self, batch: Batch) -> BatchResult:
         table = batch.table
+        if self.renames:  # positional, so a header that is another column's name moves with its column
+            table = table.rename_columns([self.renames.get(c, c) for c in table.column_names])
         n = table.num_rows
         self.check_columns(table.column_names, batch.source)
         checks: list[tuple[np.ndarray, str | None, str, pa.Array | None]] = []  # mask, column, reason, raw

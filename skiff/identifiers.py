@@ -40,6 +40,7 @@ __all__ = [
     "is_identifier",
     "safe_identifier",
     "safe_identifiers",
+    "quote_name",
 ]
 
 MAX_LENGTH = 63
@@ -53,7 +54,7 @@ _NAME = re.compile(NAME_RE)
 _SHOWN = 60  # characters of an offending name quoted in a message
 
 
-def _shown(name: object) -> str:
+def quote_name(name: object) -> str:
     """The repr of a name for a message, cut so a 10k-character header stays one readable line."""
     text = name if isinstance(name, str) else str(name)
     if len(text) > _SHOWN:
@@ -69,10 +70,10 @@ def check_identifier(name: object, what: str = "column") -> str:
     """``name`` if it meets the column policy, else a :class:`SpecError` naming it and the rule."""
     if not is_identifier(name):
         raise SpecError(
-            f"{what} name {_shown(name)} is not allowed: use {IDENTIFIER_RULE} "
+            f"{what} name {quote_name(name)} is not allowed: use {IDENTIFIER_RULE} "
             "(rename it; `skiff init-dataset` maps source headers to such names and keeps the header in "
             "`source_name`)",
-            name=_shown(name), rule=IDENTIFIER_RE,
+            name=quote_name(name), rule=IDENTIFIER_RE,
         )
     return name  # type: ignore[return-value]
 
@@ -80,8 +81,8 @@ def check_identifier(name: object, what: str = "column") -> str:
 def check_name(name: object, what: str = "dataset") -> str:
     """``name`` if it is a valid dataset/model name, else a :class:`SpecError`."""
     if not (isinstance(name, str) and _NAME.fullmatch(name)):
-        raise SpecError(f"{what} name {_shown(name)} is not allowed: use {NAME_RULE}",
-                        name=_shown(name), rule=NAME_RE)
+        raise SpecError(f"{what} name {quote_name(name)} is not allowed: use {NAME_RULE}",
+                        name=quote_name(name), rule=NAME_RE)
     return name
 
 

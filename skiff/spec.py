@@ -33,6 +33,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from skiff.errors import SpecError
+from skiff.expressions import expression_names, parse_expression
+from skiff.identifiers import NAME_RE, check_identifier, quote_name
 
 __all__ = [
     "ColumnType",
@@ -56,7 +58,6 @@ __all__ = [
 
 ColumnType = Literal["string", "integer", "float", "boolean", "datetime", "category"]
 ProblemType = Literal["binary", "multiclass", "regression"]
-NAME_RE = r"^[A-Za-z][A-Za-z0-9_\-]{0,62}$"
 
 
 class _Strict(BaseModel):
@@ -68,6 +69,12 @@ class ColumnSpec(_Strict):
 
     type: ColumnType = Field(description="Logical type values are coerced to.")
     description: str | None = Field(default=None, description="Free text for people and model cards.")
+    source_name: str | None = Field(
+        default=None,
+        description="The column's header in the sources when it differs from the column name: a header that "
+        "is not a valid name (skiff.identifiers) is mapped to one, and ingestion reads this header as the "
+        "column. `skiff init-dataset` records it.",
+    )
     required: bool = Field(default=False, description="The column must be present in every source.")
     missing: Literal["reject", "impute", "keep"] = Field(
         default="keep", description="What a missing value does: reject the row, impute it, or keep it null."
@@ -226,14 +233,17 @@ class DerivedFeature(_Strict):
     """A feature computed from other columns at request and training time (a Feast on-demand view)."""
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Name of the derived feature.")
-    expr: str = Field(description="pandas.eval expression over feature columns, e.g. 'a / (b + 1)'.")
+    expr: str = Field(description="Expression over feature columns, e.g. 'a / (b + 1)': column names, numbers, "
+                      "+ - * / // % **, comparisons, and/or/not, parentheses (skiff.expressions; never eval'd).")
     type: Literal["float", "integer", "boolean"] = Field(default="float", description="Result type.")
 
     @field_validator("expr")
     @classmethod
     def _safe_expr(cls, v: str) -> str:
-        if any(tok in v for tok in ("__", "@", "import", "lambda", ";")):
-            raise ValueError(f"expression {v!r} may only use columns, numbers and operators")
+        try:
+            parse_expression(v)
+        except SpecError as e:
+            raise ValueError(e.message) from None
         return v
 
 
@@ -261,6 +271,26 @@ class DatasetSpec(_Strict):
     )
 
     @model_validator(mode="after")
+    def _check_names(self) -> DatasetSpec:
+        """Column and derived names reach Feast, Parquet, ONNX and URLs: they meet skiff.identifiers' policy,
+        and no two columns read the same source header."""
+        try:
+            for name in self.columns:
+                check_identifier(name, "column")
+            for d in self.derived:
+                check_identifier(d.name, "derived feature")
+        except SpecError as e:
+            raise ValueError(e.message) from None
+        readers: dict[str, str] = {}
+        for name, col in self.columns.items():
+            header = name if col.source_name is None else col.source_name
+            if header in readers:
+                raise ValueError(f"columns {readers[header]!r} and {name!r} both read the source column "
+                                 f"{quote_name(header)}; give one of them another source_name")
+            readers[header] = name
+        return self
+
+    @model_validator(mode="after")
     def _check_refs(self) -> DatasetSpec:
         for key in self.key_columns:
             if key not in self.columns:
@@ -282,8 +312,8 @@ class DatasetSpec(_Strict):
         for d in self.derived:
             if d.name in self.columns:
                 raise ValueError(f"derived feature {d.name!r} has the name of a column")
-            used = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", d.expr))
-            unknown = sorted(n for n in used if n not in self.columns and n not in ("and", "or", "not"))
+            used = set(expression_names(d.expr))
+            unknown = sorted(n for n in used if n not in self.columns)
             if unknown:
                 raise ValueError(f"derived feature {d.name!r} uses unknown columns {unknown}")
             bad = sorted(n for n in used & set(self.columns) if n not in self.feature_columns)
@@ -362,6 +392,9 @@ def json_sha256(obj: Any) -> str:
 def spec_fingerprint(spec: DatasetSpec) -> str:
     """Hash of what in a spec changes the written data: column types and rules, key, timestamp,
     de-duplication and the unknown-column policy (not sources, descriptions, target or derived features)."""
-    columns = {n: c.model_dump(mode="json", exclude={"description", "feature"}) for n, c in spec.columns.items()}
+    # source_name only when set, so specs written before it existed keep their fingerprints
+    columns = {n: c.model_dump(mode="json", exclude={"description", "feature"}
+                               | (set() if c.source_name is not None else {"source_name"}))
+               for n, c in spec.columns.items()}
     return json_sha256({"columns": columns, "entity_key": spec.key_columns, "event_timestamp": spec.event_timestamp,
                  "dedupe": spec.dedupe, "unknown_columns": spec.unknown_columns})
