@@ -12,12 +12,19 @@ What a batch goes through, per spec column, in spec order:
    in any case (``true_values``/``false_values`` replace these). Datetimes are ISO 8601 (with or without
    an offset) or follow the column's ``format`` (strptime); values with an offset are converted to UTC,
    values without one are taken as UTC. A present value that does not coerce rejects the row.
-2. **Missing values**: null, empty, a declared sentinel (compared with the trimmed text, and as a
-   number for numeric columns), or for non-string columns one of ``NA, N/A, NaN, null, None, #N/A``
-   (any case). Then the column's policy: ``reject`` the row, ``impute`` it, or ``keep`` it null. An
-   entity-key value is never allowed to be missing.
+2. **Missing values** (:func:`missing_text`, the one definition inference uses too): null, empty, a
+   declared sentinel (compared with the trimmed text, and as a number for numeric columns), or for
+   numeric, boolean and datetime columns one of ``NA, N/A, NaN, null, None, #N/A`` (any case). In string
+   and category columns those tokens are values unless the column lists them in ``sentinels``: in many
+   exports ``NA`` means "none" (no alley, no pool), a category of its own. Then the column's policy:
+   ``reject`` the row, ``impute`` it, or ``keep`` it null. An entity-key value is never allowed to be
+   missing.
 3. **Rules** on present values: ``min``/``max`` (datetimes: seconds since the Unix epoch), ``allowed``,
    ``regex`` (full match).
+
+A generated entity key (``entity_key: {generated: row|content}``) is made here, after coercion: ``row``
+from the batch's source scope (:attr:`Batch.key_scope`, else its source and page) and each record's
+offset, ``content`` from a hash of the row's typed spec columns.
 
 Then, on the rows that passed: de-duplication on the entity key (+ event timestamp), across all the
 batches of a run (first row wins, later ones are counted as duplicates, not quarantined), and the
@@ -28,6 +35,7 @@ are remembered by key only (:class:`KeySet`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 from collections import Counter
@@ -54,6 +62,10 @@ __all__ = [
     "parse_numbers",
     "parse_datetimes",
     "impute_statistic",
+    "missing_text",
+    "NULL_TOKENS",
+    "TEXT_TYPES",
+    "ReasonTally",
 ]
 
 #: Arrow type of each spec column type in the lake.
@@ -78,7 +90,11 @@ QUARANTINE_META = pa.schema(
     ]
 )
 
+#: Text meaning "no value" in numeric, boolean and datetime columns (any case, after trimming).
 NULL_TOKENS = ["", "na", "n/a", "nan", "null", "none", "#n/a"]
+#: Column types whose values are text: there a null token is a value unless listed in ``sentinels``.
+TEXT_TYPES = ("string", "category")
+_NULL_SET = pa.array(NULL_TOKENS, pa.string())
 TRUE_WORDS = ["true", "t", "yes", "y", "1", "on"]
 FALSE_WORDS = ["false", "f", "no", "n", "0", "off"]
 
@@ -109,6 +125,9 @@ class Batch:
     page: int | None = None
     #: rows the parser could not split into fields: (problem, raw text); quarantined as malformed
     malformed: list[tuple[str, str]] = field(default_factory=list)
+    #: what makes generated row ids of this batch unique beyond ``source`` and ``page`` (e.g. a SQL
+    #: watermark range, whose offsets start again at 0 on every incremental run); None: source and page
+    key_scope: str | None = None
 
     @property
     def rows_read(self) -> int:
@@ -247,6 +266,20 @@ def parse_datetimes(s: pa.Array, fmt: str | None) -> pa.Array:
     return pc.coalesce(*parts) if len(parts) > 1 else parts[0]
 
 
+def missing_text(s: pa.Array, ctype: str, sentinels: pa.Array | None = None) -> pa.Array:
+    """Which trimmed strings are missing in a column of type ``ctype``: null, empty, a sentinel, and for
+    numeric, boolean and datetime columns a :data:`NULL_TOKENS` spelling. A boolean array without nulls.
+
+    The one definition cleansing and spec inference share, so that what inference leaves out of an
+    ``allowed`` list as missing is what cleansing treats as missing."""
+    missing = pc.or_kleene(s.is_null(), pc.equal(s, ""))
+    if ctype not in TEXT_TYPES:
+        missing = pc.or_(missing, pc.is_in(pc.utf8_lower(s), value_set=_NULL_SET))
+    if sentinels is not None and len(sentinels):
+        missing = pc.or_(missing, pc.is_in(s, value_set=sentinels))
+    return pc.fill_null(missing, True)
+
+
 def _lower_set(values: list[str]) -> pa.Array:
     return pa.array(sorted({str(v).strip().lower() for v in values}), pa.string())
 
@@ -284,9 +317,7 @@ def _coerce_general(arr: pa.Array, col: ColumnSpec, str_sentinels: pa.Array | No
     textual = is_str or pa.types.is_null(arr.type)
     if textual:
         s = pc.utf8_trim_whitespace(arr) if is_str else pa.nulls(n, pa.string())
-        missing_arr = pc.or_kleene(s.is_null(), pc.equal(s, ""))
-        if ctype not in ("string", "category"):
-            missing_arr = pc.or_(missing_arr, pc.is_in(pc.utf8_lower(s), value_set=pa.array(NULL_TOKENS)))
+        missing_arr = missing_text(s, ctype)
     else:
         s = None
         missing_arr = arr.is_null()
@@ -547,6 +578,7 @@ class Cleanser:
                 num_sentinels=num_sent, allowed=allowed, regex=regex,
                 impute_value=impute_value, is_key=name in keys,
             ))
+        self.generated = spec.generated_key
         self.dedupe_columns = spec.key_columns + (
             [spec.event_timestamp] if spec.event_timestamp and spec.event_timestamp not in keys else []
         )
@@ -575,7 +607,12 @@ class Cleanser:
     def check_columns(self, columns: list[str], source: str) -> None:
         """A source's columns against the spec: required ones present, unknown ones per the policy."""
         have = set(columns)
-        missing = [r.name for r in self.rules if r.spec.required and r.name not in have]
+        gen = self.generated.column if self.generated is not None else None
+        if gen is not None and gen in have:
+            raise InputError(f"{source}: the data has a column {gen!r}, the name of the generated entity key: "
+                             "set entity_key.column in the spec to another name (or use the column as the key)",
+                             source=source, columns=[gen])
+        missing = [r.name for r in self.rules if r.spec.required and r.name not in have and r.name != gen]
         if missing:
             raise InputError(
                 f"{source}: required column{'s' if len(missing) > 1 else ''} "
@@ -603,8 +640,11 @@ class Cleanser:
         constant_filled: dict[str, np.ndarray] = {}
         values: dict[str, pa.Array] = {}
         raw: dict[str, pa.Array] = {}
+        gen = self.generated.column if self.generated is not None else None
         for rule in self.rules:
             name, col = rule.name, rule.spec
+            if name == gen:
+                continue  # made from the other columns below
             arr = table.column(name).combine_chunks() if name in table.column_names else pa.nulls(n, pa.string())
             raw[name] = arr
             c = coerce_column(arr, col, rule.str_sentinels, rule.num_sentinels)
@@ -622,6 +662,9 @@ class Cleanser:
             if present.any():
                 self._rule_checks(rule, v, present, arr, checks)
             values[name] = v
+        if gen is not None:
+            values[gen] = raw[gen] = (self._row_ids(batch) if self.generated.generated == "row"
+                                      else self._content_ids(values, n))
 
         rejected = np.zeros(n, dtype=bool)
         for mask, *_ in checks:
@@ -652,7 +695,7 @@ class Cleanser:
         for name, filled in constant_filled.items():
             self.imputed_constant[name] -= int((filled & ~keep).sum())
 
-        out_cols = {r.name: values[r.name] for r in self.rules}
+        out_cols = {r.name: values[r.name] for r in self.rules}  # spec order, generated key included
         for extra in self.extra_columns:
             out_cols[extra] = (_as_text(table.column(extra).combine_chunks()) if extra in table.column_names
                                else pa.nulls(n, pa.string()))
@@ -669,6 +712,39 @@ class Cleanser:
                 f"{accepted.num_rows} + quarantined {result.quarantined} + duplicates {result.duplicates}"
             )
         return result
+
+    def check_column(self, name: str, arr: pa.Array) -> tuple[Coerced, list[tuple[np.ndarray, str]]]:
+        """One column through the coercion and value rules of :meth:`process` (not the missing policy, keys
+        or de-duplication): its coerced values and each failed rule as (row mask, reason code). For
+        callers that judge records outside a run, such as the model server."""
+        rule = next(r for r in self.rules if r.name == name)
+        c = coerce_column(arr, rule.spec, rule.str_sentinels, rule.num_sentinels)
+        checks: list = [(c.invalid, name, c.reason, arr)] if c.invalid.any() else []
+        present = ~(c.missing | c.invalid)
+        if present.any():
+            self._rule_checks(rule, c.values, present, arr, checks)
+        return c, [(mask, reason) for mask, _col, reason, _raw in checks]
+
+    @staticmethod
+    def _row_ids(batch: Batch) -> pa.Array:
+        """``<12 hex digits of the source scope's hash>-<record offset>``: the same file (or table range, or
+        page) read again gives the same ids; the hash keeps URLs and paths out of the data."""
+        scope = json.dumps([batch.key_scope or batch.source, batch.page])
+        prefix = hashlib.sha256(scope.encode()).hexdigest()[:12]
+        offsets = pa.array(np.arange(batch.row_offset, batch.row_offset + batch.table.num_rows), pa.int64())
+        return pc.binary_join_element_wise(pa.scalar(prefix), pc.cast(offsets, pa.string()), "-")
+
+    def _content_ids(self, values: dict[str, pa.Array], n: int) -> pa.Array:
+        """32 hex digits: two 64-bit hashes (keyed differently) of the row's typed spec columns, joined with
+        a unit separator, a null spelled as NUL; equal rows get equal ids and de-duplicate."""
+        if n == 0:
+            return pa.array([], pa.string())
+        parts = [pc.fill_null(_as_text(values[r.name]), "\x00") for r in self.rules if r.name in values
+                 and r.name != self.generated.column]
+        text = pc.binary_join_element_wise(*parts, "\x1f").to_numpy(zero_copy_only=False).astype(object)
+        lo = pd.util.hash_array(text, hash_key="skiff.content.k1", categorize=False)
+        hi = pd.util.hash_array(text, hash_key="skiff.content.k2", categorize=False)
+        return pa.array(np.char.add(np.char.mod("%016x", hi), np.char.mod("%016x", lo)), pa.string())
 
     def _rule_checks(self, rule: _Rule, v: pa.Array, present: np.ndarray, raw: pa.Array, checks: list) -> None:
         col, name = rule.spec, rule.name
@@ -750,6 +826,36 @@ class Cleanser:
             return schema.empty_table(), reasons
         return (parts[0] if len(parts) == 1 else pa.concat_tables(parts)), reasons
 
+
+
+class ReasonTally:
+    """Quarantined rows counted by (column, reason), with the first raw value seen for each: what a
+    failed ingest tells the user to look at first."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+        self.examples: dict[tuple[str | None, str], str | None] = {}
+
+    def add(self, quarantine: pa.Table) -> None:
+        if not quarantine.num_rows:
+            return
+        groups = quarantine.group_by(["_column", "_reason"], use_threads=False).aggregate([("_reason", "count")])
+        for column, reason, count in zip(*(groups.column(i).to_pylist() for i in range(3)), strict=True):
+            key = (column, reason)
+            self.counts[key] += count
+            if key not in self.examples:
+                hit = pc.and_kleene(pc.equal(quarantine.column("_reason"), reason),
+                                    quarantine.column("_column").is_null() if column is None
+                                    else pc.equal(quarantine.column("_column"), column))
+                first = quarantine.filter(pc.fill_null(hit, False)).slice(0, 1)
+                value = first.column(column if column is not None else "_problems")[0].as_py()
+                self.examples[key] = None if value is None else str(value)[:60]
+
+    def top(self, n: int = 5) -> list[dict[str, Any]]:
+        """The ``n`` commonest (column, reason) pairs, most rows first, ties in column/reason order."""
+        ranked = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0][0] or "", kv[0][1]))[:n]
+        return [{"column": c, "reason": r, "count": k, "example": self.examples.get((c, r))}
+                for (c, r), k in ranked]
 
 
 def impute_statistic(col: pa.ChunkedArray, how: str, typ: pa.DataType) -> Any:

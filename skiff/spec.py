@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from skiff.errors import SpecError
 from skiff.expressions import expression_names, parse_expression
 from skiff.identifiers import NAME_RE, check_identifier, quote_name
+from skiff.yamlio import load_user_yaml
 
 __all__ = [
     "ColumnType",
@@ -49,7 +50,10 @@ __all__ = [
     "RestAuth",
     "SourceSpec",
     "DatasetSpec",
+    "GeneratedKey",
+    "KEY_TYPES",
     "load_spec",
+    "dump_spec",
     "save_spec",
     "spec_path",
     "spec_fingerprint",
@@ -84,7 +88,11 @@ class ColumnSpec(_Strict):
         description="With missing=impute: 'mean', 'median', 'mode', or a constant value.",
     )
     sentinels: list[Any] = Field(
-        default_factory=list, description="Values that mean 'missing' (e.g. -200, 'N/A')."
+        default_factory=list,
+        description="Values that mean 'missing' (e.g. -200, -999, 'N/A'), compared with the trimmed text (and "
+        "as numbers in numeric columns). In numeric, boolean and datetime columns NA, N/A, NaN, null, None "
+        "and #N/A (any case) are always missing; in string and category columns they are values (an export's "
+        "'NA' often means 'none') unless listed here. `skiff init-dataset` writes the ones it saw.",
     )
     min: float | str | None = Field(
         default=None,
@@ -98,7 +106,11 @@ class ColumnSpec(_Strict):
     format: str | None = Field(default=None, description="strptime format for datetime columns.")
     true_values: list[str] | None = Field(default=None, description="Spellings of true (boolean columns).")
     false_values: list[str] | None = Field(default=None, description="Spellings of false (boolean columns).")
-    feature: bool = Field(default=True, description="Whether the column is a model feature.")
+    feature: bool | None = Field(
+        default=None,
+        description="Whether the column is a model feature. Unset: every column but the entity key, the event "
+        "timestamp and the target. Set true on an entity-key column to use the key as a feature too.",
+    )
 
     @field_validator("regex")
     @classmethod
@@ -249,6 +261,31 @@ class DerivedFeature(_Strict):
 
 SourceSpec = Annotated[FileSource | SqlSource | RestSource | MqttSource, Field(discriminator="type")]
 
+#: Column types an entity key may have (Feast joins on strings and integers; a float key is not an identity).
+KEY_TYPES = ("string", "category", "integer")
+
+
+class GeneratedKey(_Strict):
+    """An entity key skiff makes for data with no id column (``entity_key: {generated: row}``).
+
+    ``row``: an id from the source (file URI, database table/query and watermark range, API URL and page)
+    and the record's offset in it, so re-ingesting the same file gives the same ids. ``content``: a hash
+    of the row's typed values, so identical rows get one id and de-duplicate. The column is written to
+    the lake as a string, is never a model feature, and is the Feast entity's join key.
+    """
+
+    generated: Literal["row", "content"] = Field(
+        description="row: id from the source and row offset; content: hash of the row's values."
+    )
+    column: str = Field(
+        default="row_id", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+        description="Name of the generated key column (must not be a column of the data).",
+    )
+
+    def column_spec(self) -> ColumnSpec:
+        return ColumnSpec(type="string", required=True, missing="reject", feature=False,
+                          description=f"generated entity key ({self.generated})")
+
 
 class DatasetSpec(_Strict):
     """What a data set is and what a good row looks like."""
@@ -256,7 +293,10 @@ class DatasetSpec(_Strict):
     name: str = Field(pattern=NAME_RE, description="Dataset name (lake folder, feature view prefix).")
     description: str | None = Field(default=None, description="Free text.")
     sources: list[SourceSpec] = Field(default_factory=list, description="Where the rows come from.")
-    entity_key: str | list[str] = Field(description="Column(s) identifying an entity, e.g. customer_id.")
+    entity_key: str | list[str] | GeneratedKey = Field(
+        description="Column(s) identifying an entity, e.g. customer_id (type string, category or integer), or "
+        "{generated: row} / {generated: content} for data without an id column (see GeneratedKey)."
+    )
     event_timestamp: str | None = Field(default=None, description="Column with the event time, if any.")
     target: str | None = Field(default=None, description="Label column (None for unlabeled feeds).")
     problem_type: ProblemType | None = Field(default=None, description="binary, multiclass or regression.")
@@ -264,6 +304,11 @@ class DatasetSpec(_Strict):
     dedupe: bool = Field(default=True, description="Drop duplicate rows on entity key (+ timestamp).")
     unknown_columns: Literal["keep", "drop", "reject"] = Field(
         default="drop", description="Columns in the data that the spec does not name."
+    )
+    min_accepted_fraction: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Smallest share of rows (read minus duplicates) an ingest must accept; below it the run "
+        "fails (exit 1) and nothing is committed. An ingest that accepts no row out of some always fails.",
     )
     columns: dict[str, ColumnSpec] = Field(description="Column name to its spec.")
     derived: list[DerivedFeature] = Field(
@@ -292,9 +337,21 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _check_refs(self) -> DatasetSpec:
+        gen = self.generated_key
+        if gen is not None:
+            col = self.columns.get(gen.column)
+            if col is None:  # the generated column is part of the schema, listed first
+                object.__setattr__(self, "columns", {gen.column: gen.column_spec(), **self.columns})
+            elif col.type != "string" or col.feature:
+                raise ValueError(f"generated entity key column {gen.column!r} is a string and never a feature; "
+                                 "leave it out of columns or set entity_key.column to another name")
         for key in self.key_columns:
             if key not in self.columns:
                 raise ValueError(f"entity_key column {key!r} is not in columns")
+            if self.columns[key].type not in KEY_TYPES:
+                raise ValueError(f"entity_key column {key!r} has type {self.columns[key].type}; a key must be "
+                                 f"{', '.join(KEY_TYPES[:-1])} or {KEY_TYPES[-1]} (or use entity_key: "
+                                 "{generated: row})")
         if self.event_timestamp is not None:
             col = self.columns.get(self.event_timestamp)
             if col is None:
@@ -322,14 +379,24 @@ class DatasetSpec(_Strict):
         return self
 
     @property
+    def generated_key(self) -> GeneratedKey | None:
+        return self.entity_key if isinstance(self.entity_key, GeneratedKey) else None
+
+    @property
     def key_columns(self) -> list[str]:
+        """The entity key's column names (a generated key's column included)."""
+        if isinstance(self.entity_key, GeneratedKey):
+            return [self.entity_key.column]
         return [self.entity_key] if isinstance(self.entity_key, str) else list(self.entity_key)
 
     @property
     def feature_columns(self) -> list[str]:
-        """Columns a model may use: features that are not the key, timestamp or target."""
-        skip = {*self.key_columns, self.event_timestamp, self.target}
-        return [n for n, c in self.columns.items() if c.feature and n not in skip]
+        """Columns a model may use, in spec order: every column whose ``feature`` is not false, except the
+        event timestamp, the target and the entity key; a key column only with ``feature: true``."""
+        skip = {self.event_timestamp, self.target}
+        keys = set(self.key_columns)
+        return [n for n, c in self.columns.items()
+                if n not in skip and (c.feature is True if n in keys else c.feature is not False)]
 
     def columns_of_type(self, *types: str) -> list[str]:
         return [n for n in self.feature_columns if self.columns[n].type in types]
@@ -342,12 +409,7 @@ def spec_path(name: str, datasets_dir: str | Path = "datasets") -> Path:
 def load_spec(path: str | Path) -> DatasetSpec:
     """Read and validate a spec; any problem is a :class:`SpecError` naming the file and field."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as e:
-        raise SpecError(f"dataset spec not found: {path}", path=str(path)) from e
-    except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML: {e}", path=str(path)) from e
+    raw = load_user_yaml(path, "dataset spec", error=SpecError)  # no aliases; errors never quote the file
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a dataset spec is a mapping, got {type(raw).__name__}", path=str(path))
     return parse_spec(raw, origin=str(path))
@@ -364,8 +426,13 @@ def parse_spec(raw: dict[str, Any], origin: str = "<spec>") -> DatasetSpec:
         raise SpecError(f"{origin}: invalid dataset spec: " + "; ".join(problems), problems=problems) from e
 
 
-def dump_spec(spec: DatasetSpec) -> str:
+def dump_spec(spec: DatasetSpec, comments: dict[str, str] | None = None) -> str:
+    """The spec as YAML in the reading order people expect; ``comments`` (column name -> text) are
+    written as ``# ...`` lines above their columns (what ``init-dataset`` saw), and loading ignores them."""
     data = spec.model_dump(mode="json", exclude_defaults=True)
+    gen = spec.generated_key
+    if gen is not None and spec.columns[gen.column] == gen.column_spec():
+        del data["columns"][gen.column]  # implied by entity_key: {generated: ...}
     # keep the reading order people expect
     order = ["name", "description", "entity_key", "event_timestamp", "target", "problem_type",
              "positive_class", "dedupe", "unknown_columns", "sources", "columns"]
@@ -374,13 +441,39 @@ def dump_spec(spec: DatasetSpec) -> str:
     ordered.update({k: v for k, v in data.items() if k not in ordered})
     if spec.sources:  # the discriminator is a default, but readers need it
         ordered["sources"] = [{"type": src.type, **d} for src, d in zip(spec.sources, ordered["sources"], strict=True)]
-    return yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=100)
+    text = yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=100)
+    return _with_column_comments(text, comments or {})
 
 
-def save_spec(spec: DatasetSpec, path: str | Path) -> Path:
+def _with_column_comments(text: str, comments: dict[str, str]) -> str:
+    """Insert one ``# comment`` line above each commented column of the ``columns:`` mapping.
+
+    A column's key is found as PyYAML renders it (quoted where needed), at the mapping's indentation;
+    comment text is flattened to one line so nothing from data can break out of the comment."""
+    if not comments:
+        return text
+    lines = text.splitlines(keepends=True)
+    try:
+        start = lines.index("columns:\n")
+    except ValueError:
+        return text
+    prefixes = {"  " + yaml.safe_dump({name: None}, allow_unicode=True, width=10_000).rsplit(": null", 1)[0] + ":":
+                name for name in comments}
+    out = lines[: start + 1]
+    for line in lines[start + 1:]:
+        if not line.startswith(" "):  # the next top-level key: the columns mapping is over
+            prefixes = {}
+        for prefix, name in prefixes.items():
+            if line.startswith(prefix) and line[len(prefix):len(prefix) + 1] in (" ", "\n"):
+                out.append("  # " + " ".join(str(comments[name]).split()) + "\n")
+        out.append(line)
+    return "".join(out)
+
+
+def save_spec(spec: DatasetSpec, path: str | Path, comments: dict[str, str] | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump_spec(spec))
+    path.write_text(dump_spec(spec, comments))
     return path
 
 
@@ -396,5 +489,7 @@ def spec_fingerprint(spec: DatasetSpec) -> str:
     columns = {n: c.model_dump(mode="json", exclude={"description", "feature"}
                                | (set() if c.source_name is not None else {"source_name"}))
                for n, c in spec.columns.items()}
-    return json_sha256({"columns": columns, "entity_key": spec.key_columns, "event_timestamp": spec.event_timestamp,
+    gen = spec.generated_key
+    key = gen.model_dump(mode="json") if gen is not None else spec.key_columns
+    return json_sha256({"columns": columns, "entity_key": key, "event_timestamp": spec.event_timestamp,
                  "dedupe": spec.dedupe, "unknown_columns": spec.unknown_columns})

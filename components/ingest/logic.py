@@ -14,6 +14,17 @@
    raises), writes ``_manifest.json`` and publishes the folder through :meth:`skiff.lake.Lake.publish_run`
    (whole, or not at all);
 6. only then records the new SQL watermarks under ``<lake>/state/<dataset>/<source-key>.json``.
+
+**The accepted-share gate.** A run that accepts less than ``min_accepted_fraction`` of its rows (read
+minus duplicates; the spec's, or the caller's), and always one that accepts no row out of some, fails
+with :class:`~skiff.errors.GateFailed` (exit 1) naming the commonest quarantine reasons with an example
+value each. Nothing of it enters ``raw/``: a partition is either good or absent, so validation,
+features and training can never read a half-rejected run, and no reader needs to know a "failed"
+flag. Its quarantine is kept for inspection under ``failed/<dataset>/run=<run_id>/`` (quarantine plus
+a manifest with ``status: failed``), a folder no reader of the lake lists; no SQL watermark moves.
+
+A duplicate share above :data:`DUPLICATE_WARNING_SHARE` (usually an entity key that is not unique) is a
+warning in the summary and the manifest (``warnings``).
 """
 
 from __future__ import annotations
@@ -50,8 +61,8 @@ from components.ingest.sql import (
     url_credentials,
 )
 from skiff import __version__
-from skiff.cleansing import Cleanser, impute_statistic
-from skiff.errors import InvariantError, SkiffError, SpecError, StorageError, UsageError
+from skiff.cleansing import Cleanser, ReasonTally, impute_statistic
+from skiff.errors import GateFailed, InvariantError, SkiffError, SpecError, StorageError, UsageError
 from skiff.lake import MANIFEST, QUARANTINE, Lake, RunRef
 from skiff.spec import (
     DatasetSpec,
@@ -74,6 +85,7 @@ __all__ = [
     "source_from_arg",
     "coerce_sources",
     "ROWS_PER_PART",
+    "DUPLICATE_WARNING_SHARE",
 ]
 
 log = logging.getLogger("skiff.ingest")
@@ -82,6 +94,8 @@ log = logging.getLogger("skiff.ingest")
 ROWS_PER_PART = 1_000_000
 #: Accepted rows held in memory for statistic imputation before spilling to a second pass.
 IMPUTE_BUFFER_BYTES = 256 * 1024 * 1024
+#: Share of rows dropped as duplicates above which the run summary and manifest carry a warning.
+DUPLICATE_WARNING_SHARE = 0.05
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
 
@@ -118,7 +132,9 @@ class IngestResult:
             "partition": self.partition_uri,
             "counts": self.counts,
             "quarantine_reasons": self.manifest.get("quarantine_reasons", {}),
+            "quarantine_top": self.manifest.get("quarantine_top", []),
             "imputed": {k: v["count"] for k, v in self.manifest.get("imputed", {}).items()},
+            "warnings": self.manifest.get("warnings", []),
             "duration_s": round(self.duration_s, 3),
         }
         if self.reason:
@@ -290,11 +306,7 @@ class _PartWriter:
         self._close_writer()
         if self.impute and self.spilled:
             report = _impute_parts(self.folder, self.parts, self.impute, schema)
-        if not self.parts:  # nothing accepted: an empty part keeps the schema visible to readers
-            name = "part-00000.parquet"
-            pq.write_table(schema.empty_table(), self.folder / name)
-            self.parts.append({"name": name, "rows": 0})
-        return report
+        return report  # a run reaches here with accepted rows only (the accepted-share gate)
 
 
 def _impute_parts(folder: Path, parts: list[dict[str, Any]], columns: dict[str, str],
@@ -358,6 +370,44 @@ def _last_watermark(lake: Lake, dataset: str, key: str, manifests: list[dict[str
     return best
 
 
+def _warnings(counts: Counter) -> list[str]:
+    share = counts["duplicates"] / counts["read"] if counts["read"] else 0.0
+    if share <= DUPLICATE_WARNING_SHARE:
+        return []
+    return [f"{counts['duplicates']:,} of {counts['read']:,} rows ({share:.1%}) were dropped as duplicates of "
+            "an earlier row's entity key (+ event timestamp): is the key unique? Use another key, a list of "
+            "columns, or entity_key: {generated: row}"]
+
+
+def _accepted_gate(spec: DatasetSpec, lake: Lake, staging: Path, run_id: str, date: str, counts: Counter,
+                   tally: ReasonTally, threshold: float) -> None:
+    """Fail the run (nothing published in ``raw/``) when too few rows were accepted; keep its quarantine
+    under ``failed/`` for inspection."""
+    considered = counts["read"] - counts["duplicates"]
+    share = counts["accepted"] / considered if considered else 1.0
+    if counts["accepted"] > 0 and share >= threshold:
+        return
+    top = tally.top()
+    failed = ("failed", spec.name, f"run={run_id}")
+    with lake.store.atomic_dir(*failed) as keep:
+        os.replace(staging / QUARANTINE, keep / QUARANTINE)
+        (keep / MANIFEST).write_text(json.dumps({
+            "dataset": spec.name, "run_id": run_id, "ingest_date": date, "status": "failed",
+            "counts": dict(counts), "accepted_fraction": share, "min_accepted_fraction": threshold,
+            "quarantine_top": top, "quarantine_file": QUARANTINE, "skiff_version": __version__,
+        }, indent=2, default=str))
+    reasons = "; ".join(
+        f"{t['column'] or 'record'} {t['reason']} ×{t['count']:,}"
+        + (f" (e.g. {t['example']!r})" if t["example"] is not None else "") for t in top)
+    raise GateFailed(
+        f"{spec.name}: {counts['accepted']:,} of {considered:,} rows accepted ({share:.1%}, minimum "
+        f"{threshold:.1%}); nothing was committed. Top quarantine reasons: {reasons}. The quarantined rows are "
+        f"in {lake.store.uri(*failed, QUARANTINE)}; fix the spec (types, sentinels, allowed values) and ingest "
+        "again", dataset=spec.name, run_id=run_id, counts=dict(counts), accepted_fraction=share,
+        min_accepted_fraction=threshold, reasons=[{k: v for k, v in t.items() if k != "example"} for t in top],
+        quarantine=lake.store.uri(*failed, QUARANTINE))
+
+
 def ingest(
     spec: DatasetSpec,
     lake: Lake,
@@ -372,6 +422,7 @@ def ingest(
     block_bytes: int | None = None,
     rows_per_part: int = ROWS_PER_PART,
     impute_buffer_bytes: int = IMPUTE_BUFFER_BYTES,
+    min_accepted_fraction: float | None = None,
 ) -> IngestResult:
     """Ingest a dataset's sources (or ``sources``, overriding the spec's) into the lake.
 
@@ -381,8 +432,10 @@ def ingest(
     before reading, so an unchanged file costs one hash pass; other sources after reading. ``force``
     ingests even when a committed run has the same fingerprint.
 
-    ``progress`` is called with the number of rows of each batch read. Raises :class:`SkiffError`
-    subclasses for bad input (nothing written) and :class:`InvariantError` on a count mismatch.
+    ``progress`` is called with the number of rows of each batch read. ``min_accepted_fraction``
+    overrides the spec's (see the module docstring: a run below it raises :class:`GateFailed`). Raises
+    :class:`SkiffError` subclasses for bad input (nothing written) and :class:`InvariantError` on a
+    count mismatch.
     """
     started = time.monotonic()
     started_at = dt.datetime.now(dt.UTC)
@@ -403,6 +456,9 @@ def ingest(
         except ValueError as e:
             raise UsageError(f"ingest date {ingest_date!r} is not YYYY-MM-DD") from e
     date = ingest_date or started_at.date().isoformat()
+    threshold = spec.min_accepted_fraction if min_accepted_fraction is None else min_accepted_fraction
+    if not 0.0 <= threshold <= 1.0:
+        raise UsageError(f"min_accepted_fraction {threshold} must be between 0 and 1")
     cleanser = Cleanser(spec)
     readers = [open_reader(s, http_transport=http_transport, sql_engine=sql_engine, block_bytes=block_bytes)
                for s in srcs]
@@ -436,6 +492,7 @@ def ingest(
     run_id = run_id or new_run_id()
     counts = Counter(read=0, accepted=0, quarantined=0, duplicates=0)
     reasons: Counter = Counter()
+    tally = ReasonTally()
     per_source: list[dict[str, int]] = []
 
     ref = RunRef(spec.name, date, run_id)
@@ -447,6 +504,9 @@ def ingest(
                 for reader in readers:
                     src_counts = Counter(read=0, accepted=0, quarantined=0, duplicates=0)
                     for batch in reader.batches():
+                        if isinstance(reader, SqlReader) and reader.source.watermark:
+                            # offsets restart at 0 on every incremental read: the range keeps row ids apart
+                            batch.key_scope = json.dumps([batch.source, encode_watermark(reader.low)], default=str)
                         res = cleanser.process(batch)
                         parts.write(res.accepted)
                         if res.quarantined:
@@ -454,6 +514,7 @@ def ingest(
                         src_counts.update(read=res.read, accepted=res.accepted.num_rows,
                                           quarantined=res.quarantined, duplicates=res.duplicates)
                         reasons.update(res.reasons)
+                        tally.add(res.quarantine)
                         if progress is not None:
                             progress(res.read)
                     per_source.append(dict(src_counts))
@@ -467,6 +528,7 @@ def ingest(
                 same = lake.find_run(spec.name, fp)
                 if same is not None:
                     raise _NothingNew(same, f"same input and spec as run {same.run_id} ({same.date})")
+            _accepted_gate(spec, lake, staging, run_id, date, counts, tally, threshold)
             schema = cleanser.output_schema()
             imputed = parts.finish(schema)
             for r in cleanser.rules:  # constant imputation happened per batch; report it too
@@ -502,6 +564,8 @@ def ingest(
                 "sources": sources_desc,
                 "counts": dict(counts),
                 "quarantine_reasons": dict(sorted(reasons.items())),
+                "quarantine_top": [{k: v for k, v in t.items() if k != "example"} for t in tally.top()],
+                "warnings": _warnings(counts),
                 "imputed": imputed,
                 "schema": {f.name: str(f.type) for f in file_schema},
                 "files": parts.parts,
@@ -529,6 +593,8 @@ def ingest(
             lake.store.write_json({"dataset": spec.name, "source": r.describe()["url"], "key": r.key,
                                    "watermark": encode_watermark(max_watermark(r.low, r.high)),
                                    "run_id": run_id, "ingest_date": date}, *_state_path(spec.name, r.key))
+    for w in manifest["warnings"]:
+        log.warning("%s: %s", spec.name, w)
     log.info("%s: run %s: read %d, accepted %d, quarantined %d, duplicates %d", spec.name, run_id,
              counts["read"], counts["accepted"], counts["quarantined"], counts["duplicates"])
     return IngestResult(status="ingested", dataset=spec.name, run_id=run_id, ingest_date=date,

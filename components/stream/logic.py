@@ -47,6 +47,7 @@ import queue
 import re
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -381,7 +382,10 @@ class StreamConsumer:
 
     def _flush(self, buf: _Buffer) -> None:
         cleanser = Cleanser(self.spec)
-        res = cleanser.process(Batch(self._table(buf.rows), source=self._broker))
+        # a generated row key needs a scope per flush: offsets restart at 0 in every batch (and a stream is
+        # never read twice alike, so ids need only be unique; {generated: content} de-duplicates redeliveries)
+        res = cleanser.process(Batch(self._table(buf.rows), source=self._broker,
+                                     key_scope=f"{self.client_id}/{uuid.uuid4().hex}"))
         accepted = self._impute(cleanser, res.accepted)
         quarantine = self._annotate(res.quarantine, buf.row_msgs)
         if buf.rejected:

@@ -70,7 +70,7 @@ def test_source_arguments_override_the_spec(project, capsys):
         (["ingest", "-d", "nope"], "dataset spec not found: datasets/nope.yaml"),
         (["ingest", "-d", "meters", "missing.csv"], "missing.csv: file not found"),
         (["ingest", "-d", "meters", "--table", "t"], "need a SOURCE argument"),
-        (["ingest", "-d", "meters", "postgresql://u:secret@127.0.0.1/db", "--table", "t"], "must not hold a password"),
+        (["ingest", "-d", "meters", "postgresql://u:secret@127.0.0.1/db", "--table", "t"], "must not hold credentials"),
         (["ingest", "-d", "meters", "sqlite:///x.db"], "give --table or --query"),
         (["ingest", "-d", "meters", "data/m.csv", "--table", "t"], "apply to database sources only"),
         (["ingest", "-d", "meters", "--run-id", "a/b"], "run id 'a/b'"),

@@ -9,13 +9,12 @@ import sys
 import textwrap
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from components.ingest import logic
 from components.ingest.logic import ingest
-from skiff.errors import InputError, InvariantError
+from skiff.errors import GateFailed, InputError, InvariantError
 from skiff.lake import Lake
 from skiff.spec import parse_spec
 from skiff.storage import Store
@@ -272,10 +271,96 @@ def test_sources_argument_overrides_the_spec(tmp_path, lake):
     assert res.counts["read"] == 16 and res.counts["accepted"] == 6
 
 
-def test_everything_quarantined_still_publishes_an_empty_typed_part(tmp_path, lake):
+def test_a_run_that_accepts_no_row_fails_commits_nothing_and_keeps_its_quarantine(tmp_path, lake):
     src = tmp_path / "m.csv"
-    src.write_text("meter_id;read_at;kwh;site;faulty\n1;x;1;north;no\n")
+    src.write_text("meter_id;read_at;kwh;site;faulty\n1;x;1;north;no\n2;y;1;north;no\n3;2024-03-01;1;NA;no\n")
+    with pytest.raises(GateFailed) as err:
+        ingest(spec_for(src), lake, run_id="bad")
+    e = err.value
+    assert e.exit_code == 1
+    assert "0 of 3 rows accepted" in e.message and "nothing was committed" in e.message
+    assert "read_at not_a_datetime ×2 (e.g. 'x')" in e.message and "site not_allowed ×1 (e.g. 'NA')" in e.message
+    assert e.detail["reasons"][0] == {"column": "read_at", "reason": "not_a_datetime", "count": 2}
+    assert lake.all_runs("meters") == []  # readers see no partition at all
+    failed = tmp_path / "lake" / "failed" / "meters" / "run=bad"
+    assert pq.read_table(failed / "_quarantine.parquet").num_rows == 3
+    assert json.loads((failed / "_manifest.json").read_text())["status"] == "failed"
+    assert not list((tmp_path / "lake").glob("raw/meters/*/*"))
+
+
+def test_min_accepted_fraction_from_the_spec_or_the_caller(tmp_path, lake):
+    src = tmp_path / "m.csv"
+    src.write_text(CSV)  # 8 read, 1 duplicate, 3 accepted of the 7 others (43%)
+    with pytest.raises(GateFailed, match=r"3 of 7 rows accepted \(42.9%, minimum 50.0%\)"):
+        ingest(spec_for(src, min_accepted_fraction=0.5), lake)
+    assert lake.all_runs("meters") == []
+    res = ingest(spec_for(src, min_accepted_fraction=0.5), lake, min_accepted_fraction=0.4)
+    assert res.status == "ingested" and res.counts["accepted"] == 3
+    assert res.summary()["quarantine_top"][0] == {"column": "faulty", "reason": "missing", "count": 1}
+
+
+def test_many_duplicates_warn_in_the_summary_and_the_manifest(tmp_path, lake):
+    src = tmp_path / "m.csv"
+    rows = [f"{i % 5};2024-03-01 10:00:00;1;north;no" for i in range(20)]  # 5 keys, 15 repeats
+    src.write_text("meter_id;read_at;kwh;site;faulty\n" + "\n".join(rows) + "\n")
     res = ingest(spec_for(src), lake)
-    assert res.counts == {"read": 1, "accepted": 0, "quarantined": 1, "duplicates": 0}
-    table = lake.read("meters")
-    assert table.num_rows == 0 and table.schema.field("read_at").type == pa.timestamp("us", tz="UTC")
+    assert res.counts["duplicates"] == 15
+    (warning,) = res.summary()["warnings"]
+    assert "15 of 20 rows (75.0%) were dropped as duplicates" in warning
+    assert res.manifest["warnings"] == [warning]
+    src.write_text("meter_id;read_at;kwh;site;faulty\n1;2024-03-01;1;north;no\n")
+    assert ingest(spec_for(src), lake).manifest["warnings"] == []
+
+
+KEYLESS = {"name": "sensor", "entity_key": {"generated": "row"},
+           "columns": {"temp": {"type": "float"}, "room": {"type": "string"}}}
+
+
+def test_generated_row_key_is_stable_across_reingests_and_unique_per_source(tmp_path, lake):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("temp,room\n1,x\n1,x\n2,y\n")
+    b.write_text("temp,room\n1,x\n")
+    spec = parse_spec({**KEYLESS, "sources": [{"type": "file", "path": str(tmp_path / "*.csv")}]})
+    first = ingest(spec, lake, run_id="one")
+    assert first.counts == {"read": 4, "accepted": 4, "quarantined": 0, "duplicates": 0}  # equal rows kept
+    assert first.manifest["schema"]["row_id"] == "string"
+    ids = lake.read("sensor").column("row_id").to_pylist()
+    assert len(set(ids)) == 4 and all(i.endswith(("-0", "-1", "-2")) for i in ids)
+    again = ingest(spec, lake, run_id="two", force=True, ingest_date="2099-01-01")
+    assert lake.read("sensor", again.ingest_date).column("row_id").to_pylist() == ids
+    assert spec.key_columns == ["row_id"] and "row_id" not in spec.feature_columns
+
+
+def test_generated_content_key_deduplicates_identical_rows(tmp_path, lake):
+    src = tmp_path / "a.csv"
+    src.write_text("temp;room\n1,5;x\n1.5;x\n1.5;y\n")  # rows 1 and 2 are equal once typed
+    spec = parse_spec({**KEYLESS, "entity_key": {"generated": "content", "column": "rid"},
+                       "sources": [{"type": "file", "path": str(src)}]})
+    res = ingest(spec, lake)
+    assert res.counts == {"read": 3, "accepted": 2, "quarantined": 0, "duplicates": 1}
+    rid = lake.read("sensor").column("rid").to_pylist()
+    assert len(set(rid)) == 2 and all(len(r) == 32 for r in rid)
+
+
+def test_generated_key_with_an_incremental_sql_source_never_repeats_an_id(tmp_path, lake):
+    db = tmp_path / "s.db"
+    con = sqlite3.connect(db)
+    con.execute("create table r (temp real, room text, seq integer)")
+    con.executemany("insert into r values (?,?,?)", [(1.0, "x", 1), (2.0, "y", 2)])
+    con.commit()
+    spec = parse_spec({**KEYLESS, "sources": [{"type": "sql", "url": f"sqlite:///{db}", "table": "r",
+                                               "watermark": "seq"}]})
+    ingest(spec, lake)
+    con.executemany("insert into r values (?,?,?)", [(3.0, "x", 3), (4.0, "y", 4)])
+    con.commit()
+    ingest(spec, lake)
+    ids = lake.read("sensor").column("row_id").to_pylist()
+    assert len(ids) == 4 and len(set(ids)) == 4
+
+
+def test_a_data_column_named_like_the_generated_key_is_refused(tmp_path, lake):
+    src = tmp_path / "a.csv"
+    src.write_text("row_id,temp,room\n7,1,x\n")
+    spec = parse_spec({**KEYLESS, "sources": [{"type": "file", "path": str(src)}]})
+    with pytest.raises(InputError, match="entity_key.column"):
+        ingest(spec, lake)
