@@ -11,11 +11,18 @@ they were. Every change of version appends an entry to the file's own ``history`
 previous, action, reason, forced, time); a rollback takes the version that ran before the current one
 from that list. Nothing here talks to a cluster: Git history is the audit trail, and ``--commit`` makes
 one commit per change with a message naming model, version, environment and reason.
+
+Every edit (promote, copy, rollback, the end of a canary) reads the model file, decides, and writes it
+back while holding that file's lock (:func:`skiff.locks.exclusive_path`, a hidden ``.<name>.lock``
+beside it), so the CLI, the API and a rollout controller editing at once never drop each other's
+history entries.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import inspect
 import io
 import re
 import subprocess
@@ -29,6 +36,7 @@ from ruamel.yaml.error import YAMLError
 
 from serving.rollout import RolloutPolicy
 from skiff.errors import ConfigError, GateFailed, NotFoundError, SkiffError, UsageError
+from skiff.locks import exclusive_path
 from skiff.registry import ModelRegistry, ModelVersion
 
 __all__ = [
@@ -50,6 +58,7 @@ __all__ = [
 DEFAULT_ENVIRONMENTS_DIR = "infra/environments"
 ENVIRONMENT_FILE = "environment.yaml"
 MODELS_DIR = "models"
+_LOCKABLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")  # a plain file name: no '/', no '..'
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -233,6 +242,25 @@ class PromotionResult(BaseModel):
     commit: str | None = None
 
 
+def _holding_model_lock(env_arg: str):
+    """Run an edit of a model file under the lock of (environment ``env_arg``, model ``name``)."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def locked(self: Environments, *args: Any, **kwargs: Any):
+            bound = inspect.signature(method).bind(self, *args, **kwargs)
+            env, name = bound.arguments[env_arg], bound.arguments["name"]
+            folder = self.root / env
+            if not (isinstance(name, str) and _LOCKABLE.match(name) and (folder / ENVIRONMENT_FILE).is_file()):
+                return method(self, *args, **kwargs)  # it raises the precise error; nothing to lock
+            with exclusive_path(folder / MODELS_DIR / f".{name}.lock"):
+                return method(self, *args, **kwargs)
+
+        return locked
+
+    return wrap
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -363,6 +391,7 @@ class Environments:
         tmp.replace(path)
         return path
 
+    @_holding_model_lock("env")
     def promote(
         self,
         registry: ModelRegistry,
@@ -415,6 +444,7 @@ class Environments:
         return PromotionResult(name=name, env=env, path=str(path), action=action, version=version,
                                previous=previous, changed=True, forced=force, reason=reason)
 
+    @_holding_model_lock("target_env")
     def copy(self, registry: ModelRegistry, name: str, source_env: str, target_env: str, *,
              force: bool = False, reason: str | None = None) -> PromotionResult:
         """Run in ``target_env`` the stable version that runs in ``source_env`` (gate checked again)."""
@@ -426,6 +456,7 @@ class Environments:
         current = self.deployment(target_env, name) if path.is_file() else None
         return self._set_version(target_env, name, mv.version, current, "copy", reason, force, source=source_env)
 
+    @_holding_model_lock("env")
     def rollback(self, registry: ModelRegistry, env: str, name: str, *, reason: str | None = None) -> PromotionResult:
         """Run the version that ran before the current one (from the file's history); drops any canary."""
         current = self.deployment(env, name)
@@ -434,6 +465,7 @@ class Environments:
         return self._set_version(env, name, target, current, "rollback",
                                  reason or f"rollback from version {current.version}", False)
 
+    @_holding_model_lock("env")
     def finish_canary(self, env: str, name: str, *, promoted: bool, reason: str) -> PromotionResult:
         """Record the outcome of a canary rollout: the canary becomes stable, or it is dropped."""
         current = self.deployment(env, name)

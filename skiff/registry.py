@@ -11,10 +11,12 @@ Layout (under the registry URI, ``<root>/models`` by default)::
         _COMMITTED
     <name>/_champion.json        the champion version and the history of changes
 
-A version is published with :meth:`Store.atomic_dir`: it appears whole or not at all. Two concurrent
-registrations race for the next number; on a local store the loser's rename fails and it takes the
-next number. (Object stores have no atomic rename: run one registering writer per model there, which a
-KFP pipeline does.)
+A version is published with :meth:`Store.atomic_dir`: it appears whole or not at all. Every write —
+a new version number, a change of champion and its history — happens under the model's lock
+(:func:`skiff.locks.exclusive`), which on a local store holds across processes (CLI, API, pipeline
+workers), so no history entry is lost and no number is taken twice; on a local store a version's
+rename also refuses to replace a folder, a second guard. (Object stores have neither a lock nor an
+atomic rename: run one writer per model there, which a KFP pipeline does.)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from skiff import __version__
 from skiff.config import Settings
 from skiff.errors import ConflictError, NotFoundError, StorageError, UsageError
+from skiff.locks import exclusive
 from skiff.spec import NAME_RE
 from skiff.storage import Store
 
@@ -191,8 +194,6 @@ class ModelRegistry:
         files: Mapping[str, Path | str] | None = None,
     ) -> ModelVersion:
         """Publish a new version (the next number) with the model, its metadata and extra files."""
-        import joblib
-
         _check_name(name)
         meta = metadata if isinstance(metadata, VersionMetadata) else VersionMetadata.model_validate(
             {"name": name, **dict(metadata)}
@@ -203,6 +204,12 @@ class ModelRegistry:
                 raise UsageError(f"invalid file name in a model version: {fname!r}")
             if not path.is_file():
                 raise NotFoundError(f"file to register not found: {path}")
+        with exclusive(self.store, name, "_versions"):
+            return self._publish(name, model, meta, files)
+
+    def _publish(self, name: str, model: Any, meta: VersionMetadata, files: dict[str, Path]) -> ModelVersion:
+        import joblib
+
         for _ in range(_MAX_RACE_RETRIES):
             nums = [int(n) for n in self.store.listdir(name) if n.isdigit()]
             version = max(nums, default=0) + 1
@@ -231,11 +238,12 @@ class ModelRegistry:
         """Make a version the champion; the history records every change with its reason."""
         if version not in self.version_numbers(name):
             raise NotFoundError(f"model {name!r} has no version {version}")
-        doc = self._champion_doc(name)
-        entry = {"version": version, "previous": doc.get("version"), "reason": reason,
-                 "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        doc = {"version": version, "history": [*doc.get("history", []), entry]}
-        self.store.write_json(doc, name, CHAMPION_FILE)
+        with exclusive(self.store, name, CHAMPION_FILE):  # read, append, write: no other writer between
+            doc = self._champion_doc(name)
+            entry = {"version": version, "previous": doc.get("version"), "reason": reason,
+                     "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+            doc = {"version": version, "history": [*doc.get("history", []), entry]}
+            self.store.write_json(doc, name, CHAMPION_FILE)
         return entry
 
     def champion_history(self, name: str) -> list[dict[str, Any]]:
