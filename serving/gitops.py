@@ -38,6 +38,8 @@ from serving.rollout import RolloutPolicy
 from skiff.errors import ConfigError, GateFailed, NotFoundError, SkiffError, UsageError
 from skiff.locks import exclusive_path
 from skiff.registry import ModelRegistry, ModelVersion
+from skiff.versions import VersionNumber
+from skiff.yamlio import load_user_yaml, read_user_text
 
 __all__ = [
     "Resources",
@@ -168,7 +170,7 @@ class Canary(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1)
+    version: VersionNumber
     percent: int = Field(default=0, ge=0, le=100, description="Share of requests the canary gets at first.")
 
 
@@ -177,8 +179,8 @@ class HistoryEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int
-    previous: int | None = None
+    version: VersionNumber
+    previous: VersionNumber | None = None
     action: Literal["promote", "copy", "rollback", "canary", "canary-promoted", "canary-rolled-back"]
     reason: str = ""
     forced: bool = False
@@ -192,7 +194,7 @@ class ModelDeployment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    version: int = Field(ge=1, description="The stable version.")
+    version: VersionNumber = Field(description="The stable version.")
     canary: Canary | None = None
     min_replicas: int | None = Field(default=None, ge=0)
     max_replicas: int | None = Field(default=None, ge=1)
@@ -274,10 +276,16 @@ def _yaml() -> YAML:
 
 
 def _load_rt(path: Path) -> CommentedMap:
+    text = read_user_text(path, "environment file", error=ConfigError)
+    # the same rules as every user YAML first (no aliases, one-line errors that never quote the file)
+    load_user_yaml(text, "environment file", origin=str(path), error=ConfigError)
     try:
-        data = _yaml().load(path.read_text())
-    except YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        data = _yaml().load(text)
+    except YAMLError as e:  # what ruamel refuses beyond PyYAML: duplicate keys; its message quotes values
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = "a key appears twice in one mapping" if "duplicate key" in str(e) else "not valid YAML"
+        raise ConfigError(f"{where}: environment file: {what}; fix the file at that position") from None
     if data is None:
         data = CommentedMap()
     if not isinstance(data, CommentedMap):

@@ -12,11 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from skiff.errors import ConfigError
+from skiff.yamlio import load_user_yaml
 
 __all__ = ["Settings", "load_settings", "project_path", "CONFIG_FILE"]
 
@@ -28,10 +28,7 @@ class _YamlSource(PydanticBaseSettingsSource):
         super().__init__(settings_cls)
         self._data: dict[str, Any] = {}
         if path is not None and path.is_file():
-            try:
-                loaded = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{path}: not valid YAML: {e}") from e
+            loaded = load_user_yaml(path, "settings file", error=ConfigError) or {}
             if not isinstance(loaded, dict):
                 raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
             self._data = loaded

@@ -38,6 +38,7 @@ from skiff.errors import ConflictError, NotFoundError, StorageError, UsageError
 from skiff.locks import exclusive
 from skiff.spec import NAME_RE
 from skiff.storage import Store
+from skiff.versions import parse_version
 
 __all__ = ["ModelRegistry", "ModelVersion", "VersionMetadata", "code_version"]
 
@@ -142,7 +143,12 @@ class ModelRegistry:
         return self._champion_doc(name).get("version")
 
     def get(self, name: str, version: int | str | None = None) -> ModelVersion:
-        """A version by number, or 'champion', or 'latest' (None means champion, else latest)."""
+        """A version by number, or 'champion', or 'latest' (None means champion, else latest).
+
+        ``version`` is parsed strictly (:func:`skiff.versions.parse_version`): ``True``, ``" 1 "`` or
+        ``"1_0"`` are a :class:`UsageError`, never a version."""
+        if version is not None:
+            version = parse_version(version)
         nums = self.version_numbers(name)
         if not nums:
             raise NotFoundError(f"model {name!r} has no versions in {self.store.uri()}")
@@ -155,10 +161,7 @@ class ModelRegistry:
             if champ is None:
                 raise NotFoundError(f"model {name!r} has no champion yet")
             version = champ
-        try:
-            v = int(version)
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"invalid version {version!r}: a number, 'latest' or 'champion'") from e
+        v = int(version)
         if v not in nums:
             raise NotFoundError(f"model {name!r} has no version {v} (versions: {nums})")
         meta = VersionMetadata.model_validate(self.store.read_json(name, str(v), METADATA_FILE))

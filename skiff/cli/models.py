@@ -9,6 +9,7 @@ from rich.table import Table
 
 from skiff.cli._common import JsonOption, console, emit, state
 from skiff.registry import ModelRegistry
+from skiff.versions import parse_version, parse_version_number
 
 _KEY_METRICS = ("roc_auc", "f1", "accuracy", "pr_auc", "rmse", "mae", "r2")
 
@@ -57,7 +58,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show one version's metadata (default: the champion, else the latest)."""
         reg = ModelRegistry.from_settings(state(ctx).settings)
-        mv = reg.get(name, version)
+        mv = reg.get(name, None if version is None else parse_version(version, what="VERSION"))
         result = mv.model_dump(mode="json")
 
         def human(r: dict) -> None:
@@ -80,11 +81,12 @@ def register(app: typer.Typer) -> None:
     def set_champion(
         ctx: typer.Context,
         name: Annotated[str, typer.Argument(help="Model name.")],
-        version: Annotated[int, typer.Argument(help="Version to make the champion.")],
+        version_text: Annotated[str, typer.Argument(metavar="VERSION", help="Version number to make the champion.")],
         reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the history).")] = "manual",
         json_out: JsonOption = False,
     ) -> None:
         """Make a version the champion by hand (the pipeline's gate does this automatically)."""
+        version = parse_version_number(version_text, what="VERSION")
         reg = ModelRegistry.from_settings(state(ctx).settings)
         entry = reg.set_champion(name, version, reason)
         emit(entry, json_out, f"{name}: champion is now version {version} (was {entry['previous']})")

@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from pydantic import ValidationError
 from rich.table import Table
 
 from skiff.cli._common import JsonOption, console, emit, err_console, state
 from skiff.errors import ConfigError, GateFailed, UsageError
+from skiff.versions import parse_version, parse_version_number
+from skiff.yamlio import load_user_yaml
 
 EnvironmentsOption = Annotated[
     Path,
@@ -51,9 +52,7 @@ def _policy(base: Any, policy_file: Path | None, **flags: Any) -> Any:
 
     data = base.model_dump()
     if policy_file is not None:
-        if not policy_file.is_file():
-            raise UsageError(f"policy file not found: {policy_file}")
-        loaded = yaml.safe_load(policy_file.read_text()) or {}
+        loaded = load_user_yaml(policy_file, "rollout policy file", error=UsageError) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{policy_file}: expected a mapping of policy fields")
         data.update(loaded)
@@ -102,8 +101,9 @@ def _register_render(app: typer.Typer) -> None:
         ctx: typer.Context,
         name: Annotated[str, typer.Argument(help="Model name.")],
         env: Annotated[str, typer.Option("--env", help="Environment (infra/environments/<ENV>).")],
-        version: Annotated[int | None, typer.Option("--version", help="Version (default: the model file's).")] = None,
-        canary_version: Annotated[int | None, typer.Option("--canary-version", help="Render with this canary.")] = None,
+        version_text: Annotated[str | None, typer.Option("--version", help="Version number (default: the model "
+                                                         "file's).")] = None,
+        canary_text: Annotated[str | None, typer.Option("--canary-version", help="Render with this canary.")] = None,
         canary_percent: Annotated[int | None, typer.Option("--canary-percent", min=0, max=100,
                                                             help="Canary traffic percent (default 10).")] = None,
         output: Annotated[Path | None, typer.Option("-o", "--output", help="File (default stdout).")] = None,
@@ -113,6 +113,8 @@ def _register_render(app: typer.Typer) -> None:
         from serving.gitops import Canary, Environments, ModelDeployment
         from serving.isvc import build_inference_service, to_yaml
 
+        version = None if version_text is None else parse_version_number(version_text, what="--version")
+        canary_version = None if canary_text is None else parse_version_number(canary_text, what="--canary-version")
         envs = Environments(environments)
         cfg = envs.environment(env)
         if envs.model_path(env, name).is_file():
@@ -197,6 +199,8 @@ def _register_promote(app: typer.Typer) -> None:
         """Record in Git which version of a model runs in an environment (validated against the registry)."""
         from serving.gitops import Environments, commit_message, git_commit
 
+        if version is not None:
+            version = parse_version(version, what="--version")
         modes = sum([version is not None, source is not None or target is not None, rollback])
         if modes != 1:
             raise UsageError("give exactly one of --version V --env ENV, --from ENV --to ENV, --rollback --env ENV")
@@ -313,6 +317,9 @@ def _register_rollout(app: typer.Typer) -> None:
         policy = _policy(cfg.rollout if cfg else RolloutPolicy(), policy_file, steps=step_list,
                          min_requests=min_requests, interval=interval, timeout=timeout)
         fb = FileFeedback(feedback) if feedback else None
+        canary_version, stable_version = (
+            None if v is None else str(parse_version(v, what=flag))
+            for v, flag in ((canary_version, "--canary-version"), (stable_version, "--stable-version")))
         canary = canary_version or (str(dep.canary.version) if dep and dep.canary else None)
         stable = stable_version or (str(dep.version) if dep else None)
         state_env = env or LOCAL_ENV
