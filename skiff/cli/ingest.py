@@ -64,6 +64,8 @@ def _human_summary(r: dict[str, Any]) -> None:
     if r["quarantine_reasons"]:
         reasons = ", ".join(f"{k} {v:,}" for k, v in r["quarantine_reasons"].items())
         console.print(f"quarantine reasons: {reasons}", highlight=False)
+    for w in r.get("warnings", []):
+        err_console.print(f"[bold yellow]warning:[/] {w}", highlight=False)
     if r["imputed"]:
         console.print("imputed: " + ", ".join(f"{k} {v if v is not None else ''}".strip()
                                               for k, v in r["imputed"].items()), highlight=False)
@@ -97,6 +99,12 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--date", help="Ingest date YYYY-MM-DD (default: today, UTC).")
         ] = None,
         force: Annotated[bool, typer.Option("--force", help="Ingest even if this input was ingested.")] = False,
+        min_accepted: Annotated[
+            float | None,
+            typer.Option("--min-accepted-fraction", min=0.0, max=1.0,
+                         help="Fail (exit 1, nothing committed) when a smaller share of the rows is accepted "
+                         "(default: the spec's min_accepted_fraction; a run accepting no row always fails)."),
+        ] = None,
         json_out: JsonOption = False,
     ) -> None:
         """Read sources, cleanse and validate rows per the dataset spec, write Parquet to the lake.
@@ -122,12 +130,14 @@ def register(app: typer.Typer) -> None:
         prog = _progress(show)
         lake = Lake.from_settings(settings)
         if prog is None:
-            result = ingest(spec, lake, sources=override, run_id=run_id, ingest_date=ingest_date, force=force)
+            result = ingest(spec, lake, sources=override, run_id=run_id, ingest_date=ingest_date, force=force,
+                            min_accepted_fraction=min_accepted)
         else:
             with prog:
                 task = prog.add_task("ingest", total=None, dataset=spec.name)
                 result = ingest(spec, lake, sources=override, run_id=run_id, ingest_date=ingest_date,
-                                force=force, progress=lambda n: prog.advance(task, n))
+                                force=force, progress=lambda n: prog.advance(task, n),
+                                min_accepted_fraction=min_accepted)
         emit(result.summary(), json_out, _human_summary)
 
     @app.command("init-dataset")
@@ -144,6 +154,15 @@ def register(app: typer.Typer) -> None:
         entity_key: Annotated[
             str | None, typer.Option("--entity-key", "-k", help="Entity key column (default: guessed).")
         ] = None,
+        generated_key: Annotated[
+            str | None,
+            typer.Option("--generated-key", help="No id column: 'row' (an id from the source and row offset) "
+                         "or 'content' (a hash of the row's values: identical rows become one)."),
+        ] = None,
+        allow_duplicate_keys: Annotated[
+            bool, typer.Option("--allow-duplicate-keys",
+                               help="Keep an --entity-key that repeats in the sample (ingestion drops repeats).")
+        ] = False,
         table: TableOpt = None,
         query: QueryOpt = None,
         auth_env: AuthEnvOpt = None,
@@ -154,7 +173,7 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOption = False,
     ) -> None:
         """Infer a starting dataset spec from a sample of SOURCE and write it for you to edit."""
-        from components.ingest.infer import infer_spec, sample_table
+        from components.ingest.infer import infer_dataset, sample_table
         from components.ingest.logic import source_from_arg
         from skiff.spec import save_spec, spec_path
 
@@ -164,18 +183,25 @@ def register(app: typer.Typer) -> None:
             raise ConflictError(f"{path} exists already: edit it, or pass --force to overwrite it", path=str(path))
         src = source_from_arg(source, table=table, query=query, auth_env=auth_env, pagination=pagination,
                               records_path=records_path)
+        if generated_key not in (None, "row", "content"):
+            raise UsageError(f"--generated-key {generated_key!r}: use row or content")
         table_ = sample_table(src, rows)
-        spec = infer_spec(table_, name, target, entity_key=entity_key, source=src)
-        save_spec(spec, path)
+        inferred = infer_dataset(table_, name, target, entity_key=entity_key, source=src,
+                                 generated_key=generated_key, allow_duplicate_keys=allow_duplicate_keys)
+        spec = inferred.spec
+        save_spec(spec, path, inferred.notes)
         result = {
             "path": str(path),
             "dataset": spec.name,
             "rows_sampled": table_.num_rows,
-            "entity_key": spec.entity_key,
+            "entity_key": spec.entity_key if isinstance(spec.entity_key, str | list)
+            else spec.entity_key.model_dump(mode="json"),
             "event_timestamp": spec.event_timestamp,
             "target": spec.target,
             "problem_type": spec.problem_type,
             "columns": {c: s.type for c, s in spec.columns.items()},
+            "notes": inferred.notes,
+            "messages": inferred.messages,
         }
 
         def human(r: dict[str, Any]) -> None:
@@ -186,5 +212,9 @@ def register(app: typer.Typer) -> None:
                 "Review it (sentinels, rules, missing-value policy) before ingesting.",
                 highlight=False,
             )
+            for m in r["messages"]:
+                err_console.print(f"  {m}", highlight=False)
+            for c, note in r["notes"].items():
+                err_console.print(f"  {c}: {note}", highlight=False)
 
         emit(result, json_out, human)

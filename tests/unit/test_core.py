@@ -122,3 +122,46 @@ def test_datetime_bounds_take_iso_dates():
         parse_spec({**SPEC, "columns": {**SPEC["columns"], "ts": {"type": "datetime", "min": "yesterday"}}})
     with pytest.raises(SpecError, match="must be a number"):
         parse_spec({**SPEC, "columns": {**SPEC["columns"], "tenure": {"type": "integer", "min": "zero"}}})
+
+
+@pytest.mark.parametrize("ktype", ["float", "boolean", "datetime"])
+def test_spec_refuses_an_unsuitable_key_type_when_loaded(tmp_path, ktype):
+    path = tmp_path / "s.yaml"
+    columns = {**SPEC["columns"], "customer_id": {"type": ktype}}
+    path.write_text(yaml.safe_dump({**SPEC, "columns": columns, "event_timestamp": None}))
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert err.value.exit_code == 2
+    assert f"entity_key column 'customer_id' has type {ktype}; a key must be string, category or integer" \
+        in err.value.message
+
+
+def test_a_key_is_a_feature_only_when_the_spec_says_feature_true():
+    spec = parse_spec(SPEC)
+    assert spec.feature_columns == ["tenure", "charges"]
+    keyed = parse_spec({**SPEC, "columns": {**SPEC["columns"], "customer_id": {"type": "string", "feature": True}}})
+    assert keyed.feature_columns == ["customer_id", "tenure", "charges"]
+    again = parse_spec(yaml.safe_load(dump_spec(keyed)))  # an explicit true survives the round trip
+    assert again.feature_columns == keyed.feature_columns
+
+
+def test_generated_key_spec_round_trip_fingerprint_and_comments():
+    from skiff.spec import spec_fingerprint
+
+    raw = {"name": "air", "entity_key": {"generated": "row"}, "min_accepted_fraction": 0.8,
+           "columns": {"CO": {"type": "float", "sentinels": [-200]}, "room": {"type": "string"}}}
+    spec = parse_spec(raw)
+    assert spec.key_columns == ["row_id"] and list(spec.columns)[0] == "row_id"
+    assert spec.columns["row_id"].type == "string" and spec.feature_columns == ["CO", "room"]
+    text = dump_spec(spec, {"CO": "-200 appears in 17% of rows,\nnever otherwise below 0.1", "room": "odd"})
+    assert "  # -200 appears in 17% of rows, never otherwise below 0.1\n  CO:\n" in text
+    assert "  # odd\n  room:\n" in text
+    assert "row_id" not in text  # implied by entity_key
+    back = parse_spec(yaml.safe_load(text))
+    assert back == spec and spec_fingerprint(back) == spec_fingerprint(spec)
+    content = parse_spec({**raw, "entity_key": {"generated": "content"}})
+    assert spec_fingerprint(content) != spec_fingerprint(spec)
+    with pytest.raises(SpecError, match="never a feature"):
+        parse_spec({**raw, "columns": {**raw["columns"], "row_id": {"type": "string", "feature": True}}})
+    with pytest.raises(SpecError, match="min_accepted_fraction"):
+        parse_spec({**raw, "min_accepted_fraction": 1.5})

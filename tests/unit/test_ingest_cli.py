@@ -143,3 +143,59 @@ def test_init_dataset_output_path_entity_key_and_unknown_target(skiff_env, capsy
     assert yaml.safe_load((skiff_env / "specs" / "c.yaml").read_text())["entity_key"] == "region_code"
     assert main(["init-dataset", "c.csv", "-n", "c2", "-t", "nope"]) == 2
     assert "target column 'nope' is not in the data" in capsys.readouterr().err
+
+
+def _sensor_csv(rows: int = 120) -> str:
+    """An hourly sensor export: no id column, decimal commas, -200 for a failed reading, NA for no alarm."""
+    lines = ["when;CO(GT);alarm"]
+    for i in range(rows):
+        co = "-200" if i % 6 == 0 else f"{1 + (i % 40) / 10:.1f}".replace(".", ",")
+        lines.append(f"2024-03-{1 + i // 24:02d} {i % 24:02d}:00:00;{co};{'high' if i % 5 == 0 else 'NA'}")
+    return "\n".join(lines) + "\n"
+
+
+def test_init_dataset_on_a_keyless_dirty_export_then_ingest(skiff_env, capsys):
+    (skiff_env / "air.csv").write_text(_sensor_csv())
+    assert main(["init-dataset", "air.csv", "--name", "air"]) == 0
+    err = capsys.readouterr().err
+    assert "entity_key: {generated: row}" in " ".join(err.split())
+    text = (skiff_env / "datasets" / "air.yaml").read_text()
+    assert "  # -200 appears in 17% of sampled rows, the other values are never below 1" in text
+    assert "  # 'NA' (80% of rows) kept as a value" in text
+    spec = yaml.safe_load(text)
+    assert spec["entity_key"] == {"generated": "row"}  # the column's name (row_id) is the default
+    assert spec["columns"]["CO_GT"] == {"type": "float", "source_name": "CO(GT)", "missing": "impute",
+                                        "impute": "median", "sentinels": [-200]}
+    code, res, _ = run_json(capsys, "ingest", "-d", "air", "--json")
+    assert code == 0 and res["counts"] == {"read": 120, "accepted": 120, "quarantined": 0, "duplicates": 0}
+    assert res["imputed"] == {"CO_GT": 20} and res["warnings"] == []
+
+
+def test_init_dataset_refuses_a_repeating_key_unless_allowed_and_makes_content_keys(skiff_env, capsys):
+    (skiff_env / "air.csv").write_text(_sensor_csv(48))
+    # with the event timestamp a key may repeat (an entity's history): only key + time must be unique
+    assert main(["init-dataset", "air.csv", "-n", "timed", "-k", "alarm"]) == 0
+    (skiff_env / "plans.csv").write_text("plan,spend\n" + "".join(f"p{i % 2},{i}\n" for i in range(48)))
+    assert main(["init-dataset", "plans.csv", "-n", "plans", "-k", "plan"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "entity key 'plan' is not unique in the sample: 46 of 48 rows (95.8%) repeat an earlier row" in err
+    assert "--allow-duplicate-keys" in err and not (skiff_env / "datasets" / "plans.yaml").exists()
+    assert main(["init-dataset", "plans.csv", "-n", "plans", "-k", "plan", "--allow-duplicate-keys"]) == 0
+    capsys.readouterr()
+    assert main(["init-dataset", "air.csv", "-n", "air2", "--generated-key", "content", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["entity_key"] == {"generated": "content", "column": "row_id"}
+    assert main(["init-dataset", "air.csv", "-n", "air3", "--generated-key", "hash"]) == 2
+    assert "use row or content" in capsys.readouterr().err
+
+
+def test_an_ingest_that_accepts_too_little_exits_1_with_its_reasons(project, capsys):
+    (project / "data" / "m.csv").write_text("meter_id,kwh,faulty\n1,-1,no\n2,-2,yes\n")
+    assert main(["ingest", "-d", "meters"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "0 of 2 rows accepted" in err and "kwh below_min ×2 (e.g. '-1')" in err
+    assert not list((project / ".skiff" / "lake" / "raw").rglob("_COMMITTED"))
+    (project / "data" / "m.csv").write_text("meter_id,kwh,faulty\n1,1,no\n2,-2,yes\n")
+    assert main(["ingest", "-d", "meters", "--min-accepted-fraction", "0.9"]) == 1
+    assert "1 of 2 rows accepted (50.0%, minimum 90.0%)" in " ".join(capsys.readouterr().err.split())
+    code, out, _ = run_json(capsys, "ingest", "-d", "meters", "--min-accepted-fraction", "0.5", "--json")
+    assert code == 0 and out["counts"]["accepted"] == 1
