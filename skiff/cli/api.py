@@ -32,6 +32,12 @@ def register(app: typer.Typer) -> None:
         environments: Annotated[Path, typer.Option(
             "--environments", envvar="SKIFF_ENVIRONMENTS",
             help="The GitOps environments folder (env: SKIFF_ENVIRONMENTS).")] = Path("infra/environments"),
+        max_body_bytes: Annotated[int, typer.Option(
+            "--max-body-bytes", envvar="SKIFF_API_MAX_BODY_BYTES", min=1,
+            help="Largest request body accepted; larger ones get 413 (env: SKIFF_API_MAX_BODY_BYTES).")] = 1024 * 1024,
+        docs: Annotated[bool, typer.Option(
+            "--docs/--no-docs", envvar="SKIFF_API_DOCS",
+            help="Serve Swagger UI on /docs (its assets come from this server, never a CDN).")] = True,
     ) -> None:
         """Serve the REST API. Tokens: SKIFF_API_TOKENS_SHA256 (admin), SKIFF_API_READ_TOKENS_SHA256 (read),
         comma-separated digests, and/or --tokens-file. Refuses to start without one."""
@@ -48,8 +54,9 @@ def register(app: typer.Typer) -> None:
                 f"no API token configured: set {ADMIN_ENV} (and optionally {READ_ENV}) to comma-separated "
                 "SHA-256 digests, or give --tokens-file; `skiff api hash-token` turns a token into a digest")
         settings = state(ctx).settings
-        app = create_app(settings, tokens=tokens, environments=environments)
-        err_console.print(f"skiff api on http://{host}:{port} (docs at /docs; "
+        app = create_app(settings, tokens=tokens, environments=environments, max_body_bytes=max_body_bytes,
+                         docs=docs)
+        err_console.print(f"skiff api on http://{host}:{port} ({'docs at /docs' if docs else 'no /docs'}; "
                           f"{len(tokens.admin)} admin, {len(tokens.read)} read token(s))", highlight=False)
         if host not in ("127.0.0.1", "localhost", "::1"):
             err_console.print(f"warning: serving plain HTTP on {host}; put TLS in front (an ingress or a "

@@ -156,7 +156,8 @@ def test_model_errors_map_to_status_codes(world):
     body = _error(client.get(f"{V1}/models/nope/versions", headers=R), 404, "NotFoundError")
     assert "nope" in body["message"]
     _error(client.get(f"{V1}/models/churn/versions/9", headers=R), 404, "NotFoundError")
-    _error(client.get(f"{V1}/models/churn/versions/first", headers=R), 400, "UsageError")
+    body = _error(client.get(f"{V1}/models/churn/versions/first", headers=R), 400, "UsageError")
+    assert "'latest' or 'champion'" in body["message"]
     _error(client.post(f"{V1}/models/churn/champion", json={"version": 9, "reason": "x"}, headers=A),
            404, "NotFoundError")
     body = _error(client.post(f"{V1}/models/churn/champion", json={"version": "two", "reason": "x"}, headers=A),
@@ -283,24 +284,37 @@ def test_unreadable_stored_result_is_a_json_error_not_a_traceback(world):
 
 
 # -- pipelines --------------------------------------------------------------------------------------------
-SPEC = str(REPO / "examples" / "churn.yaml")
+SPEC = "churn"  # a dataset name: datasets/churn.yaml in the server's working folder
 
 
-def test_pipelines_list_and_preflight_errors(world, skiff_env):
+@pytest.fixture
+def datasets(skiff_env):
+    """The server's datasets folder: the churn example and a spec whose source file is missing."""
+    folder = skiff_env / "datasets"
+    folder.mkdir()
+    text = (REPO / "examples" / "churn.yaml").read_text()
+    (folder / "churn.yaml").write_text(text)
+    missing = skiff_env / "missing.csv"
+    (folder / "broken.yaml").write_text(text.replace("name: churn", "name: broken").replace(
+        "path: data/churn.csv", f"path: {missing}"))
+    return folder
+
+
+def test_pipelines_list_and_preflight_errors(world, skiff_env, datasets):
     client, *_ = world
     listed = client.get(f"{V1}/pipelines", headers=R).json()
     assert listed[0]["name"] == "tabular" and "estimator" in listed[0]["parameters"]
     cases = [
         ({"spec": SPEC, "estimator": "bogus"}, 400, "unknown estimator 'bogus'"),
-        ({"spec": SPEC, "colour": "blue"}, 400, "unknown parameter"),
-        ({}, 400, "needs --param spec"),
-        ({"spec": "nope.yaml"}, 422, "dataset spec not found"),
+        ({"spec": SPEC, "colour": "blue"}, 422, "body.params.colour"),
+        ({}, 422, "body.params.spec"),
+        ({"spec": "nope"}, 404, "no dataset 'nope'"),
     ]
     for params, status, message in cases:
         resp = client.post(f"{V1}/pipelines/tabular/runs", json={"params": params}, headers=A)
         assert resp.status_code == status, resp.text
         assert message in resp.json()["message"]
-    _error(client.post(f"{V1}/pipelines/nope/runs", json={"params": {"spec": SPEC}}, headers=A), 400, "UsageError")
+    _error(client.post(f"{V1}/pipelines/nope/runs", json={"params": {"spec": SPEC}}, headers=A), 404, "NotFoundError")
     _error(client.post(f"{V1}/pipelines/tabular/runs", json={"params": {"spec": SPEC}}, headers=R), 403, "Forbidden")
     _error(client.post(f"{V1}/pipelines/tabular/runs", json={"parameters": {}}, headers=A),
            422, "RequestValidationError")
@@ -308,7 +322,7 @@ def test_pipelines_list_and_preflight_errors(world, skiff_env):
     assert not (skiff_env / ".skiff" / "pipeline_runs").exists()  # nothing ran
 
 
-def test_cluster_submission_goes_through_the_client(world):
+def test_cluster_submission_goes_through_the_client(world, datasets):
     client, *_ = world
     resp = client.post(f"{V1}/pipelines/tabular/runs", headers=A,
                        json={"params": {"spec": SPEC, "estimator": "random_forest"}, "host": "http://kfp:8888"})
@@ -319,13 +333,13 @@ def test_cluster_submission_goes_through_the_client(world):
     assert call["host"] == "http://kfp:8888"
     assert call["arguments"]["train_config"] == {"estimator": "random_forest"}
     assert call["arguments"]["feature_repo"] == "/app/feature_repo"
+    spec = call["arguments"]["spec"]  # the spec travels as JSON text (skiff.spec_text)
+    assert (json.loads(spec) if isinstance(spec, str) else spec)["name"] == "churn"  # from datasets/churn.yaml
 
 
-def test_local_run_is_accepted_then_fails_in_its_first_step(world, skiff_env):
+def test_local_run_is_accepted_then_fails_in_its_first_step(world, skiff_env, datasets):
     client, *_ = world
-    missing = skiff_env / "missing.csv"
-    resp = client.post(f"{V1}/pipelines/tabular/runs", headers=A, json={"params": {
-        "spec": SPEC, "sources": [{"type": "file", "path": str(missing), "format": "csv"}]}})
+    resp = client.post(f"{V1}/pipelines/tabular/runs", headers=A, json={"params": {"spec": "broken"}})
     assert resp.status_code == 202, resp.text
     run_id = resp.json()["run_id"]
     assert resp.json()["status"] in ("queued", "running")

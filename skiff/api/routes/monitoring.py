@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from components.validate.logic import Anomaly, ValidationResult, validation_parts
 from skiff.api.deps import ApiContext, NameParam, context, require_read
+from skiff.api.errors import declare
 from skiff.errors import NotFoundError, StorageError
 from skiff.lake import Lake
 
@@ -78,7 +79,8 @@ def _result(lake: Lake, dataset: str, date: str) -> ValidationResult:
                            ) from e
 
 
-@router.get("/datasets/{dataset}/drift", response_model=DatasetDrift, dependencies=[Depends(require_read)])
+@router.get("/datasets/{dataset}/drift", response_model=DatasetDrift, dependencies=[Depends(require_read)],
+            responses=declare(404, 422, 503))
 def drift(dataset: NameParam, ctx: Annotated[ApiContext, Depends(context)], date: DateQuery = None) -> dict:
     """Per validated partition: status, the drifted features with score and threshold, blocking anomalies."""
     lake = Lake.from_settings(ctx.settings)
@@ -97,7 +99,8 @@ def drift(dataset: NameParam, ctx: Annotated[ApiContext, Depends(context)], date
     return {"dataset": dataset, "partitions": out}
 
 
-@router.get("/datasets/{dataset}/report", response_class=HTMLResponse, dependencies=[Depends(require_read)])
+@router.get("/datasets/{dataset}/report", response_class=HTMLResponse, dependencies=[Depends(require_read)],
+            responses=declare(404, 422, 503))
 def report(dataset: NameParam, ctx: Annotated[ApiContext, Depends(context)], date: DateQuery = None) -> HTMLResponse:
     """The partition's self-contained HTML validation report (statistics, anomalies, drift)."""
     lake = Lake.from_settings(ctx.settings)

@@ -1,20 +1,26 @@
 """``/pipelines``: list, compile to IR YAML, run locally (kfp.local) or submit to Kubeflow Pipelines.
 
 Parameters are checked before anything starts (unknown parameter or estimator, bad spec: 4xx), exactly
-as ``skiff run`` checks them.
+as ``skiff run`` checks them. A run names its spec (a dataset or a registered version), never a server
+path (:mod:`skiff.api.run_specs`).
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from skiff.api.deps import ApiContext, NameParam, context, require_admin, require_read
+from skiff.api.errors import declare
+from skiff.api.run_specs import RegisteredSpec, RemoteFileSource, resolve_spec
 from skiff.api.runs import RunRecord
+from skiff.errors import NotFoundError
+from skiff.spec import NAME_RE
 
 __all__ = ["router"]
 
@@ -26,18 +32,57 @@ class PipelineInfo(BaseModel):
     parameters: dict[str, str]
 
 
+class TabularParams(BaseModel):
+    """Parameters of a ``tabular`` run (as ``skiff run --param``), minus what the server's settings give."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    spec: Annotated[str, Field(pattern=NAME_RE)] | RegisteredSpec = Field(
+        description="A dataset name (its spec is <datasets_dir>/<name>.yaml on the server) or a registered "
+        "version {model, version} (the spec it was trained on). Server paths and inline specs are refused.")
+    sources: list[RemoteFileSource] | None = Field(
+        default=None, max_length=64, description="Sources in place of the spec's: object-store URIs only.")
+    model_name: str | None = Field(default=None, pattern=NAME_RE, description="Registered model name "
+                                   "(default: the dataset name).")
+    train_config: dict[str, Any] | None = Field(
+        default=None, description="Training config: estimator, params, pca, cv_folds, search, imbalance, "
+        "threshold_metric … (checked against the problem type before anything runs: 400).")
+    estimator: str | None = Field(default=None, max_length=64, description="Shortcut for train_config.estimator.")
+    metric: str | None = Field(default=None, max_length=64, description="Gate metric (default: the training "
+                               "scoring metric).")
+    margin: float | None = Field(default=None, ge=0, description="How much the challenger must beat the "
+                                 "champion by on the gate metric.")
+    drift_threshold: float | None = Field(default=None, ge=0, le=1, description="Default drift threshold.")
+    feature_thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] | None = Field(
+        default=None, description="Per-feature drift thresholds {column: value}.")
+    warn_only: bool | None = Field(default=None, description="Validation never blocks.")
+    ingest_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$",
+                                    description="Partition date to ingest into (default: today).")
+
+    @field_validator("spec", mode="before")
+    @classmethod
+    def _named(cls, v: Any) -> Any:
+        # one clear message instead of one per union member; a path never reaches the disk
+        if isinstance(v, str) and not re.fullmatch(NAME_RE, v):
+            raise ValueError("a dataset name (letters, digits, '_' and '-', starting with a letter; its spec is "
+                             "<datasets_dir>/<name>.yaml on the server) or {\"model\": NAME, \"version\": V}; "
+                             "server paths are not accepted")
+        if not isinstance(v, str | dict):
+            raise ValueError("a dataset name or {\"model\": NAME, \"version\": V}")
+        return v
+
+
 class RunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    params: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Pipeline parameters (as `skiff run --param`); `spec` is a dataset spec mapping or the path "
-        "of a spec file on the server.")
-    host: str | None = Field(default=None, description="Kubeflow Pipelines endpoint: submit there. None: a "
-                             "local run on the server (kfp.local), unless the settings name a kfp_host.")
-    local: bool = Field(default=False, description="Run locally even when the settings name a kfp_host.")
-    experiment: str = Field(default="skiff", description="KFP experiment (with a host).")
-    run_name: str | None = Field(default=None, description="KFP run name (with a host).")
+    params: TabularParams = Field(description="Pipeline parameters.")
+    host: str | None = Field(default=None, pattern=r"^https?://[^\s/]+[^\s]*$", max_length=2048,
+                             description="Kubeflow Pipelines endpoint: submit there. None: the settings' "
+                             "kfp_host, else a local run on the server (kfp.local).")
+    experiment: str = Field(default="skiff", min_length=1, max_length=128, description="KFP experiment "
+                            "(with a host).")
+    run_name: str | None = Field(default=None, min_length=1, max_length=128, description="KFP run name "
+                                 "(with a host).")
 
 
 class Submitted(BaseModel):
@@ -54,37 +99,43 @@ def _known() -> dict[str, dict[str, str]]:
     return {name: (PARAMETERS if name == "tabular" else {}) for name in PIPELINES}
 
 
+def _pipeline(name: str) -> str:
+    if name not in _known():
+        raise NotFoundError(f"no pipeline {name!r}; pipelines: {sorted(_known())}")
+    return name
+
+
 @router.get("", response_model=list[PipelineInfo], dependencies=[Depends(require_read)])
 def list_pipelines() -> list[dict[str, Any]]:
     """The pipelines and the parameters a run takes."""
     return [{"name": n, "parameters": p} for n, p in sorted(_known().items())]
 
 
-@router.post("/{name}/compile", dependencies=[Depends(require_read)],
-             response_class=Response, responses={200: {"content": {"application/yaml": {}}}})
+@router.post("/{name}/compile", dependencies=[Depends(require_read)], response_class=Response,
+             responses={200: {"content": {"application/yaml": {"schema": {"type": "string"}}},
+                              "description": "KFP IR YAML."}, **declare(404, 422)})
 def compile_pipeline(name: NameParam) -> Response:
     """The pipeline's KFP IR YAML (what a Kubeflow Pipelines backend runs)."""
     from pipelines import runner
 
-    runner.get_pipeline(name)  # 400 for an unknown pipeline before compiling
+    _pipeline(name)  # 404 for an unknown pipeline before compiling
     with tempfile.TemporaryDirectory(prefix="skiff-compile-") as tmp:
         text = runner.compile_pipeline(name, Path(tmp) / f"{name}.yaml").read_text()
     return Response(text, media_type="application/yaml")
 
 
 @router.post("/{name}/runs", status_code=202, response_model=RunRecord | Submitted,
-             dependencies=[Depends(require_admin)])
+             dependencies=[Depends(require_admin)], responses=declare(400, 403, 404, 409, 422, 502, 503))
 def start_run(name: NameParam, body: RunRequest, ctx: Annotated[ApiContext, Depends(context)]) -> Any:
     """Start a run: submitted to Kubeflow Pipelines with a host, else a local run in the background
     (poll ``GET /pipelines/runs/{run_id}``). Admin."""
     from pipelines import runner
     from skiff.cli.run import pipeline_arguments
-    from skiff.errors import UsageError
 
-    if body.local and body.host:
-        raise UsageError("give local or host, not both")
-    host = None if body.local else (body.host or ctx.settings.kfp_host)
-    params = dict(body.params)
+    _pipeline(name)
+    params = body.params.model_dump(mode="json", exclude_none=True, exclude={"spec"})
+    params["spec"] = resolve_spec(body.params.spec, ctx.settings)
+    host = body.host or ctx.settings.kfp_host
     if host:
         args = pipeline_arguments(name, params, ctx.settings, local=False)
         return runner.submit(name, args, host, body.experiment, body.run_name,
@@ -93,7 +144,8 @@ def start_run(name: NameParam, body: RunRequest, ctx: Annotated[ApiContext, Depe
     return ctx.runs.start(name, args)
 
 
-@router.get("/runs/{run_id}", response_model=RunRecord, dependencies=[Depends(require_read)])
+@router.get("/runs/{run_id}", response_model=RunRecord, dependencies=[Depends(require_read)],
+            responses=declare(404, 422))
 def get_run(run_id: str, ctx: Annotated[ApiContext, Depends(context)]) -> RunRecord:
     """A local run's status, its steps so far, and the run summary when it has finished."""
     return ctx.runs.get(run_id)
