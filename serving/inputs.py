@@ -2,7 +2,7 @@
 
 Both protocols become one columnar :class:`Batch` (feature -> list of values, in the order of the
 version's ``features``) after every value is checked against the version's recorded input schema
-(``string``, ``category``, ``integer``, ``float``, ``boolean``, ``datetime``). Anything wrong raises
+(``string``, ``category``, ``integer``, ``float``, ``boolean``, ``datetime``) and column rules. Anything wrong raises
 :class:`BadRequest` — KServe's ``InvalidInput`` (HTTP 400) carrying the offending ``field`` — so a bad
 request is answered with a JSON body that names what to fix, never with a 500.
 
@@ -14,17 +14,23 @@ Accepted shapes:
   feature, e.g. ``"input"``) of shape ``[n, len(features)]`` with the columns in feature order. ``data``
   may be flat (row-major) or nested.
 
-``None`` (JSON ``null``) is accepted as a missing value; the batch records that it has one.
+Values are judged column by column with the version's recorded column rules, by ingestion's own
+cleanser (see :class:`InputSchema`): a raw export row and a typed JSON row get the same answer. ``None``
+(JSON ``null``), NaN and whatever the rules call missing follow the column's missing policy; a batch
+records whether a missing value is left.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from kserve.errors import InvalidInput
+
+from skiff.cleansing import Cleanser
+from skiff.spec import ColumnSpec, DatasetSpec
 
 __all__ = ["BadRequest", "Batch", "InputSchema", "parse_v1", "parse_v2", "check_column", "V2_DATATYPE"]
 
@@ -33,9 +39,12 @@ V2_DATATYPE = {"string": "BYTES", "category": "BYTES", "datetime": "BYTES", "int
                "float": "FP64", "boolean": "BOOL"}
 _NUMERIC_DT = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64",
                          "UINT8", "UINT16", "UINT32", "UINT64"})
+# BYTES fits every column: text is coerced as ingestion coerces a file's text ("29,85", "Yes", " ")
 _ACCEPTED_DT = {"string": frozenset({"BYTES"}), "category": frozenset({"BYTES"}),
-                "datetime": frozenset({"BYTES"}), "integer": _NUMERIC_DT, "float": _NUMERIC_DT,
-                "boolean": frozenset({"BOOL"})}
+                "datetime": frozenset({"BYTES"}), "integer": _NUMERIC_DT | {"BYTES"},
+                "float": _NUMERIC_DT | {"BYTES"}, "boolean": _NUMERIC_DT | {"BOOL", "BYTES"}}
+#: The largest tensor dimension taken (a shape beyond it cannot match any request body).
+_MAX_DIM = 2**31 - 1
 _ALL_DT = _NUMERIC_DT | {"BOOL", "BYTES"}
 
 
@@ -59,53 +68,121 @@ class _Mismatch(Exception):
         self.expected = expected
 
 
-def _float(v: Any) -> Any:
+#: The largest magnitude a number may have: the exported model computes in float32 (beyond it a value is
+#: infinite there, and only an overflow on scikit-learn); both engines refuse it the same way.
+MAX_MAGNITUDE = float(np.finfo(np.float32).max)
+_INT64 = (-(2**63), 2**63 - 1)
+#: The generated key column of the one-request data set the rules are compiled into (never a feature).
+_REQUEST_KEY = "_skiff_request_row"
+
+_EXPECTED = {"float": "a number", "integer": "an integer", "boolean": "true or false", "string": "a string",
+             "category": "a string", "datetime": "an ISO 8601 date-time"}
+
+
+def _text_of(v: Any) -> str | None:
+    """A request value as the text a source file would hold (what ingestion coerces)."""
     t = type(v)
-    if t is float or t is int or v is None:
+    if v is None or t is str:
         return v
-    raise _Mismatch("a number")
-
-
-def _integer(v: Any) -> Any:
-    t = type(v)
-    if t is int or v is None:
-        return v
-    if t is float and v.is_integer():
-        return int(v)
-    raise _Mismatch("an integer")
-
-
-def _boolean(v: Any) -> Any:
-    if type(v) is bool or v is None:
-        return v
-    raise _Mismatch("true or false")
-
-
-def _text(v: Any) -> Any:
-    t = type(v)
-    if t is str or v is None:
-        return v
+    if t is bool:
+        return "true" if v else "false"
+    if t is int:
+        return str(v)
+    if t is float:
+        return repr(v)  # shortest round-trip text; nan / inf as ingestion reads them
     if t is bytes:
         try:
             return v.decode("utf-8")
         except UnicodeDecodeError as e:
             raise _Mismatch("UTF-8 text") from e
-    raise _Mismatch("a string")
+    raise _Mismatch("a single value")
 
 
-def _datetime(v: Any) -> Any:
-    if v is None:
-        return v
-    v = _text(v)
-    try:
-        dt.datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith("Z") else v)
-    except ValueError as e:
-        raise _Mismatch("an ISO 8601 date-time") from e
-    return v
+@dataclass(frozen=True)
+class _Column:
+    """One input column's compiled rules: the cleansing rule, and the bounds of the fast path (typed JSON
+    values that coercion would leave as they are skip the text coercion)."""
+
+    name: str
+    type: str
+    spec: ColumnSpec
+    lo: float
+    hi: float
+    num_sentinels: frozenset
+    str_sentinels: frozenset
+    allowed: frozenset | None
+    regex: bool
+    impute: Any  # the value a missing one becomes under missing: impute (None: stays missing)
+
+    def clean(self, values: list[Any]) -> bool:
+        """True when every value is typed and already what the rules would make of it."""
+        t = self.type
+        if t == "float":
+            lo, hi, sent, allowed = self.lo, self.hi, self.num_sentinels, self.allowed
+            for v in values:
+                k = type(v)
+                if (k is not float and k is not int) or not lo <= v <= hi:  # NaN fails the comparison too
+                    return False
+                if (sent and v in sent) or (allowed is not None and v not in allowed):
+                    return False
+            return True
+        if t == "integer":
+            lo, hi, sent, allowed = self.lo, self.hi, self.num_sentinels, self.allowed
+            for v in values:
+                if type(v) is not int or not lo <= v <= hi or (sent and v in sent) or (
+                        allowed is not None and v not in allowed):
+                    return False
+            return True
+        if t == "boolean":
+            return not self.str_sentinels and self.allowed is None and all(type(v) is bool for v in values)
+        if t in ("string", "category"):
+            if self.regex:
+                return False
+            sent, allowed = self.str_sentinels, self.allowed
+            for v in values:
+                if type(v) is not str or not v or v[0].isspace() or v[-1].isspace():
+                    return False
+                if (sent and v in sent) or (allowed is not None and v not in allowed):
+                    return False
+            return True
+        return False
 
 
-_CHECKS: dict[str, Callable[[Any], Any]] = {"float": _float, "integer": _integer, "boolean": _boolean,
-                                            "string": _text, "category": _text, "datetime": _datetime}
+def _compile(features: Sequence[str], types: Mapping[str, str],
+             rules: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, _Column], Cleanser]:
+    """The rules compiled by the ingestion cleanser itself (a one-request data set of the inputs)."""
+    import pyarrow.compute as pc
+
+    columns = {f: {k: v for k, v in (rules.get(f) or {"type": types[f]}).items() if k != "impute_value"}
+               for f in features}
+    for f in features:
+        columns[f]["type"] = types[f]
+    spec = DatasetSpec(name="request", entity_key={"generated": "row", "column": _REQUEST_KEY}, columns=columns)
+    cleanser = Cleanser(spec)
+    out: dict[str, _Column] = {}
+    for rule in cleanser.rules:
+        if rule.name == _REQUEST_KEY:
+            continue
+        col, t = rule.spec, rule.spec.type
+        lo, hi = -MAX_MAGNITUDE, MAX_MAGNITUDE
+        if t == "integer":
+            lo, hi = _INT64
+        if t in ("float", "integer"):
+            if col.min is not None:
+                lo = max(lo, float(col.min))
+            if col.max is not None:
+                hi = min(hi, float(col.max))
+        recorded = rules.get(rule.name) or {}
+        impute = None
+        if col.missing == "impute":
+            impute = rule.impute_value.as_py() if rule.impute_value is not None else recorded.get("impute_value")
+        if impute is not None and t == "datetime" and not isinstance(impute, str):
+            impute = impute.isoformat()
+        str_sent = frozenset(rule.str_sentinels.to_pylist()) if rule.str_sentinels is not None else frozenset()
+        allowed = frozenset(pc.unique(rule.allowed).to_pylist()) if rule.allowed is not None else None
+        out[rule.name] = _Column(rule.name, t, col, lo, hi, frozenset(rule.num_sentinels), str_sent, allowed,
+                                 rule.regex is not None, impute)
+    return out, cleanser
 
 
 def _describe(v: Any) -> str:
@@ -115,22 +192,54 @@ def _describe(v: Any) -> str:
     return f"{name} {text[:40] + '...' if len(text) > 40 else text}"
 
 
+def _rule_text(col: _Column, rule: str) -> str:
+    spec = col.spec
+    if rule == "below_min":
+        return f"below the spec's min {spec.min:g}"
+    if rule == "above_max":
+        return f"above the spec's max {spec.max:g}"
+    if rule == "not_allowed":
+        shown = sorted(map(str, col.allowed or ()))
+        return f"not among the spec's allowed values ({', '.join(shown[:10])}{', ...' if len(shown) > 10 else ''})"
+    if rule == "regex_mismatch":
+        return f"does not match the spec's regex {spec.regex!r}"
+    if rule == "missing":
+        return "a missing value, and the spec's missing policy for it is reject"
+    if rule == "out_of_range":
+        return f"expected a number of magnitude at most {MAX_MAGNITUDE:.4g}"
+    expected = _EXPECTED[col.type]
+    if col.type == "boolean" and (spec.true_values or spec.false_values):
+        expected += f" (spellings: {', '.join((spec.true_values or []) + (spec.false_values or []))})"
+    return f"expected {expected}"
+
+
 @dataclass(frozen=True)
 class InputSchema:
-    """The columns a model version takes, in order, with their spec types."""
+    """The columns a model version takes, in order, with their spec types and column rules.
+
+    Values are judged by the rules ingestion applied to the training rows (:mod:`skiff.cleansing`): a raw
+    export value (``"Yes"``, ``"29,85"``, ``" "``, a sentinel) becomes what the lake holds, a value
+    ingestion would quarantine is a :class:`BadRequest` naming the column and the rule, and a missing
+    value follows the column's missing policy (``impute`` with the statistic recorded at registration).
+    Numbers beyond :data:`MAX_MAGNITUDE` and infinities are refused; NaN is a missing value.
+    """
 
     features: tuple[str, ...]
     types: Mapping[str, str]
+    columns: Mapping[str, _Column] = field(default_factory=dict, compare=False, repr=False)
+    cleanser: Cleanser | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def build(cls, features: Sequence[str], types: Mapping[str, str]) -> InputSchema:
+    def build(cls, features: Sequence[str], types: Mapping[str, str],
+              rules: Mapping[str, Mapping[str, Any]] | None = None) -> InputSchema:
         if not features:
             raise ValueError("the model version records no input features")
-        unknown = [f for f in features if types.get(f) not in _CHECKS]
+        unknown = [f for f in features if types.get(f) not in _EXPECTED]
         if unknown:
             raise ValueError(f"the input schema gives no known type for {unknown} "
-                             f"(types: {sorted(_CHECKS)})")
-        return cls(tuple(features), dict(types))
+                             f"(types: {sorted(_EXPECTED)})")
+        columns, cleanser = _compile(features, types, dict(rules or {}))
+        return cls(tuple(features), dict(types), columns, cleanser)
 
     @property
     def feature_set(self) -> frozenset[str]:
@@ -146,21 +255,53 @@ class Batch:
     missing: bool
 
 
+def _bad(col: _Column, rule: str, i: int, offset: int, values: list[Any]) -> BadRequest:
+    shown = _describe(values[i])
+    return BadRequest(f"feature {col.name!r} (row {i + offset}): {_rule_text(col, rule)}, got {shown}",
+                      col.name, row=i + offset, rule=rule, expected=col.type)
+
+
 def check_column(schema: InputSchema, name: str, values: list[Any], offset: int = 0) -> tuple[list[Any], bool]:
-    check = _CHECKS[schema.types[name]]
-    out = []
-    missing = False
+    """One column's request values as the lake would hold them, and whether one is missing (None)."""
+    col: _Column = schema.columns[name]
+    if col.clean(values):
+        return values, False
+    import pyarrow as pa
+
+    text: list[str | None] = []
     try:
         for v in values:
-            c = check(v)
-            if c is None:
-                missing = True
-            out.append(c)
+            text.append(_text_of(v))
     except _Mismatch as m:
-        i = len(out)
+        i = len(text)
         raise BadRequest(f"feature {name!r} (row {i + offset}): expected {m.expected}, got {_describe(values[i])}",
-                         name, row=i + offset, expected=schema.types[name]) from None
-    return out, missing
+                         name, row=i + offset, rule="not_a_value", expected=col.type) from None
+    coerced, failed = schema.cleanser.check_column(name, pa.array(text, pa.string()))
+    problems = {int(i): rule for mask, rule in reversed(failed) for i in np.flatnonzero(mask)}
+    if col.type in ("float", "integer"):
+        import pyarrow.compute as pc
+
+        big = pc.fill_null(pc.greater(pc.abs(coerced.values.cast(pa.float64())), MAX_MAGNITUDE), False)
+        for i in np.flatnonzero(big.to_numpy(zero_copy_only=False)):
+            problems.setdefault(int(i), "out_of_range")
+    for i, rule in problems.items():  # a typed number fails coercion only when infinite: out of range
+        if rule == "not_a_number" and type(values[i]) is float:
+            problems[i] = "out_of_range"
+    missing = coerced.missing
+    if col.spec.missing == "reject":
+        for i in np.flatnonzero(missing):
+            problems.setdefault(int(i), "missing")
+    if problems:
+        i = min(problems)
+        raise _bad(col, problems[i], i, offset, values)
+    out = coerced.values.to_pylist()
+    if col.type == "datetime":
+        out = [None if v is None else v.isoformat() for v in out]
+    any_missing = bool(missing.any())
+    if any_missing and col.impute is not None:
+        out = [col.impute if m else v for v, m in zip(out, missing.tolist(), strict=True)]
+        any_missing = False
+    return out, any_missing
 
 
 def _names(names) -> str:
@@ -225,7 +366,10 @@ def _flat(data: Any, name: str) -> list[Any]:
 def _shape(inp: Any) -> list[int]:
     shape = inp.shape
     if not isinstance(shape, list | tuple) or not all(type(s) is int for s in shape):
-        raise BadRequest(f"input {inp.name!r}: shape must be a list of integers, got {shape!r}", inp.name)
+        raise BadRequest(f"input {inp.name!r}: shape must be a list of integers, got {str(shape)[:80]}", inp.name)
+    if not all(0 <= s <= _MAX_DIM for s in shape):
+        raise BadRequest(f"input {inp.name!r}: shape dimensions must be between 0 and {_MAX_DIM}, got "
+                         f"{str(list(shape))[:80]}", inp.name)
     return list(shape)
 
 

@@ -8,8 +8,10 @@ reason goes to the log and to the server's readiness answer.
 
 Scikit-learn versions run on onnxruntime when the registry recorded an exact ONNX export
 (``metadata.extra["onnx"]["exact"]`` and ``model.onnx``): inputs are built straight from the request's
-arrays (float32 numbers, text), no DataFrame per request. Rows with missing values, and versions without
-an exact export, run on the scikit-learn pipeline. Both paths give the same labels and probabilities to
+arrays (float32 numbers, text), no DataFrame per request. Requests outside what the export was checked
+on (:class:`~skiff.onnx_export.OnnxDomain`: rows with missing values, categories unseen in training —
+``handle_unknown`` is the pipeline's —, numbers beyond the checked range), and versions without an exact
+export, run on the scikit-learn pipeline. Both paths give the same labels and probabilities to
 within the export's recorded difference (at most 1e-5).
 
 Responses:
@@ -119,9 +121,13 @@ class OnnxRuntime(Runtime):
 
     engine = "onnxruntime"
 
-    def __init__(self, payload: bytes, kinds: dict[str, str], fallback: SklearnRuntime, threads: int) -> None:
-        from skiff.onnx_export import onnx_session
+    def __init__(self, payload: bytes, info: dict[str, Any], fallback: SklearnRuntime, threads: int) -> None:
+        from skiff.onnx_export import OnnxDomain, known_categories, onnx_session
 
+        kinds = dict(info.get("inputs") or {})
+        if "categories" not in info:  # an export from before categories were recorded: read the encoders
+            info = {**info, "categories": known_categories(fallback.model, kinds)}
+        self.domain = OnnxDomain(kinds, info)
         self.session = onnx_session(payload, threads=threads)
         names = [i.name for i in self.session.get_inputs()]
         if names != list(kinds):
@@ -134,7 +140,7 @@ class OnnxRuntime(Runtime):
     def score(self, batch: Batch) -> Scores:
         from skiff.onnx_export import onnx_feeds
 
-        if batch.missing:
+        if batch.missing or not self.domain.admits(batch.columns):  # where the graph is not known exact
             return self.fallback.score(batch)
         out = self.session.run([self.output], onnx_feeds(batch.columns, self.kinds))[0]
         if self.fallback.classifier:
@@ -172,7 +178,7 @@ def _load_sklearn(registry: ModelRegistry, mv: ModelVersion, schema: InputSchema
         return sk
     try:
         payload = registry.store.read_bytes(mv.name, str(mv.version), ONNX_FILE)
-        return OnnxRuntime(payload, dict(onnx.get("inputs") or {}), sk, settings.max_threads)
+        return OnnxRuntime(payload, dict(onnx), sk, settings.max_threads)
     except Exception as e:  # a broken export must not take the model down: scikit-learn still serves
         log.warning("%s v%s: cannot use %s (%s: %s); serving with scikit-learn", mv.name, mv.version,
                     ONNX_FILE, type(e).__name__, e)
@@ -250,7 +256,7 @@ class SkiffPredictor(Model):
         registry = ModelRegistry.from_settings(settings)
         mv = registry.get(self.model_name, self.requested_version)
         meta = mv.metadata
-        self.schema = InputSchema.build(meta.features, meta.input_schema)
+        self.schema = InputSchema.build(meta.features, meta.input_schema, meta.input_rules)
         loader = FLAVORS.get(meta.flavor) or _no_loader(meta.flavor)
         self.runtime = loader(registry, mv, self.schema, settings, self.engine_choice)
         self.version, self.metadata = mv.version, meta

@@ -272,7 +272,7 @@ class FeastTransformer(Model):
                                   f"feature(s) {absent}")
             self._feature_service = self.store.get_feature_service(meta.feature_service)
         self.key_schema = InputSchema.build(list(keys), keys)
-        self.feature_schema = InputSchema.build(meta.features, meta.input_schema)
+        self.feature_schema = InputSchema.build(meta.features, meta.input_schema, meta.input_rules)
         self.version = mv.version
         self.load_error = None
         self.ready = True

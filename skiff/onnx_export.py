@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ONNX_FILE", "DEFAULT_OPSET", "DEFAULT_TOLERANCE", "export_onnx", "onnx_feeds", "input_kinds",
-           "onnx_session"]
+           "onnx_session", "known_categories", "OnnxDomain"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,83 @@ def onnx_feeds(columns: Mapping[str, Sequence[Any]], kinds: Mapping[str, str]) -
     return feeds
 
 
+def _encoders(step: Any, columns: Sequence[Any] | None = None):
+    """(column, encoder, imputed marker) for each one-hot encoded input column of a fitted step."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    if isinstance(step, ColumnTransformer):
+        for _name, trans, cols in step.transformers_:
+            if not isinstance(trans, str):
+                yield from _encoders(trans, list(cols) if not isinstance(cols, str) else [cols])
+    elif isinstance(step, Pipeline):
+        marker = None
+        for _name, sub in step.steps:
+            if isinstance(sub, SimpleImputer) and columns is not None:
+                marker = sub.missing_values
+            elif isinstance(sub, OneHotEncoder) and columns is not None:
+                for col, cats in zip(columns, sub.categories_, strict=False):
+                    yield col, [str(c) for c in cats], marker
+                return
+            elif isinstance(sub, ColumnTransformer):
+                yield from _encoders(sub)
+                return
+            else:
+                return  # anything else in between may change the values: nothing is known
+    elif isinstance(step, OneHotEncoder) and columns is not None:
+        for col, cats in zip(columns, step.categories_, strict=False):
+            yield col, [str(c) for c in cats], None
+
+
+def known_categories(model: Any, kinds: Mapping[str, str]) -> dict[str, list[str]] | None:
+    """Each text input's categories the graph was fitted on (plus an imputer's missing marker), or None
+    when some text input's encoder cannot be found (then no value can be called unseen)."""
+    prep = _preparer(model)
+    graph = model[1:] if prep is not None else model
+    steps = graph.steps if hasattr(graph, "steps") else [("model", graph)]
+    found: dict[str, list[str]] = {}
+    for _name, step in steps:
+        for col, cats, marker in _encoders(step):
+            if col in kinds:
+                found[col] = cats + ([str(marker)] if isinstance(marker, str) else [])
+    text = [c for c, k in kinds.items() if k == "string"]
+    if any(c not in found for c in text):
+        return None
+    return {c: found[c] for c in text}
+
+
+class OnnxDomain:
+    """Which requests the ONNX graph answers exactly, from what the export checked (the server and the
+    registration check route by it alike): rows without missing values, text values among the fitted
+    categories, numbers within the checked range. Everything else goes to scikit-learn, so both engines
+    give the same answer for every request, unseen categories and extreme numbers included."""
+
+    def __init__(self, kinds: Mapping[str, str], info: Mapping[str, Any]) -> None:
+        cats = info.get("categories")
+        self.categories = {c: frozenset(v) for c, v in cats.items()} if cats else None
+        self.ranges = {c: (float(lo), float(hi)) for c, (lo, hi) in (info.get("ranges") or {}).items()}
+        self.kinds = dict(kinds)
+
+    def admits(self, columns: Mapping[str, Sequence[Any]]) -> bool:
+        for name, kind in self.kinds.items():
+            values = columns[name]
+            if kind == "float":
+                r = self.ranges.get(name)
+                if r is not None:
+                    lo, hi = r
+                    for v in values:
+                        if not lo <= v <= hi:
+                            return False
+            elif self.categories is not None:
+                known = self.categories[name]
+                for v in values:
+                    if (v if type(v) is str else str(v)) not in known:
+                        return False
+        return True
+
+
 def _default_schema(frame) -> dict[str, str]:
     import pandas as pd
 
@@ -143,6 +220,8 @@ def export_onnx(
                             "file": None}
     if dest.exists():
         dest.unlink()
+    import pandas as pd
+
     try:
         kinds = input_kinds(model, features, schema)
     except ValueError as e:
@@ -170,32 +249,128 @@ def export_onnx(
         info["reason"] = f"conversion failed: {type(e).__name__}: {e}"
         log.info("ONNX export skipped: %s", info["reason"])
         return info
-    cols = {c: graph_input[c].tolist() for c in kinds}
-    outputs = session.run(None, onnx_feeds(cols, kinds))
+    info["categories"] = known_categories(model, kinds)
     if is_classifier:
-        expected = np.asarray(model.predict_proba(complete), dtype=np.float64)
-        got = np.asarray(outputs[1], dtype=np.float64)
         info["compared"] = "predict_proba"
-        scale = 1.0
     else:
-        expected = np.asarray(model.predict(complete), dtype=np.float64).reshape(-1)
-        got = np.asarray(outputs[0], dtype=np.float64).reshape(-1)
         info["compared"] = "predict (relative to max(1, |value|))"
-        scale = max(1.0, float(np.abs(expected).max()))
-    if got.shape != expected.shape:
-        info["reason"] = f"ONNX output shape {got.shape} differs from the pipeline's {expected.shape}"
+    diff = _max_diff(model, session, complete, prep, kinds, is_classifier)
+    if isinstance(diff, str):
+        info["reason"] = diff
         return info
-    diff = float(np.abs(got - expected).max()) / scale
     info["max_abs_diff"] = diff
-    info["rows_checked"] = int(len(complete))
+    checked = len(complete)
     if not np.isfinite(diff) or diff > tolerance:
-        info["reason"] = f"max difference {diff:.3g} on {len(complete)} held-out rows exceeds {tolerance:g}"
+        info["rows_checked"] = checked
+        info["reason"] = f"max difference {diff:.3g} on {checked} held-out rows exceeds {tolerance:g}"
+        return info
+    # extreme numbers: the graph computes in float32; keep the wide range only where it stays exact
+    info["ranges"] = {}
+    for c, k in kinds.items():
+        if k != "float" or schema.get(c) == "boolean" or c not in complete.columns:
+            continue
+        col = graph_input[c].astype(float)
+        lo, hi = float(col.min()), float(col.max())
+        span = max(hi - lo, 1.0)
+        wide = (lo - 10 * span, hi + 10 * span)
+        probe = pd.concat([complete.iloc[:1]] * 2, ignore_index=True)
+        probe[c] = np.array(wide, dtype=np.float64)
+        d = _max_diff(model, session, probe, prep, kinds, is_classifier)
+        checked += 2
+        ok = not isinstance(d, str) and np.isfinite(d) and d <= tolerance
+        info["ranges"][c] = list(wide if ok else (lo, hi))
+        if ok:
+            diff = max(diff, d)
+    # unseen and missing values: checked through the route the server takes (OnnxDomain), every row with
+    # a missing value in the held-out set included
+    domain = OnnxDomain(kinds, info)
+    probes = [holdout[features][holdout[features].isna().any(axis=1)]]
+    base = complete.iloc[:1]
+    for c in features:
+        row = base.copy()
+        row[c] = None if not pd.api.types.is_numeric_dtype(row[c].dtype) else np.nan
+        probes.append(row)
+        if kinds.get(c) == "string":
+            row = base.astype({c: object}).copy()
+            row[c] = "__skiff_unseen__"
+            probes.append(row)
+            row = base.astype({c: object}).copy()
+            row[c] = " " + str(base[c].iloc[0])
+            probes.append(row)
+    routed = pd.concat([p for p in probes if len(p)], ignore_index=True)
+    d = _route_diff(model, session, routed, prep, kinds, is_classifier, domain)
+    if isinstance(d, str):
+        info["rows_checked"] = checked
+        info["reason"] = d
+        return info
+    checked += len(routed)
+    diff = max(diff, d)
+    info["max_abs_diff"] = diff
+    info["rows_checked"] = int(checked)
+    if not np.isfinite(diff) or diff > tolerance:
+        info["reason"] = (f"max difference {diff:.3g} on {checked} rows (held-out, extreme, unseen and missing "
+                          f"values) exceeds {tolerance:g}")
         return info
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(payload)
     info.update(exact=True, file=dest.name,
-                reason=f"max difference {diff:.3g} on {len(complete)} held-out rows within {tolerance:g}")
+                reason=f"max difference {diff:.3g} on {checked} rows (held-out, extreme, unseen and missing "
+                       f"values) within {tolerance:g}")
     return info
+
+
+def _expected(model: Any, rows, is_classifier: bool) -> np.ndarray:
+    if is_classifier:
+        return np.asarray(model.predict_proba(rows), dtype=np.float64)
+    return np.asarray(model.predict(rows), dtype=np.float64).reshape(-1)
+
+
+def _onnx_out(session: Any, rows, prep: Any, kinds: Mapping[str, str], is_classifier: bool) -> np.ndarray:
+    graph_input = prep.transform(rows) if prep is not None else rows
+    outputs = session.run(None, onnx_feeds({c: graph_input[c].tolist() for c in kinds}, kinds))
+    if is_classifier:
+        return np.asarray(outputs[1], dtype=np.float64)
+    return np.asarray(outputs[0], dtype=np.float64).reshape(-1)
+
+
+def _diff(expected: np.ndarray, got: np.ndarray, is_classifier: bool) -> float | str:
+    if got.shape != expected.shape:
+        return f"ONNX output shape {got.shape} differs from the pipeline's {expected.shape}"
+    if not len(expected):
+        return 0.0
+    scale = 1.0 if is_classifier else max(1.0, float(np.abs(expected).max()))
+    return float(np.abs(got - expected).max()) / scale
+
+
+def _max_diff(model, session, rows, prep, kinds, is_classifier) -> float | str:
+    """Largest difference between the graph and the pipeline on complete rows (a text when it fails)."""
+    try:
+        got = _onnx_out(session, rows, prep, kinds, is_classifier)
+    except Exception as e:  # onnxruntime raises its own kinds on values the graph cannot take
+        return f"the ONNX graph fails on checked rows: {type(e).__name__}: {e}"
+    return _diff(_expected(model, rows, is_classifier), got, is_classifier)
+
+
+def _route_diff(model, session, rows, prep, kinds, is_classifier, domain: OnnxDomain) -> float | str:
+    """The server's answer (ONNX where the domain admits a row, else the pipeline) against the pipeline."""
+    if not len(rows):
+        return 0.0
+    graph_input = prep.transform(rows) if prep is not None else rows
+    complete = ~rows.isna().any(axis=1).to_numpy()
+    admitted = [i for i in range(len(rows)) if complete[i]
+                and domain.admits({c: graph_input[c].iloc[i:i + 1].tolist() for c in kinds})]
+    if not admitted:
+        return 0.0  # the pipeline answers them on both engines (or refuses them on both)
+    rows = rows.iloc[admitted]
+    try:
+        expected = _expected(model, rows, is_classifier)
+    except (ValueError, TypeError) as e:
+        return f"the server would send the ONNX graph rows the pipeline refuses: {type(e).__name__}: {e}"
+    try:
+        got = _onnx_out(session, rows, prep, kinds, is_classifier)
+    except Exception as e:  # an admitted value the graph cannot take: the domain is wrong, not exact
+        return f"the ONNX graph fails on rows the server would send it: {type(e).__name__}: {e}"
+    return _diff(expected, got, is_classifier)
 
 
 def onnx_session(payload: bytes, threads: int = 1):

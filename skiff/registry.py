@@ -68,6 +68,11 @@ class VersionMetadata(BaseModel):
     classes: list[Any] | None = None
     features: list[str] = Field(default_factory=list, description="Input columns, in order.")
     input_schema: dict[str, str] = Field(default_factory=dict, description="Input column -> spec type.")
+    input_rules: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Input column -> the spec's column rules (true/false values, sentinels, missing policy, "
+        "allowed, min/max ...) plus ``impute_value``, the statistic computed on the training rows: the model "
+        "server coerces requests with them exactly as ingestion does. Empty in older versions: type only.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Held-out test metrics.")
     cv: list[dict[str, Any]] = Field(default_factory=list, description="Per-fold CV rows.")
     gate: dict[str, Any] = Field(default_factory=dict, description="Champion/challenger decision.")

@@ -72,7 +72,8 @@ def evaluate(
     gate_metric = metric or info.get("scoring") or default_scoring(result.problem_type)
     decision = gate(result.metrics, champion, gate_metric, margin)
     report.metadata.update(
-        {"gate_metric": gate_metric, "promote": decision.promote, "reason": decision.reason}
+        {"gate_metric": gate_metric, "promote": decision.promote, "reason": decision.reason,
+         "gate": decision.record()}  # register records it: the metric and values the gate compared
     )
 
     with tempfile.TemporaryDirectory() as tmp:

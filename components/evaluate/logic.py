@@ -419,6 +419,17 @@ class GateDecision:
     margin: float
     higher_is_better: bool
 
+    def record(self) -> dict[str, Any]:
+        """The decision as a registered version records it (``metadata.gate``): the metric compared, both
+        values, the margin, the improvement and the verdict (NaN written as None: JSON has no NaN)."""
+
+        def num(v: float | None) -> float | None:
+            return None if v is None or not math.isfinite(v) else float(v)
+
+        return {"metric": self.metric, "challenger": num(self.challenger), "champion": num(self.champion),
+                "delta": num(self.delta), "improvement": num(self.improvement), "margin": float(self.margin),
+                "higher_is_better": self.higher_is_better, "promote": self.promote, "reason": self.reason}
+
 
 def gate(
     challenger_metrics: Mapping[str, float],

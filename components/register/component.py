@@ -36,7 +36,13 @@ def register(
 
     import pandas as pd
 
-    from components.register.logic import data_fingerprint, input_schema, register_version
+    from components.register.logic import (
+        data_fingerprint,
+        gate_record,
+        input_rules,
+        input_schema,
+        register_version,
+    )
     from components.train.logic import load_model
     from skiff.config import load_settings
     from skiff.onnx_export import ONNX_FILE, export_onnx
@@ -70,9 +76,10 @@ def register(
             classes=info.get("classes"),
             features=features,
             input_schema=schema,
+            input_rules=input_rules(s, features, training),
             metrics={k: float(v) for k, v in test_metrics.items()},
             cv=cv.to_dict(orient="records") if cv is not None else [],
-            gate={"metric": gate_metric, "margin": margin, "promote": promote, "reason": reason},
+            gate=gate_record(report.metadata, metric=gate_metric, margin=margin, promote=promote, reason=reason),
             dataset={"name": s.name, "partitions": training_data.metadata.get("partitions", []),
                      "spec": spec, "rows": len(training)},
             data_fingerprint=data_fingerprint(training),

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict
 from skiff.registry import ModelRegistry, VersionMetadata
 from skiff.spec import DatasetSpec
 
-__all__ = ["RegisterResult", "champion_metrics", "register_version", "input_schema", "data_fingerprint"]
+__all__ = ["RegisterResult", "champion_metrics", "register_version", "input_schema", "input_rules",
+           "data_fingerprint", "gate_record"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,48 @@ def input_schema(spec: DatasetSpec, features: list[str]) -> dict[str, str]:
     """Spec type of each model input (what the predictor checks requests against)."""
     derived = {d.name: d.type for d in spec.derived}
     return {c: spec.columns[c].type if c in spec.columns else derived.get(c, "float") for c in features}
+
+
+#: Column-spec fields that say nothing about one value (the model server has no use for them).
+_NOT_RULES = {"description", "feature", "required", "unique"}
+
+
+def input_rules(spec: DatasetSpec, features: list[str], training: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Each model input's column rules as the spec gives them, for the model server to coerce requests with
+    exactly as ingestion coerced the training rows; a column imputed with a statistic also records
+    ``impute_value``, that statistic computed on ``training`` the way ingestion computes it (a derived
+    feature has its type only)."""
+    import pyarrow as pa
+
+    from skiff.cleansing import ARROW_TYPES, impute_statistic
+
+    derived = {d.name: d.type for d in spec.derived}
+    out: dict[str, dict[str, Any]] = {}
+    for f in features:
+        col = spec.columns.get(f)
+        if col is None:
+            out[f] = {"type": derived.get(f, "float")}
+            continue
+        rules = {"type": col.type, **col.model_dump(mode="json", exclude_defaults=True, exclude=_NOT_RULES)}
+        if col.missing == "impute" and col.impute in ("mean", "median", "mode") and f in training.columns:
+            typ = ARROW_TYPES[col.type]
+            values = pa.chunked_array([pa.Array.from_pandas(training[f]).cast(typ)], type=typ)
+            value = impute_statistic(values, col.impute, typ)
+            rules["impute_value"] = value.isoformat() if hasattr(value, "isoformat") else value
+        out[f] = rules
+    return out
+
+
+def gate_record(evaluated: Mapping[str, Any], *, metric: str, margin: float, promote: bool,
+                reason: str) -> dict[str, Any]:
+    """The gate as a version records it: the evaluate step's own record (its report's ``gate`` metadata:
+    the metric it resolved — the pipeline's ``metric`` is empty by default —, both values, the margin,
+    the verdict); from an evaluate step that wrote none, what the register step was told."""
+    record = evaluated.get("gate")
+    if record:
+        return dict(record)
+    return {"metric": metric or evaluated.get("gate_metric") or None, "margin": margin, "promote": promote,
+            "reason": reason}
 
 
 def data_fingerprint(frame: pd.DataFrame) -> str:

@@ -33,8 +33,12 @@ def test_logistic_pipeline_is_exact_and_written(tmp_path):
     pipe = _pipe(LogisticRegression()).fit(df[:200], y[:200])
     info = export_onnx(pipe, df[200:], tmp_path / "model.onnx", input_schema=SCHEMA)
     assert info["exact"] is True and info["file"] == "model.onnx"
-    assert info["max_abs_diff"] <= 1e-5 and info["rows_checked"] == 100
+    # held-out rows, then two extreme rows per number, then unseen and missing values per column
+    assert info["max_abs_diff"] <= 1e-5 and info["rows_checked"] > 100 + 2 * 2
     assert info["inputs"] == {"plan": "string", "usage": "float", "seats": "float"}
+    assert info["categories"] == {"plan": ["free", "pro", "team"]}
+    lo, hi = info["ranges"]["usage"]
+    assert lo < df.usage[200:].min() and hi > df.usage[200:].max() * 5
     session = onnx_session((tmp_path / "model.onnx").read_bytes())
     rows = df[200:]
     feeds = onnx_feeds({c: rows[c].tolist() for c in SCHEMA}, info["inputs"])
@@ -96,13 +100,29 @@ def test_datetime_features_are_not_exported(tmp_path):
     assert info["exact"] is False and "datetime" in info["reason"]
 
 
-def test_rows_with_missing_values_are_left_out_of_the_check(tmp_path):
+def test_rows_with_missing_values_are_checked_on_the_servers_route(tmp_path):
     df, y = _data()
     pipe = _pipe(LogisticRegression()).fit(df, y)
     holdout = df[:30].copy()
     holdout.loc[holdout.index[:10], "usage"] = np.nan
     info = export_onnx(pipe, holdout, tmp_path / "model.onnx", input_schema=SCHEMA)
-    assert info["exact"] is True and info["rows_checked"] == 20
+    assert info["exact"] is True and info["rows_checked"] >= 30, info
+
+
+def test_domain_sends_unseen_categories_missing_and_extreme_numbers_to_scikit_learn(tmp_path):
+    """The server's route (OnnxDomain) never gives the graph what the export did not check exact: a new
+    plan, a leading space, numbers beyond the checked range."""
+    from skiff.onnx_export import OnnxDomain
+
+    df, y = _data()
+    pipe = _pipe(LogisticRegression()).fit(df, y)
+    info = export_onnx(pipe, df[:50], tmp_path / "model.onnx", input_schema=SCHEMA)
+    domain = OnnxDomain(info["inputs"], info)
+    row = {"plan": ["pro"], "usage": [3.0], "seats": [4]}
+    assert domain.admits(row)
+    for bad in ({"plan": ["enterprise"]}, {"plan": [" pro"]}, {"usage": [1e30]}, {"seats": [-10**9]}):
+        assert not domain.admits({**row, **bad}), bad
+
 
 
 def test_pipeline_with_skiff_frame_preparer_exports_after_it(tmp_path):

@@ -91,3 +91,58 @@ def test_models_cli(skiff_env, capsys):
     assert json.loads(capsys.readouterr().out)["champion"] is True
     assert main(["models", "show", "churn", "9"]) == 2
     assert "no version 9" in capsys.readouterr().err
+
+
+# -- what a version records about the gate and its inputs' rules ------------------------------------
+def test_gate_metric_and_values_are_recorded_when_the_pipeline_left_metric_empty(tmp_path):
+    from components.evaluate.logic import gate
+    from components.register.logic import gate_record
+
+    decision = gate({"roc_auc": 0.86, "f1": 0.7}, {"roc_auc": 0.84}, "roc_auc", margin=0.01)
+    # what the evaluate step leaves on its report artifact; the pipeline's own `metric` parameter is ""
+    evaluated = {"gate_metric": "roc_auc", "promote": decision.promote, "reason": decision.reason,
+                 "gate": decision.record()}
+    record = gate_record(evaluated, metric="", margin=0.01, promote=decision.promote, reason=decision.reason)
+    mv = _reg(tmp_path).register("churn", {"w": 1}, {"gate": record})
+    gate_meta = _reg(tmp_path).get("churn", mv.version).metadata.gate
+    assert gate_meta["metric"] == "roc_auc"
+    assert gate_meta["challenger"] == 0.86 and gate_meta["champion"] == 0.84
+    assert gate_meta["margin"] == 0.01 and gate_meta["promote"] is True
+    assert gate_meta["improvement"] == pytest.approx(0.02) and gate_meta["higher_is_better"] is True
+    # an evaluate step that recorded nothing still gives the metric it resolved
+    assert gate_record({"gate_metric": "rmse"}, metric="", margin=0.0, promote=False, reason="r")["metric"] == "rmse"
+
+
+def test_no_champion_gate_record_is_json(tmp_path):
+    from components.evaluate.logic import gate
+
+    record = gate({"rmse": float("nan")}, None, "rmse").record()
+    assert record["metric"] == "rmse" and record["champion"] is None and record["challenger"] is None
+    json.dumps(record, allow_nan=False)
+
+
+def test_input_rules_record_the_spec_rules_and_the_training_statistic():
+    import pandas as pd
+
+    from components.register.logic import input_rules
+    from skiff.spec import parse_spec
+
+    spec = parse_spec({
+        "name": "meters", "entity_key": "meter_id", "target": "faulty", "problem_type": "binary",
+        "columns": {
+            "meter_id": {"type": "string"},
+            "kwh": {"type": "float", "sentinels": [-200], "missing": "impute", "impute": "median", "min": 0},
+            "seats": {"type": "integer", "missing": "impute", "impute": "mean"},
+            "paper": {"type": "boolean", "true_values": ["Yes"], "false_values": ["No"], "missing": "reject"},
+            "site": {"type": "category", "allowed": ["north", "south"], "description": "for people"},
+            "faulty": {"type": "boolean"},
+        }})
+    training = pd.DataFrame({"kwh": [1.0, 2.0, 10.0], "seats": [1, 2, 4], "paper": [True, False, True],
+                             "site": ["north", "south", "north"]})
+    rules = input_rules(spec, ["kwh", "seats", "paper", "site"], training)
+    assert rules["kwh"] == {"type": "float", "sentinels": [-200], "missing": "impute", "impute": "median",
+                            "min": 0.0, "impute_value": 2.0}
+    assert rules["seats"]["impute_value"] == 2  # integer mean rounded, as ingestion imputes it
+    assert rules["paper"] == {"type": "boolean", "missing": "reject", "true_values": ["Yes"],
+                              "false_values": ["No"]}
+    assert rules["site"] == {"type": "category", "allowed": ["north", "south"]}

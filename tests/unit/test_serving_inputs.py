@@ -2,7 +2,7 @@
 
 import pytest
 
-from serving.inputs import BadRequest, InputSchema, parse_v1, parse_v2
+from serving.inputs import BadRequest, InputSchema, check_column, parse_v1, parse_v2
 
 SCHEMA = InputSchema.build(
     ["plan", "usage", "seats", "annual", "since"],
@@ -58,11 +58,14 @@ def test_integer_column_takes_integral_floats_only():
         ({"instances": ["pro"]}, "instances[0]", "list of values or an object"),
         ({"instances": [{k: v for k, v in ROW_DICT.items() if k != "usage"}]}, "usage", "lacks feature"),
         ({"instances": [{**ROW_DICT, "colour": "red"}]}, "colour", "unknown feature"),
-        ({"instances": [{**ROW_DICT, "usage": "3.5"}]}, "usage", "expected a number, got string"),
+        ({"instances": [{**ROW_DICT, "usage": "lots"}]}, "usage", "expected a number, got string"),
         ({"instances": [{**ROW_DICT, "usage": True}]}, "usage", "expected a number, got boolean"),
-        ({"instances": [{**ROW_DICT, "annual": 1}]}, "annual", "expected true or false"),
-        ({"instances": [{**ROW_DICT, "annual": "yes"}]}, "annual", "expected true or false"),
-        ({"instances": [{**ROW_DICT, "plan": 3}]}, "plan", "expected a string"),
+        ({"instances": [{**ROW_DICT, "annual": 2}]}, "annual", "expected true or false"),
+        ({"instances": [{**ROW_DICT, "annual": "maybe"}]}, "annual", "expected true or false"),
+        ({"instances": [{**ROW_DICT, "plan": [3]}]}, "plan", "expected a single value"),
+        ({"instances": [{**ROW_DICT, "usage": float("inf")}]}, "usage", "magnitude at most"),
+        ({"instances": [{**ROW_DICT, "usage": 1e300}]}, "usage", "magnitude at most"),
+        ({"instances": [{**ROW_DICT, "seats": 10**30}]}, "seats", "expected an integer"),
         ({"instances": [{**ROW_DICT, "since": "yesterday"}]}, "since", "ISO 8601"),
     ],
 )
@@ -109,9 +112,10 @@ def test_v2_binary_bytes_are_decoded():
         ([], "inputs", "no \"inputs\""),
         ([i for i in _named() if i["name"] != "seats"], "seats", "lacks feature"),
         ([*_named(), {"name": "colour", "datatype": "BYTES", "shape": [1], "data": ["red"]}], "colour", "unknown input"),
-        (_named(usage={"datatype": "BYTES", "data": ["3.5"]}), "usage", "datatype BYTES does not fit a float"),
-        (_named(usage={"data": ["3.5"]}), "usage", "expected a number"),
-        (_named(annual={"datatype": "INT64", "data": [1]}), "annual", "does not fit a boolean"),
+        (_named(usage={"datatype": "BOOL", "data": [True]}), "usage", "datatype BOOL does not fit a float"),
+        (_named(usage={"data": ["3.5x"]}), "usage", "expected a number"),
+        (_named(annual={"datatype": "INT64", "data": [7]}), "annual", "expected true or false"),
+        (_named(usage={"data": [float("nan")], "shape": [2**70]}), "usage", "shape dimensions must be"),
         (_named(seats={"shape": [2], "data": [1, 2]}), "seats", "has 2 rows"),
         (_named(seats={"shape": [1, 2], "data": [1, 2]}), "seats", "shape must be [n] or [n, 1]"),
         (_named(plan={"shape": [2]}), "plan", "holds 2 values but data has 1"),
@@ -136,3 +140,59 @@ def test_schema_must_type_every_feature():
         InputSchema.build(["a", "b"], {"a": "float"})
     with pytest.raises(ValueError, match="no input features"):
         InputSchema.build([], {})
+
+
+# -- online = offline: the version's column rules, applied by ingestion's cleanser ---------------------
+RULES = {
+    "plan": {"type": "category", "allowed": ["free", "pro", "team"]},
+    "usage": {"type": "float", "sentinels": [-200], "missing": "impute", "impute": "median", "impute_value": 6.5,
+              "min": 0},
+    "seats": {"type": "integer", "missing": "reject"},
+    "annual": {"type": "boolean", "true_values": ["Yes"], "false_values": ["No"]},
+    "since": {"type": "datetime"},
+}
+RULED = InputSchema.build(list(SCHEMA.features), dict(SCHEMA.types), RULES)
+
+
+def test_raw_export_values_become_what_the_lake_holds():
+    raw = parse_v1({"instances": [[" pro ", "1.234,5", " 4 ", "Yes", "2026-01-02T03:04:05Z"],
+                                  ["team", " ", "3", "No", "2026-01-02T03:04:05Z"],
+                                  ["free", "-200", 2.0, "no", "2026-01-02T03:04:05Z"]]}, RULED)
+    assert raw.columns["plan"] == ["pro", "team", "free"]
+    assert raw.columns["usage"] == [1234.5, 6.5, 6.5]  # decimal comma; blank and sentinel imputed
+    assert raw.columns["seats"] == [4, 3, 2]
+    assert raw.columns["annual"] == [True, False, False]
+    assert not raw.missing
+    typed = parse_v1({"instances": [["pro", 1234.5, 4, True, "2026-01-02T03:04:05Z"]]}, RULED)
+    assert {f: v[0] for f, v in typed.columns.items()} == {f: v[0] for f, v in raw.columns.items()}
+
+
+def test_typed_sentinel_and_nan_follow_the_missing_policy():
+    batch = parse_v1({"instances": [{**ROW_DICT, "usage": -200}, {**ROW_DICT, "usage": float("nan")}]}, RULED)
+    assert batch.columns["usage"] == [6.5, 6.5]
+
+
+@pytest.mark.parametrize(
+    ("override", "field", "rule"),
+    [
+        ({"plan": "gold"}, "plan", "not_allowed"),
+        ({"usage": -1.0}, "usage", "below_min"),
+        ({"usage": "-1"}, "usage", "below_min"),
+        ({"seats": None}, "seats", "missing"),
+        ({"seats": " "}, "seats", "missing"),
+        ({"annual": "oui"}, "annual", "not_a_boolean"),  # the spec's spellings are Yes/No (any case)
+    ],
+)
+def test_what_ingestion_quarantines_is_a_400_naming_the_rule(override, field, rule):
+    row = {**ROW_DICT, **override}
+    with pytest.raises(BadRequest) as e:
+        parse_v1({"instances": [row]}, RULED)
+    assert e.value.field == field and e.value.detail["rule"] == rule, e.value.to_dict()
+    assert field in e.value.reason
+
+
+def test_typed_numbers_skip_text_coercion():
+    """The fast path: clean typed values are returned as they are (no pyarrow round trip)."""
+    values = [3.5, 7, 0.25]
+    out, missing = check_column(RULED, "usage", values)
+    assert out is values and not missing
