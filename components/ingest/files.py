@@ -7,6 +7,12 @@ Lines file when its first line is a whole object, else a document), and delimite
 otherwise is read as what it is (with a warning); an explicit ``format`` in the spec that the content
 contradicts is an error.
 
+A file must not change while it is read. Each file's state (size, modification and change times,
+inode; on object stores size, time and ETag) is taken when it is listed and compared again after its
+content hash is computed and after its rows are read: any difference fails the run with a
+:class:`SourceError` before anything is committed, so the manifest's size and hash are those of the
+bytes the rows came from. (Writers should write to a temporary name and rename when done.)
+
 Everything is streamed in batches (``pyarrow.csv.open_csv``, ``ParquetFile.iter_batches``, JSON Lines in
 blocks of lines), so memory stays bounded whatever the file size. JSON documents (one array or object)
 are the exception: they are parsed whole; use JSON Lines for big data.
@@ -21,6 +27,7 @@ import io
 import itertools
 import json
 import logging
+import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,6 +72,7 @@ class FileEntry:
     columns: list[str] = field(default_factory=list)
     sha256: str | None = None
     rows: int = 0
+    state: tuple = ()  # what says the file is unchanged (see FileReader._state)
 
     def describe(self) -> dict[str, Any]:
         return {"uri": self.uri, "size": self.size, "mtime": self.mtime, "sha256": self.sha256,
@@ -269,12 +277,42 @@ class FileReader:
                 if hasattr(mtime, "timestamp"):
                     mtime = mtime.timestamp()
                 entries.append(FileEntry(uri=self._uri(p), path=p, size=int(info.get("size") or 0),
-                                         mtime=float(mtime) if mtime is not None else None))
+                                         mtime=float(mtime) if mtime is not None else None,
+                                         state=self._state(p, info)))
             return entries
         except InputError:
             raise
         except OSError as e:
             raise SourceError(f"{src}: cannot list: {redact_text(str(e))}", source=src) from e
+
+    def _state(self, path: str, info: dict[str, Any] | None = None) -> tuple:
+        """Size and change markers of a file: equal before and after a read means the same bytes."""
+        if isinstance(self.fs, LocalFileSystem):
+            st = os.stat(path)
+            return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)  # ctime moves even on utime()
+        info = info if info is not None else self.fs.info(path)
+        when = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+        return (int(info.get("size") or 0), str(when), info.get("ETag") or info.get("etag") or info.get("md5"))
+
+    def _check_unchanged(self, entry: FileEntry, while_: str) -> None:
+        try:
+            now = self._state(entry.path)
+        except FileNotFoundError:
+            now = None
+        except OSError as e:
+            raise SourceError(f"{entry.uri}: cannot check the file after {while_}: {redact_text(str(e))}",
+                              source=entry.uri) from e
+        if now == entry.state:
+            return
+        if now is None:
+            what = "it was deleted"
+        elif now[0] != entry.state[0]:
+            what = f"its size went from {entry.state[0]} to {now[0]} bytes"
+        else:
+            what = "it was rewritten (same size, new modification time or file)"
+        raise SourceError(f"{entry.uri}: the file changed while skiff was {while_} ({what}); nothing was "
+                          "committed. Re-run once its writer has finished (writers should write to a "
+                          "temporary name and rename it when done)", source=entry.uri)
 
     def _open(self, entry: FileEntry):
         try:
@@ -334,9 +372,16 @@ class FileReader:
         for entry in self.entries:
             if entry.sha256 is None:
                 h = hashlib.sha256()
+                size = 0
                 with self._open(entry) as f:
                     while chunk := f.read(8 * 1024 * 1024):
                         h.update(chunk)
+                        size += len(chunk)
+                self._check_unchanged(entry, "hashing it")
+                if size != entry.size:  # e.g. a file system whose listing lags its content
+                    raise SourceError(f"{entry.uri}: listed with {entry.size} bytes but {size} were read; "
+                                      "nothing was committed: re-run once its writer has finished",
+                                      source=entry.uri)
                 entry.sha256 = h.hexdigest()
 
     def fingerprint(self) -> dict[str, Any]:
@@ -356,6 +401,8 @@ class FileReader:
             for batch in reader[entry.format](entry):
                 got += batch.rows_read
                 yield batch
+            # the rows must come from the bytes that were listed and hashed
+            self._check_unchanged(entry, "reading it")
             entry.rows = got
             if got == 0:
                 raise InputError(f"{entry.uri}: no rows (header only)" if entry.format == "csv"
