@@ -93,7 +93,7 @@ def build_world(root: Path) -> dict[str, Any]:
     sources = lake.store.child("features")
     build_offline_source(lake, spec, sources)
     store = open_store(REPO / "feature_repo", root / "feast", sources.uri())
-    service, _ = apply_definitions(store, spec, root / "feast" / "definitions")
+    service, _ = apply_definitions(store, spec, sources.uri())
     materialize(store, dt.datetime.now(dt.UTC))
 
     info = export_onnx(pipe, df[features][3000:], root / "model.onnx", input_schema=schema, features=features)

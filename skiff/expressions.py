@@ -25,7 +25,8 @@ import numpy as np
 
 from skiff.errors import SpecError
 
-__all__ = ["MAX_DEPTH", "MAX_EXPRESSION_LENGTH", "parse_expression", "expression_names", "evaluate"]
+__all__ = ["MAX_DEPTH", "MAX_EXPRESSION_LENGTH", "DERIVED_DTYPES", "parse_expression", "expression_names", "evaluate",
+           "derived_frame", "derived_udf"]
 
 #: Longest expression text accepted (a bound on parse time and tree depth).
 MAX_EXPRESSION_LENGTH = 1000
@@ -134,3 +135,31 @@ def evaluate(expr: str, frame: Any) -> Any:
     if not isinstance(value, pd.Series):
         value = pd.Series(value, index=frame.index)
     return value
+
+
+#: pandas dtype of each derived feature type.
+DERIVED_DTYPES = {"float": "float64", "integer": "int64", "boolean": "bool"}
+
+
+def derived_frame(inputs: Any, features: tuple[tuple[str, str, str], ...]) -> Any:
+    """The derived features ``(name, expression, type)`` computed over ``inputs``, one column each.
+
+    The on-demand feature view's transformation: the expressions are parsed (and so checked) again
+    here, so text read back from a feature registry is held to the same whitelist as a spec.
+    """
+    import pandas as pd
+
+    out = pd.DataFrame(index=inputs.index)
+    for name, expr, typ in features:
+        out[name] = evaluate(expr, inputs).astype(DERIVED_DTYPES[typ])
+    return out
+
+
+def derived_udf(features: tuple[tuple[str, str, str], ...]):
+    """A closure computing :func:`derived_frame` for ``features`` (data in its cells, not in code)."""
+    features = tuple((str(n), str(e), str(t)) for n, e, t in features)
+
+    def skiff_derived(inputs):
+        return derived_frame(inputs, features)
+
+    return skiff_derived

@@ -1,22 +1,30 @@
 """Feast features from a dataset spec: definitions, the offline source, apply, materialize, retrieval.
 
-The definitions (entity, file source, feature view, on-demand view for the spec's derived features,
-and a versioned feature service) are rendered from the spec as a Python module — the same text that
-``skiff features generate`` writes into ``feature_repo/`` for review and for the ``feast`` CLI — so
-they stay in step with the spec. The offline source is one Parquet file per dataset, built from the
-lake's committed runs (deduplicated on entity key + event timestamp); training rows come from Feast's
-point-in-time historical retrieval against it, and serving reads what was materialized online.
+The definitions — an entity per key column, the file source, the feature view, an on-demand view for
+the spec's derived features, and a versioned feature service — are built as Feast objects directly
+from the spec (:func:`build_definitions`); nothing is rendered and imported on the way. Every name is
+held to skiff's identifier policy first (``skiff.identifiers``), and derived expressions are parsed
+into a whitelist and evaluated by a tree walker (``skiff.expressions``), never ``eval``'d.
+
+``skiff features generate`` writes the same definitions as a Python file for people and for the
+``feast`` CLI (:func:`render_definitions`): there every value from the spec is a ``repr()`` literal of a
+name that passed the policy, and variable names are fixed (``entity_0``, ``feature_view``), never
+derived from data. A test imports that file and compares its objects with the directly built ones.
+
+The offline source is one Parquet file per dataset, built from the lake's committed runs
+(deduplicated on entity key + event timestamp); training rows come from Feast's point-in-time
+historical retrieval against it, and serving reads what was materialized online.
 """
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
-import importlib.util
+import hashlib
 import io
 import logging
 import os
 import re
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +32,21 @@ from typing import Any
 
 import pandas as pd
 
-from skiff.errors import ConfigError, InputError, NotFoundError
-from skiff.lake import Lake
-from skiff.spec import DatasetSpec
+from skiff.errors import ConfigError, InputError, NotFoundError, SpecError
+from skiff.expressions import parse_expression
+from skiff.feature_repo import ensure_feature_repo
+from skiff.identifiers import check_identifier, check_name
+from skiff.lake import Lake, RunSelection
+from skiff.spec import DatasetSpec, spec_fingerprint
 from skiff.storage import Store
 
 __all__ = [
     "TIMESTAMP_FIELD",
+    "Definitions",
+    "build_definitions",
     "render_definitions",
-    "load_definitions",
+    "derived_udf_source",
+    "derived_feature_view",
     "open_store",
     "build_offline_source",
     "apply_definitions",
@@ -51,75 +65,186 @@ TIMESTAMP_FIELD = "event_timestamp"
 _FEAST_TYPE = {"integer": "Int64", "float": "Float64", "string": "String", "category": "String",
                "boolean": "Bool", "datetime": "UnixTimestamp"}
 _ENTITY_VALUE_TYPE = {"integer": "INT64", "string": "STRING", "category": "STRING"}
-_DERIVED_TYPE = {"float": ("Float64", "float64"), "integer": ("Int64", "int64"), "boolean": ("Bool", "bool")}
+_DERIVED_FEAST_TYPE = {"float": "Float64", "integer": "Int64", "boolean": "Bool"}
+#: The on-demand view's transformation as Feast stores it. Feast 0.67 rebuilds a UDF by exec'ing this
+#: text (from the registry) before it falls back to the dill bytes, so it is fixed text whose only
+#: variable part is one literal of names and expressions that passed the policy (see derived_udf_source).
+_UDF_TEMPLATE = """def skiff_derived(inputs):
+    from skiff.expressions import derived_frame
+
+    return derived_frame(inputs, {features})
+"""
+_SOURCE_DIR_DEFAULT = ".skiff/lake/features"
 
 
 def timestamp_field(spec: DatasetSpec) -> str:
     return spec.event_timestamp or TIMESTAMP_FIELD
 
 
-def _ident(name: str) -> str:
-    return re.sub(r"\W", "_", name)
+@dataclass(frozen=True)
+class _Plan:
+    """What the definitions are made of: every name checked against the identifier policy."""
+
+    dataset: str
+    keys: list[tuple[str, str]]  # (column, Feast ValueType name)
+    timestamp: str
+    fields: list[tuple[str, str]]  # (column, feast.types name); join keys are not listed
+    derived: tuple[tuple[str, str, str], ...]  # (name, expression, type)
+    derived_fields: list[tuple[str, str]]
+    service: str
+    ttl_days: int
+
+
+def _plan(spec: DatasetSpec, ttl_days: int) -> _Plan:
+    name = check_name(spec.name, "dataset")
+    keys = []
+    for k in spec.key_columns:
+        vt = _ENTITY_VALUE_TYPE.get(spec.columns[k].type)
+        if vt is None:
+            raise SpecError(f"entity key {k!r} must be a string, category or integer column", column=k)
+        keys.append((check_identifier(k, "entity key column"), vt))
+    ts = check_identifier(timestamp_field(spec), "event timestamp column")
+    if spec.event_timestamp is None and TIMESTAMP_FIELD in spec.columns:
+        raise SpecError(f"column {TIMESTAMP_FIELD!r} is the event time skiff adds when the spec names none: "
+                        f"set event_timestamp: {TIMESTAMP_FIELD} (a datetime column) or rename the column",
+                        column=TIMESTAMP_FIELD)
+    join_keys = {k for k, _ in keys}
+    # a key column that is also a feature (feature: true) reaches the model as the join key Feast
+    # returns with every row; Feast refuses a join key in a view's schema
+    fields = [(check_identifier(c, "feature column"), _FEAST_TYPE[spec.columns[c].type])
+              for c in spec.feature_columns if c not in join_keys]
+    derived = tuple((check_identifier(d.name, "derived feature"), d.expr, d.type) for d in spec.derived)
+    for _, expr, _ in derived:
+        parse_expression(expr)
+    return _Plan(dataset=name, keys=keys, timestamp=ts, fields=fields, derived=derived,
+                 derived_fields=[(n, _DERIVED_FEAST_TYPE[t]) for n, _, t in derived],
+                 service=feature_service_name(spec), ttl_days=ttl_days)
+
+
+def derived_udf_source(features: tuple[tuple[str, str, str], ...]) -> str:
+    """Feast's source text of the derived-feature transformation for ``features``.
+
+    Each name must meet the identifier policy and each expression the whitelist, and the literal
+    must read back (``ast.literal_eval``) as exactly ``features``, before the text is returned.
+    """
+    clean = tuple((check_identifier(n, "derived feature"), str(e), str(t)) for n, e, t in features)
+    for _, expr, _ in clean:
+        parse_expression(expr)
+    literal = repr(clean)
+    if ast.literal_eval(literal) != clean:  # a repr of str tuples is a literal; say so if that ever breaks
+        raise SpecError("derived features do not round-trip as a literal")
+    return _UDF_TEMPLATE.format(features=literal)
+
+
+@dataclass
+class Definitions:
+    """The Feast objects of one dataset, in the order ``apply`` takes them."""
+
+    entities: list[Any]
+    source: Any
+    feature_view: Any
+    derived_view: Any | None
+    feature_service: Any
+
+    def objects(self) -> list[Any]:
+        return [*self.entities, self.source, self.feature_view,
+                *([self.derived_view] if self.derived_view is not None else []), self.feature_service]
+
+
+def derived_feature_view(name: str, source_view: Any, schema: list[Any],
+                         features: tuple[tuple[str, str, str], ...]):
+    """The on-demand view computing ``features`` (name, expression, type) from ``source_view``.
+
+    Its UDF is a closure over the features (data in its cells) and its Feast source text is
+    :func:`derived_udf_source`: both call ``skiff.expressions.derived_frame``.
+    """
+    from feast.on_demand_feature_view import OnDemandFeatureView
+
+    from skiff.expressions import derived_udf
+
+    return OnDemandFeatureView(name=name, sources=[source_view], schema=schema, mode="pandas",
+                               udf=derived_udf(features), udf_string=derived_udf_source(features))
+
+
+def build_definitions(spec: DatasetSpec, source_dir: str, ttl_days: int = 3650) -> Definitions:
+    """The spec's Feast objects, built directly; the offline source is ``<source_dir>/<dataset>/offline.parquet``."""
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType, types
+
+    plan = _plan(spec, ttl_days)
+    entities = [Entity(name=k, join_keys=[k], value_type=getattr(ValueType, vt)) for k, vt in plan.keys]
+    source = FileSource(name=f"{plan.dataset}_source", path=os.path.join(source_dir, plan.dataset, "offline.parquet"),
+                        timestamp_field=plan.timestamp)
+    view = FeatureView(
+        name=f"{plan.dataset}_features", entities=entities, ttl=dt.timedelta(days=plan.ttl_days),
+        schema=[Field(name=c, dtype=getattr(types, t)) for c, t in plan.fields], source=source, online=True,
+    )
+    derived = None
+    if plan.derived:
+        derived = derived_feature_view(f"{plan.dataset}_derived", view,
+                                [Field(name=n, dtype=getattr(types, t)) for n, t in plan.derived_fields],
+                                plan.derived)
+    service = FeatureService(name=plan.service, features=[view, *([derived] if derived is not None else [])])
+    return Definitions(entities=entities, source=source, feature_view=view, derived_view=derived,
+                       feature_service=service)
 
 
 def render_definitions(spec: DatasetSpec, ttl_days: int = 3650) -> str:
-    """Python source of the Feast definitions for a dataset spec (deterministic)."""
-    n = _ident(spec.name)
-    keys = spec.key_columns
+    """Python source of the same definitions, for people and the ``feast`` CLI (deterministic).
+
+    Every value from the spec is a ``repr()`` literal of a name that passed the identifier policy;
+    variable names are fixed (``entity_0``…), never taken from data.
+    """
+    plan = _plan(spec, ttl_days)
+    entity_vars = [f"entity_{i}" for i in range(len(plan.keys))]
     lines = [
-        f'"""Feast definitions for the {spec.name!r} dataset, generated by skiff from its spec.',
+        '"""Feast definitions of one skiff dataset, generated by skiff from its spec; do not edit by hand.',
         "",
-        "Regenerate with `skiff features generate --dataset " + spec.name + "`; do not edit by hand.",
-        'The offline source is <lake>/features/<dataset>/offline.parquet (SKIFF_FEATURE_SOURCE_DIR = <lake>/features)."""',
+        "Regenerate with `skiff features generate --spec <spec file>`. The offline source is",
+        "<lake>/features/<dataset>/offline.parquet (SKIFF_FEATURE_SOURCE_DIR = <lake>/features).",
+        '"""',
         "",
         "import datetime",
         "import os",
         "",
-        "import pandas as pd",
         "from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType",
-        "from feast.on_demand_feature_view import on_demand_feature_view",
         "from feast.types import Bool, Float64, Int64, String, UnixTimestamp  # noqa: F401",
+        *(["", "from components.features.logic import derived_feature_view"] if plan.derived else []),
         "",
-        f'SOURCE_PATH = os.path.join(os.environ.get("SKIFF_FEATURE_SOURCE_DIR", ".skiff/lake/features"), '
-        f'"{spec.name}", "offline.parquet")',
+        f"DATASET = {plan.dataset!r}",
+        f'SOURCE_PATH = os.path.join(os.environ.get("SKIFF_FEATURE_SOURCE_DIR", {_SOURCE_DIR_DEFAULT!r}), DATASET, '
+        '"offline.parquet")',
         "",
     ]
-    for k in keys:
-        vt = _ENTITY_VALUE_TYPE.get(spec.columns[k].type)
-        if vt is None:
-            raise InputError(f"entity key {k!r} must be a string, category or integer column")
-        lines.append(f'{_ident(k)} = Entity(name="{k}", join_keys=["{k}"], value_type=ValueType.{vt})')
+    for var, (k, vt) in zip(entity_vars, plan.keys, strict=True):
+        lines.append(f"{var} = Entity(name={k!r}, join_keys=[{k!r}], value_type=ValueType.{vt})")
     lines += [
         "",
-        f'{n}_source = FileSource(name="{spec.name}_source", path=SOURCE_PATH, '
-        f'timestamp_field="{timestamp_field(spec)}")',
+        f'source = FileSource(name=DATASET + "_source", path=SOURCE_PATH, timestamp_field={plan.timestamp!r})',
         "",
-        f"{n}_features = FeatureView(",
-        f'    name="{spec.name}_features",',
-        f"    entities=[{', '.join(_ident(k) for k in keys)}],",
-        f"    ttl=datetime.timedelta(days={ttl_days}),",
+        "feature_view = FeatureView(",
+        '    name=DATASET + "_features",',
+        f"    entities=[{', '.join(entity_vars)}],",
+        f"    ttl=datetime.timedelta(days={int(plan.ttl_days)}),",
         "    schema=[",
     ]
-    for col in spec.feature_columns:
-        lines.append(f'        Field(name="{col}", dtype={_FEAST_TYPE[spec.columns[col].type]}),')
-    lines += ["    ],", f"    source={n}_source,", "    online=True,", ")", ""]
-    views = [f"{n}_features"]
-    if spec.derived:
-        schema = ", ".join(f'Field(name="{d.name}", dtype={_DERIVED_TYPE[d.type][0]})' for d in spec.derived)
+    lines += [f"        Field(name={c!r}, dtype={t})," for c, t in plan.fields]
+    lines += ["    ],", "    source=source,", "    online=True,", ")", ""]
+    views = ["feature_view"]
+    if plan.derived:
         lines += [
-            f"@on_demand_feature_view(sources=[{n}_features], schema=[{schema}], mode=\"pandas\")",
-            f"def {n}_derived(inputs: pd.DataFrame) -> pd.DataFrame:",
-            "    out = pd.DataFrame(index=inputs.index)",
+            "# the derived features: (name, expression, type); expressions are parsed into a whitelist and",
+            "# evaluated by skiff.expressions, never eval'd",
+            "DERIVED = (",
+            *[f"    {item!r}," for item in plan.derived],
+            ")",
+            "",
+            'derived_view = derived_feature_view(DATASET + "_derived", feature_view, [',
+            *[f"    Field(name={n!r}, dtype={t})," for n, t in plan.derived_fields],
+            "], DERIVED)",
+            "",
         ]
-        for d in spec.derived:
-            lines.append(f"    out[{d.name!r}] = inputs.eval({d.expr!r}).astype({_DERIVED_TYPE[d.type][1]!r})")
-        lines += ["    return out", ""]
-        views.append(f"{n}_derived")
-    lines += [
-        f'{n}_service = FeatureService(name="{spec.name}_v{feature_service_version(spec)}", '
-        f"features=[{', '.join(views)}])",
-        "",
-    ]
+        views.append("derived_view")
+    lines += [f"feature_service = FeatureService(name={plan.service!r}, features=[{', '.join(views)}])", ""]
     return "\n".join(lines)
 
 
@@ -129,8 +254,6 @@ def feature_service_version(spec: DatasetSpec) -> int:
     A new set of features (or types, or derived expressions) gives a new service name, so a model
     version that records ``<dataset>_v<hash>`` keeps pointing at the features it was trained on.
     """
-    import hashlib
-
     desc = [(c, spec.columns[c].type) for c in spec.feature_columns] + [
         (d.name, d.expr, d.type) for d in spec.derived
     ]
@@ -139,22 +262,6 @@ def feature_service_version(spec: DatasetSpec) -> int:
 
 def feature_service_name(spec: DatasetSpec) -> str:
     return f"{spec.name}_v{feature_service_version(spec)}"
-
-
-def load_definitions(path: Path) -> list[Any]:
-    """Import a definitions module and return its Feast objects."""
-    from feast import Entity, FeatureService, FeatureView, FileSource
-    from feast.on_demand_feature_view import OnDemandFeatureView
-
-    name = f"skiff_feast_defs_{_ident(path.stem)}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"cannot import feature definitions from {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    kinds = (Entity, FileSource, FeatureView, OnDemandFeatureView, FeatureService)
-    return [v for v in vars(module).values() if isinstance(v, kinds)]
 
 
 @contextmanager
@@ -181,16 +288,13 @@ def open_store(repo_path: str | Path, feast_dir: str | Path, source_dir: str, ya
     from feast.repo_config import load_repo_config
 
     repo = Path(repo_path)
-    fs_yaml = repo / yaml_name
-    if not fs_yaml.is_file():
-        raise ConfigError(f"Feast config not found: {fs_yaml}")
+    fs_yaml = ensure_feature_repo(repo, yaml_name)
     Path(feast_dir).mkdir(parents=True, exist_ok=True)
     with _env(SKIFF_FEAST_DIR=str(Path(feast_dir).resolve()), SKIFF_FEATURE_SOURCE_DIR=source_dir):
         config = load_repo_config(repo, fs_yaml)
         unresolved = re.findall(r"\$\{(\w+)\}", config.model_dump_json())
         if unresolved:
             raise ConfigError(f"{fs_yaml}: environment variables not set: {sorted(set(unresolved))}")
-    os.environ["SKIFF_FEATURE_SOURCE_DIR"] = source_dir  # definitions modules read it at import
     return FeatureStore(config=config)
 
 
@@ -204,25 +308,30 @@ class FeaturesResult:
     source_uri: str
     materialized_until: str
     online_store: str
-    definitions: str
+    definitions: list[str]  # names of the Feast objects applied
     timings: dict[str, float] = field(default_factory=dict)
+    #: the runs read (skiff.lake.RunSelection.describe()): what validation checked for the same spec
+    runs: dict[str, Any] = field(default_factory=dict)
 
 
-def build_offline_source(lake: Lake, spec: DatasetSpec, out: Store) -> tuple[pd.DataFrame, list[str]]:
-    """Consolidate the lake's committed runs into ``<out>/<dataset>/offline.parquet``.
+def build_offline_source(lake: Lake, spec: DatasetSpec, out: Store,
+                         selection: RunSelection | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Consolidate the lake's selected runs into ``<out>/<dataset>/offline.parquet``.
 
+    ``selection`` defaults to :meth:`Lake.select_runs` for this spec (validation reads the same runs).
     Adds the event-time column from the run's ingest time when the spec names none, and keeps the last
     row per entity key and event time across runs. Returns the frame and the partitions it came from.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    partitions = lake.partitions(spec.name)
-    if not partitions:
+    if not lake.partitions(spec.name):
         raise NotFoundError(f"dataset {spec.name!r} has no ingested partitions; run `skiff ingest` first")
+    selection = selection or lake.select_runs(spec.name, spec_fingerprint(spec))
+    partitions = selection.dates
     frames = []
-    for ref in lake.all_runs(spec.name):
-        files = [u for u in lake.data_files(spec.name, ref.date) if f"/run={ref.run_id}/" in u]
+    for ref in selection.runs:
+        files = lake.run_files(ref)
         if not files:
             continue
         part = pd.concat([pq.read_table(f, filesystem=None if lake.store.is_local else lake.store.fs).to_pandas()
@@ -255,15 +364,15 @@ def _fs_path(store: Store, uri: str) -> str:
     return uri if store.is_local else store.fs._strip_protocol(uri)
 
 
-def apply_definitions(store, spec: DatasetSpec, defs_dir: Path) -> tuple[str, Path]:
-    """Render the spec's definitions into ``defs_dir``, import and ``apply`` them; return the service name."""
-    defs_dir = Path(defs_dir)
-    defs_dir.mkdir(parents=True, exist_ok=True)
-    path = defs_dir / f"{_ident(spec.name)}.py"
-    path.write_text(render_definitions(spec))
-    objects = load_definitions(path)
+def apply_definitions(store, spec: DatasetSpec, source_dir: str) -> tuple[str, list[str]]:
+    """Build the spec's definitions (offline source under ``source_dir``) and ``apply`` them.
+
+    Returns the feature service's name and the names of the objects applied.
+    """
+    defs = build_definitions(spec, source_dir)
+    objects = defs.objects()
     store.apply(objects)
-    return feature_service_name(spec), path
+    return defs.feature_service.name, [o.name for o in objects]
 
 
 def materialize(store, end: dt.datetime | None = None) -> dt.datetime:
@@ -315,13 +424,16 @@ def run_features(
     timings: dict[str, float] = {}
     t = time.perf_counter()
     sources = lake.store.child("features")  # same file system and credentials as the lake
-    offline, partitions = build_offline_source(lake, spec, sources)
+    if not lake.partitions(spec.name):
+        raise NotFoundError(f"dataset {spec.name!r} has no ingested partitions; run `skiff ingest` first")
+    selection = lake.select_runs(spec.name, spec_fingerprint(spec))
+    offline, partitions = build_offline_source(lake, spec, sources, selection)
     timings["offline_source_s"] = time.perf_counter() - t
     t = time.perf_counter()
     store = open_store(repo_path, feast_dir, sources.uri(), yaml_name)
     timings["open_store_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    service, defs = apply_definitions(store, spec, Path(feast_dir) / "definitions")
+    service, defs = apply_definitions(store, spec, sources.uri())
     end = materialize(store)
     timings["apply_materialize_s"] = time.perf_counter() - t
     if training_out is not None:
@@ -343,6 +455,7 @@ def run_features(
         source_uri=sources.uri(spec.name, "offline.parquet"),
         materialized_until=end.isoformat(timespec="seconds"),
         online_store=type(store.config.online_store).__name__,
-        definitions=str(defs),
+        definitions=defs,
         timings=timings,
+        runs=selection.describe(),
     )

@@ -94,7 +94,7 @@ def feast_world(root, yaml_name: str = "feature_store.yaml", tag: str = ""):
     sources = lake.store.child("features")
     build_offline_source(lake, spec, sources)
     store = open_store(REPO / "feature_repo", root / "feast", sources.uri(), yaml_name)
-    service, _ = apply_definitions(store, spec, root / "feast" / "definitions")
+    service, _ = apply_definitions(store, spec, sources.uri())
     materialize(store, dt.datetime(2026, 6, 1, tzinfo=dt.UTC))
     return store, service, df.set_index("account_id")
 

@@ -1,7 +1,9 @@
 """Feast features from a spec: real Feast, a SQLite online store, point-in-time retrieval."""
 
 import datetime as dt
+import importlib.util
 import json
+import sys
 
 import pandas as pd
 import pyarrow as pa
@@ -10,7 +12,9 @@ import pytest
 
 from components.features.logic import (
     apply_definitions,
+    build_definitions,
     build_offline_source,
+    derived_udf_source,
     feature_service_name,
     materialize,
     online_features,
@@ -18,7 +22,8 @@ from components.features.logic import (
     render_definitions,
     training_frame,
 )
-from skiff.errors import NotFoundError
+from skiff.errors import ConfigError, NotFoundError, SpecError
+from skiff.feature_repo import DEFAULT_FEATURE_STORE_YAML, ensure_feature_repo
 from skiff.lake import Lake
 from skiff.spec import load_spec, parse_spec
 from skiff.storage import Store
@@ -68,9 +73,10 @@ def feast_world(tmp_path_factory):
     sources = Store(str(root / "lake" / "features"))
     offline, parts = build_offline_source(lake, spec, sources)
     store = open_store(REPO / "feature_repo", root / "feast", sources.root)
-    service, defs = apply_definitions(store, spec, root / "defs")
+    service, defs = apply_definitions(store, spec, sources.root)
     materialize(store, dt.datetime(2026, 6, 1, tzinfo=dt.UTC))
-    return {"store": store, "spec": spec, "service": service, "offline": offline, "parts": parts, "defs": defs}
+    return {"store": store, "spec": spec, "service": service, "offline": offline, "parts": parts, "defs": defs,
+            "root": root, "sources": sources}
 
 
 def test_offline_source_consolidates_runs(feast_world):
@@ -87,6 +93,7 @@ def test_point_in_time_training_rows(feast_world):
     assert first_a["usage"] == 10.0 and later_a["usage"] == 99.0  # no leakage of the later value
     assert first_a["usage_per_seat"] == pytest.approx(10.0 / 5)
     assert list(rows.churned) == list(rows.sort_values(["ts", "account_id"]).churned)
+    assert list(rows.account_id) == ["a", "b", "c", "a", "d"]  # Feast returns the join key with each row
 
 
 def test_online_features_latest_values_and_unknown_key(feast_world):
@@ -95,6 +102,82 @@ def test_online_features_latest_values_and_unknown_key(feast_world):
     assert out["usage"] == [99.0, None]
     assert out["plan"] == ["pro", None]
     assert out["usage_per_seat"][0] == pytest.approx(99.0 / 10)
+    assert out["account_id"] == ["a", "nobody"]
+
+
+def test_the_registry_holds_fixed_udf_text_and_the_spec_literal(feast_world):
+    # Feast 0.67 rebuilds an on-demand UDF by exec'ing its stored source text: that text must be our
+    # fixed template plus one literal of checked names and expressions, nothing else from the spec
+    w = feast_world
+    odfv = w["store"].get_on_demand_feature_view("accounts_derived")
+    text = odfv.feature_transformation.udf_string
+    assert text == derived_udf_source((("usage_per_seat", "usage / (seats + 1)", "float"),))
+    assert "eval(" not in text and "exec(" not in text
+
+
+def test_derived_udf_source_refuses_what_the_policy_refuses():
+    with pytest.raises(SpecError, match="derived feature name"):
+        derived_udf_source((("x\nimport os", "a", "float"),))
+    with pytest.raises(SpecError, match="an expression may only use"):
+        derived_udf_source((("x", "__import__('os')", "float"),))
+
+
+def _import_generated(path, source_dir, monkeypatch):
+    monkeypatch.setenv("SKIFF_FEATURE_SOURCE_DIR", source_dir)
+    name = "skiff_test_generated_defs"
+    mod_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(mod_spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    mod_spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("spec_raw", [SPEC, {**SPEC, "derived": []},
+                                      {**SPEC, "entity_key": ["account_id", "seats"], "derived": []}])
+def test_generated_file_gives_the_directly_built_objects(tmp_path, monkeypatch, spec_raw):
+    spec = parse_spec(spec_raw)
+    path = tmp_path / "defs.py"
+    path.write_text(render_definitions(spec))
+    module = _import_generated(path, "/lake/features", monkeypatch)
+    direct = build_definitions(spec, "/lake/features")
+    assert [getattr(module, f"entity_{i}") for i in range(len(spec.key_columns))] == direct.entities
+    assert module.source == direct.source
+    assert module.feature_view == direct.feature_view
+    assert getattr(module, "derived_view", None) == direct.derived_view
+    assert module.feature_service == direct.feature_service
+    assert (direct.derived_view is None) == (not spec.derived)
+
+
+def test_a_key_column_that_is_a_feature_is_a_join_key_not_a_view_field():
+    cols = {**SPEC["columns"], "account_id": {"type": "string", "feature": True}}
+    spec = parse_spec({**SPEC, "columns": cols})
+    if "account_id" not in spec.feature_columns:
+        pytest.skip("this spec version does not let a key column be a feature")
+    view = build_definitions(spec, "/f").feature_view
+    assert "account_id" not in [f.name for f in view.schema]
+    assert view.entities == ["account_id"]
+    assert [f.name for f in view.features] == ["plan", "usage", "seats"]
+
+
+def test_an_added_event_time_may_not_shadow_a_column():
+    raw = {**SPEC, "event_timestamp": None,
+           "columns": {**SPEC["columns"], "event_timestamp": {"type": "datetime"}}}
+    with pytest.raises(SpecError, match="event_timestamp"):
+        build_definitions(parse_spec(raw), "/f")
+
+
+def test_the_feature_repo_is_created_on_first_use(tmp_path):
+    repo = tmp_path / "proj" / "feature_repo"
+    path = ensure_feature_repo(repo)
+    assert path.read_text() == DEFAULT_FEATURE_STORE_YAML
+    path.write_text(DEFAULT_FEATURE_STORE_YAML + "# mine\n")
+    assert ensure_feature_repo(repo).read_text().endswith("# mine\n")  # never overwritten
+    with pytest.raises(ConfigError, match="feature_store.redis.yaml"):
+        ensure_feature_repo(repo, "feature_store.redis.yaml")  # a service address is never made up
+
+
+def test_the_embedded_default_is_the_source_trees_config():
+    assert (REPO / "feature_repo" / "feature_store.yaml").read_text() == DEFAULT_FEATURE_STORE_YAML
 
 
 def test_feature_service_name_changes_with_features():
