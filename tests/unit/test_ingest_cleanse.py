@@ -249,3 +249,33 @@ def test_keyset_matches_a_python_set():
         assert mask.tolist() == expected
     assert len(ks) == len(seen)
     assert len(ks._runs) <= 12  # merged, not one run per batch
+
+
+def test_null_tokens_are_missing_in_typed_columns_and_values_in_text_columns_unless_sentinels():
+    from skiff.cleansing import missing_text
+
+    s = pa.array(["NA", "none", "", None, "x"], pa.string())
+    assert missing_text(s, "float").to_pylist() == [True, True, True, True, False]
+    assert missing_text(s, "category").to_pylist() == [False, False, True, True, False]
+    assert missing_text(s, "string", pa.array(["NA"])).to_pylist() == [True, False, True, True, False]
+    assert coerce(["NA", "x"], type="category", allowed=["NA", "x"])[1] == [False, False]
+
+
+def test_generated_row_ids_differ_across_pages_and_scopes_and_repeat_for_the_same_read():
+    from skiff.cleansing import ReasonTally
+
+    spec = parse_spec({"name": "d", "entity_key": {"generated": "row"},
+                       "columns": {"v": {"type": "integer", "min": 0}}})
+    t = pa.table({"v": pa.array(["1", "-1"], pa.string())})
+
+    def ids(**batch):
+        res = Cleanser(spec).process(Batch(t, source="https://api.example/x", **batch))
+        return res.accepted.column("row_id").to_pylist(), res
+
+    page1, res = ids(page=1)
+    assert page1 == ids(page=1)[0] and page1 != ids(page=2)[0] and page1 != ids(page=1, key_scope="wm>5")[0]
+    assert len(page1) == 1 and page1[0].endswith("-0") and "api.example" not in page1[0]
+    tally = ReasonTally()
+    tally.add(res.quarantine)
+    tally.add(res.quarantine)
+    assert tally.top() == [{"column": "v", "reason": "below_min", "count": 2, "example": "-1"}]
