@@ -136,6 +136,11 @@ class Lake:
         return uri if self.store.is_local else self.store.fs._strip_protocol(uri)
 
     # -- writing -------------------------------------------------------------------------------------
+    def clean_staging(self, dataset: str) -> list[str]:
+        """Remove the staging folders of a dataset's runs whose writer died (see
+        :meth:`skiff.storage.Store.clean_abandoned_staging`); returns their URIs."""
+        return self.store.clean_abandoned_staging("raw", dataset, depth=1)
+
     @contextlib.contextmanager
     def publish_run(self, dataset: str, run_id: str, date: str | None = None) -> Iterator[Path]:
         """Stage one run's files in a local folder; they appear in the lake whole, or not at all."""

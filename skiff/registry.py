@@ -213,6 +213,8 @@ class ModelRegistry:
             if not path.is_file():
                 raise NotFoundError(f"file to register not found: {path}")
         with exclusive(self.store, name, "_versions"):
+            for folder in self.store.clean_abandoned_staging(name):
+                log.warning("%s: removed the staging folder of a registration that was killed: %s", name, folder)
             return self._publish(name, model, meta, files)
 
     def _publish(self, name: str, model: Any, meta: VersionMetadata, files: dict[str, Path]) -> ModelVersion:

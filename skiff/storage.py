@@ -6,6 +6,11 @@ that step is a directory rename (atomic, and it refuses to replace an existing d
 what makes model versions immutable and concurrent registrations safe). Object stores have no
 rename: the files are uploaded under the final prefix and a commit marker (``_COMMITTED``) is written
 last; readers treat a folder without its marker as absent (:meth:`Store.is_committed`).
+
+A local staging folder (``.staging-*`` beside its target) records its owner (``.owner.json``: pid,
+host, start) until it is published. A writer killed with ``kill -9`` leaves it behind;
+:meth:`Store.clean_abandoned_staging` removes those whose owner process is gone (same host) or that are
+older than :data:`STAGING_MAX_AGE_S` (a writer on another host), and the next writer calls it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +32,24 @@ from fsspec.implementations.local import LocalFileSystem
 
 from skiff.errors import ConflictError, StorageError
 
-__all__ = ["Store", "COMMIT_MARKER", "join_uri"]
+__all__ = ["Store", "COMMIT_MARKER", "STAGING_MAX_AGE_S", "join_uri"]
 
 COMMIT_MARKER = "_COMMITTED"
+STAGING_PREFIX = ".staging-"
+OWNER_FILE = ".owner.json"
+#: A staging folder older than this is abandoned whoever owns it (no write takes a day; a host's pids
+#: cannot be checked from another host).
+STAGING_MAX_AGE_S = 24 * 3600.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's live process
+        return True
+    return True
 
 
 def join_uri(base: str, *parts: str) -> str:
@@ -157,13 +179,16 @@ class Store:
         if self.is_local:
             parent = os.path.dirname(final)
             os.makedirs(parent, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".staging-{uuid.uuid4().hex[:8]}-", dir=parent))
+            staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}-", dir=parent))
+            (staging / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                          "started": time.time()}))
         else:
             staging = Path(tempfile.mkdtemp(prefix="skiff-staging-"))
         try:
             yield staging
             (staging / COMMIT_MARKER).write_text("")
             if self.is_local:
+                (staging / OWNER_FILE).unlink(missing_ok=True)
                 try:
                     os.rename(staging, final)
                 except OSError as e:  # ENOTEMPTY / EEXIST: somebody published first
@@ -176,3 +201,46 @@ class Store:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+    def clean_abandoned_staging(self, *parts: str, depth: int = 0,
+                                max_age_s: float = STAGING_MAX_AGE_S) -> list[str]:
+        """Remove abandoned ``.staging-*`` folders under ``parts`` (``depth`` levels of subfolders below
+        it too); returns their URIs. Abandoned: the owner process is gone (same host), or the folder is
+        older than ``max_age_s``. Local stores only (object-store staging lives in the writer's temp)."""
+        if not self.is_local:
+            return []
+        base = Path(self._p(*parts))
+        folders = [base]
+        for _ in range(depth):
+            folders = [c for f in folders if f.is_dir() for c in f.iterdir()
+                       if c.is_dir() and not c.name.startswith(".")]
+        removed = []
+        now = time.time()
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            for cand in folder.iterdir():
+                if not (cand.name.startswith(STAGING_PREFIX) and cand.is_dir()):
+                    continue
+                if self._staging_live(cand, now, max_age_s):
+                    continue
+                shutil.rmtree(cand, ignore_errors=True)
+                if not cand.exists():
+                    removed.append(str(cand))
+        return removed
+
+    @staticmethod
+    def _staging_live(folder: Path, now: float, max_age_s: float) -> bool:
+        try:
+            age = now - folder.stat().st_mtime
+        except FileNotFoundError:  # published or removed meanwhile: nothing to clean
+            return True
+        try:
+            owner = json.loads((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):  # no owner record yet, publishing now, or an older skiff: age decides
+            return age <= max_age_s
+        if age > max_age_s or now - float(owner.get("started", now)) > max_age_s:
+            return False
+        if owner.get("host") == socket.gethostname():
+            return _pid_alive(int(owner.get("pid", -1)))
+        return True  # another host's writer, still young: it may be running

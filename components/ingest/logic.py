@@ -39,7 +39,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,7 @@ class IngestResult:
     manifest: dict[str, Any]
     duration_s: float
     reason: str | None = None  # why nothing was written (status "unchanged")
+    cleaned_staging: list[str] = field(default_factory=list)  # abandoned staging folders this run removed
 
     @property
     def counts(self) -> dict[str, int]:
@@ -137,6 +138,8 @@ class IngestResult:
             "warnings": self.manifest.get("warnings", []),
             "duration_s": round(self.duration_s, 3),
         }
+        if self.cleaned_staging:
+            out["cleaned_staging"] = self.cleaned_staging
         if self.reason:
             out["reason"] = self.reason
         return out
@@ -480,7 +483,13 @@ def ingest(
     def unchanged(ref: RunRef, reason: str) -> IngestResult:
         return IngestResult(status="unchanged", dataset=spec.name, run_id=ref.run_id, ingest_date=ref.date,
                             partition_uri=lake.store.uri(*ref.parts), manifest=lake.manifest(ref),
-                            duration_s=time.monotonic() - started, reason=reason)
+                            duration_s=time.monotonic() - started, reason=reason, cleaned_staging=cleaned)
+
+    # a writer killed mid-run (kill -9, OOM) left its staging folder: remove it now, and say so
+    cleaned = lake.clean_staging(spec.name)
+    if cleaned:
+        log.warning("%s: removed %d abandoned staging folder(s) of killed runs: %s", spec.name, len(cleaned),
+                    ", ".join(cleaned))
 
     if not force and all(isinstance(r, FileReader) for r in readers):
         fp = fingerprint()
@@ -574,6 +583,7 @@ def ingest(
                 "started_at": started_at.isoformat(),
                 "finished_at": finished_at.isoformat(),
                 "skiff_version": __version__,
+                "cleaned_staging": cleaned,
             }
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str))
     except _NothingNew as nothing:
@@ -599,4 +609,4 @@ def ingest(
              counts["read"], counts["accepted"], counts["quarantined"], counts["duplicates"])
     return IngestResult(status="ingested", dataset=spec.name, run_id=run_id, ingest_date=date,
                         partition_uri=lake.store.uri(*ref.parts), manifest=manifest,
-                        duration_s=time.monotonic() - started)
+                        duration_s=time.monotonic() - started, cleaned_staging=cleaned)
