@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([^']+)'")
 _END = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_LOG_RECORD = re.compile(r"^(\d{2}:\d{2}:\d{2}\.\d{3} - |\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} )")
+_TRACEBACK = "Traceback (most recent call last):"
+#: How many lines of a failed step's error the run summary shows (the full log has the rest).
+ERROR_LINES = 8
 
 
 def _tabular():
@@ -86,6 +90,8 @@ class LocalRun:
     arguments: dict[str, Any] = field(default_factory=dict)
     log_file: str | None = None
     run_dir: str | None = None
+    failed_step: str | None = None
+    step_error: str | None = None
 
 
 def compile_pipeline(name: str, out: Path) -> Path:
@@ -121,6 +127,7 @@ def run_local(
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                raise_on_error=True)
     before = {p.name for p in pipeline_root.iterdir() if p.is_dir()}
+    log_start = log_path.stat().st_size if log_path.exists() else 0
     timer = StepTimer(on_event)
     root_logger = logging.getLogger()
     saved_handlers, saved_level = list(root_logger.handlers), root_logger.level
@@ -147,14 +154,57 @@ def run_local(
             root_logger.removeFilter(timer)
             root_logger.handlers = saved_handlers
             root_logger.setLevel(saved_level)
+    failed_step = step_error = None
     if error:
-        error = f"{error} (step logs: {log_path})"
+        failed_step = next((n for n, st in reversed(timer.steps.items()) if st["status"] != "SUCCESS"), None)
+        if failed_step is not None:
+            with open(log_path, encoding="utf-8", errors="replace") as fh:
+                fh.seek(log_start)
+                step_error = failed_step_error(_ANSI.sub("", fh.read()), failed_step)
+            error = f"step {failed_step} failed" + (f": {step_error}" if step_error else "")
+        error = f"{error}\nfull log: {log_path}"
     new_dirs = sorted((p for p in pipeline_root.iterdir() if p.is_dir() and p.name not in before),
                       key=lambda p: p.stat().st_mtime)
     return LocalRun(pipeline=name, status=status, duration_s=round(time.perf_counter() - t0, 3),
                     steps=timer.steps, outputs=outputs, pipeline_root=str(pipeline_root), error=error,
                     arguments=arguments, log_file=str(log_path),
-                    run_dir=str(new_dirs[-1]) if new_dirs else None)
+                    run_dir=str(new_dirs[-1]) if new_dirs else None, failed_step=failed_step,
+                    step_error=step_error)
+
+
+def failed_step_error(log_text: str, step: str, lines: int = ERROR_LINES) -> str | None:
+    """The end of a failed step's error in a kfp.local log: the exception its process died with.
+
+    kfp.local reports only "Inner task failed"; the step's own output (indented) sits between
+    "Executing task '<step>'" and "Task '<step>' finished". The last traceback there ends with the
+    exception type and message (the outermost of a chain: skiff's own error, raised ``from`` its
+    cause); without a traceback, the section's last lines. None when the step left no output.
+    """
+    section: list[str] = []
+    inside = False
+    for line in log_text.splitlines():
+        if f"Executing task '{step}'" in line:
+            inside, section = True, []
+        elif inside and (m := _END.search(line)) and m.group(1) == step:
+            inside = False
+        elif inside and not _LOG_RECORD.match(line) and line.strip() != "Streamed logs:":
+            section.append(line)
+    starts = [i for i, line in enumerate(section) if line.strip() == _TRACEBACK]
+    if starts:
+        first = section[starts[-1]]
+        indent = len(first) - len(first.lstrip())
+        tail = section[starts[-1] + 1:]
+        # skip the frames (indented below the "Traceback" line); the rest is the exception
+        k = next((i for i, line in enumerate(tail) if line.strip() and len(line) - len(line.lstrip()) <= indent),
+                 len(tail))
+        message = [line[indent:] if line[:indent].isspace() else line.strip() for line in tail[k:]]
+    else:
+        message = [line.strip() for line in section]
+    message = [line.rstrip() for line in message]
+    while message and not message[-1]:
+        message.pop()
+    text = "\n".join(message[-lines:]).strip()
+    return text or None
 
 
 def _collect_outputs(task: Any) -> dict[str, Any]:

@@ -24,7 +24,8 @@ __all__ = ["tabular", "PARAMETERS", "build_arguments", "summarize", "print_human
 
 #: Parameters a user sets with --param (the rest come from settings).
 PARAMETERS = {
-    "spec": "the dataset spec (a YAML file path on the command line; a dict in the pipeline)",
+    "spec": "the dataset spec (a YAML file path on the command line; its JSON text in the pipeline, which keeps "
+            "the column order a dict parameter loses)",
     "sources": "list of sources overriding the spec's (same form as the spec's sources)",
     "model_name": "registered model name (default: the dataset name)",
     "train_config": "training config: estimator, params, pca, cv_folds, search, imbalance, threshold_metric …",
@@ -40,7 +41,7 @@ PARAMETERS = {
 
 @dsl.pipeline(name="skiff-tabular", description="ingest → validate → features → train → evaluate → register")
 def tabular(
-    spec: dict,
+    spec: str,
     lake_uri: str,
     registry_uri: str,
     feature_repo: str,
@@ -93,6 +94,7 @@ def build_arguments(params: dict[str, Any], settings, local: bool) -> dict[str, 
 
     from skiff.config import project_path
     from skiff.errors import UsageError
+    from skiff.spec_text import spec_to_text
 
     args = dict(params)
     estimator = args.pop("estimator", None)
@@ -115,8 +117,10 @@ def build_arguments(params: dict[str, Any], settings, local: bool) -> dict[str, 
     )
     if local and args.get("sources"):
         args["sources"] = [_absolute_source(s) for s in args["sources"]]
+    spec = args["spec"]
     if local:
-        args["spec"] = {**args["spec"], "sources": [_absolute_source(s) for s in args["spec"].get("sources", [])]}
+        spec = {**spec, "sources": [_absolute_source(s) for s in spec.get("sources", [])]}
+    args["spec"] = spec_to_text(spec)
     return args
 
 
@@ -133,15 +137,18 @@ def _absolute_source(source: Any) -> Any:
 
 def summarize(run: dict[str, Any], settings) -> dict[str, Any]:
     """The run summary: status, step durations, validation, metrics, the registered version."""
+    import json
+
     from skiff.errors import NotFoundError
     from skiff.registry import ModelRegistry
 
     args = run.get("arguments", {})
     run_id = args.get("run_id")
-    spec = args.get("spec", {})
+    spec = json.loads(args["spec"]) if isinstance(args.get("spec"), str) else args.get("spec") or {}
     summary: dict[str, Any] = {
         "pipeline": run["pipeline"], "status": run["status"], "duration_s": run["duration_s"],
         "steps": run["steps"], "error": run.get("error"), "run_id": run_id,
+        "failed_step": run.get("failed_step"), "log_file": run.get("log_file"),
         "dataset": spec.get("name"), "validation": None, "registered": None, "gate_failed": False,
     }
     ingest_meta = _task_metadata(run, "ingest-op")
@@ -149,6 +156,12 @@ def summarize(run: dict[str, Any], settings) -> dict[str, Any]:
     if validation:
         summary["validation"] = validation
         summary["gate_failed"] = validation.get("status") == "failed"
+    features_runs = _task_metadata(run, "features").get("runs") or {}
+    summary["runs"] = {  # which lake runs validation and training read (skiff.lake.Lake.select_runs)
+        "validated": (validation or {}).get("runs", []),
+        "features": features_runs.get("runs", []),
+        "notes": features_runs.get("notes", []),
+    }
     if ingest_meta:
         summary["ingest"] = {k: ingest_meta.get(k) for k in ("status", "ingest_date", "run_id", "counts",
                                                               "quarantine_reasons")}
@@ -210,6 +223,7 @@ def _validation_result(settings, dataset: str | None, date: str | None) -> dict[
         "blocking": [a for a in anomalies if a.get("severity") == "error"],
         "warnings": [a for a in anomalies if a.get("severity") != "error"],
         "drifted": [f for f, d in (result.get("drift") or {}).items() if isinstance(d, dict) and d.get("drifted")],
+        "runs": result.get("runs") or [],
         "report_uri": lake.store.uri(*folder, "report.html"),
     }
 
@@ -232,6 +246,16 @@ def print_human_summary(summary: dict[str, Any], console) -> None:
         v = summary["validation"]
         console.print(f"validation: {v.get('status')} ({len(v.get('blocking', []))} blocking, "
                       f"{len(v.get('warnings', []))} warnings) — report {v.get('report_uri')}", highlight=False)
+    runs = summary.get("runs") or {}
+    if runs.get("validated") or runs.get("features"):
+        def names(items: list[dict[str, Any]]) -> str:
+            return ", ".join(f"{r.get('ingest_date')}/{r.get('run_id')}" for r in items) or "none"
+
+        read = runs.get("features", [])
+        console.print(f"runs: validated {names(runs.get('validated', []))}; features and training read "
+                      f"{len(read)} ({'…, ' if len(read) > 3 else ''}{names(read[-3:])})", highlight=False)
+        for note in runs.get("notes", []):
+            console.print(f"note: {note}", highlight=False)
     if reg:
         m = reg.get("metrics", {})
         shown = ", ".join(f"{k}={m[k]:.3f}" for k in ("roc_auc", "pr_auc", "f1", "accuracy", "rmse", "mae", "r2")

@@ -8,9 +8,14 @@ Layout (under the lake URI, ``<root>/lake`` by default)::
         _manifest.json           source, counts, schema, content hash, started/finished
         _COMMITTED               written last (see skiff.storage)
 
-A partition is one ingest date; one date may hold several runs (e.g. incremental database reads).
-Only committed runs exist for readers. Files starting with ``_`` or ``.`` are not data (pyarrow's
-dataset discovery skips them too).
+A partition is one ingest date; one date may hold several runs (e.g. incremental database reads,
+stream batches, or a re-ingestion after a spec change). Only committed runs exist for readers. Files
+starting with ``_`` or ``.`` are not data (pyarrow's dataset discovery skips them too).
+
+Which runs a reader uses is decided in one place, :meth:`Lake.select_runs`, so validation, features and
+training read the same rows: per partition, the runs written under the current spec (their manifests'
+``spec_hash`` is :func:`skiff.spec.spec_fingerprint` of it), or one explicit run. A re-ingestion after
+a spec change thus supersedes the runs the old rules wrote, while increments under one spec add up.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from skiff.config import Settings
 from skiff.errors import NotFoundError
 from skiff.storage import Store
 
-__all__ = ["Lake", "RunRef", "MANIFEST", "QUARANTINE"]
+__all__ = ["Lake", "RunRef", "RunSelection", "MANIFEST", "QUARANTINE"]
 
 MANIFEST = "_manifest.json"
 QUARANTINE = "_quarantine.parquet"
@@ -44,6 +49,41 @@ class RunRef:
     @property
     def parts(self) -> tuple[str, ...]:
         return ("raw", self.dataset, f"ingest_date={self.date}", f"run={self.run_id}")
+
+
+@dataclass(frozen=True)
+class SelectedRun:
+    ref: RunRef
+    spec_hash: str | None
+    finished_at: str | None
+
+
+@dataclass(frozen=True)
+class RunSelection:
+    """The committed runs a reader uses, and why (see :meth:`Lake.select_runs`)."""
+
+    dataset: str
+    spec_hash: str | None
+    chosen: tuple[SelectedRun, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def runs(self) -> list[RunRef]:
+        return [c.ref for c in self.chosen]
+
+    @property
+    def dates(self) -> list[str]:
+        return sorted({c.ref.date for c in self.chosen})
+
+    def describe(self) -> dict[str, Any]:
+        """What a summary or a model version records: the runs used, each with its spec hash."""
+        return {
+            "spec_hash": self.spec_hash,
+            "runs": [{"ingest_date": c.ref.date, "run_id": c.ref.run_id, "spec_hash": c.spec_hash,
+                      "current_spec": self.spec_hash is not None and c.spec_hash == self.spec_hash}
+                     for c in self.chosen],
+            "notes": list(self.notes),
+        }
 
 
 class Lake:
@@ -92,6 +132,70 @@ class Lake:
                 return ref
         return None
 
+    def select_runs(
+        self,
+        dataset: str,
+        spec_hash: str | None = None,
+        dates: list[str] | str | None = None,
+        run_id: str | None = None,
+    ) -> RunSelection:
+        """The runs a reader of ``dates`` (all partitions when None) uses.
+
+        ``run_id``: that run alone (:class:`NotFoundError` if no committed run of those dates has it).
+        Otherwise, per partition, every run whose manifest's ``spec_hash`` is ``spec_hash`` (runs of one
+        spec are increments that add up; runs of another spec were superseded by a re-ingestion). A
+        partition with no run of ``spec_hash`` (not re-ingested since the spec changed) keeps the runs of
+        the spec its newest run was written with, and a note says so.
+        """
+        if isinstance(dates, str):
+            dates = [dates]
+        chosen_dates = self.partitions(dataset) if dates is None else list(dates)
+        if not chosen_dates:
+            raise NotFoundError(f"dataset {dataset!r} has no ingested partitions in {self.store.uri('raw')}; "
+                                "run `skiff ingest` first", dataset=dataset)
+        candidates: dict[str, list[SelectedRun]] = {}
+        for date in chosen_dates:
+            refs = self.runs(dataset, date)
+            if not refs:
+                raise NotFoundError(f"dataset {dataset!r} has no committed partition ingest_date={date}",
+                                    dataset=dataset, date=date)
+            described = []
+            for ref in refs:
+                try:
+                    manifest = self.manifest(ref)
+                except FileNotFoundError:  # a run published without one (older tools, hand-made runs)
+                    manifest = {}
+                described.append(SelectedRun(ref, manifest.get("spec_hash"), manifest.get("finished_at")))
+            # oldest first, so the newest run of a spec decides a fallback and readers see runs in order
+            candidates[date] = sorted(described, key=lambda r: (r.finished_at or "", r.ref.run_id))
+        if run_id is not None:
+            for runs in candidates.values():
+                for r in runs:
+                    if r.ref.run_id == run_id:
+                        return RunSelection(dataset, spec_hash, (r,))
+            raise NotFoundError(f"dataset {dataset!r} has no committed run {run_id!r} in ingest_date "
+                                f"{', '.join(chosen_dates)}", dataset=dataset, run_id=run_id)
+        chosen: list[SelectedRun] = []
+        notes: list[str] = []
+        for date, runs in candidates.items():
+            current = [r for r in runs if spec_hash is not None and r.spec_hash == spec_hash]
+            if not current:
+                newest = runs[-1].spec_hash
+                current = [r for r in runs if r.spec_hash == newest]
+                if spec_hash is not None and newest is not None:
+                    notes.append(f"ingest_date={date} has no run written with the current spec; its runs of an "
+                                 "earlier spec are used (ingest it again to apply the current rules)")
+            left_out = len(runs) - len(current)
+            if left_out:
+                notes.append(f"ingest_date={date}: {left_out} run(s) written with another spec left out")
+            chosen += current
+        return RunSelection(dataset, spec_hash, tuple(chosen), tuple(notes))
+
+    def run_files(self, ref: RunRef) -> list[str]:
+        """URIs of one committed run's accepted-row Parquet files."""
+        return [self.store.uri(*ref.parts, n) for n in self.store.listdir(*ref.parts)
+                if n.endswith(".parquet") and not n.startswith(("_", "."))]
+
     def latest_partition(self, dataset: str) -> str:
         dates = self.partitions(dataset)
         if not dates:
@@ -113,11 +217,7 @@ class Lake:
             if not refs:
                 raise NotFoundError(f"dataset {dataset!r} has no committed partition ingest_date={date}")
             for ref in refs:
-                files += [
-                    self.store.uri(*ref.parts, n)
-                    for n in self.store.listdir(*ref.parts)
-                    if n.endswith(".parquet") and not n.startswith(("_", "."))
-                ]
+                files += self.run_files(ref)
         return files
 
     def read(self, dataset: str, dates: list[str] | str | None = None, columns: list[str] | None = None):

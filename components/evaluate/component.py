@@ -14,7 +14,7 @@ __all__ = ["evaluate"]
 def evaluate(
     model: Input[Model],
     test_data: Input[Dataset],
-    spec: dict,
+    spec: str,
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
     report: Output[HTML],
@@ -43,9 +43,9 @@ def evaluate(
     from components.evaluate.logic import report as write_report
     from components.train.logic import load_model
     from components.train.metrics import default_scoring
-    from skiff.spec import parse_spec
+    from skiff.spec_text import spec_from_text
 
-    dataset = parse_spec(spec, origin="pipeline parameter 'spec'")
+    dataset = spec_from_text(spec)
     pipeline, info, cv = load_model(model.path)
     frame = pd.read_parquet(test_data.path)
     features = info.get("feature_columns") or dataset.feature_columns

@@ -12,7 +12,7 @@ from components._image import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def features(
     ingested: Input[Dataset],
-    spec: dict,
+    spec: str,
     lake_uri: str,
     feature_repo: str,
     feast_dir: str,
@@ -24,15 +24,15 @@ def features(
 
     from components.features.logic import run_features
     from skiff.lake import Lake
-    from skiff.spec import parse_spec
+    from skiff.spec_text import spec_from_text
     from skiff.storage import Store
 
-    s = parse_spec(spec, origin="pipeline parameter 'spec'")
+    s = spec_from_text(spec)
     result = run_features(s, Lake(Store(lake_uri)), feature_repo, feast_dir, feature_store_yaml,
                           training_out=training_data.path)
     training_data.metadata.update({
         "dataset": s.name, "feature_service": result.feature_service, "rows": result.rows,
         "partitions": result.partitions, "source_uri": result.source_uri,
-        "ingest_run": ingested.metadata.get("run_id"),
+        "ingest_run": ingested.metadata.get("run_id"), "runs": result.runs,
     })
     return namedtuple("FeaturesOutputs", ["feature_service", "rows"])(result.feature_service, result.rows)

@@ -18,7 +18,7 @@ __all__ = ["ingest_op"]
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def ingest_op(
-    spec: dict,
+    spec: str,
     lake_uri: str,
     run_id: str,
     manifest: Output[Dataset],
@@ -32,10 +32,10 @@ def ingest_op(
 
     from components.ingest.logic import coerce_sources, ingest
     from skiff.lake import Lake
-    from skiff.spec import parse_spec
+    from skiff.spec_text import spec_from_text
     from skiff.storage import Store
 
-    parsed = parse_spec(spec, origin="ingest component spec")
+    parsed = spec_from_text(spec)
     lake = Lake(Store(lake_uri, storage_options or None))
     result = ingest(
         parsed,

@@ -17,7 +17,7 @@ def register(
     training_data: Input[Dataset],
     report: Input[HTML],
     statistics: Input[Artifact],
-    spec: dict,
+    spec: str,
     registry_uri: str,
     model_name: str,
     feature_service: str,
@@ -30,6 +30,7 @@ def register(
     pipeline_job: str = "",
 ) -> NamedTuple("RegisterOutputs", [("version", int), ("champion", bool), ("uri", str)]):
     """Publish an immutable model version (with ONNX when exact) and promote it when the gate said so."""
+    import json
     import tempfile
     from collections import namedtuple
     from pathlib import Path
@@ -47,10 +48,10 @@ def register(
     from skiff.config import load_settings
     from skiff.onnx_export import ONNX_FILE, export_onnx
     from skiff.registry import ModelRegistry, VersionMetadata
-    from skiff.spec import parse_spec
+    from skiff.spec_text import spec_from_text
     from skiff.storage import Store
 
-    s = parse_spec(spec, origin="pipeline parameter 'spec'")
+    s = spec_from_text(spec)
     name = model_name or s.name
     registry = ModelRegistry(Store(registry_uri, load_settings().storage_options))
     pipeline, info, cv = load_model(model.path)
@@ -81,7 +82,7 @@ def register(
             cv=cv.to_dict(orient="records") if cv is not None else [],
             gate=gate_record(report.metadata, metric=gate_metric, margin=margin, promote=promote, reason=reason),
             dataset={"name": s.name, "partitions": training_data.metadata.get("partitions", []),
-                     "spec": spec, "rows": len(training)},
+                     "spec": json.loads(spec), "rows": len(training)},
             data_fingerprint=data_fingerprint(training),
             feature_service=feature_service,
             statistics_uri=statistics.metadata.get("uri"),

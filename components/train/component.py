@@ -13,7 +13,7 @@ __all__ = ["train"]
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def train(
     training_data: Input[Dataset],
-    spec: dict,
+    spec: str,
     config: dict,
     model: Output[Model],
     test_data: Output[Dataset],
@@ -34,9 +34,9 @@ def train(
 
     from components.train.logic import parse_config, save_model
     from components.train.logic import train as run_train
-    from skiff.spec import parse_spec
+    from skiff.spec_text import spec_from_text
 
-    dataset = parse_spec(spec, origin="pipeline parameter 'spec'")
+    dataset = spec_from_text(spec)
     cfg = parse_config(config)
     frame = pd.read_parquet(training_data.path)
     result = run_train(frame, dataset, cfg)

@@ -18,7 +18,7 @@ __all__ = ["validate"]
 @dsl.component(base_image=TFDV_IMAGE, install_kfp_package=False)
 def validate(
     ingested: Input[Dataset],
-    spec: dict,
+    spec: str,
     lake_uri: str,
     report: Output[HTML],
     statistics: Output[Artifact],
@@ -38,11 +38,11 @@ def validate(
     from components.validate.logic import ValidateConfig, validate_partition
     from skiff.config import load_settings
     from skiff.lake import Lake
-    from skiff.spec import parse_spec
+    from skiff.spec_text import spec_from_text
     from skiff.storage import Store
 
     settings = load_settings()
-    s = parse_spec(spec, origin="pipeline parameter 'spec'")
+    s = spec_from_text(spec)
     date = ingested.metadata.get("ingest_date")
     config = ValidateConfig(
         drift_threshold=drift_threshold if drift_threshold > 0 else None,
@@ -64,6 +64,7 @@ def validate(
         **common, "uri": result.statistics_uri, "format": "tfdv.DatasetFeatureStatisticsList (binary)",
         "previous_date": result.previous_date, "drifted": result.drifted,
         "blocking": [f"{a.feature}: {a.anomaly}" for a in result.blocking],
+        "runs": result.runs,
     })
     outputs = namedtuple("ValidateOutputs", ["passed", "blocking", "warnings"])
     return outputs(result.passed, len(result.blocking), len(result.warnings))

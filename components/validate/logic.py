@@ -38,7 +38,7 @@ from skiff.errors import (
     UsageError,
 )
 from skiff.lake import Lake
-from skiff.spec import DatasetSpec
+from skiff.spec import DatasetSpec, spec_fingerprint
 
 from . import tfdv_runner
 
@@ -176,6 +176,11 @@ class ValidationResult(BaseModel):
     num_examples: int
     schema_inferred: bool
     schema_source: str | None = None
+    runs: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The runs validated (ingest_date, run_id, spec_hash, current_spec): skiff.lake's selection, "
+        "the same the features step reads.",
+    )
     anomalies: list[Anomaly] = Field(default_factory=list)
     drift: dict[str, Drift] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
@@ -270,9 +275,12 @@ def required_columns(spec: DatasetSpec) -> list[str]:
 
 def _feature_rules(spec: DatasetSpec) -> dict[str, dict[str, Any]]:
     required = set(required_columns(spec))
+    ids = {n for n, c in spec.columns.items() if c.unique}  # no top values in the report for these
+    if len(spec.key_columns) == 1:  # one column of a composite key is no id by itself
+        ids |= set(spec.key_columns)
     rules: dict[str, dict[str, Any]] = {}
     for name, col in spec.columns.items():
-        rule: dict[str, Any] = {"type": col.type, "required": name in required}
+        rule: dict[str, Any] = {"type": col.type, "required": name in required, "unique": name in ids}
         if col.type in ("integer", "float"):
             lo, hi = col.min, col.max
             if col.allowed and col.type == "integer":
@@ -334,12 +342,16 @@ def build_request(
     previous_date: str | None = None,
     previous_statistics: str | Path | None = None,
     previous_files: list[str] | None = None,
+    runs: list[dict[str, Any]] | None = None,
+    notes: list[str] | None = None,
 ) -> dict[str, Any]:
     """The runner's request for one partition (see :mod:`components.validate.tfdv_runner`)."""
     return {
         "version": tfdv_runner.REQUEST_VERSION,
         "dataset": spec.name,
         "date": date,
+        "runs": list(runs or []),
+        "notes": list(notes or []),
         "files": [str(f) for f in files],
         "previous_date": previous_date,
         "previous_statistics": str(previous_statistics) if previous_statistics else None,
@@ -485,8 +497,12 @@ def validate_partition(
     tfdv_python: str | os.PathLike[str] | None = None,
     storage_options: dict[str, Any] | None = None,
     threads: int = 1,
+    run_id: str | None = None,
 ) -> ValidationResult:
     """Validate one partition of ``spec``'s dataset (the latest when ``date`` is None).
+
+    The partition's runs are :meth:`Lake.select_runs`'s: those written under this spec (the features
+    step reads the same), or the run ``run_id`` alone (its partition when ``date`` is None).
 
     ``schema`` names a reviewed schema text proto (a path or fsspec URI) to validate against; without
     it the lake's ``validation/<dataset>/schema.pbtxt`` is used, and inferred from this partition when
@@ -499,11 +515,16 @@ def validate_partition(
     if not dates:
         raise NotFoundError(f"dataset {name!r} has no ingested partitions in {lake.store.uri('raw')}; "
                             "run `skiff ingest` first", dataset=name)
-    if date is None:
-        date = dates[-1]
-    elif date not in dates:
+    if date is not None and date not in dates:
         raise NotFoundError(f"dataset {name!r} has no partition ingest_date={date} "
                             f"(partitions: {', '.join(dates)})", dataset=name, date=date)
+    spec_hash = spec_fingerprint(spec)
+    if run_id is not None:
+        selection = lake.select_runs(name, spec_hash, dates=date, run_id=run_id)
+        date = selection.dates[0]
+    else:
+        date = date or dates[-1]
+        selection = lake.select_runs(name, spec_hash, dates=date)
     previous_date, baseline_validated, skipped = drift_baseline(lake, name, date)
     python = resolve_tfdv_python(tfdv_python)
     store = lake.store
@@ -511,7 +532,7 @@ def validate_partition(
     with tempfile.TemporaryDirectory(prefix="skiff-validate-") as tmp_name:
         tmp = Path(tmp_name)
         out_dir = tmp / "out"
-        files = [_fetch(lake, u, tmp / "current") for u in lake.data_files(name, date)]
+        files = [_fetch(lake, u, tmp / "current") for ref in selection.runs for u in lake.run_files(ref)]
         if not files:
             raise InputError(f"partition ingest_date={date} of {name!r} has no Parquet files")
 
@@ -521,7 +542,9 @@ def validate_partition(
                 previous_stats = _fetch(lake, store.uri(*validation_parts(name, previous_date), "stats.pb"),
                                         tmp / "previous")
             else:  # not validated yet: its statistics come from its data, in the same TFDV run
-                previous_files = [_fetch(lake, u, tmp / "previous") for u in lake.data_files(name, previous_date)]
+                previous_files = [_fetch(lake, u, tmp / "previous")
+                                  for ref in lake.select_runs(name, spec_hash, dates=previous_date).runs
+                                  for u in lake.run_files(ref)]
 
         if schema is not None:
             schema_path = tmp / SCHEMA_FILE
@@ -538,6 +561,7 @@ def validate_partition(
             spec, config, date=date, files=files, output_dir=out_dir, schema_path=schema_path,
             infer_schema=infer, schema_source=source, previous_date=previous_date,
             previous_statistics=previous_stats, previous_files=previous_files,
+            runs=selection.describe()["runs"], notes=list(selection.notes),
         )
         request_path = tmp / "request.json"
         request_path.write_text(json.dumps(request, indent=2))

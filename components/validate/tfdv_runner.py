@@ -40,6 +40,7 @@ __all__ = [
     "RunnerError",
     "classify",
     "render_report",
+    "exact_counts",
     "run",
     "main",
 ]
@@ -51,6 +52,10 @@ EXIT_CODES = {"request": 2, "input": 2, "schema": 2, "environment": 3, "internal
 
 #: Anomaly types for which values outside the domain may be tolerated up to a fraction.
 DOMAIN_TYPE = "ENUM_TYPE_UNEXPECTED_STRING_VALUES"
+#: Share of distinct among present values above which a text column is treated as an id in the report.
+NEAR_UNIQUE = 0.9
+#: The anomaly type of a partition without rows (always blocking).
+EMPTY_TYPE = "DATASET_LOW_NUM_EXAMPLES"
 #: Drift anomaly types (blocking unless warn-only).
 DRIFT_MEASURES = {"JENSEN_SHANNON_DIVERGENCE": "jensen_shannon_divergence", "L_INFTY": "l_infinity"}
 
@@ -126,17 +131,25 @@ def _table(headers: list[str], rows: list[list[tuple[str, str]]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _top_values_cell(row: dict[str, Any]) -> str:
+    if row.get("near_unique"):
+        return "none shown: an id or near-unique column"
+    return ", ".join(f"{v} ({_fmt(c)})" for v, c in row.get("top_values", []))
+
+
 def render_report(result: dict[str, Any], features: list[dict[str, Any]]) -> str:
     """A self-contained HTML page (inline CSS, no scripts) for one validation.
 
     ``result`` is the runner's result document; ``features`` the per-feature statistics rows
-    (name, kind, type, count, missing_pct, mean, std, min, median, max, unique, top_values).
+    (name, kind, type, count, missing_pct, mean, std, min, median, max, unique, near_unique, top_values;
+    the unique and top values counted exactly, see :func:`exact_counts`).
     """
     status = result["status"]
     drift = result.get("drift", {})
     meta = [
         ("dataset", result.get("dataset")),
         ("partition", f"ingest_date={result.get('date')}"),
+        ("runs", ", ".join(r.get("run_id", "") for r in result.get("runs", [])) or "all"),
         ("compared with", f"ingest_date={result['previous_date']}" if result.get("previous_date") else "none"),
         ("schema", "inferred from this partition" if result.get("schema_inferred")
          else f"from {result.get('schema_source') or 'the request'}"),
@@ -154,8 +167,11 @@ def render_report(result: dict[str, Any], features: list[dict[str, Any]]) -> str
         "<table class=\"meta\">"
         + "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in meta)
         + "</table>",
-        "<h2>Anomalies</h2>",
     ]
+    if result.get("notes"):
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(str(n))}</li>" for n in result["notes"])
+                     + "</ul>")
+    parts.append("<h2>Anomalies</h2>")
     if result["anomalies"]:
         parts.append(_table(
             ["feature", "anomaly", "description", "severity"],
@@ -201,7 +217,7 @@ def render_report(result: dict[str, Any], features: list[dict[str, Any]]) -> str
             ["feature", "type", "count", "missing %", "unique", "top values", "drift"],
             [[(f["name"], ""), (f.get("type") or "", ""), (_fmt(f["count"]), "num"),
               (_fmt(f["missing_pct"]), "num"), (_fmt(f.get("unique")), "num"),
-              (", ".join(f"{v} ({_fmt(c)})" for v, c in f.get("top_values", [])), ""),
+              (_top_values_cell(f), ""),
               drift_cell(f["name"])]
              for f in categorical],
         ))
@@ -267,11 +283,41 @@ def _to_frame(table) -> tuple[Any, list[tuple[str, str]]]:
 
 
 def _statistics(files: list[str]):
+    """TFDV statistics of the files, the columns left out, and the frame TFDV saw."""
     import tensorflow_data_validation as tfdv
 
     table = _read_table(files)
     frame, skipped = _to_frame(table)
-    return tfdv.generate_statistics_from_dataframe(frame, n_jobs=1), skipped
+    return tfdv.generate_statistics_from_dataframe(frame, n_jobs=1), skipped, frame
+
+
+def exact_counts(frame, unique_columns: set[str], top: int = 5) -> dict[str, dict[str, Any]]:
+    """Exact value counts of the frame's text columns, for the report.
+
+    TFDV's ``top_values`` and ``unique`` come from sketches (on a table where every id occurs once it
+    showed ids with a frequency of 7), so the report counts from the data instead (one pass per text
+    column). A column that is an id (the spec's entity key or ``unique: true``) or near-unique (more
+    than :data:`NEAR_UNIQUE` of its present values distinct) gets no top values: they say nothing.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name in frame.columns:
+        col = frame[name]
+        if col.dtype != object:
+            continue
+        counts = col.value_counts(dropna=True)
+        present = int(counts.sum())
+        distinct = int(len(counts))
+        # a share of a handful of values says nothing: judge near-uniqueness from 20 present values on
+        near_unique = name in unique_columns or (present >= 20 and distinct / present > NEAR_UNIQUE)
+        out[name] = {
+            "present": present,
+            "unique": distinct,
+            "near_unique": near_unique,
+            # ties by value, so the report reads the same in every pandas version
+            "top_values": [] if near_unique else sorted(((str(v), int(c)) for v, c in counts.items()),
+                                                        key=lambda vc: (-vc[1], vc[0]))[:top],
+        }
+    return out
 
 
 def _feature(schema, name: str):
@@ -357,8 +403,9 @@ def _tolerant(schema, tolerance: float):
     return copy
 
 
-def _feature_rows(stats, kinds: dict[str, str]) -> list[dict[str, Any]]:
-    """Per-feature summary rows from the statistics proto."""
+def _feature_rows(stats, kinds: dict[str, str], counts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-feature summary rows from the statistics proto; text columns' distinct and top values from
+    :func:`exact_counts`."""
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
     rows = []
@@ -382,9 +429,11 @@ def _feature_rows(stats, kinds: dict[str, str]) -> list[dict[str, Any]]:
         elif kind == "string_stats":
             s = fs.string_stats
             common = s.common_stats
+            exact = counts.get(name, {})
             row = {
-                "name": name, "kind": "categorical", "type": kinds.get(name), "unique": s.unique,
-                "top_values": [(v.value, v.frequency) for v in s.top_values[:5]],
+                "name": name, "kind": "categorical", "type": kinds.get(name),
+                "unique": exact.get("unique"), "near_unique": exact.get("near_unique", False),
+                "top_values": exact.get("top_values", []),
             }
         else:
             continue
@@ -420,6 +469,16 @@ def _anomaly_rows(strict, tolerant, policy: dict[str, Any]) -> list[dict[str, An
                 "severity": classify(atype, feature, policy, tolerated=tolerated),
             })
     return rows
+
+
+def _empty_partition(anomalies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An empty partition blocks, warn-only or not, and whatever the schema's dataset constraints say
+    (a reviewed schema may have none): nothing downstream can use it, and TFDV finds little else to say."""
+    kept = [a for a in anomalies if not (a["feature"] == "<dataset>" and a["anomaly"] == EMPTY_TYPE)]
+    return [{"feature": "<dataset>", "anomaly": EMPTY_TYPE, "short": "Empty partition",
+             "description": "The partition has no rows: nothing to validate, build features from or train on. "
+                            "Look at the ingest run's quarantine for why every row was rejected.",
+             "severity": "error"}, *kept]
 
 
 def _drift_rows(anomalies) -> dict[str, dict[str, Any]]:
@@ -459,7 +518,7 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
     except ImportError as e:
         raise RunnerError("environment", f"TFDV cannot be imported by {sys.executable}: {e}") from e
 
-    stats, skipped = _statistics(req["files"])
+    stats, skipped, frame = _statistics(req["files"])
     (out / "stats.pb").write_bytes(stats.SerializeToString())
 
     previous = None
@@ -469,10 +528,10 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
         except Exception as e:  # a corrupt or foreign file
             raise RunnerError("input", f"cannot read previous statistics {req['previous_statistics']}: {e}") from e
     elif req.get("previous_files"):
-        previous, _ = _statistics(req["previous_files"])
+        previous, _, _ = _statistics(req["previous_files"])
 
     schema_req = req["schema"]
-    notes = [f"column {c!r} {why}; it was left out of the statistics" for c, why in skipped]
+    notes = [*req.get("notes", []), *(f"column {c!r} {why}; it was left out of the statistics" for c, why in skipped)]
     if schema_req.get("infer"):
         schema = tfdv.infer_schema(stats)
         notes += _apply_rules(schema, req.get("features", {}))
@@ -495,17 +554,22 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
     )
     tfdv.write_anomalies_text(strict, str(out / "anomalies.pbtxt"))
 
+    num_examples = stats.datasets[0].num_examples if stats.datasets else 0
     anomalies = _anomaly_rows(strict, tolerant, req["policy"])
+    if num_examples == 0:
+        anomalies = _empty_partition(anomalies)
     drift = _drift_rows(strict)
     kinds = {n: r.get("type") for n, r in req.get("features", {}).items()}
+    counts = exact_counts(frame, {n for n, r in req.get("features", {}).items() if r.get("unique")})
     result = {
         "dataset": req["dataset"],
         "date": req["date"],
         "previous_date": req.get("previous_date") if previous is not None else None,
         "status": "failed" if any(a["severity"] == "error" for a in anomalies) else "passed",
-        "num_examples": stats.datasets[0].num_examples if stats.datasets else 0,
+        "num_examples": num_examples,
         "schema_inferred": inferred,
         "schema_source": schema_req.get("source"),
+        "runs": req.get("runs", []),
         "anomalies": anomalies,
         "drift": drift,
         "notes": notes,
@@ -513,7 +577,7 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
                   ("stats.pb", "schema.pbtxt", "anomalies.pbtxt", "anomalies.json", "report.html", "result.json")},
     }
     (out / "anomalies.json").write_text(json.dumps(anomalies, indent=2))
-    (out / "report.html").write_text(render_report(result, _feature_rows(stats, kinds)), encoding="utf-8")
+    (out / "report.html").write_text(render_report(result, _feature_rows(stats, kinds, counts)), encoding="utf-8")
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return result
 

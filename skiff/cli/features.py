@@ -14,10 +14,12 @@ from skiff.errors import UsageError
 from skiff.lake import Lake
 
 SpecOption = Annotated[Path | None, typer.Option("--spec", help="Dataset spec (default datasets/<NAME>.yaml).")]
-DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")]
+DatasetOption = Annotated[
+    str | None, typer.Option("--dataset", "-d", help="Dataset name (or --spec FILE, which names it).")
+]
 
 
-def _spec(ctx: typer.Context, dataset: str, spec: Path | None):
+def _spec(ctx: typer.Context, dataset: str | None, spec: Path | None):
     return dataset_spec(ctx, dataset, spec)
 
 
@@ -28,7 +30,7 @@ def register(app: typer.Typer) -> None:
     @features.command("generate")
     def generate(
         ctx: typer.Context,
-        dataset: DatasetOption,
+        dataset: DatasetOption = None,
         spec: SpecOption = None,
         output: Annotated[Path | None, typer.Option("-o", "--output", help="File (default feature_repo/<NAME>.py).")] = None,
     ) -> None:
@@ -44,7 +46,7 @@ def register(app: typer.Typer) -> None:
     @features.command("materialize")
     def materialize_cmd(
         ctx: typer.Context,
-        dataset: DatasetOption,
+        dataset: DatasetOption = None,
         spec: SpecOption = None,
         training_out: Annotated[
             Path | None, typer.Option("--training-out", help="Also write point-in-time training rows (Parquet).")
@@ -66,8 +68,8 @@ def register(app: typer.Typer) -> None:
     @features.command("get")
     def get_online(
         ctx: typer.Context,
-        dataset: DatasetOption,
         keys: Annotated[list[str], typer.Argument(help="Entity key values (or JSON objects for composite keys).")],
+        dataset: DatasetOption = None,
         spec: SpecOption = None,
         json_out: JsonOption = False,
     ) -> None:

@@ -59,9 +59,9 @@ def preflight(args: dict[str, Any]) -> str:
     problem type (estimator, parameters, search space), the gate metric."""
     from components.train.logic import check_config, parse_config
     from components.train.metrics import default_scoring
-    from skiff.spec import parse_spec
+    from skiff.spec_text import spec_from_text
 
-    spec = parse_spec(args["spec"], origin="--param spec")
+    spec = spec_from_text(args["spec"], origin="--param spec")
     if spec.target is None or spec.problem_type is None:
         raise UsageError(f"dataset {spec.name!r} has no target/problem_type: the tabular pipeline trains a model")
     scoring = check_config(parse_config(args.get("train_config")), spec)

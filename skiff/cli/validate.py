@@ -9,10 +9,9 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from skiff.cli._common import JsonOption, console, emit, state
+from skiff.cli._common import JsonOption, console, dataset_spec, emit, state
 from skiff.errors import UsageError, ValidationFailed
 from skiff.lake import Lake
-from skiff.spec import load_spec, spec_path
 
 __all__ = ["register"]
 
@@ -21,12 +20,19 @@ def register(app: typer.Typer) -> None:
     @app.command("validate")
     def validate(
         ctx: typer.Context,
-        dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")],
+        dataset: Annotated[
+            str | None, typer.Option("--dataset", "-d", help="Dataset name (its spec: <datasets_dir>/NAME.yaml).")
+        ] = None,
         date: Annotated[
             str | None, typer.Option("--date", help="Partition ingest date YYYY-MM-DD (default: the latest).")
         ] = None,
         spec: Annotated[
-            Path | None, typer.Option("--spec", help="Dataset spec (default datasets/<NAME>.yaml).")
+            Path | None, typer.Option("--spec", help="Dataset spec file (the dataset name comes from it).")
+        ] = None,
+        run_id: Annotated[
+            str | None,
+            typer.Option("--run", help="Validate this ingest run only (default: the partition's runs written "
+                         "with the current spec, the runs the features step reads)."),
         ] = None,
         schema: Annotated[
             str | None,
@@ -71,9 +77,10 @@ def register(app: typer.Typer) -> None:
 
         settings = state(ctx).settings
         lake = Lake.from_settings(settings)
-        if export_schema is not None:
-            path = export(lake, dataset, export_schema)
-            emit({"dataset": dataset, "schema": path}, json_out, f"schema of {dataset} written to {path}")
+        if export_schema is not None:  # the schema lives in the lake: a name is enough
+            name = dataset if dataset and spec is None else dataset_spec(ctx, dataset, spec).name
+            path = export(lake, name, export_schema)
+            emit({"dataset": name, "schema": path}, json_out, f"schema of {name} written to {path}")
             return
 
         if new_columns not in ("warning", "error"):
@@ -96,15 +103,14 @@ def register(app: typer.Typer) -> None:
                                  for err in e.errors())
             raise UsageError(f"invalid validation options: {problems}") from e
 
-        s = load_spec(spec or spec_path(dataset, settings.datasets_dir))
-        if s.name != dataset:
-            raise UsageError(f"spec {spec} describes dataset {s.name!r}, not {dataset!r}")
+        s = dataset_spec(ctx, dataset, spec)
+        dataset = s.name
         if not json_out:
-            console.print(f"validating {dataset}{f' ingest_date={date}' if date else ''} with TFDV…",
-                          highlight=False)
+            console.print(f"validating {dataset}{f' ingest_date={date}' if date else ''}"
+                          f"{f' run {run_id}' if run_id else ''} with TFDV…", highlight=False)
         result = validate_partition(
             s, lake, date=date, config=config, schema=schema, tfdv_python=settings.tfdv_python,
-            storage_options=settings.storage_options, threads=settings.max_threads,
+            storage_options=settings.storage_options, threads=settings.max_threads, run_id=run_id,
         )
 
         def human(_: dict) -> None:
@@ -125,6 +131,7 @@ def register(app: typer.Typer) -> None:
                                  f"> {result.drift[f].threshold:g}" for f in drifted) if drifted else "none above threshold"),
                     highlight=False,
                 )
+            console.print("runs: " + (", ".join(r["run_id"] for r in result.runs) or "none"), highlight=False)
             for note in result.notes:
                 console.print(f"note: {note}", highlight=False)
             verdict = "[bold green]passed[/]" if result.passed else "[bold red]failed[/]"

@@ -17,6 +17,7 @@ from components.validate.logic import resolve_tfdv_python
 from skiff.config import load_settings
 from skiff.errors import EnvironmentMissing
 from skiff.lake import Lake
+from skiff.spec_text import spec_to_text
 from skiff.storage import Store
 
 pytestmark = [pytest.mark.tfdv, pytest.mark.integration, pytest.mark.slow]
@@ -56,7 +57,7 @@ class GateOutputs(NamedTuple):
 
 
 @dsl.pipeline
-def gate(spec: dict, lake_uri: str, marker: str) -> GateOutputs:
+def gate(spec: str, lake_uri: str, marker: str) -> GateOutputs:
     announced = announce_partition(dataset="plans", ingest_date=DATE)
     checked = validate(ingested=announced.outputs["partition"], spec=spec, lake_uri=lake_uri)
     with dsl.If(checked.outputs["passed"] == True):  # noqa: E712 - a KFP condition, not a Python test
@@ -83,7 +84,7 @@ def test_component_reports_and_gates(tmp_path, monkeypatch):
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
                raise_on_error=True)
     marker = tmp_path / "marker.txt"
-    run = gate(spec=SPEC, lake_uri=str(tmp_path / "lake"), marker=str(marker))
+    run = gate(spec=spec_to_text(SPEC), lake_uri=str(tmp_path / "lake"), marker=str(marker))
 
     # the spec's domain applies from the first run: the partition is blocked, and the gate takes Else
     assert marker.read_text() == "blocked"
@@ -95,5 +96,6 @@ def test_component_reports_and_gates(tmp_path, monkeypatch):
     stats = run.outputs["statistics"]
     assert Path(stats.path).stat().st_size > 0
     assert stats.metadata["blocking"] == ["plan: ENUM_TYPE_UNEXPECTED_STRING_VALUES"]
+    assert [r["run_id"] for r in stats.metadata["runs"]] == ["run1"]  # the runs validated, for the summary
     result = json.loads(lake.store.read_text("validation", "plans", f"ingest_date={DATE}", "result.json"))
     assert result["status"] == "failed" and result["schema_inferred"] is True

@@ -63,7 +63,7 @@ def test_cluster_arguments_use_the_settings_uris(skiff_env, monkeypatch):
     assert args["registry_uri"] == "s3://bucket/skiff/models"
     assert args["feature_repo"] == "/app/feature_repo"
     assert args["train_config"] == {"estimator": "random_forest"}
-    assert args["spec"]["sources"][0]["path"] == "data/churn.csv"  # left as the user wrote it
+    assert json.loads(args["spec"])["sources"][0]["path"] == "data/churn.csv"  # left as the user wrote it
     assert args["run_id"].startswith("run-")
 
 
@@ -89,7 +89,7 @@ def test_submit_sends_the_compiled_pipeline_with_arguments(skiff_env):
                       "pipeline": "tabular"}
     call = _RecordingClient.calls[-1]
     assert call["func"].name == "skiff-tabular" and call["caching"] is False
-    assert call["arguments"]["spec"]["name"] == "churn" and call["run_name"] == "nightly"
+    assert json.loads(call["arguments"]["spec"])["name"] == "churn" and call["run_name"] == "nightly"
 
 
 def test_compile_writes_ir_yaml(skiff_env, capsys):
@@ -98,3 +98,107 @@ def test_compile_writes_ir_yaml(skiff_env, capsys):
     assert ir["pipelineInfo"]["name"] == "skiff-tabular"
     assert set(ir["root"]["inputDefinitions"]["parameters"]) >= {"spec", "lake_uri", "registry_uri", "margin"}
     assert json.dumps(ir)  # plain data
+
+
+#: Columns deliberately not in alphabetical order (nor in any order a hash or a sort would give).
+ORDERED = {
+    "name": "orders",
+    "entity_key": "order_id",
+    "target": "returned",
+    "problem_type": "binary",
+    "columns": {
+        "order_id": {"type": "string", "required": True},
+        "zone": {"type": "category", "allowed": ["north", "south"]},
+        "amount": {"type": "float", "min": 0},
+        "weight": {"type": "float"},
+        "items": {"type": "integer"},
+        "express": {"type": "boolean"},
+        "returned": {"type": "boolean", "required": True},
+    },
+}
+ORDER = ["zone", "amount", "weight", "items", "express"]
+
+
+def _as_cluster_parameter(value):
+    """A run argument as a Kubeflow Pipelines backend receives it: a protobuf Value in the run's
+    runtime config (kfp.Client encodes arguments this way), read back as JSON."""
+    from google.protobuf import json_format, struct_pb2
+
+    return json_format.MessageToDict(json_format.ParseDict(value, struct_pb2.Value()))
+
+
+def test_spec_parameter_keeps_the_column_order_across_runs(skiff_env, tmp_path):
+    from components.features.logic import feature_service_name
+    from skiff.spec import spec_fingerprint
+    from skiff.spec_text import spec_from_text
+
+    path = tmp_path / "orders.yaml"
+    path.write_text(yaml.safe_dump(ORDERED, sort_keys=False))
+    ir = yaml.safe_load(runner.compile_pipeline("tabular", tmp_path / "t.yaml").read_text())
+    # the spec is text in the IR: a dict parameter would be a protobuf Struct, whose keys come back in any order
+    assert ir["root"]["inputDefinitions"]["parameters"]["spec"]["parameterType"] == "STRING"
+    for name, comp in ir["components"].items():
+        spec_param = comp.get("inputDefinitions", {}).get("parameters", {}).get("spec")
+        assert spec_param is None or spec_param["parameterType"] == "STRING", name
+
+    seen = []
+    for local in (False, True, False):  # two cluster submissions and a local run
+        args = pipeline_arguments("tabular", {"spec": str(path)}, load_settings(), local=local)
+        spec = spec_from_text(_as_cluster_parameter(args["spec"]))
+        seen.append((spec.feature_columns, feature_service_name(spec), spec_fingerprint(spec)))
+    assert seen[0][0] == ORDER
+    assert seen[0] == seen[1] == seen[2]
+
+
+def test_spec_text_is_the_spec_in_its_own_order():
+    from skiff.spec import parse_spec
+    from skiff.spec_text import spec_from_text, spec_to_text
+
+    text = spec_to_text(parse_spec(ORDERED))
+    assert text == spec_to_text(parse_spec(ORDERED))  # deterministic: the same spec, the same text
+    assert list(json.loads(text)["columns"]) == ["order_id", *ORDER, "returned"]
+    assert spec_from_text(text).feature_columns == ORDER
+    reordered = {**ORDERED, "columns": dict(reversed(list(ORDERED["columns"].items())))}
+    assert spec_from_text(spec_to_text(reordered)).feature_columns == list(reversed(ORDER))
+
+
+@pytest.mark.parametrize(("text", "message"), [("{not json", "not the JSON text"), ("[1]", "is a JSON object"),
+                                               ('{"name": "x"}', "invalid dataset spec")])
+def test_spec_text_errors_name_the_parameter(text, message):
+    from skiff.errors import SpecError
+    from skiff.spec_text import spec_from_text
+
+    with pytest.raises(SpecError, match=message) as info:
+        spec_from_text(text)
+    assert "pipeline parameter 'spec'" in str(info.value)
+
+
+KFP_LOG = """\
+2026-12-02 17:28:19,797 INFO root: Executing task 'ingest-op'
+2026-12-02 17:28:19,797 INFO root: Streamed logs:
+
+    [KFP Executor 2026-12-02 17:28:19,882 INFO]: Looking for component `ingest_op`
+    Traceback (most recent call last):
+      File "/x/executor.py", line 453, in execute
+        result = self.func(**func_kwargs)
+    KeyError: 'returned'
+
+    The above exception was the direct cause of the following exception:
+
+    Traceback (most recent call last):
+      File "/x/ephemeral_component.py", line 9, in ingest_op
+        raise InputError("...") from e
+    skiff.errors.InputError: data.csv: required column 'returned' missing
+    (columns found: id, amount)
+
+2026-12-02 17:28:19,903 ERROR root: Task 'ingest-op' finished with status FAILURE
+"""
+
+
+def test_failed_step_error_is_the_steps_own_exception():
+    assert runner.failed_step_error(KFP_LOG, "ingest-op") == (
+        "skiff.errors.InputError: data.csv: required column 'returned' missing\n(columns found: id, amount)")
+    assert runner.failed_step_error(KFP_LOG, "train") is None  # a step that did not run left nothing
+    killed = ("Executing task 'train'\n    loading 10 GB\n    Killed\n"
+              "2026-12-02 17:28:19,903 ERROR root: Task 'train' finished with status FAILURE\n")
+    assert runner.failed_step_error(killed, "train") == "loading 10 GB\nKilled"  # no traceback: its last lines

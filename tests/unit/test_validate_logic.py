@@ -338,3 +338,65 @@ def test_runner_frame_conversion_keeps_types_tfdv_can_check():
     assert frame["flag"].tolist()[0] == "true" and frame["price"].iloc[0] == 1.25
     assert frame["plan"].tolist() == ["a", "b"]
     assert [name for name, _ in skipped] == ["empty", "tags"]
+
+
+# -- ids, exact counts, runs -------------------------------------------------------------------------------------
+def test_request_marks_id_columns_and_names_the_runs():
+    runs = [{"ingest_date": "2026-01-02", "run_id": "r2", "spec_hash": "h", "current_spec": True}]
+    req = _request(runs=runs, notes=["a note"])
+    assert {n for n, r in req["features"].items() if r["unique"]} == {"customer_id"}  # key and unique: true
+    assert req["runs"] == runs and req["notes"] == ["a note"]
+    composite = parse_spec({**SPEC, "entity_key": ["customer_id", "note"],
+                            "columns": {**SPEC["columns"], "customer_id": {"type": "string"}}})
+    req = build_request(composite, ValidateConfig(), date="d", files=["f"], output_dir="/o", schema_path="/s",
+                        infer_schema=True)
+    assert not any(r["unique"] for r in req["features"].values())  # one column of a composite key is no id
+
+
+def test_report_counts_are_exact_and_ids_show_no_top_values():
+    import pandas as pd
+
+    from components.validate.tfdv_runner import exact_counts
+
+    n = 100
+    frame = pd.DataFrame({
+        "customer_id": [f"c{i}" for i in range(n)],                    # the key: every id once
+        "serial": [f"s{i}" for i in range(n - 5)] + ["s0"] * 5,       # 96 % distinct: near-unique
+        "plan": ["basic"] * 61 + ["pro"] * 30 + [None] * 9,
+        "tenure": list(range(n)),                                     # numeric: not a text column
+    })
+    small = pd.DataFrame({"colour": ["red", "blue", "green"]})     # all distinct, but only 3 values
+    counts = exact_counts(frame, {"customer_id"})
+    assert set(counts) == {"customer_id", "serial", "plan"}
+    assert counts["plan"] == {"present": 91, "unique": 2, "near_unique": False,
+                              "top_values": [("basic", 61), ("pro", 30)]}
+    assert counts["customer_id"]["near_unique"] and counts["customer_id"]["top_values"] == []
+    assert counts["serial"]["near_unique"] and counts["serial"]["unique"] == 95
+    assert exact_counts(small, set())["colour"]["top_values"] == [("blue", 1), ("green", 1), ("red", 1)]
+
+    page = render_report(
+        {"dataset": "churn", "date": "2026-01-01", "status": "passed", "anomalies": [], "num_examples": n,
+         "runs": [{"run_id": "r7"}], "notes": ["ingest_date=2026-01-01: 1 run(s) written with another spec left out"]},
+        [{"name": "customer_id", "kind": "categorical", "count": n, "missing_pct": 0.0, **counts["customer_id"]},
+         {"name": "plan", "kind": "categorical", "count": 91, "missing_pct": 9.0, **counts["plan"]}],
+    )
+    assert "<td>none shown: an id or near-unique column</td>" in page
+    assert "<td>basic (61), pro (30)</td>" in page
+    assert "<td>r7</td>" in page and "another spec left out" in page
+
+
+def test_validate_takes_its_dataset_from_the_spec_file(skiff_env, monkeypatch, capsys):
+    spec_file = skiff_env / "elsewhere" / "my-churn.yaml"
+    save_spec(parse_spec(SPEC), spec_file)
+    assert main(["validate", "--spec", str(spec_file)]) == 2  # the spec's dataset has no partition yet
+    assert "dataset 'churn' has no ingested partitions" in capsys.readouterr().err
+    _publish(Lake(Store(str(skiff_env / ".skiff" / "lake"))), "2026-01-01")
+    monkeypatch.setenv("SKIFF_TFDV_PYTHON", str(skiff_env / "missing" / "python"))
+    assert main(["validate", "--spec", str(spec_file)]) == 2
+    assert "make setup" in capsys.readouterr().err  # got as far as starting TFDV
+    assert main(["validate", "--spec", str(spec_file), "--dataset", "other"]) == 2
+    assert "describes dataset 'churn', not 'other'" in capsys.readouterr().err
+    assert main(["validate", "--spec", str(spec_file), "--run", "nope"]) == 2
+    assert "no committed run 'nope'" in capsys.readouterr().err
+    assert main(["validate"]) == 2
+    assert "--dataset NAME (or --spec FILE)" in capsys.readouterr().err
