@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from skiff.errors import InputError, SpecError
+from skiff.identifiers import quote_name
 from skiff.spec import ColumnSpec, DatasetSpec
 
 __all__ = [
@@ -545,6 +546,14 @@ def _coerce_literals(values: list[Any], col: ColumnSpec, what: str, name: str) -
     return out.values
 
 
+def _shown_headers(headers: list[str], most: int = 50) -> str:
+    """Headers for a message: plain when short and printable, else quoted and cut (a 10k-character or
+    multi-line header stays one readable line)."""
+    shown = [h if h and len(h) <= 60 and h.isprintable() else quote_name(h) for h in headers[:most]]
+    more = f", … ({len(headers) - most} more)" if len(headers) > most else ""
+    return (", ".join(shown) + more) or "none"
+
+
 class Cleanser:
     """Applies a dataset spec to batches; remembers keys across the batches of one run."""
 
@@ -605,7 +614,10 @@ class Cleanser:
         return pa.schema(list(QUARANTINE_META) + [pa.field(r.name, pa.string()) for r in self.rules])
 
     def check_columns(self, columns: list[str], source: str) -> None:
-        """A source's columns against the spec: required ones present, unknown ones per the policy."""
+        """A source's columns (its headers) against the spec: required ones present, unknown ones per the
+        policy. A header named as a column's ``source_name`` counts as that column."""
+        headers = columns
+        columns = [self.renames.get(c, c) for c in headers]
         have = set(columns)
         gen = self.generated.column if self.generated is not None else None
         if gen is not None and gen in have:
@@ -616,7 +628,7 @@ class Cleanser:
         if missing:
             raise InputError(
                 f"{source}: required column{'s' if len(missing) > 1 else ''} "
-                f"{', '.join(repr(m) for m in missing)} missing (columns found: {', '.join(columns) or 'none'})",
+                f"{', '.join(repr(m) for m in missing)} missing (columns found: {_shown_headers(headers)})",
                 source=source, columns=missing,
             )
         unknown = [c for c in columns if c not in self.spec.columns]
@@ -632,10 +644,10 @@ class Cleanser:
     # -- one batch -----------------------------------------------------------------------------------------
     def process(self, batch: Batch) -> BatchResult:
         table = batch.table
+        self.check_columns(table.column_names, batch.source)
         if self.renames:  # positional, so a header that is another column's name moves with its column
             table = table.rename_columns([self.renames.get(c, c) for c in table.column_names])
         n = table.num_rows
-        self.check_columns(table.column_names, batch.source)
         checks: list[tuple[np.ndarray, str | None, str, pa.Array | None]] = []  # mask, column, reason, raw
         constant_filled: dict[str, np.ndarray] = {}
         values: dict[str, pa.Array] = {}

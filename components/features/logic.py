@@ -25,7 +25,8 @@ import io
 import logging
 import os
 import re
-from contextlib import contextmanager
+import sys
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -378,7 +379,8 @@ def apply_definitions(store, spec: DatasetSpec, source_dir: str) -> tuple[str, l
 def materialize(store, end: dt.datetime | None = None) -> dt.datetime:
     """Incrementally load new feature rows into the online store (up to ``end``, default now)."""
     end = end or dt.datetime.now(dt.UTC)
-    store.materialize_incremental(end_date=end)
+    with redirect_stdout(sys.stderr):  # Feast prints progress: keep stdout for results (--json)
+        store.materialize_incremental(end_date=end)
     return end
 
 
