@@ -87,6 +87,8 @@ def register(app: typer.Typer) -> None:
                     raise UsageError(f"not a JSON object: {k!r}") from e
             elif len(s.key_columns) == 1:
                 col = s.key_columns[0]
+                if s.columns[col].type == "integer" and not (k.isascii() and k.lstrip("-").isdigit()):
+                    raise UsageError(f"entity key {col!r} is an integer column: {k!r} is not an integer")
                 rows.append({col: int(k) if s.columns[col].type == "integer" else k})
             else:
                 raise UsageError(f"composite key {s.key_columns}: give JSON objects")
