@@ -73,11 +73,13 @@ class FileEntry:
     sha256: str | None = None
     rows: int = 0
     state: tuple = ()  # what says the file is unchanged (see FileReader._state)
+    header: list[str] = field(default_factory=list)  # CSV: every column as read, blank names made positional
+    notes: list[str] = field(default_factory=list)  # what reading changed (blank columns dropped or named)
 
     def describe(self) -> dict[str, Any]:
         return {"uri": self.uri, "size": self.size, "mtime": self.mtime, "sha256": self.sha256,
                 "format": self.format, "compression": self.compression, "delimiter": self.delimiter,
-                "rows": self.rows}
+                "rows": self.rows, **({"notes": self.notes} if self.notes else {})}
 
 
 def _decompress_sample(raw: bytes, compression: str | None) -> bytes:
@@ -86,6 +88,17 @@ def _decompress_sample(raw: bytes, compression: str | None) -> bytes:
     if compression == "bz2":
         return bz2.BZ2Decompressor().decompress(raw, SAMPLE_BYTES * 4)
     return raw
+
+
+def _complete_stream(raw: bytes, compression: str) -> bool:
+    """Whether ``raw`` holds a whole compressed stream (one of empty content is an empty file, not a
+    corrupt one)."""
+    d = zlib.decompressobj(wbits=31) if compression == "gzip" else bz2.BZ2Decompressor()
+    try:
+        d.decompress(raw)
+    except (zlib.error, OSError, EOFError):
+        return False
+    return d.eof
 
 
 def _compression_of(raw: bytes) -> str | None:
@@ -114,6 +127,11 @@ def detect_format(sample: bytes, label: str, encoding: str = "utf-8") -> tuple[s
         except UnicodeDecodeError:
             text = None
         if text is None:
+            hint = _encoding_hint(sample, encoding)
+            if hint:
+                raise InputError(f"{label}: not {encoding} text (byte {sample[e.start]:#04x} at offset {e.start}); "
+                                 f"it reads as {hint}: set `encoding: {hint.split()[0]}` on this source in the "
+                                 "spec", source=label) from e
             raise InputError(f"{label}: unknown format: binary data, not {encoding} text, Parquet or "
                              "gzip/bzip2", source=label) from e
     if "\x00" in text:
@@ -135,6 +153,21 @@ def detect_format(sample: bytes, label: str, encoding: str = "utf-8") -> tuple[s
             return ("jsonl" if rest else "json"), None
         return "json", None
     return "csv", _sniff_delimiter(text, label)
+
+
+def _encoding_hint(sample: bytes, encoding: str) -> str | None:
+    """A legacy 8-bit encoding the sample is plainly text in (cp1252 first: it is what Excel exports)."""
+    for cand, name in (("cp1252", "cp1252 (Windows Western European)"), ("latin-1", "latin-1 (ISO-8859-1)")):
+        if cand == encoding.lower():
+            continue
+        try:
+            text = sample.decode(cand)
+        except UnicodeDecodeError:
+            continue
+        printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
+        if text and "\x00" not in text and printable / len(text) > 0.98:
+            return name
+    return None
 
 
 def _sniff_delimiter(text: str, label: str) -> str:
@@ -268,6 +301,9 @@ class FileReader:
                     raise InputError(f"{src}: folder holds no data files", source=src)
             elif self.fs.isfile(root):
                 paths = [root]
+            elif isinstance(self.fs, LocalFileSystem) and os.path.exists(root):
+                raise InputError(f"{src}: not a regular file (a device, pipe or socket, which may never end): "
+                                 "give a file, a folder or a glob", source=src)
             else:
                 raise InputError(f"{src}: file not found", source=src)
             entries = []
@@ -329,8 +365,13 @@ class FileReader:
         try:
             sample = _decompress_sample(raw, entry.compression)
         except (zlib.error, OSError, EOFError) as e:
-            raise InputError(f"{entry.uri}: corrupt {entry.compression} data: {e}", source=entry.uri) from e
+            raise InputError(f"{entry.uri}: corrupt {entry.compression} data ({e}); re-export or re-download it",
+                             source=entry.uri) from e
         if not sample.strip():
+            if entry.compression and not sample and not _complete_stream(raw, entry.compression):
+                raise InputError(f"{entry.uri}: corrupt {entry.compression} data: a {entry.compression} header "
+                                 "but no content could be decompressed (truncated or damaged file); "
+                                 "re-export or re-download it", source=entry.uri)
             raise InputError(f"{entry.uri}: empty file", source=entry.uri)
         fmt, delim = detect_format(sample, entry.uri, self.source.encoding)
         if fmt == "parquet" and entry.compression:
@@ -353,6 +394,9 @@ class FileReader:
             text = sample.decode(self.source.encoding, errors="replace")
             header = next(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=delim), [])
             entry.columns = [h.strip() for h in header]
+            blank = [i for i, c in enumerate(entry.columns) if not c]
+            if blank:
+                self._name_blank_columns(entry, blank)
             dupes = sorted({c for c in entry.columns if entry.columns.count(c) > 1})
             if dupes:
                 raise InputError(f"{entry.uri}: duplicate column names {dupes}", source=entry.uri)
@@ -362,6 +406,47 @@ class FileReader:
                     entry.columns = [c.strip() for c in pq.ParquetFile(f).schema_arrow.names]
                 except (pa.ArrowInvalid, OSError) as e:
                     raise InputError(f"{entry.uri}: not a readable Parquet file: {e}", source=entry.uri) from e
+
+    def _name_blank_columns(self, entry: FileEntry, blank: list[int]) -> None:
+        """Columns without a header name (``a;b;c;;``, trailing delimiters of European exports): dropped
+        with a note when empty in every row, else named by position (``column_5``) with a warning."""
+        taken = set(entry.columns)
+        names = list(entry.columns)
+        for i in blank:
+            name, n = f"column_{i + 1}", 1
+            while name in taken:
+                n += 1
+                name = f"column_{i + 1}_{n}"
+            names[i] = name
+            taken.add(name)
+        entry.header = names
+        candidates = [names[i] for i in blank]
+        filled: set[str] = set()
+        read = pa_csv.ReadOptions(block_size=CSV_PARSE_BLOCK_BYTES, encoding=self.source.encoding,
+                                  column_names=names, skip_rows=1)
+        parse = pa_csv.ParseOptions(delimiter=entry.delimiter, newlines_in_values=True,
+                                    invalid_row_handler=lambda row: "skip")
+        conv = pa_csv.ConvertOptions(include_columns=candidates, column_types=dict.fromkeys(candidates, pa.string()),
+                                     null_values=[""], strings_can_be_null=True)
+        try:
+            with self._stream(entry) as stream:
+                for rb in pa_csv.open_csv(stream, read_options=read, parse_options=parse, convert_options=conv):
+                    filled |= {c for c in candidates if rb.column(c).null_count < rb.num_rows}
+                    if len(filled) == len(candidates):
+                        break
+        except (pa.ArrowInvalid, UnicodeDecodeError, OSError):
+            filled = set(candidates)  # cannot tell here: keep them; reading reports the real problem
+        empty = [c for c in candidates if c not in filled]
+        if empty:
+            entry.notes.append(f"dropped {len(empty)} column(s) without a header name, empty in every row "
+                               f"(positions {', '.join(c.split('_')[1] for c in empty)}; trailing delimiters?)")
+            log.info("%s: %s", entry.uri, entry.notes[-1])
+        if filled:
+            kept = [c for c in candidates if c in filled]
+            entry.notes.append(f"named {len(kept)} column(s) without a header name by position: {', '.join(kept)}")
+            log.warning("%s: columns without a header name hold values; read as %s (name them in the file's "
+                        "header, or refer to them by these names in the spec)", entry.uri, ", ".join(kept))
+        entry.columns = [c for c in names if c not in empty]
 
     def header_columns(self) -> dict[str, list[str]]:
         """Columns known before reading (CSV headers, Parquet schemas), per file URI."""
@@ -423,13 +508,15 @@ class FileReader:
 
         # a quoted field spanning lines needs the slower parser mode
         head = entry.columns
+        named = {"column_names": entry.header, "skip_rows": 1} if entry.header else {}  # blank names filled
         read = pa_csv.ReadOptions(block_size=min(self.block_bytes, CSV_PARSE_BLOCK_BYTES),
-                                  encoding=self.source.encoding)
+                                  encoding=self.source.encoding, **named)
         parse = pa_csv.ParseOptions(delimiter=entry.delimiter, invalid_row_handler=on_invalid,
                                     newlines_in_values=True)
         conv = pa_csv.ConvertOptions(
             column_types=dict.fromkeys(head, pa.string()),
             null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True,
+            **({"include_columns": head} if entry.header else {}),
         )
         offset = 0
         try:

@@ -211,3 +211,80 @@ def test_detect_format_json_document_versus_lines():
     assert detect_format(b'{\n  "data": [{"a": 1}]\n}\n', "x")[0] == "json"
     assert detect_format(b'  [{"a": 1}]', "x")[0] == "json"
     assert detect_format(b"PAR1....", "x")[0] == "parquet"
+
+
+# --- trailing delimiters: columns without a header name -------------------------------------------------
+
+
+def test_trailing_delimiters_empty_columns_are_dropped_with_a_note(tmp_path, caplog):
+    import logging
+
+    from components.ingest.logic import ingest
+    from skiff.lake import Lake
+    from skiff.spec import parse_spec
+    from skiff.storage import Store
+
+    # a European export: ';' separated, decimal commas, two trailing ';' on every line
+    f = write(tmp_path / "export.csv", "id;price;city;;\n1;12,5;Lyon;;\n2;1.234,75;Köln;;\n3;0,99;Gent;;\n")
+    caplog.set_level(logging.INFO, logger="skiff.ingest")
+    reader, table, _ = read_all(f)
+    assert table.column_names == ["id", "price", "city"]
+    assert reader.entries[0].notes and "dropped 2 column(s)" in reader.entries[0].notes[0]
+    assert "positions 4, 5" in caplog.text
+
+    spec = parse_spec({"name": "shop", "entity_key": "id", "sources": [{"type": "file", "path": str(f)}],
+                       "columns": {"id": {"type": "integer"}, "price": {"type": "float"}, "city": {"type": "string"}}})
+    res = ingest(spec, Lake(Store(str(tmp_path / "lake"))))
+    assert res.counts == {"read": 3, "accepted": 3, "quarantined": 0, "duplicates": 0}
+    got = Lake(Store(str(tmp_path / "lake"))).read("shop").to_pydict()
+    assert got["price"] == [12.5, 1234.75, 0.99] and got["city"] == ["Lyon", "Köln", "Gent"]
+    assert "dropped 2 column(s)" in res.manifest["sources"][0]["files"][0]["notes"][0]
+
+
+def test_unnamed_columns_with_values_get_positional_names_and_a_warning(tmp_path, caplog):
+    f = write(tmp_path / "export.csv", "id;price;;note;\n1;12,5;x;a;\n2;3,0;;b;\n")
+    reader, table, _ = read_all(f)
+    assert table.column_names == ["id", "price", "column_3", "note"]
+    assert table.column("column_3").to_pylist() == ["x", None]
+    assert "column_3" in caplog.text and "without a header name" in caplog.text
+    assert any("column_3" in n for n in reader.entries[0].notes) and any("dropped 1" in n for n in reader.entries[0].notes)
+
+
+# --- messages name the file and the fix ------------------------------------------------------------------
+
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
+
+
+@pytest.mark.parametrize("data", [
+    GZIP_HEADER,  # a header and nothing else (cut off)
+    b"\x1f\x8b\x08\x08\x00\x00\x00\x00\x00\x03" + b"garbage name without end " * 20,  # FNAME swallowing it all
+    GZIP_HEADER + b"\xff" * 64,  # garbage where the deflate stream should be
+])
+def test_gzip_header_with_garbage_is_corrupt_gzip_not_empty(tmp_path, data):
+    f = write(tmp_path / "a.csv.gz", data)
+    with pytest.raises(InputError) as e:
+        FileReader(FileSource(path=str(f)))
+    msg = str(e.value)
+    assert str(f) in msg and "corrupt gzip" in msg and "empty" not in msg and "re-export" in msg
+
+
+def test_device_is_not_a_regular_file_rather_than_not_found():
+    with pytest.raises(InputError) as e:
+        FileReader(FileSource(path="/dev/zero"))
+    assert "/dev/zero: not a regular file" in str(e.value) and "not found" not in str(e.value)
+
+
+def test_latin1_bytes_suggest_an_encoding_that_then_reads(tmp_path):
+    f = write(tmp_path / "cities.csv", "id;city\n1;Besançon\n2;Zürich\n3;Málaga\n".encode("latin-1"))
+    with pytest.raises(InputError) as e:
+        FileReader(FileSource(path=str(f)))
+    msg = str(e.value)
+    assert str(f) in msg and "not utf-8 text" in msg and "encoding: cp1252" in msg
+    _, table, _ = read_all(f, encoding="cp1252")
+    assert table.column("city").to_pylist() == ["Besançon", "Zürich", "Málaga"]
+
+
+def test_binary_data_without_a_text_reading_keeps_the_binary_message(tmp_path):
+    f = write(tmp_path / "blob.csv", bytes(range(256)) * 4)
+    with pytest.raises(InputError, match="binary data"):
+        FileReader(FileSource(path=str(f)))
