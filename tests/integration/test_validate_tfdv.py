@@ -208,7 +208,14 @@ def test_report_is_self_contained_and_names_the_anomalous_feature(runs):
     assert "Lifetime" in page  # the unexpected value, in TFDV's description
     drift_page = store.read_text("validation", "churn", f"ingest_date={D2}", "report.html")
     assert "Numeric features" in drift_page and "<td>charges</td>" in drift_page
-    assert re.search(r"<td>contract</td><td>category</td>.*?Month-to-month \(\d+\)", drift_page)
+    # exact counts from the data (TFDV's sketch estimates are not shown), and no top values for the id
+    d2 = _partition(D2, 2)
+    d2.loc[:4, "contract"] = "Lifetime"
+    expected = d2["contract"].value_counts()
+    month = expected["Month-to-month"]
+    assert re.search(rf"<td>contract</td><td>category</td>.*?Month-to-month \({month}\)", drift_page)
+    assert f"One year ({expected['One year']})" in drift_page and f"Two year ({expected['Two year']})" in drift_page
+    assert re.search(r"<td>customer_id</td><td>string</td>.*?none shown: an id or near-unique column", drift_page)
     report_uri = _json(runs["res"]["d2"])["report_uri"]
     assert Path(report_uri).is_file()
 
@@ -231,3 +238,39 @@ def test_remote_lake_files_are_copied_for_tfdv():
     assert lake.store.is_committed("validation", "churn", f"ingest_date={D2}")
     assert "charges" in lake.store.read_text("validation", "churn", f"ingest_date={D2}", "report.html")
     assert lake.store.exists("validation", "churn", "schema.pbtxt")
+
+
+def test_validation_reads_the_current_specs_runs_and_blocks_an_empty_partition(tmp_path):
+    """Runs stacked in one partition by a re-ingestion after a spec change: only the current spec's are
+    validated (the runs the features step reads). A partition without rows blocks, even warn-only."""
+    from components.validate.logic import ValidateConfig, validate_partition
+    from skiff.lake import MANIFEST
+    from skiff.spec import spec_fingerprint
+
+    _require_tfdv()
+    spec = parse_spec(SPEC)
+    lake = Lake(Store(str(tmp_path / "lake")))
+
+    def run(date: str, run_id: str, frame: pd.DataFrame, spec_hash: str, finished: str) -> None:
+        with lake.publish_run("churn", run_id, date) as staging:
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), staging / "part-00000.parquet")
+            (staging / MANIFEST).write_text(json.dumps({"spec_hash": spec_hash, "finished_at": finished}))
+
+    current = spec_fingerprint(spec)
+    old = _partition(D1, 1).head(50)
+    old["contract"] = "Lifetime"  # what the earlier spec let through: would block if it were read
+    run(D1, "old", old, "an-earlier-spec", f"{D1}T08:00:00+00:00")
+    run(D1, "new", _partition(D1, 1), current, f"{D1}T09:00:00+00:00")
+    first = validate_partition(spec, lake, date=D1)
+    assert first.passed and first.num_examples == ROWS
+    assert [(r["run_id"], r["current_spec"]) for r in first.runs] == [("new", True)]
+    assert any("1 run(s) written with another spec left out" in n for n in first.notes)
+    assert lake.store.read_json("validation", "churn", f"ingest_date={D1}", "result.json")["runs"] == first.runs
+    # an explicit run id validates that run alone
+    assert not validate_partition(spec, lake, run_id="old").passed
+
+    run(D2, "empty", _partition(D2, 2).head(0), current, f"{D2}T09:00:00+00:00")
+    for warn_only in (False, True):
+        empty = validate_partition(spec, lake, date=D2, config=ValidateConfig(warn_only=warn_only))
+        assert not empty.passed and empty.num_examples == 0
+        assert [(a.feature, a.anomaly) for a in empty.blocking] == [("<dataset>", "DATASET_LOW_NUM_EXAMPLES")]
