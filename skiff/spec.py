@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -115,11 +114,18 @@ class ColumnSpec(_Strict):
     @field_validator("regex")
     @classmethod
     def _regex_compiles(cls, v: str | None) -> str | None:
+        # ingest matches with RE2 (pyarrow, vectorised), not Python's re: validate against that engine, so a
+        # pattern RE2 lacks (lookaround, backreferences) fails here, naming the column, not mid-ingest
         if v is not None:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
             try:
-                re.compile(v)
-            except re.error as e:
-                raise ValueError(f"invalid regex {v!r}: {e}") from e
+                pc.match_substring_regex(pa.array([""]), pattern=f"^(?:{v})$")
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                why = str(e).split(":", 1)[-1].strip()
+                raise ValueError(f"regex {v!r} is not supported by the engine ingest matches with (RE2: no "
+                                 f"lookahead/lookbehind or backreferences): {why}; rewrite it without them") from e
         return v
 
     @model_validator(mode="after")

@@ -288,3 +288,27 @@ def test_binary_data_without_a_text_reading_keeps_the_binary_message(tmp_path):
     f = write(tmp_path / "blob.csv", bytes(range(256)) * 4)
     with pytest.raises(InputError, match="binary data"):
         FileReader(FileSource(path=str(f)))
+
+
+@pytest.mark.parametrize("pattern", [r"(?!x)[a-z]+", r"(?<=a)b", r"(a)\1"])
+def test_spec_refuses_regexes_the_ingest_engine_cannot_run_naming_the_column(pattern):
+    from skiff.errors import SpecError
+    from skiff.spec import parse_spec
+
+    with pytest.raises(SpecError) as e:
+        parse_spec({"name": "d", "entity_key": "id", "columns": {"id": {"type": "integer"},
+                    "code": {"type": "string", "regex": pattern}}})
+    assert "columns.code.regex" in str(e.value) and "RE2" in str(e.value) and "rewrite it" in str(e.value)
+
+
+def test_spec_regex_accepted_at_load_is_the_one_ingest_applies(tmp_path):
+    from components.ingest.logic import ingest
+    from skiff.lake import Lake
+    from skiff.spec import parse_spec
+    from skiff.storage import Store
+
+    f = write(tmp_path / "c.csv", "id,code\n1,AB-12\n2,ab-12\n3,AB-123\n")
+    spec = parse_spec({"name": "d", "entity_key": "id", "sources": [{"type": "file", "path": str(f)}],
+                       "columns": {"id": {"type": "integer"}, "code": {"type": "string", "regex": r"[A-Z]{2}-\d{2}"}}})
+    res = ingest(spec, Lake(Store(str(tmp_path / "lake"))))
+    assert res.counts["accepted"] == 1 and res.manifest["quarantine_reasons"] == {"regex_mismatch": 2}
