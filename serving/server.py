@@ -16,6 +16,10 @@ adds around KServe's endpoints:
   answer through FastAPI's generic encoder); binary-tensor requests use KServe's own decoder;
 - Prometheus series ``skiff_requests_total{model, version, status}`` and
   ``skiff_request_duration_seconds{model, version}`` for every predict/infer request, rejected ones too;
+- a body-size cap of its own (``serve_max_body_bytes``, 64 MiB by default, above the REST API's): 413
+  with a JSON reason;
+- V1 bodies with the non-JSON literals ``NaN``/``Infinity`` read as V2 reads them, so one value policy
+  (:mod:`serving.inputs`: NaN is missing, infinity a 400 naming the feature) holds on both protocols;
 - no per-request log lines unless ``access_log`` is on.
 
 :func:`start_local_server` / :func:`stop_local_server` run ``python -m skiff serve`` as a subprocess and
@@ -61,6 +65,7 @@ _DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.
                      2.5, 5.0)
 _INFER_PATH = re.compile(r"^/v1/models/([^/:]+):predict$|^/v2/models/([^/]+)(?:/versions/[^/]+)?/infer$")
 _metrics: tuple[Any, Any] | None = None
+_DEFAULT_MAX_BODY = 64 * 1024 * 1024  # Settings.serve_max_body_bytes' default
 
 
 def import_kserve() -> None:
@@ -127,11 +132,70 @@ class RequestMetricsMiddleware:
             self.counter.labels(label, version, str(status[0])).inc()
 
 
+class BodyLimitMiddleware:
+    """ASGI middleware answering 413 with a JSON reason for a body over ``max_bytes``: a declared
+    ``Content-Length`` before anything is read, a chunked body as soon as it passes the limit."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._too_large(send)
+            return
+        seen = [0]
+        started = [False]
+
+        class _TooLarge(Exception):
+            pass
+
+        async def counted() -> dict:
+            message = await receive()
+            if message["type"] == "http.request":
+                seen[0] += len(message.get("body", b""))
+                if seen[0] > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracked(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                started[0] = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if not started[0]:
+                await self._too_large(send)
+
+    async def _too_large(self, send: Any) -> None:
+        import orjson
+
+        body = orjson.dumps(_error_body(
+            "PayloadTooLarge", f"request body over the model server's limit of {self.max_bytes} bytes: send "
+            "smaller batches (or raise serve_max_body_bytes)", max_body_bytes=self.max_bytes))
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
 def _json_response(status_code: int, content: Any) -> Any:
     import orjson
     from starlette.responses import Response
 
-    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
+    try:
+        payload = orjson.dumps(content)
+    except TypeError:  # e.g. an integer beyond 64 bits echoed in a detail: still a JSON answer
+        import json
+
+        payload = json.dumps(content, default=str).encode()
+    return Response(payload, status_code=status_code, media_type="application/json")
 
 
 def _error_body(error: str, message: str, **detail: Any) -> dict[str, Any]:
@@ -143,6 +207,8 @@ def _error_body(error: str, message: str, **detail: Any) -> dict[str, Any]:
 
 
 def _dataplane_class():
+    import json
+
     import orjson
     from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
     from kserve.errors import InvalidInput, ModelNotReady
@@ -206,6 +272,15 @@ def _dataplane_class():
             except InvalidInput as e:
                 if isinstance(e, BadRequest):
                     raise
+                if isinstance(body, bytes) and str(protocol).lower() != "v2":
+                    # orjson refuses NaN/Infinity and integers beyond 64 bits, which V2's parser reads: read
+                    # them here too, so the value policy (serving.inputs) answers on both protocols
+                    try:
+                        parsed = json.loads(body)
+                    except (ValueError, RecursionError):
+                        parsed = None
+                    if parsed is not None:
+                        return super().decode(parsed, headers, *args, **kwargs)
                 raise BadRequest(str(e), "body") from e
             except (KeyError, TypeError, ValueError, IndexError) as e:  # malformed binary V2 requests
                 raise BadRequest(f"malformed inference request: {type(e).__name__}: {e}", "body") from e
@@ -352,7 +427,7 @@ def _add_skiff_routes(app: Any, dataplane: Any, v2: Any) -> None:
     app.router.add_route("/v2/models/{model_name}/versions/{model_version_}/infer", infer, methods=["POST"])
 
 
-def build_app(model_server: Any, *, access_log: bool = False) -> Any:
+def build_app(model_server: Any, *, access_log: bool = False, max_body_bytes: int | None = None) -> Any:
     """A FastAPI app with KServe's V1/V2 endpoints for ``model_server``'s models, plus skiff's additions."""
     from fastapi import FastAPI
     from kserve.protocol.rest.server import metrics_handler
@@ -369,6 +444,7 @@ def build_app(model_server: Any, *, access_log: bool = False) -> Any:
     register_v2_endpoints(app, dataplane, ext)
     _add_handlers(app)
     app.add_middleware(RequestMetricsMiddleware, registry=dataplane.model_registry)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes or _DEFAULT_MAX_BODY)
     if access_log:
         log.info("per-request access logging is on")
     return app
@@ -390,7 +466,8 @@ def _loopback_grpc(host: str, port: int, model_server: Any):
     return server
 
 
-def make_app(models: Sequence[Any], *, access_log: bool = False) -> tuple[Any, Any]:
+def make_app(models: Sequence[Any], *, access_log: bool = False,
+             max_body_bytes: int | None = None) -> tuple[Any, Any]:
     """Register loaded models (ready or not) with a ``kserve.ModelServer``; return it and its ASGI app."""
     import_kserve()
     import warnings
@@ -411,7 +488,7 @@ def make_app(models: Sequence[Any], *, access_log: bool = False) -> tuple[Any, A
                       getattr(m, "load_error", None) or "not loaded")
     # KServe's endpoints answer with ORJSONResponse, which this FastAPI marks deprecated on every use
     warnings.filterwarnings("ignore", category=FastAPIDeprecationWarning)
-    return ms, build_app(ms, access_log=access_log)
+    return ms, build_app(ms, access_log=access_log, max_body_bytes=max_body_bytes)
 
 
 def serve_models(
@@ -422,12 +499,13 @@ def serve_models(
     grpc_port: int | None = None,
     access_log: bool = False,
     max_workers: int = 4,
+    max_body_bytes: int | None = None,
 ) -> None:
     """Serve already loaded ``kserve.Model`` objects until SIGINT/SIGTERM (blocking)."""
     import_kserve()
     import uvicorn
 
-    ms, app = make_app(models, access_log=access_log)
+    ms, app = make_app(models, access_log=access_log, max_body_bytes=max_body_bytes)
     if not access_log:
         logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=access_log, lifespan="off",
@@ -514,7 +592,7 @@ def run_server(
         predictor.load()
         models.append(predictor)
     serve_models(models, host=host, port=port, grpc_port=grpc_port, access_log=access_log,
-                 max_workers=max(4, settings.max_threads + 2))
+                 max_workers=max(4, settings.max_threads + 2), max_body_bytes=settings.serve_max_body_bytes)
 
 
 # -- subprocess helpers ------------------------------------------------------------------------------

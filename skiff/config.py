@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Thread cap for numeric libraries in steps and servers (OpenMP, BLAS)."
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
+    serve_max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024,
+        description="Largest request body the model server reads (larger ones get 413); above the REST API's "
+        "cap, since inference batches are larger than control-plane requests.",
+    )
 
     @field_validator("root", "lake", "artifacts", "registry")
     @classmethod
