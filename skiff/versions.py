@@ -11,7 +11,8 @@ Refused, with one message naming the field and the accepted forms: ``true``, ``"
 ``"1_0"``, ``"1.0"``, Arabic-Indic or other non-ASCII digits (Python's ``int()`` takes them all), and
 ``"01"``: a version has one spelling, so ``"01"`` and ``"1"`` can never name two things in a file, a
 label or a log line. Numbers stop at nine digits so every client (int32 included) holds them and the
-OpenAPI schema can state the rule exactly (:data:`VERSION_PATTERN`).
+OpenAPI schema can state the rule exactly (:data:`VERSION_PATTERN`). In JSON bodies, ``1.0`` is the
+integer 1 (JSON Schema's ``integer`` says so, and the API documents that type); a YAML ``1.0`` is not.
 """
 
 from __future__ import annotations
@@ -68,8 +69,17 @@ def parse_version(value: Any, *, what: str = "version", error: type[SkiffError] 
         raise error(f"{what}: invalid version {_shown(value)}; give {_RULE}") from None
 
 
+def _json_integer(value: Any) -> Any:
+    # JSON Schema's "integer" includes 1.0, and a JSON parser hands it over as exactly `float`; ruamel's
+    # ScalarFloat (a YAML file's `version: 1.0`) is a subclass and stays refused
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
 def _pydantic_number(value: Any) -> int:
     # pydantic turns a ValueError into a field error that names the field
+    value = _json_integer(value)
     try:
         return parse_version_number(value, what="version")
     except UsageError as e:
@@ -77,6 +87,7 @@ def _pydantic_number(value: Any) -> int:
 
 
 def _pydantic_ref(value: Any) -> int | str:
+    value = _json_integer(value)
     try:
         return parse_version(value, what="version")
     except UsageError as e:

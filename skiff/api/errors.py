@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skiff.errors import SkiffError
 
-__all__ = ["ErrorBody", "FieldError", "ValidationErrorBody", "declare", "error_response", "install_error_handlers"]
+__all__ = ["ErrorBody", "FieldError", "ValidationErrorBody", "declare", "declare_beside", "error_response", "install_error_handlers"]
 
 log = logging.getLogger("skiff.api")
 
@@ -67,6 +67,17 @@ _DESCRIPTIONS = {
 def declare(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for these error statuses, all with :class:`ErrorBody` (422: its validation form)."""
     return {s: {"model": ValidationErrorBody if s == 422 else ErrorBody, "description": _DESCRIPTIONS[s]}
+            for s in statuses}
+
+
+def declare_beside(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """:func:`declare` for a route whose success is not JSON (HTML, YAML): FastAPI would document the error
+    model under the route's own media type, so the JSON content is named explicitly (the schemas are in
+    the document's components through the JSON routes' declarations)."""
+    def ref(s: int) -> str:
+        return "#/components/schemas/" + ("ValidationErrorBody" if s == 422 else "ErrorBody")
+
+    return {s: {"description": _DESCRIPTIONS[s], "content": {"application/json": {"schema": {"$ref": ref(s)}}}}
             for s in statuses}
 
 

@@ -31,7 +31,7 @@ from skiff.versions import VersionRef
 __all__ = ["RegisteredSpec", "RemoteFileSource", "OBJECT_STORE_PATTERN", "resolve_spec"]
 
 #: object stores the cluster identity reads; never the API server's own disk
-OBJECT_STORE_PATTERN = r"^(s3|gs|gcs|abfs|abfss|az)://[^\s/][^\s]*$"
+OBJECT_STORE_PATTERN = r"^(s3|gs|gcs|abfs|abfss|az)://[A-Za-z0-9][!-~]*$"  # printable ASCII, no space
 
 
 class RegisteredSpec(BaseModel):

@@ -71,7 +71,7 @@ def test_api_path_and_bodies_use_the_strict_rule(world):
         resp = client.get(f"/api/v1/models/churn/versions/{v}", headers=A)
         assert resp.status_code == 400, (v, resp.text)
         assert resp.json()["error"] == "UsageError" and "invalid version" in resp.json()["message"]
-    for v in [True, " 1 ", "1_0", "١", "01", 1.0, "+1", 0]:
+    for v in [True, " 1 ", "1_0", "١", "01", 1.5, "1.0", "+1", 0]:
         for url, body in (("/api/v1/models/churn/champion", {"version": v, "reason": "x"}),
                           ("/api/v1/environments/prod/deployments/churn/promote", {"version": v})):
             resp = client.post(url, json=body, headers=A)
@@ -81,6 +81,9 @@ def test_api_path_and_bodies_use_the_strict_rule(world):
     assert not (envs / "prod/models/churn.yaml").exists()
     resp = client.post("/api/v1/environments/prod/deployments/churn/promote", json={"version": "2"}, headers=A)
     assert resp.status_code == 200 and resp.json()["version"] == 2
+    # JSON Schema's integer includes 1.0, as the document says
+    resp = client.post("/api/v1/models/churn/champion", json={"version": 1.0, "reason": "json"}, headers=A)
+    assert resp.status_code == 200 and reg.champion_version("churn") == 1
 
 
 @pytest.mark.parametrize("argv", [

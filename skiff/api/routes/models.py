@@ -84,7 +84,7 @@ def champion_history(name: NameParam, ctx: Annotated[ApiContext, Depends(context
 
 
 @router.post("/{name}/champion", response_model=ChampionChange, dependencies=[Depends(require_admin)],
-             responses=declare(403, 404, 409, 422, 503))
+             responses=declare(400, 403, 404, 409, 422, 503))
 def set_champion(name: NameParam, body: ChampionRequest, ctx: Annotated[ApiContext, Depends(context)]) -> dict:
     """Make a version the champion by hand (the pipeline's gate does this automatically). Admin."""
     with ctx.write_lock:

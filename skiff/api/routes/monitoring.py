@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from components.validate.logic import Anomaly, ValidationResult, validation_parts
 from skiff.api.deps import ApiContext, NameParam, context, require_read
-from skiff.api.errors import declare
+from skiff.api.errors import declare, declare_beside
 from skiff.errors import NotFoundError, StorageError
 from skiff.lake import Lake
 
@@ -100,7 +100,7 @@ def drift(dataset: NameParam, ctx: Annotated[ApiContext, Depends(context)], date
 
 
 @router.get("/datasets/{dataset}/report", response_class=HTMLResponse, dependencies=[Depends(require_read)],
-            responses=declare(404, 422, 503))
+            responses=declare_beside(401, 404, 413, 422, 500, 503))
 def report(dataset: NameParam, ctx: Annotated[ApiContext, Depends(context)], date: DateQuery = None) -> HTMLResponse:
     """The partition's self-contained HTML validation report (statistics, anomalies, drift)."""
     lake = Lake.from_settings(ctx.settings)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from skiff.api.deps import ApiContext, NameParam, context, require_admin, require_read
-from skiff.api.errors import declare
+from skiff.api.errors import declare, declare_beside
 from skiff.api.run_specs import RegisteredSpec, RemoteFileSource, resolve_spec
 from skiff.api.runs import RunRecord
 from skiff.errors import NotFoundError
@@ -76,8 +76,8 @@ class RunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     params: TabularParams = Field(description="Pipeline parameters.")
-    host: str | None = Field(default=None, pattern=r"^https?://[^\s/]+[^\s]*$", max_length=2048,
-                             description="Kubeflow Pipelines endpoint: submit there. None: the settings' "
+    host: str | None = Field(default=None, pattern=r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[!-~]*)?$",
+                             max_length=2048, description="Kubeflow Pipelines endpoint: submit there. None: the settings' "
                              "kfp_host, else a local run on the server (kfp.local).")
     experiment: str = Field(default="skiff", min_length=1, max_length=128, description="KFP experiment "
                             "(with a host).")
@@ -113,7 +113,7 @@ def list_pipelines() -> list[dict[str, Any]]:
 
 @router.post("/{name}/compile", dependencies=[Depends(require_read)], response_class=Response,
              responses={200: {"content": {"application/yaml": {"schema": {"type": "string"}}},
-                              "description": "KFP IR YAML."}, **declare(404, 422)})
+                              "description": "KFP IR YAML."}, **declare_beside(401, 404, 413, 422, 500)})
 def compile_pipeline(name: NameParam) -> Response:
     """The pipeline's KFP IR YAML (what a Kubeflow Pipelines backend runs)."""
     from pipelines import runner
