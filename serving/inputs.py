@@ -281,7 +281,7 @@ def check_column(schema: InputSchema, name: str, values: list[Any], offset: int 
     if col.type in ("float", "integer"):
         import pyarrow.compute as pc
 
-        big = pc.fill_null(pc.greater(pc.abs(coerced.values.cast(pa.float64())), MAX_MAGNITUDE), False)
+        big = pc.fill_null(pc.greater(pc.abs(coerced.values.cast(pa.float64(), safe=False)), MAX_MAGNITUDE), False)
         for i in np.flatnonzero(big.to_numpy(zero_copy_only=False)):
             problems.setdefault(int(i), "out_of_range")
     for i, rule in problems.items():  # a typed number fails coercion only when infinite: out of range

@@ -762,7 +762,7 @@ class Cleanser:
         col, name = rule.spec, rule.name
         if col.min is not None or col.max is not None:
             if col.type in ("integer", "float"):
-                num = v.cast(pa.float64())
+                num = v.cast(pa.float64(), safe=False)  # integers beyond 2**53 compare rounded, never raise
             elif col.type == "datetime":
                 num = pc.divide(pc.cast(v, pa.int64()), 1_000_000.0)
             else:
