@@ -119,6 +119,27 @@ def test_rerun_is_idempotent_and_the_gate_keeps_the_champion(runs):
     assert runs["registry"].champion_version("churn") == 1
 
 
+def test_the_same_spec_and_data_give_the_same_model_inputs(runs):
+    """Two runs of one spec: the feature order is the spec's column order, and the feature service and
+    data fingerprint are the same (a dict parameter used to reorder the columns between runs)."""
+    from skiff.spec import load_spec
+
+    spec = load_spec(REPO / "examples" / "churn.yaml")
+    first, again = (runs["registry"].get("churn", v).metadata for v in (1, 2))
+    assert first.features == again.features == spec.feature_columns
+    assert first.feature_service == again.feature_service
+    assert first.data_fingerprint == again.data_fingerprint
+    assert list(first.dataset["spec"]["columns"]) == list(spec.columns)
+
+
+def test_the_summary_names_the_runs_validation_and_training_read(runs):
+    summary = runs["again"][1]
+    validated = summary["runs"]["validated"]
+    assert [r["run_id"] for r in validated] == [summary["ingest"]["run_id"]]  # the unchanged input's run
+    assert [r["run_id"] for r in summary["runs"]["features"]] == [r["run_id"] for r in validated]
+    assert all(r["current_spec"] for r in validated)
+
+
 def test_drifted_partition_is_blocked(runs):
     code, summary = runs["drift"]
     assert code == 1
