@@ -118,7 +118,8 @@ class ValidateConfig(BaseModel):
         default_factory=dict,
         description="Per-column drift thresholds overriding the default; None turns drift off for a column.",
     )
-    warn_only: bool = Field(default=False, description="Report every anomaly as a warning; never block.")
+    warn_only: bool = Field(default=False, description="Report every anomaly as a warning; block only an empty "
+                            "partition, which nothing downstream can use.")
     new_columns: Literal["error", "warning"] = Field(
         default="warning", description="Severity of a column in the data that the schema does not list."
     )
