@@ -36,6 +36,7 @@ from skiff import __version__
 from skiff.config import Settings
 from skiff.errors import ConflictError, NotFoundError, StorageError, UsageError
 from skiff.locks import exclusive
+from skiff.modeling import MODEL_FILE
 from skiff.spec import NAME_RE
 from skiff.storage import Store
 from skiff.versions import parse_version
@@ -44,7 +45,6 @@ __all__ = ["ModelRegistry", "ModelVersion", "VersionMetadata", "code_version"]
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 CARD_FILE = "MODEL_CARD.md"
 CHAMPION_FILE = "_champion.json"

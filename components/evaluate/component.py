@@ -41,8 +41,8 @@ def evaluate(
     from components.evaluate.logic import evaluate as run_evaluate
     from components.evaluate.logic import gate
     from components.evaluate.logic import report as write_report
-    from components.train.logic import load_model
-    from components.train.metrics import default_scoring
+    from skiff.metrics import default_scoring
+    from skiff.modeling import load_model
     from skiff.spec_text import spec_from_text
 
     dataset = spec_from_text(spec)

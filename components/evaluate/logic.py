@@ -1,7 +1,7 @@
 """Evaluation of a trained skiff model on held-out rows, its report, and the champion/challenger gate.
 
 ``evaluate`` scores a fitted pipeline on the test split with the same metric definitions as
-cross-validation (:mod:`components.train.metrics`) plus curves, a confusion matrix and calibration;
+cross-validation (:mod:`skiff.metrics`) plus curves, a confusion matrix and calibration;
 ``report`` writes PNG charts and one self-contained HTML page; ``gate`` decides whether a challenger
 replaces the champion.
 """
@@ -22,14 +22,14 @@ from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 from threadpoolctl import threadpool_limits
 
-from components.train.logic import positive_label, target_array
-from components.train.metrics import (
+from skiff.errors import InputError, UsageError
+from skiff.metrics import (
     binary_metrics,
     multiclass_metrics,
     regression_metrics,
 )
-from components.train.metrics import higher_is_better as _metric_higher_is_better
-from skiff.errors import InputError, UsageError
+from skiff.metrics import higher_is_better as _metric_higher_is_better
+from skiff.modeling import positive_label, target_array
 from skiff.spec import DatasetSpec
 
 __all__ = ["EvalResult", "GateDecision", "evaluate", "report", "gate"]

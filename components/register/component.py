@@ -44,8 +44,8 @@ def register(
         input_schema,
         register_version,
     )
-    from components.train.logic import load_model
     from skiff.config import load_settings
+    from skiff.modeling import load_model
     from skiff.onnx_export import ONNX_FILE, export_onnx
     from skiff.registry import ModelRegistry, VersionMetadata
     from skiff.spec_text import spec_from_text

@@ -32,8 +32,9 @@ def train(
 
     import pandas as pd
 
-    from components.train.logic import parse_config, save_model
+    from components.train.logic import parse_config
     from components.train.logic import train as run_train
+    from skiff.modeling import save_model
     from skiff.spec_text import spec_from_text
 
     dataset = spec_from_text(spec)
@@ -41,8 +42,8 @@ def train(
     frame = pd.read_parquet(training_data.path)
     result = run_train(frame, dataset, cfg)
 
-    files = save_model(result, model.path)
     info = result.metadata()
+    files = save_model(model.path, result.pipeline, info, result.cv_table, result.search_table)
     model.metadata.update(
         {
             "framework": "scikit-learn",

@@ -20,7 +20,6 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -45,7 +44,8 @@ from sklearn.utils._param_validation import InvalidParameterError
 from threadpoolctl import threadpool_limits
 
 from components.train.features import MISSING, FramePreparer
-from components.train.metrics import (
+from skiff.errors import InputError, SpecError, UsageError
+from skiff.metrics import (
     THRESHOLD_METRICS,
     best_threshold,
     decision_metric,
@@ -54,7 +54,7 @@ from components.train.metrics import (
     metric_names,
     score_metrics,
 )
-from skiff.errors import InputError, SpecError, UsageError
+from skiff.modeling import positive_label, target_array
 from skiff.spec import DatasetSpec
 
 __all__ = [
@@ -72,25 +72,11 @@ __all__ = [
     "feature_groups",
     "split",
     "prepare_data",
-    "target_array",
-    "positive_label",
     "cross_validate",
     "train",
-    "save_model",
-    "load_model",
-    "MODEL_FILE",
-    "TRAIN_INFO_FILE",
-    "CV_FILE",
-    "SEARCH_FILE",
 ]
 
 log = logging.getLogger(__name__)
-
-#: Files of a saved model folder (:func:`save_model`).
-MODEL_FILE = "model.joblib"
-TRAIN_INFO_FILE = "train.json"
-CV_FILE = "cv.csv"
-SEARCH_FILE = "search.csv"
 
 Problem = Literal["binary", "multiclass", "regression"]
 
@@ -473,46 +459,6 @@ def _problem(spec: DatasetSpec) -> Problem:
     if spec.target is None or spec.problem_type is None:
         raise SpecError(f"dataset spec {spec.name!r} has no target/problem_type: nothing to train")
     return spec.problem_type
-
-
-def target_array(y: pd.Series, spec: DatasetSpec) -> np.ndarray:
-    """The target as a plain numpy array: float for regression, labels (bool/int/str) otherwise.
-
-    Missing values must have been removed. A regression target that is not numeric is an InputError
-    quoting some offending values.
-    """
-    name = spec.target
-    if spec.problem_type == "regression":
-        values = pd.to_numeric(y, errors="coerce")
-        bad = y[values.isna() & y.notna()]
-        if len(bad) or not pd.api.types.is_numeric_dtype(values):
-            raise InputError(
-                f"regression target {name!r} is not numeric: e.g. {', '.join(map(repr, bad.unique()[:3]))}",
-                column=name,
-            )
-        return values.to_numpy(dtype="float64", na_value=np.nan)
-    if isinstance(y.dtype, pd.BooleanDtype) or y.dtype == bool:
-        return y.astype(bool).to_numpy()
-    if pd.api.types.is_integer_dtype(y.dtype):
-        return y.astype("int64").to_numpy()
-    if pd.api.types.is_float_dtype(y.dtype) and np.all(np.mod(y.to_numpy(), 1) == 0):
-        return y.astype("int64").to_numpy()
-    return np.array([str(v) for v in y], dtype=object)
-
-
-def positive_label(classes: list[Any], spec: DatasetSpec) -> Any:
-    """The positive class of a binary target: the spec's ``positive_class``, else ``True``/``1``/the
-    last label in sorted order (scikit-learn's convention)."""
-    if spec.positive_class is not None:
-        for c in classes:
-            if c == spec.positive_class or str(c) == str(spec.positive_class):
-                return c
-        raise InputError(
-            f"positive_class {spec.positive_class!r} is not a value of target {spec.target!r}; "
-            f"values: {', '.join(map(repr, classes))}",
-            column=spec.target,
-        )
-    return classes[-1]
 
 
 def prepare_data(df: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, int]:
@@ -961,34 +907,3 @@ def _optuna_search(
     )
     study.optimize(objective, n_trials=cfg.search.n_iter)
     return scored
-
-
-def save_model(result: TrainResult, folder: str | Path) -> dict[str, Path]:
-    """Write a model folder: ``model.joblib`` (the fitted pipeline), ``train.json``
-    (:meth:`TrainResult.metadata`), ``cv.csv`` and, after a search or auto selection, ``search.csv``."""
-    import joblib
-
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"model": out / MODEL_FILE, "info": out / TRAIN_INFO_FILE, "cv": out / CV_FILE}
-    joblib.dump(result.pipeline, files["model"])
-    files["info"].write_text(json.dumps(result.metadata(), indent=2, default=str))
-    result.cv_table.to_csv(files["cv"], index=False)
-    if result.search_table is not None:
-        files["search"] = out / SEARCH_FILE
-        result.search_table.to_csv(files["search"], index=False)
-    return files
-
-
-def load_model(folder: str | Path) -> tuple[Any, dict[str, Any], pd.DataFrame | None]:
-    """Read a folder written by :func:`save_model`: ``(pipeline, train info, cv table or None)``."""
-    import joblib
-
-    src = Path(folder)
-    if not (src / MODEL_FILE).is_file():
-        raise InputError(f"no {MODEL_FILE} in model folder {src}", path=str(src))
-    pipeline = joblib.load(src / MODEL_FILE)
-    info_path = src / TRAIN_INFO_FILE
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    cv = pd.read_csv(src / CV_FILE, dtype={"fold": str}) if (src / CV_FILE).is_file() else None
-    return pipeline, info, cv

@@ -212,10 +212,12 @@ def test_train_and_evaluate_components_run_under_kfp_local(tmp_path):
 
         churn(n, seed=5).to_parquet(out.path, index=False)
 
-    spec = load_spec(REPO / "examples" / "churn.yaml").model_dump(mode="json", exclude_none=True)
+    from skiff.spec_text import spec_to_text
+
+    spec = spec_to_text(load_spec(REPO / "examples" / "churn.yaml"))  # the pipelines' spec parameter: JSON text
 
     @dsl.pipeline(name="train-evaluate")
-    def flow(spec: dict, champion: dict) -> bool:
+    def flow(spec: str, champion: dict) -> bool:
         data = make_churn(n=500)
         trained = train_op(training_data=data.outputs["out"], spec=spec, config={"cv_folds": 3})
         return evaluate_op(

@@ -13,13 +13,12 @@ from sklearn.pipeline import Pipeline
 from components.train.features import FramePreparer
 from components.train.logic import (
     build_pipeline,
-    load_model,
-    save_model,
     split,
     train,
 )
-from components.train.metrics import CLASSIFICATION_METRICS, MULTICLASS_METRICS, best_threshold
 from skiff.errors import InputError, UsageError
+from skiff.metrics import CLASSIFICATION_METRICS, MULTICLASS_METRICS, best_threshold
+from skiff.modeling import load_model, save_model
 from skiff.spec import parse_spec
 
 
@@ -407,7 +406,7 @@ def test_optional_pca_and_feature_selection_steps():
 
 def test_saved_model_loads_and_predicts_the_same(tmp_path):
     result = train(_frame(150), _spec(), {"estimator": "logistic_regression", "cv_folds": 3})
-    files = save_model(result, tmp_path / "m")
+    files = save_model(tmp_path / "m", result.pipeline, result.metadata(), result.cv_table, result.search_table)
     pipeline, info, cv = load_model(tmp_path / "m")
     assert set(files) == {"model", "info", "cv"}
     assert np.allclose(pipeline.predict_proba(result.X_test), result.pipeline.predict_proba(result.X_test))
