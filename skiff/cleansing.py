@@ -23,8 +23,8 @@ What a batch goes through, per spec column, in spec order:
    ``regex`` (full match).
 
 A generated entity key (``entity_key: {generated: row|content}``) is made here, after coercion: ``row``
-from the batch's source scope (:attr:`Batch.key_scope`, else its source and page) and each record's
-offset, ``content`` from a hash of the row's typed spec columns.
+from the batch's source scope (:attr:`~skiff.sources.SourceBatch.key_scope`, else its source and page)
+and each record's offset, ``content`` from a hash of the row's typed spec columns.
 
 Then, on the rows that passed: de-duplication on the entity key (+ event timestamp), across all the
 batches of a run (first row wins, later ones are counted as duplicates, not quarantined), and the
@@ -39,7 +39,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,12 +49,12 @@ import pyarrow.compute as pc
 
 from skiff.errors import InputError, SpecError
 from skiff.identifiers import quote_name
+from skiff.sources import SourceBatch
 from skiff.spec import ColumnSpec, DatasetSpec
 
 __all__ = [
     "ARROW_TYPES",
     "QUARANTINE_META",
-    "Batch",
     "BatchResult",
     "Cleanser",
     "KeySet",
@@ -111,28 +111,6 @@ _ISO_NAIVE = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?$"
 _ISO_AWARE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s?(Z|[+-]\d{2}(:?\d{2})?)$"
 
 _EPOCH = pa.scalar(0, pa.timestamp("us", tz="UTC"))
-
-
-# --- batches ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Batch:
-    """Rows read from one source: raw columns (strings for text formats, typed for Parquet/SQL)."""
-
-    table: pa.Table
-    source: str
-    row_offset: int = 0
-    page: int | None = None
-    #: rows the parser could not split into fields: (problem, raw text); quarantined as malformed
-    malformed: list[tuple[str, str]] = field(default_factory=list)
-    #: what makes generated row ids of this batch unique beyond ``source`` and ``page`` (e.g. a SQL
-    #: watermark range, whose offsets start again at 0 on every incremental run); None: source and page
-    key_scope: str | None = None
-
-    @property
-    def rows_read(self) -> int:
-        return self.table.num_rows + len(self.malformed)
 
 
 @dataclass
@@ -642,7 +620,7 @@ class Cleanser:
             self.extra_columns += [c for c in unknown if c not in self.extra_columns]
 
     # -- one batch -----------------------------------------------------------------------------------------
-    def process(self, batch: Batch) -> BatchResult:
+    def process(self, batch: SourceBatch) -> BatchResult:
         table = batch.table
         self.check_columns(table.column_names, batch.source)
         if self.renames:  # positional, so a header that is another column's name moves with its column
@@ -738,7 +716,7 @@ class Cleanser:
         return c, [(mask, reason) for mask, _col, reason, _raw in checks]
 
     @staticmethod
-    def _row_ids(batch: Batch) -> pa.Array:
+    def _row_ids(batch: SourceBatch) -> pa.Array:
         """``<12 hex digits of the source scope's hash>-<record offset>``: the same file (or table range, or
         page) read again gives the same ids; the hash keeps URLs and paths out of the data."""
         scope = json.dumps([batch.key_scope or batch.source, batch.page])
@@ -786,7 +764,7 @@ class Cleanser:
             if bad.any():
                 checks.append((bad, name, "regex_mismatch", raw))
 
-    def _quarantine(self, batch: Batch, rejected: np.ndarray, checks: list, raw: dict[str, pa.Array]):
+    def _quarantine(self, batch: SourceBatch, rejected: np.ndarray, checks: list, raw: dict[str, pa.Array]):
         schema = self.quarantine_schema()
         reasons: Counter = Counter()
         parts = []

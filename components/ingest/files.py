@@ -40,9 +40,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from skiff.cleansing import Batch
 from skiff.errors import InputError, SourceError
 from skiff.redact import redact_text, redact_url
+from skiff.sources import SourceBatch
 from skiff.spec import FileSource
 
 __all__ = ["FileReader", "FileEntry", "detect_format", "records_to_table", "find_records"]
@@ -479,7 +479,7 @@ class FileReader:
                 "rows": sum(e.rows for e in self.entries)}
 
     # -- reading -------------------------------------------------------------------------------------------
-    def batches(self) -> Iterator[Batch]:
+    def batches(self) -> Iterator[SourceBatch]:
         for entry in self.entries:
             reader = {"csv": self._csv, "parquet": self._parquet, "jsonl": self._jsonl, "json": self._json}
             got = 0
@@ -499,7 +499,7 @@ class FileReader:
         f = pa.PythonFile(self._open(entry), mode="r")
         return pa.CompressedInputStream(f, entry.compression) if entry.compression else f
 
-    def _csv(self, entry: FileEntry) -> Iterator[Batch]:
+    def _csv(self, entry: FileEntry) -> Iterator[SourceBatch]:
         malformed: list[tuple[str, str]] = []
 
         def on_invalid(row) -> str:
@@ -537,7 +537,7 @@ class FileReader:
                     table = pa.Table.from_batches(pending, schema=reader.schema)
                     table = table.rename_columns([c.lstrip("\ufeff").strip() for c in table.column_names])
                     bad, malformed[:] = list(malformed), []
-                    yield Batch(table=table, source=entry.uri, row_offset=offset, malformed=bad)
+                    yield SourceBatch(table=table, source=entry.uri, row_offset=offset, malformed=bad)
                     offset += table.num_rows
                     pending, size = [], 0
         except (pa.ArrowInvalid, UnicodeDecodeError) as e:
@@ -546,7 +546,7 @@ class FileReader:
         except OSError as e:
             raise SourceError(f"{entry.uri}: read failed: {redact_text(str(e))}", source=entry.uri) from e
 
-    def _parquet(self, entry: FileEntry) -> Iterator[Batch]:
+    def _parquet(self, entry: FileEntry) -> Iterator[SourceBatch]:
         offset = 0
         try:
             with self._open(entry) as f:
@@ -554,12 +554,12 @@ class FileReader:
                 for rb in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS):
                     table = pa.Table.from_batches([rb])
                     table = table.rename_columns([c.strip() for c in table.column_names])
-                    yield Batch(table=table, source=entry.uri, row_offset=offset)
+                    yield SourceBatch(table=table, source=entry.uri, row_offset=offset)
                     offset += table.num_rows
         except (pa.ArrowInvalid, OSError) as e:
             raise InputError(f"{entry.uri}: cannot read Parquet: {e}", source=entry.uri) from e
 
-    def _jsonl(self, entry: FileEntry) -> Iterator[Batch]:
+    def _jsonl(self, entry: FileEntry) -> Iterator[SourceBatch]:
         offset, line_no, rest = 0, 0, b""
         with self._stream(entry) as stream:
             while True:
@@ -584,7 +584,7 @@ class FileReader:
                 if not block:
                     break
 
-    def _jsonl_block(self, entry: FileEntry, lines: list[bytes], first_line: int, offset: int) -> Batch:
+    def _jsonl_block(self, entry: FileEntry, lines: list[bytes], first_line: int, offset: int) -> SourceBatch:
         enc = self.source.encoding
         keep = [ln for ln in lines if ln.strip()]
         malformed: list[tuple[str, str]] = []
@@ -609,9 +609,9 @@ class FileReader:
                                       ln.decode(enc, "replace")))
                     continue
                 records.append(rec)
-        return Batch(table=records_to_table(records), source=entry.uri, row_offset=offset, malformed=malformed)
+        return SourceBatch(table=records_to_table(records), source=entry.uri, row_offset=offset, malformed=malformed)
 
-    def _json(self, entry: FileEntry) -> Iterator[Batch]:
+    def _json(self, entry: FileEntry) -> Iterator[SourceBatch]:
         with self._stream(entry) as stream:
             data = stream.read()
         try:
@@ -621,4 +621,4 @@ class FileReader:
         records = find_records(doc, self.source.records_path, entry.uri)
         step = PARQUET_BATCH_ROWS
         for start in range(0, len(records), step):
-            yield Batch(table=records_to_table(records[start:start + step]), source=entry.uri, row_offset=start)
+            yield SourceBatch(table=records_to_table(records[start:start + step]), source=entry.uri, row_offset=start)

@@ -27,9 +27,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from components.ingest.files import find_records, records_to_table
-from skiff.cleansing import Batch
 from skiff.errors import InputError, SourceError
 from skiff.redact import redact_logger, redact_text, redact_url
+from skiff.sources import SourceBatch
 from skiff.spec import RestSource
 
 __all__ = ["RestReader", "RETRY_STATUS"]
@@ -124,7 +124,7 @@ class RestReader:
             self._sleep(delay)
             attempt += 1
 
-    def batches(self) -> Iterator[Batch]:
+    def batches(self) -> Iterator[SourceBatch]:
         src = self.source
         pg = src.pagination
         # httpx replaces a URL's query with ``params``: carry the URL's own parameters (an API key) along
@@ -163,7 +163,7 @@ class RestReader:
                     raise SourceError(e.message, source=self.label, page=page) from e
                 if records:
                     table = records_to_table(records)
-                    yield Batch(table=table, source=self.label, row_offset=0, page=page)
+                    yield SourceBatch(table=table, source=self.label, row_offset=0, page=page)
                     self.rows += table.num_rows
                 # where is the next page?
                 if pg.type == "none":

@@ -28,9 +28,9 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from skiff.cleansing import Batch
 from skiff.errors import InputError, SourceError, SpecError
 from skiff.redact import is_secret_param, redact_text, redact_url, url_secrets
+from skiff.sources import SourceBatch
 from skiff.spec import SqlSource
 
 __all__ = ["SqlReader", "masked_url", "url_credentials", "source_key", "encode_watermark", "decode_watermark"]
@@ -183,7 +183,7 @@ class SqlReader:
             stmt = stmt.bindparams(skiff_low=self.low)
         return stmt
 
-    def batches(self) -> Iterator[Batch]:
+    def batches(self) -> Iterator[SourceBatch]:
         engine = self._get_engine()
         wm = self.source.watermark
         try:
@@ -201,7 +201,7 @@ class SqlReader:
                     if wm:
                         top = pc.max(table.column(wm)).as_py() if table.num_rows else None
                         self.high = max_watermark(self.high, top)
-                    yield Batch(table=table, source=self.label, row_offset=offset)
+                    yield SourceBatch(table=table, source=self.label, row_offset=offset)
                     offset += table.num_rows
                     self.rows += table.num_rows
         except sa.exc.OperationalError as e:

@@ -60,9 +60,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from components.stream.parse import Rejected, parse_payload
 from skiff import __version__
-from skiff.cleansing import Batch, Cleanser, impute_statistic
+from skiff.cleansing import Cleanser, impute_statistic
 from skiff.errors import ConfigError, ConflictError, InvariantError, SourceError, StorageError, UsageError
 from skiff.lake import MANIFEST, QUARANTINE, Lake, RunRef
+from skiff.sources import SourceBatch
 from skiff.spec import DatasetSpec, MqttSource, spec_fingerprint
 
 __all__ = ["StreamConfig", "StreamResult", "StreamConsumer", "consume", "mqtt_source", "run_id_for"]
@@ -384,7 +385,7 @@ class StreamConsumer:
         cleanser = Cleanser(self.spec)
         # a generated row key needs a scope per flush: offsets restart at 0 in every batch (and a stream is
         # never read twice alike, so ids need only be unique; {generated: content} de-duplicates redeliveries)
-        res = cleanser.process(Batch(self._table(buf.rows), source=self._broker,
+        res = cleanser.process(SourceBatch(self._table(buf.rows), source=self._broker,
                                      key_scope=f"{self.client_id}/{uuid.uuid4().hex}"))
         accepted = self._impute(cleanser, res.accepted)
         quarantine = self._annotate(res.quarantine, buf.row_msgs)

@@ -6,8 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from skiff.cleansing import Batch, Cleanser, KeySet, coerce_column
+from skiff.cleansing import Cleanser, KeySet, coerce_column
 from skiff.errors import InputError, SpecError
+from skiff.sources import SourceBatch
 from skiff.spec import ColumnSpec, parse_spec
 
 UTC = dt.UTC
@@ -120,7 +121,7 @@ SPEC = {
 
 def batch(rows, source="src.csv", offset=0, page=None):
     cols = {k: pa.array([r.get(k) for r in rows], pa.string()) for k in rows[0]}
-    return Batch(table=pa.table(cols), source=source, row_offset=offset, page=page)
+    return SourceBatch(table=pa.table(cols), source=source, row_offset=offset, page=page)
 
 
 GOOD = {"id": "k1", "ts": "2024-01-01", "amount": "5", "kind": "a", "code": "AB1", "email": "x@y", "score": "1",
@@ -269,7 +270,7 @@ def test_generated_row_ids_differ_across_pages_and_scopes_and_repeat_for_the_sam
     t = pa.table({"v": pa.array(["1", "-1"], pa.string())})
 
     def ids(**batch):
-        res = Cleanser(spec).process(Batch(t, source="https://api.example/x", **batch))
+        res = Cleanser(spec).process(SourceBatch(t, source="https://api.example/x", **batch))
         return res.accepted.column("row_id").to_pylist(), res
 
     page1, res = ids(page=1)

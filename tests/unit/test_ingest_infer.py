@@ -84,7 +84,8 @@ def test_an_id_column_with_a_few_repeated_rows_is_still_the_key(tmp_path):
 
 
 def test_null_tokens_in_text_columns_are_read_alike_by_inference_and_ingestion():
-    from skiff.cleansing import Batch, Cleanser
+    from skiff.cleansing import Cleanser
+    from skiff.sources import SourceBatch
 
     n = 40
     t = table(id=[f"u{i}" for i in range(n)],
@@ -98,7 +99,7 @@ def test_null_tokens_in_text_columns_are_read_alike_by_inference_and_ingestion()
     assert spec.columns["note"].type == "string" and spec.columns["note"].sentinels == ["N/A", "None"]
     assert "read as missing (sentinels)" in inferred.notes["note"]
     assert spec.columns["size"].type == "integer" and spec.columns["size"].sentinels == []
-    res = Cleanser(spec).process(Batch(t, source="sample"))
+    res = Cleanser(spec).process(SourceBatch(t, source="sample"))
     assert res.quarantined == 0 and res.accepted.num_rows == n  # before the fix: every NA row quarantined
     assert res.accepted.column("alley").to_pylist().count("NA") == 24
     assert res.accepted.column("note").null_count == 4 and res.accepted.column("size").null_count == 2

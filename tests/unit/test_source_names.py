@@ -3,8 +3,9 @@
 import pyarrow as pa
 import pytest
 
-from skiff.cleansing import Batch, Cleanser
+from skiff.cleansing import Cleanser
 from skiff.errors import InputError, SpecError
+from skiff.sources import SourceBatch
 from skiff.spec import json_sha256, parse_spec, spec_fingerprint
 
 
@@ -42,7 +43,7 @@ def test_the_cleanser_reads_each_column_under_its_source_header():
     s = spec({"a_b": {"type": "float", "source_name": "a b"}, "a_b_2": {"type": "integer", "source_name": "a_b"},
               "q": {"type": "string", "source_name": 'x"); import os; #'}}, unknown_columns="reject")
     table = pa.table({"id": ["1", "2"], "a_b": ["7", "8"], "a b": ["1.5", "2.5"], 'x"); import os; #': ["u", "v"]})
-    out = Cleanser(s).process(Batch(table=table, source="src.csv"))
+    out = Cleanser(s).process(SourceBatch(table=table, source="src.csv"))
     assert out.quarantined == 0
     assert out.accepted.column_names == ["id", "a_b", "a_b_2", "q"]
     assert out.accepted.column("a_b").to_pylist() == [1.5, 2.5]
@@ -52,10 +53,10 @@ def test_the_cleanser_reads_each_column_under_its_source_header():
 
 def test_a_required_column_is_found_under_its_source_header():
     s = spec({"a_b": {"type": "float", "source_name": "a b", "required": True}})
-    out = Cleanser(s).process(Batch(table=pa.table({"id": ["1"], "a b": ["1"]}), source="src.csv"))
+    out = Cleanser(s).process(SourceBatch(table=pa.table({"id": ["1"], "a b": ["1"]}), source="src.csv"))
     assert out.accepted.column("a_b").to_pylist() == [1.0]
     with pytest.raises(InputError, match="'a_b' missing"):
-        Cleanser(s).process(Batch(table=pa.table({"id": ["1"], "a-b": ["1"]}), source="src.csv"))
+        Cleanser(s).process(SourceBatch(table=pa.table({"id": ["1"], "a-b": ["1"]}), source="src.csv"))
 
 
 def test_source_name_enters_the_fingerprint_only_when_set():
