@@ -12,7 +12,7 @@ PROJECT_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
 TFDV_HASH := $(shell cat components/validate/requirements.txt | sha256sum | cut -c1-16)
 TOOLS_HASH := $(shell cat .ci/fetch_tools.py 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: setup venv tfdv tools demo test test-fast lint bench clean
+.PHONY: setup venv tfdv tools demo test test-fast lint bench docs clean
 
 setup: venv tfdv tools
 
@@ -53,5 +53,9 @@ lint: venv
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
+# The documentation site (offline, strict: a broken link or reference fails) into site/.
+docs: venv
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
+
 clean:
-	rm -rf .skiff .pytest_cache
+	rm -rf .skiff .pytest_cache site
