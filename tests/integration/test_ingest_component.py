@@ -30,7 +30,8 @@ def test_component_ingests_and_describes_the_partition(tmp_path, monkeypatch):
     src.write_text("id,plan,seats\nu1,basic,3\nu2,pro,0\nu3,enterprise,2\nu4,pro,10\n")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
                raise_on_error=True)
-    task = ingest_op(spec=SPEC, sources=[str(src)], lake_uri=str(tmp_path / "lake"), run_id="kfp-run-1",
+    task = ingest_op(spec=json.dumps(SPEC),  # the steps' spec parameter is JSON text
+                     sources=[str(src)], lake_uri=str(tmp_path / "lake"), run_id="kfp-run-1",
                      ingest_date="2026-04-01")
 
     assert task.outputs["status"] == "ingested"
