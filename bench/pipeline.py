@@ -31,10 +31,10 @@ def plain_script(root: Path, csv: Path) -> tuple[float, float]:
     t0 = time.perf_counter()
     import pandas as pd
 
-    from components.evaluate.logic import evaluate, gate, report
+    from components.evaluate.logic import champion_metrics, evaluate, gate, report
     from components.features.logic import run_features
     from components.ingest.logic import ingest
-    from components.register.logic import champion_metrics, input_schema, register_version
+    from components.register.logic import input_schema, register_version
     from components.train.logic import train
     from components.validate.logic import validate_partition
     from skiff.lake import Lake

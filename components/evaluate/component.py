@@ -62,7 +62,7 @@ def evaluate(
 
     champion = dict(champion_metrics or {})
     if registry_uri:
-        from components.register.logic import champion_metrics as score_champion
+        from components.evaluate.logic import champion_metrics as score_champion
         from skiff.config import load_settings
         from skiff.registry import ModelRegistry
         from skiff.storage import Store

@@ -2,14 +2,16 @@
 
 ``evaluate`` scores a fitted pipeline on the test split with the same metric definitions as
 cross-validation (:mod:`skiff.metrics`) plus curves, a confusion matrix and calibration;
-``report`` writes PNG charts and one self-contained HTML page; ``gate`` decides whether a challenger
-replaces the champion.
+``report`` writes PNG charts and one self-contained HTML page; ``champion_metrics`` re-scores the
+registered champion on the challenger's own test split, so ``gate`` — which decides whether a challenger
+replaces the champion — compares both models on the same rows.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,9 +32,12 @@ from skiff.metrics import (
 )
 from skiff.metrics import higher_is_better as _metric_higher_is_better
 from skiff.modeling import positive_label, target_array
+from skiff.registry import ModelRegistry
 from skiff.spec import DatasetSpec
 
-__all__ = ["EvalResult", "GateDecision", "evaluate", "report", "gate"]
+__all__ = ["EvalResult", "GateDecision", "evaluate", "champion_metrics", "report", "gate"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -242,6 +247,23 @@ def _evaluate(
 
 # --------------------------------------------------------------------------------------------------
 # report
+
+
+def champion_metrics(registry: ModelRegistry, name: str, test: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
+    """The current champion's metrics on ``test`` ({} when there is no champion)."""
+    champ = registry.champion_version(name)
+    if champ is None or champ not in registry.version_numbers(name):
+        return {}
+    mv = registry.get(name, champ)
+    model = registry.load_model(name, champ)
+    features = mv.metadata.features or spec.feature_columns
+    missing = [c for c in features if c not in test.columns]
+    if missing:
+        log.warning("champion %s v%s needs columns %s the new data lacks: it cannot be compared; "
+                    "treating it as beaten", name, champ, missing)
+        return {}
+    result = evaluate(model, test[features], test[spec.target], spec, mv.metadata.threshold)
+    return {k: float(v) for k, v in result.metrics.items() if isinstance(v, float) and math.isfinite(v)}
 
 
 def _figure(width: float = 5.0, height: float = 4.0):

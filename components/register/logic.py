@@ -1,13 +1,12 @@
 """The register step: an immutable model version, and the champion when the gate said so.
 
-The champion is judged on the challenger's own test split (:func:`champion_metrics` re-scores it
-there), so the evaluate step's gate compares both models on the same rows. Every trained model is
-registered — as a candidate when it lost — so each run stays traceable.
+The register step only stores: the evaluate step judged the challenger against the champion
+(``components.evaluate.logic.champion_metrics``). Every trained model is registered — as a candidate
+when it lost — so each run stays traceable.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,9 @@ from pydantic import BaseModel, ConfigDict
 from skiff.registry import ModelRegistry, VersionMetadata
 from skiff.spec import DatasetSpec
 
-__all__ = ["RegisterResult", "champion_metrics", "register_version", "input_schema", "input_rules",
+__all__ = ["RegisterResult", "register_version", "input_schema", "input_rules",
            "data_fingerprint", "gate_record"]
 
-log = logging.getLogger(__name__)
 
 
 class RegisterResult(BaseModel):
@@ -33,27 +31,6 @@ class RegisterResult(BaseModel):
     champion: bool
     previous_champion: int | None
     reason: str
-
-
-def champion_metrics(registry: ModelRegistry, name: str, test: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
-    """The current champion's metrics on ``test`` ({} when there is no champion)."""
-    import math
-
-    from components.evaluate.logic import evaluate
-
-    champ = registry.champion_version(name)
-    if champ is None or champ not in registry.version_numbers(name):
-        return {}
-    mv = registry.get(name, champ)
-    model = registry.load_model(name, champ)
-    features = mv.metadata.features or spec.feature_columns
-    missing = [c for c in features if c not in test.columns]
-    if missing:
-        log.warning("champion %s v%s needs columns %s the new data lacks: it cannot be compared; "
-                    "treating it as beaten", name, champ, missing)
-        return {}
-    result = evaluate(model, test[features], test[spec.target], spec, mv.metadata.threshold)
-    return {k: float(v) for k, v in result.metrics.items() if isinstance(v, float) and math.isfinite(v)}
 
 
 def input_schema(spec: DatasetSpec, features: list[str]) -> dict[str, str]:

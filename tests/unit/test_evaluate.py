@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from components.evaluate.logic import evaluate, gate, report
+from components.evaluate.logic import champion_metrics, evaluate, gate, report
 from components.train.logic import train
 from skiff.errors import InputError, UsageError
 from skiff.spec import load_spec, parse_spec
@@ -74,6 +74,22 @@ def test_binary_metrics_equal_sklearns_at_the_threshold(binary):
     assert curve["fpr"][0] == 0 and curve["tpr"][-1] == 1 and all(0 <= v <= 1 for v in curve["thresholds"])
     cal = result.calibration
     assert sum(cal["count"]) == len(y) and len(cal["prob_true"]) == len(cal["count"])
+
+
+def test_champion_is_rescored_on_the_challengers_test_rows(binary, tmp_path):
+    from skiff.registry import ModelRegistry
+    from skiff.storage import Store
+
+    spec, r = binary
+    registry = ModelRegistry(Store(str(tmp_path / "models")))
+    assert champion_metrics(registry, "e", r.test_df, spec) == {}  # no champion yet: nothing to beat
+    mv = registry.register("e", r.pipeline, {"features": r.feature_columns, "threshold": 0.4})
+    assert champion_metrics(registry, "e", r.test_df, spec) == {}  # registered, but not the champion
+    registry.set_champion("e", mv.version, "first")
+    scored = champion_metrics(registry, "e", r.test_df, spec)
+    expected = evaluate(r.pipeline, r.X_test, r.test_df["y"], spec, threshold=0.4).metrics
+    assert scored["roc_auc"] == pytest.approx(expected["roc_auc"]) and scored["f1"] == pytest.approx(expected["f1"])
+    assert champion_metrics(registry, "e", r.test_df.drop(columns=["a"]), spec) == {}  # cannot be compared
 
 
 def test_multiclass_metrics_equal_sklearns():
