@@ -1,4 +1,5 @@
-"""KFP component of the register step (a thin wrapper over components.register.logic)."""
+"""KFP component of the register step: a thin wrapper over components.register.logic, which builds the
+version metadata (:func:`~components.register.logic.version_metadata`) and publishes it."""
 
 from typing import NamedTuple
 
@@ -30,7 +31,6 @@ def register(
     pipeline_job: str = "",
 ) -> NamedTuple("RegisterOutputs", [("version", int), ("champion", bool), ("uri", str)]):
     """Publish an immutable model version (with ONNX when exact) and promote it when the gate said so."""
-    import json
     import tempfile
     from collections import namedtuple
     from pathlib import Path
@@ -38,16 +38,16 @@ def register(
     import pandas as pd
 
     from components.register.logic import (
-        data_fingerprint,
         gate_record,
-        input_rules,
         input_schema,
+        model_features,
         register_version,
+        version_metadata,
     )
     from skiff.config import load_settings
     from skiff.modeling import load_model
     from skiff.onnx_export import ONNX_FILE, export_onnx
-    from skiff.registry import ModelRegistry, VersionMetadata
+    from skiff.registry import ModelRegistry
     from skiff.spec_text import spec_from_text
     from skiff.storage import Store
 
@@ -55,8 +55,7 @@ def register(
     name = model_name or s.name
     registry = ModelRegistry(Store(registry_uri, load_settings().storage_options))
     pipeline, info, cv = load_model(model.path)
-    features = list(info.get("feature_columns") or s.feature_columns)
-    schema = input_schema(s, features)
+    features = model_features(info, s)
     test = pd.read_parquet(test_data.path)
     training = pd.read_parquet(training_data.path)
 
@@ -64,31 +63,16 @@ def register(
         files = {"report.html": Path(report.path)}
         if Path(statistics.path).is_file():
             files["statistics.pb"] = Path(statistics.path)
-        onnx_info = export_onnx(pipeline, test, Path(tmp) / ONNX_FILE, features=features, input_schema=schema)
+        onnx_info = export_onnx(pipeline, test, Path(tmp) / ONNX_FILE, features=features,
+                                input_schema=input_schema(s, features))
         if onnx_info["exact"]:
             files[ONNX_FILE] = Path(tmp) / ONNX_FILE
-        meta = VersionMetadata(
-            name=name,
-            problem_type=info.get("problem_type") or s.problem_type,
-            target=s.target,
-            estimator=info.get("estimator"),
-            params=info.get("params") or {},
-            threshold=info.get("threshold"),
-            classes=info.get("classes"),
-            features=features,
-            input_schema=schema,
-            input_rules=input_rules(s, features, training),
-            metrics={k: float(v) for k, v in test_metrics.items()},
-            cv=cv.to_dict(orient="records") if cv is not None else [],
+        meta = version_metadata(
+            s, spec, info, cv, training, name=name, test_metrics=test_metrics,
             gate=gate_record(report.metadata, metric=gate_metric, margin=margin, promote=promote, reason=reason),
-            dataset={"name": s.name, "partitions": training_data.metadata.get("partitions", []),
-                     "spec": json.loads(spec), "rows": len(training)},
-            data_fingerprint=data_fingerprint(training),
-            feature_service=feature_service,
-            statistics_uri=statistics.metadata.get("uri"),
-            pipeline_run_id=run_id or pipeline_job or None,
-            extra={"onnx": onnx_info, "cv_means": info.get("cv_means", {}),
-                   "positive_class": info.get("positive_class"), "scoring": info.get("scoring")},
+            partitions=training_data.metadata.get("partitions", []), feature_service=feature_service,
+            statistics_uri=statistics.metadata.get("uri"), pipeline_run_id=run_id or pipeline_job or None,
+            onnx=onnx_info,
         )
         result = register_version(registry, name, pipeline, meta, promote=promote, reason=reason, files=files)
     outputs = namedtuple("RegisterOutputs", ["version", "champion", "uri"])

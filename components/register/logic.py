@@ -7,6 +7,7 @@ when it lost — so each run stays traceable.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ from pydantic import BaseModel, ConfigDict
 from skiff.registry import ModelRegistry, VersionMetadata
 from skiff.spec import DatasetSpec
 
-__all__ = ["RegisterResult", "register_version", "input_schema", "input_rules",
-           "data_fingerprint", "gate_record"]
+__all__ = ["RegisterResult", "register_version", "model_features", "version_metadata", "input_schema",
+           "input_rules", "data_fingerprint", "gate_record"]
 
 
 
@@ -87,6 +88,60 @@ def data_fingerprint(frame: pd.DataFrame) -> str:
 
     hashed = pd.util.hash_pandas_object(frame, index=False).sort_values().to_numpy()
     return "sha256:" + hashlib.sha256(hashed.tobytes()).hexdigest()
+
+
+def model_features(info: Mapping[str, Any], spec: DatasetSpec) -> list[str]:
+    """The model's input columns, in order: what training recorded, else the spec's feature columns."""
+    return list(info.get("feature_columns") or spec.feature_columns)
+
+
+def version_metadata(
+    spec: DatasetSpec,
+    spec_text: str,
+    info: Mapping[str, Any],
+    cv: pd.DataFrame | None,
+    training: pd.DataFrame,
+    *,
+    name: str,
+    test_metrics: Mapping[str, float],
+    gate: Mapping[str, Any],
+    partitions: list[str],
+    feature_service: str,
+    statistics_uri: str | None,
+    pipeline_run_id: str | None,
+    onnx: Mapping[str, Any],
+) -> VersionMetadata:
+    """What a registered version records about itself (the registry's stable contract).
+
+    ``spec_text`` is the spec as the pipeline passed it (JSON); ``info`` and ``cv`` come from the model
+    folder (:func:`skiff.modeling.load_model`); ``training`` is the training split the statistics and the
+    data fingerprint are computed on; ``gate`` is :func:`gate_record`'s; ``onnx`` is the ONNX export's
+    report (``exact`` and its evidence).
+    """
+    features = model_features(info, spec)
+    return VersionMetadata(
+        name=name,
+        problem_type=info.get("problem_type") or spec.problem_type,
+        target=spec.target,
+        estimator=info.get("estimator"),
+        params=info.get("params") or {},
+        threshold=info.get("threshold"),
+        classes=info.get("classes"),
+        features=features,
+        input_schema=input_schema(spec, features),
+        input_rules=input_rules(spec, features, training),
+        metrics={k: float(v) for k, v in test_metrics.items()},
+        cv=cv.to_dict(orient="records") if cv is not None else [],
+        gate=dict(gate),
+        dataset={"name": spec.name, "partitions": list(partitions), "spec": json.loads(spec_text),
+                 "rows": len(training)},
+        data_fingerprint=data_fingerprint(training),
+        feature_service=feature_service,
+        statistics_uri=statistics_uri,
+        pipeline_run_id=pipeline_run_id,
+        extra={"onnx": dict(onnx), "cv_means": info.get("cv_means", {}),
+               "positive_class": info.get("positive_class"), "scoring": info.get("scoring")},
+    )
 
 
 def register_version(

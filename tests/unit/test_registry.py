@@ -146,3 +146,45 @@ def test_input_rules_record_the_spec_rules_and_the_training_statistic():
     assert rules["paper"] == {"type": "boolean", "missing": "reject", "true_values": ["Yes"],
                               "false_values": ["No"]}
     assert rules["site"] == {"type": "category", "allowed": ["north", "south"]}
+
+
+def test_version_metadata_is_built_without_kfp_and_round_trips_through_the_registry(tmp_path):
+    import pandas as pd
+
+    from components.register.logic import data_fingerprint, gate_record, version_metadata
+    from skiff.spec import parse_spec
+    from skiff.spec_text import spec_to_text
+
+    spec = parse_spec({
+        "name": "meters", "entity_key": "meter_id", "target": "faulty", "problem_type": "binary",
+        "columns": {"meter_id": {"type": "string"},
+                    "kwh": {"type": "float", "missing": "impute", "impute": "median"},
+                    "site": {"type": "category", "allowed": ["north", "south"]},
+                    "faulty": {"type": "boolean"}}})
+    training = pd.DataFrame({"meter_id": ["a", "b", "c"], "kwh": [1.0, 3.0, 10.0],
+                             "site": ["north", "south", "north"], "faulty": [True, False, True]})
+    info = {"feature_columns": ["site", "kwh"], "estimator": "logistic_regression", "params": {"C": 1.0},
+            "threshold": 0.4, "classes": [False, True], "positive_class": True, "scoring": "roc_auc",
+            "cv_means": {"roc_auc": 0.8}}
+    cv = pd.DataFrame({"fold": ["1", "mean"], "roc_auc": [0.8, 0.8]})
+    gate = gate_record({}, metric="roc_auc", margin=0.0, promote=True, reason="no champion")
+    meta = version_metadata(spec, spec_to_text(spec), info, cv, training, name="meters-model",
+                            test_metrics={"roc_auc": 1}, gate=gate, partitions=["2026-01-01"],
+                            feature_service="meters_v1", statistics_uri="file:///lake/stats.pb",
+                            pipeline_run_id="run-7", onnx={"exact": False})
+
+    assert meta.features == ["site", "kwh"]  # training's order, not the spec's
+    assert meta.input_schema == {"site": "category", "kwh": "float"}
+    assert meta.input_rules["kwh"]["impute_value"] == 3.0  # the median of the training rows
+    assert meta.problem_type == "binary" and meta.target == "faulty" and meta.threshold == 0.4
+    assert meta.metrics == {"roc_auc": 1.0} and isinstance(meta.metrics["roc_auc"], float)
+    assert meta.cv == [{"fold": "1", "roc_auc": 0.8}, {"fold": "mean", "roc_auc": 0.8}]
+    assert meta.gate == {"metric": "roc_auc", "margin": 0.0, "promote": True, "reason": "no champion"}
+    assert meta.dataset == {"name": "meters", "partitions": ["2026-01-01"], "rows": 3,
+                            "spec": json.loads(spec_to_text(spec))}
+    assert meta.data_fingerprint == data_fingerprint(training)
+    assert meta.extra == {"onnx": {"exact": False}, "cv_means": {"roc_auc": 0.8}, "positive_class": True,
+                          "scoring": "roc_auc"}
+    mv = _reg(tmp_path).register("meters-model", {"weights": [1]}, meta)  # what the registry keeps
+    assert mv.metadata.model_dump(exclude={"version", "created_at", "code_version", "files"}) == \
+        meta.model_dump(exclude={"version", "created_at", "code_version", "files"})
