@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skiff.errors import GateFailed, SkiffError, UsageError
+from pipelines.definitions import get_pipeline
+from skiff.errors import SkiffError
 
-__all__ = ["PIPELINES", "StepTimer", "compile_pipeline", "run_local", "submit", "get_pipeline", "LocalRun"]
+__all__ = ["StepTimer", "compile_pipeline", "run_local", "submit", "LocalRun", "failed_step_error"]
 
 log = logging.getLogger(__name__)
 
@@ -29,23 +30,6 @@ _LOG_RECORD = re.compile(r"^(\d{2}:\d{2}:\d{2}\.\d{3} - |\d{4}-\d{2}-\d{2} \d{2}
 _TRACEBACK = "Traceback (most recent call last):"
 #: How many lines of a failed step's error the run summary shows (the full log has the rest).
 ERROR_LINES = 8
-
-
-def _tabular():
-    from pipelines.tabular import tabular
-
-    return tabular
-
-
-#: name -> loader of the @dsl.pipeline function (imported lazily: KFP imports take a moment)
-PIPELINES: dict[str, Callable[[], Any]] = {"tabular": _tabular}
-
-
-def get_pipeline(name: str):
-    try:
-        return PIPELINES[name]()
-    except KeyError as e:
-        raise UsageError(f"unknown pipeline {name!r}; known: {sorted(PIPELINES)}") from e
 
 
 class StepTimer(logging.Filter):
@@ -100,7 +84,7 @@ def compile_pipeline(name: str, out: Path) -> Path:
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(get_pipeline(name), package_path=str(out))
+    compiler.Compiler().compile(get_pipeline(name).function, package_path=str(out))
     return out
 
 
@@ -120,7 +104,7 @@ def run_local(
 
     from kfp import local
 
-    func = get_pipeline(name)
+    func = get_pipeline(name).function
     pipeline_root = Path(pipeline_root).resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
     log_path = Path(log_file) if log_file else pipeline_root / f"{arguments.get('run_id') or name}.log"
@@ -235,14 +219,8 @@ def submit(
 
     client = (client_factory or kfp.Client)(host=host)
     run = client.create_run_from_pipeline_func(
-        get_pipeline(name), arguments=arguments, experiment_name=experiment,
+        get_pipeline(name).function, arguments=arguments, experiment_name=experiment,
         run_name=run_name or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", enable_caching=False,
     )
     return {"run_id": run.run_id, "host": host, "experiment": experiment, "pipeline": name}
 
-
-def gate_failed(run: LocalRun) -> bool:
-    return run.status != "SUCCESS" and "gate" in (run.error or "").lower()
-
-
-__all__ += ["gate_failed", "GateFailed"]

@@ -18,14 +18,14 @@ A spec that is missing is a 404; one that is not valid YAML, not a mapping or no
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from skiff.config import Settings
 from skiff.errors import NotFoundError
 from skiff.registry import ModelRegistry
-from skiff.spec import NAME_RE, load_spec, parse_spec, spec_path
+from skiff.spec import NAME_RE, DatasetSpec, load_spec, parse_spec, spec_path
 from skiff.versions import VersionRef
 
 __all__ = ["RegisteredSpec", "RemoteFileSource", "OBJECT_STORE_PATTERN", "resolve_spec"]
@@ -57,26 +57,26 @@ class RemoteFileSource(BaseModel):
     records_path: str | None = Field(default=None, max_length=200)
 
 
-def _dataset_spec(name: str, settings: Settings) -> dict[str, Any]:
+def _dataset_spec(name: str, settings: Settings) -> DatasetSpec:
     path = spec_path(name, settings.datasets_dir)
     if not path.is_file():
         raise NotFoundError(f"no dataset {name!r} in the server's datasets folder ({settings.datasets_dir}): "
                             f"add {name}.yaml there, or name a registered version", dataset=name)
-    return load_spec(path).model_dump(mode="json", exclude_none=True)
+    return load_spec(path)
 
 
-def _registered_spec(ref: RegisteredSpec, settings: Settings) -> dict[str, Any]:
+def _registered_spec(ref: RegisteredSpec, settings: Settings) -> DatasetSpec:
     mv = ModelRegistry.from_settings(settings).get(ref.model, ref.version)
     raw = (mv.metadata.dataset or {}).get("spec")
     if not isinstance(raw, dict):
         raise NotFoundError(f"model {ref.model!r} version {mv.version} records no dataset spec: name a dataset "
                             "instead", model=ref.model, version=mv.version)
     origin = f"model {ref.model} version {mv.version}"
-    return parse_spec(raw, origin=origin).model_dump(mode="json", exclude_none=True)
+    return parse_spec(raw, origin=origin)
 
 
-def resolve_spec(ref: str | RegisteredSpec, settings: Settings) -> dict[str, Any]:
-    """The spec mapping a run names (a dataset name already matching NAME_RE, or a registered version)."""
+def resolve_spec(ref: str | RegisteredSpec, settings: Settings) -> DatasetSpec:
+    """The parsed spec a run names (a dataset name already matching NAME_RE, or a registered version)."""
     if isinstance(ref, RegisteredSpec):
         return _registered_spec(ref, settings)
     return _dataset_spec(ref, settings)

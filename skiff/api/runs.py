@@ -13,7 +13,6 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,14 +92,14 @@ class LocalRuns:
 
     def _run(self, pipeline: str, arguments: dict[str, Any]) -> None:
         from pipelines import runner
-        from pipelines.tabular import summarize
+        from pipelines.definitions import get_pipeline
 
         run_id = str(arguments["run_id"])
         self._update(run_id, status="running", started_at=_now())
         try:
             local_run = runner.run_local(pipeline, arguments, Path(self.settings.root) / "pipeline_runs",
                                          self._on_event(run_id))
-            summary = summarize(asdict(local_run), self.settings)
+            summary = get_pipeline(pipeline).summarize(local_run, self.settings)
             status: RunStatus = ("succeeded" if summary["status"] == "SUCCESS"
                                  else "gate_failed" if summary.get("gate_failed") else "failed")
             self._update(run_id, status=status, finished_at=_now(), summary=summary,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from skiff.cli._common import JsonOption, console, emit, err_console, state
+from skiff.cli._common import JsonOption, console, emit, state
+from skiff.cli._pipeline_output import print_run, progress
 from skiff.config import project_path
 from skiff.errors import GateFailed, NotFoundError, SkiffError
 
@@ -32,9 +32,9 @@ def register(app: typer.Typer) -> None:
         """Generate a realistic, dirty customer-churn export and run the tabular pipeline on it locally:
         ingest → validate (TFDV) → features (Feast) → train → evaluate → register."""
         from pipelines import runner
-        from pipelines.tabular import build_arguments, print_human_summary, summarize
+        from pipelines.definitions import TABULAR
         from skiff import datagen
-        from skiff.spec import load_spec
+        from skiff.spec import load_spec, parse_spec
 
         settings = state(ctx).settings
         data_dir = Path(settings.root) / "demo"
@@ -47,23 +47,16 @@ def register(app: typer.Typer) -> None:
         if not json_out:
             console.print(f"generated {len(raw)} rows of customer data (with the dirt of a real export) → {csv}",
                           highlight=False)
-        spec = load_spec(find_example("churn")).model_dump(mode="json", exclude_none=True)
-        spec["sources"] = [{"type": "file", "path": str(csv.resolve()), "format": "csv"}]
-        args = build_arguments({"spec": spec}, settings, local=True)
-        with err_console.status("running the tabular pipeline with kfp.local…", spinner="dots") if not json_out \
-                else _Null() as status:
-            def on_event(step: str, st: str) -> None:
-                if status is not None:
-                    status.update(f"tabular pipeline: {step} {st.lower()}…")
-
-            local_run = runner.run_local("tabular", args, Path(settings.root) / "pipeline_runs", on_event)
-        summary = summarize(asdict(local_run), settings)
+        example = load_spec(find_example("churn")).model_dump(mode="json", exclude_none=True)
+        spec = parse_spec({**example, "sources": [{"type": "file", "path": str(csv.resolve()), "format": "csv"}]},
+                          origin="the demo's churn spec")
+        args = TABULAR.arguments(spec, {}, settings, local=True)
+        with progress(f"the {TABULAR.name} pipeline", quiet=json_out) as on_event:
+            local_run = runner.run_local(TABULAR.name, args, Path(settings.root) / "pipeline_runs", on_event)
+        summary = TABULAR.summarize(local_run, settings)
 
         def human(s: dict) -> None:
-            from skiff.cli.run import _print_run
-
-            _print_run(s)
-            print_human_summary(s, console)
+            print_run(s, TABULAR.summary_lines(s))
             if s.get("registered"):
                 console.print(f"next: skiff models show {s['registered']['name']}  ·  "
                               f"skiff serve {s['registered']['name']}", highlight=False)
@@ -73,10 +66,3 @@ def register(app: typer.Typer) -> None:
             cls = GateFailed if summary.get("gate_failed") else SkiffError
             raise cls(f"demo pipeline {summary['status'].lower()}: {(summary.get('error') or '').splitlines()[0] if summary.get('error') else ''}")
 
-
-class _Null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.runner import PIPELINES, compile_pipeline
+from pipelines.definitions import PIPELINES
+from pipelines.runner import compile_pipeline
 
 GOLDEN = Path(__file__).parent
 VOLATILE = {"sdkVersion"}

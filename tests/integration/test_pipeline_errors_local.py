@@ -28,7 +28,7 @@ def test_a_failing_step_shows_its_exception_and_where_the_log_is(skiff_env, caps
     spec = skiff_env / "orders.yaml"
     spec.write_text(yaml.safe_dump({**SPEC, "sources": [{"type": "file", "path": "orders.csv"}]}, sort_keys=False))
 
-    code = main(["run", "tabular", "--local", "--json", "--param", f"spec={spec}"])
+    code = main(["run", "tabular", "--local", "--json", "--spec", str(spec)])
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert code != 0 and summary["status"] == "FAILURE"

@@ -6,13 +6,20 @@ import pytest
 import yaml
 
 from pipelines import runner
+from pipelines.definitions import TABULAR
 from skiff.cli import main
-from skiff.cli.run import parse_params, pipeline_arguments
+from skiff.cli.run import parse_params
 from skiff.config import load_settings
 from skiff.errors import UsageError
+from skiff.spec import load_spec
 from tests.conftest import REPO
 
 SPEC = str(REPO / "examples" / "churn.yaml")
+
+
+def pipeline_arguments(params, local, spec=SPEC):
+    """The tabular run's arguments as ``skiff run`` and the REST API build them."""
+    return TABULAR.arguments(load_spec(spec), params, load_settings(), local=local)
 
 
 def test_parse_params_json_and_strings():
@@ -31,6 +38,8 @@ def test_parse_params_json_and_strings():
         (['train_config={"cv_folds": "x"}'], "cv_folds"),
         (["colour=blue"], "unknown parameter"),
         (["margin=-1"], "margin"),
+        (["train_config=[1]"], "pipeline parameter 'train_config' must be a JSON object"),
+        (["warn_only=maybe"], "pipeline parameter 'warn_only' must be a JSON boolean"),
     ],
 )
 def test_bad_parameters_fail_before_anything_runs(skiff_env, capsys, params, message):
@@ -42,9 +51,40 @@ def test_bad_parameters_fail_before_anything_runs(skiff_env, capsys, params, mes
     assert not (skiff_env / ".skiff" / "pipeline_runs").exists()  # nothing ran
 
 
+def test_the_spec_comes_from_spec_dataset_or_the_param_alias(skiff_env, capsys):
+    """``--spec FILE``, ``--dataset NAME`` and ``--param spec=FILE`` name the same spec (the bogus
+    estimator is found only once the spec is read, before anything runs)."""
+    (skiff_env / "datasets").mkdir()
+    (skiff_env / "datasets" / "churn.yaml").write_text((REPO / "examples" / "churn.yaml").read_text())
+    for how in (["--spec", SPEC], ["--dataset", "churn"], ["--param", f"spec={SPEC}"],
+                ["--dataset", "churn", "--spec", SPEC]):
+        assert main(["run", "tabular", "--local", *how, "--param", "estimator=bogus"]) == 2, how
+        assert "unknown estimator 'bogus' for binary" in capsys.readouterr().err, how
+    assert main(["run", "tabular", "--local", "--spec", SPEC, "--param", f"spec={SPEC}"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["run", "tabular", "--local", "--dataset", "orders", "--spec", SPEC]) == 2
+    assert "describes dataset 'churn', not 'orders'" in capsys.readouterr().err
+    assert main(["run", "tabular", "--local", "--dataset", "nope"]) == 2
+    assert "dataset spec not found" in capsys.readouterr().err
+    assert not (skiff_env / ".skiff" / "pipeline_runs").exists()  # nothing ran
+
+
+def test_skiff_run_parses_the_spec_once(skiff_env, capsys, monkeypatch):
+    import skiff.spec
+    import skiff.spec_text
+
+    calls = []
+    for module in (skiff.spec, skiff.spec_text):
+        real = module.parse_spec
+        monkeypatch.setattr(module, "parse_spec", lambda raw, *a, _real=real, **kw: calls.append(1) or _real(raw, *a, **kw))
+    assert main(["run", "tabular", "--local", "--spec", SPEC, "--param", "estimator=bogus"]) == 2
+    assert "unknown estimator" in capsys.readouterr().err  # preflight ran, on the one parsed spec
+    assert len(calls) == 1
+
+
 def test_spec_problems_are_usage_errors(skiff_env, capsys):
     assert main(["run", "tabular", "--local"]) == 2
-    assert "needs --param spec" in capsys.readouterr().err
+    assert "give --dataset NAME or --spec FILE" in capsys.readouterr().err
     assert main(["run", "tabular", "--local", "--param", "spec=nope.yaml"]) == 2
     assert "dataset spec not found" in capsys.readouterr().err
     unlabeled = skiff_env / "feed.yaml"
@@ -54,11 +94,12 @@ def test_spec_problems_are_usage_errors(skiff_env, capsys):
     assert main(["run", "tabular", "--local", "--host", "http://kfp", "--param", f"spec={SPEC}"]) == 2
     assert "not both" in capsys.readouterr().err
     assert main(["run", "nope", "--param", f"spec={SPEC}"]) == 2
+    assert "unknown pipeline 'nope'; known: ['tabular']" in capsys.readouterr().err
 
 
 def test_cluster_arguments_use_the_settings_uris(skiff_env, monkeypatch):
     monkeypatch.setenv("SKIFF_ROOT", "s3://bucket/skiff")
-    args = pipeline_arguments("tabular", {"spec": SPEC, "estimator": "random_forest"}, load_settings(), local=False)
+    args = pipeline_arguments({"estimator": "random_forest"}, local=False)
     assert args["lake_uri"] == "s3://bucket/skiff/lake"
     assert args["registry_uri"] == "s3://bucket/skiff/models"
     assert args["feature_repo"] == "/app/feature_repo"
@@ -82,7 +123,7 @@ class _RecordingClient:
 
 
 def test_submit_sends_the_compiled_pipeline_with_arguments(skiff_env):
-    args = pipeline_arguments("tabular", {"spec": SPEC}, load_settings(), local=False)
+    args = pipeline_arguments({}, local=False)
     result = runner.submit("tabular", args, "https://kfp.example.com", "churn", "nightly",
                            client_factory=_RecordingClient)
     assert result == {"run_id": "run-42", "host": "https://kfp.example.com", "experiment": "churn",
@@ -143,7 +184,7 @@ def test_spec_parameter_keeps_the_column_order_across_runs(skiff_env, tmp_path):
 
     seen = []
     for local in (False, True, False):  # two cluster submissions and a local run
-        args = pipeline_arguments("tabular", {"spec": str(path)}, load_settings(), local=local)
+        args = pipeline_arguments({}, local=local, spec=path)
         spec = spec_from_text(_as_cluster_parameter(args["spec"]))
         seen.append((spec.feature_columns, feature_service_name(spec), spec_fingerprint(spec)))
     assert seen[0][0] == ORDER

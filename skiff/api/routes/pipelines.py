@@ -19,7 +19,6 @@ from skiff.api.deps import ApiContext, NameParam, context, require_admin, requir
 from skiff.api.errors import declare, declare_beside
 from skiff.api.run_specs import RegisteredSpec, RemoteFileSource, resolve_spec
 from skiff.api.runs import RunRecord
-from skiff.errors import NotFoundError
 from skiff.spec import NAME_RE
 
 __all__ = ["router"]
@@ -92,23 +91,12 @@ class Submitted(BaseModel):
     pipeline: str
 
 
-def _known() -> dict[str, dict[str, str]]:
-    from pipelines.runner import PIPELINES
-    from pipelines.tabular import PARAMETERS
-
-    return {name: (PARAMETERS if name == "tabular" else {}) for name in PIPELINES}
-
-
-def _pipeline(name: str) -> str:
-    if name not in _known():
-        raise NotFoundError(f"no pipeline {name!r}; pipelines: {sorted(_known())}")
-    return name
-
-
 @router.get("", response_model=list[PipelineInfo], dependencies=[Depends(require_read)])
 def list_pipelines() -> list[dict[str, Any]]:
     """The pipelines and the parameters a run takes."""
-    return [{"name": n, "parameters": p} for n, p in sorted(_known().items())]
+    from pipelines.definitions import PIPELINES
+
+    return [{"name": d.name, "parameters": d.help()} for _, d in sorted(PIPELINES.items())]
 
 
 @router.post("/{name}/compile", dependencies=[Depends(require_read)], response_class=Response,
@@ -117,8 +105,9 @@ def list_pipelines() -> list[dict[str, Any]]:
 def compile_pipeline(name: NameParam) -> Response:
     """The pipeline's KFP IR YAML (what a Kubeflow Pipelines backend runs)."""
     from pipelines import runner
+    from pipelines.definitions import get_pipeline
 
-    _pipeline(name)  # 404 for an unknown pipeline before compiling
+    get_pipeline(name)  # 404 for an unknown pipeline before compiling
     with tempfile.TemporaryDirectory(prefix="skiff-compile-") as tmp:
         text = runner.compile_pipeline(name, Path(tmp) / f"{name}.yaml").read_text()
     return Response(text, media_type="application/yaml")
@@ -130,17 +119,16 @@ def start_run(name: NameParam, body: RunRequest, ctx: Annotated[ApiContext, Depe
     """Start a run: submitted to Kubeflow Pipelines with a host, else a local run in the background
     (poll ``GET /pipelines/runs/{run_id}``). Admin."""
     from pipelines import runner
-    from skiff.cli.run import pipeline_arguments
+    from pipelines.definitions import get_pipeline
 
-    _pipeline(name)
+    definition = get_pipeline(name)
     params = body.params.model_dump(mode="json", exclude_none=True, exclude={"spec"})
-    params["spec"] = resolve_spec(body.params.spec, ctx.settings)
+    spec = resolve_spec(body.params.spec, ctx.settings)
     host = body.host or ctx.settings.kfp_host
+    args = definition.arguments(spec, params, ctx.settings, local=not host)
     if host:
-        args = pipeline_arguments(name, params, ctx.settings, local=False)
         return runner.submit(name, args, host, body.experiment, body.run_name,
                              client_factory=ctx.kfp_client_factory)
-    args = pipeline_arguments(name, params, ctx.settings, local=True)
     return ctx.runs.start(name, args)
 
 

@@ -1,0 +1,154 @@
+"""Pipeline definitions: what each pipeline takes, checks before it starts, and reports when it ends.
+
+A :class:`PipelineDefinition` holds one pipeline's name, its ``@dsl.pipeline`` function (imported
+lazily: KFP and the components take a moment to import), the parameters a user sets, and three
+functions: ``arguments`` (user parameters and settings to the pipeline's arguments), ``preflight``
+(what can be checked before any step runs) and ``summarize`` (the finished run as a summary, with
+``summary_lines`` for people). The runner, the CLI (``run``, ``demo``, ``compile``) and the REST API
+all go through :data:`PIPELINES` / :func:`get_pipeline`: a pipeline is named in this registry only,
+and the faces only render what a definition gives them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import TYPE_CHECKING, Any
+
+from skiff.errors import NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from skiff.config import Settings
+    from skiff.spec import DatasetSpec
+
+__all__ = ["Parameter", "PipelineDefinition", "PIPELINES", "TABULAR", "get_pipeline"]
+
+#: how a JSON value of each parameter type is called in messages
+_JSON_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A parameter a user sets (``--param k=v`` on the command line, ``params`` in the REST API)."""
+
+    name: str
+    type: type  # the JSON type its value must have: str, int, float, bool, list or dict
+    default: Any
+    help: str
+
+    def check(self, value: Any) -> None:
+        """A :class:`UsageError` naming the parameter when ``value`` is not of its JSON type."""
+        ok = isinstance(value, self.type) and not (isinstance(value, bool) and self.type in (int, float))
+        if self.type is float:  # JSON has one number type: 1 is a fine float
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            raise UsageError(f"pipeline parameter {self.name!r} must be a JSON {_JSON_NAMES[self.type]}, "
+                             f"got {value!r}"[:300])
+
+
+@dataclass(frozen=True)
+class PipelineDefinition:
+    """One pipeline: its parameters, how its arguments are built and checked, and its run summary."""
+
+    name: str
+    spec_help: str  # what the dataset spec is to this pipeline (every pipeline runs on one dataset)
+    parameters: tuple[Parameter, ...]
+    load: Callable[[], Any]  # the @dsl.pipeline function
+    build: Callable[[DatasetSpec, dict[str, Any], Settings, bool], dict[str, Any]]
+    check: Callable[[DatasetSpec, dict[str, Any]], None]
+    summary: Callable[[dict[str, Any], Settings], dict[str, Any]]
+    lines: Callable[[dict[str, Any]], list[str]]
+
+    @property
+    def function(self) -> Any:
+        """The ``@dsl.pipeline`` function (what kfp.local runs and the compiler writes as IR YAML)."""
+        return self.load()
+
+    def help(self) -> dict[str, str]:
+        """Each parameter's help, the spec first (what ``GET /pipelines`` lists)."""
+        return {"spec": self.spec_help, **{p.name: p.help for p in self.parameters}}
+
+    def parameter(self, name: str) -> Parameter:
+        for p in self.parameters:
+            if p.name == name:
+                return p
+        raise UsageError(f"unknown parameter {name!r} for pipeline {self.name}; known: "
+                         f"{sorted(p.name for p in self.parameters)}")
+
+    def arguments(self, spec: DatasetSpec, params: Mapping[str, Any], settings: Settings, *,
+                  local: bool) -> dict[str, Any]:
+        """The pipeline's arguments from the spec, the user's parameters and the settings, checked
+        (:meth:`preflight`) before anything runs; paths are absolute for the local engine."""
+        known = {p.name for p in self.parameters}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise UsageError(f"unknown parameter(s) {unknown} for pipeline {self.name}; known: {sorted(known)}")
+        for key, value in params.items():
+            self.parameter(key).check(value)
+        args = self.build(spec, dict(params), settings, local)
+        self.preflight(spec, args)
+        return args
+
+    def preflight(self, spec: DatasetSpec, args: Mapping[str, Any]) -> None:
+        """What can be checked before any step runs (a :class:`UsageError` naming the fix)."""
+        self.check(spec, dict(args))
+
+    def summarize(self, run: Any, settings: Settings) -> dict[str, Any]:
+        """The run summary of a finished local run (a ``pipelines.runner.LocalRun`` or its dict)."""
+        return self.summary(asdict(run) if is_dataclass(run) else dict(run), settings)
+
+    def summary_lines(self, summary: Mapping[str, Any]) -> list[str]:
+        """The summary for people: a few plain lines (the faces print them as they are)."""
+        return self.lines(dict(summary))
+
+
+def _tabular_function() -> Any:
+    from pipelines.tabular import tabular
+
+    return tabular
+
+
+def _tabular() -> PipelineDefinition:
+    from pipelines import tabular_run
+
+    return PipelineDefinition(
+        name="tabular",
+        spec_help="the dataset spec (a YAML file path on the command line; its JSON text in the pipeline, "
+                  "which keeps the column order a dict parameter loses)",
+        parameters=(
+            Parameter("sources", list, [], "list of sources overriding the spec's (same form as the spec's "
+                                           "sources)"),
+            Parameter("model_name", str, "", "registered model name (default: the dataset name)"),
+            Parameter("train_config", dict, {}, "training config: estimator, params, pca, cv_folds, search, "
+                                                "imbalance, threshold_metric …"),
+            Parameter("estimator", str, None, "shortcut for train_config.estimator"),
+            Parameter("metric", str, "", "gate metric (default: the training scoring metric, e.g. roc_auc or "
+                                         "rmse)"),
+            Parameter("margin", float, 0.0, "how much the challenger must beat the champion by on the gate "
+                                            "metric"),
+            Parameter("drift_threshold", float, 0.1, "default drift threshold (JSD / L-infinity) for "
+                                                     "validation"),
+            Parameter("feature_thresholds", dict, {}, "per-feature drift thresholds {column: value}"),
+            Parameter("warn_only", bool, False, "validation never blocks"),
+            Parameter("ingest_date", str, "", "partition date to ingest into (default: today)"),
+        ),
+        load=_tabular_function,
+        build=tabular_run.arguments,
+        check=tabular_run.preflight,
+        summary=tabular_run.summarize,
+        lines=tabular_run.summary_lines,
+    )
+
+
+TABULAR = _tabular()
+
+#: name -> definition: the one place a pipeline is known by name
+PIPELINES: dict[str, PipelineDefinition] = {d.name: d for d in (TABULAR,)}
+
+
+def get_pipeline(name: str) -> PipelineDefinition:
+    """The named pipeline's definition; a :class:`NotFoundError` listing the known ones."""
+    try:
+        return PIPELINES[name]
+    except KeyError as e:
+        raise NotFoundError(f"unknown pipeline {name!r}; known: {sorted(PIPELINES)}", pipeline=name) from e

@@ -1,0 +1,198 @@
+"""A run of the tabular pipeline: its arguments, the checks before it starts, and its summary.
+
+Plain functions behind :data:`pipelines.definitions.TABULAR` (no KFP import: the REST API and the
+CLI check a run before the pipeline module and its components are loaded). The DAG itself is
+:mod:`pipelines.tabular`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from skiff.errors import UsageError
+
+if TYPE_CHECKING:
+    from skiff.config import Settings
+    from skiff.spec import DatasetSpec
+
+__all__ = ["arguments", "preflight", "summarize", "summary_lines"]
+
+
+def arguments(spec: DatasetSpec, params: dict[str, Any], settings: Settings, local: bool) -> dict[str, Any]:
+    """Pipeline arguments from the spec, user parameters (checked against their types already) and
+    settings; paths absolute for the local engine, whose steps run in their own working folders."""
+    from skiff.config import project_path
+    from skiff.spec_text import spec_to_text
+
+    args = dict(params)
+    estimator = args.pop("estimator", None)
+    if estimator is not None:
+        args["train_config"] = {**(args.get("train_config") or {}), "estimator": estimator}
+
+    def _abs(uri: str) -> str:
+        return uri if "://" in uri or not local else str(Path(uri).resolve())
+
+    args.setdefault("run_id", f"run-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}")
+    args.update(
+        lake_uri=_abs(settings.lake_uri),
+        registry_uri=_abs(settings.registry_uri),
+        feature_repo=str(project_path(settings.feature_repo)) if local else "/app/feature_repo",
+        feast_dir=_abs(settings.feast_dir),
+        feature_store_yaml=settings.feature_store_yaml,
+    )
+    if local and args.get("sources"):
+        args["sources"] = [_absolute_source(s) for s in args["sources"]]
+    data = spec.model_dump(mode="json", exclude_none=True)
+    if local:
+        data = {**data, "sources": [_absolute_source(s) for s in data.get("sources", [])]}
+    args["spec"] = spec_to_text(data)
+    return args
+
+
+def _absolute_source(source: Any) -> Any:
+    if isinstance(source, dict) and source.get("type", "file") == "file" and "://" not in source.get("path", "://"):
+        return {**source, "path": str(Path(source["path"]).resolve())}
+    if isinstance(source, str) and "://" not in source:
+        return str(Path(source).resolve())
+    return source
+
+
+def preflight(spec: DatasetSpec, args: dict[str, Any]) -> None:
+    """Check what can be checked before any step runs: the spec trains a model, the training config
+    suits its problem type (estimator, parameters, search space, scoring), the gate margin."""
+    from components.train.logic import check_config, parse_config
+
+    if spec.target is None or spec.problem_type is None:
+        raise UsageError(f"dataset {spec.name!r} has no target/problem_type: the tabular pipeline trains a model")
+    check_config(parse_config(args.get("train_config")), spec)
+    margin = args.get("margin", 0.0)
+    if not isinstance(margin, int | float) or isinstance(margin, bool) or margin < 0:
+        raise UsageError("pipeline parameter 'margin' must be a number >= 0")
+
+
+def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The run summary: status, step durations, validation, metrics, the registered version."""
+    from skiff.errors import NotFoundError
+    from skiff.registry import ModelRegistry
+
+    args = run.get("arguments", {})
+    run_id = args.get("run_id")
+    spec = json.loads(args["spec"]) if isinstance(args.get("spec"), str) else args.get("spec") or {}
+    summary: dict[str, Any] = {
+        "pipeline": run["pipeline"], "status": run["status"], "duration_s": run["duration_s"],
+        "steps": run["steps"], "error": run.get("error"), "run_id": run_id,
+        "failed_step": run.get("failed_step"), "log_file": run.get("log_file"),
+        "dataset": spec.get("name"), "validation": None, "registered": None, "gate_failed": False,
+    }
+    ingest_meta = _task_metadata(run, "ingest-op")
+    validation = _validation_result(settings, spec.get("name"), ingest_meta.get("ingest_date"))
+    if validation:
+        summary["validation"] = validation
+        summary["gate_failed"] = validation.get("status") == "failed"
+    features_runs = _task_metadata(run, "features").get("runs") or {}
+    summary["runs"] = {  # which lake runs validation and training read (skiff.lake.Lake.select_runs)
+        "validated": (validation or {}).get("runs", []),
+        "features": features_runs.get("runs", []),
+        "notes": features_runs.get("notes", []),
+    }
+    if ingest_meta:
+        summary["ingest"] = {k: ingest_meta.get(k) for k in ("status", "ingest_date", "run_id", "counts",
+                                                              "quarantine_reasons")}
+    name = args.get("model_name") or spec.get("name")
+    if name and run_id:
+        registry = ModelRegistry.from_settings(settings)
+        try:
+            versions = registry.versions(name)
+        except NotFoundError:
+            versions = []
+        for mv in versions:
+            if mv.metadata.pipeline_run_id == run_id:
+                summary["registered"] = {
+                    "name": name, "version": mv.version, "champion": mv.champion, "uri": mv.uri,
+                    "metrics": mv.metadata.metrics, "estimator": mv.metadata.estimator,
+                    "gate_reason": mv.metadata.gate.get("reason"),
+                    "onnx": (mv.metadata.extra.get("onnx") or {}).get("exact"),
+                }
+    if summary["gate_failed"] and summary["status"] == "SUCCESS":
+        summary["status"] = "GATE_FAILED"
+        summary["error"] = "validation gate failed: " + "; ".join(
+            f"{a.get('feature')}: {a.get('anomaly')}" for a in validation.get("blocking", [])[:5])
+    return summary
+
+
+def _task_metadata(run: dict[str, Any], task: str) -> dict[str, Any]:
+    """The output artifact metadata of one task of this local run (from kfp.local's run folder)."""
+    if not run.get("run_dir"):
+        return {}
+    path = Path(run["run_dir"]) / task / "executor_output.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    found: dict[str, Any] = {}
+    for artifacts in doc.get("artifacts", {}).values():
+        for art in artifacts.get("artifacts", []):
+            found.update(art.get("metadata", {}))
+    return found
+
+
+def _validation_result(settings: Settings, dataset: str | None, date: str | None) -> dict[str, Any] | None:
+    from skiff.lake import Lake
+
+    if not dataset or not date:
+        return None
+    lake = Lake.from_settings(settings)
+    folder = ("validation", dataset, f"ingest_date={date}")
+    if not lake.store.exists(*folder, "result.json"):
+        return None
+    result = lake.store.read_json(*folder, "result.json")
+    anomalies = result.get("anomalies") or []
+    return {
+        "status": result.get("status"),
+        "date": date,
+        "blocking": [a for a in anomalies if a.get("severity") == "error"],
+        "warnings": [a for a in anomalies if a.get("severity") != "error"],
+        "drifted": [f for f, d in (result.get("drift") or {}).items() if isinstance(d, dict) and d.get("drifted")],
+        "runs": result.get("runs") or [],
+        "report_uri": lake.store.uri(*folder, "report.html"),
+    }
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """A few lines for people: what ingestion kept, the validation verdict, the runs read, the
+    registered version and the gate's reason."""
+    lines: list[str] = []
+    ing = summary.get("ingest") or {}
+    counts = ing.get("counts") or {}
+    if counts:
+        reasons = ing.get("quarantine_reasons") or {}
+        unchanged = " (input unchanged: the earlier run's partition is used)" if ing.get("status") == "unchanged" else ""
+        lines.append("ingest: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+                     + ("; quarantined because " + ", ".join(f"{k} ({v})" for k, v in reasons.items())
+                        if reasons else "")
+                     + unchanged)
+    if summary.get("validation"):
+        v = summary["validation"]
+        lines.append(f"validation: {v.get('status')} ({len(v.get('blocking', []))} blocking, "
+                     f"{len(v.get('warnings', []))} warnings) — report {v.get('report_uri')}")
+    runs = summary.get("runs") or {}
+    if runs.get("validated") or runs.get("features"):
+        def names(items: list[dict[str, Any]]) -> str:
+            return ", ".join(f"{r.get('ingest_date')}/{r.get('run_id')}" for r in items) or "none"
+
+        read = runs.get("features", [])
+        lines.append(f"runs: validated {names(runs.get('validated', []))}; features and training read "
+                     f"{len(read)} ({'…, ' if len(read) > 3 else ''}{names(read[-3:])})")
+        lines.extend(f"note: {note}" for note in runs.get("notes", []))
+    if reg := summary.get("registered"):
+        m = reg.get("metrics", {})
+        shown = ", ".join(f"{k}={m[k]:.3f}" for k in ("roc_auc", "pr_auc", "f1", "accuracy", "rmse", "mae", "r2")
+                          if k in m)
+        lines.append(f"model {reg['name']} version {reg['version']} "
+                     f"({'champion' if reg['champion'] else 'candidate'}): {shown}")
+        lines.append(f"gate: {reg.get('gate_reason')}")
+    return lines

@@ -1,0 +1,69 @@
+"""Pipeline definitions: the registry the runner, CLI and API share, and what a definition promises."""
+
+import inspect
+
+import pytest
+
+from pipelines.definitions import PIPELINES, TABULAR, get_pipeline
+from skiff.errors import NotFoundError
+
+#: parameters that only fill others (``estimator`` goes into ``train_config``), not pipeline inputs
+SHORTCUTS = {"tabular": {"estimator"}}
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+def test_parameters_are_the_pipeline_inputs_with_their_types_and_defaults(name):
+    definition = get_pipeline(name)
+    signature = inspect.signature(definition.function.pipeline_func).parameters
+    inputs = {p.name for p in definition.parameters} - SHORTCUTS.get(name, set())
+    assert inputs <= set(signature), inputs - set(signature)
+    for p in definition.parameters:
+        if p.name in inputs:
+            assert signature[p.name].annotation is p.type, p.name
+            assert signature[p.name].default == p.default, p.name
+    assert list(definition.help())[0] == "spec" and set(definition.help()) == {"spec", *(p.name for p in
+                                                                                       definition.parameters)}
+
+
+def test_the_api_takes_the_definitions_parameters():
+    from skiff.api.routes.pipelines import TabularParams
+
+    assert set(TabularParams.model_fields) == {"spec", *(p.name for p in TABULAR.parameters)}
+
+
+def test_an_unknown_pipeline_names_the_known_ones():
+    with pytest.raises(NotFoundError, match=r"unknown pipeline 'nope'; known: \['tabular'\]"):
+        get_pipeline("nope")
+
+
+SUMMARY = {
+    "ingest": {"status": "unchanged", "counts": {"read": 10, "accepted": 8, "quarantined": 2},
+               "quarantine_reasons": {"not a number": 2}},
+    "validation": {"status": "passed", "blocking": [], "warnings": [{"feature": "x"}],
+                   "report_uri": "/lake/validation/churn/ingest_date=2026-01-01/report.html"},
+    "runs": {"validated": [{"ingest_date": "2026-01-01", "run_id": "r1"}],
+             "features": [{"ingest_date": "2026-01-01", "run_id": "r1"}], "notes": ["one run read"]},
+    "registered": {"name": "churn", "version": 2, "champion": False, "metrics": {"roc_auc": 0.8123, "f1": 0.5},
+                   "gate_reason": "kept the champion [bold]v1[/]"},
+}
+
+
+def test_summary_lines_say_what_ran_and_what_was_registered():
+    assert TABULAR.summary_lines(SUMMARY) == [
+        "ingest: read 10, accepted 8, quarantined 2; quarantined because not a number (2) "
+        "(input unchanged: the earlier run's partition is used)",
+        "validation: passed (0 blocking, 1 warnings) — report /lake/validation/churn/ingest_date=2026-01-01/report.html",
+        "runs: validated 2026-01-01/r1; features and training read 1 (2026-01-01/r1)",
+        "note: one run read",
+        "model churn version 2 (candidate): roc_auc=0.812, f1=0.500",
+        "gate: kept the champion [bold]v1[/]",
+    ]
+    assert TABULAR.summary_lines({}) == []
+
+
+def test_the_cli_prints_summary_lines_as_text(capsys):
+    from skiff.cli._pipeline_output import print_run
+
+    print_run({"pipeline": "tabular", "status": "SUCCESS", "duration_s": 1.0, "steps": {}},
+              TABULAR.summary_lines(SUMMARY))
+    assert "gate: kept the champion [bold]v1[/]" in capsys.readouterr().out  # data is never markup
