@@ -27,46 +27,75 @@ sys.path.insert(0, str(REPO))
 
 
 def plain_script(root: Path, csv: Path) -> tuple[float, float]:
-    """The same steps as plain function calls in this process; returns (seconds, test roc_auc)."""
+    """The same steps as plain function calls in this process; returns (seconds, test roc_auc).
+
+    Each step calls the logic functions its KFP component calls, in the same order and with the same
+    arguments; only what the platform adds is left out (artifacts written between processes, the
+    model folder saved and loaded again, KFP metrics logging).
+    """
     t0 = time.perf_counter()
+    import math
+
     import pandas as pd
 
     from components.evaluate.logic import champion_metrics, evaluate, gate, report
     from components.features.logic import run_features
     from components.ingest.logic import ingest
-    from components.register.logic import input_schema, register_version
-    from components.train.logic import train
-    from components.validate.logic import validate_partition
+    from components.register.logic import (
+        gate_record,
+        input_schema,
+        model_features,
+        register_version,
+        version_metadata,
+    )
+    from components.train.logic import parse_config, train
+    from components.validate.logic import ValidateConfig, validate_partition
     from skiff.lake import Lake
+    from skiff.metrics import default_scoring
     from skiff.onnx_export import ONNX_FILE, export_onnx
     from skiff.registry import ModelRegistry
     from skiff.spec import load_spec, parse_spec
+    from skiff.spec_text import spec_to_text
     from skiff.storage import Store
 
     spec = load_spec(REPO / "examples" / "churn.yaml")
     spec = parse_spec({**spec.model_dump(mode="json", exclude_none=True),
                        "sources": [{"type": "file", "path": str(csv), "format": "csv"}]})
+    spec_text = spec_to_text(spec)  # what the pipeline passes each step
     lake = Lake(Store(str(root / "lake")))
-    ingest(spec, lake)
-    result = validate_partition(spec, lake, tfdv_python=str(REPO / ".venv-tfdv" / "bin" / "python"))
-    assert result.passed, result
-    training = root / "training.parquet"
-    run_features(spec, lake, REPO / "feature_repo", root / "feast", training_out=training)
-    trained = train(pd.read_parquet(training), spec, {"estimator": "logistic_regression"})
+    ingested = ingest(spec, lake, run_id="bench")
+    validated = validate_partition(spec, lake, date=ingested.ingest_date, config=ValidateConfig(drift_threshold=0.1),
+                                   tfdv_python=str(REPO / ".venv-tfdv" / "bin" / "python"))
+    assert validated.passed, validated
+    training_path = root / "training.parquet"
+    feats = run_features(spec, lake, REPO / "feature_repo", root / "feast", training_out=training_path)
+    training = pd.read_parquet(training_path)
+    trained = train(training, spec, parse_config({"estimator": "logistic_regression"}))
+    info, test = trained.metadata(), trained.test_df
+    # evaluate (components/evaluate/component.py)
+    features = info.get("feature_columns") or spec.feature_columns
+    ev = evaluate(trained.pipeline, test[features], test[spec.target], spec, info.get("threshold"))
     registry = ModelRegistry(Store(str(root / "models")))
-    champ = champion_metrics(registry, spec.name, trained.test_df, spec)
-    ev = evaluate(trained.pipeline, trained.X_test, trained.test_df[spec.target], spec, trained.threshold)
-    files = report(ev, root / "report", cv_table=trained.cv_table)  # the evaluate step's HTML report
-    decision = gate(ev.metrics, champ, "roc_auc", 0.0)
-    schema = input_schema(spec, trained.feature_columns)
-    onnx = export_onnx(trained.pipeline, trained.test_df, root / ONNX_FILE, features=trained.feature_columns,
-                       input_schema=schema)  # the register step's fast-path export
+    champion = champion_metrics(registry, spec.name, test, spec)
+    decision = gate(ev.metrics, champion, info.get("scoring") or default_scoring(ev.problem_type), 0.0)
+    files = report(ev, root / "report", cv_table=trained.cv_table,
+                   title=f"{spec.name}: {info.get('estimator', 'model')} on {ev.n} held-out rows",
+                   extra={"estimator": info.get("estimator"), "params": info.get("params"), "gate": decision.reason})
+    test_metrics = {k: float(v) for k, v in ev.metrics.items() if isinstance(v, float) and math.isfinite(v)}
+    # register (components/register/component.py)
+    features = model_features(info, spec)
+    onnx = export_onnx(trained.pipeline, test, root / ONNX_FILE, features=features,
+                       input_schema=input_schema(spec, features))
+    meta = version_metadata(
+        spec, spec_text, info, trained.cv_table, training, name=spec.name, test_metrics=test_metrics,
+        gate=gate_record({"gate": decision.record()}, metric="", margin=0.0, promote=decision.promote,
+                         reason=decision.reason),
+        partitions=feats.partitions, feature_service=feats.feature_service,
+        statistics_uri=validated.statistics_uri, pipeline_run_id="bench", onnx=onnx,
+    )
     extra = {ONNX_FILE: root / ONNX_FILE} if onnx["exact"] else {}
-    register_version(registry, spec.name, trained.pipeline,
-                     {"metrics": ev.metrics, "features": trained.feature_columns, "input_schema": schema,
-                      "extra": {"onnx": onnx}},
-                     promote=decision.promote, reason=decision.reason,
-                     files={"report.html": files["html"], **extra})
+    register_version(registry, spec.name, trained.pipeline, meta, promote=decision.promote, reason=decision.reason,
+                     files={"report.html": files["html"], "statistics.pb": validated.statistics_uri, **extra})
     return time.perf_counter() - t0, float(ev.metrics["roc_auc"])
 
 
@@ -74,7 +103,7 @@ def platform_run(root: Path, csv: Path) -> tuple[float, float, dict]:
     """``skiff run tabular --local`` as a user runs it; returns (seconds, test roc_auc, step times)."""
     env = {**os.environ, "SKIFF_ROOT": str(root), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "skiff", "run", "tabular", "--local", "--json",
-           "--param", f"spec={REPO / 'examples' / 'churn.yaml'}",
+           "--spec", str(REPO / "examples" / "churn.yaml"),
            "--param", f'sources=["{csv}"]',
            "--param", 'train_config={"estimator": "logistic_regression"}']
     t0 = time.perf_counter()
