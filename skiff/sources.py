@@ -8,11 +8,16 @@ new class, not another branch in the run.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
 
-__all__ = ["SourceBatch"]
+__all__ = ["SourceBatch", "SourceReader", "StatelessSource", "ColumnCheck"]
+
+#: ``check(columns, where)``: raises when ``columns`` (seen at ``where``) break the spec
+ColumnCheck = Callable[[list[str], str], None]
 
 
 @dataclass
@@ -32,3 +37,71 @@ class SourceBatch:
     @property
     def rows_read(self) -> int:
         return self.table.num_rows + len(self.malformed)
+
+
+class SourceReader(Protocol):
+    """One batch source as an ingestion run uses it.
+
+    The run calls, in order: :meth:`precheck`; :meth:`resume` (sources with a :attr:`state_key`);
+    :meth:`batches`; :meth:`fingerprint` and :meth:`describe` for the manifest; and, once the run is
+    published, :meth:`commit_state`. Errors are :class:`~skiff.errors.SkiffError` subclasses naming
+    :attr:`label`.
+    """
+
+    #: the source type as manifests record it: ``file``, ``sql``, ``rest``
+    kind: ClassVar[str]
+    #: True when :meth:`fingerprint` is known before :meth:`batches` runs (files: content hashes), so a
+    #: run on an input ingested before is skipped without reading it
+    fingerprint_before_read: ClassVar[bool]
+
+    @property
+    def label(self) -> str:
+        """How the source is named in manifests, logs and errors (credentials redacted)."""
+        ...
+
+    @property
+    def state_key(self) -> str | None:
+        """The name of the state this source keeps between runs (a SQL watermark); None: none."""
+        ...
+
+    def precheck(self, check_columns: ColumnCheck) -> None:
+        """Check what the source shows before reading (a CSV header, a Parquet schema)."""
+        ...
+
+    def resume(self, saved: Mapping[str, Any] | None, earlier: Iterable[Mapping[str, Any]]) -> None:
+        """Continue after the committed runs: ``saved`` is the state last recorded under
+        :attr:`state_key`, ``earlier`` the source entries of committed manifests (which cover a crash
+        between publishing a run and recording its state)."""
+        ...
+
+    def batches(self) -> Iterator[SourceBatch]:
+        """The rows, batch by batch."""
+        ...
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the input read (its content, never its name or time)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The source's entry in the run manifest (redacted)."""
+        ...
+
+    def commit_state(self) -> dict[str, Any] | None:
+        """The state to record under :attr:`state_key` once the run is published; None: nothing."""
+        ...
+
+
+class StatelessSource:
+    """The :class:`SourceReader` defaults of a source that keeps no state between runs and shows
+    nothing to check before reading (a reader overrides what applies to it)."""
+
+    state_key: str | None = None
+
+    def precheck(self, check_columns: ColumnCheck) -> None:
+        return None
+
+    def resume(self, saved: Mapping[str, Any] | None, earlier: Iterable[Mapping[str, Any]]) -> None:
+        return None
+
+    def commit_state(self) -> dict[str, Any] | None:
+        return None

@@ -31,7 +31,7 @@ import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import fsspec
 import pandas as pd
@@ -42,7 +42,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from skiff.errors import InputError, SourceError
 from skiff.redact import redact_text, redact_url
-from skiff.sources import SourceBatch
+from skiff.sources import ColumnCheck, SourceBatch, StatelessSource
 from skiff.spec import FileSource
 
 __all__ = ["FileReader", "FileEntry", "detect_format", "records_to_table", "find_records"]
@@ -258,10 +258,12 @@ def _json_text(v: Any) -> str | None:
     return json.dumps(v, default=str)
 
 
-class FileReader:
-    """Reads a :class:`FileSource`: expands it to files, detects each format, streams batches."""
+class FileReader(StatelessSource):
+    """Reads a :class:`FileSource`: expands it to files, detects each format, streams batches (a
+    :class:`~skiff.sources.SourceReader`)."""
 
-    kind = "file"
+    kind: ClassVar[str] = "file"
+    fingerprint_before_read: ClassVar[bool] = True  # the files' content hashes
 
     def __init__(self, source: FileSource, block_bytes: int = CSV_BLOCK_BYTES) -> None:
         self.source = source
@@ -451,6 +453,11 @@ class FileReader:
     def header_columns(self) -> dict[str, list[str]]:
         """Columns known before reading (CSV headers, Parquet schemas), per file URI."""
         return {e.uri: e.columns for e in self.entries if e.columns}
+
+    def precheck(self, check_columns: ColumnCheck) -> None:
+        """Each file's header (or Parquet schema), so a missing column fails before anything is read."""
+        for uri, columns in self.header_columns().items():
+            check_columns(columns, uri)
 
     # -- fingerprint -------------------------------------------------------------------------------------
     def hash_files(self) -> None:

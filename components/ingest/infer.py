@@ -61,7 +61,7 @@ from skiff.cleansing import (
 )
 from skiff.errors import InputError, UsageError
 from skiff.identifiers import safe_identifier, safe_identifiers
-from skiff.spec import DatasetSpec, SourceSpec, parse_spec
+from skiff.spec import DatasetSpec, SourceSpec, SqlSource, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +100,9 @@ class Inferred:
 def sample_table(source: SourceSpec, rows: int = SAMPLE_ROWS, *, http_transport: httpx.BaseTransport | None = None,
                  sql_engine: Engine | None = None) -> pa.Table:
     """The first ``rows`` rows of a source, as its reader gives them (strings for text formats)."""
+    if isinstance(source, SqlSource):  # fetch no more than the sample from the database
+        source = source.model_copy(update={"chunk_rows": min(rows, source.chunk_rows)})
     reader = open_reader(source, http_transport=http_transport, sql_engine=sql_engine)
-    if hasattr(reader, "source") and getattr(reader.source, "type", None) == "sql":
-        reader.source = reader.source.model_copy(update={"chunk_rows": min(rows, reader.source.chunk_rows)})
     tables, got = [], 0
     gen = reader.batches()
     try:
@@ -115,7 +115,7 @@ def sample_table(source: SourceSpec, rows: int = SAMPLE_ROWS, *, http_transport:
     finally:
         gen.close()
     if not tables:
-        raise InputError(f"{getattr(reader, 'label', source)}: no rows to infer a spec from")
+        raise InputError(f"{reader.label}: no rows to infer a spec from")
     return pa.concat_tables(tables, promote_options="permissive")
 
 

@@ -52,18 +52,12 @@ from sqlalchemy.engine import Engine
 
 from components.ingest.files import FileReader
 from components.ingest.rest import RestReader
-from components.ingest.sql import (
-    SqlReader,
-    decode_watermark,
-    encode_watermark,
-    masked_url,
-    max_watermark,
-    url_credentials,
-)
+from components.ingest.sql import SqlReader, masked_url, url_credentials
 from skiff import __version__
 from skiff.cleansing import Cleanser, ReasonTally, impute_statistic
 from skiff.errors import GateFailed, InvariantError, SkiffError, SpecError, StorageError, UsageError
 from skiff.lake import MANIFEST, QUARANTINE, Lake, RunRef
+from skiff.sources import SourceReader
 from skiff.spec import (
     DatasetSpec,
     FileSource,
@@ -149,11 +143,8 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-Reader = FileReader | SqlReader | RestReader
-
-
-def open_reader(source, *, http_transport: httpx.BaseTransport | None = None,
-                sql_engine: Engine | None = None, block_bytes: int | None = None) -> Reader:
+def open_reader(source: SourceSpec, *, http_transport: httpx.BaseTransport | None = None,
+                sql_engine: Engine | None = None, block_bytes: int | None = None) -> SourceReader:
     """A reader for one source spec (files are listed and detected now)."""
     if isinstance(source, FileSource):
         return FileReader(source, block_bytes) if block_bytes else FileReader(source)
@@ -361,18 +352,6 @@ def _state_path(dataset: str, key: str) -> tuple[str, ...]:
     return ("state", dataset, f"{key}.json")
 
 
-def _last_watermark(lake: Lake, dataset: str, key: str, manifests: list[dict[str, Any]]) -> Any:
-    """The highest watermark committed for a SQL source: state file, else (or if higher) the manifests."""
-    best = None
-    if lake.store.exists(*_state_path(dataset, key)):
-        best = decode_watermark(lake.store.read_json(*_state_path(dataset, key)).get("watermark"))
-    for m in manifests:  # covers a crash between publishing a run and writing its state
-        for s in m.get("sources", []):
-            if s.get("type") == "sql" and s.get("key") == key and s.get("watermark"):
-                best = max_watermark(best, decode_watermark(s["watermark"].get("to")))
-    return best
-
-
 def _warnings(counts: Counter) -> list[str]:
     share = counts["duplicates"] / counts["read"] if counts["read"] else 0.0
     if share <= DUPLICATE_WARNING_SHARE:
@@ -466,16 +445,17 @@ def ingest(
     readers = [open_reader(s, http_transport=http_transport, sql_engine=sql_engine, block_bytes=block_bytes)
                for s in srcs]
     for r in readers:  # fail before reading anything when a header already shows a missing column
-        if isinstance(r, FileReader):
-            for uri, cols in r.header_columns().items():
-                cleanser.check_columns(cols, uri)
+        r.precheck(cleanser.check_columns)
     cleanser.extra_columns.clear()  # the batches decide the order of kept unknown columns
     spec_hash = spec_fingerprint(spec)
 
-    incremental = [r for r in readers if isinstance(r, SqlReader) and r.source.watermark]
-    committed = [lake.manifest(ref) for ref in lake.all_runs(spec.name)] if incremental else []
-    for r in incremental:
-        r.low = _last_watermark(lake, spec.name, r.key, committed)
+    stateful = [r for r in readers if r.state_key is not None]
+    earlier = [s for ref in lake.all_runs(spec.name) for s in lake.manifest(ref).get("sources", [])] \
+        if stateful else []
+    for r in stateful:
+        saved = lake.store.read_json(*_state_path(spec.name, r.state_key)) \
+            if lake.store.exists(*_state_path(spec.name, r.state_key)) else None
+        r.resume(saved, earlier)
 
     def fingerprint() -> str:
         return json_sha256({"spec": spec_hash, "sources": [r.fingerprint() for r in readers]})
@@ -491,7 +471,7 @@ def ingest(
         log.warning("%s: removed %d abandoned staging folder(s) of killed runs: %s", spec.name, len(cleaned),
                     ", ".join(cleaned))
 
-    if not force and all(isinstance(r, FileReader) for r in readers):
+    if not force and all(r.fingerprint_before_read for r in readers):
         fp = fingerprint()
         ref = lake.find_run(spec.name, fp)
         if ref is not None:
@@ -513,9 +493,6 @@ def ingest(
                 for reader in readers:
                     src_counts = Counter(read=0, accepted=0, quarantined=0, duplicates=0)
                     for batch in reader.batches():
-                        if isinstance(reader, SqlReader) and reader.source.watermark:
-                            # offsets restart at 0 on every incremental read: the range keeps row ids apart
-                            batch.key_scope = json.dumps([batch.source, encode_watermark(reader.low)], default=str)
                         res = cleanser.process(batch)
                         parts.write(res.accepted)
                         if res.quarantined:
@@ -599,10 +576,10 @@ def ingest(
 
     # after the publish: the SQL watermarks this run took
     for r in readers:
-        if isinstance(r, SqlReader) and r.source.watermark and r.high is not None:
-            lake.store.write_json({"dataset": spec.name, "source": r.describe()["url"], "key": r.key,
-                                   "watermark": encode_watermark(max_watermark(r.low, r.high)),
-                                   "run_id": run_id, "ingest_date": date}, *_state_path(spec.name, r.key))
+        state = r.commit_state()
+        if state is not None and r.state_key is not None:
+            lake.store.write_json({"dataset": spec.name, **state, "run_id": run_id, "ingest_date": date},
+                                  *_state_path(spec.name, r.state_key))
     for w in manifest["warnings"]:
         log.warning("%s: %s", spec.name, w)
     log.info("%s: run %s: read %d, accepted %d, quarantined %d, duplicates %d", spec.name, run_id,

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,7 +29,7 @@ import httpx
 from components.ingest.files import find_records, records_to_table
 from skiff.errors import InputError, SourceError
 from skiff.redact import redact_logger, redact_text, redact_url
-from skiff.sources import SourceBatch
+from skiff.sources import SourceBatch, StatelessSource
 from skiff.spec import RestSource
 
 __all__ = ["RestReader", "RETRY_STATUS"]
@@ -65,10 +65,11 @@ def _dig(doc: Any, path: str) -> Any:
     return node
 
 
-class RestReader:
-    """Reads a :class:`RestSource` page by page."""
+class RestReader(StatelessSource):
+    """Reads a :class:`RestSource` page by page (a :class:`~skiff.sources.SourceReader`)."""
 
-    kind = "rest"
+    kind: ClassVar[str] = "rest"
+    fingerprint_before_read: ClassVar[bool] = False  # a hash of the pages, known once they are read
 
     def __init__(self, source: RestSource, transport: httpx.BaseTransport | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:

@@ -20,8 +20,8 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from skiff.errors import InputError, SourceError, SpecError
 from skiff.redact import is_secret_param, redact_text, redact_url, url_secrets
-from skiff.sources import SourceBatch
+from skiff.sources import ColumnCheck, SourceBatch
 from skiff.spec import SqlSource
 
 __all__ = ["SqlReader", "masked_url", "url_credentials", "source_key", "encode_watermark", "decode_watermark"]
@@ -117,9 +117,11 @@ def source_key(source: SqlSource) -> str:
 
 
 class SqlReader:
-    """Reads a :class:`SqlSource` in chunks of ``chunk_rows``."""
+    """Reads a :class:`SqlSource` in chunks of ``chunk_rows`` (a :class:`~skiff.sources.SourceReader`);
+    with a watermark, its state is the highest watermark committed."""
 
-    kind = "sql"
+    kind: ClassVar[str] = "sql"
+    fingerprint_before_read: ClassVar[bool] = False  # the watermark range or a hash of the rows, known once read
 
     def __init__(self, source: SqlSource, engine: Engine | None = None) -> None:
         self.source = source
@@ -144,6 +146,27 @@ class SqlReader:
         self.rows = 0
         self._hash = hashlib.sha256()
         self.key = source_key(source)
+
+    @property
+    def state_key(self) -> str | None:
+        return self.key if self.source.watermark else None
+
+    def precheck(self, check_columns: ColumnCheck) -> None:
+        return None  # the columns are known once the statement runs
+
+    def resume(self, saved: Mapping[str, Any] | None, earlier: Iterable[Mapping[str, Any]]) -> None:
+        """Read above the highest watermark committed: the state file's, or a manifest's if higher."""
+        best = decode_watermark(saved.get("watermark")) if saved else None
+        for entry in earlier:
+            if entry.get("type") == "sql" and entry.get("key") == self.key and entry.get("watermark"):
+                best = max_watermark(best, decode_watermark(entry["watermark"].get("to")))
+        self.low = best
+
+    def commit_state(self) -> dict[str, Any] | None:
+        if not self.source.watermark or self.high is None:
+            return None
+        return {"source": masked_url(self._url), "key": self.key,
+                "watermark": encode_watermark(max_watermark(self.low, self.high))}
 
     def _get_engine(self) -> Engine:
         if self._engine is None:
@@ -194,6 +217,8 @@ class SqlReader:
                 if wm and wm not in names:
                     raise InputError(f"{self.label}: watermark column {wm!r} is not in the query result "
                                      f"(columns: {', '.join(names)})", source=self.label, column=wm)
+                # offsets restart at 0 on every incremental read: the range keeps generated row ids apart
+                scope = json.dumps([self.label, encode_watermark(self.low)], default=str) if wm else None
                 offset = 0
                 for rows in result.partitions(self.source.chunk_rows):
                     table = _rows_to_table(names, rows)
@@ -201,7 +226,7 @@ class SqlReader:
                     if wm:
                         top = pc.max(table.column(wm)).as_py() if table.num_rows else None
                         self.high = max_watermark(self.high, top)
-                    yield SourceBatch(table=table, source=self.label, row_offset=offset)
+                    yield SourceBatch(table=table, source=self.label, row_offset=offset, key_scope=scope)
                     offset += table.num_rows
                     self.rows += table.num_rows
         except sa.exc.OperationalError as e:
