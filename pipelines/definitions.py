@@ -38,9 +38,12 @@ class Parameter:
 
     def check(self, value: Any) -> None:
         """A :class:`UsageError` naming the parameter when ``value`` is not of its JSON type."""
-        ok = isinstance(value, self.type) and not (isinstance(value, bool) and self.type in (int, float))
-        if self.type is float:  # JSON has one number type: 1 is a fine float
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if isinstance(value, bool):  # a bool is an int to Python, never a number to JSON
+            ok = self.type is bool
+        elif self.type is float:  # JSON has one number type: 1 is a fine float
+            ok = isinstance(value, int | float)
+        else:
+            ok = isinstance(value, self.type)
         if not ok:
             raise UsageError(f"pipeline parameter {self.name!r} must be a JSON {_JSON_NAMES[self.type]}, "
                              f"got {value!r}"[:300])
@@ -68,23 +71,16 @@ class PipelineDefinition:
         """Each parameter's help, the spec first (what ``GET /pipelines`` lists)."""
         return {"spec": self.spec_help, **{p.name: p.help for p in self.parameters}}
 
-    def parameter(self, name: str) -> Parameter:
-        for p in self.parameters:
-            if p.name == name:
-                return p
-        raise UsageError(f"unknown parameter {name!r} for pipeline {self.name}; known: "
-                         f"{sorted(p.name for p in self.parameters)}")
-
     def arguments(self, spec: DatasetSpec, params: Mapping[str, Any], settings: Settings, *,
                   local: bool) -> dict[str, Any]:
         """The pipeline's arguments from the spec, the user's parameters and the settings, checked
         (:meth:`preflight`) before anything runs; paths are absolute for the local engine."""
-        known = {p.name for p in self.parameters}
-        unknown = sorted(set(params) - known)
+        known = {p.name: p for p in self.parameters}
+        unknown = sorted(set(params) - set(known))
         if unknown:
             raise UsageError(f"unknown parameter(s) {unknown} for pipeline {self.name}; known: {sorted(known)}")
         for key, value in params.items():
-            self.parameter(key).check(value)
+            known[key].check(value)
         args = self.build(spec, dict(params), settings, local)
         self.preflight(spec, args)
         return args

@@ -67,3 +67,20 @@ def test_the_cli_prints_summary_lines_as_text(capsys):
     print_run({"pipeline": "tabular", "status": "SUCCESS", "duration_s": 1.0, "steps": {}},
               TABULAR.summary_lines(SUMMARY))
     assert "gate: kept the champion [bold]v1[/]" in capsys.readouterr().out  # data is never markup
+
+
+def test_parameter_values_are_checked_as_json_types():
+    from pipelines.definitions import Parameter
+    from skiff.errors import UsageError
+
+    margin = Parameter("margin", float, 0.0, "")
+    margin.check(1)  # JSON has one number type
+    margin.check(0.5)
+    for bad in (True, "1", None):
+        with pytest.raises(UsageError, match="pipeline parameter 'margin' must be a JSON number"):
+            margin.check(bad)
+    Parameter("warn_only", bool, False, "").check(False)
+    with pytest.raises(UsageError, match="must be a JSON boolean, got 0"):
+        Parameter("warn_only", bool, False, "").check(0)
+    with pytest.raises(UsageError, match="must be a JSON array"):
+        Parameter("sources", list, [], "").check({"path": "x"})
