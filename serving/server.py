@@ -20,7 +20,11 @@ adds around KServe's endpoints:
   with a JSON reason;
 - V1 bodies with the non-JSON literals ``NaN``/``Infinity`` read as V2 reads them, so one value policy
   (:mod:`serving.inputs`: NaN is missing, infinity a 400 naming the feature) holds on both protocols;
-- no per-request log lines unless ``access_log`` is on.
+- no per-request log lines unless ``access_log`` is on;
+- no model repository extension (KServe's unauthenticated load/unload by request: 404 on REST,
+  UNIMPLEMENTED on gRPC): a server serves one registered version for its life; no explainer (V1
+  ``:explain`` is a 404 saying so); routes and methods not served get the same JSON error bodies (404,
+  405). tests/security/open_inference_protocol.yaml documents the routes served.
 
 :func:`start_local_server` / :func:`stop_local_server` run ``python -m skiff serve`` as a subprocess and
 wait for its readiness, for code that needs servers side by side (canary rollouts, benchmarks, tests).
@@ -248,6 +252,10 @@ def _dataplane_class():
                 raise ModelNotReady(name, getattr(model, "load_error", None) or "")
             return model
 
+        def metadata(self) -> dict:
+            # the model repository extension (load/unload by request) is not served: see _add_skiff_routes
+            return {**super().metadata(), "extensions": []}
+
         async def model_metadata(self, model_name: str) -> dict:
             meta = await super().model_metadata(model_name)
             model = self.get_model_from_registry(model_name)
@@ -289,8 +297,11 @@ def _dataplane_class():
 
 
 def _add_handlers(app: Any) -> None:
+    from http import HTTPStatus
+
     from fastapi.exceptions import RequestValidationError
     from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from serving.inputs import BadRequest
 
@@ -330,6 +341,17 @@ def _add_handlers(app: Any) -> None:
             log.error("%s %s: %s", exc.http_status, request.url.path, exc.message)
         return _json_response(exc.http_status, exc.to_dict())
 
+    async def http_error(request, exc: StarletteHTTPException):
+        # a route or method this server does not serve: skiff's error body, not Starlette's {"detail"}
+        try:
+            phrase = HTTPStatus(exc.status_code).phrase
+        except ValueError:
+            phrase = "HTTP Error"
+        message = f"{request.method} {request.url.path}: {exc.detail or phrase}"
+        response = _json_response(exc.status_code, _error_body(phrase.title().replace(" ", ""), message))
+        response.headers.update(exc.headers or {})
+        return response
+
     async def unexpected(request, exc: Exception):
         log.error("unexpected error on %s", request.url.path, exc_info=exc)
         return _json_response(500, _error_body(type(exc).__name__, str(exc)))
@@ -340,6 +362,7 @@ def _add_handlers(app: Any) -> None:
     app.add_exception_handler(ModelNotReady, not_ready)
     app.add_exception_handler(ServerNotReady, server_not_ready)
     app.add_exception_handler(SkiffError, skiff_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
 
 
@@ -378,6 +401,18 @@ def _add_skiff_routes(app: Any, dataplane: Any, v2: Any) -> None:
     async def metadata_v(model_name: str, model_version_: str):
         model_version(model_name, model_version_)
         return await v2.model_metadata(model_name)
+
+    async def repository(model_name: str):
+        # KServe's model repository extension loads and unloads models by request, without authentication:
+        # one POST would take the served version down. A skiff server serves one registered version for
+        # its life (a new version is a new server, rolled out), so these routes answer 404
+        raise NotFoundError("this server does not load or unload models by request: it serves one registered "
+                            "version; roll out a new version to change it", model=model_name)
+
+    async def explain(model_name: str):
+        served = model_version(model_name)  # an unknown model is a 404 naming it
+        raise NotFoundError(f"model {model_name!r} (version {served or '?'}) has no explainer on this server: "
+                            "skiff serves predictions (:predict, /infer)", model=model_name)
 
     async def infer(request: Request) -> Response:
         """V2 infer: KServe's data plane and model call, with a lean JSON adapter around them.
@@ -423,6 +458,9 @@ def _add_skiff_routes(app: Any, dataplane: Any, v2: Any) -> None:
     app.add_api_route("/v2/models/{model_name}/ready", ready, methods=["GET"])
     app.add_api_route("/v2/models/{model_name}/versions/{model_version_}/ready", ready_v, methods=["GET"])
     app.add_api_route("/v2/models/{model_name}/versions/{model_version_}", metadata_v, methods=["GET"])
+    app.add_api_route("/v1/models/{model_name}:explain", explain, methods=["POST"])
+    app.add_api_route("/v2/repository/models/{model_name}/load", repository, methods=["POST"])
+    app.add_api_route("/v2/repository/models/{model_name}/unload", repository, methods=["POST"])
     app.router.add_route("/v2/models/{model_name}/infer", infer, methods=["POST"])
     app.router.add_route("/v2/models/{model_name}/versions/{model_version_}/infer", infer, methods=["POST"])
 
@@ -452,14 +490,24 @@ def build_app(model_server: Any, *, access_log: bool = False, max_body_bytes: in
 
 def _loopback_grpc(host: str, port: int, model_server: Any):
     """KServe's gRPC server bound to ``host`` (KServe's own binds every interface)."""
+    import grpc
     from grpc import aio
     from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
     from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
     from kserve.protocol.grpc.servicer import InferenceServicer
 
+    class Servicer(InferenceServicer):
+        """KServe's servicer without the model repository extension (as on REST, see _add_skiff_routes)."""
+
+        async def RepositoryModelLoad(self, request, context):  # noqa: N802 - gRPC's method name
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server does not load models by request")
+
+        async def RepositoryModelUnload(self, request, context):  # noqa: N802 - gRPC's method name
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server does not unload models by request")
+
     server = aio.server(interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()))
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(model_server.dataplane, model_server.model_repository_extension), server)
+        Servicer(model_server.dataplane, model_server.model_repository_extension), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if not bound:
         raise UsageError(f"cannot bind gRPC to {host}:{port}")
