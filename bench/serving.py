@@ -60,9 +60,10 @@ def build_world(root: Path) -> dict[str, Any]:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    from components.features.logic import apply_definitions, build_offline_source, materialize, open_store
+    from components.features.logic import apply_definitions, build_offline_source, materialize
     from skiff import datagen
     from skiff.config import load_settings
+    from skiff.feature_store import feature_sources, open_store
     from skiff.lake import Lake
     from skiff.onnx_export import export_onnx
     from skiff.registry import ModelRegistry
@@ -90,7 +91,7 @@ def build_world(root: Path) -> dict[str, Any]:
     with lake.publish_run(spec.name, "bench", "2026-01-01") as d:
         pq.write_table(pa.Table.from_pandas(df, preserve_index=False), d / "part-00000.parquet")
         (d / "_manifest.json").write_text('{"finished_at": "2026-01-01T12:00:00+00:00"}')
-    sources = lake.store.child("features")
+    sources = feature_sources(lake)
     build_offline_source(lake, spec, sources)
     store = open_store(REPO / "feature_repo", root / "feast", sources.uri())
     service, _ = apply_definitions(store, spec, sources.uri())

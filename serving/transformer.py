@@ -39,6 +39,7 @@ from serving.predictor import Scores
 from skiff.config import Settings, load_settings
 from skiff.errors import ConfigError, NotFoundError, SkiffError, SourceError
 from skiff.registry import ModelRegistry
+from skiff.spec import parse_spec
 
 __all__ = ["FeastTransformer", "FeatureServerClient", "main"]
 
@@ -169,18 +170,13 @@ class FeatureServerClient:
 
 
 def _spec_keys(meta: Any) -> dict[str, str]:
-    """Join keys and their types from the dataset spec a version records (no Feast registry needed)."""
-    spec = (meta.dataset or {}).get("spec") or {}
-    keys = spec.get("entity_key")
-    columns = spec.get("columns") or {}
-    if not keys:
+    """Join keys and their types from the dataset spec a version records (no Feast registry needed): the
+    spec's own key columns, a generated key's column included."""
+    raw = (meta.dataset or {}).get("spec")
+    if not raw:
         raise ConfigError(f"model {meta.name} v{meta.version} records no dataset spec with an entity key")
-    keys = [keys] if isinstance(keys, str) else list(keys)
-    types = {}
-    for k in keys:
-        t = (columns.get(k) or {}).get("type", "string")
-        types[k] = "integer" if t == "integer" else "string"
-    return types
+    spec = parse_spec(raw, origin=f"the dataset spec recorded by model {meta.name} v{meta.version}")
+    return {k: "integer" if spec.columns[k].type == "integer" else "string" for k in spec.key_columns}
 
 
 class FeastTransformer(Model):
@@ -240,7 +236,7 @@ class FeastTransformer(Model):
         return self.ready
 
     def _load(self) -> None:
-        from components.features.logic import open_store
+        from skiff.feature_store import open_store_from_settings
 
         settings = self._settings or load_settings()
         mv = ModelRegistry.from_settings(settings).get(self.model_name, self.requested_version)
@@ -263,8 +259,7 @@ class FeastTransformer(Model):
             self._feature_service = None
         else:
             if self.store is None:
-                self.store = open_store(settings.feature_repo, settings.feast_dir,
-                                        f"{settings.lake_uri}/features", settings.feature_store_yaml)
+                self.store = open_store_from_settings(settings)
             keys, served = _service_layout(self.store, meta.feature_service)
             absent = [f for f in meta.features if f not in served]
             if absent:

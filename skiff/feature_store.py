@@ -1,24 +1,58 @@
-"""The Feast repo a project's feature store is opened from: found, or created on first use.
+"""The feature store every part opens the same way: its repo, its location in the lake, its names.
 
-``feature_repo/feature_store.yaml`` in the project folder says where Feast keeps its registry and
-online store. A project that has none (a user's own folder, with skiff installed from a package) gets
-the embedded default written there on first use — the local engine's SQLite online store and Parquet
+Feast's repo (``feature_repo/feature_store.yaml`` in the project folder) says where Feast keeps its
+registry and online store; :func:`open_store` opens it with ``${SKIFF_FEAST_DIR}`` and
+``${SKIFF_FEATURE_SOURCE_DIR}`` pointed at this skiff root, and :func:`open_store_from_settings` does so
+from the settings alone (what serving and the CLI use). The offline sources live in one place,
+``<lake>/features/<dataset>/offline.parquet`` (:func:`feature_sources`), on the lake's file system
+with its credentials.
+
+A project that has no repo (a user's own folder, with skiff installed from a package) gets the
+embedded default written there on first use — the local engine's SQLite online store and Parquet
 offline store, with paths under the skiff root — and a note on stderr, so ``skiff features`` works
 anywhere ``skiff run`` does. The repo's other variants (``feature_store.redis.yaml``,
 ``feature_store.cluster.yaml``) name services only the user can point at, so they are never made up:
 a missing one is an error saying which file to write.
+
+The names shared with the features step, training and serving: a dataset's feature service
+(``<dataset>_v<hash of what it serves>``, :func:`feature_service_name`) and its event-time column
+(:func:`timestamp_field`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from skiff.errors import ConfigError
+from skiff.lake import Lake
+from skiff.storage import Store
 
-__all__ = ["DEFAULT_FEATURE_STORE_YAML", "ensure_feature_repo"]
+if TYPE_CHECKING:
+    from skiff.config import Settings
+    from skiff.spec import DatasetSpec
+
+__all__ = [
+    "DEFAULT_FEATURE_STORE_YAML",
+    "FEATURE_SOURCE_ENV",
+    "DEFAULT_FEATURE_SOURCE_DIR",
+    "TIMESTAMP_FIELD",
+    "ensure_feature_repo",
+    "feature_sources",
+    "open_store",
+    "open_store_from_settings",
+    "online_features",
+    "feature_service_version",
+    "feature_service_name",
+    "timestamp_field",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +97,87 @@ def ensure_feature_repo(repo: str | Path, yaml_name: str = _DEFAULT_NAME) -> Pat
                           "feature_repo in skiff.yaml to a writable folder", path=str(fs_yaml)) from e
     log.warning("created the Feast repo %s with the local default config (%s)", repo, fs_yaml)
     return fs_yaml
+
+
+#: The lake folder of the offline feature sources (``<lake>/features/<dataset>/offline.parquet``).
+_SOURCES_FOLDER = "features"
+#: The environment variable the Feast config and the generated definitions read the sources folder from.
+FEATURE_SOURCE_ENV = "SKIFF_FEATURE_SOURCE_DIR"
+#: Its fallback in the generated definitions (the local engine's default lake).
+DEFAULT_FEATURE_SOURCE_DIR = ".skiff/lake/features"
+_FEAST_DIR_ENV = "SKIFF_FEAST_DIR"
+#: Event-time column added when the spec names none (the run's ingest time).
+TIMESTAMP_FIELD = "event_timestamp"
+
+
+def feature_sources(lake: Lake) -> Store:
+    """The folder of the offline feature sources: ``<lake>/features``, same file system and credentials."""
+    return lake.store.child(_SOURCES_FOLDER)
+
+
+def timestamp_field(spec: DatasetSpec) -> str:
+    """The event-time column of the spec's features: its ``event_timestamp``, else :data:`TIMESTAMP_FIELD`."""
+    return spec.event_timestamp or TIMESTAMP_FIELD
+
+
+def feature_service_version(spec: DatasetSpec) -> int:
+    """The feature service's version: a short stable hash of what it serves.
+
+    A new set of features (or types, or derived expressions) gives a new service name, so a model
+    version that records ``<dataset>_v<hash>`` keeps pointing at the features it was trained on.
+    """
+    desc = [(c, spec.columns[c].type) for c in spec.feature_columns] + [
+        (d.name, d.expr, d.type) for d in spec.derived
+    ]
+    return int(hashlib.sha256(repr(desc).encode()).hexdigest()[:6], 16) % 100_000
+
+
+def feature_service_name(spec: DatasetSpec) -> str:
+    return f"{spec.name}_v{feature_service_version(spec)}"
+
+
+@contextmanager
+def _env(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def open_store(repo_path: str | Path, feast_dir: str | Path, source_dir: str, yaml_name: str = _DEFAULT_NAME):
+    """Open the Feast store of ``repo_path`` with its ``${SKIFF_*}`` paths pointed at this skiff root.
+
+    ``feast_dir`` holds the registry and SQLite online store; ``source_dir`` is ``<lake>/features``
+    (:func:`feature_sources`). Opening takes seconds (Feast's imports): do it once per process.
+    """
+    from feast import FeatureStore
+    from feast.repo_config import load_repo_config
+
+    repo = Path(repo_path)
+    fs_yaml = ensure_feature_repo(repo, yaml_name)
+    Path(feast_dir).mkdir(parents=True, exist_ok=True)
+    with _env(**{_FEAST_DIR_ENV: str(Path(feast_dir).resolve()), FEATURE_SOURCE_ENV: source_dir}):
+        config = load_repo_config(repo, fs_yaml)
+        unresolved = re.findall(r"\$\{(\w+)\}", config.model_dump_json())
+        if unresolved:
+            raise ConfigError(f"{fs_yaml}: environment variables not set: {sorted(set(unresolved))}")
+    return FeatureStore(config=config)
+
+
+def open_store_from_settings(settings: Settings, lake: Lake | None = None):
+    """The project's feature store as the settings name it (repo, Feast folder, config file), its sources
+    in ``lake`` (default: the settings' lake)."""
+    sources = feature_sources(lake or Lake.from_settings(settings))
+    return open_store(settings.feature_repo, settings.feast_dir, sources.uri(), settings.feature_store_yaml)
+
+
+def online_features(store, service: str, entity_rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Online feature values for entity rows (``{"customer_id": "..."}``); unknown keys give None."""
+    fs = store.get_feature_service(service)
+    return store.get_online_features(features=fs, entity_rows=entity_rows).to_dict()

@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOption = False,
     ) -> None:
         """Read online features for entity keys."""
-        from components.features.logic import feature_service_name, online_features, open_store
+        from skiff.feature_store import feature_service_name, online_features, open_store_from_settings
 
         settings = state(ctx).settings
         s = _spec(ctx, dataset, spec)
@@ -92,9 +92,7 @@ def register(app: typer.Typer) -> None:
                 rows.append({col: int(k) if s.columns[col].type == "integer" else k})
             else:
                 raise UsageError(f"composite key {s.key_columns}: give JSON objects")
-        lake = Lake.from_settings(settings)
-        store = open_store(settings.feature_repo, settings.feast_dir, lake.store.uri("features"),
-                           settings.feature_store_yaml)
+        store = open_store_from_settings(settings)
         emit(online_features(store, feature_service_name(s), rows), json_out)
 
 

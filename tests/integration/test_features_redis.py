@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from components.features.logic import online_features, open_store, run_features
+from components.features.logic import run_features
+from skiff.feature_store import feature_sources, online_features, open_store
 from skiff.lake import Lake
 from skiff.spec import parse_spec
 from skiff.storage import Store
@@ -39,7 +40,7 @@ def test_materialize_into_redis_and_read_back(tmp_path, monkeypatch):
     train = pd.read_parquet(tmp_path / "train.parquet")
     assert set(train.device_id) == set(ids)
     assert (pd.to_datetime(train.event_timestamp, utc=True) == pd.Timestamp("2026-11-01T08:00:00Z")).all()
-    store = open_store(REPO / "feature_repo", tmp_path / "feast", lake.store.uri("features"),
+    store = open_store(REPO / "feature_repo", tmp_path / "feast", feature_sources(lake).uri(),
                        "feature_store.redis.yaml")
     out = online_features(store, result.feature_service, [{"device_id": ids[1]}, {"device_id": "missing"}])
     assert out["temp"] == [21.0, None] and out["zone"] == ["b", None]

@@ -15,15 +15,20 @@ from components.features.logic import (
     build_definitions,
     build_offline_source,
     derived_udf_source,
-    feature_service_name,
     materialize,
-    online_features,
-    open_store,
     render_definitions,
     training_frame,
 )
 from skiff.errors import ConfigError, NotFoundError, SpecError
-from skiff.feature_repo import DEFAULT_FEATURE_STORE_YAML, ensure_feature_repo
+from skiff.feature_store import (
+    DEFAULT_FEATURE_STORE_YAML,
+    ensure_feature_repo,
+    feature_service_name,
+    feature_sources,
+    online_features,
+    open_store,
+    open_store_from_settings,
+)
 from skiff.lake import Lake
 from skiff.spec import load_spec, parse_spec
 from skiff.storage import Store
@@ -103,6 +108,18 @@ def test_online_features_latest_values_and_unknown_key(feast_world):
     assert out["plan"] == ["pro", None]
     assert out["usage_per_seat"][0] == pytest.approx(99.0 / 10)
     assert out["account_id"] == ["a", "nobody"]
+
+
+def test_the_store_opened_from_settings_serves_what_the_step_materialized(feast_world):
+    from skiff.config import load_settings
+
+    w = feast_world
+    settings = load_settings(root=str(w["root"]), feature_repo=str(REPO / "feature_repo"))
+    lake = Lake.from_settings(settings)
+    assert feature_sources(lake).uri() == w["sources"].uri()  # <lake>/features, one place
+    store = open_store_from_settings(settings)
+    assert store.get_feature_service(w["service"]).name == feature_service_name(w["spec"])
+    assert online_features(store, w["service"], [{"account_id": "d"}])["usage"] == [3.0]
 
 
 def test_the_registry_holds_fixed_udf_text_and_the_spec_literal(feast_world):
