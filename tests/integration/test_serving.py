@@ -667,3 +667,46 @@ def test_transformer_reads_a_real_feast_feature_server(world, server):
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
+
+
+_GENERATED = {**SPEC, "entity_key": {"generated": "row", "column": "row_id"},
+              "columns": {k: v for k, v in SPEC["columns"].items() if k != "account_id"}}
+
+
+@pytest.mark.parametrize(("recorded", "keys"), [
+    (parse_spec(_GENERATED).model_dump(mode="json"), {"row_id": "string"}),  # as the register step records it
+    (_GENERATED, {"row_id": "string"}),  # the generated column implied, not listed
+    ({**SPEC, "entity_key": ["account_id", "seats"]}, {"account_id": "string", "seats": "integer"}),
+])
+def test_transformer_takes_its_keys_from_the_recorded_spec(world, recorded, keys):
+    """With a feature server, the join keys come from the dataset spec the version records, read by the
+    core spec model: a generated key's column (not the mapping's field names), a composite key's columns."""
+    from serving.transformer import FeastTransformer
+
+    register(ModelRegistry.from_settings(world["settings"]), "accounts_keys", world["pipe"], frame(60, seed=5),
+             world["root"], problem_type="binary", classes=[False, True], feature_service=world["service"],
+             dataset={"name": "accounts", "spec": recorded})
+    t = FeastTransformer("accounts_keys", settings=world["settings"], predictor_host="127.0.0.1:1",
+                         feature_server_url=f"http://127.0.0.1:{free_port()}", feature_service=world["service"])
+    assert t.load(), t.load_error
+    assert dict(t.key_schema.types) == keys and list(t.key_schema.features) == list(keys)
+    row = {k: 7 if typ == "integer" else "k-1" for k, typ in keys.items()}
+    with _client(t) as c:
+        missing = c.post("/v1/models/accounts_keys:predict", json={"instances": [{"account": "k-1"}]})
+        assert missing.status_code == 400 and missing.json()["detail"]["field"] in keys, missing.text
+        # the keys reach the feature server (none listens there: a 502 naming it, not a 400 about the keys)
+        asked = c.post("/v1/models/accounts_keys:predict", json={"instances": [row]})
+        assert asked.status_code == 502 and "feature server" in asked.json()["message"], asked.text
+
+
+def test_transformer_with_an_invalid_recorded_spec_is_not_ready_and_says_why(world):
+    from serving.transformer import FeastTransformer
+
+    broken = {**SPEC, "entity_key": {"generated": "row", "column": "churned"}}  # a boolean feature column
+    register(ModelRegistry.from_settings(world["settings"]), "accounts_badspec", world["pipe"], frame(60, seed=5),
+             world["root"], problem_type="binary", classes=[False, True], feature_service=world["service"],
+             dataset={"name": "accounts", "spec": broken})
+    t = FeastTransformer("accounts_badspec", settings=world["settings"], predictor_host="127.0.0.1:1",
+                         feature_server_url="http://127.0.0.1:1", feature_service=world["service"])
+    assert not t.load()
+    assert "dataset spec recorded by model accounts_badspec v1" in t.load_error and "entity_key" in t.load_error
