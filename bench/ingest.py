@@ -138,7 +138,7 @@ def _child_skiff(csv_path: str, out_dir: str) -> dict:
     t0 = time.perf_counter()
     result = ingest(spec, lake)
     return {"seconds": time.perf_counter() - t0, "counts": result.counts,
-            "reasons": result.manifest["quarantine_reasons"], "peak_rss_mb": _peak_rss_mb()}
+            "reasons": result.manifest.quarantine_reasons, "peak_rss_mb": _peak_rss_mb()}
 
 
 def _peak_rss_mb() -> int:

@@ -5,8 +5,15 @@ Layout (under the lake URI, ``<root>/lake`` by default)::
     raw/<dataset>/ingest_date=YYYY-MM-DD/run=<run_id>/
         part-00000.parquet ...   accepted rows, typed by the dataset spec
         _quarantine.parquet      rejected rows with _source, _row, _page, _column, _reason, _problems
-        _manifest.json           source, counts, schema, content hash, started/finished
+        _manifest.json           a skiff.manifest.RunManifest: sources, counts, schema, hashes, times
         _COMMITTED               written last (see skiff.storage)
+    failed/<dataset>/run=<run_id>/   a run refused by ingestion: _quarantine.parquet and _manifest.json
+                                     (status "failed"); no reader of raw/ lists it
+    state/<dataset>/<key>.json       what a source keeps between runs (a SQL source's watermark)
+
+The lake alone writes manifests, when it publishes a run (:meth:`Lake.publish_run`,
+:meth:`Lake.keep_failed_run`): it adds the part files' hashes and the finish time, so every writer's
+manifest carries them. Readers get the typed model from :meth:`Lake.manifest`.
 
 A partition is one ingest date; one date may hold several runs (e.g. incremental database reads,
 stream batches, or a re-ingestion after a spec change). Only committed runs exist for readers. Files
@@ -22,6 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,10 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from skiff.config import Settings
-from skiff.errors import NotFoundError
+from skiff.errors import InvariantError, NotFoundError
+from skiff.manifest import RunManifest
+from skiff.spec import json_sha256
 from skiff.storage import Store
 
-__all__ = ["Lake", "RunRef", "RunSelection", "MANIFEST", "QUARANTINE"]
+__all__ = ["Lake", "RunRef", "RunSelection", "StagedRun", "MANIFEST", "QUARANTINE"]
 
 MANIFEST = "_manifest.json"
 QUARANTINE = "_quarantine.parquet"
@@ -49,6 +60,22 @@ class RunRef:
     @property
     def parts(self) -> tuple[str, ...]:
         return ("raw", self.dataset, f"ingest_date={self.date}", f"run={self.run_id}")
+
+
+@dataclass
+class StagedRun:
+    """A run being written (see :meth:`Lake.publish_run`): its files go in :attr:`folder` (``staged / name``
+    is the path of one), and the :attr:`manifest` set before the block ends is what the lake writes."""
+
+    ref: RunRef
+    folder: Path
+    manifest: RunManifest | None = None
+
+    def __truediv__(self, name: str) -> Path:
+        return self.folder / name
+
+    def __fspath__(self) -> str:
+        return str(self.folder)
 
 
 @dataclass(frozen=True)
@@ -122,15 +149,31 @@ class Lake:
     def all_runs(self, dataset: str) -> list[RunRef]:
         return [r for d in self.partitions(dataset) for r in self.runs(dataset, d)]
 
-    def manifest(self, ref: RunRef) -> dict[str, Any]:
-        return self.store.read_json(*ref.parts, MANIFEST)
+    def manifest(self, ref: RunRef) -> RunManifest:
+        """A committed run's manifest (:class:`FileNotFoundError` if it was published without one). A
+        manifest of an older version may lack the run's identity: it comes from the run's folder."""
+        return _read_manifest(self.store.read_json(*ref.parts, MANIFEST), ref.dataset, ref.run_id, ref.date)
+
+    def failed_manifest(self, dataset: str, run_id: str) -> RunManifest:
+        """The manifest of a run kept under ``failed/`` (see :meth:`keep_failed_run`)."""
+        data = self.store.read_json("failed", dataset, f"run={run_id}", MANIFEST)
+        return _read_manifest(data, dataset, run_id, data.get("ingest_date", ""))
 
     def find_run(self, dataset: str, fingerprint: str) -> RunRef | None:
         """The committed run whose manifest has this input fingerprint (idempotent re-ingestion)."""
         for ref in self.all_runs(dataset):
-            if self.manifest(ref).get("fingerprint") == fingerprint:
+            if self.manifest(ref).fingerprint == fingerprint:
                 return ref
         return None
+
+    def source_state(self, dataset: str, key: str) -> dict[str, Any] | None:
+        """What a source recorded after the last run that published (None: nothing yet)."""
+        parts = ("state", dataset, f"{key}.json")
+        return self.store.read_json(*parts) if self.store.exists(*parts) else None
+
+    def save_source_state(self, dataset: str, key: str, state: dict[str, Any]) -> None:
+        """Record a source's state; call it only after the run that took it is published."""
+        self.store.write_json(state, "state", dataset, f"{key}.json")
 
     def select_runs(
         self,
@@ -164,8 +207,9 @@ class Lake:
                 try:
                     manifest = self.manifest(ref)
                 except FileNotFoundError:  # a run published without one (older tools, hand-made runs)
-                    manifest = {}
-                described.append(SelectedRun(ref, manifest.get("spec_hash"), manifest.get("finished_at")))
+                    described.append(SelectedRun(ref, None, None))
+                    continue
+                described.append(SelectedRun(ref, manifest.spec_hash, manifest.finished_at))
             # oldest first, so the newest run of a spec decides a fallback and readers see runs in order
             candidates[date] = sorted(described, key=lambda r: (r.finished_at or "", r.ref.run_id))
         if run_id is not None:
@@ -242,9 +286,57 @@ class Lake:
         return self.store.clean_abandoned_staging("raw", dataset, depth=1)
 
     @contextlib.contextmanager
-    def publish_run(self, dataset: str, run_id: str, date: str | None = None) -> Iterator[Path]:
-        """Stage one run's files in a local folder; they appear in the lake whole, or not at all."""
+    def publish_run(self, dataset: str, run_id: str, date: str | None = None) -> Iterator[StagedRun]:
+        """Stage one run's files in a local folder; they appear in the lake whole, or not at all.
+
+        Set ``staged.manifest`` inside the block: when the block ends without an error the lake
+        completes it (part files' hashes, content hash, finish time), writes it and commits the run;
+        ``staged.manifest`` is then the manifest as written.
+        """
         date = date or dt.date.today().isoformat()
         ref = RunRef(dataset, date, run_id)
-        with self.store.atomic_dir(*ref.parts) as staging:
-            yield staging
+        with self.store.atomic_dir(*ref.parts) as folder:
+            staged = StagedRun(ref, folder)
+            yield staged
+            if staged.manifest is not None:
+                staged.manifest = _write_manifest(folder, staged.manifest, ref)
+
+    def keep_failed_run(self, manifest: RunManifest, quarantine: Path) -> str:
+        """Keep a refused run's quarantine file and manifest (status ``failed``) under
+        ``failed/<dataset>/run=<run_id>/``, whole or not at all; returns the quarantine's URI."""
+        parts = ("failed", manifest.dataset, f"run={manifest.run_id}")
+        ref = RunRef(manifest.dataset, manifest.ingest_date, manifest.run_id)
+        with self.store.atomic_dir(*parts) as folder:
+            os.replace(quarantine, folder / QUARANTINE)
+            _write_manifest(folder, manifest.model_copy(update={"status": "failed", "quarantine_file": QUARANTINE}),
+                            ref)
+        return self.store.uri(*parts, QUARANTINE)
+
+
+def _read_manifest(data: dict[str, Any], dataset: str, run_id: str, date: str) -> RunManifest:
+    return RunManifest.model_validate({"dataset": dataset, "run_id": run_id, "ingest_date": date, **data})
+
+
+def _write_manifest(folder: Path, manifest: RunManifest, ref: RunRef) -> RunManifest:
+    """Complete a run's manifest from its staged files and write it; returns it as written."""
+    if (manifest.dataset, manifest.run_id, manifest.ingest_date) != (ref.dataset, ref.run_id, ref.date):
+        raise InvariantError(f"manifest of run {manifest.dataset}/{manifest.run_id} ({manifest.ingest_date}) "
+                             f"staged as {ref.dataset}/{ref.run_id} ({ref.date})")
+    files = [f if f.sha256 else f.model_copy(update={"sha256": _file_sha256(folder / f.name)})
+             for f in manifest.files]
+    done = manifest.model_copy(update={
+        "files": files,
+        "content_hash": json_sha256([f.sha256 for f in files]) if files else manifest.content_hash,
+        "finished_at": manifest.finished_at or dt.datetime.now(dt.UTC).isoformat(),
+    })
+    (folder / MANIFEST).write_text(done.to_json())
+    return done
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 * 1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+

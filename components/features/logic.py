@@ -282,7 +282,7 @@ def build_offline_source(lake: Lake, spec: DatasetSpec, out: Store,
         part = pd.concat([pq.read_table(f, filesystem=None if lake.store.is_local else lake.store.fs).to_pandas()
                           for f in (_fs_path(lake.store, u) for u in files)], ignore_index=True)
         if spec.event_timestamp is None:
-            finished = lake.manifest(ref).get("finished_at") or f"{ref.date}T00:00:00+00:00"
+            finished = lake.manifest(ref).finished_at or f"{ref.date}T00:00:00+00:00"
             part[TIMESTAMP_FIELD] = pd.Timestamp(finished).tz_convert("UTC") if pd.Timestamp(finished).tzinfo \
                 else pd.Timestamp(finished, tz="UTC")
         frames.append(part)

@@ -27,7 +27,6 @@ def ingest_op(
     storage_options: dict = {},  # noqa: B006
 ) -> NamedTuple("IngestOutputs", [("status", str), ("ingest_date", str), ("partition_uri", str)]):
     """Ingest a dataset (spec as a dict; ``sources`` overrides its sources) into the lake at ``lake_uri``."""
-    import json
     from collections import namedtuple
 
     from components.ingest.logic import coerce_sources, ingest
@@ -45,7 +44,7 @@ def ingest_op(
         ingest_date=ingest_date or None,
     )
     with open(manifest.path, "w") as f:
-        json.dump(result.manifest, f, indent=2, default=str)
+        f.write(result.manifest_json())
     manifest.metadata.update(
         {
             "status": result.status,
@@ -54,7 +53,7 @@ def ingest_op(
             "run_id": result.run_id,
             "partition_uri": result.partition_uri,
             "counts": result.counts,
-            "quarantine_reasons": result.manifest.get("quarantine_reasons", {}),
+            "quarantine_reasons": result.manifest.quarantine_reasons if result.manifest else {},
         }
     )
     outputs = namedtuple("IngestOutputs", ["status", "ingest_date", "partition_uri"])

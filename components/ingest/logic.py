@@ -30,7 +30,6 @@ warning in the summary and the manifest (``warnings``).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -56,7 +55,8 @@ from components.ingest.sql import SqlReader, masked_url, url_credentials
 from skiff import __version__
 from skiff.cleansing import Cleanser, ReasonTally, impute_statistic
 from skiff.errors import GateFailed, InvariantError, SkiffError, SpecError, StorageError, UsageError
-from skiff.lake import MANIFEST, QUARANTINE, Lake, RunRef
+from skiff.lake import QUARANTINE, Lake, RunRef
+from skiff.manifest import Imputation, PartFile, RunCounts, RunManifest
 from skiff.sources import SourceReader
 from skiff.spec import (
     DatasetSpec,
@@ -108,17 +108,23 @@ class IngestResult:
     run_id: str
     ingest_date: str
     partition_uri: str
-    manifest: dict[str, Any]
+    #: the manifest of the run written, or of the committed run with the same input (None: no run)
+    manifest: RunManifest | None
+    #: rows of this run (status "unchanged": of the run found, or of the read that found nothing new)
+    counts: dict[str, int]
     duration_s: float
     reason: str | None = None  # why nothing was written (status "unchanged")
     cleaned_staging: list[str] = field(default_factory=list)  # abandoned staging folders this run removed
 
-    @property
-    def counts(self) -> dict[str, int]:
-        return self.manifest.get("counts", {})
+    def manifest_json(self) -> str:
+        """The run's manifest as written in the lake (just the counts when no run matched)."""
+        if self.manifest is None:
+            return json.dumps({"counts": self.counts}, indent=2)
+        return self.manifest.to_json()
 
     def summary(self) -> dict[str, Any]:
         """What ``skiff ingest --json`` prints."""
+        m = self.manifest or RunManifest(dataset=self.dataset, run_id=self.run_id, ingest_date=self.ingest_date)
         out = {
             "status": self.status,
             "dataset": self.dataset,
@@ -126,10 +132,10 @@ class IngestResult:
             "ingest_date": self.ingest_date,
             "partition": self.partition_uri,
             "counts": self.counts,
-            "quarantine_reasons": self.manifest.get("quarantine_reasons", {}),
-            "quarantine_top": self.manifest.get("quarantine_top", []),
-            "imputed": {k: v["count"] for k, v in self.manifest.get("imputed", {}).items()},
-            "warnings": self.manifest.get("warnings", []),
+            "quarantine_reasons": m.quarantine_reasons,
+            "quarantine_top": m.quarantine_top,
+            "imputed": {k: v.count for k, v in m.imputed.items()},
+            "warnings": m.warnings,
             "duration_s": round(self.duration_s, 3),
         }
         if self.cleaned_staging:
@@ -340,18 +346,6 @@ def _impute_parts(folder: Path, parts: list[dict[str, Any]], columns: dict[str, 
     return report
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 * 1024 * 1024):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _state_path(dataset: str, key: str) -> tuple[str, ...]:
-    return ("state", dataset, f"{key}.json")
-
-
 def _warnings(counts: Counter) -> list[str]:
     share = counts["duplicates"] / counts["read"] if counts["read"] else 0.0
     if share <= DUPLICATE_WARNING_SHARE:
@@ -370,24 +364,20 @@ def _accepted_gate(spec: DatasetSpec, lake: Lake, staging: Path, run_id: str, da
     if counts["accepted"] > 0 and share >= threshold:
         return
     top = tally.top()
-    failed = ("failed", spec.name, f"run={run_id}")
-    with lake.store.atomic_dir(*failed) as keep:
-        os.replace(staging / QUARANTINE, keep / QUARANTINE)
-        (keep / MANIFEST).write_text(json.dumps({
-            "dataset": spec.name, "run_id": run_id, "ingest_date": date, "status": "failed",
-            "counts": dict(counts), "accepted_fraction": share, "min_accepted_fraction": threshold,
-            "quarantine_top": top, "quarantine_file": QUARANTINE, "skiff_version": __version__,
-        }, indent=2, default=str))
+    quarantine = lake.keep_failed_run(RunManifest(
+        dataset=spec.name, run_id=run_id, ingest_date=date, status="failed", counts=RunCounts(**counts),
+        accepted_fraction=share, min_accepted_fraction=threshold, quarantine_top=top,
+        skiff_version=__version__), staging / QUARANTINE)
     reasons = "; ".join(
         f"{t['column'] or 'record'} {t['reason']} ×{t['count']:,}"
         + (f" (e.g. {t['example']!r})" if t["example"] is not None else "") for t in top)
     raise GateFailed(
         f"{spec.name}: {counts['accepted']:,} of {considered:,} rows accepted ({share:.1%}, minimum "
         f"{threshold:.1%}); nothing was committed. Top quarantine reasons: {reasons}. The quarantined rows are "
-        f"in {lake.store.uri(*failed, QUARANTINE)}; fix the spec (types, sentinels, allowed values) and ingest "
+        f"in {quarantine}; fix the spec (types, sentinels, allowed values) and ingest "
         "again", dataset=spec.name, run_id=run_id, counts=dict(counts), accepted_fraction=share,
         min_accepted_fraction=threshold, reasons=[{k: v for k, v in t.items() if k != "example"} for t in top],
-        quarantine=lake.store.uri(*failed, QUARANTINE))
+        quarantine=quarantine)
 
 
 def ingest(
@@ -450,19 +440,18 @@ def ingest(
     spec_hash = spec_fingerprint(spec)
 
     stateful = [r for r in readers if r.state_key is not None]
-    earlier = [s for ref in lake.all_runs(spec.name) for s in lake.manifest(ref).get("sources", [])] \
-        if stateful else []
+    earlier = [s for ref in lake.all_runs(spec.name) for s in lake.manifest(ref).sources] if stateful else []
     for r in stateful:
-        saved = lake.store.read_json(*_state_path(spec.name, r.state_key)) \
-            if lake.store.exists(*_state_path(spec.name, r.state_key)) else None
-        r.resume(saved, earlier)
+        r.resume(lake.source_state(spec.name, r.state_key), earlier)
 
     def fingerprint() -> str:
         return json_sha256({"spec": spec_hash, "sources": [r.fingerprint() for r in readers]})
 
     def unchanged(ref: RunRef, reason: str) -> IngestResult:
+        found = lake.manifest(ref)
         return IngestResult(status="unchanged", dataset=spec.name, run_id=ref.run_id, ingest_date=ref.date,
-                            partition_uri=lake.store.uri(*ref.parts), manifest=lake.manifest(ref),
+                            partition_uri=lake.store.uri(*ref.parts), manifest=found,
+                            counts=found.counts.model_dump() if found.counts else {},
                             duration_s=time.monotonic() - started, reason=reason, cleaned_staging=cleaned)
 
     # a writer killed mid-run (kill -9, OOM) left its staging folder: remove it now, and say so
@@ -522,10 +511,7 @@ def ingest(
                     imputed[r.name] = {"strategy": "constant", "value": r.impute_value.as_py(),
                                        "count": cleanser.imputed_constant[r.name]}
 
-            written = 0
-            for p in parts.parts:
-                p["sha256"] = _file_sha256(staging / p["name"])
-                written += pq.ParquetFile(staging / p["name"]).metadata.num_rows
+            written = sum(pq.ParquetFile(staging / p["name"]).metadata.num_rows for p in parts.parts)
             quarantined = pq.ParquetFile(staging / QUARANTINE).metadata.num_rows
             if not (counts["read"] == counts["accepted"] + counts["quarantined"] + counts["duplicates"]
                     and written == counts["accepted"] and quarantined == counts["quarantined"]):
@@ -535,39 +521,36 @@ def ingest(
                     f"+ duplicates {counts['duplicates']}"
                 )
             file_schema = pq.read_schema(staging / parts.parts[0]["name"])
-            finished_at = dt.datetime.now(dt.UTC)
             sources_desc = []
             for r, c in zip(readers, per_source, strict=True):
                 d = r.describe()
                 d["counts"] = c
                 sources_desc.append(d)
-            manifest = {
-                "dataset": spec.name,
-                "run_id": run_id,
-                "ingest_date": date,
-                "fingerprint": fp,
-                "spec_hash": spec_hash,
-                "sources": sources_desc,
-                "counts": dict(counts),
-                "quarantine_reasons": dict(sorted(reasons.items())),
-                "quarantine_top": [{k: v for k, v in t.items() if k != "example"} for t in tally.top()],
-                "warnings": _warnings(counts),
-                "imputed": imputed,
-                "schema": {f.name: str(f.type) for f in file_schema},
-                "files": parts.parts,
-                "quarantine_file": QUARANTINE,
-                "content_hash": json_sha256([p["sha256"] for p in parts.parts]),
-                "started_at": started_at.isoformat(),
-                "finished_at": finished_at.isoformat(),
-                "skiff_version": __version__,
-                "cleaned_staging": cleaned,
-            }
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str))
+            staging.manifest = RunManifest(
+                dataset=spec.name,
+                run_id=run_id,
+                ingest_date=date,
+                fingerprint=fp,
+                spec_hash=spec_hash,
+                sources=sources_desc,
+                counts=RunCounts(**counts),
+                quarantine_reasons=dict(sorted(reasons.items())),
+                quarantine_top=[{k: v for k, v in t.items() if k != "example"} for t in tally.top()],
+                warnings=_warnings(counts),
+                imputed={k: Imputation(**v) for k, v in imputed.items()},
+                columns={f.name: str(f.type) for f in file_schema},
+                files=[PartFile(name=p["name"], rows=p["rows"]) for p in parts.parts],
+                quarantine_file=QUARANTINE,
+                started_at=started_at.isoformat(),
+                skiff_version=__version__,
+                cleaned_staging=cleaned,
+            )
+        manifest = staging.manifest
     except _NothingNew as nothing:
         if nothing.ref is not None:
             return unchanged(nothing.ref, nothing.reason)
         return IngestResult(status="unchanged", dataset=spec.name, run_id="", ingest_date=date,
-                            partition_uri="", manifest={"counts": dict(counts)},
+                            partition_uri="", manifest=None, counts=dict(counts),
                             duration_s=time.monotonic() - started, reason=nothing.reason)
     except SkiffError:
         raise
@@ -578,12 +561,12 @@ def ingest(
     for r in readers:
         state = r.commit_state()
         if state is not None and r.state_key is not None:
-            lake.store.write_json({"dataset": spec.name, **state, "run_id": run_id, "ingest_date": date},
-                                  *_state_path(spec.name, r.state_key))
-    for w in manifest["warnings"]:
+            lake.save_source_state(spec.name, r.state_key,
+                                   {"dataset": spec.name, **state, "run_id": run_id, "ingest_date": date})
+    for w in manifest.warnings:
         log.warning("%s: %s", spec.name, w)
     log.info("%s: run %s: read %d, accepted %d, quarantined %d, duplicates %d", spec.name, run_id,
              counts["read"], counts["accepted"], counts["quarantined"], counts["duplicates"])
     return IngestResult(status="ingested", dataset=spec.name, run_id=run_id, ingest_date=date,
-                        partition_uri=lake.store.uri(*ref.parts), manifest=manifest,
+                        partition_uri=lake.store.uri(*ref.parts), manifest=manifest, counts=dict(counts),
                         duration_s=time.monotonic() - started, cleaned_staging=cleaned)

@@ -40,7 +40,7 @@ duplicates (a message that is not a JSON object or array of objects is one quara
 from __future__ import annotations
 
 import datetime as dt
-import json
+import hashlib
 import logging
 import os
 import queue
@@ -62,15 +62,17 @@ from components.stream.parse import Rejected, parse_payload
 from skiff import __version__
 from skiff.cleansing import Cleanser, impute_statistic
 from skiff.errors import ConfigError, ConflictError, InvariantError, SourceError, StorageError, UsageError
-from skiff.lake import MANIFEST, QUARANTINE, Lake, RunRef
+from skiff.lake import QUARANTINE, Lake, RunRef
+from skiff.manifest import PartFile, RunCounts, RunManifest
 from skiff.sources import SourceBatch
-from skiff.spec import DatasetSpec, MqttSource, spec_fingerprint
+from skiff.spec import DatasetSpec, MqttSource, json_sha256, spec_fingerprint
 
 __all__ = ["StreamConfig", "StreamResult", "StreamConsumer", "consume", "mqtt_source", "run_id_for"]
 
 log = logging.getLogger("skiff.stream")
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+_PART = "part-00000.parquet"  # a stream run is one batch: one part file
 _STOP = object()
 _RECONNECTED = object()
 
@@ -169,7 +171,8 @@ class _Buffer:
         self.row_msgs: list[_Msg] = []
         self.rejected: list[tuple[_Msg, Rejected]] = []
         self.msgs: list[_Msg] = []
-        self.first_at: float | None = None
+        self.first_at: float | None = None  # time.monotonic() of the first message (the flush deadline)
+        self.started_at: dt.datetime | None = None  # and its wall time (the run's start in its manifest)
 
     @property
     def records(self) -> int:
@@ -367,6 +370,7 @@ class StreamConsumer:
     def _add(self, buf: _Buffer, msg: _Msg) -> None:
         if buf.first_at is None:
             buf.first_at = time.monotonic()
+            buf.started_at = dt.datetime.now(dt.UTC)
         buf.msgs.append(msg)
         for rec in parse_payload(msg.payload, required=self._required, known=self._known):
             if isinstance(rec, Rejected):
@@ -448,36 +452,43 @@ class StreamConsumer:
         cols["_mid"] = pa.array([m.mid for m, _ in rejected], pa.int64())
         return pa.table(cols)
 
+    def _source_entry(self, buf: _Buffer) -> dict[str, Any]:
+        """The run's source in its manifest: broker, topic and which messages, with a hash of their payloads."""
+        payloads = hashlib.sha256()
+        for m in buf.msgs:
+            payloads.update(len(m.payload).to_bytes(8, "big") + m.payload)
+        return {"type": "mqtt", "broker": self._broker, "topic": self.source.topic, "qos": self.source.qos,
+                "client_id": self.client_id, "messages": [buf.msgs[0].number, buf.msgs[-1].number],
+                "topics": len({m.topic for m in buf.msgs}), "sha256": payloads.hexdigest()}
+
     def _publish(self, accepted: pa.Table, quarantine: pa.Table, counts: Counter, reasons: Counter,
                  buf: _Buffer) -> RunRef:
         date = dt.datetime.now(dt.UTC).date().isoformat()
+        spec_hash = spec_fingerprint(self.spec)
+        source = self._source_entry(buf)
         for _attempt in range(100):
             run_id = run_id_for(self.client_id, self._seq)
             self._seq += 1
             try:
                 with self.lake.publish_run(self.spec.name, run_id, date) as staging:
-                    pq.write_table(accepted, staging / "part-00000.parquet")
+                    pq.write_table(accepted, staging / _PART)
                     pq.write_table(quarantine, staging / QUARANTINE)
-                    manifest = {
-                        "dataset": self.spec.name,
-                        "run_id": run_id,
-                        "ingest_date": date,
-                        "spec_hash": spec_fingerprint(self.spec),
-                        "sources": [{
-                            "type": "mqtt", "broker": self._broker, "topic": self.source.topic,
-                            "qos": self.source.qos, "client_id": self.client_id,
-                            "messages": [buf.msgs[0].number, buf.msgs[-1].number],
-                            "topics": len({m.topic for m in buf.msgs}),
-                        }],
-                        "counts": dict(counts),
-                        "quarantine_reasons": dict(sorted(reasons.items())),
-                        "schema": {f.name: str(f.type) for f in accepted.schema},
-                        "files": [{"name": "part-00000.parquet", "rows": accepted.num_rows}],
-                        "quarantine_file": QUARANTINE,
-                        "started_at": dt.datetime.now(dt.UTC).isoformat(),
-                        "skiff_version": __version__,
-                    }
-                    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+                    staging.manifest = RunManifest(
+                        dataset=self.spec.name,
+                        run_id=run_id,
+                        ingest_date=date,
+                        fingerprint=json_sha256({"spec": spec_hash, "sources": [
+                            {k: source[k] for k in ("type", "topic", "sha256")}]}),
+                        spec_hash=spec_hash,
+                        sources=[source],
+                        counts=RunCounts(**counts),
+                        quarantine_reasons=dict(sorted(reasons.items())),
+                        columns={f.name: str(f.type) for f in accepted.schema},
+                        files=[PartFile(name=_PART, rows=accepted.num_rows)],
+                        quarantine_file=QUARANTINE,
+                        started_at=(buf.started_at or dt.datetime.now(dt.UTC)).isoformat(),
+                        skiff_version=__version__,
+                    )
                 return RunRef(self.spec.name, date, run_id)
             except ConflictError:  # a run of this id exists (an earlier process): take the next number
                 log.warning("%s: run %s exists; using the next sequence number", self.spec.name, run_id)

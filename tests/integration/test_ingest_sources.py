@@ -78,11 +78,11 @@ def test_postgres_incremental_rerun_takes_only_new_rows(pg_table, lake, monkeypa
                "chunk_rows": 2}])
     first = ingest(s, lake)
     assert first.counts == {"read": 6, "accepted": 5, "quarantined": 1, "duplicates": 0}
-    assert first.manifest["quarantine_reasons"] == {"below_min": 1}
-    src = first.manifest["sources"][0]
+    assert first.manifest.quarantine_reasons == {"below_min": 1}
+    src = first.manifest.sources[0]
     assert src["url"] == "postgresql+psycopg://root@127.0.0.1:5432/test" and src["url_env"] == "SKIFF_TEST_PG_URL"
     assert src["watermark"]["to"]["kind"] == "datetime"
-    assert first.manifest["schema"]["kwh"] == "double"  # numeric(10,3) arrives as Decimal, lands as float64
+    assert first.manifest.columns["kwh"] == "double"  # numeric(10,3) arrives as Decimal, lands as float64
 
     insert(engine, table, [{"m": i, "r": "2024-03-02 10:00:00+00", "k": 1.0, "f": True,
                             "u": f"2024-03-02 12:00:0{i}+00"} for i in range(6, 9)])
@@ -204,7 +204,7 @@ def test_rest_pagination(api, lake, path, pagination, records_path, requests):
     res = ingest(s, lake)
     assert res.counts == {"read": 7, "accepted": 7, "quarantined": 0, "duplicates": 0}
     assert Api.counts[path] == requests
-    assert res.manifest["sources"][0]["pages"] == requests
+    assert res.manifest.sources[0]["pages"] == requests
     assert lake.read("meters").column("kwh").to_pylist() == [i + 0.5 for i in range(1, 8)]
     again = ingest(s, lake)  # same pages: same hash
     assert again.status == "unchanged"
@@ -251,7 +251,7 @@ def test_rest_auth_header_comes_from_env_and_is_never_logged(api, lake, monkeypa
     assert Api.auth_seen == [f"Bearer {SECRET}"]
     assert "/secure" in caplog.text  # the request was logged (httpx), its header was not
     assert SECRET not in caplog.text
-    assert SECRET not in json.dumps(res.manifest) and SECRET not in json.dumps(res.summary())
+    assert SECRET not in res.manifest.to_json() and SECRET not in json.dumps(res.summary())
     monkeypatch.setenv("SKIFF_TEST_TOKEN", "wrong")
     with pytest.raises(SourceError, match="HTTP 401") as err:
         ingest(s, lake, force=True)

@@ -183,9 +183,12 @@ def test_every_message_reaches_the_lake_in_atomic_runs_with_bad_ones_quarantined
     refs = lake.all_runs("sensors")
     assert len(refs) >= 3 and sorted(r.run_id for r in refs) == sorted(s["runs"])
     for ref in refs:
-        c = lake.manifest(ref)["counts"]
-        assert c["read"] == c["accepted"] + c["quarantined"] + c["duplicates"]
-        assert c["read"] <= 1000
+        m = lake.manifest(ref)
+        c = m.counts
+        assert c.read == c.accepted + c.quarantined + c.duplicates and c.read <= 1000
+        # the stream's manifest is the ingestion one: fingerprint, hashes and times filled in
+        assert m.fingerprint and m.spec_hash and m.content_hash and m.files[0].sha256
+        assert m.started_at <= m.finished_at and m.sources[0]["type"] == "mqtt"
     accepted, quarantined, dups, msgs = lake_counts(lake)
     assert (accepted, quarantined, dups, msgs) == (s["counts"]["accepted"], 8, 1, n)
     assert accepted + quarantined + dups == records

@@ -56,7 +56,7 @@ def test_file_changed_mid_read_fails_and_commits_nothing(tmp_path, change):
     src.write_bytes(original)  # the writer finished: the next run takes every row
     res = ingest(_spec(src), lake, block_bytes=4096)
     assert res.status == "ingested" and res.counts["accepted"] == ROWS
-    assert res.manifest["sources"][0]["files"][0]["size"] == len(original)
+    assert res.manifest.sources[0]["files"][0]["size"] == len(original)
 
 
 def test_file_changed_between_listing_and_hashing_fails(tmp_path):

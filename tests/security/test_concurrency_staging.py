@@ -55,7 +55,7 @@ def test_sigkilled_ingest_leaves_staging_that_the_next_run_removes_and_reports(t
     res = ingest(parse_spec({**SPEC, "sources": [{"type": "file", "path": str(src)}]}), lake)
     assert res.status == "ingested" and res.counts["accepted"] == 4000
     assert res.cleaned_staging == [str(left[0])] and res.summary()["cleaned_staging"] == [str(left[0])]
-    assert res.manifest["cleaned_staging"] == [str(left[0])]
+    assert res.manifest.cleaned_staging == [str(left[0])]
     assert json.loads(lake.store.read_text(*lake.all_runs("meters")[0].parts, MANIFEST))["cleaned_staging"]
     assert not left[0].exists() and not list(lake_root.rglob(".staging-*"))
     assert not list(lake_root.rglob(OWNER_FILE))  # the published run carries no owner record

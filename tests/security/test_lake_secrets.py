@@ -70,7 +70,7 @@ def test_postgres_ingest_via_url_env_with_password_parameter_leaves_no_secret(tm
         s = spec([{"type": "sql", "url_env": "SKIFF_TEST_PG_SECRET_URL", "table": table, "watermark": "at"}])
         res = ingest(s, lake)
         assert res.status == "ingested" and res.counts["read"] == 3 and res.counts["quarantined"] == 1
-        src = res.manifest["sources"][0]
+        src = res.manifest.sources[0]
         assert src["url"] == f"{PG}?password=***&sslpassword=***"
         assert list(root.glob("state/meters/*.json")), "the watermark state was written"
         again = ingest(s, lake)  # reads the state back: still works with the redacted record
@@ -105,7 +105,7 @@ def test_rest_url_key_never_reaches_lake_logs_or_errors(tmp_path, caplog):
     res = ingest(s, Lake(Store(str(root))), http_transport=httpx.MockTransport(handler))
     assert res.counts == {"read": 3, "accepted": 2, "quarantined": 1, "duplicates": 0}
     assert all(SECRET in u for u in seen)  # the key is still sent to the API
-    assert res.manifest["sources"][0]["url"] == "https://api.example.com/readings?api_key=***"
+    assert res.manifest.sources[0]["url"] == "https://api.example.com/readings?api_key=***"
     assert_no_secret_under(root, caplog.text)
 
     def failing(request: httpx.Request) -> httpx.Response:

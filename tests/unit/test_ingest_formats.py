@@ -238,7 +238,7 @@ def test_trailing_delimiters_empty_columns_are_dropped_with_a_note(tmp_path, cap
     assert res.counts == {"read": 3, "accepted": 3, "quarantined": 0, "duplicates": 0}
     got = Lake(Store(str(tmp_path / "lake"))).read("shop").to_pydict()
     assert got["price"] == [12.5, 1234.75, 0.99] and got["city"] == ["Lyon", "Köln", "Gent"]
-    assert "dropped 2 column(s)" in res.manifest["sources"][0]["files"][0]["notes"][0]
+    assert "dropped 2 column(s)" in res.manifest.sources[0]["files"][0]["notes"][0]
 
 
 def test_unnamed_columns_with_values_get_positional_names_and_a_warning(tmp_path, caplog):
@@ -311,4 +311,4 @@ def test_spec_regex_accepted_at_load_is_the_one_ingest_applies(tmp_path):
     spec = parse_spec({"name": "d", "entity_key": "id", "sources": [{"type": "file", "path": str(f)}],
                        "columns": {"id": {"type": "integer"}, "code": {"type": "string", "regex": r"[A-Z]{2}-\d{2}"}}})
     res = ingest(spec, Lake(Store(str(tmp_path / "lake"))))
-    assert res.counts["accepted"] == 1 and res.manifest["quarantine_reasons"] == {"regex_mismatch": 2}
+    assert res.counts["accepted"] == 1 and res.manifest.quarantine_reasons == {"regex_mismatch": 2}

@@ -210,14 +210,14 @@ def test_streaming_many_batches_dedups_across_batches_and_imputes_over_the_whole
     in_memory = ingest(spec, Lake(Store(str(tmp_path / "b"))))
     assert streamed.counts == in_memory.counts == {"read": n, "accepted": 25_000, "quarantined": 0,
                                                    "duplicates": 5_000}
-    assert len(streamed.manifest["files"]) == 4  # 7,000 rows per part
-    assert streamed.manifest["imputed"] == in_memory.manifest["imputed"]
+    assert len(streamed.manifest.files) == 4  # 7,000 rows per part
+    assert streamed.manifest.imputed == in_memory.manifest.imputed
     a = Lake(Store(str(tmp_path / "a"))).read("meters").to_pandas()
     b = Lake(Store(str(tmp_path / "b"))).read("meters").to_pandas()
     pd.testing.assert_frame_equal(a, b)
     assert a["meter_id"].is_unique
     raw = pd.Series([(i * 37) % 1000 / 10 for i in range(25_000) if i % 7 != 0])
-    assert streamed.manifest["imputed"]["kwh"] == {"strategy": "median", "value": raw.median(),
+    assert streamed.manifest.imputed["kwh"].model_dump() == {"strategy": "median", "value": raw.median(),
                                                   "count": sum(1 for i in range(25_000) if i % 7 == 0)}
 
 
@@ -239,7 +239,7 @@ def test_sqlite_source_is_incremental_by_watermark(tmp_path, lake):
     con.commit()
     second = ingest(spec, lake)
     assert second.counts["read"] == 3
-    assert second.manifest["sources"][0]["watermark"] == {"column": "seq", "after": {"kind": "int", "value": 5},
+    assert second.manifest.sources[0]["watermark"] == {"column": "seq", "after": {"kind": "int", "value": 5},
                                                           "to": {"kind": "int", "value": 8}}
     third = ingest(spec, lake)
     assert third.status == "unchanged" and third.reason == "the sources returned no new rows"
@@ -267,7 +267,7 @@ def test_sources_argument_overrides_the_spec(tmp_path, lake):
     b.write_text(CSV.replace(";2024", ";2025"))  # other timestamps: not duplicates of a's rows
     spec = spec_for(tmp_path / "missing.csv")
     res = ingest(spec, lake, sources=logic.coerce_sources([str(a), {"type": "file", "path": str(b)}]))
-    assert [s["path"] for s in res.manifest["sources"]] == [str(a), str(b)]
+    assert [s["path"] for s in res.manifest.sources] == [str(a), str(b)]
     assert res.counts["read"] == 16 and res.counts["accepted"] == 6
 
 
@@ -307,9 +307,9 @@ def test_many_duplicates_warn_in_the_summary_and_the_manifest(tmp_path, lake):
     assert res.counts["duplicates"] == 15
     (warning,) = res.summary()["warnings"]
     assert "15 of 20 rows (75.0%) were dropped as duplicates" in warning
-    assert res.manifest["warnings"] == [warning]
+    assert res.manifest.warnings == [warning]
     src.write_text("meter_id;read_at;kwh;site;faulty\n1;2024-03-01;1;north;no\n")
-    assert ingest(spec_for(src), lake).manifest["warnings"] == []
+    assert ingest(spec_for(src), lake).manifest.warnings == []
 
 
 KEYLESS = {"name": "sensor", "entity_key": {"generated": "row"},
@@ -323,7 +323,7 @@ def test_generated_row_key_is_stable_across_reingests_and_unique_per_source(tmp_
     spec = parse_spec({**KEYLESS, "sources": [{"type": "file", "path": str(tmp_path / "*.csv")}]})
     first = ingest(spec, lake, run_id="one")
     assert first.counts == {"read": 4, "accepted": 4, "quarantined": 0, "duplicates": 0}  # equal rows kept
-    assert first.manifest["schema"]["row_id"] == "string"
+    assert first.manifest.columns["row_id"] == "string"
     ids = lake.read("sensor").column("row_id").to_pylist()
     assert len(set(ids)) == 4 and all(i.endswith(("-0", "-1", "-2")) for i in ids)
     again = ingest(spec, lake, run_id="two", force=True, ingest_date="2099-01-01")
