@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import fsspec
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import skiff
 from skiff.errors import (
@@ -39,14 +39,19 @@ from skiff.errors import (
 )
 from skiff.lake import Lake
 from skiff.spec import DatasetSpec, spec_fingerprint
+from skiff.validation import (
+    RESULT_FILE,
+    ValidationResult,
+    gate_status,
+    output_uris,
+    result_from_doc,
+    validation_parts,
+)
 
 from . import tfdv_runner
 
 __all__ = [
     "ValidateConfig",
-    "Anomaly",
-    "Drift",
-    "ValidationResult",
     "BLOCKING_TYPES",
     "PRESENCE_TYPES",
     "SCHEMA_FILE",
@@ -57,7 +62,6 @@ __all__ = [
     "validate_partition",
     "export_schema",
     "schema_uri",
-    "validation_parts",
     "drift_baseline",
 ]
 
@@ -140,76 +144,6 @@ class ValidateConfig(BaseModel):
         for name, t in v.items():
             _check_threshold(t, f"the drift threshold of {name!r}")
         return v
-
-
-class Anomaly(BaseModel):
-    """One anomaly reason of one feature (``<dataset>`` for the partition as a whole)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    feature: str
-    anomaly: str = Field(description="TFDV's anomaly type, e.g. ENUM_TYPE_UNEXPECTED_STRING_VALUES.")
-    short: str = Field(default="", description="TFDV's short description.")
-    description: str
-    severity: Literal["error", "warning"]
-
-
-class Drift(BaseModel):
-    """A feature's distance to the previous partition."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    measure: str = Field(description="jensen_shannon_divergence or l_infinity.")
-    value: float
-    threshold: float
-    drifted: bool
-
-
-class ValidationResult(BaseModel):
-    """The outcome of validating one partition, with the lake URIs of its outputs."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str
-    date: str
-    previous_date: str | None = None
-    status: Literal["passed", "failed"]
-    num_examples: int
-    schema_inferred: bool
-    schema_source: str | None = None
-    runs: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="The runs validated (ingest_date, run_id, spec_hash, current_spec): skiff.lake's selection, "
-        "the same the features step reads.",
-    )
-    anomalies: list[Anomaly] = Field(default_factory=list)
-    drift: dict[str, Drift] = Field(default_factory=dict)
-    notes: list[str] = Field(default_factory=list)
-    output_uri: str | None = None
-    report_uri: str | None = None
-    statistics_uri: str | None = None
-    anomalies_uri: str | None = None
-    schema_uri: str | None = None
-    result_uri: str | None = None
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def blocking(self) -> list[Anomaly]:
-        return [a for a in self.anomalies if a.severity == "error"]
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def warnings(self) -> list[Anomaly]:
-        return [a for a in self.anomalies if a.severity == "warning"]
-
-    @property
-    def drifted(self) -> list[str]:
-        return sorted(f for f, d in self.drift.items() if d.drifted)
 
 
 # -- the TFDV interpreter ------------------------------------------------------------------------------------
@@ -366,21 +300,19 @@ def build_request(
 
 
 def parse_result(doc: dict[str, Any], **uris: str | None) -> ValidationResult:
-    """The runner's result document as a :class:`ValidationResult` (plus the outputs' URIs)."""
-    fields = {k: doc[k] for k in ValidationResult.model_fields if k in doc}
+    """The runner's result document as a :class:`~skiff.validation.ValidationResult` (plus the outputs' URIs)."""
     try:
-        return ValidationResult.model_validate({**fields, **uris})
+        result = result_from_doc(doc, **uris)
     except ValueError as e:
         raise SkiffError(f"the TFDV step returned a result skiff cannot read: {e}") from e
+    # the runner (another interpreter, without skiff) states the verdict for its report; the gate's
+    # rule is skiff.validation's, so a verdict that disagrees with the anomalies is a runner bug
+    if result.status != gate_status(result.anomalies):
+        raise SkiffError(f"the TFDV step said {result.status!r} but its anomalies say {gate_status(result.anomalies)!r}")
+    return result
 
 
 # -- lake locations ------------------------------------------------------------------------------------------------
-def validation_parts(dataset: str, date: str | None = None) -> tuple[str, ...]:
-    """Lake path parts of a dataset's validation folder, or of one partition's outputs."""
-    parts: tuple[str, ...] = ("validation", dataset)
-    return parts + (f"ingest_date={date}",) if date else parts
-
-
 def schema_uri(lake: Lake, dataset: str) -> str:
     return lake.store.uri(*validation_parts(dataset), SCHEMA_FILE)
 
@@ -400,7 +332,7 @@ def drift_baseline(lake: Lake, dataset: str, date: str) -> tuple[str | None, boo
         if not store.is_committed(*parts):
             return prev, False, skipped
         try:
-            status = store.read_json(*parts, "result.json").get("status")
+            status = store.read_json(*parts, RESULT_FILE).get("status")
         except (FileNotFoundError, ValueError):
             status = None
         if status == "passed":
@@ -577,15 +509,7 @@ def validate_partition(
         doc["notes"] = [*doc.get("notes", []),
                         f"drift compared with {previous_date or 'nothing'}: earlier partitions "
                         f"{', '.join(skipped)} failed validation"]
-    return parse_result(
-        doc,
-        output_uri=store.uri(*parts),
-        report_uri=store.uri(*parts, "report.html"),
-        statistics_uri=store.uri(*parts, "stats.pb"),
-        anomalies_uri=store.uri(*parts, "anomalies.json"),
-        schema_uri=source,
-        result_uri=store.uri(*parts, "result.json"),
-    )
+    return parse_result(doc, **output_uris(lake, name, date), schema_uri=source)
 
 
 def export_schema(lake: Lake, dataset: str, dest: str | Path) -> str:

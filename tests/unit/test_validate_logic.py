@@ -23,14 +23,14 @@ from components.validate.logic import (
     parse_result,
     resolve_tfdv_python,
     validate_partition,
-    validation_parts,
 )
 from components.validate.tfdv_runner import classify, render_report
 from skiff.cli import main
-from skiff.errors import EnvironmentMissing, NotFoundError, SkiffError, UsageError
+from skiff.errors import EnvironmentMissing, NotFoundError, SkiffError, StorageError, UsageError
 from skiff.lake import Lake
 from skiff.spec import parse_spec, save_spec
 from skiff.storage import Store
+from skiff.validation import Anomaly, gate_status, read_result, validated_dates, validation_parts
 
 SPEC = {
     "name": "churn",
@@ -207,6 +207,36 @@ def test_parse_result_splits_blocking_and_warnings():
 def test_parse_result_rejects_a_malformed_document():
     with pytest.raises(SkiffError, match="result skiff cannot read"):
         parse_result({**RESULT, "status": "maybe"})
+
+
+def test_a_runner_verdict_that_disagrees_with_its_anomalies_is_refused():
+    with pytest.raises(SkiffError, match="said 'passed' but its anomalies say 'failed'"):
+        parse_result({**RESULT, "status": "passed"})  # RESULT holds a blocking (error) anomaly
+
+
+def test_the_gate_fails_a_partition_on_any_blocking_anomaly():
+    warn = Anomaly(feature="x", anomaly="SCHEMA_NEW_COLUMN", description="new", severity="warning")
+    error = Anomaly(feature="y", anomaly="FLOAT_TYPE_HAS_NAN", description="nan", severity="error")
+    assert gate_status([]) == "passed" and gate_status([warn, warn]) == "passed"
+    assert gate_status([warn, error]) == "failed"
+    assert error.is_blocking and not warn.is_blocking
+
+
+def test_a_partitions_result_is_read_from_the_lake_with_its_output_uris(tmp_path):
+    lake = _lake(tmp_path)
+    with lake.store.atomic_dir(*validation_parts("churn", "2026-01-02")) as staging:
+        (staging / "result.json").write_text(json.dumps({k: v for k, v in RESULT.items() if k != "files"}))
+    with lake.store.atomic_dir(*validation_parts("churn", "2026-01-03")) as staging:
+        (staging / "result.json").write_text('{"status": "maybe"}')
+    lake.store.write_text("", *validation_parts("churn", "2026-01-04"), "report.html")  # no result: not listed
+    assert validated_dates(lake, "churn") == ["2026-01-02", "2026-01-03"]
+    r = read_result(lake, "churn", "2026-01-02")
+    assert r.status == "failed" and [a.feature for a in r.blocking] == ["charges"] and r.drifted == ["charges"]
+    assert r.report_uri == lake.store.uri("validation", "churn", "ingest_date=2026-01-02", "report.html")
+    with pytest.raises(StorageError, match="ingest_date=2026-01-03/result.json: not a validation result"):
+        read_result(lake, "churn", "2026-01-03")
+    with pytest.raises(NotFoundError, match="no validation result for 2026-01-05"):
+        read_result(lake, "churn", "2026-01-05")
 
 
 def test_report_is_self_contained_and_escaped():

@@ -1,5 +1,6 @@
 """``/monitoring``: data drift and anomalies of each validated partition, from the TFDV results the
-validate step stores in the lake (``validation/<dataset>/ingest_date=D/result.json`` and ``report.html``)."""
+validate step stores in the lake (``validation/<dataset>/ingest_date=D/result.json`` and ``report.html``,
+read through :mod:`skiff.validation`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from components.validate.logic import Anomaly, ValidationResult, validation_parts
 from skiff.api.deps import ApiContext, NameParam, context, require_read
 from skiff.api.errors import declare, declare_beside
-from skiff.errors import NotFoundError, StorageError
+from skiff.errors import NotFoundError
 from skiff.lake import Lake
+from skiff.validation import REPORT_FILE, Anomaly, read_result, validated_dates, validation_parts
 
 __all__ = ["router"]
 
@@ -22,7 +23,6 @@ router = APIRouter(prefix="/monitoring", tags=["monitoring"])
 DateQuery = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$",
                                         description="One partition (YYYY-MM-DD); default: all (drift) or "
                                         "the latest (report).")]
-_PREFIX = "ingest_date="
 
 
 class DriftedFeature(BaseModel):
@@ -51,15 +51,8 @@ class DatasetDrift(BaseModel):
     partitions: list[PartitionDrift]
 
 
-def _dates(lake: Lake, dataset: str) -> list[str]:
-    names = lake.store.listdir(*validation_parts(dataset))
-    return sorted(n[len(_PREFIX):] for n in names
-                  if n.startswith(_PREFIX) and lake.store.exists(*validation_parts(dataset, n[len(_PREFIX):]),
-                                                                 "result.json"))
-
-
 def _chosen(lake: Lake, dataset: str, date: str | None) -> list[str]:
-    dates = _dates(lake, dataset)
+    dates = validated_dates(lake, dataset)
     if not dates:
         raise NotFoundError(f"dataset {dataset!r} has no validation results in {lake.store.uri('validation')}")
     if date is not None:
@@ -69,16 +62,6 @@ def _chosen(lake: Lake, dataset: str, date: str | None) -> list[str]:
     return dates
 
 
-def _result(lake: Lake, dataset: str, date: str) -> ValidationResult:
-    parts = validation_parts(dataset, date)
-    doc = lake.store.read_json(*parts, "result.json")
-    try:
-        return ValidationResult.model_validate({k: doc[k] for k in ValidationResult.model_fields if k in doc})
-    except ValueError as e:
-        raise StorageError(f"{lake.store.uri(*parts, 'result.json')}: not a validation result skiff can read: {e}",
-                           ) from e
-
-
 @router.get("/datasets/{dataset}/drift", response_model=DatasetDrift, dependencies=[Depends(require_read)],
             responses=declare(404, 422, 503))
 def drift(dataset: NameParam, ctx: Annotated[ApiContext, Depends(context)], date: DateQuery = None) -> dict:
@@ -86,7 +69,7 @@ def drift(dataset: NameParam, ctx: Annotated[ApiContext, Depends(context)], date
     lake = Lake.from_settings(ctx.settings)
     out = []
     for d in _chosen(lake, dataset, date):
-        r = _result(lake, dataset, d)
+        r = read_result(lake, dataset, d)
         out.append({
             "dataset": dataset, "date": r.date, "previous_date": r.previous_date, "status": r.status,
             "num_examples": r.num_examples,
@@ -106,8 +89,8 @@ def report(dataset: NameParam, ctx: Annotated[ApiContext, Depends(context)], dat
     lake = Lake.from_settings(ctx.settings)
     d = _chosen(lake, dataset, date)[-1]
     parts = validation_parts(dataset, d)
-    if not lake.store.exists(*parts, "report.html"):
+    if not lake.store.exists(*parts, REPORT_FILE):
         raise NotFoundError(f"no report for {dataset!r} {d} in {lake.store.uri(*parts)}")
-    return HTMLResponse(lake.store.read_bytes(*parts, "report.html"),
+    return HTMLResponse(lake.store.read_bytes(*parts, REPORT_FILE),
                         headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                                  "img-src data:; script-src 'unsafe-inline'"})
