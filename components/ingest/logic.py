@@ -380,6 +380,52 @@ def _accepted_gate(spec: DatasetSpec, lake: Lake, staging: Path, run_id: str, da
         quarantine=quarantine)
 
 
+@dataclass
+class _Plan:
+    """What a run reads and by which rules, settled before any row is read."""
+
+    spec: DatasetSpec
+    lake: Lake
+    readers: list[SourceReader]
+    cleanser: Cleanser
+    date: str
+    threshold: float
+    spec_hash: str
+    force: bool
+    rows_per_part: int
+    impute_buffer_bytes: int
+    progress: Callable[[int], None] | None
+    started: float  # time.monotonic() at the start
+    started_at: dt.datetime
+    cleaned: list[str] = field(default_factory=list)  # abandoned staging folders removed
+
+    def fingerprint(self) -> str:
+        return json_sha256({"spec": self.spec_hash, "sources": [r.fingerprint() for r in self.readers]})
+
+    def result(self, status: str, ref: RunRef | None, manifest: RunManifest | None, counts: dict[str, int],
+               reason: str | None = None) -> IngestResult:
+        """The result naming run ``ref`` (None: no run was written or matched)."""
+        return IngestResult(status=status, dataset=self.spec.name, run_id=ref.run_id if ref else "",
+                            ingest_date=ref.date if ref else self.date,
+                            partition_uri=self.lake.store.uri(*ref.parts) if ref else "", manifest=manifest,
+                            counts=counts, duration_s=time.monotonic() - self.started, reason=reason,
+                            cleaned_staging=self.cleaned)
+
+    def unchanged(self, ref: RunRef, reason: str) -> IngestResult:
+        found = self.lake.manifest(ref)
+        return self.result("unchanged", ref, found, found.counts.model_dump() if found.counts else {}, reason)
+
+
+@dataclass
+class _Read:
+    """What reading and cleansing every source of a run gave."""
+
+    counts: Counter = field(default_factory=lambda: Counter(read=0, accepted=0, quarantined=0, duplicates=0))
+    reasons: Counter = field(default_factory=Counter)
+    tally: ReasonTally = field(default_factory=ReasonTally)
+    per_source: list[dict[str, int]] = field(default_factory=list)
+
+
 def ingest(
     spec: DatasetSpec,
     lake: Lake,
@@ -409,8 +455,48 @@ def ingest(
     :class:`SkiffError` subclasses for bad input (nothing written) and :class:`InvariantError` on a
     count mismatch.
     """
-    started = time.monotonic()
-    started_at = dt.datetime.now(dt.UTC)
+    started, started_at = time.monotonic(), dt.datetime.now(dt.UTC)
+    srcs = _batch_sources(spec, sources)
+    if run_id is not None and not _RUN_ID.match(run_id):
+        raise UsageError(f"run id {run_id!r}: use letters, digits, '_', '-' and '.' only")
+    date = _ingest_date(ingest_date, started_at)
+    threshold = spec.min_accepted_fraction if min_accepted_fraction is None else min_accepted_fraction
+    if not 0.0 <= threshold <= 1.0:
+        raise UsageError(f"min_accepted_fraction {threshold} must be between 0 and 1")
+    cleanser = Cleanser(spec)
+    readers = [open_reader(s, http_transport=http_transport, sql_engine=sql_engine, block_bytes=block_bytes)
+               for s in srcs]
+    plan = _Plan(spec, lake, readers, cleanser, date, threshold, spec_fingerprint(spec), force, rows_per_part,
+                 impute_buffer_bytes, progress, started, started_at)
+    _prepare(plan)
+    if not force and all(r.fingerprint_before_read for r in readers):
+        ref = lake.find_run(spec.name, plan.fingerprint())
+        if ref is not None:
+            log.info("%s: same input as run %s of %s; nothing to do", spec.name, ref.run_id, ref.date)
+            return plan.unchanged(ref, f"same input and spec as run {ref.run_id} ({ref.date})")
+    run_id = run_id or new_run_id()
+    read = _Read()
+    try:
+        manifest = _write_run(plan, run_id, read)
+    except _NothingNew as nothing:
+        if nothing.ref is not None:
+            return plan.unchanged(nothing.ref, nothing.reason)
+        return plan.result("unchanged", None, None, dict(read.counts), nothing.reason)
+    except SkiffError:
+        raise
+    except OSError as e:  # the readers turn their own I/O errors into SourceError: this is the lake
+        raise StorageError(f"{spec.name}: writing run {run_id} to {lake.store.uri('raw')} failed: {e}") from e
+    _commit_source_states(plan, run_id)
+    for w in manifest.warnings:
+        log.warning("%s: %s", spec.name, w)
+    c = read.counts
+    log.info("%s: run %s: read %d, accepted %d, quarantined %d, duplicates %d", spec.name, run_id,
+             c["read"], c["accepted"], c["quarantined"], c["duplicates"])
+    return plan.result("ingested", RunRef(spec.name, plan.date, run_id), manifest, dict(c))
+
+
+def _batch_sources(spec: DatasetSpec, sources: list | None) -> list[SourceSpec]:
+    """The sources a run reads: ``sources``, else the spec's files, SQL and REST sources."""
     if sources is None:  # a spec may also name MQTT topics, which batch ingestion does not read
         srcs = [s for s in spec.sources if not isinstance(s, MqttSource)]
         if len(srcs) < len(spec.sources):
@@ -420,153 +506,133 @@ def ingest(
     if not srcs:
         raise SpecError(f"dataset {spec.name!r} has no batch sources (files, SQL or REST): add some to its "
                         "spec or name them on the command line")
-    if run_id is not None and not _RUN_ID.match(run_id):
-        raise UsageError(f"run id {run_id!r}: use letters, digits, '_', '-' and '.' only")
-    if ingest_date is not None:
-        try:
-            ingest_date = dt.date.fromisoformat(ingest_date).isoformat()
-        except ValueError as e:
-            raise UsageError(f"ingest date {ingest_date!r} is not YYYY-MM-DD") from e
-    date = ingest_date or started_at.date().isoformat()
-    threshold = spec.min_accepted_fraction if min_accepted_fraction is None else min_accepted_fraction
-    if not 0.0 <= threshold <= 1.0:
-        raise UsageError(f"min_accepted_fraction {threshold} must be between 0 and 1")
-    cleanser = Cleanser(spec)
-    readers = [open_reader(s, http_transport=http_transport, sql_engine=sql_engine, block_bytes=block_bytes)
-               for s in srcs]
-    for r in readers:  # fail before reading anything when a header already shows a missing column
-        r.precheck(cleanser.check_columns)
-    cleanser.extra_columns.clear()  # the batches decide the order of kept unknown columns
-    spec_hash = spec_fingerprint(spec)
+    return srcs
 
-    stateful = [r for r in readers if r.state_key is not None]
-    earlier = [s for ref in lake.all_runs(spec.name) for s in lake.manifest(ref).sources] if stateful else []
-    for r in stateful:
-        r.resume(lake.source_state(spec.name, r.state_key), earlier)
 
-    def fingerprint() -> str:
-        return json_sha256({"spec": spec_hash, "sources": [r.fingerprint() for r in readers]})
-
-    def unchanged(ref: RunRef, reason: str) -> IngestResult:
-        found = lake.manifest(ref)
-        return IngestResult(status="unchanged", dataset=spec.name, run_id=ref.run_id, ingest_date=ref.date,
-                            partition_uri=lake.store.uri(*ref.parts), manifest=found,
-                            counts=found.counts.model_dump() if found.counts else {},
-                            duration_s=time.monotonic() - started, reason=reason, cleaned_staging=cleaned)
-
-    # a writer killed mid-run (kill -9, OOM) left its staging folder: remove it now, and say so
-    cleaned = lake.clean_staging(spec.name)
-    if cleaned:
-        log.warning("%s: removed %d abandoned staging folder(s) of killed runs: %s", spec.name, len(cleaned),
-                    ", ".join(cleaned))
-
-    if not force and all(r.fingerprint_before_read for r in readers):
-        fp = fingerprint()
-        ref = lake.find_run(spec.name, fp)
-        if ref is not None:
-            log.info("%s: same input as run %s of %s; nothing to do", spec.name, ref.run_id, ref.date)
-            return unchanged(ref, f"same input and spec as run {ref.run_id} ({ref.date})")
-
-    run_id = run_id or new_run_id()
-    counts = Counter(read=0, accepted=0, quarantined=0, duplicates=0)
-    reasons: Counter = Counter()
-    tally = ReasonTally()
-    per_source: list[dict[str, int]] = []
-
-    ref = RunRef(spec.name, date, run_id)
+def _ingest_date(ingest_date: str | None, started_at: dt.datetime) -> str:
+    if ingest_date is None:
+        return started_at.date().isoformat()
     try:
-        with lake.publish_run(spec.name, run_id, date) as staging:
-            parts = _PartWriter(staging, rows_per_part, cleanser.stat_imputed, impute_buffer_bytes)
-            qwriter = pq.ParquetWriter(staging / QUARANTINE, cleanser.quarantine_schema())
-            try:
-                for reader in readers:
-                    src_counts = Counter(read=0, accepted=0, quarantined=0, duplicates=0)
-                    for batch in reader.batches():
-                        res = cleanser.process(batch)
-                        parts.write(res.accepted)
-                        if res.quarantined:
-                            qwriter.write_table(res.quarantine)
-                        src_counts.update(read=res.read, accepted=res.accepted.num_rows,
-                                          quarantined=res.quarantined, duplicates=res.duplicates)
-                        reasons.update(res.reasons)
-                        tally.add(res.quarantine)
-                        if progress is not None:
-                            progress(res.read)
-                    per_source.append(dict(src_counts))
-                    counts.update(src_counts)
-            finally:
-                qwriter.close()
-            fp = fingerprint()
-            if counts["read"] == 0:
-                raise _NothingNew(None, "the sources returned no new rows")
-            if not force:
-                same = lake.find_run(spec.name, fp)
-                if same is not None:
-                    raise _NothingNew(same, f"same input and spec as run {same.run_id} ({same.date})")
-            _accepted_gate(spec, lake, staging, run_id, date, counts, tally, threshold)
-            schema = cleanser.output_schema()
-            imputed = parts.finish(schema)
-            for r in cleanser.rules:  # constant imputation happened per batch; report it too
-                if r.impute_value is not None:
-                    imputed[r.name] = {"strategy": "constant", "value": r.impute_value.as_py(),
-                                       "count": cleanser.imputed_constant[r.name]}
+        return dt.date.fromisoformat(ingest_date).isoformat()
+    except ValueError as e:
+        raise UsageError(f"ingest date {ingest_date!r} is not YYYY-MM-DD") from e
 
-            written = sum(pq.ParquetFile(staging / p["name"]).metadata.num_rows for p in parts.parts)
-            quarantined = pq.ParquetFile(staging / QUARANTINE).metadata.num_rows
-            if not (counts["read"] == counts["accepted"] + counts["quarantined"] + counts["duplicates"]
-                    and written == counts["accepted"] and quarantined == counts["quarantined"]):
-                raise InvariantError(
-                    f"{spec.name}: rows read {counts['read']} != written {written} (counted "
-                    f"{counts['accepted']}) + quarantined {quarantined} (counted {counts['quarantined']}) "
-                    f"+ duplicates {counts['duplicates']}"
-                )
-            file_schema = pq.read_schema(staging / parts.parts[0]["name"])
-            sources_desc = []
-            for r, c in zip(readers, per_source, strict=True):
-                d = r.describe()
-                d["counts"] = c
-                sources_desc.append(d)
-            staging.manifest = RunManifest(
-                dataset=spec.name,
-                run_id=run_id,
-                ingest_date=date,
-                fingerprint=fp,
-                spec_hash=spec_hash,
-                sources=sources_desc,
-                counts=RunCounts(**counts),
-                quarantine_reasons=dict(sorted(reasons.items())),
-                quarantine_top=[{k: v for k, v in t.items() if k != "example"} for t in tally.top()],
-                warnings=_warnings(counts),
-                imputed={k: Imputation(**v) for k, v in imputed.items()},
-                columns={f.name: str(f.type) for f in file_schema},
-                files=[PartFile(name=p["name"], rows=p["rows"]) for p in parts.parts],
-                quarantine_file=QUARANTINE,
-                started_at=started_at.isoformat(),
-                skiff_version=__version__,
-                cleaned_staging=cleaned,
-            )
-        manifest = staging.manifest
-    except _NothingNew as nothing:
-        if nothing.ref is not None:
-            return unchanged(nothing.ref, nothing.reason)
-        return IngestResult(status="unchanged", dataset=spec.name, run_id="", ingest_date=date,
-                            partition_uri="", manifest=None, counts=dict(counts),
-                            duration_s=time.monotonic() - started, reason=nothing.reason)
-    except SkiffError:
-        raise
-    except OSError as e:  # the readers turn their own I/O errors into SourceError: this is the lake
-        raise StorageError(f"{spec.name}: writing run {run_id} to {lake.store.uri('raw')} failed: {e}") from e
 
-    # after the publish: the SQL watermarks this run took
-    for r in readers:
+def _prepare(plan: _Plan) -> None:
+    """Check what the sources show up front, resume stateful ones, and clear killed runs' staging."""
+    for r in plan.readers:  # fail before reading anything when a header already shows a missing column
+        r.precheck(plan.cleanser.check_columns)
+    plan.cleanser.extra_columns.clear()  # the batches decide the order of kept unknown columns
+    lake, name = plan.lake, plan.spec.name
+    stateful = [r for r in plan.readers if r.state_key is not None]
+    earlier = [s for ref in lake.all_runs(name) for s in lake.manifest(ref).sources] if stateful else []
+    for r in stateful:
+        r.resume(lake.source_state(name, r.state_key), earlier)
+    # a writer killed mid-run (kill -9, OOM) left its staging folder: remove it now, and say so
+    plan.cleaned = lake.clean_staging(name)
+    if plan.cleaned:
+        log.warning("%s: removed %d abandoned staging folder(s) of killed runs: %s", name, len(plan.cleaned),
+                    ", ".join(plan.cleaned))
+
+
+def _write_run(plan: _Plan, run_id: str, read: _Read) -> RunManifest:
+    """Read, cleanse and stage the run, check it, and publish it with its manifest (whole or not at all)."""
+    spec = plan.spec
+    with plan.lake.publish_run(spec.name, run_id, plan.date) as staging:
+        parts = _PartWriter(staging.folder, plan.rows_per_part, plan.cleanser.stat_imputed,
+                            plan.impute_buffer_bytes)
+        _read_sources(plan, read, parts, staging.folder / QUARANTINE)
+        fp = plan.fingerprint()
+        if read.counts["read"] == 0:
+            raise _NothingNew(None, "the sources returned no new rows")
+        if not plan.force:
+            same = plan.lake.find_run(spec.name, fp)
+            if same is not None:
+                raise _NothingNew(same, f"same input and spec as run {same.run_id} ({same.date})")
+        _accepted_gate(spec, plan.lake, staging.folder, run_id, plan.date, read.counts, read.tally, plan.threshold)
+        imputed = _finish_parts(plan.cleanser, parts)
+        _reconcile(spec.name, staging.folder, parts, read.counts)
+        staging.manifest = _run_manifest(plan, run_id, fp, read, imputed, parts)
+    return staging.manifest
+
+
+def _read_sources(plan: _Plan, read: _Read, parts: _PartWriter, quarantine: Path) -> None:
+    """Every batch of every source through the cleanser: accepted rows to the parts, the rest to the
+    quarantine file; counts per source and in all."""
+    qwriter = pq.ParquetWriter(quarantine, plan.cleanser.quarantine_schema())
+    try:
+        for reader in plan.readers:
+            src_counts = Counter(read=0, accepted=0, quarantined=0, duplicates=0)
+            for batch in reader.batches():
+                res = plan.cleanser.process(batch)
+                parts.write(res.accepted)
+                if res.quarantined:
+                    qwriter.write_table(res.quarantine)
+                src_counts.update(read=res.read, accepted=res.accepted.num_rows, quarantined=res.quarantined,
+                                  duplicates=res.duplicates)
+                read.reasons.update(res.reasons)
+                read.tally.add(res.quarantine)
+                if plan.progress is not None:
+                    plan.progress(res.read)
+            read.per_source.append(dict(src_counts))
+            read.counts.update(src_counts)
+    finally:
+        qwriter.close()
+
+
+def _finish_parts(cleanser: Cleanser, parts: _PartWriter) -> dict[str, dict[str, Any]]:
+    """Impute with the run's statistics and close the parts; report every imputed column."""
+    imputed = parts.finish(cleanser.output_schema())
+    for r in cleanser.rules:  # constant imputation happened per batch; report it too
+        if r.impute_value is not None:
+            imputed[r.name] = {"strategy": "constant", "value": r.impute_value.as_py(),
+                               "count": cleanser.imputed_constant[r.name]}
+    return imputed
+
+
+def _reconcile(dataset: str, folder: Path, parts: _PartWriter, counts: Counter) -> None:
+    """Rows read = written + quarantined + duplicates, counted and in the staged files (else a bug)."""
+    written = sum(pq.ParquetFile(folder / p["name"]).metadata.num_rows for p in parts.parts)
+    quarantined = pq.ParquetFile(folder / QUARANTINE).metadata.num_rows
+    if not (counts["read"] == counts["accepted"] + counts["quarantined"] + counts["duplicates"]
+            and written == counts["accepted"] and quarantined == counts["quarantined"]):
+        raise InvariantError(
+            f"{dataset}: rows read {counts['read']} != written {written} (counted "
+            f"{counts['accepted']}) + quarantined {quarantined} (counted {counts['quarantined']}) "
+            f"+ duplicates {counts['duplicates']}"
+        )
+
+
+def _run_manifest(plan: _Plan, run_id: str, fp: str, read: _Read, imputed: dict[str, dict[str, Any]],
+                  parts: _PartWriter) -> RunManifest:
+    sources = [{**r.describe(), "counts": c} for r, c in zip(plan.readers, read.per_source, strict=True)]
+    file_schema = pq.read_schema(parts.folder / parts.parts[0]["name"])
+    return RunManifest(
+        dataset=plan.spec.name,
+        run_id=run_id,
+        ingest_date=plan.date,
+        fingerprint=fp,
+        spec_hash=plan.spec_hash,
+        sources=sources,
+        counts=RunCounts(**read.counts),
+        quarantine_reasons=dict(sorted(read.reasons.items())),
+        quarantine_top=[{k: v for k, v in t.items() if k != "example"} for t in read.tally.top()],
+        warnings=_warnings(read.counts),
+        imputed={k: Imputation(**v) for k, v in imputed.items()},
+        columns={f.name: str(f.type) for f in file_schema},
+        files=[PartFile(name=p["name"], rows=p["rows"]) for p in parts.parts],
+        quarantine_file=QUARANTINE,
+        started_at=plan.started_at.isoformat(),
+        skiff_version=__version__,
+        cleaned_staging=plan.cleaned,
+    )
+
+
+def _commit_source_states(plan: _Plan, run_id: str) -> None:
+    """After the publish: record what stateful sources took (SQL watermarks)."""
+    for r in plan.readers:
         state = r.commit_state()
         if state is not None and r.state_key is not None:
-            lake.save_source_state(spec.name, r.state_key,
-                                   {"dataset": spec.name, **state, "run_id": run_id, "ingest_date": date})
-    for w in manifest.warnings:
-        log.warning("%s: %s", spec.name, w)
-    log.info("%s: run %s: read %d, accepted %d, quarantined %d, duplicates %d", spec.name, run_id,
-             counts["read"], counts["accepted"], counts["quarantined"], counts["duplicates"])
-    return IngestResult(status="ingested", dataset=spec.name, run_id=run_id, ingest_date=date,
-                        partition_uri=lake.store.uri(*ref.parts), manifest=manifest, counts=dict(counts),
-                        duration_s=time.monotonic() - started, cleaned_staging=cleaned)
+            plan.lake.save_source_state(plan.spec.name, r.state_key,
+                                        {"dataset": plan.spec.name, **state, "run_id": run_id,
+                                         "ingest_date": plan.date})
