@@ -2,7 +2,7 @@
 
 import pytest
 
-from serving.inputs import BadRequest, InputSchema, check_column, parse_v1, parse_v2
+from serving.inputs import _MEMO_SIZE, BadRequest, InputSchema, _text_of, check_column, parse_v1, parse_v2
 
 SCHEMA = InputSchema.build(
     ["plan", "usage", "seats", "annual", "since"],
@@ -196,3 +196,49 @@ def test_typed_numbers_skip_text_coercion():
     values = [3.5, 7, 0.25]
     out, missing = check_column(RULED, "usage", values)
     assert out is values and not missing
+
+
+# -- judgements remembered per column: the same answers, without the cleanser's per-call cost -----------
+ODD = {
+    "plan": [" pro ", "gold", "", None, "team", "NA", 3, True, "x" * 100],
+    "usage": ["1.234,5", " ", "-200", "-1", "12 kWh", "inf", float("inf"), 1e300, "1e300", None, "NaN", 2.5, 7],
+    "seats": [" 4 ", "3.0", "3.5", " ", None, 2**70, "9" * 30, -3, 4.0],
+    "annual": ["Yes", " no ", "oui", "", None, 1, 0, 2, True],
+    "since": ["2026-01-02T03:04:05Z", "2026-01-02 03:04:05+02:00", "2026-02-30", "soon", " ", None],
+}
+
+
+def _outcome(schema, name, values):
+    try:
+        return check_column(schema, name, values)
+    except BadRequest as e:
+        return e.detail["row"], e.detail["rule"]
+
+
+@pytest.mark.parametrize("name", list(ODD))
+def test_remembered_judgements_are_the_cleansers_own(name, monkeypatch):
+    warm = InputSchema.build(list(SCHEMA.features), dict(SCHEMA.types), RULES)
+    _outcome(warm, name, ODD[name])  # every text judged at once, then remembered (a bad one too)
+    texts = {_text_of(v) for v in ODD[name]}
+    assert set(warm.memo[name]) == {t for t in texts if t is None or len(t) <= 64}  # not the 100-character one
+
+    def no_cleanser(*args):
+        raise AssertionError("a remembered text reached the cleanser")
+
+    for v in ODD[name]:
+        fresh = InputSchema.build(list(SCHEMA.features), dict(SCHEMA.types), RULES)
+        expected = _outcome(fresh, name, [v])
+        if not (isinstance(v, str) and len(v) > 64):
+            with monkeypatch.context() as m:
+                m.setattr(warm.cleanser, "check_column", no_cleanser)
+                assert _outcome(warm, name, [v]) == expected, v
+        # in a batch, the first bad row is still the one named
+        assert _outcome(warm, name, [v, v]) == _outcome(fresh, name, [v, v])
+
+
+def test_the_memo_is_bounded():
+    schema = InputSchema.build(list(SCHEMA.features), dict(SCHEMA.types), RULES)
+    for start in range(0, _MEMO_SIZE + 500, 250):
+        check_column(schema, "usage", [f"{i},5" for i in range(start, start + 250)])
+        assert len(schema.memo["usage"]) <= _MEMO_SIZE
+    assert check_column(schema, "usage", ["12,5"])[0] == [12.5]
