@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from skiff.errors import UsageError
+from skiff.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from skiff.config import Settings
     from skiff.spec import DatasetSpec
+    from skiff.validation import ValidationResult
 
 __all__ = ["arguments", "preflight", "summarize", "summary_lines"]
 
@@ -76,7 +77,6 @@ def preflight(spec: DatasetSpec, args: dict[str, Any]) -> None:
 
 def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The run summary: status, step durations, validation, metrics, the registered version."""
-    from skiff.errors import NotFoundError
     from skiff.registry import ModelRegistry
 
     args = run.get("arguments", {})
@@ -91,11 +91,16 @@ def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
     ingest_meta = _task_metadata(run, "ingest-op")
     validation = _validation_result(settings, spec.get("name"), ingest_meta.get("ingest_date"))
     if validation:
-        summary["validation"] = validation
-        summary["gate_failed"] = validation.get("status") == "failed"
+        summary["validation"] = {
+            "status": validation.status, "date": validation.date,
+            "blocking": [a.model_dump(mode="json") for a in validation.blocking],
+            "warnings": [a.model_dump(mode="json") for a in validation.warnings],
+            "drifted": validation.drifted, "runs": validation.runs, "report_uri": validation.report_uri,
+        }
+        summary["gate_failed"] = not validation.passed
     features_runs = _task_metadata(run, "features").get("runs") or {}
     summary["runs"] = {  # which lake runs validation and training read (skiff.lake.Lake.select_runs)
-        "validated": (validation or {}).get("runs", []),
+        "validated": validation.runs if validation else [],
         "features": features_runs.get("runs", []),
         "notes": features_runs.get("notes", []),
     }
@@ -120,7 +125,7 @@ def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
     if summary["gate_failed"] and summary["status"] == "SUCCESS":
         summary["status"] = "GATE_FAILED"
         summary["error"] = "validation gate failed: " + "; ".join(
-            f"{a.get('feature')}: {a.get('anomaly')}" for a in validation.get("blocking", [])[:5])
+            f"{a.feature}: {a.anomaly}" for a in validation.blocking[:5])
     return summary
 
 
@@ -140,26 +145,17 @@ def _task_metadata(run: dict[str, Any], task: str) -> dict[str, Any]:
     return found
 
 
-def _validation_result(settings: Settings, dataset: str | None, date: str | None) -> dict[str, Any] | None:
+def _validation_result(settings: Settings, dataset: str | None, date: str | None) -> ValidationResult | None:
+    """The run's partition's validation result (None before validation wrote one)."""
     from skiff.lake import Lake
+    from skiff.validation import read_result
 
     if not dataset or not date:
         return None
-    lake = Lake.from_settings(settings)
-    folder = ("validation", dataset, f"ingest_date={date}")
-    if not lake.store.exists(*folder, "result.json"):
+    try:
+        return read_result(Lake.from_settings(settings), dataset, date)
+    except NotFoundError:
         return None
-    result = lake.store.read_json(*folder, "result.json")
-    anomalies = result.get("anomalies") or []
-    return {
-        "status": result.get("status"),
-        "date": date,
-        "blocking": [a for a in anomalies if a.get("severity") == "error"],
-        "warnings": [a for a in anomalies if a.get("severity") != "error"],
-        "drifted": [f for f, d in (result.get("drift") or {}).items() if isinstance(d, dict) and d.get("drifted")],
-        "runs": result.get("runs") or [],
-        "report_uri": lake.store.uri(*folder, "report.html"),
-    }
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:

@@ -84,3 +84,42 @@ def test_parameter_values_are_checked_as_json_types():
         Parameter("warn_only", bool, False, "").check(0)
     with pytest.raises(UsageError, match="must be a JSON array"):
         Parameter("sources", list, [], "").check({"path": "x"})
+
+
+def test_the_summary_reads_the_partitions_validation_result(skiff_env, tmp_path):
+    """A run whose steps all succeeded but whose partition failed validation (the result the validate
+    step published) is a GATE_FAILED run naming the blocking anomalies."""
+    import json
+
+    from skiff.config import load_settings
+    from skiff.lake import Lake
+    from skiff.validation import RESULT_FILE, Anomaly, ValidationResult, validation_parts
+
+    settings = load_settings()
+    result = ValidationResult(
+        dataset="orders", date="2026-01-02", status="failed", num_examples=5, schema_inferred=False,
+        anomalies=[Anomaly(feature="amount", anomaly="FLOAT_TYPE_HAS_NAN", description="NaN", severity="error"),
+                   Anomaly(feature="zone", anomaly="ENUM_TYPE_UNEXPECTED_STRING_VALUES", description="new",
+                           severity="warning")],
+        drift={"amount": {"measure": "jensen_shannon_divergence", "value": 0.4, "threshold": 0.1, "drifted": True}},
+        runs=[{"ingest_date": "2026-01-02", "run_id": "r2"}])
+    Lake.from_settings(settings).store.write_json(result.model_dump(mode="json", exclude_unset=True),
+                                                  *validation_parts("orders", "2026-01-02"), RESULT_FILE)
+    task = tmp_path / "run" / "ingest-op"
+    task.mkdir(parents=True)
+    (task / "executor_output.json").write_text(json.dumps(
+        {"artifacts": {"manifest": {"artifacts": [{"metadata": {"ingest_date": "2026-01-02", "run_id": "r2"}}]}}}))
+    run = {"pipeline": "tabular", "status": "SUCCESS", "duration_s": 3.0, "steps": {}, "run_dir": str(task.parent),
+           "arguments": {"run_id": "run-1", "spec": json.dumps({"name": "orders"})}}
+
+    summary = TABULAR.summarize(run, settings)
+    assert summary["status"] == "GATE_FAILED" and summary["gate_failed"] is True
+    assert summary["error"] == "validation gate failed: amount: FLOAT_TYPE_HAS_NAN"
+    v = summary["validation"]
+    assert [a["feature"] for a in v["blocking"]] == ["amount"] and [a["feature"] for a in v["warnings"]] == ["zone"]
+    assert v["drifted"] == ["amount"] and v["report_uri"].endswith("ingest_date=2026-01-02/report.html")
+    assert summary["runs"]["validated"] == [{"ingest_date": "2026-01-02", "run_id": "r2"}]
+    assert summary["registered"] is None
+
+    run["run_dir"] = None  # no ingest output: no partition to read
+    assert TABULAR.summarize(run, settings)["validation"] is None
