@@ -2,8 +2,9 @@
 
 :func:`ingest` is the one code path behind ``skiff ingest`` and the KFP ingest component. A run:
 
-1. opens every source (files: format detection and content hashes; SQL: the watermark of the last
-   committed run; REST: auth from the environment) and checks the columns it can see up front;
+1. opens every source as a :class:`~skiff.sources.SourceReader` (files: format detection and content
+   hashes; SQL: the watermark of the last committed run; REST: auth from the environment) and checks
+   the columns it can see up front;
 2. if the input's fingerprint (see :func:`ingest`) equals that of a committed run of the dataset,
    writes nothing and reports ``unchanged``;
 3. streams every batch through :class:`~skiff.cleansing.Cleanser`, writing accepted rows to
@@ -11,9 +12,10 @@
 4. imputes ``mean``/``median``/``mode`` columns with statistics of **all accepted rows of the run**
    (every source and batch, after de-duplication), computed in a second pass over the staged parts;
 5. checks rows read = rows written + rows quarantined + duplicates dropped (a mismatch is a bug and
-   raises), writes ``_manifest.json`` and publishes the folder through :meth:`skiff.lake.Lake.publish_run`
-   (whole, or not at all);
-6. only then records the new SQL watermarks under ``<lake>/state/<dataset>/<source-key>.json``.
+   raises), and publishes the folder with its :class:`~skiff.manifest.RunManifest` through
+   :meth:`skiff.lake.Lake.publish_run` (whole, or not at all);
+6. only then records what stateful sources took (SQL watermarks) through
+   :meth:`skiff.lake.Lake.save_source_state`.
 
 **The accepted-share gate.** A run that accepts less than ``min_accepted_fraction`` of its rows (read
 minus duplicates; the spec's, or the caller's), and always one that accepts no row out of some, fails
@@ -21,7 +23,8 @@ with :class:`~skiff.errors.GateFailed` (exit 1) naming the commonest quarantine 
 value each. Nothing of it enters ``raw/``: a partition is either good or absent, so validation,
 features and training can never read a half-rejected run, and no reader needs to know a "failed"
 flag. Its quarantine is kept for inspection under ``failed/<dataset>/run=<run_id>/`` (quarantine plus
-a manifest with ``status: failed``), a folder no reader of the lake lists; no SQL watermark moves.
+a manifest with ``status: failed``, :meth:`skiff.lake.Lake.keep_failed_run`), a folder no reader of the
+lake lists; no SQL watermark moves.
 
 A duplicate share above :data:`DUPLICATE_WARNING_SHARE` (usually an entity key that is not unique) is a
 warning in the summary and the manifest (``warnings``).

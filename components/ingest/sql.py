@@ -1,8 +1,8 @@
 """SQL sources through SQLAlchemy: a table or a query, read in chunks, incrementally by a watermark.
 
 With ``watermark: COL`` a run reads the rows whose ``COL`` is above the highest value the previous
-committed run of the same dataset and source took (kept in the lake under ``state/``, see
-:mod:`components.ingest.logic`), ordered by ``COL``. The first run reads everything, rows with a
+committed run of the same dataset and source took (its state, kept in the lake under ``state/``: see
+:meth:`SqlReader.resume` and :meth:`SqlReader.commit_state`), ordered by ``COL``. The first run reads everything, rows with a
 null watermark included; later runs never see those again. The column must grow monotonically:
 a row inserted later with a smaller value than one already taken is not read.
 

@@ -10,7 +10,8 @@ How a message travels:
    :class:`~skiff.cleansing.Cleanser` (coercion, rules, quarantine, de-duplication) and is
    published as one lake run with :meth:`skiff.lake.Lake.publish_run` (whole or not at all):
    ``raw/<dataset>/ingest_date=D/run=<client id>-<seq>/`` with ``part-00000.parquet``,
-   ``_quarantine.parquet`` and ``_manifest.json``;
+   ``_quarantine.parquet`` and the same :class:`~skiff.manifest.RunManifest` batch ingestion writes
+   (its source entry names the messages and hashes their payloads; that hash is in the fingerprint);
 4. only then are the run's messages acknowledged (PUBACK), in the order they arrived.
 
 Delivery guarantee ("nothing lost"), precisely: a message the broker accepted at QoS 1 ends in exactly
