@@ -41,14 +41,16 @@ $(TOOLS)/.stamp-$(TOOLS_HASH): .ci/fetch_tools.py | venv
 demo: setup
 	@$(VENV)/bin/skiff demo
 
-test: setup
+test: setup lint
 	@PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
 	@$(VENV)/bin/python -m pytest -m "not integration and not tfdv and not slow" $(PYTEST_ARGS)
 
+# ruff, and the layering contracts of .importlinter (core < steps < pipelines < faces; serving on core).
 lint: venv
 	@$(VENV)/bin/ruff check skiff components pipelines serving tests bench
+	@$(VENV)/bin/lint-imports --no-logo --no-cache
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done

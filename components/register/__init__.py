@@ -1,0 +1,1 @@
+"""The register step: an immutable model version with its metadata, schema, statistics and ONNX export."""
