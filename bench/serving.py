@@ -234,7 +234,7 @@ def start_fastapi(root: Path, port: int) -> subprocess.Popen:
 
 
 def start_skiff(root: Path, port: int, with_features: bool = False, engine: str = "auto") -> subprocess.Popen:
-    from serving.server import start_local_server
+    from serving.runtime.server import start_local_server
 
     return start_local_server(MODEL, 1, port, root=root, with_features=with_features, timeout_s=180,
                               engine=engine, log_path=root / f"skiff-{port}.log")
@@ -314,13 +314,13 @@ def check_answer(url: str, body: bytes, expected_p: float, pick) -> None:
 
 def in_process_predict(world: dict[str, Any], body: bytes, n: int) -> dict[str, float]:
     """skiff's predictor in this process on the same request: decode, checks, ONNX, encode (no HTTP)."""
-    from serving.server import import_kserve
+    from serving.runtime.server import import_kserve
 
     import_kserve()
     from kserve.protocol.infer_type import InferRequest
     from kserve.protocol.rest.v2_datamodels import InferenceRequest
 
-    from serving.predictor import SkiffPredictor
+    from serving.runtime.predictor import SkiffPredictor
 
     p = SkiffPredictor(MODEL, version=1, settings=world["settings"])
     if not p.load():

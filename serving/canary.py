@@ -2,7 +2,7 @@
 
 ``skiff serve NAME --canary V2 --canary-percent 10`` runs :func:`run_canary`; ``skiff rollout start NAME
 --canary-version V2 --local`` uses :func:`local_canary` and drives the split with the rollout controller.
-Both servers are real KServe ModelServers started by :func:`serving.server.start_local_server` on free
+Both servers are real KServe ModelServers started by :func:`serving.runtime.server.start_local_server` on free
 loopback ports; only the router listens on the port the user names.
 """
 
@@ -73,7 +73,7 @@ def resolve_version(name: str, version: int | str | None, root: str) -> str:
 
 
 def _default_launchers(root: str, with_features: bool) -> tuple[Launch, Stop]:
-    from serving.server import start_local_server, stop_local_server
+    from serving.runtime.server import start_local_server, stop_local_server
 
     def launch(name: str, version: str, port: int) -> Any:
         return start_local_server(name, version, port, root=root, with_features=with_features)
@@ -126,7 +126,7 @@ def local_canary(
     """Start both servers and the router (on a background thread); stop them all on exit.
 
     ``launch(name, version, port)`` / ``stop(handle)`` start and stop one model server; by default
-    :func:`serving.server.start_local_server` and :func:`serving.server.stop_local_server`.
+    :func:`serving.runtime.server.start_local_server` and :func:`serving.runtime.server.stop_local_server`.
     """
     if launch is None or stop is None:
         launch, stop = _default_launchers(root, with_features)

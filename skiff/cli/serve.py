@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
             "--canary-percent", min=0, max=100, help="Share of requests the canary gets.")] = 10,
     ) -> None:
         """Serve a registered model on KServe's V1 and V2 protocols until interrupted."""
-        from serving.server import import_kserve
+        from serving.runtime.server import import_kserve
 
         settings = state(ctx).settings
         if canary is not None:
@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
             return
 
         import_kserve()
-        from serving.server import run_server
+        from serving.runtime.server import run_server
 
         run_server(name, version, settings=settings, host=host, port=port,
                    with_features=with_features, predictor_host=predictor_host, access_log=access_log,

@@ -2,7 +2,7 @@
 
 Three versions of a tiny scikit-learn model are registered: 1 and 3 answer, 2 raises inside its pipeline
 at predict time (the server answers 500). Each rollout runs real ``python -m skiff serve`` processes (via
-``serving.server.start_local_server``), the real canary router and the real ``skiff rollout`` command,
+``serving.runtime.server.start_local_server``), the real canary router and the real ``skiff rollout`` command,
 while a bounded client load on 127.0.0.1 goes through the router.
 """
 

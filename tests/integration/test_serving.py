@@ -132,7 +132,7 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(world):
-    from serving.server import start_local_server, stop_local_server
+    from serving.runtime.server import start_local_server, stop_local_server
 
     port, grpc_port = free_port(), free_port()
     proc = start_local_server("accounts", 1, port, root=world["root"], grpc_port=grpc_port,
@@ -357,7 +357,7 @@ def test_cli_predict_prints_answer_and_maps_errors(server, capsys):
 
 # -- failures to load --------------------------------------------------------------------------------
 def test_model_that_fails_to_load_leaves_server_not_ready(world):
-    from serving.server import start_local_server, stop_local_server
+    from serving.runtime.server import start_local_server, stop_local_server
 
     proc = start_local_server("broken", 1, free_port(), root=world["root"], require_ready=False,
                               log_path=world["root"] / "serve-broken.log")
@@ -380,14 +380,14 @@ def test_model_that_fails_to_load_leaves_server_not_ready(world):
 def _client(*models):
     from fastapi.testclient import TestClient
 
-    from serving.server import make_app
+    from serving.runtime.server import make_app
 
     _, app = make_app(list(models))
     return TestClient(app)
 
 
 def _predictor(world, name, engine="auto", **kw):
-    from serving.predictor import SkiffPredictor
+    from serving.runtime.predictor import SkiffPredictor
 
     p = SkiffPredictor(name, settings=world["settings"], engine=engine, **kw)
     assert p.load(), p.load_error
@@ -458,7 +458,7 @@ def test_regression_value(world):
 
 
 def test_unknown_flavor_fails_to_load_with_reason(world):
-    from serving.predictor import SkiffPredictor
+    from serving.runtime.predictor import SkiffPredictor
 
     reg = ModelRegistry.from_settings(world["settings"])
     reg.register("tfmodel", {"weights": [1]}, {"flavor": "tensorflow", "features": FEATURES, "input_schema": SCHEMA})
@@ -474,7 +474,7 @@ def _feature_rows(world, keys):
 
 
 def test_transformer_in_process_sqlite(world):
-    from serving.server import start_local_server, stop_local_server
+    from serving.runtime.server import start_local_server, stop_local_server
 
     port = free_port()
     proc = start_local_server("accounts", 1, port, root=world["root"], with_features=True,
@@ -508,7 +508,7 @@ def test_transformer_in_process_sqlite(world):
 
 
 def test_transformer_over_http_to_a_predictor(world, server):
-    from serving.transformer import FeastTransformer
+    from serving.runtime.transformer import FeastTransformer
 
     t = FeastTransformer("accounts", settings=world["settings"], predictor_host=f"127.0.0.1:{server['port']}",
                          store=world["store"])
@@ -529,8 +529,8 @@ def test_transformer_over_http_to_a_predictor(world, server):
 
 def test_transformer_with_redis_online_store(tmp_path, monkeypatch):
     require_service("Redis", 6379)
-    from serving.predictor import SkiffPredictor
-    from serving.transformer import FeastTransformer
+    from serving.runtime.predictor import SkiffPredictor
+    from serving.runtime.transformer import FeastTransformer
 
     monkeypatch.setenv("SKIFF_REDIS", "127.0.0.1:6379")
     tag = f"{uuid.uuid4().hex[:8]}-"
@@ -555,7 +555,7 @@ def test_transformer_with_redis_online_store(tmp_path, monkeypatch):
 
 
 def test_feature_lookup_timeout_is_a_json_502(world):
-    from serving.transformer import FeastTransformer
+    from serving.runtime.transformer import FeastTransformer
 
     t = FeastTransformer("accounts", settings=world["settings"], predictor=_predictor(world, "accounts"),
                          store=world["store"], timeout_s=1e-9)
@@ -566,7 +566,7 @@ def test_feature_lookup_timeout_is_a_json_502(world):
 
 
 def test_access_log_flag_logs_each_request(world):
-    from serving.server import start_local_server, stop_local_server
+    from serving.runtime.server import start_local_server, stop_local_server
 
     port = free_port()
     proc = start_local_server("accounts", 1, port, root=world["root"], access_log=True,
@@ -587,7 +587,7 @@ def test_transformer_reads_a_real_feast_feature_server(world, server):
     import sys
     import time
 
-    from serving.transformer import FeastTransformer
+    from serving.runtime.transformer import FeastTransformer
 
     reg = ModelRegistry.from_settings(world["settings"])
     rows = frame(100, seed=9)
@@ -632,13 +632,13 @@ def test_transformer_reads_a_real_feast_feature_server(world, server):
 
         # the container command an InferenceService runs, with the arguments KServe appends; its predictor
         # serves the registered name, as `skiff serve accounts_fs` does in the predictor container
-        from serving.server import start_local_server, stop_local_server
+        from serving.runtime.server import start_local_server, stop_local_server
 
         pport, tport = free_port(), free_port()
         predictor = start_local_server("accounts_fs", 1, pport, root=world["root"],
                                        log_path=world["root"] / "serve-accounts-fs.log")
         container = subprocess.Popen(
-            [sys.executable, "-m", "serving.transformer", "--model", "accounts_fs", "--version", "1",
+            [sys.executable, "-m", "serving.runtime.transformer", "--model", "accounts_fs", "--version", "1",
              "--feature_service", world["service"], "--feature_server_url", f"http://127.0.0.1:{port}",
              "--host", "127.0.0.1", "--model_name", "accounts-fs", "--predictor_host",
              f"127.0.0.1:{pport}", "--http_port", str(tport), "--workers", "1"],
@@ -681,7 +681,7 @@ _GENERATED = {**SPEC, "entity_key": {"generated": "row", "column": "row_id"},
 def test_transformer_takes_its_keys_from_the_recorded_spec(world, recorded, keys):
     """With a feature server, the join keys come from the dataset spec the version records, read by the
     core spec model: a generated key's column (not the mapping's field names), a composite key's columns."""
-    from serving.transformer import FeastTransformer
+    from serving.runtime.transformer import FeastTransformer
 
     register(ModelRegistry.from_settings(world["settings"]), "accounts_keys", world["pipe"], frame(60, seed=5),
              world["root"], problem_type="binary", classes=[False, True], feature_service=world["service"],
@@ -700,7 +700,7 @@ def test_transformer_takes_its_keys_from_the_recorded_spec(world, recorded, keys
 
 
 def test_transformer_with_an_invalid_recorded_spec_is_not_ready_and_says_why(world):
-    from serving.transformer import FeastTransformer
+    from serving.runtime.transformer import FeastTransformer
 
     broken = {**SPEC, "entity_key": {"generated": "row", "column": "churned"}}  # a boolean feature column
     register(ModelRegistry.from_settings(world["settings"]), "accounts_badspec", world["pipe"], frame(60, seed=5),

@@ -49,7 +49,7 @@ DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "IN
 
 @pytest.fixture(scope="module")
 def server(world):  # noqa: F811 - the fixture imported above
-    from serving.server import start_local_server, stop_local_server
+    from serving.runtime.server import start_local_server, stop_local_server
 
     root = Path(world["settings"].root)
     port = free_port()

@@ -24,7 +24,7 @@ CAP = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def server(world):  # noqa: F811 - the fixture imported above
-    from serving.server import start_local_server, stop_local_server
+    from serving.runtime.server import start_local_server, stop_local_server
 
     root = Path(world["settings"].root)
     port, grpc_port = free_port(), free_port()

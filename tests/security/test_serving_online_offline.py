@@ -91,8 +91,8 @@ def world(tmp_path_factory):
 def _client(world, engine):
     from fastapi.testclient import TestClient
 
-    from serving.predictor import SkiffPredictor
-    from serving.server import make_app
+    from serving.runtime.predictor import SkiffPredictor
+    from serving.runtime.server import make_app
 
     p = SkiffPredictor("meters", settings=world["settings"], engine=engine)
     assert p.load(), p.load_error
@@ -194,8 +194,8 @@ def test_huge_v2_shapes_are_a_json_400(world):
 def test_model_server_has_its_own_body_cap_with_a_json_413(world):
     from fastapi.testclient import TestClient
 
-    from serving.predictor import SkiffPredictor
-    from serving.server import make_app
+    from serving.runtime.predictor import SkiffPredictor
+    from serving.runtime.server import make_app
 
     p = SkiffPredictor("meters", settings=world["settings"])
     assert p.load()

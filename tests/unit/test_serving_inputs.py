@@ -2,7 +2,15 @@
 
 import pytest
 
-from serving.inputs import _MEMO_SIZE, BadRequest, InputSchema, _text_of, check_column, parse_v1, parse_v2
+from serving.runtime.inputs import (
+    _MEMO_SIZE,
+    BadRequest,
+    InputSchema,
+    _text_of,
+    check_column,
+    parse_v1,
+    parse_v2,
+)
 
 SCHEMA = InputSchema.build(
     ["plan", "usage", "seats", "annual", "since"],

@@ -1,7 +1,7 @@
 """skiff's local model server: KServe's ModelServer pieces on a loopback uvicorn, with skiff's metrics.
 
-:func:`run_server` loads a registered version into a :class:`~serving.predictor.SkiffPredictor` (and, with
-features, a :class:`~serving.transformer.FeastTransformer` named after the model, the predictor then being
+:func:`run_server` loads a registered version into a :class:`~serving.runtime.predictor.SkiffPredictor` (and, with
+features, a :class:`~serving.runtime.transformer.FeastTransformer` named after the model, the predictor then being
 ``<name>-predictor``), registers them with ``kserve.ModelServer`` and serves KServe's own V1 and V2
 endpoints, ``/metrics`` and (optionally) gRPC, bound to ``127.0.0.1`` unless told otherwise. What skiff
 adds around KServe's endpoints:
@@ -19,7 +19,7 @@ adds around KServe's endpoints:
 - a body-size cap of its own (``serve_max_body_bytes``, 64 MiB by default, above the REST API's): 413
   with a JSON reason;
 - V1 bodies with the non-JSON literals ``NaN``/``Infinity`` read as V2 reads them, so one value policy
-  (:mod:`serving.inputs`: NaN is missing, infinity a 400 naming the feature) holds on both protocols;
+  (:mod:`serving.runtime.inputs`: NaN is missing, infinity a 400 naming the feature) holds on both protocols;
 - no per-request log lines unless ``access_log`` is on;
 - no model repository extension (KServe's unauthenticated load/unload by request: 404 on REST,
   UNIMPLEMENTED on gRPC): a server serves one registered version for its life; no explainer (V1
@@ -220,7 +220,7 @@ def _dataplane_class():
     from kserve.protocol.rest.v2_datamodels import InferenceRequest
     from pydantic import ValidationError
 
-    from serving.inputs import BadRequest
+    from serving.runtime.inputs import BadRequest
 
     def _v2_json(body: bytes) -> Any:
         try:
@@ -282,7 +282,7 @@ def _dataplane_class():
                     raise
                 if isinstance(body, bytes) and str(protocol).lower() != "v2":
                     # orjson refuses NaN/Infinity and integers beyond 64 bits, which V2's parser reads: read
-                    # them here too, so the value policy (serving.inputs) answers on both protocols
+                    # them here too, so the value policy (serving.runtime.inputs) answers on both protocols
                     try:
                         parsed = json.loads(body)
                     except (ValueError, RecursionError):
@@ -303,7 +303,7 @@ def _add_handlers(app: Any) -> None:
     from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from serving.inputs import BadRequest
+    from serving.runtime.inputs import BadRequest
 
     async def invalid_input(request, exc: InvalidInput):
         body = exc.to_dict() if isinstance(exc, BadRequest) else _error_body("InvalidInput", str(exc), field="body")
@@ -613,7 +613,7 @@ def run_server(
     the registered one (a KServe InferenceService's name).
     """
     import_kserve()
-    from serving.predictor import SkiffPredictor
+    from serving.runtime.predictor import SkiffPredictor
     from skiff.config import load_settings
 
     settings = settings or load_settings()
@@ -621,7 +621,7 @@ def run_server(
         raise UsageError("--predictor-host is for the feature transformer: add --with-features")
     models: list[Any] = []
     if with_features:
-        from serving.transformer import FeastTransformer
+        from serving.runtime.transformer import FeastTransformer
 
         predictor = None
         if not predictor_host:
@@ -701,7 +701,7 @@ def start_local_server(
     out = open(log_path, "wb")  # noqa: SIM115 - the child writes to it for its whole life
     try:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                cwd=str(Path(__file__).resolve().parents[1]), start_new_session=True)
+                                cwd=str(Path(__file__).resolve().parents[2]), start_new_session=True)
     finally:
         out.close()
     proc.log_path = log_path  # type: ignore[attr-defined]

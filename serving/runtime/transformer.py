@@ -7,7 +7,7 @@ store in a worker thread (never on the event loop) with a timeout — requests a
 in flight share the next read, and with the in-process predictor one model call scores them all — answers 404 for keys the store does
 not know (every feature empty), and hands the rows, in the version's feature order, to the predictor:
 
-- in-process (the default, ``predictor=``): the :class:`~serving.predictor.SkiffPredictor` registered in
+- in-process (the default, ``predictor=``): the :class:`~serving.runtime.predictor.SkiffPredictor` registered in
   the same server scores the checked batch directly, no second HTTP hop;
 - over HTTP (``predictor_host="host:port"``): KServe's transformer pattern, a V1 or V2 request (the same
   protocol as the incoming one) to ``/v1/models/<name>:predict`` or ``/v2/models/<name>/infer`` with an
@@ -34,8 +34,16 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from serving.inputs import V2_DATATYPE, BadRequest, Batch, InputSchema, check_column, parse_v1, parse_v2
-from serving.predictor import Scores
+from serving.runtime.inputs import (
+    V2_DATATYPE,
+    BadRequest,
+    Batch,
+    InputSchema,
+    check_column,
+    parse_v1,
+    parse_v2,
+)
+from serving.runtime.predictor import Scores
 from skiff.config import Settings, load_settings
 from skiff.errors import ConfigError, NotFoundError, SkiffError, SourceError
 from skiff.registry import ModelRegistry
@@ -407,9 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     import argparse
 
-    from serving.server import run_server
+    from serving.runtime.server import run_server
 
-    ap = argparse.ArgumentParser(prog="python -m serving.transformer", description=main.__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m serving.runtime.transformer", description=main.__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="Registered model name.")
     ap.add_argument("--version", default=None, help="Registered version.")
     ap.add_argument("--feature_service", default=None, help="Expected feature service (checked).")

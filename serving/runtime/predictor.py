@@ -37,7 +37,7 @@ import numpy as np
 from kserve import Model
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from serving.inputs import V2_DATATYPE, BadRequest, Batch, InputSchema, parse_v1, parse_v2
+from serving.runtime.inputs import V2_DATATYPE, BadRequest, Batch, InputSchema, parse_v1, parse_v2
 from skiff.config import Settings, load_settings
 from skiff.errors import SkiffError, UsageError
 from skiff.registry import ModelRegistry, ModelVersion
