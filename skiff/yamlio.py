@@ -11,7 +11,7 @@ One loader, :func:`load_user_yaml`, for every such file:
   fragments longer than a character are elided for the same reason.
 - Safe construction only (``yaml.SafeLoader``): no Python objects, no custom tags.
 
-Round-trip editors (ruamel.yaml in :mod:`serving.gitops`) call :func:`load_user_yaml` on the text
+Round-trip editors (ruamel.yaml in :mod:`serving.deploy.gitops`) call :func:`load_user_yaml` on the text
 first, so the same rules and messages hold before they parse it their way.
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -32,27 +32,38 @@ _QUOTED = re.compile(r"'([^']*)'")
 _HARMLESS = re.compile(r"^(.|\\\w|\\x[0-9a-fA-F]{2}|<[a-z ]+>)$")
 
 
+class _Position(Protocol):
+    """Where in the text (PyYAML's pure and C marks both have these)."""
+
+    line: int
+    column: int
+
+
 class _NoAliasLoader(yaml.SafeLoader):
     """SafeLoader that refuses anchors and aliases before composing the node they name."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise _AliasRefused("an alias (*name)", event.start_mark)
-        event = self.peek_event()
+            raise _AliasRefused("an alias (*name)", self._next_event().start_mark)
+        event = self._next_event()
         if getattr(event, "anchor", None) is not None:
             raise _AliasRefused("an anchor (&name)", event.start_mark)
         return super().compose_node(parent, index)
 
+    def _next_event(self) -> yaml.Event:
+        # types-PyYAML leaves Parser.peek_event unannotated; while a node is composed it is the next event
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+        return event
+
 
 class _AliasRefused(Exception):
-    def __init__(self, what: str, mark: Any) -> None:
+    def __init__(self, what: str, mark: _Position | None) -> None:
         super().__init__(what)
         self.what = what
         self.mark = mark
 
 
-def _where(origin: str, mark: Any) -> str:
+def _where(origin: str, mark: _Position | None) -> str:
     return f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark is not None else origin
 
 

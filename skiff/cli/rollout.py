@@ -25,7 +25,7 @@ LOCAL_ENV = "local"
 
 def _images():
     from components._image import BASE_IMAGE, GPU_IMAGE
-    from serving.isvc import RuntimeImages
+    from serving.deploy.isvc import RuntimeImages
 
     return RuntimeImages(predictor=BASE_IMAGE, gpu_predictor=GPU_IMAGE, transformer=BASE_IMAGE)
 
@@ -110,8 +110,8 @@ def _register_render(app: typer.Typer) -> None:
         environments: EnvironmentsOption = DEFAULT_ENVS,
     ) -> None:
         """Print the InferenceService of one model version in an environment as YAML."""
-        from serving.gitops import Canary, Environments, ModelDeployment
-        from serving.isvc import build_inference_service, to_yaml
+        from serving.deploy.gitops import Canary, Environments, ModelDeployment
+        from serving.deploy.isvc import build_inference_service, to_yaml
 
         version = None if version_text is None else parse_version_number(version_text, what="--version")
         canary_version = None if canary_text is None else parse_version_number(canary_text, what="--canary-version")
@@ -156,8 +156,8 @@ def _register_render(app: typer.Typer) -> None:
         json_out: JsonOption = False,
     ) -> None:
         """Turn an environment folder into InferenceService manifests plus a kustomization.yaml."""
-        from serving.gitops import Environments
-        from serving.isvc import render_environment
+        from serving.deploy.gitops import Environments
+        from serving.deploy.isvc import render_environment
 
         annotations = {}
         for item in sa_annotation or []:
@@ -197,7 +197,7 @@ def _register_promote(app: typer.Typer) -> None:
         json_out: JsonOption = False,
     ) -> None:
         """Record in Git which version of a model runs in an environment (validated against the registry)."""
-        from serving.gitops import Environments, commit_message, git_commit
+        from serving.deploy.gitops import Environments, commit_message, git_commit
 
         if version is not None:
             version = parse_version(version, what="--version")
@@ -251,7 +251,7 @@ def _register_rollout(app: typer.Typer) -> None:
         """Write the outcome into the env's model file when that file names this canary."""
         if env is None or st.phase not in ("promoted", "rolled_back"):
             return None
-        from serving.gitops import Environments
+        from serving.deploy.gitops import Environments
 
         envs = Environments(environments)
         if not envs.model_path(env, name).is_file():
@@ -293,7 +293,7 @@ def _register_rollout(app: typer.Typer) -> None:
         json_out: JsonOption = False,
     ) -> None:
         """Run a canary rollout to its end: promoted (exit 0) or rolled back (exit 1)."""
-        from serving.gitops import Environments
+        from serving.deploy.gitops import Environments
         from serving.rollout import (
             FileFeedback,
             KServeActuator,
@@ -376,7 +376,7 @@ def _register_rollout(app: typer.Typer) -> None:
         prom = prometheus or cfg.prometheus_url
         if not prom:
             raise UsageError(f"no Prometheus URL: set prometheus_url in {env}/environment.yaml or --prometheus")
-        from serving.isvc import isvc_name
+        from serving.deploy.isvc import isvc_name
 
         act = KServeActuator(_kube_api(), isvc_name(name), cfg.namespace)
         metrics = PrometheusMetricsSource(prom, name, stable, canary, feedback=fb)

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn.dummy import DummyClassifier
 
-from serving.gitops import Environments
+from serving.deploy.gitops import Environments
 from serving.rollout import Decision, RolloutPolicy, RolloutState, RolloutStore
 from skiff.api import create_app
 from skiff.api.auth import ADMIN_ENV, READ_ENV, TokenSet, hash_token

@@ -210,7 +210,7 @@ def test_cli_rollout_with_env_records_the_outcome_in_the_model_file(skiff_env, m
         assert router.canary_percent == 100
         text = (envs / "dev/models/churn.yaml").read_text()
         assert "# churn in dev" in text and "# stable" in text and "canary" not in text.split("history")[0]
-        from serving.gitops import Environments
+        from serving.deploy.gitops import Environments
 
         dep = Environments(envs).deployment("dev", MODEL)
         assert dep.version == 2 and dep.history[-1].action == "canary-promoted"

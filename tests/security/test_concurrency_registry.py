@@ -15,7 +15,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from serving.gitops import Environments
+from serving.deploy.gitops import Environments
 from skiff.api import create_app
 from skiff.api.auth import TokenSet, hash_token
 from skiff.config import load_settings

@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn.dummy import DummyClassifier
 
-from serving.gitops import Environments
+from serving.deploy.gitops import Environments
 from skiff.api import create_app
 from skiff.api.auth import TokenSet, hash_token
 from skiff.cli import main

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from serving.gitops import Environments, ModelDeployment
+from serving.deploy.gitops import Environments, ModelDeployment
 from skiff.cli import main
 from skiff.config import load_settings
 from skiff.errors import ConfigError, UsageError

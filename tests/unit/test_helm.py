@@ -3,7 +3,7 @@
 Real tools, offline: `helm lint --strict` and `helm template` for every ci/*-values.yaml, the values
 schema and the charts' validateValues, the terraform binary evaluating terraform/modules/platform's values,
 checkov on the rendered manifests, and the skiff code itself: the per-model chart is compared with
-`skiff render isvc`, the ServingRuntimes with serving/isvc.py, the settings with skiff's Settings, and the
+`skiff render isvc`, the ServingRuntimes with serving/deploy/isvc.py, the settings with skiff's Settings, and the
 rollout job's command line with the skiff CLI.
 """
 
@@ -859,8 +859,8 @@ def test_model_chart_equals_skiff_render_isvc(model_registry, capsys, cli_args, 
 @pytest.mark.parametrize("flavor", ["sklearn", "tensorflow"])
 def test_serving_runtimes_equal_the_isvc_builder(flavor):
     from components._image import BASE_IMAGE, GPU_IMAGE, REGISTRY
-    from serving.gitops import EnvironmentConfig
-    from serving.isvc import RuntimeImages, build_serving_runtime, to_dict
+    from serving.deploy.gitops import EnvironmentConfig
+    from serving.deploy.isvc import RuntimeImages, build_serving_runtime, to_dict
 
     env = EnvironmentConfig(**ENVIRONMENT)
     images = RuntimeImages(predictor=BASE_IMAGE, gpu_predictor=GPU_IMAGE, transformer=BASE_IMAGE)
@@ -916,7 +916,7 @@ def test_settings_configmap_is_valid_skiff_settings(tmp_path, monkeypatch):
 def test_rollout_job_runs_the_skiff_cli_with_the_rendered_files(skiff_env, monkeypatch, capsys):
     """The CronJob's command, skiff.yaml and environment.yaml go through the real CLI up to the point
     where it needs the cluster's API."""
-    from serving.gitops import EnvironmentConfig
+    from serving.deploy.gitops import EnvironmentConfig
     from skiff.cli import main
 
     docs = render_ci("skiff", "full-values.yaml")

@@ -8,8 +8,8 @@ import subprocess
 import pytest
 import yaml
 
-from serving.gitops import Canary, EnvironmentConfig, Environments, ModelDeployment, Resources
-from serving.isvc import (
+from serving.deploy.gitops import Canary, EnvironmentConfig, Environments, ModelDeployment, Resources
+from serving.deploy.isvc import (
     RuntimeImages,
     build_inference_service,
     isvc_name,

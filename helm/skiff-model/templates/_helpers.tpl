@@ -1,5 +1,5 @@
 {{/*
-Helpers of the skiff-model chart. The InferenceService mirrors serving/isvc.py (build_inference_service):
+Helpers of the skiff-model chart. The InferenceService mirrors serving/deploy/isvc.py (build_inference_service):
 change both together; tests/unit/test_helm.py compares them.
 */}}
 

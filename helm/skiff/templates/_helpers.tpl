@@ -83,7 +83,7 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* The container security context serving/isvc.py gives serving containers (ServingRuntimes). */}}
+{{/* The container security context serving/deploy/isvc.py gives serving containers (ServingRuntimes). */}}
 {{- define "skiff.servingContainerSecurityContext" -}}
 allowPrivilegeEscalation: false
 capabilities:

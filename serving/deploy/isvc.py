@@ -35,7 +35,7 @@ import yaml
 from kubernetes import client as k8s
 from pydantic import BaseModel, ConfigDict
 
-from serving.gitops import EnvironmentConfig, Environments, ModelDeployment, Resources
+from serving.deploy.gitops import EnvironmentConfig, Environments, ModelDeployment, Resources
 from skiff.errors import ConfigError, InputError, UsageError
 from skiff.registry import ModelRegistry, VersionMetadata
 from skiff.storage import join_uri

@@ -1,0 +1,2 @@
+"""Deployment files: the GitOps environment folders (which version runs where, validated against the
+registry) and the KServe manifests (InferenceServices, ServingRuntimes) rendered from them."""
