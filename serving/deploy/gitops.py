@@ -34,7 +34,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-from serving.rollout import RolloutPolicy
+from serving.rollout.controller import RolloutPolicy
 from skiff.errors import ConfigError, GateFailed, NotFoundError, SkiffError, UsageError
 from skiff.locks import exclusive_path
 from skiff.registry import ModelRegistry, ModelVersion

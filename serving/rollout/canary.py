@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from serving.router import CanaryRouter, RouterThread, Upstream, free_port, serve_router
+from serving.rollout.router import CanaryRouter, RouterThread, Upstream, free_port, serve_router
 from skiff.errors import UsageError
 
 __all__ = ["LocalCanary", "local_canary", "run_canary", "resolve_version", "sigterm_exits"]

@@ -48,7 +48,7 @@ def _kube_api() -> Any:
 
 
 def _policy(base: Any, policy_file: Path | None, **flags: Any) -> Any:
-    from serving.rollout import RolloutPolicy
+    from serving.rollout.controller import RolloutPolicy
 
     data = base.model_dump()
     if policy_file is not None:
@@ -241,7 +241,7 @@ def _register_rollout(app: typer.Typer) -> None:
     app.add_typer(rollout, name="rollout")
 
     def store(ctx: typer.Context):
-        from serving.rollout import RolloutStore
+        from serving.rollout.controller import RolloutStore
         from skiff.storage import Store
 
         settings = state(ctx).settings
@@ -294,7 +294,7 @@ def _register_rollout(app: typer.Typer) -> None:
     ) -> None:
         """Run a canary rollout to its end: promoted (exit 0) or rolled back (exit 1)."""
         from serving.deploy.gitops import Environments
-        from serving.rollout import (
+        from serving.rollout.controller import (
             FileFeedback,
             KServeActuator,
             PrometheusMetricsSource,
@@ -348,7 +348,7 @@ def _register_rollout(app: typer.Typer) -> None:
                                          policy=policy, metrics=metrics, actuator=act, store=store(ctx),
                                          replace=replace).run())
                 return
-            from serving.canary import local_canary, resolve_version, sigterm_exits
+            from serving.rollout.canary import local_canary, resolve_version, sigterm_exits
 
             if canary is None:
                 raise UsageError("give --canary-version (or --env with a model file that names a canary)")
@@ -397,7 +397,7 @@ def _register_rollout(app: typer.Typer) -> None:
 
     def manual(ctx: typer.Context, name: str, env: str | None, action: str, reason: str, json_out: bool,
                environments: Path, record: bool) -> None:
-        from serving.rollout import actuator_from_target, manual_decision
+        from serving.rollout.controller import actuator_from_target, manual_decision
 
         s = store(ctx)
         current = s.get(env or LOCAL_ENV, name)

@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
             if predictor_host or feature_server_url or grpc_port:
                 raise UsageError("--canary runs two local servers behind a router: it takes no --predictor-host, "
                                  "--feature-server-url or --grpc-port")
-            from serving.canary import run_canary
+            from serving.rollout.canary import run_canary
 
             run_canary(name, version, canary, canary_percent, port, settings.root, host=host,
                        with_features=with_features)

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from sklearn.dummy import DummyClassifier
 
 from serving.deploy.gitops import Environments
-from serving.rollout import Decision, RolloutPolicy, RolloutState, RolloutStore
+from serving.rollout.controller import Decision, RolloutPolicy, RolloutState, RolloutStore
 from skiff.api import create_app
 from skiff.api.auth import ADMIN_ENV, READ_ENV, TokenSet, hash_token
 from skiff.config import load_settings

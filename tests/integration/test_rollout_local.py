@@ -16,8 +16,8 @@ import time
 import pytest
 from test_router import MODEL, Load, StandIn
 
-from serving.canary import local_canary
-from serving.rollout import (
+from serving.rollout.canary import local_canary
+from serving.rollout.controller import (
     FileFeedback,
     RolloutController,
     RolloutPolicy,
@@ -187,7 +187,7 @@ def test_cli_rollout_with_env_records_the_outcome_in_the_model_file(skiff_env, m
     and writes the promotion back into it (comments kept); status and manual decisions read the state."""
     import json
 
-    from serving.router import CanaryRouter, RouterThread, Upstream
+    from serving.rollout.router import CanaryRouter, RouterThread, Upstream
     from skiff.cli import main
 
     envs = skiff_env / "environments"

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from serving.router import CanaryRouter, RouterThread, ServerThread, Upstream
+from serving.rollout.router import CanaryRouter, RouterThread, ServerThread, Upstream
 
 pytestmark = pytest.mark.integration
 
@@ -206,7 +206,7 @@ def test_admin_api_refuses_non_loopback_clients():
 
 
 def test_unreachable_upstream_is_a_502_naming_it():
-    from serving.router import free_port
+    from serving.rollout.router import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
     with StandIn(MODEL, "1") as s:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from serving.rollout import (
+from serving.rollout.controller import (
     FileFeedback,
     KServeActuator,
     Measurement,
@@ -210,7 +210,7 @@ def test_prometheus_errors_are_source_errors():
         src = PrometheusMetricsSource(prom.url, "churn", "3", "4")
         with pytest.raises(SourceError, match="400: bad_data 1:5: parse error"):
             src.read()
-    from serving.router import free_port
+    from serving.rollout.router import free_port
 
     with pytest.raises(SourceError, match="Prometheus query failed"):
         PrometheusMetricsSource(f"http://127.0.0.1:{free_port()}", "churn", "3", "4").read()
@@ -379,7 +379,7 @@ def test_a_second_rollout_is_refused_while_one_runs(tmp_path):
             time.sleep(0.02)
         with pytest.raises(ConflictError, match="is running already"):
             _controller(tmp_path, prom.url, FakeCustomObjects()).run()
-        from serving.rollout import manual_decision
+        from serving.rollout.controller import manual_decision
 
         manual_decision(store, "prod", "churn", "rollback", ctl.actuator, "stop the test")
         t.join(10)
