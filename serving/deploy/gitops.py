@@ -34,10 +34,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-from serving.rollout.controller import RolloutPolicy
 from skiff.errors import ConfigError, GateFailed, NotFoundError, SkiffError, UsageError
 from skiff.locks import exclusive_path
 from skiff.registry import ModelRegistry, ModelVersion
+from skiff.rollout_policy import RolloutPolicy
 from skiff.versions import VersionNumber
 from skiff.yamlio import load_user_yaml, read_user_text
 

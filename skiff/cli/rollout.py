@@ -48,7 +48,7 @@ def _kube_api() -> Any:
 
 
 def _policy(base: Any, policy_file: Path | None, **flags: Any) -> Any:
-    from serving.rollout.controller import RolloutPolicy
+    from skiff.rollout_policy import RolloutPolicy
 
     data = base.model_dump()
     if policy_file is not None:
@@ -241,7 +241,7 @@ def _register_rollout(app: typer.Typer) -> None:
     app.add_typer(rollout, name="rollout")
 
     def store(ctx: typer.Context):
-        from serving.rollout.controller import RolloutStore
+        from serving.rollout.store import RolloutStore
         from skiff.storage import Store
 
         settings = state(ctx).settings
@@ -294,15 +294,10 @@ def _register_rollout(app: typer.Typer) -> None:
     ) -> None:
         """Run a canary rollout to its end: promoted (exit 0) or rolled back (exit 1)."""
         from serving.deploy.gitops import Environments
-        from serving.rollout.controller import (
-            FileFeedback,
-            KServeActuator,
-            PrometheusMetricsSource,
-            RolloutController,
-            RolloutPolicy,
-            RouterActuator,
-            ScrapeMetricsSource,
-        )
+        from serving.rollout.actuators import KServeActuator, RouterActuator
+        from serving.rollout.controller import RolloutController
+        from serving.rollout.metrics import FileFeedback, PrometheusMetricsSource, ScrapeMetricsSource
+        from skiff.rollout_policy import RolloutPolicy
 
         settings = state(ctx).settings
         envs = Environments(environments)
@@ -397,7 +392,8 @@ def _register_rollout(app: typer.Typer) -> None:
 
     def manual(ctx: typer.Context, name: str, env: str | None, action: str, reason: str, json_out: bool,
                environments: Path, record: bool) -> None:
-        from serving.rollout.controller import actuator_from_target, manual_decision
+        from serving.rollout.actuators import actuator_from_target
+        from serving.rollout.controller import manual_decision
 
         s = store(ctx)
         current = s.get(env or LOCAL_ENV, name)

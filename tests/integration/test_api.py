@@ -18,12 +18,13 @@ from fastapi.testclient import TestClient
 from sklearn.dummy import DummyClassifier
 
 from serving.deploy.gitops import Environments
-from serving.rollout.controller import Decision, RolloutPolicy, RolloutState, RolloutStore
+from serving.rollout.store import Decision, RolloutState, RolloutStore
 from skiff.api import create_app
 from skiff.api.auth import ADMIN_ENV, READ_ENV, TokenSet, hash_token
 from skiff.config import load_settings
 from skiff.lake import Lake
 from skiff.registry import ModelRegistry
+from skiff.rollout_policy import RolloutPolicy
 from skiff.storage import Store
 from tests.conftest import REPO
 

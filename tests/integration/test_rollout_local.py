@@ -16,16 +16,12 @@ import time
 import pytest
 from test_router import MODEL, Load, StandIn
 
+from serving.rollout.actuators import RouterActuator
 from serving.rollout.canary import local_canary
-from serving.rollout.controller import (
-    FileFeedback,
-    RolloutController,
-    RolloutPolicy,
-    RolloutStore,
-    RouterActuator,
-    ScrapeMetricsSource,
-    manual_decision,
-)
+from serving.rollout.controller import RolloutController, manual_decision
+from serving.rollout.metrics import FileFeedback, ScrapeMetricsSource
+from serving.rollout.store import RolloutStore
+from skiff.rollout_policy import RolloutPolicy
 from skiff.storage import Store
 
 pytestmark = pytest.mark.integration

@@ -25,8 +25,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from serving.rollout.controller import RolloutStore
 from serving.rollout.router import free_port
+from serving.rollout.store import RolloutStore
 from skiff.cli import main
 from skiff.registry import ModelRegistry
 from skiff.storage import Store

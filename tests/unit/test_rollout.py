@@ -19,22 +19,22 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from serving.rollout.controller import (
+from serving.rollout.actuators import KServeActuator
+from serving.rollout.controller import RolloutController
+from serving.rollout.metrics import (
     FileFeedback,
-    KServeActuator,
     Measurement,
     PrometheusMetricsSource,
-    RolloutController,
-    RolloutPolicy,
-    RolloutStore,
     SideMetrics,
     error_rate_expr,
-    evaluate,
     histogram_quantile,
     p99_expr,
     parse_server_metrics,
 )
+from serving.rollout.store import RolloutStore
+from serving.rollout.verdict import evaluate
 from skiff.errors import ConflictError, InputError, SourceError, UsageError
+from skiff.rollout_policy import RolloutPolicy
 from skiff.storage import Store
 from tests.conftest import REPO
 

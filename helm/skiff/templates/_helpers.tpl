@@ -127,7 +127,7 @@ imagePullSecrets:
 {{- end }}
 {{- end -}}
 
-{{/* RolloutPolicy (serving/rollout/controller.py) from the camelCase policy values. */}}
+{{/* RolloutPolicy (skiff/rollout_policy.py) from the camelCase policy values. */}}
 {{- define "skiff.rolloutPolicy" -}}
 {{- $keys := dict "steps" "steps" "minRequests" "min_requests" "maxErrorRateDelta" "max_error_rate_delta" "maxP99Ratio" "max_p99_ratio" "p99SlackSeconds" "p99_slack_seconds" "maxQualityDrop" "max_quality_drop" "minLabels" "min_labels" "interval" "interval" "timeout" "timeout" -}}
 {{- $out := dict -}}

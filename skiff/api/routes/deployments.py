@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.deploy.gitops import EnvironmentConfig, Environments, ModelDeployment, PromotionResult
-from serving.rollout.controller import RolloutState, RolloutStore
+from serving.rollout.store import RolloutState, RolloutStore
 from skiff.api.deps import ApiContext, EnvParam, NameParam, context, require_admin, require_read
 from skiff.api.errors import declare
 from skiff.registry import ModelRegistry
