@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from skiff.errors import ConfigError
@@ -33,7 +34,7 @@ class _YamlSource(PydanticBaseSettingsSource):
                 raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
             self._data = loaded
 
-    def get_field_value(self, field, field_name):  # pragma: no cover - required by the ABC
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - required by the ABC
         return self._data.get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
@@ -92,12 +93,12 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(
         cls,
-        settings_cls,
-        init_settings,
-        env_settings,
-        dotenv_settings,
-        file_secret_settings,
-    ):
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         path = Path(os.environ.get("SKIFF_CONFIG", CONFIG_FILE))
         return (init_settings, env_settings, _YamlSource(settings_cls, path))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 __all__ = ["churn", "dirty", "housing", "CHURN_COLUMNS", "HOUSING_COLUMNS"]
 
@@ -62,7 +63,7 @@ HOUSING_COLUMNS = [
 SNAPSHOT = pd.Timestamp("2024-06-30", tz="UTC")
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def _sigmoid(x: NDArray[np.float64]) -> NDArray[np.float64]:
     return 1.0 / (1.0 + np.exp(-x))
 
 
@@ -113,9 +114,9 @@ def churn(n: int = 7043, seed: int = 0) -> pd.DataFrame:
     tenure[u(n) < 0.0016] = 0  # signed up this month: no bill yet
 
     internet = rng.choice(["Fiber optic", "DSL", "No"], size=n, p=[0.44, 0.34, 0.22])
-    has_net = internet != "No"
+    has_net: NDArray[np.bool_] = internet != "No"
     phone = (u(n) < 0.90) | ~has_net
-    loyal = np.clip(tenure / 72, 0, 1)  # long-standing customers buy more add-ons
+    loyal: NDArray[np.float64] = np.clip(tenure / 72, 0, 1)  # long-standing customers buy more add-ons
 
     def addon(p_base: float, tenure_gain: float) -> np.ndarray:
         return has_net & (u(n) < p_base + tenure_gain * loyal)
@@ -216,6 +217,14 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _position(frame: pd.DataFrame, column: object) -> int:
+    """Where a column is (``dirty`` edits cells by position; a repeated name has no single place)."""
+    loc = frame.columns.get_loc(column)
+    if not isinstance(loc, int):
+        raise ValueError(f"column {column!r} occurs more than once; give each column one name")
+    return loc
+
+
 def dirty(
     df: pd.DataFrame,
     seed: int = 0,
@@ -251,22 +260,23 @@ def dirty(
     padded = 0
     for col in numeric_cols:
         rows = np.flatnonzero((rng.random(len(out)) < spaces) & (out[col].str.strip() != "").to_numpy())
-        for i in rows:
-            v = out.iat[i, out.columns.get_loc(col)]
-            out.iat[i, out.columns.get_loc(col)] = rng.choice([f" {v}", f"{v} ", f"  {v} "])
+        j = _position(out, col)
+        for i in rows.tolist():
+            v = out.iat[i, j]
+            out.iat[i, j] = rng.choice([f" {v}", f"{v} ", f"  {v} "])
         padded += len(rows)
     record["padded_numbers"] = padded
 
     bad_ids: list[str] = []
     if "tenure" in out and "MonthlyCharges" in out:
         rows = np.flatnonzero(rng.random(len(out)) < out_of_range)
-        for i in rows:
+        for i in rows.tolist():
             if rng.random() < 0.5:
-                out.iat[i, out.columns.get_loc("tenure")] = str(rng.choice([-1, 999]))
+                out.iat[i, _position(out, "tenure")] = str(rng.choice([-1, 999]))
             else:
-                out.iat[i, out.columns.get_loc("MonthlyCharges")] = f"-{rng.uniform(1, 50):.2f}"
+                out.iat[i, _position(out, "MonthlyCharges")] = f"-{rng.uniform(1, 50):.2f}"
         key = "customerID" if "customerID" in out else out.columns[0]
-        bad_ids = [str(out.iat[i, out.columns.get_loc(key)]) for i in rows]
+        bad_ids = [str(out.iat[i, _position(out, key)]) for i in rows.tolist()]
     record["out_of_range"] = len(bad_ids)
     record["out_of_range_ids"] = bad_ids
 

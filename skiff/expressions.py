@@ -19,11 +19,15 @@ from __future__ import annotations
 import ast
 import functools
 import operator
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from skiff.errors import SpecError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["MAX_DEPTH", "MAX_EXPRESSION_LENGTH", "DERIVED_DTYPES", "parse_expression", "expression_names", "evaluate",
            "derived_frame", "derived_udf"]
@@ -34,10 +38,10 @@ MAX_EXPRESSION_LENGTH = 1000
 MAX_DEPTH = 50
 _ALLOWED = "column names, numbers, + - * / // % **, comparisons, and/or/not and parentheses"
 
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
-_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
-_COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
             ast.Gt: operator.gt, ast.GtE: operator.ge}
 
 
@@ -98,10 +102,11 @@ def expression_names(expr: str) -> list[str]:
     return list(seen)
 
 
-def _walk(node: ast.expr, frame: Any) -> Any:
+def _walk(node: ast.expr, frame: pd.DataFrame) -> Any:
+    # Any: a Series or a float64 constant, combined by pandas' and numpy's operator overloads
     if isinstance(node, ast.Name):
         return frame[node.id]
-    if isinstance(node, ast.Constant):
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
         return np.float64(node.value)
     if isinstance(node, ast.BinOp):
         return _BINARY[type(node.op)](_walk(node.left, frame), _walk(node.right, frame))
@@ -122,7 +127,7 @@ def _walk(node: ast.expr, frame: Any) -> Any:
     raise TypeError(f"unchecked node {type(node).__name__}")  # parse_expression admits none
 
 
-def evaluate(expr: str, frame: Any) -> Any:
+def evaluate(expr: str, frame: pd.DataFrame) -> pd.Series:
     """The expression's value over the columns of ``frame`` (a pandas DataFrame): a Series.
 
     Division by zero gives ``inf``/``nan`` as in pandas; a constant-only expression is broadcast to
@@ -138,10 +143,10 @@ def evaluate(expr: str, frame: Any) -> Any:
 
 
 #: pandas dtype of each derived feature type.
-DERIVED_DTYPES = {"float": "float64", "integer": "int64", "boolean": "bool"}
+DERIVED_DTYPES: dict[str, Literal["float64", "int64", "bool"]] = {"float": "float64", "integer": "int64", "boolean": "bool"}
 
 
-def derived_frame(inputs: Any, features: tuple[tuple[str, str, str], ...]) -> Any:
+def derived_frame(inputs: pd.DataFrame, features: tuple[tuple[str, str, str], ...]) -> pd.DataFrame:
     """The derived features ``(name, expression, type)`` computed over ``inputs``, one column each.
 
     The on-demand feature view's transformation: the expressions are parsed (and so checked) again
@@ -155,11 +160,11 @@ def derived_frame(inputs: Any, features: tuple[tuple[str, str, str], ...]) -> An
     return out
 
 
-def derived_udf(features: tuple[tuple[str, str, str], ...]):
+def derived_udf(features: tuple[tuple[str, str, str], ...]) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """A closure computing :func:`derived_frame` for ``features`` (data in its cells, not in code)."""
     features = tuple((str(n), str(e), str(t)) for n, e, t in features)
 
-    def skiff_derived(inputs):
+    def skiff_derived(inputs: pd.DataFrame) -> pd.DataFrame:
         return derived_frame(inputs, features)
 
     return skiff_derived

@@ -26,6 +26,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Collection, Iterable
+from typing import TypeGuard
 
 from skiff.errors import SpecError
 
@@ -62,7 +63,7 @@ def quote_name(name: object) -> str:
     return repr(text)
 
 
-def is_identifier(name: object) -> bool:
+def is_identifier(name: object) -> TypeGuard[str]:
     return isinstance(name, str) and _IDENT.fullmatch(name) is not None
 
 
@@ -75,7 +76,7 @@ def check_identifier(name: object, what: str = "column") -> str:
             "`source_name`)",
             name=quote_name(name), rule=IDENTIFIER_RE,
         )
-    return name  # type: ignore[return-value]
+    return name
 
 
 def check_name(name: object, what: str = "dataset") -> str:
@@ -142,12 +143,15 @@ def safe_identifiers(headers: Iterable[object]) -> list[str]:
     taken: list[str] = []
     folded: set[str] = set()
     for i, h in enumerate(headers):
-        if is_identifier(h) and h.casefold() not in folded:  # type: ignore[union-attr]
-            out[i] = h  # type: ignore[assignment]
-            taken.append(h)  # type: ignore[arg-type]
-            folded.add(h.casefold())  # type: ignore[union-attr]
+        if is_identifier(h) and h.casefold() not in folded:
+            out[i] = h
+            taken.append(h)
+            folded.add(h.casefold())
+    names: list[str] = []
     for i, h in enumerate(headers):
-        if out[i] is None:
-            out[i] = safe_identifier(h, taken)
-            taken.append(out[i])  # type: ignore[arg-type]
-    return out  # type: ignore[return-value]
+        name = out[i]
+        if name is None:
+            name = safe_identifier(h, taken)
+            taken.append(name)
+        names.append(name)
+    return names

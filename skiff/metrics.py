@@ -14,7 +14,7 @@ Binary decisions are ``proba >= threshold`` for the positive class.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -73,7 +73,7 @@ def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
-def _safe(fn, *args: Any, **kwargs: Any) -> float:
+def _safe(fn: Callable[..., float], *args: Any, **kwargs: Any) -> float:
     """A metric that is undefined on this sample (e.g. one class only) is NaN, not an exception."""
     try:
         return float(fn(*args, **kwargs))

@@ -21,14 +21,17 @@ with differences up to 0.2 in probability) and rows with missing values stay on 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = ["ONNX_FILE", "DEFAULT_OPSET", "DEFAULT_TOLERANCE", "export_onnx", "onnx_feeds", "input_kinds",
-           "onnx_session", "known_categories", "OnnxDomain"]
+           "onnx_session", "known_categories", "OnnxDomain", "OnnxInfo", "OnnxSession"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,32 @@ _ML_OPSET = 3
 DEFAULT_TOLERANCE = 1e-5
 
 _NUMERIC = {"integer", "float"}
+
+
+class OnnxInfo(TypedDict):
+    """What :func:`export_onnx` found: a version's ``metadata.extra["onnx"]``, read by the model server."""
+
+    exact: bool
+    max_abs_diff: float | None
+    opset: int
+    reason: str
+    tolerance: float
+    rows_checked: int
+    compared: str | None
+    #: the graph's inputs in order: column -> "float" or "string"
+    inputs: dict[str, str]
+    #: the written file's name; None when nothing was kept
+    file: str | None
+    #: each text input's fitted categories (None: some encoder not found); set once the graph converted
+    categories: NotRequired[dict[str, list[str]] | None]
+    #: column -> [low, high] the graph answers exactly; set once the held-out rows matched
+    ranges: NotRequired[dict[str, list[float]]]
+
+
+class OnnxSession(Protocol):
+    """The part of an onnxruntime ``InferenceSession`` skiff calls (onnxruntime ships no types)."""
+
+    def run(self, output_names: list[str] | None, input_feed: Mapping[str, np.ndarray]) -> list[Any]: ...
 
 
 def _preparer(model: Any) -> Any | None:
@@ -94,7 +123,7 @@ def onnx_feeds(columns: Mapping[str, Sequence[Any]], kinds: Mapping[str, str]) -
     return feeds
 
 
-def _encoders(step: Any, columns: Sequence[Any] | None = None):
+def _encoders(step: Any, columns: Sequence[Hashable] | None = None) -> Iterator[tuple[Hashable, list[str], object]]:
     """(column, encoder, imputed marker) for each one-hot encoded input column of a fitted step."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
@@ -106,7 +135,7 @@ def _encoders(step: Any, columns: Sequence[Any] | None = None):
             if not isinstance(trans, str):
                 yield from _encoders(trans, list(cols) if not isinstance(cols, str) else [cols])
     elif isinstance(step, Pipeline):
-        marker = None
+        marker: object = None
         for _name, sub in step.steps:
             if isinstance(sub, SimpleImputer) and columns is not None:
                 marker = sub.missing_values
@@ -130,7 +159,7 @@ def known_categories(model: Any, kinds: Mapping[str, str]) -> dict[str, list[str
     prep = _preparer(model)
     graph = model[1:] if prep is not None else model
     steps = graph.steps if hasattr(graph, "steps") else [("model", graph)]
-    found: dict[str, list[str]] = {}
+    found: dict[Hashable, list[str]] = {}
     for _name, step in steps:
         for col, cats, marker in _encoders(step):
             if col in kinds:
@@ -171,10 +200,10 @@ class OnnxDomain:
         return True
 
 
-def _default_schema(frame) -> dict[str, str]:
+def _default_schema(frame: pd.DataFrame) -> dict[str, str]:
     import pandas as pd
 
-    out = {}
+    out: dict[str, str] = {}
     for c in frame.columns:
         dt = frame[c].dtype
         if pd.api.types.is_bool_dtype(dt):
@@ -198,24 +227,24 @@ def _initial_types(kinds: Mapping[str, str]) -> list[tuple[str, Any]]:
 
 def export_onnx(
     model: Any,
-    holdout,
+    holdout: pd.DataFrame,
     dest: str | Path,
     *,
     features: Sequence[str] | None = None,
     input_schema: Mapping[str, str] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     opset: int = DEFAULT_OPSET,
-) -> dict[str, Any]:
+) -> OnnxInfo:
     """Export ``model`` to ONNX at ``dest`` when it reproduces the pipeline on ``holdout`` rows.
 
-    Returns ``{"exact", "max_abs_diff", "opset", "reason", "tolerance", "rows_checked", "compared",
-    "inputs", "file"}``; ``file`` is the written file's name, or None when nothing was kept (not exact,
-    or the conversion failed — the reason says which). Never raises for a model it cannot convert.
+    Returns an :class:`OnnxInfo`; its ``file`` is the written file's name, or None when nothing was kept
+    (not exact, or the conversion failed — the reason says which). Never raises for a model it cannot
+    convert.
     """
     dest = Path(dest)
     features = list(features) if features is not None else list(holdout.columns)
     schema = dict(input_schema) if input_schema else _default_schema(holdout[features])
-    info: dict[str, Any] = {"exact": False, "max_abs_diff": None, "opset": opset, "reason": "",
+    info: OnnxInfo = {"exact": False, "max_abs_diff": None, "opset": opset, "reason": "",
                             "tolerance": tolerance, "rows_checked": 0, "compared": None, "inputs": {},
                             "file": None}
     if dest.exists():
@@ -265,7 +294,8 @@ def export_onnx(
         info["reason"] = f"max difference {diff:.3g} on {checked} held-out rows exceeds {tolerance:g}"
         return info
     # extreme numbers: the graph computes in float32; keep the wide range only where it stays exact
-    info["ranges"] = {}
+    ranges: dict[str, list[float]] = {}
+    info["ranges"] = ranges
     for c, k in kinds.items():
         if k != "float" or schema.get(c) == "boolean" or c not in complete.columns:
             continue
@@ -275,12 +305,13 @@ def export_onnx(
         wide = (lo - 10 * span, hi + 10 * span)
         probe = pd.concat([complete.iloc[:1]] * 2, ignore_index=True)
         probe[c] = np.array(wide, dtype=np.float64)
-        d = _max_diff(model, session, probe, prep, kinds, is_classifier)
+        wide_diff = _max_diff(model, session, probe, prep, kinds, is_classifier)
         checked += 2
-        ok = not isinstance(d, str) and np.isfinite(d) and d <= tolerance
-        info["ranges"][c] = list(wide if ok else (lo, hi))
-        if ok:
-            diff = max(diff, d)
+        if isinstance(wide_diff, str) or not np.isfinite(wide_diff) or wide_diff > tolerance:
+            ranges[c] = [lo, hi]
+        else:
+            ranges[c] = list(wide)
+            diff = max(diff, wide_diff)
     # unseen and missing values: checked through the route the server takes (OnnxDomain), every row with
     # a missing value in the held-out set included
     domain = OnnxDomain(kinds, info)
@@ -298,13 +329,13 @@ def export_onnx(
             row[c] = " " + str(base[c].iloc[0])
             probes.append(row)
     routed = pd.concat([p for p in probes if len(p)], ignore_index=True)
-    d = _route_diff(model, session, routed, prep, kinds, is_classifier, domain)
-    if isinstance(d, str):
+    routed_diff = _route_diff(model, session, routed, prep, kinds, is_classifier, domain)
+    if isinstance(routed_diff, str):
         info["rows_checked"] = checked
-        info["reason"] = d
+        info["reason"] = routed_diff
         return info
     checked += len(routed)
-    diff = max(diff, d)
+    diff = max(diff, routed_diff)
     info["max_abs_diff"] = diff
     info["rows_checked"] = int(checked)
     if not np.isfinite(diff) or diff > tolerance:
@@ -313,19 +344,20 @@ def export_onnx(
         return info
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(payload)
-    info.update(exact=True, file=dest.name,
-                reason=f"max difference {diff:.3g} on {checked} rows (held-out, extreme, unseen and missing "
-                       f"values) within {tolerance:g}")
+    info["exact"], info["file"] = True, dest.name
+    info["reason"] = (f"max difference {diff:.3g} on {checked} rows (held-out, extreme, unseen and missing "
+                      f"values) within {tolerance:g}")
     return info
 
 
-def _expected(model: Any, rows, is_classifier: bool) -> np.ndarray:
+def _expected(model: Any, rows: pd.DataFrame, is_classifier: bool) -> np.ndarray:
     if is_classifier:
         return np.asarray(model.predict_proba(rows), dtype=np.float64)
     return np.asarray(model.predict(rows), dtype=np.float64).reshape(-1)
 
 
-def _onnx_out(session: Any, rows, prep: Any, kinds: Mapping[str, str], is_classifier: bool) -> np.ndarray:
+def _onnx_out(session: OnnxSession, rows: pd.DataFrame, prep: Any, kinds: Mapping[str, str],
+              is_classifier: bool) -> np.ndarray:
     graph_input = prep.transform(rows) if prep is not None else rows
     outputs = session.run(None, onnx_feeds({c: graph_input[c].tolist() for c in kinds}, kinds))
     if is_classifier:
@@ -342,7 +374,8 @@ def _diff(expected: np.ndarray, got: np.ndarray, is_classifier: bool) -> float |
     return float(np.abs(got - expected).max()) / scale
 
 
-def _max_diff(model, session, rows, prep, kinds, is_classifier) -> float | str:
+def _max_diff(model: Any, session: OnnxSession, rows: pd.DataFrame, prep: Any, kinds: Mapping[str, str],
+              is_classifier: bool) -> float | str:
     """Largest difference between the graph and the pipeline on complete rows (a text when it fails)."""
     try:
         got = _onnx_out(session, rows, prep, kinds, is_classifier)
@@ -351,7 +384,8 @@ def _max_diff(model, session, rows, prep, kinds, is_classifier) -> float | str:
     return _diff(_expected(model, rows, is_classifier), got, is_classifier)
 
 
-def _route_diff(model, session, rows, prep, kinds, is_classifier, domain: OnnxDomain) -> float | str:
+def _route_diff(model: Any, session: OnnxSession, rows: pd.DataFrame, prep: Any, kinds: Mapping[str, str],
+                is_classifier: bool, domain: OnnxDomain) -> float | str:
     """The server's answer (ONNX where the domain admits a row, else the pipeline) against the pipeline."""
     if not len(rows):
         return 0.0
@@ -373,7 +407,7 @@ def _route_diff(model, session, rows, prep, kinds, is_classifier, domain: OnnxDo
     return _diff(expected, got, is_classifier)
 
 
-def onnx_session(payload: bytes, threads: int = 1):
+def onnx_session(payload: bytes, threads: int = 1) -> OnnxSession:
     """An onnxruntime CPU session capped at ``threads`` intra-op threads, one inter-op thread."""
     import onnxruntime as ort
 
@@ -381,4 +415,5 @@ def onnx_session(payload: bytes, threads: int = 1):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(payload, so, providers=["CPUExecutionProvider"])
+    session: OnnxSession = ort.InferenceSession(payload, so, providers=["CPUExecutionProvider"])
+    return session

@@ -36,7 +36,7 @@ class SourceBatch:
 
     @property
     def rows_read(self) -> int:
-        return self.table.num_rows + len(self.malformed)
+        return int(self.table.num_rows) + len(self.malformed)
 
 
 class SourceReader(Protocol):

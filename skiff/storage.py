@@ -25,14 +25,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from skiff.errors import ConflictError, StorageError
 
-__all__ = ["Store", "COMMIT_MARKER", "STAGING_MAX_AGE_S", "join_uri"]
+__all__ = ["Store", "FileSystem", "COMMIT_MARKER", "STAGING_MAX_AGE_S", "join_uri"]
 
 COMMIT_MARKER = "_COMMITTED"
 STAGING_PREFIX = ".staging-"
@@ -40,6 +40,17 @@ OWNER_FILE = ".owner.json"
 #: A staging folder older than this is abandoned whoever owns it (no write takes a day; a host's pids
 #: cannot be checked from another host).
 STAGING_MAX_AGE_S = 24 * 3600.0
+
+
+class FileSystem(Protocol):
+    """The part of an fsspec file system the core calls (fsspec ships no types: this is its contract here)."""
+
+    def exists(self, path: str) -> bool: ...
+    def ls(self, path: str, detail: bool = ...) -> list[str]: ...
+    def open(self, path: str, mode: str = ...) -> IO[Any]: ...
+    def put_file(self, lpath: str, rpath: str) -> None: ...
+    def rm(self, path: str, recursive: bool = ...) -> None: ...
+    def _strip_protocol(self, path: str) -> str: ...
 
 
 def _pid_alive(pid: int) -> bool:
@@ -67,6 +78,8 @@ class Store:
 
     def __init__(self, root: str, storage_options: dict[str, Any] | None = None) -> None:
         self.root = str(root).rstrip("/") or "/"
+        self.fs: FileSystem
+        self._root_path: str
         try:
             self.fs, self._root_path = fsspec.core.url_to_fs(self.root, **(storage_options or {}))
         except (ImportError, ValueError) as e:
@@ -109,7 +122,7 @@ class Store:
         names = [e.rstrip("/").rsplit("/", 1)[-1] for e in self.fs.ls(path, detail=False)]
         return sorted(n for n in names if n)
 
-    def open(self, *parts: str, mode: str = "rb"):
+    def open(self, *parts: str, mode: str = "rb") -> IO[Any]:
         try:
             return self.fs.open(self._p(*parts), mode)
         except FileNotFoundError:
@@ -119,7 +132,8 @@ class Store:
 
     def read_bytes(self, *parts: str) -> bytes:
         with self.open(*parts, mode="rb") as f:
-            return f.read()
+            data: bytes = f.read()
+            return data
 
     def read_text(self, *parts: str) -> str:
         return self.read_bytes(*parts).decode("utf-8")

@@ -16,7 +16,7 @@ The body that passed is handed to the app whole, so handlers read it as usual.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from skiff.api.auth import TokenSet
@@ -34,7 +34,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
+    headers: Iterable[tuple[bytes, bytes]] = scope.get("headers", ())  # the ASGI spec's shape
+    for key, value in headers:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
