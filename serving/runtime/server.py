@@ -26,8 +26,8 @@ adds around KServe's endpoints:
   ``:explain`` is a 404 saying so); routes and methods not served get the same JSON error bodies (404,
   405). tests/security/open_inference_protocol.yaml documents the routes served.
 
-:func:`start_local_server` / :func:`stop_local_server` run ``python -m skiff serve`` as a subprocess and
-wait for its readiness, for code that needs servers side by side (canary rollouts, benchmarks, tests).
+:func:`start_local_server` / :func:`stop_local_server` run ``python -m serving`` (the containers' entry
+point, :mod:`serving.runtime.entrypoint`) as a subprocess and wait for its readiness, for code that needs servers side by side (canary rollouts, benchmarks, tests).
 """
 
 from __future__ import annotations
@@ -44,12 +44,15 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from skiff.config import Settings, load_settings
 from skiff.errors import SkiffError, UsageError
 
 __all__ = [
+    "ServerOptions",
     "run_server",
     "serve_models",
     "make_app",
@@ -587,59 +590,78 @@ def serve_models(
         runner.run(main())
 
 
-def run_server(
-    name: str,
-    version: int | str | None = None,
-    *,
-    settings: Any = None,
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    with_features: bool = False,
-    predictor_host: str | None = None,
-    access_log: bool = False,
-    grpc_port: int | None = None,
-    engine: str = "auto",
-    feature_timeout_s: float = 2.0,
-    feature_server_url: str | None = None,
-    feature_service: str | None = None,
-    served_name: str | None = None,
-) -> None:
-    """Load ``name`` (version, 'latest', 'champion'; default champion else latest) and serve it (blocking).
+@dataclass(frozen=True)
+class ServerOptions:
+    """What :func:`run_server` serves and how: one registered version, alone or behind its Feast transformer."""
 
-    With ``with_features`` a Feast transformer named ``name`` takes entity keys; it calls the predictor
-    in-process (registered as ``<name>-predictor``) or, with ``predictor_host`` (``host:port``), over HTTP
-    (the predictor there being ``name``). ``feature_server_url`` reads features from a Feast feature
-    server instead of the online store; ``served_name`` is the name requests use when it differs from
-    the registered one (a KServe InferenceService's name).
+    name: str
+    """Registered model name."""
+    version: int | str | None = None
+    """Version number, 'latest' or 'champion'; None: the champion, else the latest."""
+    host: str = "127.0.0.1"
+    """Address to bind; 0.0.0.0 exposes the server to the network."""
+    port: int = 8080
+    """HTTP port."""
+    grpc_port: int | None = None
+    """Also serve the V2 gRPC protocol on this port (same host); None: REST only."""
+    engine: str = "auto"
+    """auto: an exact ONNX export when the version has one, else scikit-learn; sklearn: always the pipeline."""
+    access_log: bool = False
+    """Log a line per request (off: no per-request log lines)."""
+    with_features: bool = False
+    """Serve a Feast transformer named after the model, taking entity keys, in front of the predictor."""
+    predictor_host: str | None = None
+    """With features: call the predictor at ``host:port`` over HTTP; None: in-process (``<name>-predictor``)."""
+    feature_timeout_s: float = 2.0
+    """With features: seconds a Feast online lookup may take."""
+    feature_server_url: str | None = None
+    """With features: read features from this Feast feature server; None: the online store in-process."""
+    feature_service: str | None = None
+    """With features: the feature service the version must have been trained on (checked at load)."""
+    served_name: str | None = None
+    """With features: the name requests use when it differs from the registered one (a KServe
+    InferenceService's name)."""
+
+    def __post_init__(self) -> None:
+        if self.predictor_host and not self.with_features:
+            raise UsageError("--predictor-host is for the feature transformer: add --with-features")
+
+
+def run_server(options: ServerOptions, *, settings: Settings | None = None) -> None:
+    """Load the version ``options`` name and serve it until SIGINT/SIGTERM (blocking).
+
+    With features a Feast transformer named after the model (or ``served_name``) takes entity keys; it
+    calls the predictor in-process (registered as ``<name>-predictor``) or, with ``predictor_host``, over
+    HTTP (the predictor there being ``name``).
     """
     import_kserve()
     from serving.runtime.predictor import SkiffPredictor
-    from skiff.config import load_settings
 
     settings = settings or load_settings()
-    if predictor_host and not with_features:
-        raise UsageError("--predictor-host is for the feature transformer: add --with-features")
+    o = options
     models: list[Any] = []
-    if with_features:
-        from serving.runtime.transformer import FeastTransformer
+    if o.with_features:
+        from serving.runtime.transformer import FeastTransformer, TransformerOptions
 
         predictor = None
-        if not predictor_host:
-            predictor = SkiffPredictor(f"{name}{PREDICTOR_SUFFIX}", model_name=name, version=version,
-                                       settings=settings, engine=engine)
+        if not o.predictor_host:
+            predictor = SkiffPredictor(f"{o.name}{PREDICTOR_SUFFIX}", model_name=o.name, version=o.version,
+                                       settings=settings, engine=o.engine)
             predictor.load()
             models.append(predictor)
-        transformer = FeastTransformer(served_name or name, model_name=name, version=version, settings=settings,
-                                       predictor=predictor, predictor_host=predictor_host,
-                                       timeout_s=feature_timeout_s, feature_server_url=feature_server_url,
-                                       feature_service=feature_service)
+        transformer = FeastTransformer(
+            o.served_name or o.name,
+            TransformerOptions(model_name=o.name, version=o.version, predictor_host=o.predictor_host,
+                               timeout_s=o.feature_timeout_s, feature_server_url=o.feature_server_url,
+                               feature_service=o.feature_service),
+            settings=settings, predictor=predictor)
         transformer.load()
         models.insert(0, transformer)
     else:
-        predictor = SkiffPredictor(name, version=version, settings=settings, engine=engine)
+        predictor = SkiffPredictor(o.name, version=o.version, settings=settings, engine=o.engine)
         predictor.load()
         models.append(predictor)
-    serve_models(models, host=host, port=port, grpc_port=grpc_port, access_log=access_log,
+    serve_models(models, host=o.host, port=o.port, grpc_port=o.grpc_port, access_log=o.access_log,
                  max_workers=max(4, settings.max_threads + 2), max_body_bytes=settings.serve_max_body_bytes)
 
 
@@ -670,7 +692,8 @@ def start_local_server(
     require_ready: bool = True,
     log_path: str | Path | None = None,
 ) -> subprocess.Popen:
-    """Run ``python -m skiff --root ROOT serve NAME ...`` and wait until ``/v2/health/ready`` answers 200.
+    """Run ``python -m serving predictor NAME --root ROOT ...`` (``transformer --model NAME`` with features)
+    and wait until ``/v2/health/ready`` answers 200.
 
     The server's output goes to ``log_path`` (default a temporary file), kept on the returned process as
     ``proc.log_path``. Numeric libraries are capped to one thread unless ``extra_env`` says otherwise.
@@ -679,14 +702,18 @@ def start_local_server(
     does not become ready in ``timeout_s``.
     """
     root = str(root) if "://" in str(root) else str(Path(root).resolve())
-    args = [sys.executable, "-m", "skiff", "--root", root, "serve", name, "--port", str(port),
-            "--host", host, "--engine", engine]
+    # the containers' entry point (serving.runtime.entrypoint), not skiff's CLI
+    if with_features:
+        args = [sys.executable, "-m", "serving", "transformer", "--model", name]
+        if predictor_host:
+            args += ["--predictor_host", predictor_host]
+    elif predictor_host:
+        raise UsageError("predictor_host is for the feature transformer: add with_features")
+    else:
+        args = [sys.executable, "-m", "serving", "predictor", name]
+    args += ["--root", root, "--port", str(port), "--host", host, "--engine", engine]
     if version is not None:
         args += ["--version", str(version)]
-    if with_features:
-        args.append("--with-features")
-    if predictor_host:
-        args += ["--predictor-host", predictor_host]
     if access_log:
         args.append("--access-log")
     if grpc_port:

@@ -49,7 +49,7 @@ from skiff.errors import ConfigError, NotFoundError, SkiffError, SourceError
 from skiff.registry import ModelRegistry
 from skiff.spec import parse_spec
 
-__all__ = ["FeastTransformer", "FeatureServerClient", "main"]
+__all__ = ["FeastTransformer", "TransformerOptions", "FeatureServerClient"]
 
 log = logging.getLogger(__name__)
 
@@ -187,40 +187,61 @@ def _spec_keys(meta: Any) -> dict[str, str]:
     return {k: "integer" if spec.columns[k].type == "integer" else "string" for k in spec.key_columns}
 
 
+@dataclass(frozen=True)
+class TransformerOptions:
+    """Which version a :class:`FeastTransformer` serves, where its features and its predictor are."""
+
+    model_name: str | None = None
+    """Registered model name; None: the transformer's own name."""
+    version: int | str | None = None
+    """Version number, 'latest' or 'champion'; None: the champion, else the latest."""
+    predictor_host: str | None = None
+    """Call the predictor at ``host:port`` (or a URL) over HTTP; None: a predictor object in-process."""
+    predictor_name: str | None = None
+    """The name the predictor over HTTP answers to; None: the model name."""
+    timeout_s: float = 2.0
+    """Seconds a feature lookup may take (the online store or the feature server)."""
+    predictor_timeout_s: float = 10.0
+    """Seconds the predictor over HTTP may take."""
+    feature_server_url: str | None = None
+    """Read features from this Feast feature server (``feast serve``); None: the online store in-process."""
+    feature_service: str | None = None
+    """The feature service the version must have been trained on (checked at load); None: no check."""
+
+
 class FeastTransformer(Model):
-    """Entity keys -> Feast online features -> the model's predictions."""
+    """Entity keys -> Feast online features -> the model's predictions.
+
+    ``predictor`` is the in-process :class:`~serving.runtime.predictor.SkiffPredictor` (exactly one of it
+    and ``options.predictor_host``); ``store`` an already opened Feast store (default: opened from
+    ``settings`` at load).
+    """
 
     def __init__(
         self,
         name: str,
+        options: TransformerOptions | None = None,
         *,
-        model_name: str | None = None,
-        version: int | str | None = None,
         settings: Settings | None = None,
         predictor: Any = None,
-        predictor_host: str | None = None,
-        predictor_name: str | None = None,
-        timeout_s: float = 2.0,
-        predictor_timeout_s: float = 10.0,
         store: Any = None,
-        feature_server_url: str | None = None,
-        feature_service: str | None = None,
     ) -> None:
         super().__init__(name)
-        if (predictor is None) == (predictor_host is None):
+        o = options or TransformerOptions()
+        if (predictor is None) == (o.predictor_host is None):
             raise ConfigError("a feature transformer needs exactly one of predictor= (in-process) or "
                               "predictor_host= (over HTTP)")
-        self.model_name = model_name or name
-        self.requested_version = version
+        self.model_name = o.model_name or name
+        self.requested_version = o.version
         self._settings = settings
         self.predictor = predictor
-        self.predictor_host = predictor_host
-        self.predictor_name = predictor_name or self.model_name
-        self.timeout_s = timeout_s
-        self.predictor_timeout_s = predictor_timeout_s
+        self.predictor_host = o.predictor_host
+        self.predictor_name = o.predictor_name or self.model_name
+        self.timeout_s = o.timeout_s
+        self.predictor_timeout_s = o.predictor_timeout_s
         self.store = store
-        self.feature_server_url = feature_server_url
-        self.expected_service = feature_service
+        self.feature_server_url = o.feature_server_url
+        self.expected_service = o.feature_service
         self.version: int | None = None
         self.load_error: str | None = None
         self._client: httpx.AsyncClient | None = None
@@ -403,42 +424,3 @@ class FeastTransformer(Model):
 
     def get_output_types(self) -> list[dict[str, Any]]:
         return self.predictor.get_output_types() if self.predictor is not None else []
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Container entry point of the transformer in a KServe InferenceService.
-
-    KServe appends ``--model_name`` (the name requests use), ``--predictor_host`` and ``--http_port`` to
-    the container's own arguments (``--model``, ``--version``, ``--feature_service``,
-    ``--feature_server_url``); flags KServe may add beyond those are ignored. Binds all interfaces:
-    this runs inside a pod.
-    """
-    import argparse
-
-    from serving.runtime.server import run_server
-
-    ap = argparse.ArgumentParser(prog="python -m serving.runtime.transformer", description=main.__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="Registered model name.")
-    ap.add_argument("--version", default=None, help="Registered version.")
-    ap.add_argument("--feature_service", default=None, help="Expected feature service (checked).")
-    ap.add_argument("--feature_server_url", default=None, help="Feast feature server; default: the store.")
-    ap.add_argument("--model_name", default=None, help="Name requests address (KServe: the service name).")
-    ap.add_argument("--predictor_host", required=True, help="host:port of the predictor.")
-    ap.add_argument("--http_port", type=int, default=8080)
-    ap.add_argument("--host", default="0.0.0.0")  # noqa: S104 - inside a pod, behind KServe's ingress
-    ap.add_argument("--feature_timeout", type=float, default=2.0)
-    args, unknown = ap.parse_known_args(argv)
-    if unknown:
-        log.info("ignoring arguments %s", unknown)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run_server(args.model, args.version, host=args.host, port=args.http_port, with_features=True,
-               predictor_host=args.predictor_host, feature_timeout_s=args.feature_timeout,
-               feature_server_url=args.feature_server_url, feature_service=args.feature_service,
-               served_name=args.model_name)
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())

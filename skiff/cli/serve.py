@@ -62,12 +62,12 @@ def register(app: typer.Typer) -> None:
             return
 
         import_kserve()
-        from serving.runtime.server import run_server
+        from serving.runtime.server import ServerOptions, run_server
 
-        run_server(name, version, settings=settings, host=host, port=port,
-                   with_features=with_features, predictor_host=predictor_host, access_log=access_log,
-                   grpc_port=grpc_port, engine=engine, feature_timeout_s=feature_timeout,
-                   feature_server_url=feature_server_url)
+        run_server(ServerOptions(name=name, version=version, host=host, port=port, with_features=with_features,
+                                 predictor_host=predictor_host, access_log=access_log, grpc_port=grpc_port,
+                                 engine=engine, feature_timeout_s=feature_timeout,
+                                 feature_server_url=feature_server_url), settings=settings)
 
     @app.command("predict")
     def predict(

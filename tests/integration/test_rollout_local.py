@@ -31,7 +31,7 @@ POLICY = dict(steps=[10, 50, 100], min_requests=15, interval=0.5, timeout=30, ma
 
 
 def _launchers(modes: dict[str, str]):
-    """launch/stop for local_canary that start stand-ins instead of `skiff serve` processes."""
+    """launch/stop for local_canary that start stand-ins instead of `python -m serving` processes."""
     started: dict[str, StandIn] = {}
 
     def launch(name: str, version: str, port: int) -> StandIn:

@@ -508,10 +508,10 @@ def test_transformer_in_process_sqlite(world):
 
 
 def test_transformer_over_http_to_a_predictor(world, server):
-    from serving.runtime.transformer import FeastTransformer
+    from serving.runtime.transformer import FeastTransformer, TransformerOptions
 
-    t = FeastTransformer("accounts", settings=world["settings"], predictor_host=f"127.0.0.1:{server['port']}",
-                         store=world["store"])
+    t = FeastTransformer("accounts", TransformerOptions(predictor_host=f"127.0.0.1:{server['port']}"),
+                         settings=world["settings"], store=world["store"])
     assert t.load(), t.load_error
     keys = ["acct-5"]
     labels, p = expected(world["pipe"], _feature_rows(world, keys))
@@ -555,10 +555,10 @@ def test_transformer_with_redis_online_store(tmp_path, monkeypatch):
 
 
 def test_feature_lookup_timeout_is_a_json_502(world):
-    from serving.runtime.transformer import FeastTransformer
+    from serving.runtime.transformer import FeastTransformer, TransformerOptions
 
-    t = FeastTransformer("accounts", settings=world["settings"], predictor=_predictor(world, "accounts"),
-                         store=world["store"], timeout_s=1e-9)
+    t = FeastTransformer("accounts", TransformerOptions(timeout_s=1e-9), settings=world["settings"],
+                         predictor=_predictor(world, "accounts"), store=world["store"])
     assert t.load(), t.load_error
     with _client(t) as c:
         r = c.post("/v1/models/accounts:predict", json={"instances": [{"account_id": "acct-1"}]})
@@ -587,7 +587,7 @@ def test_transformer_reads_a_real_feast_feature_server(world, server):
     import sys
     import time
 
-    from serving.runtime.transformer import FeastTransformer
+    from serving.runtime.transformer import FeastTransformer, TransformerOptions
 
     reg = ModelRegistry.from_settings(world["settings"])
     rows = frame(100, seed=9)
@@ -611,9 +611,10 @@ def test_transformer_reads_a_real_feast_feature_server(world, server):
                 pass
             assert proc.poll() is None, (world["root"] / "feast-serve.log").read_text()[-2000:]
             time.sleep(0.5)
-        t = FeastTransformer("accounts_fs", settings=world["settings"], predictor_name="accounts",
-                             predictor_host=f"127.0.0.1:{server['port']}",
-                             feature_server_url=f"http://127.0.0.1:{port}", feature_service=world["service"])
+        t = FeastTransformer("accounts_fs", TransformerOptions(
+            predictor_name="accounts", predictor_host=f"127.0.0.1:{server['port']}",
+            feature_server_url=f"http://127.0.0.1:{port}", feature_service=world["service"]),
+            settings=world["settings"])
         assert t.load(), t.load_error
         keys = ["acct-4", "acct-17"]
         labels, p = expected(world["pipe"], _feature_rows(world, keys))
@@ -626,19 +627,20 @@ def test_transformer_reads_a_real_feast_feature_server(world, server):
         np.testing.assert_allclose([x["probability"] for x in out["predictions"]], p, atol=1e-6)
         with pytest.raises(NotFoundError, match="unknown entity key"):
             asyncio.run(ask({"instances": [{"account_id": "nobody"}]}))
-        wrong = FeastTransformer("accounts_fs", settings=world["settings"], predictor_host="127.0.0.1:1",
-                                 feature_server_url=f"http://127.0.0.1:{port}", feature_service="other_v1")
+        wrong = FeastTransformer("accounts_fs", TransformerOptions(
+            predictor_host="127.0.0.1:1", feature_server_url=f"http://127.0.0.1:{port}",
+            feature_service="other_v1"), settings=world["settings"])
         assert not wrong.load() and "not 'other_v1'" in wrong.load_error
 
         # the container command an InferenceService runs, with the arguments KServe appends; its predictor
-        # serves the registered name, as `skiff serve accounts_fs` does in the predictor container
+        # serves the registered name, as `python -m serving predictor accounts_fs` does in the predictor container
         from serving.runtime.server import start_local_server, stop_local_server
 
         pport, tport = free_port(), free_port()
         predictor = start_local_server("accounts_fs", 1, pport, root=world["root"],
                                        log_path=world["root"] / "serve-accounts-fs.log")
         container = subprocess.Popen(
-            [sys.executable, "-m", "serving.runtime.transformer", "--model", "accounts_fs", "--version", "1",
+            [sys.executable, "-m", "serving", "transformer", "--model", "accounts_fs", "--version", "1",
              "--feature_service", world["service"], "--feature_server_url", f"http://127.0.0.1:{port}",
              "--host", "127.0.0.1", "--model_name", "accounts-fs", "--predictor_host",
              f"127.0.0.1:{pport}", "--http_port", str(tport), "--workers", "1"],
@@ -681,13 +683,14 @@ _GENERATED = {**SPEC, "entity_key": {"generated": "row", "column": "row_id"},
 def test_transformer_takes_its_keys_from_the_recorded_spec(world, recorded, keys):
     """With a feature server, the join keys come from the dataset spec the version records, read by the
     core spec model: a generated key's column (not the mapping's field names), a composite key's columns."""
-    from serving.runtime.transformer import FeastTransformer
+    from serving.runtime.transformer import FeastTransformer, TransformerOptions
 
     register(ModelRegistry.from_settings(world["settings"]), "accounts_keys", world["pipe"], frame(60, seed=5),
              world["root"], problem_type="binary", classes=[False, True], feature_service=world["service"],
              dataset={"name": "accounts", "spec": recorded})
-    t = FeastTransformer("accounts_keys", settings=world["settings"], predictor_host="127.0.0.1:1",
-                         feature_server_url=f"http://127.0.0.1:{free_port()}", feature_service=world["service"])
+    t = FeastTransformer("accounts_keys", TransformerOptions(
+        predictor_host="127.0.0.1:1", feature_server_url=f"http://127.0.0.1:{free_port()}",
+        feature_service=world["service"]), settings=world["settings"])
     assert t.load(), t.load_error
     assert dict(t.key_schema.types) == keys and list(t.key_schema.features) == list(keys)
     row = {k: 7 if typ == "integer" else "k-1" for k, typ in keys.items()}
@@ -700,13 +703,14 @@ def test_transformer_takes_its_keys_from_the_recorded_spec(world, recorded, keys
 
 
 def test_transformer_with_an_invalid_recorded_spec_is_not_ready_and_says_why(world):
-    from serving.runtime.transformer import FeastTransformer
+    from serving.runtime.transformer import FeastTransformer, TransformerOptions
 
     broken = {**SPEC, "entity_key": {"generated": "row", "column": "churned"}}  # a boolean feature column
     register(ModelRegistry.from_settings(world["settings"]), "accounts_badspec", world["pipe"], frame(60, seed=5),
              world["root"], problem_type="binary", classes=[False, True], feature_service=world["service"],
              dataset={"name": "accounts", "spec": broken})
-    t = FeastTransformer("accounts_badspec", settings=world["settings"], predictor_host="127.0.0.1:1",
-                         feature_server_url="http://127.0.0.1:1", feature_service=world["service"])
+    t = FeastTransformer("accounts_badspec", TransformerOptions(
+        predictor_host="127.0.0.1:1", feature_server_url="http://127.0.0.1:1", feature_service=world["service"]),
+        settings=world["settings"])
     assert not t.load()
     assert "dataset spec recorded by model accounts_badspec v1" in t.load_error and "entity_key" in t.load_error

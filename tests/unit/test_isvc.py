@@ -131,7 +131,7 @@ def test_transformer_for_a_feature_service(registry):
     assert c["image"] == IMAGES.transformer
     assert c["args"] == ["--model", "churn", "--version", "2", "--feature_service", "churn_fs",
                          "--feature_server_url", "http://feast:6566"]
-    assert c["command"] == ["python", "-m", "serving.runtime.transformer"]
+    assert c["command"] == ["python", "-m", "serving", "transformer"]
     no_feast = ENV.model_copy(update={"feature_server_url": None})
     with pytest.raises(ConfigError, match="sets no feature_server_url"):
         _isvc(registry, ModelDeployment(name="churn", version=2), no_feast)
