@@ -30,7 +30,7 @@ from typing import Any, Literal
 from serving.rollout.actuators import TrafficActuator
 from serving.rollout.metrics import Measurement, MetricsSource
 from serving.rollout.store import TERMINAL_PHASES, Decision, RolloutState, RolloutStore
-from serving.rollout.verdict import Verdict, evaluate
+from serving.rollout.verdict import Verdict, judge
 from skiff.errors import ConflictError, SkiffError, UsageError
 from skiff.rollout_policy import RolloutPolicy
 
@@ -189,7 +189,7 @@ class RolloutController:
                 m = self.metrics.read()
             except SkiffError as e:
                 return self._rollback(step, f"metrics unavailable: {e.message}")
-            verdict = evaluate(m, policy)
+            verdict = judge(m, policy)
             waited = self.clock() - step_started
             if verdict.status == "wait":
                 if waited > policy.timeout:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from serving.rollout.metrics import Measurement
 from skiff.rollout_policy import RolloutPolicy
 
-__all__ = ["Check", "Verdict", "evaluate"]
+__all__ = ["Check", "Verdict", "judge"]
 
 
 class Check(BaseModel):
@@ -36,7 +36,7 @@ class Verdict(BaseModel):
     reason: str
 
 
-def evaluate(m: Measurement, policy: RolloutPolicy) -> Verdict:
+def judge(m: Measurement, policy: RolloutPolicy) -> Verdict:
     """Judge a step: wait for enough requests, then pass only if no check finds the canary worse."""
     s, c = m.stable, m.canary
     checks: list[Check] = []

@@ -1,6 +1,6 @@
 """Request parsing for skiff's model server: V1 ``instances`` and V2 (Open Inference Protocol) inputs.
 
-Both protocols become one columnar :class:`Batch` (feature -> list of values, in the order of the
+Both protocols become one columnar :class:`RequestRows` (feature -> list of values, in the order of the
 version's ``features``) after every value is checked against the version's recorded input schema
 (``string``, ``category``, ``integer``, ``float``, ``boolean``, ``datetime``) and column rules. Anything wrong raises
 :class:`BadRequest` — KServe's ``InvalidInput`` (HTTP 400) carrying the offending ``field`` — so a bad
@@ -32,7 +32,7 @@ from kserve.errors import InvalidInput
 from skiff.cleansing import Cleanser
 from skiff.spec import ColumnSpec, DatasetSpec
 
-__all__ = ["BadRequest", "Batch", "InputSchema", "parse_v1", "parse_v2", "check_column", "V2_DATATYPE"]
+__all__ = ["BadRequest", "RequestRows", "InputSchema", "parse_v1", "parse_v2", "check_column", "V2_DATATYPE"]
 
 #: The V2 datatype a column of each spec type is described with in model metadata.
 V2_DATATYPE = {"string": "BYTES", "category": "BYTES", "datetime": "BYTES", "integer": "INT64",
@@ -250,8 +250,9 @@ class InputSchema:
 
 
 @dataclass
-class Batch:
-    """Checked request values by column, in feature order; ``missing`` tells whether any is None."""
+class RequestRows:
+    """The checked rows of one request, by column in feature order (``n`` rows); ``missing`` tells whether
+    any value is None (such rows are scored by the scikit-learn pipeline, never the ONNX export)."""
 
     columns: dict[str, list[Any]]
     n: int
@@ -337,7 +338,7 @@ def _names(names) -> str:
     return ", ".join(repr(n) for n in names)
 
 
-def parse_v1(body: Any, schema: InputSchema) -> Batch:
+def parse_v1(body: Any, schema: InputSchema) -> RequestRows:
     """Check a V1 body ``{"instances": [...]}`` and return its values by column."""
     if not isinstance(body, dict):
         raise BadRequest(f"the request body must be a JSON object with \"instances\", got {_describe(body)}", "body")
@@ -378,7 +379,7 @@ def parse_v1(body: Any, schema: InputSchema) -> Batch:
     for f in features:
         columns[f], m = check_column(schema, f, raw[f])
         any_missing |= m
-    return Batch(columns, len(instances), any_missing)
+    return RequestRows(columns, len(instances), any_missing)
 
 
 def _flat(data: Any, name: str) -> list[Any]:
@@ -415,7 +416,7 @@ def _values(inp: Any, expected: int) -> list[Any]:
     return flat
 
 
-def parse_v2(request: Any, schema: InputSchema) -> Batch:
+def parse_v2(request: Any, schema: InputSchema) -> RequestRows:
     """Check a V2 ``InferRequest``: one input per feature, or one 2-D tensor with the columns in order."""
     inputs = list(request.inputs or [])
     if not inputs:
@@ -449,7 +450,7 @@ def parse_v2(request: Any, schema: InputSchema) -> Batch:
                 e.detail["input"] = inp.name
                 raise
             any_missing |= m
-        return Batch(columns, n, any_missing)
+        return RequestRows(columns, n, any_missing)
     by_name: dict[str, Any] = {}
     for inp in inputs:
         if inp.name in by_name:
@@ -482,4 +483,4 @@ def parse_v2(request: Any, schema: InputSchema) -> Batch:
             raise BadRequest(f"input {f!r} has {shape[0]} rows but {features[0]!r} has {n}", f, shape=shape)
         columns[f], m = check_column(schema, f, _values(inp, n))
         any_missing |= m
-    return Batch(columns, n or 0, any_missing)
+    return RequestRows(columns, n or 0, any_missing)

@@ -37,7 +37,7 @@ import numpy as np
 from kserve import Model
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from serving.runtime.inputs import V2_DATATYPE, BadRequest, Batch, InputSchema, parse_v1, parse_v2
+from serving.runtime.inputs import V2_DATATYPE, BadRequest, InputSchema, RequestRows, parse_v1, parse_v2
 from skiff.config import Settings, load_settings
 from skiff.errors import SkiffError, UsageError
 from skiff.registry import ModelRegistry, ModelVersion
@@ -64,11 +64,11 @@ class Runtime(abc.ABC):
     engine = "none"
 
     @abc.abstractmethod
-    def score(self, batch: Batch) -> Scores:
+    def score(self, batch: RequestRows) -> Scores:
         """Probabilities or values for every row of a checked batch."""
 
 
-def _frame(batch: Batch, schema: InputSchema):
+def _frame(batch: RequestRows, schema: InputSchema):
     """The batch as a DataFrame with the dtypes the spec types stand for (the scikit-learn path)."""
     import pandas as pd
 
@@ -102,7 +102,7 @@ class SklearnRuntime(Runtime):
         self.schema = schema
         self.classifier = classifier
 
-    def score(self, batch: Batch) -> Scores:
+    def score(self, batch: RequestRows) -> Scores:
         frame = _frame(batch, self.schema)
         try:
             if self.classifier:
@@ -137,7 +137,7 @@ class OnnxRuntime(Runtime):
         outputs = [o.name for o in self.session.get_outputs()]
         self.output = outputs[1] if fallback.classifier else outputs[0]
 
-    def score(self, batch: Batch) -> Scores:
+    def score(self, batch: RequestRows) -> Scores:
         from skiff.onnx_export import onnx_feeds
 
         if batch.missing or not self.domain.admits(batch.columns):  # where the graph is not known exact
@@ -292,7 +292,7 @@ class SkiffPredictor(Model):
     def validate(self, payload: Any) -> Any:
         return payload  # predict() checks the request against the version's schema
 
-    def score(self, batch: Batch) -> Scores:
+    def score(self, batch: RequestRows) -> Scores:
         """Score a checked batch (used in-process by the transformer as well)."""
         if not self.ready or self.runtime is None:
             raise SkiffError(f"model {self.model_name} is not loaded", model=self.model_name)
@@ -316,7 +316,7 @@ class SkiffPredictor(Model):
         classes = self.classes
         return [classes[i] for i in picks.tolist()]
 
-    def v1_response(self, batch: Batch, scores: Scores) -> dict[str, Any]:
+    def v1_response(self, batch: RequestRows, scores: Scores) -> dict[str, Any]:
         if self.problem == "regression":
             predictions: list[Any] = scores.values.tolist()
         elif self.problem == "binary":
@@ -345,7 +345,7 @@ class SkiffPredictor(Model):
                                    parameters={"classes": self._classes_param}))
         return out
 
-    def v2_response(self, request: InferRequest, batch: Batch, scores: Scores) -> InferResponse:
+    def v2_response(self, request: InferRequest, batch: RequestRows, scores: Scores) -> InferResponse:
         outputs = self.v2_outputs(batch.n, scores)
         requested = request.request_outputs
         if requested:

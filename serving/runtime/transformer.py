@@ -37,8 +37,8 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 from serving.runtime.inputs import (
     V2_DATATYPE,
     BadRequest,
-    Batch,
     InputSchema,
+    RequestRows,
     check_column,
     parse_v1,
     parse_v2,
@@ -315,7 +315,7 @@ class FeastTransformer(Model):
         # (milliseconds) and defeats Feast's per-request context cache
         return self.store.get_online_features(features=self._feature_service, entity_rows=rows).to_dict()
 
-    def _features(self, values: dict[str, list[Any]], n: int) -> Batch:
+    def _features(self, values: dict[str, list[Any]], n: int) -> RequestRows:
         columns: dict[str, list[Any]] = {}
         any_missing = False
         for f in self.feature_schema.features:
@@ -324,7 +324,7 @@ class FeastTransformer(Model):
             except BadRequest as e:
                 raise ConfigError(f"the feature store's value for {f!r} does not fit the model: {e.reason}") from e
             any_missing |= m
-        return Batch(columns, n, any_missing)
+        return RequestRows(columns, n, any_missing)
 
     def _fetch(self, rows: list[dict[str, Any]]) -> _Fetched:
         """In a worker thread: the Feast read and, when every row is complete, one model call for all."""
@@ -363,7 +363,7 @@ class FeastTransformer(Model):
 
     async def predict(self, payload: dict[str, Any], headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
-        batch: Batch = payload["batch"]
+        batch: RequestRows = payload["batch"]
         if self.predictor is not None:
             scores = payload["scores"]
             if scores is None:
@@ -381,7 +381,7 @@ class FeastTransformer(Model):
             self._client = httpx.AsyncClient(base_url=base, timeout=self.predictor_timeout_s)
         return self._client
 
-    async def _remote(self, v2: bool, request: Any, batch: Batch) -> dict[str, Any]:
+    async def _remote(self, v2: bool, request: Any, batch: RequestRows) -> dict[str, Any]:
         features = self.feature_schema.features
         if v2:
             body: dict[str, Any] = {"id": request.id, "inputs": [

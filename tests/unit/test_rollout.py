@@ -32,7 +32,7 @@ from serving.rollout.metrics import (
     parse_server_metrics,
 )
 from serving.rollout.store import RolloutStore
-from serving.rollout.verdict import evaluate
+from serving.rollout.verdict import judge
 from skiff.errors import ConflictError, InputError, SourceError, UsageError
 from skiff.rollout_policy import RolloutPolicy
 from skiff.storage import Store
@@ -91,27 +91,27 @@ POL = RolloutPolicy(min_requests=100, max_error_rate_delta=0.01, max_p99_ratio=1
                     max_quality_drop=0.02, min_labels=20)
 
 
-def test_evaluate_waits_then_judges_each_metric():
+def test_judge_waits_then_checks_each_metric():
     ok = dict(requests=900, errors=9, p99_seconds=0.10)
-    assert evaluate(_m(ok, dict(requests=99)), POL).status == "wait"
-    v = evaluate(_m(ok, dict(requests=100, errors=2, p99_seconds=0.12)), POL)
+    assert judge(_m(ok, dict(requests=99)), POL).status == "wait"
+    v = judge(_m(ok, dict(requests=100, errors=2, p99_seconds=0.12)), POL)
     assert v.status == "pass"
     assert {c.name: c.status for c in v.checks} == {"requests": "pass", "error_rate": "pass",
                                                      "p99_latency": "pass", "quality": "skipped"}
-    bad_err = evaluate(_m(ok, dict(requests=100, errors=3, p99_seconds=0.1)), POL)  # 3 % vs 1 % + 1
+    bad_err = judge(_m(ok, dict(requests=100, errors=3, p99_seconds=0.1)), POL)  # 3 % vs 1 % + 1
     assert bad_err.status == "fail" and "5xx share" in bad_err.reason
     err = {c.name: c for c in bad_err.checks}["error_rate"]
     assert (err.stable, err.canary, err.limit) == (pytest.approx(0.01), pytest.approx(0.03), pytest.approx(0.02))
-    bad_p99 = evaluate(_m(ok, dict(requests=100, p99_seconds=0.16)), POL)
+    bad_p99 = judge(_m(ok, dict(requests=100, p99_seconds=0.16)), POL)
     assert bad_p99.status == "fail" and {c.name: c.status for c in bad_p99.checks}["p99_latency"] == "fail"
     # quality compared only with enough labels on both sides
     q = dict(requests=100, p99_seconds=0.1)
-    assert {c.name: c.status for c in evaluate(_m({**ok, "quality": 0.9, "labelled": 50},
+    assert {c.name: c.status for c in judge(_m({**ok, "quality": 0.9, "labelled": 50},
                                                    {**q, "quality": 0.5, "labelled": 19}), POL).checks}[
         "quality"] == "skipped"
-    worse = evaluate(_m({**ok, "quality": 0.90, "labelled": 50}, {**q, "quality": 0.87, "labelled": 20}), POL)
+    worse = judge(_m({**ok, "quality": 0.90, "labelled": 50}, {**q, "quality": 0.87, "labelled": 20}), POL)
     assert worse.status == "fail" and "quality" in worse.reason
-    fine = evaluate(_m({**ok, "quality": 0.90, "labelled": 50}, {**q, "quality": 0.885, "labelled": 20}), POL)
+    fine = judge(_m({**ok, "quality": 0.90, "labelled": 50}, {**q, "quality": 0.885, "labelled": 20}), POL)
     assert fine.status == "pass"
 
 
