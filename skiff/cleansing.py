@@ -119,11 +119,15 @@ class BatchResult:
     quarantine: pa.Table
     read: int
     duplicates: int
-    reasons: Counter
+    reasons: Counter[str]  # reason code -> quarantined rows
 
     @property
     def quarantined(self) -> int:
-        return self.quarantine.num_rows
+        return int(self.quarantine.num_rows)
+
+
+#: one failed rule: (row mask, column, reason code, the column's raw values)
+_Check = tuple[np.ndarray, str, str, pa.Array]
 
 
 # --- coercion -----------------------------------------------------------------------------------------
@@ -141,7 +145,8 @@ def _mask(arr: pa.Array) -> np.ndarray:
     """A boolean arrow array as a numpy mask, nulls counting as False."""
     if arr.null_count:
         arr = pc.fill_null(arr, False)
-    return arr.to_numpy(zero_copy_only=False)
+    mask: np.ndarray = arr.to_numpy(zero_copy_only=False)
+    return mask
 
 
 def _null_where(arr: pa.Array, mask: np.ndarray) -> pa.Array:
@@ -483,8 +488,9 @@ class KeySet:
 def _key_hashes(arrays: list[pa.Array]) -> np.ndarray:
     """One uint64 per row for the given (non-null) columns."""
     if len(arrays) == 1 and pa.types.is_integer(arrays[0].type):
-        return arrays[0].cast(pa.int64()).to_numpy(zero_copy_only=False).view(np.uint64)
-    out = None
+        ints: np.ndarray = arrays[0].cast(pa.int64()).to_numpy(zero_copy_only=False)
+        return ints.view(np.uint64)
+    out: np.ndarray | None = None
     for arr in arrays:
         if pa.types.is_timestamp(arr.type):
             vals = arr.cast(pa.int64()).to_numpy(zero_copy_only=False)
@@ -494,6 +500,8 @@ def _key_hashes(arrays: list[pa.Array]) -> np.ndarray:
             vals = arr.to_numpy(zero_copy_only=False)
         h = pd.util.hash_array(vals, categorize=False)
         out = h if out is None else (out * np.uint64(0x100000001B3)) ^ h
+    if out is None:  # the callers always pass the entity key's columns at least
+        raise ValueError("no key columns to hash")
     return out
 
 
@@ -574,7 +582,7 @@ class Cleanser:
         self.extra_columns: list[str] = []  # unknown columns kept (unknown_columns=keep), in order seen
         # a column whose source header is not its name (ColumnSpec.source_name) is read under that header
         self.renames = {c.source_name: n for n, c in spec.columns.items() if c.source_name is not None}
-        self.imputed_constant: Counter = Counter()  # column -> values filled with a constant
+        self.imputed_constant: Counter[str] = Counter()  # column -> values filled with a constant
 
     # -- schema ------------------------------------------------------------------------------------------
     @property
@@ -626,11 +634,12 @@ class Cleanser:
         if self.renames:  # positional, so a header that is another column's name moves with its column
             table = table.rename_columns([self.renames.get(c, c) for c in table.column_names])
         n = table.num_rows
-        checks: list[tuple[np.ndarray, str | None, str, pa.Array | None]] = []  # mask, column, reason, raw
+        checks: list[_Check] = []
         constant_filled: dict[str, np.ndarray] = {}
         values: dict[str, pa.Array] = {}
         raw: dict[str, pa.Array] = {}
-        gen = self.generated.column if self.generated is not None else None
+        generated = self.generated
+        gen = generated.column if generated is not None else None
         for rule in self.rules:
             name, col = rule.name, rule.spec
             if name == gen:
@@ -652,9 +661,9 @@ class Cleanser:
             if present.any():
                 self._rule_checks(rule, v, present, arr, checks)
             values[name] = v
-        if gen is not None:
-            values[gen] = raw[gen] = (self._row_ids(batch) if self.generated.generated == "row"
-                                      else self._content_ids(values, n))
+        if generated is not None:
+            values[generated.column] = raw[generated.column] = (
+                self._row_ids(batch) if generated.generated == "row" else self._content_ids(values, n))
 
         rejected = np.zeros(n, dtype=bool)
         for mask, *_ in checks:
@@ -709,7 +718,7 @@ class Cleanser:
         callers that judge records outside a run, such as the model server."""
         rule = next(r for r in self.rules if r.name == name)
         c = coerce_column(arr, rule.spec, rule.str_sentinels, rule.num_sentinels)
-        checks: list = [(c.invalid, name, c.reason, arr)] if c.invalid.any() else []
+        checks: list[_Check] = [(c.invalid, name, c.reason, arr)] if c.invalid.any() else []
         present = ~(c.missing | c.invalid)
         if present.any():
             self._rule_checks(rule, c.values, present, arr, checks)
@@ -729,14 +738,16 @@ class Cleanser:
         a unit separator, a null spelled as NUL; equal rows get equal ids and de-duplicate."""
         if n == 0:
             return pa.array([], pa.string())
+        skip = self.generated.column if self.generated is not None else None
         parts = [pc.fill_null(_as_text(values[r.name]), "\x00") for r in self.rules if r.name in values
-                 and r.name != self.generated.column]
+                 and r.name != skip]
         text = pc.binary_join_element_wise(*parts, "\x1f").to_numpy(zero_copy_only=False).astype(object)
         lo = pd.util.hash_array(text, hash_key="skiff.content.k1", categorize=False)
         hi = pd.util.hash_array(text, hash_key="skiff.content.k2", categorize=False)
         return pa.array(np.char.add(np.char.mod("%016x", hi), np.char.mod("%016x", lo)), pa.string())
 
-    def _rule_checks(self, rule: _Rule, v: pa.Array, present: np.ndarray, raw: pa.Array, checks: list) -> None:
+    def _rule_checks(self, rule: _Rule, v: pa.Array, present: np.ndarray, raw: pa.Array,
+                     checks: list[_Check]) -> None:
         col, name = rule.spec, rule.name
         if col.min is not None or col.max is not None:
             if col.type in ("integer", "float"):
@@ -764,9 +775,10 @@ class Cleanser:
             if bad.any():
                 checks.append((bad, name, "regex_mismatch", raw))
 
-    def _quarantine(self, batch: SourceBatch, rejected: np.ndarray, checks: list, raw: dict[str, pa.Array]):
+    def _quarantine(self, batch: SourceBatch, rejected: np.ndarray, checks: list[_Check],
+                    raw: dict[str, pa.Array]) -> tuple[pa.Table, Counter[str]]:
         schema = self.quarantine_schema()
-        reasons: Counter = Counter()
+        reasons: Counter[str] = Counter()
         parts = []
         idx = np.flatnonzero(rejected)
         if len(idx):
@@ -823,7 +835,7 @@ class ReasonTally:
     failed ingest tells the user to look at first."""
 
     def __init__(self) -> None:
-        self.counts: Counter = Counter()
+        self.counts: Counter[tuple[str | None, str]] = Counter()  # (column, reason) -> rows
         self.examples: dict[tuple[str | None, str], str | None] = {}
 
     def add(self, quarantine: pa.Table) -> None:

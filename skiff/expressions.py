@@ -164,7 +164,9 @@ def derived_udf(features: tuple[tuple[str, str, str], ...]) -> Callable[[pd.Data
     """A closure computing :func:`derived_frame` for ``features`` (data in its cells, not in code)."""
     features = tuple((str(n), str(e), str(t)) for n, e, t in features)
 
-    def skiff_derived(inputs: pd.DataFrame) -> pd.DataFrame:
+    # Unannotated on purpose: Feast evaluates a udf's hints in this module's globals, where pandas is not
+    # imported (it stays lazy), and accepts no return hint but pandas.DataFrame
+    def skiff_derived(inputs):  # type: ignore[no-untyped-def]
         return derived_frame(inputs, features)
 
     return skiff_derived

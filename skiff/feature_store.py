@@ -36,6 +36,8 @@ from skiff.lake import Lake
 from skiff.storage import Store
 
 if TYPE_CHECKING:
+    from feast import FeatureStore
+
     from skiff.config import Settings
     from skiff.spec import DatasetSpec
 
@@ -150,7 +152,8 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def open_store(repo_path: str | Path, feast_dir: str | Path, source_dir: str, yaml_name: str = _DEFAULT_NAME):
+def open_store(repo_path: str | Path, feast_dir: str | Path, source_dir: str,
+               yaml_name: str = _DEFAULT_NAME) -> FeatureStore:
     """Open the Feast store of ``repo_path`` with its ``${SKIFF_*}`` paths pointed at this skiff root.
 
     ``feast_dir`` holds the registry and SQLite online store; ``source_dir`` is ``<lake>/features``
@@ -170,14 +173,16 @@ def open_store(repo_path: str | Path, feast_dir: str | Path, source_dir: str, ya
     return FeatureStore(config=config)
 
 
-def open_store_from_settings(settings: Settings, lake: Lake | None = None):
+def open_store_from_settings(settings: Settings, lake: Lake | None = None) -> FeatureStore:
     """The project's feature store as the settings name it (repo, Feast folder, config file), its sources
     in ``lake`` (default: the settings' lake)."""
     sources = feature_sources(lake or Lake.from_settings(settings))
     return open_store(settings.feature_repo, settings.feast_dir, sources.uri(), settings.feature_store_yaml)
 
 
-def online_features(store, service: str, entity_rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+def online_features(store: FeatureStore, service: str, entity_rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """Online feature values for entity rows (``{"customer_id": "..."}``); unknown keys give None."""
     fs = store.get_feature_service(service)
-    return store.get_online_features(features=fs, entity_rows=entity_rows).to_dict()
+    # Feast types the response as Dict[str, Any]: each value is the column of the rows' values
+    values: dict[str, list[Any]] = store.get_online_features(features=fs, entity_rows=entity_rows).to_dict()
+    return values

@@ -35,13 +35,16 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skiff.config import Settings
 from skiff.errors import InvariantError, NotFoundError
 from skiff.manifest import RunManifest
 from skiff.spec import json_sha256
 from skiff.storage import Store
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["Lake", "RunRef", "RunSelection", "StagedRun", "MANIFEST", "QUARANTINE"]
 
@@ -264,7 +267,8 @@ class Lake:
                 files += self.run_files(ref)
         return files
 
-    def read(self, dataset: str, dates: list[str] | str | None = None, columns: list[str] | None = None):
+    def read(self, dataset: str, dates: list[str] | str | None = None,
+             columns: list[str] | None = None) -> pa.Table:
         """Accepted rows as a pyarrow Table (columns unified across runs)."""
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -28,20 +28,20 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from skiff import __version__
 from skiff.config import Settings
 from skiff.errors import ConflictError, NotFoundError, StorageError, UsageError
+from skiff.identifiers import NAME_RE
 from skiff.locks import exclusive
 from skiff.modeling import MODEL_FILE
-from skiff.spec import NAME_RE
 from skiff.storage import Store
 from skiff.versions import parse_version
 
-__all__ = ["ModelRegistry", "ModelVersion", "VersionMetadata", "code_version"]
+__all__ = ["ModelRegistry", "ModelVersion", "VersionMetadata", "ChampionEntry", "code_version"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,23 @@ METADATA_FILE = "metadata.json"
 CARD_FILE = "MODEL_CARD.md"
 CHAMPION_FILE = "_champion.json"
 _MAX_RACE_RETRIES = 20
+
+
+class ChampionEntry(TypedDict):
+    """One change of champion in ``_champion.json``'s history."""
+
+    version: int
+    previous: int | None
+    reason: str
+    #: ISO 8601, UTC, seconds
+    at: str
+
+
+class _ChampionDoc(TypedDict):
+    """``<name>/_champion.json``: the champion now and every change that led there."""
+
+    version: int | None
+    history: list[ChampionEntry]
 
 
 class VersionMetadata(BaseModel):
@@ -139,10 +156,11 @@ class ModelRegistry:
         nums = [int(n) for n in self.store.listdir(name) if n.isdigit()]
         return sorted(v for v in nums if self.store.is_committed(name, str(v)))
 
-    def _champion_doc(self, name: str) -> dict[str, Any]:
+    def _champion_doc(self, name: str) -> _ChampionDoc:
         if not self.store.exists(name, CHAMPION_FILE):
             return {"version": None, "history": []}
-        return self.store.read_json(name, CHAMPION_FILE)
+        doc: _ChampionDoc = self.store.read_json(name, CHAMPION_FILE)  # written only by set_champion
+        return doc
 
     def champion_version(self, name: str) -> int | None:
         return self._champion_doc(name).get("version")
@@ -206,8 +224,8 @@ class ModelRegistry:
         meta = metadata if isinstance(metadata, VersionMetadata) else VersionMetadata.model_validate(
             {"name": name, **dict(metadata)}
         )
-        files = {k: Path(v) for k, v in (files or {}).items()}
-        for fname, path in files.items():
+        paths = {k: Path(v) for k, v in (files or {}).items()}
+        for fname, path in paths.items():
             if "/" in fname or fname.startswith(("_", ".")) or fname in (MODEL_FILE, METADATA_FILE, CARD_FILE):
                 raise UsageError(f"invalid file name in a model version: {fname!r}")
             if not path.is_file():
@@ -215,7 +233,7 @@ class ModelRegistry:
         with exclusive(self.store, name, "_versions"):
             for folder in self.store.clean_abandoned_staging(name):
                 log.warning("%s: removed the staging folder of a registration that was killed: %s", name, folder)
-            return self._publish(name, model, meta, files)
+            return self._publish(name, model, meta, paths)
 
     def _publish(self, name: str, model: Any, meta: VersionMetadata, files: dict[str, Path]) -> ModelVersion:
         import joblib
@@ -244,19 +262,19 @@ class ModelRegistry:
             return self.get(name, version)
         raise StorageError(f"could not allocate a version for {name!r} after {_MAX_RACE_RETRIES} tries")
 
-    def set_champion(self, name: str, version: int, reason: str) -> dict[str, Any]:
+    def set_champion(self, name: str, version: int, reason: str) -> ChampionEntry:
         """Make a version the champion; the history records every change with its reason."""
         if version not in self.version_numbers(name):
             raise NotFoundError(f"model {name!r} has no version {version}")
         with exclusive(self.store, name, CHAMPION_FILE):  # read, append, write: no other writer between
             doc = self._champion_doc(name)
-            entry = {"version": version, "previous": doc.get("version"), "reason": reason,
+            entry: ChampionEntry = {"version": version, "previous": doc.get("version"), "reason": reason,
                      "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-            doc = {"version": version, "history": [*doc.get("history", []), entry]}
-            self.store.write_json(doc, name, CHAMPION_FILE)
+            new_doc: _ChampionDoc = {"version": version, "history": [*doc.get("history", []), entry]}
+            self.store.write_json(new_doc, name, CHAMPION_FILE)
         return entry
 
-    def champion_history(self, name: str) -> list[dict[str, Any]]:
+    def champion_history(self, name: str) -> list[ChampionEntry]:
         return list(self._champion_doc(name).get("history", []))
 
 

@@ -153,7 +153,8 @@ class ColumnSpec(_Strict):
             raise ValueError("missing=impute needs 'impute' (mean, median, mode or a constant)")
         if self.impute in ("mean", "median") and self.type not in ("integer", "float"):
             raise ValueError(f"impute={self.impute} needs a numeric column, not {self.type}")
-        if self.min is not None and self.max is not None and self.min > self.max:
+        lo, hi = self.min, self.max  # numbers by now: the loop above converted every text bound
+        if isinstance(lo, int | float) and isinstance(hi, int | float) and lo > hi:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         return self
 

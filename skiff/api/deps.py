@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi import Path as PathParam
@@ -14,7 +14,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from skiff.api.auth import Scope, TokenSet
 from skiff.config import Settings
-from skiff.spec import NAME_RE
+from skiff.identifiers import NAME_RE
+
+if TYPE_CHECKING:
+    from skiff.api.runs import LocalRuns
 
 __all__ = ["ApiContext", "context", "require_read", "require_admin", "NameParam", "EnvParam"]
 
@@ -33,13 +36,14 @@ class ApiContext:
     tokens: TokenSet
     environments: Path
     kfp_client_factory: Callable[..., Any] | None
-    runs: Any  # skiff.api.runs.LocalRuns
+    runs: LocalRuns
     #: serialises the read-modify-write edits of this server (champion file, environment model files)
     write_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def context(request: Request) -> ApiContext:
-    return request.app.state.skiff
+    ctx: ApiContext = request.app.state.skiff  # set once by create_app; starlette's state is untyped
+    return ctx
 
 
 def _unauthorized(message: str) -> HTTPException:

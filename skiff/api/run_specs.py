@@ -24,8 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from skiff.config import Settings
 from skiff.errors import NotFoundError
+from skiff.identifiers import NAME_RE
 from skiff.registry import ModelRegistry
-from skiff.spec import NAME_RE, DatasetSpec, load_spec, parse_spec, spec_path
+from skiff.spec import DatasetSpec, load_spec, parse_spec, spec_path
 from skiff.versions import VersionRef
 
 __all__ = ["RegisteredSpec", "RemoteFileSource", "OBJECT_STORE_PATTERN", "resolve_spec"]

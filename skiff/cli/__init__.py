@@ -100,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("skiff: aborted")
         return 130
     except Exception as e:  # click's own usage errors come here too (typer may vendor click)
-        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
-            e.show()
-            return e.exit_code
+        show, exit_code = getattr(e, "show", None), getattr(e, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            return exit_code
         if debug:
             err_console.print_exception()
         err_console.print(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from skiff.cli._common import JsonOption, console, emit, state
@@ -15,7 +17,7 @@ def register(app: typer.Typer) -> None:
         result = s.model_dump(mode="json")
         result.update(lake_uri=s.lake_uri, artifacts_uri=s.artifacts_uri, registry_uri=s.registry_uri)
 
-        def human(r: dict) -> None:
+        def human(r: dict[str, Any]) -> None:
             for k, v in r.items():
                 console.print(f"[bold]{k}[/]: {v}", highlight=False)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
             local_run = runner.run_local(TABULAR.name, args, Path(settings.root) / "pipeline_runs", on_event)
         summary = TABULAR.summarize(local_run, settings)
 
-        def human(s: dict) -> None:
+        def human(s: dict[str, Any]) -> None:
             print_run(s, TABULAR.summary_lines(s))
             if s.get("registered"):
                 console.print(f"next: skiff models show {s['registered']['name']}  ·  "

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,13 +14,16 @@ from skiff.cli._common import JsonOption, console, dataset_spec, emit, state
 from skiff.errors import UsageError
 from skiff.lake import Lake
 
+if TYPE_CHECKING:
+    from skiff.spec import DatasetSpec
+
 SpecOption = Annotated[Path | None, typer.Option("--spec", help="Dataset spec (default datasets/<NAME>.yaml).")]
 DatasetOption = Annotated[
     str | None, typer.Option("--dataset", "-d", help="Dataset name (or --spec FILE, which names it).")
 ]
 
 
-def _spec(ctx: typer.Context, dataset: str | None, spec: Path | None):
+def _spec(ctx: typer.Context, dataset: str | None, spec: Path | None) -> DatasetSpec:
     return dataset_spec(ctx, dataset, spec)
 
 
@@ -58,7 +62,7 @@ def register(app: typer.Typer) -> None:
 
         settings = state(ctx).settings
         s = _spec(ctx, dataset, spec)
-        with console.status("opening Feast and materializing…", spinner="dots") if not json_out else _null():
+        with console.status("opening Feast and materializing…", spinner="dots") if not json_out else contextlib.nullcontext():
             result = run_features(s, Lake.from_settings(settings), settings.feature_repo, settings.feast_dir,
                                   settings.feature_store_yaml, training_out)
         emit(asdict(result), json_out,
@@ -94,11 +98,3 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"composite key {s.key_columns}: give JSON objects")
         store = open_store_from_settings(settings)
         emit(online_features(store, feature_service_name(s), rows), json_out)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

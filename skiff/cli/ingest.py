@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import typer
 
 from skiff.cli._common import JsonOption, console, dataset_spec, emit, err_console, state
 from skiff.errors import ConflictError, UsageError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 __all__ = ["register"]
 
@@ -29,7 +32,7 @@ RecordsPathOpt = Annotated[
 ]
 
 
-def _progress(enabled: bool):
+def _progress(enabled: bool) -> Progress | None:
     """A rich progress display of rows read on stderr, or a no-op."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -185,9 +188,11 @@ def register(app: typer.Typer) -> None:
                               records_path=records_path)
         if generated_key not in (None, "row", "content"):
             raise UsageError(f"--generated-key {generated_key!r}: use row or content")
+        # checked just above; the typer option stays a str so a wrong value gets this message
+        key_kind = cast(Literal["row", "content"] | None, generated_key)
         table_ = sample_table(src, rows)
         inferred = infer_dataset(table_, name, target, entity_key=entity_key, source=src,
-                                 generated_key=generated_key, allow_duplicate_keys=allow_duplicate_keys)
+                                 generated_key=key_kind, allow_duplicate_keys=allow_duplicate_keys)
         spec = inferred.spec
         save_spec(spec, path, inferred.notes)
         result = {

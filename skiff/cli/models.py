@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         """List models, or the versions of one model, with their key metrics."""
         reg = ModelRegistry.from_settings(state(ctx).settings)
         names = [name] if name else reg.models()
-        rows = []
+        rows: list[dict[str, Any]] = []
         for n in names:
             for mv in reg.versions(n):
                 m = mv.metadata
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
                     "metrics": {k: m.metrics[k] for k in _KEY_METRICS if k in m.metrics},
                 })
 
-        def human(rs: list) -> None:
+        def human(rs: list[dict[str, Any]]) -> None:
             if not rs:
                 console.print("no models registered yet")
                 return
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         mv = reg.get(name, None if version is None else parse_version(version, what="VERSION"))
         result = mv.model_dump(mode="json")
 
-        def human(r: dict) -> None:
+        def human(r: dict[str, Any]) -> None:
             m = r["metadata"]
             console.print(f"[bold]{r['name']}[/] version {r['version']}" + (" (champion)" if r["champion"] else ""))
             console.print(f"uri: {r['uri']}", highlight=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
 
         if new_columns not in ("warning", "error"):
             raise UsageError(f"--new-columns {new_columns!r}: expected warning or error")
-        options: dict = {"warn_only": warn_only, "new_columns": _severity(new_columns)}
+        options: dict[str, Any] = {"warn_only": warn_only, "new_columns": _severity(new_columns)}
         if no_drift:
             options["drift_threshold"] = None
         elif drift_threshold is not None:
@@ -113,7 +113,7 @@ def register(app: typer.Typer) -> None:
             storage_options=settings.storage_options, threads=settings.max_threads, run_id=run_id,
         )
 
-        def human(_: dict) -> None:
+        def human(_: dict[str, Any]) -> None:
             if result.anomalies:
                 t = Table("feature")
                 t.add_column("anomaly", overflow="fold")

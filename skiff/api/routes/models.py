@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from skiff.api.deps import ApiContext, NameParam, context, require_admin, require_read
 from skiff.api.errors import declare
-from skiff.registry import ModelRegistry, ModelVersion
+from skiff.registry import ChampionEntry, ModelRegistry, ModelVersion
 from skiff.versions import VERSION_PATTERN, VersionNumber, parse_version
 
 __all__ = ["router"]
@@ -76,7 +76,7 @@ def get_version(name: NameParam, version: VersionPath, ctx: Annotated[ApiContext
 
 @router.get("/{name}/champion/history", response_model=list[ChampionChange], dependencies=[Depends(require_read)],
             responses=declare(404, 422, 503))
-def champion_history(name: NameParam, ctx: Annotated[ApiContext, Depends(context)]) -> list[dict[str, Any]]:
+def champion_history(name: NameParam, ctx: Annotated[ApiContext, Depends(context)]) -> list[ChampionEntry]:
     """Every change of champion with its reason."""
     reg = _registry(ctx)
     reg.get(name, "latest")
@@ -85,7 +85,8 @@ def champion_history(name: NameParam, ctx: Annotated[ApiContext, Depends(context
 
 @router.post("/{name}/champion", response_model=ChampionChange, dependencies=[Depends(require_admin)],
              responses=declare(400, 403, 404, 409, 422, 503))
-def set_champion(name: NameParam, body: ChampionRequest, ctx: Annotated[ApiContext, Depends(context)]) -> dict:
+def set_champion(name: NameParam, body: ChampionRequest,
+                 ctx: Annotated[ApiContext, Depends(context)]) -> ChampionEntry:
     """Make a version the champion by hand (the pipeline's gate does this automatically). Admin."""
     with ctx.write_lock:
         return _registry(ctx).set_champion(name, body.version, body.reason)

@@ -64,7 +64,8 @@ def _chosen(lake: Lake, dataset: str, date: str | None) -> list[str]:
 
 @router.get("/datasets/{dataset}/drift", response_model=DatasetDrift, dependencies=[Depends(require_read)],
             responses=declare(404, 422, 503))
-def drift(dataset: NameParam, ctx: Annotated[ApiContext, Depends(context)], date: DateQuery = None) -> dict:
+def drift(dataset: NameParam, ctx: Annotated[ApiContext, Depends(context)],
+          date: DateQuery = None) -> dict[str, Any]:
     """Per validated partition: status, the drifted features with score and threshold, blocking anomalies."""
     lake = Lake.from_settings(ctx.settings)
     out = []

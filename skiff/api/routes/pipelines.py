@@ -19,7 +19,7 @@ from skiff.api.deps import ApiContext, NameParam, context, require_admin, requir
 from skiff.api.errors import declare, declare_beside
 from skiff.api.run_specs import RegisteredSpec, RemoteFileSource, resolve_spec
 from skiff.api.runs import RunRecord
-from skiff.spec import NAME_RE
+from skiff.identifiers import NAME_RE
 
 __all__ = ["router"]
 
