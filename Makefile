@@ -47,10 +47,12 @@ test: setup lint
 test-fast: venv
 	@$(VENV)/bin/python -m pytest -m "not integration and not tfdv and not slow" $(PYTEST_ARGS)
 
-# ruff, and the layering contracts of .importlinter (core < steps < pipelines < faces; serving on core).
+# ruff, the layering contracts of .importlinter (core < steps < pipelines < faces; serving on core), and
+# mypy --strict on the core package ([tool.mypy] in pyproject.toml).
 lint: venv
 	@$(VENV)/bin/ruff check skiff components pipelines serving tests bench
 	@$(VENV)/bin/lint-imports --no-logo --no-cache
+	@$(VENV)/bin/mypy
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
