@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -14,6 +14,12 @@ from skiff.errors import ConfigError, GateFailed, UsageError
 from skiff.versions import parse_version, parse_version_number
 from skiff.yamlio import load_user_yaml
 
+if TYPE_CHECKING:
+    from serving.deploy.gitops import PromotionResult
+    from serving.deploy.isvc import RuntimeImages
+    from serving.rollout.store import RolloutStore
+    from skiff.registry import ModelRegistry
+
 EnvironmentsOption = Annotated[
     Path,
     typer.Option("--environments", envvar="SKIFF_ENVIRONMENTS",
@@ -23,14 +29,14 @@ DEFAULT_ENVS = Path("infra/environments")
 LOCAL_ENV = "local"
 
 
-def _images():
+def _images() -> RuntimeImages:
     from components._image import BASE_IMAGE, GPU_IMAGE
     from serving.deploy.isvc import RuntimeImages
 
     return RuntimeImages(predictor=BASE_IMAGE, gpu_predictor=GPU_IMAGE, transformer=BASE_IMAGE)
 
 
-def _registry(ctx: typer.Context):
+def _registry(ctx: typer.Context) -> ModelRegistry:
     from skiff.registry import ModelRegistry
 
     return ModelRegistry.from_settings(state(ctx).settings)
@@ -64,14 +70,14 @@ def _policy(base: Any, policy_file: Path | None, **flags: Any) -> Any:
         raise UsageError(f"invalid rollout policy: {problems}") from e
 
 
-def _pair(ev: dict, key: str, fmt: str, scale: float = 1.0) -> str:
+def _pair(ev: dict[str, Any], key: str, fmt: str, scale: float = 1.0) -> str:
     if not ev:
         return ""
     vals = [ev.get(side, {}).get(key) for side in ("stable", "canary")]
     return "/".join("-" if v is None else format(v * scale, fmt) for v in vals)
 
 
-def _decision_table(st: dict) -> None:
+def _decision_table(st: dict[str, Any]) -> None:
     console.print(f"[bold]{st['model']}[/] in {st['env']}: canary {st['canary_version']} vs stable "
                   f"{st['stable_version']} — [bold]{st['phase']}[/] at {st['canary_percent']}% "
                   f"({st['reason'] or 'running'})", highlight=False)
@@ -199,9 +205,8 @@ def _register_promote(app: typer.Typer) -> None:
         """Record in Git which version of a model runs in an environment (validated against the registry)."""
         from serving.deploy.gitops import Environments, commit_message, git_commit
 
-        if version is not None:
-            version = parse_version(version, what="--version")
-        modes = sum([version is not None, source is not None or target is not None, rollback])
+        ref = parse_version(version, what="--version") if version is not None else None
+        modes = sum([ref is not None, source is not None or target is not None, rollback])
         if modes != 1:
             raise UsageError("give exactly one of --version V --env ENV, --from ENV --to ENV, --rollback --env ENV")
         envs = Environments(environments)
@@ -220,7 +225,7 @@ def _register_promote(app: typer.Typer) -> None:
                     raise UsageError("--rollback takes no --force or --canary-percent")
                 result = envs.rollback(reg, env, name, reason=reason)
             else:
-                result = envs.promote(reg, env, name, version, canary_percent=canary_percent, force=force,
+                result = envs.promote(reg, env, name, ref, canary_percent=canary_percent, force=force,
                                       reason=reason)
         if commit and result.changed:
             result = result.model_copy(update={"commit": git_commit(Path(result.path), commit_message(result))})
@@ -240,7 +245,7 @@ def _register_rollout(app: typer.Typer) -> None:
                           no_args_is_help=True)
     app.add_typer(rollout, name="rollout")
 
-    def store(ctx: typer.Context):
+    def store(ctx: typer.Context) -> RolloutStore:
         from serving.rollout.store import RolloutStore
         from skiff.storage import Store
 
@@ -259,7 +264,7 @@ def _register_rollout(app: typer.Typer) -> None:
         dep = envs.deployment(env, name)
         if dep.canary is None or str(dep.canary.version) != st.canary_version:
             return None
-        res = envs.finish_canary(env, name, promoted=st.phase == "promoted", reason=st.reason)
+        res: PromotionResult = envs.finish_canary(env, name, promoted=st.phase == "promoted", reason=st.reason)
         return res.path
 
     @rollout.command("start")
@@ -373,10 +378,10 @@ def _register_rollout(app: typer.Typer) -> None:
             raise UsageError(f"no Prometheus URL: set prometheus_url in {env}/environment.yaml or --prometheus")
         from serving.deploy.isvc import isvc_name
 
-        act = KServeActuator(_kube_api(), isvc_name(name), cfg.namespace)
-        metrics = PrometheusMetricsSource(prom, name, stable, canary, feedback=fb)
+        kserve_act = KServeActuator(_kube_api(), isvc_name(name), cfg.namespace)
+        prometheus_metrics = PrometheusMetricsSource(prom, name, stable, canary, feedback=fb)
         finish(RolloutController(model=name, env=state_env, stable_version=stable, canary_version=canary,
-                                 policy=policy, metrics=metrics, actuator=act, store=store(ctx),
+                                 policy=policy, metrics=prometheus_metrics, actuator=kserve_act, store=store(ctx),
                                  replace=replace).run())
 
     @rollout.command("status")

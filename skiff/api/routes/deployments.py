@@ -68,8 +68,10 @@ def promote(env: EnvParam, name: NameParam, body: PromoteRequest,
             ctx: Annotated[ApiContext, Depends(context)]) -> PromotionResult:
     """Run a version (or a canary of it) in an environment; 422 when its gate did not pass and no force."""
     with ctx.write_lock:
-        return _envs(ctx).promote(ModelRegistry.from_settings(ctx.settings), env, name, body.version,
-                                  canary_percent=body.canary_percent, force=body.force, reason=body.reason)
+        result: PromotionResult = _envs(ctx).promote(
+            ModelRegistry.from_settings(ctx.settings), env, name, body.version,
+            canary_percent=body.canary_percent, force=body.force, reason=body.reason)
+        return result
 
 
 @router.post("/{env}/deployments/{name}/rollback", response_model=PromotionResult,
@@ -78,7 +80,9 @@ def rollback(env: EnvParam, name: NameParam, body: RollbackRequest,
              ctx: Annotated[ApiContext, Depends(context)]) -> PromotionResult:
     """Run the version that ran before the current one (from the model file's history)."""
     with ctx.write_lock:
-        return _envs(ctx).rollback(ModelRegistry.from_settings(ctx.settings), env, name, reason=body.reason)
+        result: PromotionResult = _envs(ctx).rollback(ModelRegistry.from_settings(ctx.settings), env, name,
+                                                      reason=body.reason)
+        return result
 
 
 @router.get("/{env}/rollouts/{name}", response_model=RolloutState, dependencies=[Depends(require_read)],
