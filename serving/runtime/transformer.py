@@ -9,7 +9,7 @@ not know (every feature empty), and hands the rows, in the version's feature ord
 
 - in-process (the default, ``predictor=``): the :class:`~serving.runtime.predictor.SkiffPredictor` registered in
   the same server scores the checked batch directly, no second HTTP hop;
-- over HTTP (``predictor_host="host:port"``): KServe's transformer pattern, a V1 or V2 request (the same
+- over HTTP (``TransformerOptions.predictor_host="host:port"``): KServe's transformer pattern, a V1 or V2 request (the same
   protocol as the incoming one) to ``/v1/models/<name>:predict`` or ``/v2/models/<name>/infer`` with an
   ``httpx.AsyncClient``; the predictor's 4xx answers come back with their status and reason.
 
@@ -230,7 +230,7 @@ class FeastTransformer(Model):
         o = options or TransformerOptions()
         if (predictor is None) == (o.predictor_host is None):
             raise ConfigError("a feature transformer needs exactly one of predictor= (in-process) or "
-                              "predictor_host= (over HTTP)")
+                              "options.predictor_host (over HTTP)")
         self.model_name = o.model_name or name
         self.requested_version = o.version
         self._settings = settings
