@@ -31,3 +31,22 @@ def skiff_env(tmp_path, monkeypatch):
     monkeypatch.setenv("SKIFF_ROOT", str(tmp_path / ".skiff"))
     monkeypatch.delenv("SKIFF_CONFIG", raising=False)
     return tmp_path
+
+
+def wait_until_ready(url: str, proc, timeout: float = 60.0, log_path: Path | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log when the process exits or time runs out."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        log = log_path.read_text()[-3000:] if log_path is not None and log_path.exists() else ""
+        assert proc.poll() is None, f"the server exited with {proc.returncode} before {url} was ready\n{log}"
+        assert time.monotonic() < deadline, f"{url} was not ready within {timeout:.0f} s\n{log}"
+        time.sleep(0.3)

@@ -135,19 +135,20 @@ def local_canary(
     with _servers(name, str(stable_version), str(canary_version), launch=launch, stop=stop, host=host) as (
         stable_url, canary_url, handles,
     ):
-        router = CanaryRouter(
-            name,
-            Upstream(role="stable", url=stable_url, version=str(stable_version)),
-            Upstream(role="canary", url=canary_url, version=str(canary_version)),
-            percent,
-            seed=seed,
-        )
+        router = _router(name, (stable_url, stable_version), (canary_url, canary_version), percent, seed)
         thread = RouterThread(router, host, port).start()
         try:
             yield LocalCanary(router=router, thread=thread, stable_url=stable_url, canary_url=canary_url,
                               handles=handles)
         finally:
             thread.stop()
+
+
+def _router(name: str, stable: tuple[str, int | str], canary: tuple[str, int | str], percent: int,
+            seed: int | None) -> CanaryRouter:
+    """The weighted router in front of the stable and canary servers (each given as ``(url, version)``)."""
+    return CanaryRouter(name, Upstream(role="stable", url=stable[0], version=str(stable[1])),
+                        Upstream(role="canary", url=canary[0], version=str(canary[1])), percent, seed=seed)
 
 
 def run_canary(
@@ -176,13 +177,7 @@ def run_canary(
         raise UsageError(f"the canary version {canary_version} is the stable version of {name}")
     with sigterm_exits(), _servers(name, str(stable_version), str(canary_version), launch=launch, stop=stop,
                                    host=host) as (stable_url, canary_url, _handles):
-        router = CanaryRouter(
-            name,
-            Upstream(role="stable", url=stable_url, version=str(stable_version)),
-            Upstream(role="canary", url=canary_url, version=str(canary_version)),
-            percent,
-            seed=seed,
-        )
+        router = _router(name, (stable_url, stable_version), (canary_url, canary_version), percent, seed)
         log.info("canary router for %s on http://%s:%s: %s%% to version %s, the rest to version %s",
                  name, host, port, percent, canary_version, stable_version)
         # uvicorn shuts down gracefully on SIGINT/SIGTERM and then raises the signal again: as

@@ -26,7 +26,7 @@ from skiff.lake import Lake
 from skiff.registry import ModelRegistry
 from skiff.rollout_policy import RolloutPolicy
 from skiff.storage import Store
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until_ready
 
 ADMIN, READER = "admin-token-for-tests", "read-token-for-tests"
 A = {"Authorization": f"Bearer {ADMIN}"}
@@ -382,15 +382,7 @@ def test_skiff_api_serves_on_loopback_with_hashed_tokens(world, skiff_env):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+        wait_until_ready(f"{base}/healthz", proc, timeout=30)
         assert httpx.get(f"{base}{V1}/models").status_code == 401
         models = httpx.get(f"{base}{V1}/models", headers=A).json()
         assert models[0]["name"] == "churn" and models[0]["latest"] == 3

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import numpy as np
@@ -20,6 +19,7 @@ import yaml
 from skiff.cli import main
 from skiff.config import load_settings
 from skiff.registry import ModelRegistry
+from tests.conftest import wait_until_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.tfdv, pytest.mark.slow]
 
@@ -111,16 +111,7 @@ def test_keyless_dirty_export_to_a_served_model(tmp_path, monkeypatch, capsys):
                             env={**os.environ}, stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/v2/models/meters/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            assert time.monotonic() < deadline, "model server did not become ready"
-            time.sleep(0.5)
+        wait_until_ready(f"{url}/v2/models/meters/ready", proc, timeout=90, log_path=tmp_path / "serve.log")
         raw = [{f: r[f] for f in features} for r in rows]
         v1 = httpx.post(f"{url}/v1/models/meters:predict", json={"instances": raw}, timeout=30)
         assert v1.status_code == 200, v1.text

@@ -9,7 +9,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import psutil
@@ -19,7 +18,7 @@ from fastapi.testclient import TestClient
 from skiff.api import create_app
 from skiff.api.auth import ADMIN_ENV, READ_ENV, TokenSet, hash_token
 from skiff.config import load_settings
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until_ready
 
 ADMIN, READER = "admin-token-for-security-tests", "read-token-for-security-tests"
 A = {"Authorization": f"Bearer {ADMIN}"}
@@ -117,15 +116,7 @@ def test_a_real_server_does_not_grow_on_a_150_mb_unauthenticated_post(skiff_env)
     proc = subprocess.Popen([sys.executable, "-m", "skiff", "api", "--port", str(port)], env=env, cwd=skiff_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+        wait_until_ready(f"http://127.0.0.1:{port}/healthz", proc, timeout=60)
         server = psutil.Process(proc.pid)
         before = server.memory_info().rss
         size = 150 * 1024 * 1024
