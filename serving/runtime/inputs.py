@@ -22,9 +22,9 @@ records whether a missing value is left.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 from kserve.errors import InvalidInput
@@ -32,7 +32,7 @@ from kserve.errors import InvalidInput
 from skiff.cleansing import Cleanser
 from skiff.spec import ColumnSpec, DatasetSpec
 
-__all__ = ["BadRequest", "RequestRows", "InputSchema", "parse_v1", "parse_v2", "check_column", "V2_DATATYPE"]
+__all__ = ["BadRequest", "ErrorBody", "RequestRows", "InputSchema", "parse_v1", "parse_v2", "check_column", "V2_DATATYPE"]
 
 #: The V2 datatype a column of each spec type is described with in model metadata.
 V2_DATATYPE = {"string": "BYTES", "category": "BYTES", "datetime": "BYTES", "integer": "INT64",
@@ -48,7 +48,15 @@ _MAX_DIM = 2**31 - 1
 _ALL_DT = _NUMERIC_DT | {"BOOL", "BYTES"}
 
 
-class BadRequest(InvalidInput):
+class ErrorBody(TypedDict):
+    """The JSON body of every error the model server answers (4xx and 5xx alike)."""
+
+    error: str
+    message: str
+    detail: NotRequired[dict[str, Any]]
+
+
+class BadRequest(InvalidInput):  # type: ignore[misc]  # kserve ships no types: InvalidInput is Any here
     """A request the model cannot take; HTTP 400 with ``{"error", "message", "detail": {"field", ...}}``."""
 
     def __init__(self, message: str, field: str | None = None, **detail: Any) -> None:
@@ -56,8 +64,8 @@ class BadRequest(InvalidInput):
         self.field = field
         self.detail = {"field": field, **detail} if field is not None else dict(detail)
 
-    def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": "InvalidInput", "message": self.reason}
+    def to_dict(self) -> ErrorBody:
+        body: ErrorBody = {"error": "InvalidInput", "message": self.reason}
         if self.detail:
             body["detail"] = self.detail
         return body
@@ -83,7 +91,8 @@ def _text_of(v: Any) -> str | None:
     """A request value as the text a source file would hold (what ingestion coerces)."""
     t = type(v)
     if v is None or t is str:
-        return v
+        same: str | None = v
+        return same
     if t is bool:
         return "true" if v else "false"
     if t is int:
@@ -92,7 +101,8 @@ def _text_of(v: Any) -> str | None:
         return repr(v)  # shortest round-trip text; nan / inf as ingestion reads them
     if t is bytes:
         try:
-            return v.decode("utf-8")
+            text: str = v.decode("utf-8")
+            return text
         except UnicodeDecodeError as e:
             raise _Mismatch("UTF-8 text") from e
     raise _Mismatch("a single value")
@@ -108,9 +118,9 @@ class _Column:
     spec: ColumnSpec
     lo: float
     hi: float
-    num_sentinels: frozenset
-    str_sentinels: frozenset
-    allowed: frozenset | None
+    num_sentinels: frozenset[float]
+    str_sentinels: frozenset[str]
+    allowed: frozenset[Any] | None
     regex: bool
     impute: Any  # the value a missing one becomes under missing: impute (None: stays missing)
 
@@ -138,11 +148,11 @@ class _Column:
         if t in ("string", "category"):
             if self.regex:
                 return False
-            sent, allowed = self.str_sentinels, self.allowed
+            texts, allowed = self.str_sentinels, self.allowed
             for v in values:
                 if type(v) is not str or not v or v[0].isspace() or v[-1].isspace():
                     return False
-                if (sent and v in sent) or (allowed is not None and v not in allowed):
+                if (texts and v in texts) or (allowed is not None and v not in allowed):
                     return False
             return True
         return False
@@ -157,7 +167,8 @@ def _compile(features: Sequence[str], types: Mapping[str, str],
                for f in features}
     for f in features:
         columns[f]["type"] = types[f]
-    spec = DatasetSpec(name="request", entity_key={"generated": "row", "column": _REQUEST_KEY}, columns=columns)
+    spec = DatasetSpec.model_validate({"name": "request", "entity_key": {"generated": "row", "column": _REQUEST_KEY},
+                                       "columns": columns})
     cleanser = Cleanser(spec)
     out: dict[str, _Column] = {}
     for rule in cleanser.rules:
@@ -283,6 +294,8 @@ def _judge(schema: InputSchema, col: _Column, texts: list[str | None]) -> list[t
     fresh = list(dict.fromkeys(t for t, j in zip(texts, judged, strict=True) if j is None))
     if not fresh:
         return judged
+    if schema.cleanser is None:  # only InputSchema.build() compiles the rules
+        raise ValueError("the input schema has no compiled column rules: make it with InputSchema.build()")
     coerced, failed = schema.cleanser.check_column(col.name, pa.array(fresh, pa.string()))
     rules = {int(i): rule for mask, rule in reversed(failed) for i in np.flatnonzero(mask)}
     if col.type in ("float", "integer"):
@@ -334,7 +347,7 @@ def check_column(schema: InputSchema, name: str, values: list[Any], offset: int 
     return out, any_missing
 
 
-def _names(names) -> str:
+def _names(names: Iterable[str]) -> str:
     return ", ".join(repr(n) for n in names)
 
 
@@ -463,7 +476,7 @@ def parse_v2(request: Any, schema: InputSchema) -> RequestRows:
     missing = [f for f in features if f not in by_name]
     if missing:
         raise BadRequest(f"the request lacks feature(s) {_names(missing)}", missing[0], missing=missing)
-    n = None
+    count: int | None = None
     columns = {}
     any_missing = False
     for f in features:
@@ -475,12 +488,12 @@ def parse_v2(request: Any, schema: InputSchema) -> RequestRows:
             raise BadRequest(f"input {f!r}: datatype {inp.datatype} does not fit a {schema.types[f]} feature "
                              f"(use {V2_DATATYPE[schema.types[f]]})", f, datatype=inp.datatype,
                              expected=schema.types[f])
-        if n is None:
-            n = shape[0]
-            if n < 1:
+        if count is None:
+            count = shape[0]
+            if count < 1:
                 raise BadRequest(f"input {f!r} is empty: send at least one row", f, shape=shape)
-        elif shape[0] != n:
-            raise BadRequest(f"input {f!r} has {shape[0]} rows but {features[0]!r} has {n}", f, shape=shape)
-        columns[f], m = check_column(schema, f, _values(inp, n))
+        elif shape[0] != count:
+            raise BadRequest(f"input {f!r} has {shape[0]} rows but {features[0]!r} has {count}", f, shape=shape)
+        columns[f], m = check_column(schema, f, _values(inp, count))
         any_missing |= m
-    return RequestRows(columns, n or 0, any_missing)
+    return RequestRows(columns, count or 0, any_missing)
