@@ -17,7 +17,8 @@ import logging
 import re
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
-__all__ = ["redact_url", "redact_text", "url_secrets", "is_secret_param", "RedactingFilter", "redact_logger", "MASK"]
+__all__ = ["redact_url", "redact_text", "url_secrets", "is_secret_param", "RedactingFilter", "redact_logger",
+           "redact_log_output", "MASK"]
 
 MASK = "***"
 
@@ -35,6 +36,8 @@ _PARTS = ("password", "passwd", "secret", "token", "apikey", "signature", "crede
 
 # a URL inside free text ends at white space or a quote
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+# a query parameter in free text: after ? & or ; up to the next separator, white space or quote
+_QUERY_PAIR = re.compile(r"([?&;])([^=&;?#\s'\"<>]+)=([^&;#\s'\"<>]*)")
 
 
 def _norm(name: str) -> str:
@@ -127,9 +130,14 @@ def _redact_rough(url: str) -> str:
 
 def redact_text(text: str) -> str:
     """``text`` (an error message, a log line) with every URL in it redacted."""
-    if not isinstance(text, str) or "://" not in text:
+    if not isinstance(text, str):
         return text
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    if "=" in text:  # a request path's query string in an access log line has no scheme
+        text = _QUERY_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}={MASK}" if is_secret_param(unquote_plus(m.group(2)))
+                               and m.group(3) != MASK else m.group(0), text)
+    return text
 
 
 class RedactingFilter(logging.Filter):
@@ -148,3 +156,14 @@ def redact_logger(name: str) -> None:
     logger = logging.getLogger(name)
     if not any(isinstance(f, RedactingFilter) for f in logger.filters):
         logger.addFilter(RedactingFilter())
+
+
+def redact_log_output() -> None:
+    """Redact every record skiff's process writes: a filter on each handler of the root logger (a logger's
+    own filter misses what its children propagate) and on uvicorn's loggers, whose handlers are their own."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+    for name in ("uvicorn.error", "uvicorn.access", "httpx"):
+        redact_logger(name)
+

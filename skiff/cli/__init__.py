@@ -23,6 +23,7 @@ from skiff import __version__
 from skiff.cli._common import State, err_console
 from skiff.config import load_settings
 from skiff.errors import SkiffError
+from skiff.redact import redact_log_output, redact_text
 
 __all__ = ["app", "main"]
 
@@ -68,6 +69,7 @@ def _root(
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    redact_log_output()  # no credential in a URL reaches stderr, whoever logs it
     if not debug:  # one line per HTTP call is library chatter, not something a user asked for
         for noisy in ("httpx", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -107,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             err_console.print_exception()
         err_console.print(
-            f"[bold red]skiff: unexpected error:[/] {type(e).__name__}: {e} (run with --debug for the traceback)",
+            f"[bold red]skiff: unexpected error:[/] {type(e).__name__}: {redact_text(str(e))} "
+            "(run with --debug for the traceback)",
             highlight=False,
             soft_wrap=True,
         )

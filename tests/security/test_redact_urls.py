@@ -60,3 +60,25 @@ def test_urls_inside_text_and_errors_are_redacted():
     assert "postgresql://a:***@h/d?apikey=***" in redact_text(text)
     err = SourceError(f"cannot read {text}", source="https://x/?token=hunter2")
     assert "hunter2" not in str(err) and "hunter2" not in repr(err.to_dict())
+
+
+def test_the_cli_redacts_every_log_line_and_unexpected_error_of_its_process(tmp_path):
+    """Whoever logs a URL (a library's child logger, uvicorn) and whatever an unexpected error says, the
+    credentials never reach stderr once the CLI has started."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys\n"
+        "from skiff.cli import main\n"
+        "assert main(['config', '--json']) == 0\n"
+        "logging.getLogger('some.library.client').warning('GET %s', 'https://u:hunter2@db.example/x?token=t0ps3cret')\n"
+        "logging.getLogger('uvicorn.access').warning('GET /x?api_key=k3y-s3cret HTTP/1.1')\n"
+        "logging.getLogger('skiff.ingest').error('reading postgresql://etl:pa55word@db/prod failed')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          env={"PATH": "", "SKIFF_ROOT": str(tmp_path / ".skiff"), "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    for secret in ("hunter2", "t0ps3cret", "k3y-s3cret", "pa55word"):
+        assert secret not in proc.stderr, proc.stderr
+    assert proc.stderr.count("GET") == 2 and "db.example" in proc.stderr  # the lines are there, redacted
