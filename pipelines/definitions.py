@@ -127,6 +127,9 @@ def _tabular() -> PipelineDefinition:
             Parameter("feature_thresholds", dict, {}, "per-feature drift thresholds {column: value}"),
             Parameter("warn_only", bool, False, "validation never blocks"),
             Parameter("ingest_date", str, "", "partition date to ingest into (default: today)"),
+            Parameter("lake_run", str, "", "a committed lake run id to validate and train on alone (default: "
+                                           "the runs of the current spec); ingestion then reads no source and "
+                                           "names that run, so `sources` must be empty"),
         ),
         load=_tabular_function,
         build=tabular_run.arguments,

@@ -37,17 +37,20 @@ def tabular(
     feature_store_yaml: str = "feature_store.yaml",
     run_id: str = "",
     ingest_date: str = "",
+    lake_run: str = "",
 ):
-    ingested = ingest_op(spec=spec, lake_uri=lake_uri, run_id=run_id, sources=sources, ingest_date=ingest_date)
+    # lake_run pins one committed run: ingestion reads nothing and names it, validate and features read it alone
+    ingested = ingest_op(spec=spec, lake_uri=lake_uri, run_id=run_id, sources=sources, ingest_date=ingest_date,
+                         read_run=lake_run)
     ingested.set_caching_options(False).set_display_name("ingest")
     validated = validate(
         ingested=ingested.outputs["manifest"], spec=spec, lake_uri=lake_uri, drift_threshold=drift_threshold,
-        feature_thresholds=feature_thresholds, warn_only=warn_only,
+        feature_thresholds=feature_thresholds, warn_only=warn_only, run_id=lake_run,
     ).set_caching_options(False).set_display_name("validate")
     with dsl.If(validated.outputs["passed"] == True, name="validation-passed"):  # noqa: E712 - KFP condition
         feats = features(
             ingested=ingested.outputs["manifest"], spec=spec, lake_uri=lake_uri, feature_repo=feature_repo,
-            feast_dir=feast_dir, feature_store_yaml=feature_store_yaml,
+            feast_dir=feast_dir, feature_store_yaml=feature_store_yaml, run_id=lake_run,
         ).set_caching_options(False).set_display_name("features")
         trained = train(training_data=feats.outputs["training_data"], spec=spec, config=train_config)
         trained.set_display_name("train").set_cpu_limit("2").set_memory_limit("8G")

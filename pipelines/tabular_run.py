@@ -64,7 +64,8 @@ def _absolute_source(source: Any) -> Any:
 
 def preflight(spec: DatasetSpec, args: dict[str, Any]) -> None:
     """Check what can be checked before any step runs: the spec trains a model, the training config
-    suits its problem type (estimator, parameters, search space, scoring), the gate margin."""
+    suits its problem type (estimator, parameters, search space, scoring), the gate margin, and a pinned
+    ``lake_run`` (no ``sources`` with it; on a local lake, the run exists)."""
     from components.train.logic import check_config, parse_config
 
     if spec.target is None or spec.problem_type is None:
@@ -73,6 +74,23 @@ def preflight(spec: DatasetSpec, args: dict[str, Any]) -> None:
     margin = args.get("margin", 0.0)
     if not isinstance(margin, int | float) or isinstance(margin, bool) or margin < 0:
         raise UsageError("pipeline parameter 'margin' must be a number >= 0")
+    if args.get("lake_run"):
+        _check_lake_run(spec, args)
+
+
+def _check_lake_run(spec: DatasetSpec, args: dict[str, Any]) -> None:
+    """A pinned run is read instead of ingesting: sources would be ingested for nothing. The run's
+    existence is checked here when the lake is a local folder (elsewhere the ingest step checks it,
+    before anything is trained)."""
+    from skiff.lake import Lake
+    from skiff.storage import Store
+
+    if args.get("sources"):
+        raise UsageError("pipeline parameters 'lake_run' and 'sources' exclude each other: a pinned run is "
+                         "read instead of ingesting; drop 'sources' (or 'lake_run' to ingest them)")
+    uri = str(args.get("lake_uri") or "")
+    if uri and ("://" not in uri or uri.startswith("file://")):
+        Lake(Store(uri)).select_runs(spec.name, run_id=args["lake_run"])
 
 
 def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -89,7 +107,8 @@ def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
         "dataset": spec.get("name"), "validation": None, "registered": None, "gate_failed": False,
     }
     ingest_meta = _task_metadata(run, "ingest-op")
-    validation = _validation_result(settings, spec.get("name"), ingest_meta.get("ingest_date"))
+    validated_date = _task_metadata(run, "validate").get("ingest_date") or ingest_meta.get("ingest_date")
+    validation = _validation_result(settings, spec.get("name"), validated_date)
     if validation:
         summary["validation"] = {
             "status": validation.status, "date": validation.date,
@@ -100,6 +119,7 @@ def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
         summary["gate_failed"] = not validation.passed
     features_runs = _task_metadata(run, "features").get("runs") or {}
     summary["runs"] = {  # which lake runs validation and training read (skiff.lake.Lake.select_runs)
+        "selection": "pinned" if args.get("lake_run") else "current_spec", "pinned": args.get("lake_run") or None,
         "validated": validation.runs if validation else [],
         "features": features_runs.get("runs", []),
         "notes": features_runs.get("notes", []),
@@ -166,7 +186,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     counts = ing.get("counts") or {}
     if counts:
         reasons = ing.get("quarantine_reasons") or {}
-        unchanged = " (input unchanged: the earlier run's partition is used)" if ing.get("status") == "unchanged" else ""
+        unchanged = {"unchanged": " (input unchanged: the earlier run's partition is used)",
+                     "pinned": " (nothing ingested: the pinned run's counts)"}.get(ing.get("status") or "", "")
         lines.append("ingest: " + ", ".join(f"{k} {v}" for k, v in counts.items())
                      + ("; quarantined because " + ", ".join(f"{k} ({v})" for k, v in reasons.items())
                         if reasons else "")
@@ -181,7 +202,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             return ", ".join(f"{r.get('ingest_date')}/{r.get('run_id')}" for r in items) or "none"
 
         read = runs.get("features", [])
-        lines.append(f"runs: validated {names(runs.get('validated', []))}; features and training read "
+        pinned = f"pinned run {runs['pinned']}: " if runs.get("pinned") else ""
+        lines.append(f"runs: {pinned}validated {names(runs.get('validated', []))}; features and training read "
                      f"{len(read)} ({'…, ' if len(read) > 3 else ''}{names(read[-3:])})")
         lines.extend(f"note: {note}" for note in runs.get("notes", []))
     if reg := summary.get("registered"):

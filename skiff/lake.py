@@ -220,8 +220,10 @@ class Lake:
                 for r in runs:
                     if r.ref.run_id == run_id:
                         return RunSelection(dataset, spec_hash, (r,))
+            known = [f"{r.ref.date}/{r.ref.run_id}" for runs in candidates.values() for r in runs]
             raise NotFoundError(f"dataset {dataset!r} has no committed run {run_id!r} in ingest_date "
-                                f"{', '.join(chosen_dates)}", dataset=dataset, run_id=run_id)
+                                f"{', '.join(chosen_dates)}; its runs: {', '.join(known[-20:])}"
+                                f"{' (the last 20)' if len(known) > 20 else ''}", dataset=dataset, run_id=run_id)
         chosen: list[SelectedRun] = []
         notes: list[str] = []
         for date, runs in candidates.items():

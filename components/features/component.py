@@ -18,8 +18,10 @@ def features(
     feast_dir: str,
     training_data: Output[Dataset],
     feature_store_yaml: str = "feature_store.yaml",
+    run_id: str = "",
 ) -> NamedTuple("FeaturesOutputs", [("feature_service", str), ("rows", int)]):
-    """Apply the spec's Feast definitions, materialize online, write point-in-time training rows."""
+    """Apply the spec's Feast definitions, materialize online, write point-in-time training rows (from
+    the lake's runs of this spec, or the run ``run_id`` alone)."""
     from collections import namedtuple
 
     from components.features.logic import run_features
@@ -29,7 +31,7 @@ def features(
 
     s = spec_from_text(spec)
     result = run_features(s, Lake(Store(lake_uri)), feature_repo, feast_dir, feature_store_yaml,
-                          training_out=training_data.path)
+                          training_out=training_data.path, run_id=run_id or None)
     training_data.metadata.update({
         "dataset": s.name, "feature_service": result.feature_service, "rows": result.rows,
         "partitions": result.partitions, "source_uri": result.source_uri,

@@ -356,9 +356,11 @@ def run_features(
     feast_dir: str | Path,
     yaml_name: str = "feature_store.yaml",
     training_out: Path | None = None,
+    run_id: str | None = None,
 ) -> FeaturesResult:
     """The features step: offline source from the lake, apply, materialize, and (optionally) write the
-    point-in-time training frame to ``training_out`` (Parquet)."""
+    point-in-time training frame to ``training_out`` (Parquet). The source is the lake's runs of this
+    spec (:meth:`Lake.select_runs`, as validation reads), or the run ``run_id`` alone."""
     import time
 
     timings: dict[str, float] = {}
@@ -366,7 +368,7 @@ def run_features(
     sources = feature_sources(lake)
     if not lake.partitions(spec.name):
         raise NotFoundError(f"dataset {spec.name!r} has no ingested partitions; run `skiff ingest` first")
-    selection = lake.select_runs(spec.name, spec_fingerprint(spec))
+    selection = lake.select_runs(spec.name, spec_fingerprint(spec), run_id=run_id)
     offline, partitions = build_offline_source(lake, spec, sources, selection)
     timings["offline_source_s"] = time.perf_counter() - t
     t = time.perf_counter()

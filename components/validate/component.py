@@ -28,8 +28,10 @@ def validate(
     new_columns: str = "warning",
     domain_tolerance: float = 0.01,
     schema_uri: str = "",
+    run_id: str = "",
 ) -> NamedTuple("ValidateOutputs", [("passed", bool), ("blocking", int), ("warnings", int)]):
-    """Validate the ingested partition with TFDV; write the HTML report and the statistics."""
+    """Validate the ingested partition with TFDV (its runs of this spec, or the run ``run_id`` alone);
+    write the HTML report and the statistics."""
     import shutil
     from collections import namedtuple
 
@@ -52,7 +54,7 @@ def validate(
     lake = Lake(Store(lake_uri, settings.storage_options))
     result = validate_partition(
         s, lake, date=date, config=config, schema=schema_uri or None, tfdv_python=settings.tfdv_python,
-        storage_options=settings.storage_options, threads=settings.max_threads,
+        storage_options=settings.storage_options, threads=settings.max_threads, run_id=run_id or None,
     )
     for uri, artifact in ((result.report_uri, report), (result.statistics_uri, statistics)):
         with fsspec.open(uri, "rb", **settings.storage_options) as src, open(artifact.path, "wb") as dst:

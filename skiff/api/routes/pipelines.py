@@ -57,6 +57,9 @@ class TabularParams(BaseModel):
     warn_only: bool | None = Field(default=None, description="Validation never blocks.")
     ingest_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$",
                                     description="Partition date to ingest into (default: today).")
+    lake_run: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$",
+                                 description="A committed lake run id to validate and train on alone (default: "
+                                             "the current spec's runs); nothing is ingested, so no sources.")
 
     @field_validator("spec", mode="before")
     @classmethod
