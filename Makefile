@@ -48,7 +48,7 @@ test-fast: venv
 	@$(VENV)/bin/python -m pytest -m "not integration and not tfdv and not slow" $(PYTEST_ARGS)
 
 # ruff, the layering contracts of .importlinter (core < steps < pipelines < faces; serving on core), and
-# mypy --strict on the core package ([tool.mypy] in pyproject.toml).
+# mypy --strict on the core package and serving/runtime ([tool.mypy] in pyproject.toml).
 lint: venv
 	@$(VENV)/bin/ruff check skiff components pipelines serving tests bench
 	@$(VENV)/bin/lint-imports --no-logo --no-cache

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["ONNX_FILE", "DEFAULT_OPSET", "DEFAULT_TOLERANCE", "export_onnx", "onnx_feeds", "input_kinds",
-           "onnx_session", "known_categories", "OnnxDomain", "OnnxInfo", "OnnxSession"]
+           "onnx_session", "known_categories", "OnnxDomain", "OnnxInfo", "OnnxSession", "OnnxNode"]
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,21 @@ class OnnxInfo(TypedDict):
     ranges: NotRequired[dict[str, list[float]]]
 
 
+class OnnxNode(Protocol):
+    """An input or output of an onnxruntime session (its ``NodeArg``), by name."""
+
+    @property
+    def name(self) -> str: ...
+
+
 class OnnxSession(Protocol):
     """The part of an onnxruntime ``InferenceSession`` skiff calls (onnxruntime ships no types)."""
 
     def run(self, output_names: list[str] | None, input_feed: Mapping[str, np.ndarray]) -> list[Any]: ...
+
+    def get_inputs(self) -> list[OnnxNode]: ...
+
+    def get_outputs(self) -> list[OnnxNode]: ...
 
 
 def _preparer(model: Any) -> Any | None:

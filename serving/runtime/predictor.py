@@ -31,7 +31,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 from kserve import Model
@@ -40,9 +40,12 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from serving.runtime.inputs import V2_DATATYPE, BadRequest, InputSchema, RequestRows, parse_v1, parse_v2
 from skiff.config import Settings, load_settings
 from skiff.errors import SkiffError, UsageError
-from skiff.registry import ModelRegistry, ModelVersion
+from skiff.registry import ModelRegistry, ModelVersion, VersionMetadata
 
-__all__ = ["SkiffPredictor", "Scores", "Runtime", "FLAVORS", "register_flavor", "ENGINES"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["SkiffPredictor", "V1Response", "Scores", "Runtime", "FLAVORS", "register_flavor", "ENGINES"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,26 @@ class Scores:
     proba: np.ndarray | None = None
     values: np.ndarray | None = None
 
+    def probabilities(self) -> np.ndarray:
+        """The class probabilities ``[n, k]`` (a classifier's runtime always computes them)."""
+        if self.proba is None:
+            raise SkiffError("the model's runtime gave no class probabilities for a classifier")
+        return self.proba
+
+    def regression_values(self) -> np.ndarray:
+        """The regression values ``[n]`` (a regressor's runtime always computes them)."""
+        if self.values is None:
+            raise SkiffError("the model's runtime gave no values for a regression model")
+        return self.values
+
+
+class V1Response(TypedDict):
+    """A V1 ``:predict`` answer: one prediction per instance, and the version that made them."""
+
+    predictions: list[Any]
+    model_name: str
+    model_version: str
+
 
 class Runtime(abc.ABC):
     """A loaded model that scores checked batches. ``engine`` names what runs it (for metadata)."""
@@ -68,7 +91,7 @@ class Runtime(abc.ABC):
         """Probabilities or values for every row of a checked batch."""
 
 
-def _frame(batch: RequestRows, schema: InputSchema):
+def _frame(batch: RequestRows, schema: InputSchema) -> pd.DataFrame:
     """The batch as a DataFrame with the dtypes the spec types stand for (the scikit-learn path)."""
     import pandas as pd
 
@@ -215,7 +238,7 @@ def _label_datatype(classes: list[Any]) -> str:
     return "BYTES"
 
 
-class SkiffPredictor(Model):
+class SkiffPredictor(Model):  # type: ignore[misc]  # kserve ships no types: Model is Any here
     """A registered model version served by KServe's ModelServer (V1, V2 REST and gRPC)."""
 
     def __init__(
@@ -235,7 +258,7 @@ class SkiffPredictor(Model):
         self.engine_choice = engine
         self._settings = settings
         self.version: int | None = None
-        self.metadata = None
+        self.metadata: VersionMetadata | None = None
         self.schema: InputSchema | None = None
         self.runtime: Runtime | None = None
         self.load_error: str | None = None
@@ -299,7 +322,7 @@ class SkiffPredictor(Model):
         return self.runtime.score(batch)
 
     def predict(self, payload: Any, headers: dict[str, str] | None = None,
-                response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
+                response_headers: dict[str, str] | None = None) -> V1Response | InferResponse:
         assert self.schema is not None
         if isinstance(payload, InferRequest):
             batch = parse_v2(payload, self.schema)
@@ -308,7 +331,7 @@ class SkiffPredictor(Model):
         return self.v1_response(batch, self.score(batch))
 
     def _labels(self, scores: Scores) -> list[Any]:
-        proba = scores.proba
+        proba = scores.probabilities()
         if self.problem == "binary":
             picks = (proba[:, 1] >= self.threshold).astype(np.int64)
         else:
@@ -316,32 +339,32 @@ class SkiffPredictor(Model):
         classes = self.classes
         return [classes[i] for i in picks.tolist()]
 
-    def v1_response(self, batch: RequestRows, scores: Scores) -> dict[str, Any]:
+    def v1_response(self, batch: RequestRows, scores: Scores) -> V1Response:
         if self.problem == "regression":
-            predictions: list[Any] = scores.values.tolist()
+            predictions: list[Any] = scores.regression_values().tolist()
         elif self.problem == "binary":
             predictions = [{"label": lab, "probability": p}
-                           for lab, p in zip(self._labels(scores), scores.proba[:, 1].tolist(), strict=True)]
+                           for lab, p in zip(self._labels(scores), scores.probabilities()[:, 1].tolist(), strict=True)]
         else:
             keys = [str(c) for c in self.classes]
             predictions = [{"label": lab, "probabilities": dict(zip(keys, row, strict=True))}
-                           for lab, row in zip(self._labels(scores), scores.proba.tolist(), strict=True)]
+                           for lab, row in zip(self._labels(scores), scores.probabilities().tolist(), strict=True)]
         return {"predictions": predictions, "model_name": self.name, "model_version": self.version_label}
 
     def v2_outputs(self, n: int, scores: Scores) -> list[InferOutput]:
         if self.problem == "regression":
-            return [InferOutput("value", [n], "FP64", data=scores.values.tolist())]
+            return [InferOutput("value", [n], "FP64", data=scores.regression_values().tolist())]
         labels = self._labels(scores)
         if self.label_datatype == "BYTES":
             labels = [lab if type(lab) is str else str(lab) for lab in labels]
         out = [InferOutput("label", [n], self.label_datatype, data=labels)]
         if self.problem == "binary":
-            out.append(InferOutput("probability", [n], "FP64", data=scores.proba[:, 1].tolist(),
+            out.append(InferOutput("probability", [n], "FP64", data=scores.probabilities()[:, 1].tolist(),
                                    parameters={"positive_class": str(self.classes[1]),
                                                "threshold": self._threshold_param}))
         else:
             k = len(self.classes)
-            out.append(InferOutput("probabilities", [n, k], "FP64", data=scores.proba.reshape(-1).tolist(),
+            out.append(InferOutput("probabilities", [n, k], "FP64", data=scores.probabilities().reshape(-1).tolist(),
                                    parameters={"classes": self._classes_param}))
         return out
 

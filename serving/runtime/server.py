@@ -42,14 +42,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from skiff.config import Settings, load_settings
 from skiff.errors import SkiffError, UsageError
+
+if TYPE_CHECKING:
+    import httpx
+    from fastapi import FastAPI
+    from prometheus_client import Counter, Histogram
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from serving.runtime.inputs import ErrorBody
 
 __all__ = [
     "ServerOptions",
@@ -62,6 +72,8 @@ __all__ = [
     "request_metrics",
     "import_kserve",
     "PREDICTOR_SUFFIX",
+    "ServedModel",
+    "KServeModelServer",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,8 +83,34 @@ PREDICTOR_SUFFIX = "-predictor"
 _DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
                      2.5, 5.0)
 _INFER_PATH = re.compile(r"^/v1/models/([^/:]+):predict$|^/v2/models/([^/]+)(?:/versions/[^/]+)?/infer$")
-_metrics: tuple[Any, Any] | None = None
+_metrics: tuple[Counter, Histogram] | None = None
 _DEFAULT_MAX_BODY = 64 * 1024 * 1024  # Settings.serve_max_body_bytes' default
+
+
+class ServedModel(Protocol):
+    """What the server reads and sets on a registered ``kserve.Model`` (skiff's predictor and transformer;
+    ``load_error``, ``version_label`` and ``aclose`` are read where a model has them)."""
+
+    name: str
+    ready: bool
+    enable_latency_logging: bool
+
+
+class ModelLookup(Protocol):
+    """KServe's model repository as the request metrics read it: the registered model of a name."""
+
+    def get_model(self, name: str) -> ServedModel | None: ...
+
+
+class KServeModelServer(Protocol):
+    """The part of ``kserve.ModelServer`` the server uses (kserve ships no types): its data plane, the
+    repository extension KServe's routes take, and model registration."""
+
+    dataplane: Any  # kserve's DataPlane, here skiff's subclass of it (see _dataplane_class)
+    model_repository_extension: Any
+    registered_models: ModelLookup
+
+    def register_model(self, model: ServedModel) -> None: ...
 
 
 def import_kserve() -> None:
@@ -87,7 +125,7 @@ def import_kserve() -> None:
         sys.argv = saved
 
 
-def request_metrics() -> tuple[Any, Any]:
+def request_metrics() -> tuple[Counter, Histogram]:
     """The ``skiff_requests_total`` Counter and ``skiff_request_duration_seconds`` Histogram (created once)."""
     global _metrics
     if _metrics is None:
@@ -105,12 +143,12 @@ def request_metrics() -> tuple[Any, Any]:
 class RequestMetricsMiddleware:
     """ASGI middleware counting and timing predict/infer requests, whatever their outcome."""
 
-    def __init__(self, app: Any, registry: Any) -> None:
+    def __init__(self, app: ASGIApp, registry: ModelLookup) -> None:
         self.app = app
         self.registry = registry
         self.counter, self.histogram = request_metrics()
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -121,7 +159,7 @@ class RequestMetricsMiddleware:
         name = m.group(1) or m.group(2)
         status = [500]
 
-        async def send_status(message: dict) -> None:
+        async def send_status(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)
@@ -143,11 +181,11 @@ class BodyLimitMiddleware:
     """ASGI middleware answering 413 with a JSON reason for a body over ``max_bytes``: a declared
     ``Content-Length`` before anything is read, a chunked body as soon as it passes the limit."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -161,7 +199,7 @@ class BodyLimitMiddleware:
         class _TooLarge(Exception):
             pass
 
-        async def counted() -> dict:
+        async def counted() -> Message:
             message = await receive()
             if message["type"] == "http.request":
                 seen[0] += len(message.get("body", b""))
@@ -169,7 +207,7 @@ class BodyLimitMiddleware:
                     raise _TooLarge
             return message
 
-        async def tracked(message: dict) -> None:
+        async def tracked(message: Message) -> None:
             if message["type"] == "http.response.start":
                 started[0] = True
             await send(message)
@@ -180,7 +218,7 @@ class BodyLimitMiddleware:
             if not started[0]:
                 await self._too_large(send)
 
-    async def _too_large(self, send: Any) -> None:
+    async def _too_large(self, send: Send) -> None:
         import orjson
 
         body = orjson.dumps(_error_body(
@@ -192,7 +230,7 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def _json_response(status_code: int, content: Any) -> Any:
+def _json_response(status_code: int, content: Any) -> Response:
     import orjson
     from starlette.responses import Response
 
@@ -205,15 +243,16 @@ def _json_response(status_code: int, content: Any) -> Any:
     return Response(payload, status_code=status_code, media_type="application/json")
 
 
-def _error_body(error: str, message: str, **detail: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": error, "message": message}
+def _error_body(error: str, message: str, **detail: Any) -> ErrorBody:
+    body: ErrorBody = {"error": error, "message": message}
     detail = {k: v for k, v in detail.items() if v is not None}
     if detail:
         body["detail"] = detail
     return body
 
 
-def _dataplane_class():
+def _dataplane_class() -> type[Any]:
+    """skiff's subclass of KServe's ``DataPlane`` (made on first use: kserve is imported late)."""
     import json
 
     import orjson
@@ -235,7 +274,7 @@ def _dataplane_class():
             field = ".".join(str(p) for p in first.get("loc", ())) or "body"
             raise BadRequest(f"{field}: {first.get('msg')}", field) from e
 
-    class SkiffDataPlane(DataPlane):
+    class SkiffDataPlane(DataPlane):  # type: ignore[misc]  # kserve ships no types: DataPlane is Any here
         """KServe's data plane with readiness that reflects failed loads and metadata with the version."""
 
         @staticmethod
@@ -243,31 +282,33 @@ def _dataplane_class():
             return _v2_json(body)
 
         async def ready(self) -> bool:
-            return all(m.ready for m in self.model_registry.get_models().values()) and await super().ready()
+            models: dict[str, ServedModel] = self.model_registry.get_models()
+            return all(m.ready for m in models.values()) and bool(await super().ready())
 
         def not_ready_reasons(self) -> dict[str, str]:
             return {n: getattr(m, "load_error", None) or "not loaded"
                     for n, m in self.model_registry.get_models().items() if not m.ready}
 
-        async def get_model(self, name: str):
-            model = self.get_model_from_registry(name)
+        async def get_model(self, name: str) -> ServedModel:
+            model: ServedModel = self.get_model_from_registry(name)
             if not model.ready:  # KServe would call load() again on every request; say why instead
                 raise ModelNotReady(name, getattr(model, "load_error", None) or "")
             return model
 
-        def metadata(self) -> dict:
+        def metadata(self) -> dict[str, Any]:
             # the model repository extension (load/unload by request) is not served: see _add_skiff_routes
             return {**super().metadata(), "extensions": []}
 
-        async def model_metadata(self, model_name: str) -> dict:
-            meta = await super().model_metadata(model_name)
+        async def model_metadata(self, model_name: str) -> dict[str, Any]:
+            meta: dict[str, Any] = await super().model_metadata(model_name)
             model = self.get_model_from_registry(model_name)
             version = getattr(model, "version_label", "")
             meta["versions"] = [version] if version else []
             meta["platform"] = getattr(model, "platform", "") or ""
             return meta
 
-        def decode(self, body, headers, *args, **kwargs):
+        def decode(self, body: Any, headers: dict[str, str] | None, *args: Any,
+                   **kwargs: Any) -> tuple[Any, dict[str, Any]]:
             protocol = kwargs.get("protocol_version", args[0] if args else "v1")
             if (isinstance(body, bytes) and str(protocol).lower() == "v2"
                     and INFERENCE_CONTENT_LENGTH_HEADER not in (headers or {})):
@@ -291,7 +332,8 @@ def _dataplane_class():
                     except (ValueError, RecursionError):
                         parsed = None
                     if parsed is not None:
-                        return super().decode(parsed, headers, *args, **kwargs)
+                        again: tuple[Any, dict[str, Any]] = super().decode(parsed, headers, *args, **kwargs)
+                        return again
                 raise BadRequest(str(e), "body") from e
             except (KeyError, TypeError, ValueError, IndexError) as e:  # malformed binary V2 requests
                 raise BadRequest(f"malformed inference request: {type(e).__name__}: {e}", "body") from e
@@ -299,7 +341,7 @@ def _dataplane_class():
     return SkiffDataPlane
 
 
-def _add_handlers(app: Any) -> None:
+def _add_handlers(app: FastAPI) -> None:
     from http import HTTPStatus
 
     from fastapi.exceptions import RequestValidationError
@@ -308,12 +350,12 @@ def _add_handlers(app: Any) -> None:
 
     from serving.runtime.inputs import BadRequest
 
-    async def invalid_input(request, exc: InvalidInput):
+    async def invalid_input(request: Request, exc: InvalidInput) -> Response:
         body = exc.to_dict() if isinstance(exc, BadRequest) else _error_body("InvalidInput", str(exc), field="body")
         log.debug("400 %s: %s", request.url.path, body["message"])
         return _json_response(400, body)
 
-    async def validation(request, exc: RequestValidationError):
+    async def validation(request: Request, exc: RequestValidationError) -> Response:
         # a V2 body is "InferenceRequest or bytes": the bytes alternative's complaint says nothing useful
         errors = [e for e in exc.errors() if tuple(e.get("loc", ()))[1:2] != ("bytes",)] or exc.errors()
         first = errors[0] if errors else {}
@@ -328,23 +370,23 @@ def _add_handlers(app: Any) -> None:
             "InvalidInput", message, field=field,
             errors=[{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg")} for e in errors[:10]]))
 
-    async def not_found(request, exc: ModelNotFound):
+    async def not_found(request: Request, exc: ModelNotFound) -> Response:
         name = request.path_params.get("model_name")
         return _json_response(404, _error_body("ModelNotFound", str(exc), model=name))
 
-    async def not_ready(request, exc: ModelNotReady):
+    async def not_ready(request: Request, exc: ModelNotReady) -> Response:
         return _json_response(503, _error_body("ModelNotReady", str(exc),
                                                                    model=getattr(exc, "model_name", None)))
 
-    async def server_not_ready(request, exc: ServerNotReady):
+    async def server_not_ready(request: Request, exc: ServerNotReady) -> Response:
         return _json_response(503, _error_body("ServerNotReady", str(exc)))
 
-    async def skiff_error(request, exc: SkiffError):
+    async def skiff_error(request: Request, exc: SkiffError) -> Response:
         if exc.http_status >= 500:
             log.error("%s %s: %s", exc.http_status, request.url.path, exc.message)
         return _json_response(exc.http_status, exc.to_dict())
 
-    async def http_error(request, exc: StarletteHTTPException):
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         # a route or method this server does not serve: skiff's error body, not Starlette's {"detail"}
         try:
             phrase = HTTPStatus(exc.status_code).phrase
@@ -355,30 +397,35 @@ def _add_handlers(app: Any) -> None:
         response.headers.update(exc.headers or {})
         return response
 
-    async def unexpected(request, exc: Exception):
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.error("unexpected error on %s", request.url.path, exc_info=exc)
         return _json_response(500, _error_body(type(exc).__name__, str(exc)))
 
+    # Starlette types a handler as taking any Exception, though it calls each only with the class it is
+    # registered for: the handlers of typed exception classes are ignored for that (arg-type) alone
     app.add_exception_handler(InvalidInput, invalid_input)
-    app.add_exception_handler(RequestValidationError, validation)
+    app.add_exception_handler(RequestValidationError, validation)  # type: ignore[arg-type]
     app.add_exception_handler(ModelNotFound, not_found)
     app.add_exception_handler(ModelNotReady, not_ready)
     app.add_exception_handler(ServerNotReady, server_not_ready)
-    app.add_exception_handler(SkiffError, skiff_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(SkiffError, skiff_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected)
 
 
-def _add_skiff_routes(app: Any, dataplane: Any, v2: Any) -> None:
+def _add_skiff_routes(app: FastAPI, dataplane: Any, v2: Any) -> None:
     """Readiness with the version, version-specific V2 routes (404 for a version not served here), and
-    the V2 infer route."""
+    the V2 infer route. ``dataplane`` is skiff's KServe data plane, ``v2`` KServe's ``V2Endpoints`` (both
+    Any: kserve ships no types).
+
+    The routes are added with ``response_model=None``: their return annotations are for the type checker,
+    and FastAPI would otherwise validate and re-encode every answer through a model made from them."""
     import uuid
 
     import orjson
     from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
     from kserve.errors import ModelNotReady, ServerNotReady
     from kserve.protocol.infer_type import InferRequest
-    from starlette.requests import Request
     from starlette.responses import Response
 
     from skiff.errors import NotFoundError
@@ -391,28 +438,29 @@ def _add_skiff_routes(app: Any, dataplane: Any, v2: Any) -> None:
                                 model=name, version=version, served=served)
         return served
 
-    async def ready(model_name: str, model_version_: str | None = None):
+    async def ready(model_name: str, model_version_: str | None = None) -> dict[str, Any]:
         version = model_version(model_name, model_version_)
-        model = dataplane.get_model_from_registry(model_name)
+        model: ServedModel = dataplane.get_model_from_registry(model_name)
         if not model.ready:
             raise ModelNotReady(model_name, getattr(model, "load_error", None) or "")
         return {"name": model_name, "ready": True, "version": version}
 
-    async def ready_v(model_name: str, model_version_: str):
+    async def ready_v(model_name: str, model_version_: str) -> dict[str, Any]:
         return await ready(model_name, model_version_)
 
-    async def metadata_v(model_name: str, model_version_: str):
+    async def metadata_v(model_name: str, model_version_: str) -> dict[str, Any]:
         model_version(model_name, model_version_)
-        return await v2.model_metadata(model_name)
+        meta: dict[str, Any] = await v2.model_metadata(model_name)
+        return meta
 
-    async def repository(model_name: str):
+    async def repository(model_name: str) -> NoReturn:
         # KServe's model repository extension loads and unloads models by request, without authentication:
         # one POST would take the served version down. A skiff server serves one registered version for
         # its life (a new version is a new server, rolled out), so these routes answer 404
         raise NotFoundError("this server does not load or unload models by request: it serves one registered "
                             "version; roll out a new version to change it", model=model_name)
 
-    async def explain(model_name: str):
+    async def explain(model_name: str) -> NoReturn:
         served = model_version(model_name)  # an unknown model is a 404 naming it
         raise NotFoundError(f"model {model_name!r} (version {served or '?'}) has no explainer on this server: "
                             "skiff serves predictions (:predict, /infer)", model=model_name)
@@ -450,25 +498,30 @@ def _add_skiff_routes(app: Any, dataplane: Any, v2: Any) -> None:
             response["id"] = uuid.uuid4().hex
         return Response(orjson.dumps(response), headers=response_headers, media_type="application/json")
 
-    async def server_ready():
+    async def server_ready() -> dict[str, bool]:
         if not await dataplane.ready():
             reasons = "; ".join(f"{n}: {r}" for n, r in dataplane.not_ready_reasons().items())
             raise ServerNotReady(reasons or None)
         return {"ready": True}
 
-    app.add_api_route("/v2/health/ready", server_ready, methods=["GET"])
-    app.add_api_route("/v1/models/{model_name}", ready, methods=["GET"])
-    app.add_api_route("/v2/models/{model_name}/ready", ready, methods=["GET"])
-    app.add_api_route("/v2/models/{model_name}/versions/{model_version_}/ready", ready_v, methods=["GET"])
-    app.add_api_route("/v2/models/{model_name}/versions/{model_version_}", metadata_v, methods=["GET"])
-    app.add_api_route("/v1/models/{model_name}:explain", explain, methods=["POST"])
-    app.add_api_route("/v2/repository/models/{model_name}/load", repository, methods=["POST"])
-    app.add_api_route("/v2/repository/models/{model_name}/unload", repository, methods=["POST"])
+    api_routes: list[tuple[str, Callable[..., Awaitable[object]], str]] = [
+        ("/v2/health/ready", server_ready, "GET"),
+        ("/v1/models/{model_name}", ready, "GET"),
+        ("/v2/models/{model_name}/ready", ready, "GET"),
+        ("/v2/models/{model_name}/versions/{model_version_}/ready", ready_v, "GET"),
+        ("/v2/models/{model_name}/versions/{model_version_}", metadata_v, "GET"),
+        ("/v1/models/{model_name}:explain", explain, "POST"),
+        ("/v2/repository/models/{model_name}/load", repository, "POST"),
+        ("/v2/repository/models/{model_name}/unload", repository, "POST"),
+    ]
+    for path, endpoint, method in api_routes:
+        app.add_api_route(path, endpoint, methods=[method], response_model=None)
     app.router.add_route("/v2/models/{model_name}/infer", infer, methods=["POST"])
     app.router.add_route("/v2/models/{model_name}/versions/{model_version_}/infer", infer, methods=["POST"])
 
 
-def build_app(model_server: Any, *, access_log: bool = False, max_body_bytes: int | None = None) -> Any:
+def build_app(model_server: KServeModelServer, *, access_log: bool = False,
+              max_body_bytes: int | None = None) -> FastAPI:
     """A FastAPI app with KServe's V1/V2 endpoints for ``model_server``'s models, plus skiff's additions."""
     from fastapi import FastAPI
     from kserve.protocol.rest.server import metrics_handler
@@ -491,7 +544,17 @@ def build_app(model_server: Any, *, access_log: bool = False, max_body_bytes: in
     return app
 
 
-def _loopback_grpc(host: str, port: int, model_server: Any):
+class GrpcServer(Protocol):
+    """The part of a ``grpc.aio`` server the model server drives (grpc ships no types)."""
+
+    def add_insecure_port(self, address: str) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace: float | None) -> None: ...
+
+
+def _loopback_grpc(host: str, port: int, model_server: KServeModelServer) -> GrpcServer:
     """KServe's gRPC server bound to ``host`` (KServe's own binds every interface)."""
     import grpc
     from grpc import aio
@@ -499,16 +562,16 @@ def _loopback_grpc(host: str, port: int, model_server: Any):
     from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
     from kserve.protocol.grpc.servicer import InferenceServicer
 
-    class Servicer(InferenceServicer):
+    class Servicer(InferenceServicer):  # type: ignore[misc]  # kserve ships no types: its servicer is Any here
         """KServe's servicer without the model repository extension (as on REST, see _add_skiff_routes)."""
 
-        async def RepositoryModelLoad(self, request, context):  # noqa: N802 - gRPC's method name
+        async def RepositoryModelLoad(self, request: Any, context: Any) -> None:  # noqa: N802 - gRPC's name
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server does not load models by request")
 
-        async def RepositoryModelUnload(self, request, context):  # noqa: N802 - gRPC's method name
+        async def RepositoryModelUnload(self, request: Any, context: Any) -> None:  # noqa: N802 - gRPC's name
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server does not unload models by request")
 
-    server = aio.server(interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()))
+    server: GrpcServer = aio.server(interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()))
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         Servicer(model_server.dataplane, model_server.model_repository_extension), server)
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -517,8 +580,8 @@ def _loopback_grpc(host: str, port: int, model_server: Any):
     return server
 
 
-def make_app(models: Sequence[Any], *, access_log: bool = False,
-             max_body_bytes: int | None = None) -> tuple[Any, Any]:
+def make_app(models: Sequence[ServedModel], *, access_log: bool = False,
+             max_body_bytes: int | None = None) -> tuple[KServeModelServer, FastAPI]:
     """Register loaded models (ready or not) with a ``kserve.ModelServer``; return it and its ASGI app."""
     import_kserve()
     import warnings
@@ -527,7 +590,7 @@ def make_app(models: Sequence[Any], *, access_log: bool = False,
     from kserve import ModelServer
     from kserve.predictor_config import PredictorConfig
 
-    ms = ModelServer(http_port=0, grpc_port=0, enable_grpc=False, workers=1,
+    ms: KServeModelServer = ModelServer(http_port=0, grpc_port=0, enable_grpc=False, workers=1,
                      enable_latency_logging=access_log, enable_docs_url=False,
                      predictor_config=PredictorConfig(predictor_host=None))
     ms.dataplane = _dataplane_class()(model_registry=ms.registered_models)
@@ -543,7 +606,7 @@ def make_app(models: Sequence[Any], *, access_log: bool = False,
 
 
 def serve_models(
-    models: Sequence[Any],
+    models: Sequence[ServedModel],
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
@@ -569,7 +632,7 @@ def serve_models(
         # keep it out of the collector's full passes, which otherwise stall requests for milliseconds
         gc.collect()
         gc.freeze()
-        grpc_server = None
+        grpc_server: GrpcServer | None = None
         if grpc_port:
             grpc_server = _loopback_grpc(host, grpc_port, ms)
             await grpc_server.start()
@@ -639,7 +702,7 @@ def run_server(options: ServerOptions, *, settings: Settings | None = None) -> N
 
     settings = settings or load_settings()
     o = options
-    models: list[Any] = []
+    models: list[ServedModel] = []
     if o.with_features:
         from serving.runtime.transformer import FeastTransformer, TransformerOptions
 
@@ -666,7 +729,7 @@ def run_server(options: ServerOptions, *, settings: Settings | None = None) -> N
 
 
 # -- subprocess helpers ------------------------------------------------------------------------------
-def _get(url: str, timeout: float = 1.0):
+def _get(url: str, timeout: float = 1.0) -> httpx.Response | None:
     import httpx
 
     try:
@@ -691,7 +754,7 @@ def start_local_server(
     timeout_s: float = 90.0,
     require_ready: bool = True,
     log_path: str | Path | None = None,
-) -> subprocess.Popen:
+) -> subprocess.Popen[bytes]:
     """Run ``python -m serving predictor NAME --root ROOT ...`` (``transformer --model NAME`` with features)
     and wait until ``/v2/health/ready`` answers 200.
 
@@ -758,7 +821,7 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def stop_local_server(proc: subprocess.Popen, timeout_s: float = 15.0) -> int | None:
+def stop_local_server(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> int | None:
     """Stop a server started by :func:`start_local_server` (SIGTERM, then SIGKILL); return its exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import httpx
 from kserve import Model
@@ -43,20 +44,68 @@ from serving.runtime.inputs import (
     parse_v1,
     parse_v2,
 )
-from serving.runtime.predictor import Scores
+from serving.runtime.predictor import Scores, SkiffPredictor, V1Response
 from skiff.config import Settings, load_settings
 from skiff.errors import ConfigError, NotFoundError, SkiffError, SourceError
-from skiff.registry import ModelRegistry
+from skiff.registry import ModelRegistry, VersionMetadata
 from skiff.spec import parse_spec
 
-__all__ = ["FeastTransformer", "TransformerOptions", "FeatureServerClient"]
+if TYPE_CHECKING:
+    from feast import Entity, FeatureService, FeatureView
+    from feast.online_response import OnlineResponse
+
+__all__ = ["FeastTransformer", "TransformerOptions", "FeatureServerClient", "OnlineFeatureStore"]
 
 log = logging.getLogger(__name__)
 
 _KEY_TYPES = {"STRING": "string", "INT64": "integer", "INT32": "integer"}
 
 
-def _service_layout(store: Any, service: str) -> tuple[dict[str, str], list[str]]:
+class OnlineFeatureStore(Protocol):
+    """The part of a Feast ``FeatureStore`` the transformer calls: the feature service's layout at load,
+    online reads per request."""
+
+    def get_feature_service(self, name: str, allow_cache: bool = False) -> FeatureService: ...
+
+    def get_feature_view(self, name: str, allow_registry_cache: bool = False) -> FeatureView: ...
+
+    def get_entity(self, name: str, allow_registry_cache: bool = False) -> Entity: ...
+
+    def get_online_features(self, features: list[str] | FeatureService,
+                            entity_rows: list[dict[str, Any]]) -> OnlineResponse: ...
+
+
+class _V2Input(TypedDict):
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[Any]
+
+
+class _V2Body(TypedDict, total=False):
+    """The V2 infer body sent to the predictor over HTTP (``id`` only when the request had one)."""
+
+    id: str
+    inputs: list[_V2Input]
+
+
+class _V1Body(TypedDict):
+    """The V1 predict body sent to the predictor over HTTP: rows in the version's feature order."""
+
+    instances: list[list[Any]]
+
+
+class _Prepared(TypedDict):
+    """What ``preprocess`` hands ``predict``: the checked feature rows of one request, and their scores
+    when the merged read already computed them."""
+
+    v2: bool
+    request: Any  # the incoming V1 body or V2 InferRequest (answered in the same protocol)
+    batch: RequestRows
+    scores: Scores | None
+
+
+def _service_layout(store: OnlineFeatureStore, service: str) -> tuple[dict[str, str], list[str]]:
     """The join keys (key -> spec type) and feature names a Feast feature service serves."""
     from feast.errors import FeatureViewNotFoundException
 
@@ -102,10 +151,10 @@ class _Coalescer:
     reads of one row into one read of N rows; a lone request is read at once.
     """
 
-    def __init__(self, fn: Any) -> None:
+    def __init__(self, fn: Callable[[list[dict[str, Any]]], _Fetched]) -> None:
         self.fn = fn
-        self.pending: list[tuple[list[dict[str, Any]], asyncio.Future]] = []
-        self.task: asyncio.Task | None = None
+        self.pending: list[tuple[list[dict[str, Any]], asyncio.Future[_Fetched]]] = []
+        self.task: asyncio.Task[None] | None = None
 
     async def fetch(self, rows: list[dict[str, Any]], timeout: float) -> _Fetched:
         fut = asyncio.get_running_loop().create_future()
@@ -140,7 +189,8 @@ class FeatureServerClient:
     with a timeout serves; the event loop is never blocked.
     """
 
-    def __init__(self, url: str, service: str, timeout_s: float, transport: httpx.BaseTransport | None = None):
+    def __init__(self, url: str, service: str, timeout_s: float,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
         self.service = service
         self.client = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
@@ -161,8 +211,8 @@ class FeatureServerClient:
                               feature_server=self.url, feature_server_status=r.status_code)
         try:
             body = r.json()
-            names = body["metadata"]["feature_names"]
-            results = body["results"]
+            names: list[str] = body["metadata"]["feature_names"]
+            results: list[dict[str, Any]] = body["results"]
         except (ValueError, KeyError, TypeError) as e:
             raise SourceError(f"feature server {self.url} answered with an unexpected body",
                               feature_server=self.url) from e
@@ -177,7 +227,7 @@ class FeatureServerClient:
         self.client.close()
 
 
-def _spec_keys(meta: Any) -> dict[str, str]:
+def _spec_keys(meta: VersionMetadata) -> dict[str, str]:
     """Join keys and their types from the dataset spec a version records (no Feast registry needed): the
     spec's own key columns, a generated key's column included."""
     raw = (meta.dataset or {}).get("spec")
@@ -209,7 +259,7 @@ class TransformerOptions:
     """The feature service the version must have been trained on (checked at load); None: no check."""
 
 
-class FeastTransformer(Model):
+class FeastTransformer(Model):  # type: ignore[misc]  # kserve ships no types: Model is Any here
     """Entity keys -> Feast online features -> the model's predictions.
 
     ``predictor`` is the in-process :class:`~serving.runtime.predictor.SkiffPredictor` (exactly one of it
@@ -223,8 +273,8 @@ class FeastTransformer(Model):
         options: TransformerOptions | None = None,
         *,
         settings: Settings | None = None,
-        predictor: Any = None,
-        store: Any = None,
+        predictor: SkiffPredictor | None = None,
+        store: OnlineFeatureStore | None = None,
     ) -> None:
         super().__init__(name)
         o = options or TransformerOptions()
@@ -240,6 +290,9 @@ class FeastTransformer(Model):
         self.timeout_s = o.timeout_s
         self.predictor_timeout_s = o.predictor_timeout_s
         self.store = store
+        #: with ``feature_server_url``: the feature server's client (then no Feast store is opened)
+        self._feature_client: FeatureServerClient | None = None
+        self._feature_service: FeatureService | None = None
         self.feature_server_url = o.feature_server_url
         self.expected_service = o.feature_service
         self.version: int | None = None
@@ -284,7 +337,8 @@ class FeastTransformer(Model):
         self.service = meta.feature_service
         if self.feature_server_url:
             keys = _spec_keys(meta)
-            self.store = FeatureServerClient(self.feature_server_url, meta.feature_service, self.timeout_s)
+            self._feature_client = FeatureServerClient(self.feature_server_url, meta.feature_service,
+                                                       self.timeout_s)
             self._feature_service = None
         else:
             if self.store is None:
@@ -309,11 +363,15 @@ class FeastTransformer(Model):
 
     # -- the request path ----------------------------------------------------------------------------
     def _lookup(self, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-        if isinstance(self.store, FeatureServerClient):
-            return self.store.get_online_features(rows)
+        if self._feature_client is not None:
+            return self._feature_client.get_online_features(rows)
+        if self.store is None or self._feature_service is None:  # the data plane serves only loaded models
+            raise SkiffError(f"feature transformer {self.name} is not loaded")
         # the FeatureService object is resolved once in load(): resolving it by name reads the registry
         # (milliseconds) and defeats Feast's per-request context cache
-        return self.store.get_online_features(features=self._feature_service, entity_rows=rows).to_dict()
+        values: dict[str, list[Any]] = self.store.get_online_features(
+            features=self._feature_service, entity_rows=rows).to_dict()
+        return values
 
     def _features(self, values: dict[str, list[Any]], n: int) -> RequestRows:
         columns: dict[str, list[Any]] = {}
@@ -339,7 +397,7 @@ class FeastTransformer(Model):
             log.debug("merged scoring skipped: %s", e)
         return _Fetched(values)
 
-    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> _Prepared:
         v2 = isinstance(payload, InferRequest)
         keys = parse_v2(payload, self.key_schema) if v2 else parse_v1(payload, self.key_schema)
         if keys.missing:
@@ -361,8 +419,8 @@ class FeastTransformer(Model):
                                 field=names[0], unknown=missing)
         return {"v2": v2, "request": payload, "batch": self._features(values, keys.n), "scores": fetched.scores}
 
-    async def predict(self, payload: dict[str, Any], headers: dict[str, str] | None = None,
-                      response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
+    async def predict(self, payload: _Prepared, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None) -> V1Response | dict[str, Any] | InferResponse:
         batch: RequestRows = payload["batch"]
         if self.predictor is not None:
             scores = payload["scores"]
@@ -377,14 +435,17 @@ class FeastTransformer(Model):
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             host = self.predictor_host
+            if host is None:  # __init__ makes sure there is one without an in-process predictor
+                raise ConfigError("the feature transformer has no predictor_host to call")
             base = host if host.startswith(("http://", "https://")) else f"http://{host}"
             self._client = httpx.AsyncClient(base_url=base, timeout=self.predictor_timeout_s)
         return self._client
 
     async def _remote(self, v2: bool, request: Any, batch: RequestRows) -> dict[str, Any]:
         features = self.feature_schema.features
+        body: _V1Body | _V2Body
         if v2:
-            body: dict[str, Any] = {"id": request.id, "inputs": [
+            body = {"id": request.id, "inputs": [
                 {"name": f, "datatype": V2_DATATYPE[self.feature_schema.types[f]], "shape": [batch.n],
                  "data": batch.columns[f]} for f in features]}
             if request.id is None:
@@ -409,7 +470,8 @@ class FeastTransformer(Model):
             if r.status_code < 500:
                 err.http_status = r.status_code  # the predictor's verdict on the request stands
             raise err
-        return r.json()
+        answer: dict[str, Any] = r.json()  # the predictor's V1 or V2 JSON answer, passed on as it is
+        return answer
 
     async def aclose(self) -> None:
         if self._client is not None:
