@@ -13,9 +13,11 @@ Layout (under the registry URI, ``<root>/models`` by default)::
 
 A version is published with :meth:`Store.atomic_dir`: it appears whole or not at all. Every write —
 a new version number, a change of champion and its history — happens under the model's lock
-(:func:`skiff.locks.exclusive`), which on a local store holds across processes (CLI, API, pipeline
-workers), so no history entry is lost and no number is taken twice; on a local store a version's
-rename also refuses to replace a folder, a second guard. (Object stores have neither a lock nor an
+(:func:`skiff.locks.locks_for` picks it from the settings): a PostgreSQL advisory lock when the
+control plane has a PostgreSQL database, which holds across processes and pods on any store, else a
+file lock, which holds across processes on a local store (CLI, API, pipeline workers). So no history
+entry is lost and no number is taken twice; on a local store a version's rename also refuses to
+replace a folder, a second guard. (An object store without that database has neither a lock nor an
 atomic rename: run one writer per model there, which a KFP pipeline does.)
 """
 
@@ -36,7 +38,7 @@ from skiff import __version__
 from skiff.config import Settings
 from skiff.errors import ConflictError, NotFoundError, StorageError, UsageError
 from skiff.identifiers import NAME_RE
-from skiff.locks import exclusive
+from skiff.locks import FileLocks, Locks, locks_for
 from skiff.modeling import MODEL_FILE
 from skiff.storage import Store
 from skiff.versions import parse_version
@@ -141,12 +143,14 @@ def _check_name(name: str) -> None:
 class ModelRegistry:
     """Register, list, read and promote model versions."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, locks: Locks | None = None) -> None:
         self.store = store
+        #: what every write holds; file locks unless given (:meth:`from_settings` picks them from settings)
+        self.locks: Locks = locks or FileLocks()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelRegistry:
-        return cls(Store(settings.registry_uri, settings.storage_options))
+        return cls(Store(settings.registry_uri, settings.storage_options), locks=locks_for(settings))
 
     # -- reading -------------------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -230,7 +234,7 @@ class ModelRegistry:
                 raise UsageError(f"invalid file name in a model version: {fname!r}")
             if not path.is_file():
                 raise NotFoundError(f"file to register not found: {path}")
-        with exclusive(self.store, name, "_versions"):
+        with self.locks.exclusive(self.store, name, "_versions"):
             for folder in self.store.clean_abandoned_staging(name):
                 log.warning("%s: removed the staging folder of a registration that was killed: %s", name, folder)
             return self._publish(name, model, meta, paths)
@@ -266,7 +270,7 @@ class ModelRegistry:
         """Make a version the champion; the history records every change with its reason."""
         if version not in self.version_numbers(name):
             raise NotFoundError(f"model {name!r} has no version {version}")
-        with exclusive(self.store, name, CHAMPION_FILE):  # read, append, write: no other writer between
+        with self.locks.exclusive(self.store, name, CHAMPION_FILE):  # read, append, write: no other writer between
             doc = self._champion_doc(name)
             entry: ChampionEntry = {"version": version, "previous": doc.get("version"), "reason": reason,
                      "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}

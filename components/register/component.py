@@ -45,6 +45,7 @@ def register(
         version_metadata,
     )
     from skiff.config import load_settings
+    from skiff.locks import locks_for
     from skiff.modeling import load_model
     from skiff.onnx_export import ONNX_FILE, export_onnx
     from skiff.registry import ModelRegistry
@@ -53,7 +54,9 @@ def register(
 
     s = spec_from_text(spec)
     name = model_name or s.name
-    registry = ModelRegistry(Store(registry_uri, load_settings().storage_options))
+    settings = load_settings()
+    # the platform's locks (PostgreSQL advisory locks in a cluster): parallel runs never share a version
+    registry = ModelRegistry(Store(registry_uri, settings.storage_options), locks=locks_for(settings))
     pipeline, info, cv = load_model(model.path)
     features = model_features(info, s)
     test = pd.read_parquet(test_data.path)

@@ -13,9 +13,9 @@ from that list. Nothing here talks to a cluster: Git history is the audit trail,
 one commit per change with a message naming model, version, environment and reason.
 
 Every edit (promote, copy, rollback, the end of a canary) reads the model file, decides, and writes it
-back while holding that file's lock (:func:`skiff.locks.exclusive_path`, a hidden ``.<name>.lock``
-beside it), so the CLI, the API and a rollout controller editing at once never drop each other's
-history entries.
+back while holding that file's lock (``locks.exclusive_path``: a hidden ``.<name>.lock`` beside it, or
+the PostgreSQL advisory lock of that path when :func:`skiff.locks.locks_for` picks database locks), so
+the CLI, the API and a rollout controller editing at once never drop each other's history entries.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from skiff.errors import ConfigError, GateFailed, NotFoundError, SkiffError, UsageError
-from skiff.locks import exclusive_path
+from skiff.locks import FileLocks, Locks
 from skiff.registry import ModelRegistry, ModelVersion
 from skiff.rollout_policy import RolloutPolicy
 from skiff.versions import VersionNumber
@@ -255,7 +255,7 @@ def _holding_model_lock(env_arg: str):
             folder = self.root / env
             if not (isinstance(name, str) and _LOCKABLE.match(name) and (folder / ENVIRONMENT_FILE).is_file()):
                 return method(self, *args, **kwargs)  # it raises the precise error; nothing to lock
-            with exclusive_path(folder / MODELS_DIR / f".{name}.lock"):
+            with self.locks.exclusive_path(folder / MODELS_DIR / f".{name}.lock"):
                 return method(self, *args, **kwargs)
 
         return locked
@@ -321,8 +321,10 @@ def check_promotable(mv: ModelVersion, *, force: bool, reason: str | None) -> st
 class Environments:
     """The environments folder (``infra/environments`` by default)."""
 
-    def __init__(self, root: str | Path = DEFAULT_ENVIRONMENTS_DIR) -> None:
+    def __init__(self, root: str | Path = DEFAULT_ENVIRONMENTS_DIR, *, locks: Locks | None = None) -> None:
         self.root = Path(root)
+        #: what every edit of a model file holds (``skiff.locks.locks_for(settings)``; file locks by default)
+        self.locks: Locks = locks or FileLocks()
 
     # -- reading -------------------------------------------------------------------------------------
     def names(self) -> list[str]:

@@ -15,7 +15,7 @@ from skiff.versions import parse_version, parse_version_number
 from skiff.yamlio import load_user_yaml
 
 if TYPE_CHECKING:
-    from serving.deploy.gitops import PromotionResult
+    from serving.deploy.gitops import Environments, PromotionResult
     from serving.deploy.isvc import RuntimeImages
     from serving.rollout.store import RolloutStore
     from skiff.registry import ModelRegistry
@@ -40,6 +40,14 @@ def _registry(ctx: typer.Context) -> ModelRegistry:
     from skiff.registry import ModelRegistry
 
     return ModelRegistry.from_settings(state(ctx).settings)
+
+
+def _environments(ctx: typer.Context, root: Path) -> Environments:
+    """The environments folder, its edits holding the locks the settings choose (as the registry's)."""
+    from serving.deploy.gitops import Environments
+    from skiff.locks import locks_for
+
+    return Environments(root, locks=locks_for(state(ctx).settings))
 
 
 def _kube_api() -> Any:
@@ -203,13 +211,13 @@ def _register_promote(app: typer.Typer) -> None:
         json_out: JsonOption = False,
     ) -> None:
         """Record in Git which version of a model runs in an environment (validated against the registry)."""
-        from serving.deploy.gitops import Environments, commit_message, git_commit
+        from serving.deploy.gitops import commit_message, git_commit
 
         ref = parse_version(version, what="--version") if version is not None else None
         modes = sum([ref is not None, source is not None or target is not None, rollback])
         if modes != 1:
             raise UsageError("give exactly one of --version V --env ENV, --from ENV --to ENV, --rollback --env ENV")
-        envs = Environments(environments)
+        envs = _environments(ctx, environments)
         reg = _registry(ctx)
         if source is not None or target is not None:
             if not (source and target) or env is not None:
@@ -252,13 +260,11 @@ def _register_rollout(app: typer.Typer) -> None:
         settings = state(ctx).settings
         return RolloutStore(Store(settings.root, settings.storage_options))
 
-    def record_in_env(environments: Path, env: str | None, name: str, st: Any) -> str | None:
+    def record_in_env(ctx: typer.Context, environments: Path, env: str | None, name: str, st: Any) -> str | None:
         """Write the outcome into the env's model file when that file names this canary."""
         if env is None or st.phase not in ("promoted", "rolled_back"):
             return None
-        from serving.deploy.gitops import Environments
-
-        envs = Environments(environments)
+        envs = _environments(ctx, environments)
         if not envs.model_path(env, name).is_file():
             return None
         dep = envs.deployment(env, name)
@@ -298,14 +304,13 @@ def _register_rollout(app: typer.Typer) -> None:
         json_out: JsonOption = False,
     ) -> None:
         """Run a canary rollout to its end: promoted (exit 0) or rolled back (exit 1)."""
-        from serving.deploy.gitops import Environments
         from serving.rollout.actuators import KServeActuator, RouterActuator
         from serving.rollout.controller import RolloutController
         from serving.rollout.metrics import FileFeedback, PrometheusMetricsSource, ScrapeMetricsSource
         from skiff.rollout_policy import RolloutPolicy
 
         settings = state(ctx).settings
-        envs = Environments(environments)
+        envs = _environments(ctx, environments)
         cfg = envs.environment(env) if env else None
         dep = envs.deployment(env, name) if env and envs.model_path(env, name).is_file() else None
         step_list = None
@@ -325,7 +330,7 @@ def _register_rollout(app: typer.Typer) -> None:
         state_env = env or LOCAL_ENV
 
         def finish(st: Any) -> None:
-            recorded = record_in_env(environments, env, name, st) if record else None
+            recorded = record_in_env(ctx, environments, env, name, st) if record else None
             out = st.model_dump(mode="json")
             out["recorded_in"] = recorded
             emit(out, json_out, lambda _: _decision_table(st.model_dump(mode="json")))
@@ -405,7 +410,7 @@ def _register_rollout(app: typer.Typer) -> None:
         api = _kube_api() if current.target.get("kind") == "kserve" else None
         act = actuator_from_target(current.target, kube_api=api)
         st = manual_decision(s, env or LOCAL_ENV, name, action, act, reason)  # type: ignore[arg-type]
-        recorded = record_in_env(environments, env, name, st) if record else None
+        recorded = record_in_env(ctx, environments, env, name, st) if record else None
         out = st.model_dump(mode="json")
         out["recorded_in"] = recorded
         emit(out, json_out, f"{name}: canary {st.canary_version} {st.phase.replace('_', ' ')} by hand "

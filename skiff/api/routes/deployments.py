@@ -12,6 +12,7 @@ from serving.deploy.gitops import EnvironmentConfig, Environments, ModelDeployme
 from serving.rollout.store import RolloutState, RolloutStore
 from skiff.api.deps import ApiContext, EnvParam, NameParam, context, require_admin, require_read
 from skiff.api.errors import declare
+from skiff.locks import locks_for
 from skiff.registry import ModelRegistry
 from skiff.storage import Store
 from skiff.versions import VersionRef
@@ -39,7 +40,7 @@ class RollbackRequest(BaseModel):
 
 
 def _envs(ctx: ApiContext) -> Environments:
-    return Environments(ctx.environments)
+    return Environments(ctx.environments, locks=locks_for(ctx.settings))  # the registry's kind of lock
 
 
 @router.get("", response_model=list[EnvironmentConfig], dependencies=[Depends(require_read)])
