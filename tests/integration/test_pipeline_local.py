@@ -6,7 +6,10 @@ One module-scoped sequence (each run costs ~40 s of fixed step overhead on this 
 2. the same export again: ingestion is idempotent, a second version is trained and registered, and
    the gate keeps version 1 (same data, same score: no improvement);
 3. a later partition whose MonthlyCharges drifted: validation blocks, the run exits 1 and nothing is
-   registered.
+   registered;
+4. a second export ingested into the first partition under the same spec, then a run pinning the
+   first run (``lake_run``): nothing is ingested, and validation, features and training read that run
+   alone.
 """
 
 import json
@@ -44,6 +47,9 @@ def runs(tmp_path_factory):
     drifted["MonthlyCharges"] = drifted["MonthlyCharges"] * 3 + 40
     drifted["TotalCharges"] = drifted["TotalCharges"] * 3
     datagen.dirty(drifted, seed=4).to_csv(work / "churn_drifted.csv", index=False)
+    more = datagen.churn(n=300, seed=5)
+    more["customerID"] = [f"9{i:03d}-ZZZZZ" for i in range(len(more))]  # other customers: a new run's rows
+    datagen.dirty(more, seed=5).to_csv(work / "churn_more.csv", index=False)  # spelled as the export is
     spec = f"spec={REPO / 'examples' / 'churn.yaml'}"
     cfg = 'train_config={"estimator": "logistic_regression", "cv_folds": 3}'
     results = {}
@@ -53,6 +59,11 @@ def runs(tmp_path_factory):
         results["again"] = _run(capsys, spec, cfg, f'sources=["{work / "churn.csv"}"]', "ingest_date=2026-01-01")
         results["drift"] = _run(capsys, spec, cfg, f'sources=["{work / "churn_drifted.csv"}"]',
                                 "ingest_date=2026-01-02")
+        results["versions_after_drift"] = ModelRegistry(Store(str(work / ".skiff" / "models"))).version_numbers("churn")
+        assert main(["ingest", str(work / "churn_more.csv"), "--spec", str(REPO / "examples" / "churn.yaml"),
+                     "--date", "2026-01-01", "--run-id", "second-export", "--json"]) == 0
+        capsys.readouterr()
+        results["pinned"] = _run(capsys, spec, cfg, f"lake_run={results['first'][1]['ingest']['run_id']}")
     results["registry"] = ModelRegistry(Store(str(work / ".skiff" / "models")))
     yield results
     mp.undo()
@@ -146,4 +157,20 @@ def test_drifted_partition_is_blocked(runs):
     assert summary["status"] in ("GATE_FAILED", "FAILURE") and summary["gate_failed"] is True
     assert "MonthlyCharges" in summary["validation"]["drifted"]
     assert "train" not in summary["steps"]
-    assert runs["registry"].version_numbers("churn") == [1, 2]
+    assert runs["versions_after_drift"] == [1, 2]
+
+
+def test_a_pinned_run_is_the_only_one_validated_and_trained_on(runs):
+    first = runs["first"][1]["ingest"]["run_id"]
+    code, summary = runs["pinned"]
+    assert code == 0, summary.get("error")
+    assert summary["ingest"]["status"] == "pinned" and summary["ingest"]["run_id"] == first
+    assert summary["runs"]["selection"] == "pinned" and summary["runs"]["pinned"] == first
+    # the partition holds two runs of this spec; only the pinned one is read
+    assert [r["run_id"] for r in summary["runs"]["validated"]] == [first]
+    assert [r["run_id"] for r in summary["runs"]["features"]] == [first]
+    reg = summary["registered"]
+    meta = runs["registry"].get("churn", reg["version"]).metadata
+    earlier = runs["registry"].get("churn", 1).metadata
+    assert meta.dataset["rows"] == earlier.dataset["rows"]  # the second export's 300 rows left out
+    assert meta.data_fingerprint == earlier.data_fingerprint
