@@ -50,3 +50,31 @@ def wait_until_ready(url: str, proc, timeout: float = 60.0, log_path: Path | Non
         assert proc.poll() is None, f"the server exited with {proc.returncode} before {url} was ready\n{log}"
         assert time.monotonic() < deadline, f"{url} was not ready within {timeout:.0f} s\n{log}"
         time.sleep(0.3)
+
+
+def post_oversized(port: int, head: bytes, total: int, frame: bytes, end: bytes = b"") -> tuple[bytes, int]:
+    """Send ``head`` then ``frame`` until ``total`` body bytes went out (then ``end``), stopping when the
+    server closes; return its answer (up to the end of a JSON body) and how many bytes were sent."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(head)
+        sent = 0
+        try:
+            while sent < total:
+                s.sendall(frame)
+                sent += len(frame)
+            s.sendall(end)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed: it never wanted the rest
+        s.settimeout(10)
+        data = b""
+        try:
+            while not (b"\r\n\r\n" in data and data.rstrip().endswith(b"}")):
+                part = s.recv(65536)
+                if not part:
+                    break
+                data += part
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return data, sent

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from skiff.api import create_app
 from skiff.api.auth import ADMIN_ENV, READ_ENV, TokenSet, hash_token
 from skiff.config import load_settings
-from tests.conftest import REPO, wait_until_ready
+from tests.conftest import REPO, post_oversized, wait_until_ready
 
 ADMIN, READER = "admin-token-for-security-tests", "read-token-for-security-tests"
 A = {"Authorization": f"Bearer {ADMIN}"}
@@ -84,28 +84,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _post_raw(port: int, head: bytes, total: int, chunk: bytes) -> bytes:
-    """Send headers and ``total`` body bytes, stop when the server closes; return what it answered."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(head)
-        sent = 0
-        try:
-            while sent < total:
-                s.sendall(chunk)
-                sent += len(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered and closed: it never wanted the rest
-        s.settimeout(10)
-        data = b""
-        try:
-            while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
-                part = s.recv(65536)
-                if not part:
-                    break
-                data += part
-        except (ConnectionResetError, TimeoutError):
-            pass
-        return data
+def _post_raw(port: int, head: bytes, total: int, frame: bytes) -> bytes:
+    return post_oversized(port, head, total, frame)[0]
 
 
 @pytest.mark.slow

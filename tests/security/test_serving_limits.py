@@ -6,7 +6,6 @@ gRPC); routes and methods it does not serve, and the V1 explain verb, are JSON 4
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import grpc
@@ -14,6 +13,7 @@ import httpx
 import psutil
 import pytest
 
+from tests.conftest import post_oversized
 from tests.integration.test_serving import free_port
 from tests.security.test_serving_online_offline import world  # noqa: F401 - fixture
 
@@ -38,29 +38,9 @@ def _post_chunked(port: int, path: str, total: int, chunk: bytes) -> bytes:
     """POST ``total`` bytes with Transfer-Encoding: chunked, stop when the server closes; its answer."""
     head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             "Transfer-Encoding: chunked\r\n\r\n").encode()
-    frame = b"%x\r\n" % len(chunk) + chunk + b"\r\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(head)
-        sent = 0
-        try:
-            while sent < total:
-                s.sendall(frame)
-                sent += len(chunk)
-            s.sendall(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered and closed: it never wanted the rest
-        s.settimeout(10)
-        data = b""
-        try:
-            while not (b"\r\n\r\n" in data and data.rstrip().endswith(b"}")):
-                part = s.recv(65536)
-                if not part:
-                    break
-                data += part
-        except (ConnectionResetError, TimeoutError):
-            pass
+    answer, sent = post_oversized(port, head, total, b"%x\r\n" % len(chunk) + chunk + b"\r\n", b"0\r\n\r\n")
     assert sent < total, "the server read the whole body over its cap"
-    return data
+    return answer
 
 
 @pytest.mark.parametrize("path", ["/v1/models/meters:predict", "/v2/models/meters/infer",

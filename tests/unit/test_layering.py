@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import REPO
 
 CONFIG = REPO / ".importlinter"
@@ -22,8 +20,7 @@ def _lint_imports() -> str:
     exe = Path(sys.executable).with_name("lint-imports")
     if not exe.exists():
         found = shutil.which("lint-imports")
-        if not found:
-            pytest.skip("lint-imports not installed (`make setup` installs the dev extra)")
+        assert found, "lint-imports is missing: it is in the dev extra that `make setup` installs"
         exe = Path(found)
     return str(exe)
 
