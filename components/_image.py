@@ -1,4 +1,10 @@
-"""The container images the components run in on a cluster: one tag, one place, from the version."""
+"""The container images skiff runs in on a cluster: one tag, one place, from the version.
+
+Every image reference (the pipeline IR, the ServingRuntimes the CLI renders, ``make images`` and the image
+tests) comes from here. An image's name is also its target in the root ``Dockerfile``, so
+``docker build --target <name>`` builds the image named ``<registry>/<name>:<tag>``.
+``python -m components._image`` prints ``<target> <reference>`` per line (read by the Makefile).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,35 @@ import os
 
 from skiff import __version__
 
-__all__ = ["BASE_IMAGE", "TFDV_IMAGE", "GPU_IMAGE", "REGISTRY"]
+__all__ = ["BASE_IMAGE", "TFDV_IMAGE", "GPU_IMAGE", "REGISTRY", "TAG", "IMAGES", "image_ref"]
 
 #: Registry prefix; platform teams point it at their ECR/ACR with SKIFF_IMAGE_REGISTRY at compile time.
 REGISTRY = os.environ.get("SKIFF_IMAGE_REGISTRY", "ghcr.io/skiff-ml")
-_TAG = __version__.replace("+", "-")
+#: The tag of every image: the package version (a local version's '+' is not allowed in a tag).
+TAG = __version__.replace("+", "-")
 
-#: The project venv's image: ingest, features, train, evaluate, register.
-BASE_IMAGE = f"{REGISTRY}/skiff:{_TAG}"
-#: The validation step's own image (TFDV pins clash with the base image).
-TFDV_IMAGE = f"{REGISTRY}/skiff-tfdv:{_TAG}"
-#: GPU training image (TensorFlow with CUDA).
-GPU_IMAGE = f"{REGISTRY}/skiff-gpu:{_TAG}"
+
+def image_ref(name: str, registry: str | None = None, tag: str | None = None) -> str:
+    """``<registry>/<name>:<tag>`` of one of :data:`IMAGES`' names (the default registry and tag unless given)."""
+    if name not in _NAMES:
+        raise ValueError(f"unknown image {name!r}; skiff's images are {', '.join(_NAMES)}")
+    return f"{(registry if registry is not None else REGISTRY).rstrip('/')}/{name}:{tag or TAG}"
+
+
+#: Image names (= Dockerfile targets), in build order: the TFDV image builds on the skiff image.
+_NAMES = ("skiff", "skiff-tfdv", "skiff-gpu")
+
+#: The project's image: every tabular step but validation, the model server (predictor and transformer),
+#: the rollout job, ``skiff stream``, ``skiff api`` and the Feast feature server.
+BASE_IMAGE = image_ref("skiff")
+#: The validation step's image: the skiff image plus TFDV's own environment (its pins clash with skiff's).
+TFDV_IMAGE = image_ref("skiff-tfdv")
+#: GPU training and serving image (the skiff image's contents plus TensorFlow with CUDA).
+GPU_IMAGE = image_ref("skiff-gpu")
+#: Every image by name.
+IMAGES = {"skiff": BASE_IMAGE, "skiff-tfdv": TFDV_IMAGE, "skiff-gpu": GPU_IMAGE}
+
+
+if __name__ == "__main__":
+    for _name, _ref in IMAGES.items():
+        print(_name, _ref)
