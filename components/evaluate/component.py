@@ -1,4 +1,4 @@
-"""KFP component: the evaluate step (a thin wrapper over components.evaluate.logic)."""
+"""KFP component: the evaluate step (a thin wrapper over :func:`components.evaluate.logic.evaluate_step`)."""
 
 from typing import NamedTuple
 
@@ -32,60 +32,25 @@ def evaluate(
     challenger is promoted). ``metric`` is the gate metric (empty: the training scoring metric, e.g.
     roc_auc or rmse); the challenger must beat the champion by ``margin``.
     """
-    import math
-    import tempfile
     from collections import namedtuple
 
-    import pandas as pd
-
-    from components.evaluate.logic import evaluate as run_evaluate
-    from components.evaluate.logic import gate
-    from components.evaluate.logic import report as write_report
-    from skiff.metrics import default_scoring
-    from skiff.modeling import load_model
+    from components.evaluate.logic import evaluate_step
     from skiff.spec_text import spec_from_text
 
-    dataset = spec_from_text(spec)
-    pipeline, info, cv = load_model(model.path)
-    frame = pd.read_parquet(test_data.path)
-    features = info.get("feature_columns") or dataset.feature_columns
-    result = run_evaluate(pipeline, frame[features], frame[dataset.target], dataset, info.get("threshold"))
-
-    finite = {k: float(v) for k, v in result.metrics.items() if isinstance(v, float) and math.isfinite(v)}
-    for name, value in finite.items():
+    step = evaluate_step(model.path, test_data.path, spec_from_text(spec), metric=metric, margin=margin,
+                         registry_uri=registry_uri, model_name=model_name,
+                         champion_metrics_given=champion_metrics)
+    for name, value in step.test_metrics.items():
         metrics.log_metric(name, value)
-    if result.problem_type == "binary" and result.roc_curves:
-        curve = next(iter(result.roc_curves.values()))
+    curve = step.roc_curve
+    if curve is not None:
         classification_metrics.log_roc_curve(curve["fpr"], curve["tpr"], curve["thresholds"])
-    if result.confusion_matrix is not None:
-        classification_metrics.log_confusion_matrix([str(c) for c in result.classes], result.confusion_matrix)
-
-    champion = dict(champion_metrics or {})
-    if registry_uri:
-        from components.evaluate.logic import champion_metrics as score_champion
-        from skiff.config import load_settings
-        from skiff.registry import ModelRegistry
-        from skiff.storage import Store
-
-        registry = ModelRegistry(Store(registry_uri, load_settings().storage_options))
-        champion = score_champion(registry, model_name or dataset.name, frame, dataset)
-    gate_metric = metric or info.get("scoring") or default_scoring(result.problem_type)
-    decision = gate(result.metrics, champion, gate_metric, margin)
-    report.metadata.update(
-        {"gate_metric": gate_metric, "promote": decision.promote, "reason": decision.reason,
-         "gate": decision.record()}  # register records it: the metric and values the gate compared
-    )
-
-    with tempfile.TemporaryDirectory() as tmp:
-        files = write_report(
-            result,
-            tmp,
-            cv_table=cv,
-            title=f"{dataset.name}: {info.get('estimator', 'model')} on {result.n} held-out rows",
-            extra={"estimator": info.get("estimator"), "params": info.get("params"), "gate": decision.reason},
-        )
-        with open(report.path, "w", encoding="utf-8") as fh:
-            fh.write(files["html"].read_text(encoding="utf-8"))
+    if step.result.confusion_matrix is not None:
+        classification_metrics.log_confusion_matrix([str(c) for c in step.result.classes or []],
+                                                    step.result.confusion_matrix)
+    report.metadata.update(step.report_metadata())
+    with open(report.path, "w", encoding="utf-8") as fh:
+        fh.write(step.report_html)
 
     outputs = namedtuple("EvaluateOutputs", ["promote", "reason", "test_metrics", "champion_metrics"])
-    return outputs(bool(decision.promote), decision.reason, finite, champion)
+    return outputs(bool(step.decision.promote), step.decision.reason, step.test_metrics, step.champion)

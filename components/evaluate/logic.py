@@ -13,6 +13,7 @@ import base64
 import html
 import logging
 import math
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from threadpoolctl import threadpool_limits
 from skiff.errors import InputError, UsageError
 from skiff.metrics import (
     binary_metrics,
+    default_scoring,
     multiclass_metrics,
     regression_metrics,
 )
@@ -35,7 +37,18 @@ from skiff.modeling import positive_label, target_array
 from skiff.registry import ModelRegistry
 from skiff.spec import DatasetSpec
 
-__all__ = ["EvalResult", "GateDecision", "evaluate", "champion_metrics", "report", "gate"]
+__all__ = [
+    "EvalResult",
+    "GateDecision",
+    "StepEvaluation",
+    "evaluate",
+    "evaluate_step",
+    "champion_metrics",
+    "finite_metrics",
+    "gate_metric_for",
+    "report",
+    "gate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +276,7 @@ def champion_metrics(registry: ModelRegistry, name: str, test: pd.DataFrame, spe
                     "treating it as beaten", name, champ, missing)
         return {}
     result = evaluate(model, test[features], test[spec.target], spec, mv.metadata.threshold)
-    return {k: float(v) for k, v in result.metrics.items() if isinstance(v, float) and math.isfinite(v)}
+    return finite_metrics(result.metrics)
 
 
 def _figure(width: float = 5.0, height: float = 4.0):
@@ -535,3 +548,91 @@ def _num(v: Any) -> float:
 
 def _fmt(v: float) -> str:
     return f"{v:,.1f}" if math.isfinite(v) and abs(v) >= 1000 else f"{v:.4g}"
+
+
+# --------------------------------------------------------------------------------------------------
+# the step: what the KFP component does, as one plain function
+
+
+def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics a KFP Metrics artifact and a version record can hold: finite floats only."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}
+
+
+def gate_metric_for(metric: str, info: Mapping[str, Any], problem_type: str) -> str:
+    """The metric the gate compares: the pipeline's ``metric``; empty, the scoring metric training chose
+    the model by (recorded in its folder); unrecorded, the problem type's default."""
+    return metric or info.get("scoring") or default_scoring(problem_type)
+
+
+@dataclass(frozen=True)
+class StepEvaluation:
+    """What the evaluate step produced: the held-out result, the champion's metrics on the same rows, the
+    gate's decision and the report page."""
+
+    result: EvalResult
+    champion: dict[str, float]
+    decision: GateDecision
+    report_html: str
+
+    @property
+    def test_metrics(self) -> dict[str, float]:
+        """The challenger's held-out metrics that are finite (what the step logs and returns)."""
+        return finite_metrics(self.result.metrics)
+
+    @property
+    def roc_curve(self) -> dict[str, list[float]] | None:
+        """The ROC curve a KFP ClassificationMetrics artifact shows (binary problems only)."""
+        if self.result.problem_type != "binary" or not self.result.roc_curves:
+            return None
+        return next(iter(self.result.roc_curves.values()))
+
+    def report_metadata(self) -> dict[str, Any]:
+        """The report artifact's metadata; the register step records its ``gate`` (the metric and values
+        the gate compared)."""
+        d = self.decision
+        return {"gate_metric": d.metric, "promote": d.promote, "reason": d.reason, "gate": d.record()}
+
+
+def evaluate_step(
+    model_dir: str | Path,
+    test_data: str | Path,
+    spec: DatasetSpec,
+    *,
+    metric: str = "",
+    margin: float = 0.0,
+    registry_uri: str = "",
+    model_name: str = "",
+    champion_metrics_given: Mapping[str, float] | None = None,
+) -> StepEvaluation:
+    """Score the model folder on the test split (Parquet), re-score the champion and apply the gate.
+
+    With a ``registry_uri`` (a folder or fsspec URI, opened with the settings' storage options) the
+    champion is the registry's champion of ``model_name`` (default: the dataset name), re-scored on the
+    same rows; without one, ``champion_metrics_given`` are taken as given (none:
+    no champion, the challenger is promoted). ``metric`` as in :func:`gate_metric_for`.
+    """
+    from skiff.config import load_settings
+    from skiff.modeling import load_model
+    from skiff.storage import Store
+
+    pipeline, info, cv = load_model(model_dir)
+    frame = pd.read_parquet(test_data)
+    features = info.get("feature_columns") or spec.feature_columns
+    result = evaluate(pipeline, frame[features], frame[spec.target], spec, info.get("threshold"))
+    if registry_uri:
+        registry = ModelRegistry(Store(registry_uri, load_settings().storage_options))
+        champion = champion_metrics(registry, model_name or spec.name, frame, spec)
+    else:
+        champion = dict(champion_metrics_given or {})
+    decision = gate(result.metrics, champion, gate_metric_for(metric, info, result.problem_type), margin)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = report(
+            result,
+            tmp,
+            cv_table=cv,
+            title=f"{spec.name}: {info.get('estimator', 'model')} on {result.n} held-out rows",
+            extra={"estimator": info.get("estimator"), "params": info.get("params"), "gate": decision.reason},
+        )
+        page = files["html"].read_text(encoding="utf-8")
+    return StepEvaluation(result, champion, decision, page)

@@ -250,3 +250,66 @@ def test_train_and_evaluate_components_run_under_kfp_local(tmp_path):
     assert len(_embedded_pngs(report_html.read_text())) == 4
     model_dir = next(runs[0].glob("train/model"))
     assert {p.name for p in model_dir.iterdir()} >= {"model.joblib", "train.json", "cv.csv", "search.csv"}
+
+
+# ------------------------------------------------------------------------------------------ the step
+
+
+def _model_folder(tmp_path, binary, info_update=None):
+    from skiff.modeling import save_model
+
+    spec, r = binary
+    info = {**r.metadata(), **(info_update or {})}
+    folder = tmp_path / "model"
+    save_model(folder, r.pipeline, info, r.cv_table)
+    test_path = tmp_path / "test.parquet"
+    r.test_df.to_parquet(test_path, index=False)
+    return spec, folder, test_path
+
+
+def test_step_gates_on_the_training_scoring_metric_when_no_metric_is_given(binary, tmp_path):
+    from components.evaluate.logic import evaluate_step
+
+    spec, folder, test_path = _model_folder(tmp_path, binary, {"scoring": "f1"})
+    step = evaluate_step(folder, test_path, spec)
+    assert step.decision.metric == "f1" and step.decision.promote  # no champion: promoted
+    assert step.report_metadata()["gate_metric"] == "f1"
+    assert step.report_metadata()["gate"] == step.decision.record()
+    assert step.champion == {}
+    assert all(math.isfinite(v) for v in step.test_metrics.values()) and "roc_auc" in step.test_metrics
+    assert step.roc_curve is not None and len(step.roc_curve["fpr"]) == len(step.roc_curve["tpr"])
+    assert step.report_html.startswith("<!DOCTYPE html>") and "no champion yet" in step.report_html
+
+
+def test_step_falls_back_to_the_problem_types_metric_and_takes_a_given_champion(binary, tmp_path):
+    from components.evaluate.logic import evaluate_step, gate_metric_for
+
+    spec, folder, test_path = _model_folder(tmp_path, binary, {"scoring": None})
+    assert gate_metric_for("", {"scoring": None}, "binary") == "roc_auc"
+    assert gate_metric_for("", {"scoring": "f1"}, "binary") == "f1"
+    assert gate_metric_for("accuracy", {"scoring": "f1"}, "binary") == "accuracy"
+    step = evaluate_step(folder, test_path, spec, champion_metrics_given={"roc_auc": 0.999})
+    assert step.decision.metric == "roc_auc" and not step.decision.promote
+    assert step.champion == {"roc_auc": 0.999}
+    step = evaluate_step(folder, test_path, spec, metric="accuracy", margin=0.5,
+                         champion_metrics_given={"accuracy": 0.1})
+    assert step.decision.metric == "accuracy" and step.decision.margin == 0.5
+
+
+def test_step_rescores_the_registered_champion_on_the_same_rows(binary, tmp_path):
+    from components.evaluate.logic import evaluate_step
+    from skiff.registry import ModelRegistry
+    from skiff.storage import Store
+
+    spec, folder, test_path = _model_folder(tmp_path, binary)
+    _, r = binary
+    registry_uri = str(tmp_path / "models")
+    registry = ModelRegistry(Store(registry_uri))
+    mv = registry.register("e", r.pipeline, {"name": "e", "features": r.feature_columns,
+                                              "threshold": r.threshold})
+    registry.set_champion("e", mv.version, "first")
+    step = evaluate_step(folder, test_path, spec, registry_uri=registry_uri,
+                         champion_metrics_given={"roc_auc": 0.0})  # ignored: the registry has the champion
+    assert step.champion["roc_auc"] == pytest.approx(step.test_metrics["roc_auc"])  # the same model
+    assert not step.decision.promote  # an equal champion is not beaten
+    assert evaluate_step(folder, test_path, spec, registry_uri=str(tmp_path / "empty")).champion == {}
