@@ -14,12 +14,18 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.definitions import get_pipeline
-from skiff.errors import SkiffError
+from skiff.cluster import NAMESPACE, PIPELINE_SERVICE_ACCOUNT
+from skiff.errors import SkiffError, UsageError
+from skiff.uri import is_remote, local_path
 
-__all__ = ["StepTimer", "compile_pipeline", "run_local", "submit", "LocalRun", "failed_step_error"]
+if TYPE_CHECKING:
+    from skiff.config import Settings
+
+__all__ = ["StepTimer", "compile_pipeline", "run_local", "local_pipeline_root", "submit", "RunTarget", "LocalRun",
+           "failed_step_error"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,18 @@ def compile_pipeline(name: str, out: Path) -> Path:
     return out
 
 
+#: The folder of local runs under a local root; under an object-store root they stay in the working folder.
+LOCAL_RUNS_FOLDER = "pipeline_runs"
+
+
+def local_pipeline_root(settings: Settings) -> Path:
+    """Where kfp.local keeps a local run's executor files: ``<root>/pipeline_runs`` for a local root, else
+    ``./.skiff/pipeline_runs`` (kfp.local needs a local folder; the run's data still goes to the root)."""
+    if is_remote(settings.root):
+        return local_path(".skiff", "the local runs folder") / LOCAL_RUNS_FOLDER
+    return local_path(settings.root, "root") / LOCAL_RUNS_FOLDER
+
+
 def run_local(
     name: str,
     arguments: dict[str, Any],
@@ -105,7 +123,7 @@ def run_local(
     from kfp import local
 
     func = get_pipeline(name).function
-    pipeline_root = Path(pipeline_root).resolve()
+    pipeline_root = local_path(pipeline_root, "the pipeline root of a local run")
     pipeline_root.mkdir(parents=True, exist_ok=True)
     log_path = Path(log_file) if log_file else pipeline_root / f"{arguments.get('run_id') or name}.log"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
@@ -206,6 +224,26 @@ def _collect_outputs(task: Any) -> dict[str, Any]:
     return result
 
 
+@dataclass(frozen=True)
+class RunTarget:
+    """Where and as whom a cluster run executes: the pipeline namespace, its service account, its root.
+
+    Kubeflow Pipelines runs every step as the run's service account (the default, ``pipeline-runner``,
+    holds no cloud identity: its steps could read and write nothing on S3 or ADLS); the pipeline root
+    puts KFP's own artifacts under ``<root>/artifacts``, the prefix that identity may write.
+    """
+
+    namespace: str = NAMESPACE
+    service_account: str = PIPELINE_SERVICE_ACCOUNT
+    pipeline_root: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RunTarget:
+        remote = is_remote(settings.artifacts_uri)
+        return cls(namespace=settings.kfp_namespace, service_account=settings.kfp_service_account,
+                   pipeline_root=settings.artifacts_uri if remote else None)
+
+
 def submit(
     name: str,
     arguments: dict[str, Any],
@@ -213,14 +251,29 @@ def submit(
     experiment: str = "skiff",
     run_name: str | None = None,
     client_factory: Callable[..., Any] | None = None,
+    target: RunTarget | None = None,
 ) -> dict[str, Any]:
-    """Submit the pipeline to a Kubeflow Pipelines endpoint with ``kfp.Client``."""
+    """Submit the pipeline to a Kubeflow Pipelines endpoint with ``kfp.Client``.
+
+    The run executes in ``target``'s namespace as its service account (default: from this process's
+    settings, :meth:`RunTarget.from_settings`); an empty namespace leaves it to KFP (standalone mode).
+    """
     import kfp
 
-    client = (client_factory or kfp.Client)(host=host)
+    if target is None:
+        from skiff.config import load_settings
+
+        target = RunTarget.from_settings(load_settings())
+    if not target.service_account:
+        raise UsageError("kfp_service_account is empty: cluster runs need the pipeline service account "
+                         f"({PIPELINE_SERVICE_ACCOUNT}), the identity the cloud role trusts")
+    namespace = target.namespace or None
+    factory = client_factory or kfp.Client
+    client = factory(host=host, namespace=namespace) if namespace else factory(host=host)
     run = client.create_run_from_pipeline_func(
         get_pipeline(name).function, arguments=arguments, experiment_name=experiment,
         run_name=run_name or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", enable_caching=False,
+        namespace=namespace, service_account=target.service_account, pipeline_root=target.pipeline_root,
     )
-    return {"run_id": run.run_id, "host": host, "experiment": experiment, "pipeline": name}
-
+    return {"run_id": run.run_id, "host": host, "experiment": experiment, "pipeline": name,
+            "namespace": target.namespace, "service_account": target.service_account}

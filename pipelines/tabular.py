@@ -2,8 +2,9 @@
 
 One ``@dsl.pipeline``: kfp.local runs it on this machine (``skiff run tabular --local``) and a Kubeflow
 Pipelines backend runs its compiled IR YAML (``skiff compile tabular``, ``skiff run tabular --host``).
-Validation is a blocking gate: the rest runs only when the partition passed (``dsl.If``). What a run
-takes, checks and reports is :data:`pipelines.definitions.TABULAR`.
+Validation is a blocking gate: the rest runs only when the partition passed (``dsl.If``). On a cluster
+every step reads the namespace's settings and only the Secrets it needs (:mod:`pipelines.cluster`). What a
+run takes, checks and reports is :data:`pipelines.definitions.TABULAR`.
 """
 
 from kfp import dsl
@@ -15,6 +16,7 @@ from components.ingest.component import ingest_op
 from components.register.component import register
 from components.train.component import train
 from components.validate.component import validate
+from pipelines.cluster import in_namespace
 
 __all__ = ["tabular"]
 
@@ -43,22 +45,27 @@ def tabular(
     ingested = ingest_op(spec=spec, lake_uri=lake_uri, run_id=run_id, sources=sources, ingest_date=ingest_date,
                          read_run=lake_run)
     ingested.set_caching_options(False).set_display_name("ingest")
+    in_namespace(ingested, "ingest")
     validated = validate(
         ingested=ingested.outputs["manifest"], spec=spec, lake_uri=lake_uri, drift_threshold=drift_threshold,
         feature_thresholds=feature_thresholds, warn_only=warn_only, run_id=lake_run,
     ).set_caching_options(False).set_display_name("validate")
+    in_namespace(validated, "validate")
     with dsl.If(validated.outputs["passed"] == True, name="validation-passed"):  # noqa: E712 - KFP condition
         feats = features(
             ingested=ingested.outputs["manifest"], spec=spec, lake_uri=lake_uri, feature_repo=feature_repo,
             feast_dir=feast_dir, feature_store_yaml=feature_store_yaml, run_id=lake_run,
         ).set_caching_options(False).set_display_name("features")
+        in_namespace(feats, "features")
         trained = train(training_data=feats.outputs["training_data"], spec=spec, config=train_config)
         trained.set_display_name("train").set_cpu_limit("2").set_memory_limit("8G")
+        in_namespace(trained, "train")
         evaluated = evaluate(
             model=trained.outputs["model"], test_data=trained.outputs["test_data"], spec=spec,
             metric=metric, margin=margin, registry_uri=registry_uri, model_name=model_name,
         ).set_caching_options(False).set_display_name("evaluate")
-        register(
+        in_namespace(evaluated, "evaluate")
+        registered = register(
             model=trained.outputs["model"], test_data=trained.outputs["test_data"],
             training_data=feats.outputs["training_data"], report=evaluated.outputs["report"],
             statistics=validated.outputs["statistics"], spec=spec, registry_uri=registry_uri,
@@ -67,6 +74,8 @@ def tabular(
             reason=evaluated.outputs["reason"], gate_metric=metric, margin=margin, run_id=run_id,
             pipeline_job=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ).set_caching_options(False).set_display_name("register")
+        in_namespace(registered, "register")
     with dsl.Else(name="validation-blocked"):
-        validation_blocked(statistics=validated.outputs["statistics"], blocking=validated.outputs["blocking"])
+        blocked = validation_blocked(statistics=validated.outputs["statistics"], blocking=validated.outputs["blocking"])
+        in_namespace(blocked, "validation-blocked")
 

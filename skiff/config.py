@@ -16,7 +16,10 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from skiff import layout
+from skiff.cluster import NAMESPACE, PIPELINE_SERVICE_ACCOUNT
 from skiff.errors import ConfigError
+from skiff.uri import is_remote, local_path
 from skiff.yamlio import load_user_yaml
 
 __all__ = ["Settings", "load_settings", "project_path", "CONFIG_FILE"]
@@ -75,6 +78,17 @@ class Settings(BaseSettings):
         description="Control-plane metadata database (SQLAlchemy URL); defaults to SQLite under <root>.",
     )
     kfp_host: str | None = Field(default=None, description="Kubeflow Pipelines endpoint for cluster runs.")
+    kfp_namespace: str = Field(
+        default=NAMESPACE,
+        description="Namespace cluster runs execute in: the Kubeflow Pipelines profile namespace (multi-user "
+        "mode), where the pipeline service account, the settings ConfigMap and the Secrets live; empty: KFP's "
+        "own namespace (standalone mode).",
+    )
+    kfp_service_account: str = Field(
+        default=PIPELINE_SERVICE_ACCOUNT,
+        description="Kubernetes service account every step of a cluster run runs as: the one identity the "
+        "cloud role of pipelines trusts.",
+    )
     max_threads: int = Field(
         default=1, ge=1, description="Thread cap for numeric libraries in steps and servers (OpenMP, BLAS)."
     )
@@ -104,28 +118,28 @@ class Settings(BaseSettings):
 
     @property
     def lake_uri(self) -> str:
-        return self.lake or f"{self.root}/lake"
+        return self.lake or f"{self.root}/{layout.LAKE}"
 
     @property
     def artifacts_uri(self) -> str:
-        return self.artifacts or f"{self.root}/artifacts"
+        return self.artifacts or f"{self.root}/{layout.ARTIFACTS}"
 
     @property
     def registry_uri(self) -> str:
-        return self.registry or f"{self.root}/models"
+        return self.registry or f"{self.root}/{layout.MODELS}"
 
     @property
     def feast_dir(self) -> str:
-        """Where the local Feast registry and SQLite online store live."""
-        return f"{self.root}/feast"
+        """Where the Feast registry (and the local engine's SQLite online store) live: ``<root>/feast``."""
+        return f"{self.root}/{layout.FEAST}"
 
     @property
     def metadata_url(self) -> str:
         if self.database_url:
             return self.database_url
-        if "://" in self.root:
+        if is_remote(self.root):
             raise ConfigError("database_url must be set when root is remote (e.g. a PostgreSQL URL)")
-        return f"sqlite:///{Path(self.root).resolve() / 'skiff.db'}"
+        return f"sqlite:///{local_path(self.root, 'root') / 'skiff.db'}"
 
 
 def project_path(path: str | Path) -> Path:

@@ -34,9 +34,11 @@ from typing import TYPE_CHECKING, Any
 from skiff.errors import ConfigError
 from skiff.lake import Lake
 from skiff.storage import Store
+from skiff.uri import absolute, is_remote, local_path
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+    from feast.repo_config import RepoConfig
 
     from skiff.config import Settings
     from skiff.spec import DatasetSpec
@@ -48,6 +50,7 @@ __all__ = [
     "TIMESTAMP_FIELD",
     "ensure_feature_repo",
     "feature_sources",
+    "feast_config",
     "open_store",
     "open_store_from_settings",
     "online_features",
@@ -152,25 +155,37 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def open_store(repo_path: str | Path, feast_dir: str | Path, source_dir: str,
-               yaml_name: str = _DEFAULT_NAME) -> FeatureStore:
-    """Open the Feast store of ``repo_path`` with its ``${SKIFF_*}`` paths pointed at this skiff root.
+def feast_config(repo_path: str | Path, feast_dir: str | Path, source_dir: str,
+                 yaml_name: str = _DEFAULT_NAME) -> RepoConfig:
+    """The Feast config of ``repo_path`` with its ``${SKIFF_*}`` paths pointed at this skiff root.
 
-    ``feast_dir`` holds the registry and SQLite online store; ``source_dir`` is ``<lake>/features``
-    (:func:`feature_sources`). Opening takes seconds (Feast's imports): do it once per process.
+    ``feast_dir`` holds the registry (and the local engine's SQLite online store): a local folder, made
+    absolute and created, or an object-store URI (``s3://bucket/skiff/feast``), passed on as it is —
+    Feast picks its registry store by the scheme. ``source_dir`` is ``<lake>/features``
+    (:func:`feature_sources`).
     """
-    from feast import FeatureStore
     from feast.repo_config import load_repo_config
 
     repo = Path(repo_path)
     fs_yaml = ensure_feature_repo(repo, yaml_name)
-    Path(feast_dir).mkdir(parents=True, exist_ok=True)
-    with _env(**{_FEAST_DIR_ENV: str(Path(feast_dir).resolve()), FEATURE_SOURCE_ENV: source_dir}):
+    feast_location = absolute(feast_dir)
+    if not is_remote(feast_location):
+        local_path(feast_location, "the Feast folder").mkdir(parents=True, exist_ok=True)
+    with _env(**{_FEAST_DIR_ENV: feast_location, FEATURE_SOURCE_ENV: source_dir}):
         config = load_repo_config(repo, fs_yaml)
         unresolved = re.findall(r"\$\{(\w+)\}", config.model_dump_json())
         if unresolved:
             raise ConfigError(f"{fs_yaml}: environment variables not set: {sorted(set(unresolved))}")
-    return FeatureStore(config=config)
+    return config
+
+
+def open_store(repo_path: str | Path, feast_dir: str | Path, source_dir: str,
+               yaml_name: str = _DEFAULT_NAME) -> FeatureStore:
+    """Open the Feast store of ``repo_path`` with its ``${SKIFF_*}`` paths pointed at this skiff root
+    (:func:`feast_config`). Opening takes seconds (Feast's imports): do it once per process."""
+    from feast import FeatureStore
+
+    return FeatureStore(config=feast_config(repo_path, feast_dir, source_dir, yaml_name))
 
 
 def open_store_from_settings(settings: Settings, lake: Lake | None = None) -> FeatureStore:

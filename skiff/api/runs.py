@@ -13,7 +13,6 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -97,7 +96,7 @@ class LocalRuns:
         run_id = str(arguments["run_id"])
         self._update(run_id, status="running", started_at=_now())
         try:
-            local_run = runner.run_local(pipeline, arguments, Path(self.settings.root) / "pipeline_runs",
+            local_run = runner.run_local(pipeline, arguments, runner.local_pipeline_root(self.settings),
                                          self._on_event(run_id))
             summary = get_pipeline(pipeline).summarize(local_run, self.settings)
             status: RunStatus = ("succeeded" if summary["status"] == "SUCCESS"

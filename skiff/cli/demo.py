@@ -35,9 +35,10 @@ def register(app: typer.Typer) -> None:
         from pipelines.definitions import TABULAR
         from skiff import datagen
         from skiff.spec import load_spec, parse_spec
+        from skiff.uri import local_path
 
         settings = state(ctx).settings
-        data_dir = Path(settings.root) / "demo"
+        data_dir = local_path(settings.root, "root (the demo runs on the local engine)") / "demo"
         data_dir.mkdir(parents=True, exist_ok=True)
         csv = data_dir / "churn.csv"
         raw = datagen.dirty(datagen.churn(n=rows, seed=seed), seed=seed)
@@ -52,7 +53,7 @@ def register(app: typer.Typer) -> None:
                           origin="the demo's churn spec")
         args = TABULAR.arguments(spec, {}, settings, local=True)
         with progress(f"the {TABULAR.name} pipeline", quiet=json_out) as on_event:
-            local_run = runner.run_local(TABULAR.name, args, Path(settings.root) / "pipeline_runs", on_event)
+            local_run = runner.run_local(TABULAR.name, args, runner.local_pipeline_root(settings), on_event)
         summary = TABULAR.summarize(local_run, settings)
 
         def human(s: dict[str, Any]) -> None:

@@ -91,11 +91,12 @@ def register(app: typer.Typer) -> None:
         spec = _run_spec(ctx, parsed, dataset, spec_file, pipeline)
         args = definition.arguments(spec, parsed, settings, local=not host)
         if host:
-            result = runner.submit(pipeline, args, host, experiment, run_name)
+            result = runner.submit(pipeline, args, host, experiment, run_name,
+                                   target=runner.RunTarget.from_settings(settings))
             emit(result, json_out, f"submitted run {result['run_id']} to {host} (experiment {experiment})")
             return
         with progress(pipeline, quiet=json_out) as on_event:
-            local_run = runner.run_local(pipeline, args, Path(settings.root) / "pipeline_runs", on_event)
+            local_run = runner.run_local(pipeline, args, runner.local_pipeline_root(settings), on_event)
         summary = definition.summarize(local_run, settings)
         emit(summary, json_out, lambda s: print_run(s, definition.summary_lines(s)))
         if local_run.status != "SUCCESS":

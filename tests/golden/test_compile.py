@@ -28,17 +28,18 @@ def _strip(node):
 @pytest.mark.parametrize("name", sorted(PIPELINES))
 def test_pipeline_compiles_to_golden(name, tmp_path):
     out = compile_pipeline(name, tmp_path / f"{name}.yaml")
-    got = _strip(yaml.safe_load(out.read_text()))
+    # the pipeline spec and, second, the kubernetes platform spec (kfp-kubernetes: Secrets, ConfigMaps)
+    got = _strip(list(yaml.safe_load_all(out.read_text())))
     golden = GOLDEN / f"{name}.yaml"
     if os.environ.get("UPDATE_GOLDEN") == "1":
         golden.write_text(out.read_text())
     assert golden.exists(), f"no golden file {golden}; run with UPDATE_GOLDEN=1 once and review it"
-    expected = _strip(yaml.safe_load(golden.read_text()))
+    expected = _strip(list(yaml.safe_load_all(golden.read_text())))
     assert got == expected, f"{name} IR differs from {golden.name}; review and regenerate with UPDATE_GOLDEN=1"
 
 
 def test_tabular_ir_has_the_gate_and_every_step(tmp_path):
-    ir = yaml.safe_load(compile_pipeline("tabular", tmp_path / "t.yaml").read_text())
+    ir = next(yaml.safe_load_all(compile_pipeline("tabular", tmp_path / "t.yaml").read_text()))
     tasks = ir["root"]["dag"]["tasks"]
     assert {"ingest-op", "validate", "condition-branches-1"} <= set(tasks)
     assert tasks["ingest-op"]["cachingOptions"] == {}  # caching off for ingestion

@@ -57,10 +57,10 @@ class _RecordingClient:
 
     calls: list = []
 
-    def __init__(self, host):
-        self.host = host
+    def __init__(self, host, namespace=None):
+        self.host, self.namespace = host, namespace
 
-    def create_run_from_pipeline_func(self, func, arguments, experiment_name, run_name, enable_caching):
+    def create_run_from_pipeline_func(self, func, arguments, experiment_name, run_name, enable_caching, **run):
         self.calls.append({"host": self.host, "arguments": arguments, "experiment": experiment_name})
         return type("Run", (), {"run_id": "kfp-run-1"})()
 

@@ -29,10 +29,10 @@ PUBLIC = {"/healthz"}  # /docs, /openapi.json and the docs assets are not operat
 
 
 class _RecordingClient:
-    def __init__(self, host):
-        self.host = host
+    def __init__(self, host, namespace=None):
+        self.host, self.namespace = host, namespace
 
-    def create_run_from_pipeline_func(self, func, arguments, experiment_name, run_name, enable_caching):
+    def create_run_from_pipeline_func(self, func, arguments, experiment_name, run_name, enable_caching, **run):
         return type("Run", (), {"run_id": "kfp-run"})()
 
 

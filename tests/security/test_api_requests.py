@@ -191,7 +191,7 @@ def test_an_object_store_source_override_passes_preflight(client, datasets):
     calls = []
 
     class Client:
-        def __init__(self, host):
+        def __init__(self, host, namespace=None):
             pass
 
         def create_run_from_pipeline_func(self, func, arguments, **kw):

@@ -113,12 +113,13 @@ class _RecordingClient:
 
     calls: list = []
 
-    def __init__(self, host):
-        self.host = host
+    def __init__(self, host, namespace=None):
+        self.host, self.namespace = host, namespace
 
-    def create_run_from_pipeline_func(self, func, arguments, experiment_name, run_name, enable_caching):
+    def create_run_from_pipeline_func(self, func, arguments, experiment_name, run_name, enable_caching, **run):
         self.calls.append({"host": self.host, "func": func, "arguments": arguments,
-                           "experiment": experiment_name, "run_name": run_name, "caching": enable_caching})
+                           "experiment": experiment_name, "run_name": run_name, "caching": enable_caching,
+                           "namespace": self.namespace, **run})
         return type("Run", (), {"run_id": "run-42"})()
 
 
@@ -127,7 +128,7 @@ def test_submit_sends_the_compiled_pipeline_with_arguments(skiff_env):
     result = runner.submit("tabular", args, "https://kfp.example.com", "churn", "nightly",
                            client_factory=_RecordingClient)
     assert result == {"run_id": "run-42", "host": "https://kfp.example.com", "experiment": "churn",
-                      "pipeline": "tabular"}
+                      "pipeline": "tabular", "namespace": "skiff", "service_account": "skiff-pipeline"}
     call = _RecordingClient.calls[-1]
     assert call["func"].name == "skiff-tabular" and call["caching"] is False
     assert json.loads(call["arguments"]["spec"])["name"] == "churn" and call["run_name"] == "nightly"
@@ -135,7 +136,7 @@ def test_submit_sends_the_compiled_pipeline_with_arguments(skiff_env):
 
 def test_compile_writes_ir_yaml(skiff_env, capsys):
     assert main(["compile", "tabular", "-o", "out/tabular.yaml"]) == 0
-    ir = yaml.safe_load((skiff_env / "out" / "tabular.yaml").read_text())
+    ir = next(yaml.safe_load_all((skiff_env / "out" / "tabular.yaml").read_text()))
     assert ir["pipelineInfo"]["name"] == "skiff-tabular"
     assert set(ir["root"]["inputDefinitions"]["parameters"]) >= {"spec", "lake_uri", "registry_uri", "margin"}
     assert json.dumps(ir)  # plain data
@@ -175,7 +176,7 @@ def test_spec_parameter_keeps_the_column_order_across_runs(skiff_env, tmp_path):
 
     path = tmp_path / "orders.yaml"
     path.write_text(yaml.safe_dump(ORDERED, sort_keys=False))
-    ir = yaml.safe_load(runner.compile_pipeline("tabular", tmp_path / "t.yaml").read_text())
+    ir = next(yaml.safe_load_all(runner.compile_pipeline("tabular", tmp_path / "t.yaml").read_text()))
     # the spec is text in the IR: a dict parameter would be a protobuf Struct, whose keys come back in any order
     assert ir["root"]["inputDefinitions"]["parameters"]["spec"]["parameterType"] == "STRING"
     for name, comp in ir["components"].items():

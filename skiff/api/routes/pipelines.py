@@ -131,7 +131,7 @@ def start_run(name: NameParam, body: RunRequest, ctx: Annotated[ApiContext, Depe
     args = definition.arguments(spec, params, ctx.settings, local=not host)
     if host:
         return runner.submit(name, args, host, body.experiment, body.run_name,
-                             client_factory=ctx.kfp_client_factory)
+                             client_factory=ctx.kfp_client_factory, target=runner.RunTarget.from_settings(ctx.settings))
     return ctx.runs.start(name, args)
 
 

@@ -1,0 +1,53 @@
+"""What each step of a cluster run gets from its namespace: skiff's settings, the Secrets it needs, its identity.
+
+A Kubeflow Pipelines run executes its steps as pods in the pipeline namespace (:data:`skiff.cluster.NAMESPACE`),
+as the pipeline service account (:func:`pipelines.runner.submit` sets it for the whole run). Through
+kfp-kubernetes (platform config in the compiled IR, which kfp.local ignores) every step also:
+
+* mounts the settings ConfigMap (:data:`skiff.cluster.SETTINGS_CONFIG_MAP`: root, registry, storage
+  options, log level) and reads ``SKIFF_CONFIG`` from the same ConfigMap, so ``load_settings()`` in the
+  step sees the cluster's settings;
+* reads the Secrets it needs as environment variables and no others: the features step the Redis
+  connection string (``SKIFF_REDIS``, the Feast online store it materializes into), the register step
+  the PostgreSQL URL (``SKIFF_DATABASE_URL``, the registry's write locks). They are optional: a cluster
+  without them gets skiff's own error naming the missing variable, not a pod stuck in
+  CreateContainerConfigError;
+* carries ``azure.workload.identity/use: "true"``, the label Azure's workload identity webhook acts on
+  (meaningless elsewhere), so the service account's federated identity reaches the step on AKS too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kfp import kubernetes
+
+from skiff.cluster import (
+    DATABASE_SECRET,
+    REDIS_SECRET,
+    SETTINGS_CONFIG_MAP,
+    SETTINGS_MOUNT,
+    SETTINGS_PATH_KEY,
+    SecretEnv,
+)
+
+__all__ = ["AZURE_WORKLOAD_IDENTITY_LABEL", "in_namespace", "STEP_SECRETS"]
+
+#: The pod label Azure workload identity injects the federated token for.
+AZURE_WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
+
+#: step (its task name in the IR) -> the Secrets it reads; every other step reads none
+STEP_SECRETS: dict[str, tuple[SecretEnv, ...]] = {
+    "features": (REDIS_SECRET,),
+    "register": (DATABASE_SECRET,),
+}
+
+
+def in_namespace(task: Any, step: str) -> Any:
+    """``task`` wired to the pipeline namespace's settings ConfigMap and to the Secrets ``step`` needs."""
+    kubernetes.use_config_map_as_volume(task, SETTINGS_CONFIG_MAP, mount_path=SETTINGS_MOUNT)
+    kubernetes.use_config_map_as_env(task, SETTINGS_CONFIG_MAP, {SETTINGS_PATH_KEY: "SKIFF_CONFIG"})
+    for secret in STEP_SECRETS.get(step, ()):
+        kubernetes.use_secret_as_env(task, secret.name, {secret.key: secret.env}, optional=True)
+    kubernetes.add_pod_label(task, AZURE_WORKLOAD_IDENTITY_LABEL, "true")
+    return task

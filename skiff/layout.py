@@ -1,0 +1,59 @@
+"""The folders under the skiff root, and who may read and write each: one definition for every side.
+
+The settings (:mod:`skiff.config`) derive the lake, artifacts, registry and Feast locations from the
+root with these prefixes; the Helm chart reads the same definition from its copy
+``helm/skiff/files/layout.json`` (kept equal to :func:`layout_document` by ``tests/unit/test_helm.py``);
+the cloud policies (Terraform) must grant each workload identity exactly :data:`ACCESS` on
+``<bucket or container>/<root prefix>/<prefix>/*``; the GitOps environment files name
+``registry: <root>/models``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+__all__ = ["LAKE", "ARTIFACTS", "MODELS", "FEAST", "ROLLOUTS", "PREFIXES", "ACCESS", "Workload",
+           "layout_document"]
+
+#: Ingested runs (``raw/<dataset>/<date>/run=<id>/``) and the offline feature sources (``features/``).
+LAKE: Final = "lake"
+#: Pipeline artifacts: the Kubeflow Pipelines pipeline root of cluster runs, reports.
+ARTIFACTS: Final = "artifacts"
+#: The model registry (``<name>/<version>/``).
+MODELS: Final = "models"
+#: The Feast registry (``registry.db``); the local engine's SQLite online store too.
+FEAST: Final = "feast"
+#: The rollout controller's state (``<env>/<model>.json``).
+ROLLOUTS: Final = "rollouts"
+
+#: Every top-level prefix under the root and what it holds.
+PREFIXES: Final[dict[str, str]] = {
+    LAKE: "ingested runs and offline feature sources",
+    ARTIFACTS: "pipeline artifacts (the pipeline root of cluster runs)",
+    MODELS: "the model registry",
+    FEAST: "the Feast registry",
+    ROLLOUTS: "canary rollout state",
+}
+
+Workload = Literal["pipeline", "serving", "rollout", "api", "stream"]
+
+#: What each workload identity reads and writes under the root (least privilege; the cloud policies grant
+#: exactly this). Pipelines write everything a run produces; serving (predictors, transformers, the Feast
+#: feature server) reads models and the Feast registry; the rollout controller reads models and keeps its
+#: state; the REST API reads what it lists and sets champions (its promotions and rollbacks edit the GitOps
+#: folder, not the root); a stream consumer writes the lake only.
+ACCESS: Final[dict[Workload, dict[Literal["read", "write"], tuple[str, ...]]]] = {
+    "pipeline": {"read": (LAKE, ARTIFACTS, MODELS, FEAST), "write": (LAKE, ARTIFACTS, MODELS, FEAST)},
+    "serving": {"read": (MODELS, FEAST), "write": ()},
+    "rollout": {"read": (MODELS, ROLLOUTS), "write": (ROLLOUTS,)},
+    "api": {"read": (LAKE, ARTIFACTS, MODELS, ROLLOUTS), "write": (MODELS,)},
+    "stream": {"read": (LAKE,), "write": (LAKE,)},
+}
+
+
+def layout_document() -> dict[str, Any]:
+    """The layout as plain data: what ``helm/skiff/files/layout.json`` holds (and Terraform may read)."""
+    return {
+        "prefixes": dict(PREFIXES),
+        "access": {w: {k: list(v) for k, v in rights.items()} for w, rights in ACCESS.items()},
+    }
