@@ -134,11 +134,15 @@ class EnvironmentConfig(BaseModel):
         default="Serverless",
         description="KServe deployment mode. Canaries (canaryTrafficPercent) need Serverless (Knative).",
     )
-    service_account: str = Field(default="skiff-serving", description="Service account of serving pods.")
+    service_account: str = Field(
+        default="skiff-serving",
+        description="Service account of serving pods. The platform chart helm/skiff creates it "
+        "(serviceAccounts.serving.name) with the cloud identity Terraform made; the render only names it.",
+    )
     service_account_annotations: dict[str, str] = Field(
         default_factory=dict,
-        description="Annotations of that service account: the cloud identity that reads the registry "
-        "(eks.amazonaws.com/role-arn = Terraform's serving_role_arn; azure.workload.identity/client-id).",
+        description="Refused unless empty: the service account and its identity annotations belong to the "
+        "platform chart (serviceAccounts.serving.annotations), not to the environment's rendered manifests.",
     )
     feature_server_url: str | None = Field(
         default=None, description="Feast feature server the transformers query (models with a feature service)."
@@ -153,6 +157,14 @@ class EnvironmentConfig(BaseModel):
     defaults: ServingDefaults = Field(default_factory=ServingDefaults)
     gpu: GpuPlacement = Field(default_factory=GpuPlacement)
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy, description="Canary policy of this environment.")
+
+    @field_validator("service_account_annotations")
+    @classmethod
+    def _owned_by_the_chart(cls, v: dict[str, str]) -> dict[str, str]:
+        if v:
+            raise ValueError("the serving service account belongs to the platform chart helm/skiff: move these "
+                             "annotations to its values (serviceAccounts.serving.annotations)")
+        return v
 
     @field_validator("namespace")
     @classmethod

@@ -20,7 +20,15 @@ being applied — and the rest to the last fully rolled-out revision. So while a
 the manifest's ``storageUri`` and ``skiff.io/version`` label are the canary's, ``canaryTrafficPercent`` is
 set, and the stable version is remembered in the ``skiff.io/stable-version`` annotation. It needs the
 Serverless (Knative) deployment mode; in RawDeployment mode KServe ignores the field, so a canary there is
-refused.
+refused. KServe splits the traffic of each component (predictor, transformer) by that component's own
+``canaryTrafficPercent``: a transformer without it would send every request through the new transformer
+revision at once, so a model with a transformer gets the same percent on both components.
+
+Ownership (one owner per object). ``skiff render env`` writes InferenceServices only: Argo CD owns them.
+The ``skiff-serving`` ServiceAccount (it carries the cloud identity Terraform creates) and the
+``skiff-<flavor>`` ServingRuntimes (their image is the platform release's) belong to the platform chart
+``helm/skiff``, installed per cluster by Terraform; :func:`build_serving_runtime` stays the one definition
+of that runtime, which the chart's tests compare with.
 """
 
 from __future__ import annotations
@@ -47,7 +55,6 @@ __all__ = [
     "needs_gpu",
     "build_inference_service",
     "build_serving_runtime",
-    "build_service_account",
     "to_dict",
     "to_yaml",
     "load_inference_service",
@@ -154,9 +161,12 @@ def build_inference_service(
     *,
     registry_uri: str,
     images: RuntimeImages,
+    predictor_image: str | None = None,
 ) -> Any:
     """The InferenceService of one model file. ``meta`` is the metadata of the version the spec serves
-    (:attr:`ModelDeployment.served_version`: the canary while there is one)."""
+    (:attr:`ModelDeployment.served_version`: the canary while there is one). ``predictor_image`` replaces
+    the ServingRuntime's image for this InferenceService (an environment's pinned ``images.predictor`` /
+    ``images.gpu_predictor``); None runs the runtime's own image."""
     from kserve import (
         V1beta1InferenceService,
         V1beta1InferenceServiceSpec,
@@ -202,6 +212,7 @@ def build_inference_service(
         name="kserve-container",
         model_format=V1beta1ModelFormat(name=meta.flavor),
         runtime=f"skiff-{meta.flavor}",
+        image=predictor_image,
         storage_uri=storage_uri(registry_uri, name, served),
         args=[name, "--version", str(served)],
         resources=_requirements(resources, gpus),
@@ -249,6 +260,8 @@ def build_inference_service(
             )],
             min_replicas=predictor.min_replicas,
             max_replicas=predictor.max_replicas,
+            # the same share as the predictor: KServe splits each component's traffic by its own field
+            canary_traffic_percent=predictor.canary_traffic_percent,
             scale_metric=defaults.scale_metric,
             scale_target=predictor.scale_target,
             service_account_name=env.service_account,
@@ -296,15 +309,6 @@ def build_serving_runtime(env: EnvironmentConfig, flavor: str, images: RuntimeIm
             )],
             volumes=[tmp_volume],
         ),
-    )
-
-
-def build_service_account(env: EnvironmentConfig, annotations: dict[str, str] | None = None) -> k8s.V1ServiceAccount:
-    return k8s.V1ServiceAccount(
-        api_version="v1", kind="ServiceAccount",
-        metadata=k8s.V1ObjectMeta(name=env.service_account, namespace=env.namespace,
-                                  labels={"app.kubernetes.io/part-of": "skiff"}, annotations=annotations or None),
-        automount_service_account_token=False,
     )
 
 
@@ -357,26 +361,29 @@ def render_environment(
     registry_uri: str,
     service_account_annotations: dict[str, str] | None = None,
 ) -> list[Path]:
-    """Write an environment's manifests and their ``kustomization.yaml`` into ``out_dir``.
+    """Write an environment's InferenceServices and their ``kustomization.yaml`` into ``out_dir``.
 
-    One file per InferenceService, the ServingRuntimes its models need, the serving service account.
-    Files a previous render wrote that no longer belong (a model removed from the environment) are removed.
+    One file per InferenceService: the objects Argo CD owns. The ServiceAccount and the ServingRuntimes the
+    InferenceServices name belong to the platform chart (see the module docstring), so
+    ``service_account_annotations`` are refused: they go to the chart's ``serviceAccounts.serving.annotations``.
+    Files a previous render wrote that no longer belong (a model removed from the environment, or the
+    ServiceAccount and ServingRuntime files older renders wrote) are removed.
     """
+    if service_account_annotations:
+        raise UsageError("the serving service account belongs to the platform chart helm/skiff: set its "
+                         "annotations (the cloud identity) in serviceAccounts.serving.annotations, not in the render")
     env = envs.environment(env_name)
-    images = images.with_overrides(env.images, f"{envs.env_dir(env_name)}/environment.yaml")
+    source = f"{envs.env_dir(env_name)}/environment.yaml"
+    images = images.with_overrides(env.images, source)
     uri = env.registry or registry_uri
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sa_annotations = {**env.service_account_annotations, **(service_account_annotations or {})}
-    files: dict[str, Any] = {"serviceaccount.yaml": build_service_account(env, sa_annotations)}
-    flavors: set[str] = set()
+    files: dict[str, Any] = {}
     for dep in envs.deployments(env_name):
         meta = registry.get(dep.name, dep.served_version).metadata
-        flavors.add(meta.flavor)
-        files[f"isvc-{isvc_name(dep.name)}.yaml"] = build_inference_service(env, dep, meta, registry_uri=uri,
-                                                                           images=images)
-    for flavor in sorted(flavors or {"sklearn"}):
-        files[f"servingruntime-{flavor}.yaml"] = build_serving_runtime(env, flavor, images)
+        pinned = env.images.get("gpu_predictor" if meta.flavor == "tensorflow" else "predictor")
+        files[f"isvc-{isvc_name(dep.name)}.yaml"] = build_inference_service(
+            env, dep, meta, registry_uri=uri, images=images, predictor_image=pinned)
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",

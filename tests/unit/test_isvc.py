@@ -10,6 +10,7 @@ import yaml
 
 from serving.deploy.gitops import Canary, EnvironmentConfig, Environments, ModelDeployment, Resources
 from serving.deploy.isvc import (
+    GENERATED_HEADER,
     RuntimeImages,
     build_inference_service,
     isvc_name,
@@ -137,6 +138,18 @@ def test_transformer_for_a_feature_service(registry):
         _isvc(registry, ModelDeployment(name="churn", version=2), no_feast)
 
 
+def test_the_transformer_is_canaried_with_the_predictor(registry):
+    # KServe splits each component's traffic by its own canaryTrafficPercent: without it on the transformer,
+    # every request would pass the new transformer revision while only a share reaches the new predictor
+    for percent in (0, 10):
+        dep = ModelDeployment(name="churn", version=1, canary=Canary(version=2, percent=percent))
+        spec = to_dict(_isvc(registry, dep))["spec"]
+        assert spec["transformer"]["canaryTrafficPercent"] == spec["predictor"]["canaryTrafficPercent"] == percent
+        assert spec["transformer"]["containers"][0]["args"][:4] == ["--model", "churn", "--version", "2"]
+    stable = to_dict(_isvc(registry, ModelDeployment(name="churn", version=2)))["spec"]
+    assert "canaryTrafficPercent" not in stable["transformer"] and "canaryTrafficPercent" not in stable["predictor"]
+
+
 def test_names_must_fit_kubernetes():
     assert isvc_name("Churn_v2") == "churn-v2"
     with pytest.raises(UsageError):
@@ -156,10 +169,13 @@ def test_render_env_builds_with_kubectl_kustomize(tmp_path, registry):
     envs = _envs(tmp_path)
     out = tmp_path / "rendered/prod"
     out.mkdir(parents=True)
+    # what an older render left: the ServiceAccount and ServingRuntimes the platform chart owns now
+    (out / "kustomization.yaml").write_text(GENERATED_HEADER + "resources: [serviceaccount.yaml]\n")
+    for old in ("serviceaccount.yaml", "servingruntime-sklearn.yaml"):
+        (out / old).write_text(GENERATED_HEADER + "kind: ServiceAccount\n")
     render_environment(envs, "prod", registry, out, images=IMAGES, registry_uri="unused")
-    assert sorted(p.name for p in out.iterdir()) == [
-        "isvc-churn.yaml", "isvc-vision-tf.yaml", "kustomization.yaml", "serviceaccount.yaml",
-        "servingruntime-sklearn.yaml", "servingruntime-tensorflow.yaml"]
+    # Argo CD owns the InferenceServices only (one owner per object: the chart owns the rest)
+    assert sorted(p.name for p in out.iterdir()) == ["isvc-churn.yaml", "isvc-vision-tf.yaml", "kustomization.yaml"]
     built = subprocess.run([KUBECTL, "kustomize", str(out)], capture_output=True, text=True, timeout=120)
     assert built.returncode == 0, built.stderr
     docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(built.stdout)}
@@ -168,13 +184,35 @@ def test_render_env_builds_with_kubectl_kustomize(tmp_path, registry):
     assert churn["metadata"]["labels"]["skiff.io/environment"] == "prod"
     assert churn["spec"]["predictor"]["canaryTrafficPercent"] == 5
     assert load_inference_service(churn).spec.predictor.canary_traffic_percent == 5
-    rt = docs[("ServingRuntime", "skiff-tensorflow")]
-    assert rt["spec"]["containers"][0]["image"] == IMAGES.gpu_predictor
-    assert docs[("ServiceAccount", "skiff-serving")]["automountServiceAccountToken"] is False
+    assert {kind for kind, _ in docs} == {"InferenceService"}
+    # the runtime's image unless the environment pins one
+    assert "image" not in docs[("InferenceService", "vision-tf")]["spec"]["predictor"]["model"]
     # a model leaves the environment: its manifest goes too
     (envs.root / "prod/models/vision_tf.yaml").unlink()
     render_environment(envs, "prod", registry, out, images=IMAGES, registry_uri="unused")
-    assert not (out / "isvc-vision-tf.yaml").exists() and not (out / "servingruntime-tensorflow.yaml").exists()
+    assert not (out / "isvc-vision-tf.yaml").exists()
+
+
+def test_an_environments_pinned_predictor_image_replaces_the_runtimes(tmp_path, registry):
+    envs = _envs(tmp_path)
+    env_file = envs.root / "prod/environment.yaml"
+    env_file.write_text(env_file.read_text() + "images: {gpu_predictor: 'r.example.com/skiff-gpu@sha256:ab'}\n")
+    out = tmp_path / "rendered"
+    render_environment(envs, "prod", registry, out, images=IMAGES, registry_uri="unused")
+    tf = yaml.safe_load((out / "isvc-vision-tf.yaml").read_text())
+    assert tf["spec"]["predictor"]["model"]["image"] == "r.example.com/skiff-gpu@sha256:ab"
+    assert "image" not in yaml.safe_load((out / "isvc-churn.yaml").read_text())["spec"]["predictor"]["model"]
+
+
+def test_the_serving_service_account_is_the_charts_not_the_renders(tmp_path, registry):
+    envs = _envs(tmp_path)
+    with pytest.raises(UsageError, match="serviceAccounts.serving.annotations"):
+        render_environment(envs, "prod", registry, tmp_path / "out", images=IMAGES, registry_uri="unused",
+                           service_account_annotations={"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"})
+    env_file = envs.root / "prod/environment.yaml"
+    env_file.write_text(env_file.read_text() + "service_account_annotations: {a: b}\n")
+    with pytest.raises(ConfigError, match="belongs to the platform chart"):
+        envs.environment("prod")
 
 
 def test_committed_environments_and_rendered_folders_are_valid():
