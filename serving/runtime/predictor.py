@@ -6,13 +6,13 @@ version's ``flavor`` (:data:`FLAVORS`; ``sklearn`` today, a ``tensorflow`` loade
 :func:`register_flavor`). A model that fails to load leaves ``ready`` False and ``load_error`` set; the
 reason goes to the log and to the server's readiness answer.
 
-Scikit-learn versions run on onnxruntime when the registry recorded an exact ONNX export
-(``metadata.extra["onnx"]["exact"]`` and ``model.onnx``): inputs are built straight from the request's
-arrays (float32 numbers, text), no DataFrame per request. Requests outside what the export was checked
-on (:class:`~skiff.onnx_export.OnnxDomain`: rows with missing values, categories unseen in training —
-``handle_unknown`` is the pipeline's —, numbers beyond the checked range), and versions without an exact
-export, run on the scikit-learn pipeline. Both paths give the same labels and probabilities to
-within the export's recorded difference (at most 1e-5).
+Scikit-learn versions run on the compiled engine (:class:`serving.runtime.compiled.CompiledRuntime`,
+onnxruntime) when the registry recorded an exact ONNX export (``metadata.extra["onnx"]["exact"]`` and
+``model.onnx``; ``compiler`` says which compiler made it): inputs are built straight from the request's
+arrays, no DataFrame per request. Requests outside what the export was checked on
+(:class:`~skiff.onnx_export.OnnxDomain`), and versions without an exact export, run on the scikit-learn
+pipeline. Both paths give the same labels and probabilities to within the export's recorded difference
+(at most its tolerance, 1e-6).
 
 Responses:
 
@@ -139,38 +139,6 @@ class SklearnRuntime(Runtime):
             raise BadRequest(f"the model cannot score these rows: {e}") from e
 
 
-class OnnxRuntime(Runtime):
-    """An exact ONNX export on onnxruntime; rows with missing values go to the scikit-learn pipeline."""
-
-    engine = "onnxruntime"
-
-    def __init__(self, payload: bytes, info: dict[str, Any], fallback: SklearnRuntime, threads: int) -> None:
-        from skiff.onnx_export import OnnxDomain, known_categories, onnx_session
-
-        kinds = dict(info.get("inputs") or {})
-        if "categories" not in info:  # an export from before categories were recorded: read the encoders
-            info = {**info, "categories": known_categories(fallback.model, kinds)}
-        self.domain = OnnxDomain(kinds, info)
-        self.session = onnx_session(payload, threads=threads)
-        names = [i.name for i in self.session.get_inputs()]
-        if names != list(kinds):
-            raise ValueError(f"model.onnx inputs {names} differ from the recorded ones {list(kinds)}")
-        self.kinds = kinds
-        self.fallback = fallback
-        outputs = [o.name for o in self.session.get_outputs()]
-        self.output = outputs[1] if fallback.classifier else outputs[0]
-
-    def score(self, batch: RequestRows) -> Scores:
-        from skiff.onnx_export import onnx_feeds
-
-        if batch.missing or not self.domain.admits(batch.columns):  # where the graph is not known exact
-            return self.fallback.score(batch)
-        out = self.session.run([self.output], onnx_feeds(batch.columns, self.kinds))[0]
-        if self.fallback.classifier:
-            return Scores(proba=np.asarray(out, dtype=np.float64))
-        return Scores(values=np.asarray(out, dtype=np.float64).reshape(-1))
-
-
 Loader = Callable[[ModelRegistry, ModelVersion, InputSchema, Settings, str], Runtime]
 
 
@@ -200,8 +168,12 @@ def _load_sklearn(registry: ModelRegistry, mv: ModelVersion, schema: InputSchema
                     mv.name, mv.version, ONNX_FILE)
         return sk
     try:
+        from serving.runtime.compiled import CompiledRuntime
+
         payload = registry.store.read_bytes(mv.name, str(mv.version), ONNX_FILE)
-        return OnnxRuntime(payload, dict(onnx), sk, settings.max_threads)
+        runtime = CompiledRuntime(payload, dict(onnx), sk, settings.max_threads)
+        log.info("%s v%s: compiled engine (%s, %s)", mv.name, mv.version, runtime.compiler, onnx.get("reason", ""))
+        return runtime
     except Exception as e:  # a broken export must not take the model down: scikit-learn still serves
         log.warning("%s v%s: cannot use %s (%s: %s); serving with scikit-learn", mv.name, mv.version,
                     ONNX_FILE, type(e).__name__, e)
