@@ -2,7 +2,7 @@
 # name (components/_image.py names and tags them):
 #   skiff       every tabular step but validation, the model server (python -m serving predictor|transformer),
 #               the rollout job, skiff stream, skiff api, the Feast feature server (feast serve)
-#   skiff-tfdv  the skiff image plus TFDV's own environment (/opt/tfdv) for the validation step
+#   skiff-tfdv  the skiff image's contents plus TFDV's own environment (/opt/tfdv) for the validation step
 #   skiff-gpu   the skiff image's contents plus TensorFlow with CUDA
 # Build from the repository root with BuildKit (Docker >= 23, DOCKER_BUILDKIT=1 on Docker 20.10, or
 # podman/buildah): `make images`, or
@@ -127,9 +127,14 @@ RUN --mount=type=bind,from=build,source=/opt/build,target=/opt/build \
     /opt/build/bin/uv pip install --python /opt/skiff/bin/python --no-deps --no-cache --compile-bytecode /wheel/skiff-*.whl
 USER 10001:10001
 
-# ---- skiff-tfdv: the skiff image plus TFDV, which the validation step starts as SKIFF_TFDV_PYTHON
-FROM skiff AS skiff-tfdv
+# ---- skiff-tfdv: the skiff image's layers plus TFDV, which the validation step starts as SKIFF_TFDV_PYTHON.
+# TFDV's environment comes before skiff's wheel, so a change to skiff's code rebuilds one small layer.
+FROM runtime AS skiff-tfdv
+COPY --from=deps /opt/skiff /opt/skiff
 COPY --from=tfdv-env /opt/tfdv /opt/tfdv
+RUN --mount=type=bind,from=build,source=/opt/build,target=/opt/build \
+    --mount=type=bind,from=wheel,source=/wheel,target=/wheel \
+    /opt/build/bin/uv pip install --python /opt/skiff/bin/python --no-deps --no-cache --compile-bytecode /wheel/skiff-*.whl
 ENV SKIFF_TFDV_PYTHON=/opt/tfdv/bin/python \
     TF_CPP_MIN_LOG_LEVEL=2
 USER 10001:10001
