@@ -588,15 +588,24 @@ def test_service_account_names_match_the_helm_charts(rel):
     assert {"lake", "artifacts", "models"} <= set(access["pipeline"]["write_prefixes"])
 
 
-def test_irsa_trust_is_limited_to_one_service_account_each():
+def test_irsa_trust_is_limited_to_named_service_accounts(tmp_path):
     rel = "modules/aws-eks"
     assume = resources(config(rel), "aws_iam_policy_document", kind="data")["workload_assume"]
     statement = one(assume["statement"], "statement")
     assert statement["actions"] == ["sts:AssumeRoleWithWebIdentity"]
     conditions = {c["variable"]: c for c in statement["condition"]}
     sub = conditions["${local.oidc_issuer}:sub"]
-    assert sub["test"] == "StringEquals"
-    assert sub["values"] == ["system:serviceaccount:${var.namespace}:${each.value}"]
+    assert sub["test"] == "StringEquals", "a StringLike trust would admit a wildcard of accounts"
+    assert sub["values"] == "${local.workload_subjects[each.key]}"
+    subjects = Scratch(tmp_path, "aws-eks", ("variables.tf", "trust.tf"), {"s": "local.workload_subjects"}).outputs(
+        AWS_REQUIRED
+    )["s"]
+    assert subjects == {
+        "pipeline": ["system:serviceaccount:skiff:skiff-pipeline", "system:serviceaccount:kubeflow:pipeline-runner"],
+        "serving": ["system:serviceaccount:skiff:skiff-serving"],
+        "rollout": ["system:serviceaccount:skiff:skiff-rollout"],
+    }
+    assert all("*" not in s for subs in subjects.values() for s in subs)
     assert conditions["${local.oidc_issuer}:aud"]["values"] == ["sts.amazonaws.com"]
     assert resource(rel, "aws_iam_role", "workload")["for_each"] == "${local.workloads}"
     storage = resources(config(rel), "aws_iam_policy_document", kind="data")["workload_storage"]
@@ -608,7 +617,9 @@ def test_irsa_trust_is_limited_to_one_service_account_each():
 def test_federated_credentials_bind_one_service_account_each():
     rel = "modules/azure-aks"
     credential = resource(rel, "azurerm_federated_identity_credential", "workload")
-    assert credential["subject"] == "system:serviceaccount:${var.namespace}:${each.value}"
+    assert credential["for_each"] == "${local.federated_subjects}"
+    assert credential["subject"] == "${each.value.subject}"
+    assert credential["parent_id"] == "${azurerm_user_assigned_identity.workload[each.value.workload].id}"
     assert credential["audience"] == ["api://AzureADTokenExchange"]
     assert credential["issuer"] == "${azurerm_kubernetes_cluster.this.oidc_issuer_url}"
     assignment = resource(rel, "azurerm_role_assignment", "workload_storage")
@@ -690,8 +701,12 @@ def test_platform_installs_kserve_cert_manager_and_the_skiff_charts_by_relative_
     rel = "modules/platform"
     releases = resources(config(rel), "helm_release")
     assert {"cert_manager", "kserve_crd", "kserve", "skiff", "skiff_model"} <= set(releases)
-    assert releases["cert_manager"]["chart"] == "cert-manager"
-    assert releases["kserve"]["chart"] == "kserve"
+    # chart names and versions come from components.yaml (tests/cluster holds them against upstream)
+    assert releases["cert_manager"]["chart"] == '${local.components["cert-manager"].chart}'
+    assert releases["kserve"]["chart"] == '${local.components["kserve-resources"].chart}'
+    for name in ("knative_serving", "kubeflow_pipelines", "redis_dev"):
+        chart = re.search(r'"\$\{path\.module\}/([^"]+)"', f'"{releases[name]["chart"]}"').group(1)
+        assert (TF / rel / chart / "Chart.yaml").is_file(), f"{name}: no local chart at {chart}"
     chart_locals = locals_of(rel)
     for local, chart in (("skiff_chart", "helm/skiff"), ("skiff_model_chart", "helm/skiff-model")):
         path = re.search(r'"\$\{path\.module\}/([^"]+)"', chart_locals[local]).group(1)

@@ -1,5 +1,7 @@
 # skiff on AWS: an EKS cluster with a GPU node group and everything skiff stores and pulls, and,
-# when install_platform is true, KServe, cert-manager and the skiff charts on it.
+# when install_platform is true (second phase), the platform skiff runs on: cert-manager, Knative
+# Serving with Kourier, KServe, Kubeflow Pipelines, Prometheus, Argo CD, Redis, the NVIDIA device plugin
+# and the skiff charts.
 
 provider "aws" {
   region = var.region
@@ -9,8 +11,8 @@ provider "aws" {
   }
 }
 
-# The helm provider reaches the new cluster with a short-lived token from the AWS CLI; it is used only
-# when install_platform is true.
+# The helm provider reaches the new cluster with a short-lived token from the AWS CLI; the helm and kubernetes
+# providers are used only when install_platform is true (the second phase of the apply).
 provider "helm" {
   kubernetes {
     host                   = module.eks.cluster_endpoint
@@ -21,6 +23,17 @@ provider "helm" {
       command     = "aws"
       args        = ["eks", "get-token", "--cluster-name", module.eks.cluster_name, "--region", var.region]
     }
+  }
+}
+
+provider "kubernetes" {
+  host                   = module.eks.cluster_endpoint
+  cluster_ca_certificate = base64decode(module.eks.cluster_certificate_authority_data)
+
+  exec {
+    api_version = "client.authentication.k8s.io/v1beta1"
+    command     = "aws"
+    args        = ["eks", "get-token", "--cluster-name", module.eks.cluster_name, "--region", var.region]
   }
 }
 
@@ -36,6 +49,7 @@ module "eks" {
   gpu_instance_types           = var.gpu_instance_types
   gpu_max_size                 = var.gpu_max_size
   tags                         = var.tags
+  create_redis                 = var.redis_mode == "managed"
 }
 
 module "platform" {
@@ -51,4 +65,8 @@ module "platform" {
   image_registry              = module.eks.image_registry
   gpu_node_selector           = module.eks.gpu_node_selector
   gpu_tolerations             = module.eks.gpu_tolerations
+  kfp_runner                  = module.eks.kfp_runner
+  ingress_domain              = var.ingress_domain
+  redis_mode                  = var.redis_mode
+  redis                       = module.eks.redis
 }

@@ -14,6 +14,14 @@ terraform {
       source  = "hashicorp/helm"
       version = ">= 2.12.0, < 3.0.0"
     }
+    kubernetes = {
+      source  = "hashicorp/kubernetes"
+      version = ">= 2.23.0, < 3.0.0"
+    }
+    random = {
+      source  = "hashicorp/random"
+      version = ">= 3.5.0, < 4.0.0"
+    }
   }
 
   # Remote state in S3 with a DynamoDB lock table. The bucket, region and table are given at init

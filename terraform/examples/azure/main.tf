@@ -1,5 +1,7 @@
 # skiff on Azure: an AKS cluster with a GPU node pool and everything skiff stores and pulls, and,
-# when install_platform is true, KServe, cert-manager and the skiff charts on it.
+# when install_platform is true (second phase), the platform skiff runs on: cert-manager, Knative
+# Serving with Kourier, KServe, Kubeflow Pipelines, Prometheus, Argo CD, Redis, the NVIDIA device plugin
+# and the skiff charts.
 
 locals {
   # Application ID of the Azure Kubernetes Service AAD server: a Microsoft-published constant, the same
@@ -24,7 +26,7 @@ provider "azurerm" {
 }
 
 # The helm provider reaches the new cluster with an Entra ID token from kubelogin (local accounts are
-# off); it is used only when install_platform is true.
+# off); the helm and kubernetes providers are used only when install_platform is true (the second phase).
 provider "helm" {
   kubernetes {
     host                   = module.aks.cluster_endpoint
@@ -35,6 +37,17 @@ provider "helm" {
       command     = "kubelogin"
       args        = ["get-token", "--login", "azurecli", "--server-id", local.aks_aad_server_app_id]
     }
+  }
+}
+
+provider "kubernetes" {
+  host                   = module.aks.cluster_endpoint
+  cluster_ca_certificate = base64decode(module.aks.cluster_ca_certificate)
+
+  exec {
+    api_version = "client.authentication.k8s.io/v1beta1"
+    command     = "kubelogin"
+    args        = ["get-token", "--login", "azurecli", "--server-id", local.aks_aad_server_app_id]
   }
 }
 
@@ -50,6 +63,7 @@ module "aks" {
   gpu_vm_size                     = var.gpu_vm_size
   gpu_max_count                   = var.gpu_max_count
   tags                            = var.tags
+  create_redis                    = var.redis_mode == "managed"
 }
 
 module "platform" {
@@ -63,4 +77,8 @@ module "platform" {
   image_registry    = module.aks.image_registry
   gpu_node_selector = module.aks.gpu_node_selector
   gpu_tolerations   = module.aks.gpu_tolerations
+  kfp_runner        = module.aks.kfp_runner
+  ingress_domain    = var.ingress_domain
+  redis_mode        = var.redis_mode
+  redis             = module.aks.redis
 }

@@ -67,3 +67,13 @@ output "gpu_tolerations" {
   description = "Tolerations for the GPU pool."
   value       = module.aks.gpu_tolerations
 }
+
+output "kserve_registry_uri" {
+  description = "The model registry in the storage URI form KServe accepts: registry of the environment files (s3://<bucket>/models; on Azure https://<account>.blob.core.windows.net/<container>/models)."
+  value       = module.aks.kserve_registry_uri
+}
+
+output "kfp_runner" {
+  description = "The service account Kubeflow Pipelines runs pipeline pods as, bound to the pipeline identity."
+  value       = module.aks.kfp_runner
+}

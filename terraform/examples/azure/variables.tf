@@ -64,9 +64,26 @@ variable "gpu_max_count" {
 }
 
 variable "install_platform" {
-  description = "Install cert-manager, KServe, the NVIDIA device plugin and the skiff charts on the new cluster with the helm provider. Needs the Kubernetes API reachable from where Terraform runs, and kubelogin on the PATH."
+  description = "Second phase of the apply: install the platform layer (modules/platform: cert-manager, Knative Serving + Kourier, KServe, Kubeflow Pipelines, kube-prometheus-stack, Argo CD, Redis, the NVIDIA device plugin and the skiff charts) with the helm and kubernetes providers, which need the cluster to exist and its API reachable from where Terraform runs."
   type        = bool
   default     = false
+}
+
+variable "ingress_domain" {
+  description = "DNS domain of the InferenceServices (Knative config-domain); point *.<domain> at the Kourier load balancer. The environment files' ingress_domain must match."
+  type        = string
+  default     = "models.example.com"
+}
+
+variable "redis_mode" {
+  description = "Feast's online store: managed (the cloud's Redis, created in the first phase), in-cluster (a development pod) or none."
+  type        = string
+  default     = "managed"
+
+  validation {
+    condition     = contains(["managed", "in-cluster", "none"], var.redis_mode)
+    error_message = "The redis_mode must be managed, in-cluster or none."
+  }
 }
 
 variable "tags" {

@@ -320,3 +320,16 @@ resource "aws_eks_addon" "this" {
   # CoreDNS needs nodes to become healthy; the CPU group comes first.
   depends_on = [aws_eks_node_group.cpu]
 }
+
+# The EBS CSI driver (persistent volumes: KFP's MySQL and object store), with its own IRSA role.
+resource "aws_eks_addon" "ebs_csi" {
+  cluster_name                = aws_eks_cluster.this.name
+  addon_name                  = "aws-ebs-csi-driver"
+  service_account_role_arn    = aws_iam_role.ebs_csi.arn
+  resolve_conflicts_on_create = "OVERWRITE"
+  resolve_conflicts_on_update = "OVERWRITE"
+
+  tags = local.tags
+
+  depends_on = [aws_eks_node_group.cpu, aws_iam_role_policy_attachment.ebs_csi]
+}

@@ -21,7 +21,7 @@ data "aws_iam_policy_document" "workload_assume" {
     condition {
       test     = "StringEquals"
       variable = "${local.oidc_issuer}:sub"
-      values   = ["system:serviceaccount:${var.namespace}:${each.value}"]
+      values   = local.workload_subjects[each.key]
     }
 
     condition {
@@ -36,7 +36,7 @@ resource "aws_iam_role" "workload" {
   for_each = local.workloads
 
   name                 = "${var.name}-${each.key}"
-  description          = "skiff ${each.key}: assumed by ${var.namespace}/${each.value} through IRSA"
+  description          = "skiff ${each.key}: assumed by ${join(", ", [for sub in local.workload_subjects[each.key] : replace(sub, "system:serviceaccount:", "")])} through IRSA"
   assume_role_policy   = data.aws_iam_policy_document.workload_assume[each.key].json
   max_session_duration = 3600
 
@@ -110,7 +110,7 @@ data "aws_iam_policy_document" "cluster_autoscaler_assume" {
     condition {
       test     = "StringEquals"
       variable = "${local.oidc_issuer}:sub"
-      values   = ["system:serviceaccount:kube-system:cluster-autoscaler"]
+      values   = [local.cluster_autoscaler_subject]
     }
 
     condition {
@@ -175,4 +175,45 @@ resource "aws_iam_role_policy" "cluster_autoscaler" {
   name   = "scale-node-groups"
   role   = aws_iam_role.cluster_autoscaler[0].id
   policy = data.aws_iam_policy_document.cluster_autoscaler[0].json
+}
+
+# --- EBS CSI driver ---------------------------------------------------------------------------------
+# The aws-ebs-csi-driver add-on's controller creates and attaches the volumes KFP's MySQL and object
+# store claim (through the gp3 StorageClass of modules/platform).
+
+data "aws_iam_policy_document" "ebs_csi_assume" {
+  statement {
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+
+    principals {
+      type        = "Federated"
+      identifiers = [aws_iam_openid_connect_provider.this.arn]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "${local.oidc_issuer}:sub"
+      values   = [local.ebs_csi_subject]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "${local.oidc_issuer}:aud"
+      values   = ["sts.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "ebs_csi" {
+  name                 = "${var.name}-ebs-csi"
+  description          = "EBS CSI driver: assumed by kube-system/ebs-csi-controller-sa through IRSA"
+  assume_role_policy   = data.aws_iam_policy_document.ebs_csi_assume.json
+  max_session_duration = 3600
+
+  tags = local.tags
+}
+
+resource "aws_iam_role_policy_attachment" "ebs_csi" {
+  role       = aws_iam_role.ebs_csi.name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
 }

@@ -31,11 +31,4 @@ locals {
   endpoint_public_access = length(var.endpoint_public_access_cidrs) > 0
 
   bucket_name = var.bucket_name != null ? var.bucket_name : "${var.name}-${local.account_id}-${local.region}"
-
-  # The three skiff workloads bound to IAM roles through their Kubernetes service accounts.
-  workloads = {
-    pipeline = var.pipeline_service_account
-    serving  = var.serving_service_account
-    rollout  = var.rollout_service_account
-  }
 }

@@ -119,3 +119,39 @@ output "gpu_tolerations" {
     effect   = local.gpu_taint.effect
   }]
 }
+
+output "kfp_runner" {
+  description = "The service account Kubeflow Pipelines (standalone) runs pipeline pods as, and the annotation binding it to the pipeline role: pass to modules/platform's kfp_runner."
+  value = {
+    namespace   = var.kfp_namespace
+    name        = var.kfp_runner_service_account
+    annotations = { "eks.amazonaws.com/role-arn" = aws_iam_role.workload["pipeline"].arn }
+    pod_labels  = {}
+  }
+}
+
+output "ebs_csi_role_arn" {
+  description = "ARN of the IAM role of the EBS CSI driver add-on."
+  value       = aws_iam_role.ebs_csi.arn
+}
+
+output "redis" {
+  description = "Connection of the ElastiCache Redis (host, port, TLS, AUTH token) for modules/platform's redis input, or null when create_redis is false."
+  sensitive   = true
+  value = var.create_redis ? {
+    host     = aws_elasticache_replication_group.redis[0].primary_endpoint_address
+    port     = aws_elasticache_replication_group.redis[0].port
+    ssl      = true
+    password = random_password.redis[0].result
+  } : null
+}
+
+output "kserve_storage_uri" {
+  description = "The skiff root in a form KServe's storage initializer accepts (s3://<bucket>); the same as skiff_root on AWS, exported under one name for both clouds."
+  value       = "s3://${aws_s3_bucket.this.bucket}"
+}
+
+output "kserve_registry_uri" {
+  description = "The model registry (<skiff_root>/models) in KServe's storage URI form: the registry of the environment files' InferenceServices (storageUri)."
+  value       = "s3://${aws_s3_bucket.this.bucket}/models"
+}

@@ -454,8 +454,62 @@ variable "rollout_service_account" {
   }
 }
 
+variable "kfp_namespace" {
+  description = "Namespace of Kubeflow Pipelines (standalone), where it runs pipeline pods; the pipeline role trusts its runner account there too."
+  type        = string
+  default     = "kubeflow"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.kfp_namespace))
+    error_message = "The kfp_namespace must be a DNS-1123 label."
+  }
+}
+
+variable "kfp_runner_service_account" {
+  description = "Service account Kubeflow Pipelines (standalone) runs pipeline pods as: pipeline-runner, the API server's default (DEFAULTPIPELINERUNNERSERVICEACCOUNT)."
+  type        = string
+  default     = "pipeline-runner"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", var.kfp_runner_service_account))
+    error_message = "The kfp_runner_service_account must be a DNS-1123 subdomain."
+  }
+}
+
 variable "create_cluster_autoscaler_role" {
   description = "Create an IRSA role for the Kubernetes cluster autoscaler (kube-system/cluster-autoscaler), which scales the node groups, the GPU group from zero included."
   type        = bool
   default     = true
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Redis (Feast online store)
+# ---------------------------------------------------------------------------------------------------
+
+variable "create_redis" {
+  description = "Create an ElastiCache (Redis OSS) replication group for Feast's online store; modules/platform writes its connection into a Kubernetes Secret (redis_mode managed). False: use the platform module's in-cluster development Redis or none."
+  type        = bool
+  default     = true
+}
+
+variable "redis_node_type" {
+  description = "ElastiCache node type of the Redis primary and replica."
+  type        = string
+  default     = "cache.t4g.medium"
+
+  validation {
+    condition     = can(regex("^cache\\.(t4g|m6g|m7g|r6g|r7g)\\.[a-z0-9]+$", var.redis_node_type))
+    error_message = "The redis_node_type must be a Graviton ElastiCache node type (cache.t4g/m6g/m7g/r6g/r7g.*)."
+  }
+}
+
+variable "redis_engine_version" {
+  description = "Redis OSS engine version of the replication group (the parameter group is default.redis7)."
+  type        = string
+  default     = "7.1"
+
+  validation {
+    condition     = can(regex("^7\\.[0-9]+$", var.redis_engine_version))
+    error_message = "The redis_engine_version must be a Redis 7 minor version such as 7.1."
+  }
 }

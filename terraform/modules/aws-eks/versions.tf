@@ -13,5 +13,9 @@ terraform {
       source  = "hashicorp/tls"
       version = ">= 4.0.0, < 5.0.0"
     }
+    random = {
+      source  = "hashicorp/random"
+      version = ">= 3.5.0, < 4.0.0"
+    }
   }
 }

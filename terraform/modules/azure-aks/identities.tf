@@ -19,14 +19,14 @@ resource "azurerm_user_assigned_identity" "workload" {
 }
 
 resource "azurerm_federated_identity_credential" "workload" {
-  for_each = local.workloads
+  for_each = local.federated_subjects
 
   name                = "${var.name}-${each.key}"
   resource_group_name = azurerm_resource_group.this.name
-  parent_id           = azurerm_user_assigned_identity.workload[each.key].id
+  parent_id           = azurerm_user_assigned_identity.workload[each.value.workload].id
   audience            = ["api://AzureADTokenExchange"]
   issuer              = azurerm_kubernetes_cluster.this.oidc_issuer_url
-  subject             = "system:serviceaccount:${var.namespace}:${each.value}"
+  subject             = each.value.subject
 }
 
 resource "azurerm_role_assignment" "workload_storage" {

@@ -25,13 +25,6 @@ locals {
   private_cluster = length(var.api_server_authorized_ip_ranges) == 0
 
   node_subnet_cidr = cidrsubnet(var.vnet_cidr, 4, 0)
-
-  # The three skiff workloads federated with their Kubernetes service accounts.
-  workloads = {
-    pipeline = var.pipeline_service_account
-    serving  = var.serving_service_account
-    rollout  = var.rollout_service_account
-  }
 }
 
 resource "azurerm_resource_group" "this" {

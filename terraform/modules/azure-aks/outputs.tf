@@ -130,3 +130,34 @@ output "gpu_tolerations" {
     effect   = local.gpu_taint.effect
   }]
 }
+
+output "kfp_runner" {
+  description = "The service account Kubeflow Pipelines (standalone) runs pipeline pods as, the annotation binding it to the pipeline identity and the pod label the workload identity webhook needs (KFP pods must carry it: kfp-kubernetes add_pod_label): pass to modules/platform's kfp_runner."
+  value = {
+    namespace   = var.kfp_namespace
+    name        = var.kfp_runner_service_account
+    annotations = { "azure.workload.identity/client-id" = azurerm_user_assigned_identity.workload["pipeline"].client_id }
+    pod_labels  = { "azure.workload.identity/use" = "true" }
+  }
+}
+
+output "kserve_storage_uri" {
+  description = "The skiff root in the form KServe's storage initializer accepts (https://<account>.blob.core.windows.net/<container>): the abfs:// root is not among KServe's storage URI formats. InferenceServices name model versions under <this>/models/<name>/<version>."
+  value       = "https://${azurerm_storage_account.this.name}.blob.core.windows.net/${azurerm_storage_container.root.name}"
+}
+
+output "kserve_registry_uri" {
+  description = "The model registry (<skiff_root>/models) in KServe's storage URI form: the registry of the environment files' InferenceServices (storageUri) on Azure."
+  value       = "https://${azurerm_storage_account.this.name}.blob.core.windows.net/${azurerm_storage_container.root.name}/models"
+}
+
+output "redis" {
+  description = "Connection of the Azure Cache for Redis (private endpoint host, TLS port 6380, access key) for modules/platform's redis input, or null when create_redis is false."
+  sensitive   = true
+  value = var.create_redis ? {
+    host     = azurerm_redis_cache.this[0].hostname
+    port     = azurerm_redis_cache.this[0].ssl_port
+    ssl      = true
+    password = azurerm_redis_cache.this[0].primary_access_key
+  } : null
+}

@@ -546,3 +546,57 @@ variable "rollout_service_account" {
     error_message = "The rollout_service_account must be a DNS-1123 subdomain."
   }
 }
+
+variable "kfp_namespace" {
+  description = "Namespace of Kubeflow Pipelines (standalone), where it runs pipeline pods; the pipeline identity is federated with its runner account there too."
+  type        = string
+  default     = "kubeflow"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.kfp_namespace))
+    error_message = "The kfp_namespace must be a DNS-1123 label."
+  }
+}
+
+variable "kfp_runner_service_account" {
+  description = "Service account Kubeflow Pipelines (standalone) runs pipeline pods as: pipeline-runner, the API server's default (DEFAULTPIPELINERUNNERSERVICEACCOUNT)."
+  type        = string
+  default     = "pipeline-runner"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", var.kfp_runner_service_account))
+    error_message = "The kfp_runner_service_account must be a DNS-1123 subdomain."
+  }
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Redis (Feast online store)
+# ---------------------------------------------------------------------------------------------------
+
+variable "create_redis" {
+  description = "Create an Azure Cache for Redis (private endpoint, TLS only) for Feast's online store; modules/platform writes its connection into a Kubernetes Secret (redis_mode managed). False: use the platform module's in-cluster development Redis or none."
+  type        = bool
+  default     = true
+}
+
+variable "redis_sku_name" {
+  description = "Azure Cache for Redis tier: Standard (a replicated pair) or Premium (also persistence and zones)."
+  type        = string
+  default     = "Standard"
+
+  validation {
+    condition     = contains(["Standard", "Premium"], var.redis_sku_name)
+    error_message = "The redis_sku_name must be Standard or Premium (Basic has no replica)."
+  }
+}
+
+variable "redis_capacity" {
+  description = "Size of the cache within its tier (C0-C6 for Standard, P1-P5 for Premium)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.redis_capacity >= 0 && var.redis_capacity <= 6
+    error_message = "The redis_capacity must be from 0 to 6."
+  }
+}

@@ -1,5 +1,5 @@
 variable "cloud" {
-  description = "Cloud the cluster runs on: aws (EKS, installs the cluster autoscaler) or azure (AKS, whose autoscaler is built in)."
+  description = "Cloud the cluster runs on: aws (EKS: cluster autoscaler, gp3 default StorageClass on the EBS CSI driver) or azure (AKS, whose autoscaler and disk StorageClasses are built in)."
   type        = string
 
   validation {
@@ -26,7 +26,7 @@ variable "cluster_autoscaler_role_arn" {
 }
 
 variable "namespace" {
-  description = "Namespace the skiff charts install into; must be the namespace the workload identities are bound to."
+  description = "Namespace the skiff charts install into; must be the namespace the workload identities are bound to. The module creates it."
   type        = string
   default     = "skiff"
 
@@ -51,6 +51,21 @@ variable "service_accounts" {
   }
 }
 
+variable "kfp_runner" {
+  description = "The service account Kubeflow Pipelines runs pipeline pods as (standalone install: pipeline-runner in the KFP namespace) and the annotations binding it to the pipeline identity: the kfp_runner output of the aws-eks or azure-aks module."
+  type = object({
+    namespace   = string
+    name        = string
+    annotations = map(string)
+    pod_labels  = map(string)
+  })
+
+  validation {
+    condition     = var.kfp_runner.name == "pipeline-runner"
+    error_message = "The kfp_runner name must be pipeline-runner: the standalone KFP API server runs every pipeline pod as it (DEFAULTPIPELINERUNNERSERVICEACCOUNT)."
+  }
+}
+
 variable "skiff_root" {
   description = "skiff root URI on the cloud's object store (s3://... or abfs://...): the skiff_root output of the cluster module."
   type        = string
@@ -62,13 +77,28 @@ variable "skiff_root" {
 }
 
 variable "image_registry" {
-  description = "Registry prefix of the skiff images (the image_registry output of the cluster module)."
+  description = "Registry prefix of the skiff images (the image_registry output of the cluster module). Knative resolves no tags for this registry (its controller has no pull credentials for a private one)."
   type        = string
 }
 
+variable "ingress_domain" {
+  description = "DNS domain of the InferenceServices (Knative config-domain and KServe's gateway domain): a model is reached at <name>-<namespace>.<ingress_domain>. The environment file's ingress_domain must name the same domain."
+  type        = string
+
+  validation {
+    condition     = can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$", var.ingress_domain))
+    error_message = "The ingress_domain must be a DNS name such as models.example.com."
+  }
+}
+
 variable "gpu_node_selector" {
-  description = "Node selector of the GPU pool (the gpu_node_selector output of the cluster module)."
+  description = "Node selector of the GPU pool (the gpu_node_selector output of the cluster module): the labels the GPU node group/pool sets. The NVIDIA device plugin requires them through its node affinity."
   type        = map(string)
+
+  validation {
+    condition     = length(var.gpu_node_selector) > 0
+    error_message = "The gpu_node_selector must hold at least one label of the GPU pool."
+  }
 }
 
 variable "gpu_tolerations" {
@@ -81,26 +111,25 @@ variable "gpu_tolerations" {
   }))
 }
 
-variable "cert_manager_version" {
-  description = "Version of the cert-manager chart (KServe's webhooks need its certificates)."
-  type        = string
-  default     = "v1.17.0"
-}
-
-variable "kserve_version" {
-  description = "Version of the KServe CRD and controller charts."
-  type        = string
-  default     = "v0.17.0"
-}
-
 variable "kserve_deployment_mode" {
-  description = "KServe's default deployment mode. Serverless (Knative) is what canaryTrafficPercent needs and requires Knative Serving with a networking layer on the cluster; RawDeployment runs plain Deployments and ignores canary percentages."
+  description = "KServe's default deployment mode (chart value kserve.controller.deploymentMode): Knative (Knative Serving with Kourier, needed for canaryTrafficPercent and scale to zero) or Standard (plain Deployments; canary percentages are ignored)."
   type        = string
-  default     = "Serverless"
+  default     = "Knative"
 
   validation {
-    condition     = contains(["Serverless", "RawDeployment"], var.kserve_deployment_mode)
-    error_message = "The kserve_deployment_mode must be Serverless or RawDeployment."
+    condition     = contains(["Knative", "Standard"], var.kserve_deployment_mode)
+    error_message = "The kserve_deployment_mode must be Knative or Standard."
+  }
+}
+
+variable "kourier_service_type" {
+  description = "Service type of the Kourier gateway that receives model traffic: LoadBalancer (a cloud load balancer) or ClusterIP (reached through your own ingress or a port-forward)."
+  type        = string
+  default     = "LoadBalancer"
+
+  validation {
+    condition     = contains(["LoadBalancer", "ClusterIP", "NodePort"], var.kourier_service_type)
+    error_message = "The kourier_service_type must be LoadBalancer, ClusterIP or NodePort."
   }
 }
 
@@ -110,16 +139,73 @@ variable "install_nvidia_device_plugin" {
   default     = true
 }
 
-variable "nvidia_device_plugin_version" {
-  description = "Version of the NVIDIA device plugin chart."
-  type        = string
-  default     = "0.17.0"
+variable "install_monitoring" {
+  description = "Install kube-prometheus-stack (Prometheus operator, Prometheus, Alertmanager, Grafana) in the monitoring namespace. The rollout controller and the skiff alerts need a Prometheus; turn off where one is already run (its operator must select skiff's PodMonitor and PrometheusRule)."
+  type        = bool
+  default     = true
 }
 
-variable "cluster_autoscaler_chart_version" {
-  description = "Version of the cluster-autoscaler chart (AWS only); pick the release whose autoscaler matches the Kubernetes minor version."
+variable "prometheus_retention" {
+  description = "How long Prometheus keeps samples (kube-prometheus-stack prometheus.prometheusSpec.retention)."
   type        = string
-  default     = "9.46.0"
+  default     = "15d"
+
+  validation {
+    condition     = can(regex("^[0-9]+(h|d|w|y)$", var.prometheus_retention))
+    error_message = "The prometheus_retention must be a duration such as 15d or 12h."
+  }
+}
+
+variable "install_argo_cd" {
+  description = "Install Argo CD in the argocd namespace. It syncs Kubeflow Pipelines (below) and the GitOps environments under infra/."
+  type        = bool
+  default     = true
+}
+
+variable "install_kubeflow_pipelines" {
+  description = "Install Kubeflow Pipelines (standalone, upstream kustomize manifests at the pinned tag) through Argo CD Applications. Needs install_argo_cd."
+  type        = bool
+  default     = true
+}
+
+variable "redis_mode" {
+  description = "The Feast online store: managed (the cluster module's ElastiCache / Azure Cache for Redis, passed in redis), in-cluster (one Redis pod for development, no persistence) or none (no feature server)."
+  type        = string
+  default     = "in-cluster"
+
+  validation {
+    condition     = contains(["managed", "in-cluster", "none"], var.redis_mode)
+    error_message = "The redis_mode must be managed, in-cluster or none."
+  }
+}
+
+variable "redis" {
+  description = "Connection of the managed Redis (the redis output of the aws-eks or azure-aks module): host, port, whether it speaks TLS, and its password. Used when redis_mode is managed."
+  type = object({
+    host     = string
+    port     = number
+    ssl      = bool
+    password = string
+  })
+  default   = null
+  sensitive = true
+}
+
+variable "redis_secret_name" {
+  description = "Name of the Secret holding the Redis connection (key connection-string, Feast's format host:port,ssl=...,password=...), written into the skiff namespace and the KFP namespace. helm/skiff's featureServer.redis.secretName and the pipelines read it by this name."
+  type        = string
+  default     = "skiff-redis"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", var.redis_secret_name))
+    error_message = "The redis_secret_name must be a DNS-1123 subdomain."
+  }
+}
+
+variable "cluster_autoscaler_extra_args" {
+  description = "Extra command-line flags of the cluster autoscaler (AWS only), merged over skiff's defaults."
+  type        = map(string)
+  default     = {}
 }
 
 variable "skiff_chart_path" {

@@ -1,0 +1,19 @@
+# Which Kubernetes service account each workload identity is federated with, from variables only
+# (tests/cluster evaluates it offline and holds every subject against a service account something runs as).
+
+locals {
+  # The three skiff workloads federated with their Kubernetes service accounts.
+  workloads = {
+    pipeline = var.pipeline_service_account
+    serving  = var.serving_service_account
+    rollout  = var.rollout_service_account
+  }
+
+  # One federated credential per subject (Entra ID matches the subject exactly): the skiff service
+  # account of each workload, and for the pipeline identity also the account Kubeflow Pipelines
+  # (standalone) runs every pipeline pod as, in its own namespace. Keyed "<workload>" and "<workload>-kfp".
+  federated_subjects = merge(
+    { for k, sa in local.workloads : k => { workload = k, subject = "system:serviceaccount:${var.namespace}:${sa}" } },
+    { "pipeline-kfp" = { workload = "pipeline", subject = "system:serviceaccount:${var.kfp_namespace}:${var.kfp_runner_service_account}" } },
+  )
+}
