@@ -1,20 +1,24 @@
-"""What a batch source gives ingestion: :class:`SourceBatch` (rows read) and the :class:`SourceReader`
-protocol every reader (files, SQL, REST) implements.
+"""What a source gives a lake run: :class:`SourceBatch` (rows read) and the :class:`SourceReader`
+protocol every source implements — the batch readers (files, SQL, REST) and each segment of an MQTT
+stream (``components.stream.segment.StreamSegment``) alike.
 
-A reader turns one source spec into batches of raw rows; the :class:`~skiff.cleansing.Cleanser` types
-and checks them. Ingestion talks to readers only through the protocol, so a new kind of source is one
-new class, not another branch in the run.
+A reader turns one source into batches of raw rows; the :class:`~skiff.cleansing.Cleanser` types and
+checks them. Batch ingestion and the stream consumer talk to sources only through the protocol, and
+both derive a run's fingerprint with :func:`run_fingerprint` and its manifest's source entries from
+:meth:`SourceReader.describe`, so a new kind of source is one new class, not another branch in a run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
 
-__all__ = ["SourceBatch", "SourceReader", "StatelessSource", "ColumnCheck"]
+from skiff.spec import json_sha256
+
+__all__ = ["SourceBatch", "SourceReader", "StatelessSource", "ColumnCheck", "run_fingerprint"]
 
 #: ``check(columns, where)``: raises when ``columns`` (seen at ``where``) break the spec
 ColumnCheck = Callable[[list[str], str], None]
@@ -40,15 +44,15 @@ class SourceBatch:
 
 
 class SourceReader(Protocol):
-    """One batch source as an ingestion run uses it.
+    """One source as a lake run uses it.
 
     The run calls, in order: :meth:`precheck`; :meth:`resume` (sources with a :attr:`state_key`);
     :meth:`batches`; :meth:`fingerprint` and :meth:`describe` for the manifest; and, once the run is
-    published, :meth:`commit_state`. Errors are :class:`~skiff.errors.SkiffError` subclasses naming
-    :attr:`label`.
+    published, :meth:`commit_state` (never before: a run that fails to publish commits nothing, so its
+    input is read again). Errors are :class:`~skiff.errors.SkiffError` subclasses naming :attr:`label`.
     """
 
-    #: the source type as manifests record it: ``file``, ``sql``, ``rest``
+    #: the source type as manifests record it: ``file``, ``sql``, ``rest``, ``mqtt``
     kind: ClassVar[str]
     #: True when :meth:`fingerprint` is known before :meth:`batches` runs (files: content hashes), so a
     #: run on an input ingested before is skipped without reading it
@@ -87,8 +91,16 @@ class SourceReader(Protocol):
         ...
 
     def commit_state(self) -> dict[str, Any] | None:
-        """The state to record under :attr:`state_key` once the run is published; None: nothing."""
+        """Commit what the published run took: the source's own side of the commit (a stream segment
+        acknowledges its messages to the broker), and the state to record under :attr:`state_key` (a
+        SQL watermark); None: nothing to record."""
         ...
+
+
+def run_fingerprint(spec_hash: str, readers: Sequence[SourceReader]) -> str:
+    """The fingerprint of a run: the spec's rules (:func:`skiff.spec.spec_fingerprint`) and what each
+    source read (:meth:`SourceReader.fingerprint`); a committed run with an equal one is the same input."""
+    return json_sha256({"spec": spec_hash, "sources": [r.fingerprint() for r in readers]})
 
 
 class StatelessSource:

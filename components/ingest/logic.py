@@ -60,7 +60,7 @@ from skiff.cleansing import Cleanser, ReasonTally, impute_statistic
 from skiff.errors import GateFailed, InvariantError, SkiffError, SpecError, StorageError, UsageError
 from skiff.lake import QUARANTINE, Lake, RunRef
 from skiff.manifest import Imputation, PartFile, RunCounts, RunManifest
-from skiff.sources import SourceReader
+from skiff.sources import SourceReader, run_fingerprint
 from skiff.spec import (
     DatasetSpec,
     FileSource,
@@ -70,7 +70,6 @@ from skiff.spec import (
     RestSource,
     SourceSpec,
     SqlSource,
-    json_sha256,
     spec_fingerprint,
 )
 
@@ -403,7 +402,7 @@ class _Plan:
     cleaned: list[str] = field(default_factory=list)  # abandoned staging folders removed
 
     def fingerprint(self) -> str:
-        return json_sha256({"spec": self.spec_hash, "sources": [r.fingerprint() for r in self.readers]})
+        return run_fingerprint(self.spec_hash, self.readers)
 
     def result(self, status: str, ref: RunRef | None, manifest: RunManifest | None, counts: dict[str, int],
                reason: str | None = None) -> IngestResult:

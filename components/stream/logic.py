@@ -4,15 +4,19 @@ How a message travels:
 
 1. paho's network thread receives it and only puts ``(topic, mid, qos, payload)`` on a queue (no
    parsing, no I/O on the network thread, so Parquet writes never stall delivery);
-2. the writer thread parses it (:mod:`components.stream.parse`) and buffers its records;
-3. every ``batch_rows`` records, ``batch_seconds`` after the first buffered message, or when the
-   unacknowledged messages fill half the in-flight window, the buffer goes through the batch
+2. the writer thread parses it (:mod:`components.stream.parse`) into the current
+   :class:`~components.stream.segment.StreamSegment`, the stream's
+   :class:`~skiff.sources.SourceReader`;
+3. every ``batch_rows`` records, ``batch_seconds`` after the segment's first message, or when the
+   unacknowledged messages fill half the in-flight window, the segment's batch goes through the batch
    :class:`~skiff.cleansing.Cleanser` (coercion, rules, quarantine, de-duplication) and is
    published as one lake run with :meth:`skiff.lake.Lake.publish_run` (whole or not at all):
    ``raw/<dataset>/ingest_date=D/run=<client id>-<seq>/`` with ``part-00000.parquet``,
    ``_quarantine.parquet`` and the same :class:`~skiff.manifest.RunManifest` batch ingestion writes
-   (its source entry names the messages and hashes their payloads; that hash is in the fingerprint);
-4. only then are the run's messages acknowledged (PUBACK), in the order they arrived.
+   (fingerprint by :func:`skiff.sources.run_fingerprint`, source entry by the segment's ``describe``:
+   the messages and a hash of their payloads);
+4. only then is the segment committed (``commit_state``): its messages are acknowledged (PUBACK), in
+   the order they arrived.
 
 Delivery guarantee ("nothing lost"), precisely: a message the broker accepted at QoS 1 ends in exactly
 one committed run, as accepted rows, quarantined rows or counted duplicates, or is delivered again
@@ -41,16 +45,14 @@ duplicates (a message that is not a JSON object or array of objects is one quara
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import os
 import queue
 import re
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,14 +61,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from components.stream.parse import Rejected, parse_payload
+from components.stream.parse import Rejected
+from components.stream.segment import StreamMessage, StreamSegment
 from skiff import __version__
 from skiff.cleansing import Cleanser, impute_statistic
 from skiff.errors import ConfigError, ConflictError, InvariantError, SourceError, StorageError, UsageError
 from skiff.lake import QUARANTINE, Lake, RunRef
 from skiff.manifest import PartFile, RunCounts, RunManifest
-from skiff.sources import SourceBatch
-from skiff.spec import DatasetSpec, MqttSource, json_sha256, spec_fingerprint
+from skiff.sources import SourceReader, run_fingerprint
+from skiff.spec import DatasetSpec, MqttSource, spec_fingerprint
 
 __all__ = ["StreamConfig", "StreamResult", "StreamConsumer", "consume", "mqtt_source", "run_id_for"]
 
@@ -156,30 +159,6 @@ def _next_seq(lake: Lake, dataset: str, client_id: str) -> int:
     return best + 1
 
 
-@dataclass
-class _Msg:
-    topic: str
-    mid: int
-    qos: int
-    payload: bytes
-    number: int  # 1-based message number of this consumer process
-    connection: int  # which connection of this process delivered it (its mid is valid on that one only)
-
-
-class _Buffer:
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self.row_msgs: list[_Msg] = []
-        self.rejected: list[tuple[_Msg, Rejected]] = []
-        self.msgs: list[_Msg] = []
-        self.first_at: float | None = None  # time.monotonic() of the first message (the flush deadline)
-        self.started_at: dt.datetime | None = None  # and its wall time (the run's start in its manifest)
-
-    @property
-    def records(self) -> int:
-        return len(self.rows) + len(self.rejected)
-
-
 class StreamConsumer:
     """One MQTT consumer writing one dataset. Call :meth:`run`; :meth:`stop` from any thread or a signal."""
 
@@ -205,9 +184,6 @@ class StreamConsumer:
         self._client = None
         self._seq = 0
         self._connection = 0
-        columns = list(spec.columns)
-        self._required = [n for n, c in spec.columns.items() if c.required]
-        self._known = set(columns) if spec.unknown_columns == "reject" else None
         self._broker = f"mqtt://{source.host}:{source.port}"
 
     # -- control -----------------------------------------------------------------------------------
@@ -328,13 +304,14 @@ class StreamConsumer:
             if max_n is not None and self._received >= max_n:
                 return  # not acknowledged: the broker keeps it for the next session
             self._received += 1
-            self._queue.put(_Msg(msg.topic, msg.mid, msg.qos, msg.payload, self._received, self._connection))
+            self._queue.put(StreamMessage(msg.topic, msg.mid, msg.qos, msg.payload, self._received,
+                                          self._connection))
             if max_n is not None and self._received >= max_n:
                 self._stop.set()
 
     # -- writer thread -------------------------------------------------------------------------------
     def _writer(self) -> None:
-        buf = _Buffer()
+        buf = self._segment()
         cfg = self.config
         try:
             while True:
@@ -355,43 +332,35 @@ class StreamConsumer:
                                     self.client_id, len(buf.msgs))
                         with self._intake_lock:
                             self._received -= len(buf.msgs)
-                        buf = _Buffer()
+                        buf = self._segment()
                     continue
                 if item is not None:
-                    self._add(buf, item)
+                    buf.add(item)
                 due = buf.first_at is not None and time.monotonic() >= buf.first_at + cfg.batch_seconds
                 half_window = len(buf.msgs) >= max(1, cfg.window // 2)
                 if buf.msgs and (buf.records >= cfg.batch_rows or half_window or due):
                     self._flush(buf)
-                    buf = _Buffer()
+                    buf = self._segment()
         except BaseException as e:  # noqa: BLE001 - handed to run(), which re-raises it
             self._writer_error = e
             self._stop.set()
 
-    def _add(self, buf: _Buffer, msg: _Msg) -> None:
-        if buf.first_at is None:
-            buf.first_at = time.monotonic()
-            buf.started_at = dt.datetime.now(dt.UTC)
-        buf.msgs.append(msg)
-        for rec in parse_payload(msg.payload, required=self._required, known=self._known):
-            if isinstance(rec, Rejected):
-                buf.rejected.append((msg, rec))
-            else:
-                buf.rows.append(rec)
-                buf.row_msgs.append(msg)
+    def _segment(self) -> StreamSegment:
+        """An empty segment; its commit acknowledges its messages through this consumer's connection."""
+        return StreamSegment(self.spec, self.source, self.client_id, acknowledge=self._ack)
 
-    def _table(self, rows: list[dict[str, Any]]) -> pa.Table:
-        names = list(self.spec.columns)
-        if self.spec.unknown_columns == "keep":
-            names += sorted({k for r in rows for k in r} - set(names))
-        return pa.table({n: pa.array([r.get(n) for r in rows], pa.string()) for n in names})
+    def _ack(self, msgs: Sequence[StreamMessage]) -> None:
+        """PUBACK in arrival order (called by a segment's commit, after its run is published)."""
+        client = self._client
+        for m in msgs:
+            if m.qos > 0 and m.connection == self._connection:  # a mid is only valid on its connection
+                client.ack(m.mid, m.qos)
 
-    def _flush(self, buf: _Buffer) -> None:
+    def _flush(self, buf: StreamSegment) -> None:
+        """Cleanse the segment, publish it as one run, then commit it (acknowledge its messages)."""
         cleanser = Cleanser(self.spec)
-        # a generated row key needs a scope per flush: offsets restart at 0 in every batch (and a stream is
-        # never read twice alike, so ids need only be unique; {generated: content} de-duplicates redeliveries)
-        res = cleanser.process(SourceBatch(self._table(buf.rows), source=self._broker,
-                                     key_scope=f"{self.client_id}/{uuid.uuid4().hex}"))
+        [batch] = buf.batches()
+        res = cleanser.process(batch)
         accepted = self._impute(cleanser, res.accepted)
         quarantine = self._annotate(res.quarantine, buf.row_msgs)
         if buf.rejected:
@@ -405,10 +374,7 @@ class StreamConsumer:
                                  f"{counts['accepted']} + quarantined {counts['quarantined']} + duplicates "
                                  f"{counts['duplicates']}")
         ref = self._publish(accepted, quarantine, counts, reasons, buf)
-        client = self._client
-        for m in buf.msgs:  # PUBACK in arrival order, after the commit
-            if m.qos > 0 and m.connection == self._connection:  # a mid is only valid on its connection
-                client.ack(m.mid, m.qos)
+        buf.commit_state()  # PUBACK in arrival order, after the run is committed
         self.result.counts.update(counts)
         self.result.reasons.update(reasons)
         self.result.runs.append(ref)
@@ -428,7 +394,7 @@ class StreamConsumer:
                     table = table.set_column(i, name, pc.fill_null(col, pa.scalar(value, col.type)))
         return table
 
-    def _annotate(self, quarantine: pa.Table, row_msgs: list[_Msg]) -> pa.Table:
+    def _annotate(self, quarantine: pa.Table, row_msgs: list[StreamMessage]) -> pa.Table:
         """Topic, message number and MQTT message id of each quarantined row."""
         idx = quarantine.column("_row").to_pylist()
         msgs = [row_msgs[i] for i in idx]
@@ -436,7 +402,7 @@ class StreamConsumer:
             .append_column("_message", pa.array([m.number for m in msgs], pa.int64())) \
             .append_column("_mid", pa.array([m.mid for m in msgs], pa.int64()))
 
-    def _rejected_table(self, cleanser: Cleanser, rejected: list[tuple[_Msg, Rejected]]) -> pa.Table:
+    def _rejected_table(self, cleanser: Cleanser, rejected: list[tuple[StreamMessage, Rejected]]) -> pa.Table:
         n = len(rejected)
         cols: dict[str, pa.Array] = {
             "_source": pa.array([self._broker] * n, pa.string()),
@@ -453,20 +419,13 @@ class StreamConsumer:
         cols["_mid"] = pa.array([m.mid for m, _ in rejected], pa.int64())
         return pa.table(cols)
 
-    def _source_entry(self, buf: _Buffer) -> dict[str, Any]:
-        """The run's source in its manifest: broker, topic and which messages, with a hash of their payloads."""
-        payloads = hashlib.sha256()
-        for m in buf.msgs:
-            payloads.update(len(m.payload).to_bytes(8, "big") + m.payload)
-        return {"type": "mqtt", "broker": self._broker, "topic": self.source.topic, "qos": self.source.qos,
-                "client_id": self.client_id, "messages": [buf.msgs[0].number, buf.msgs[-1].number],
-                "topics": len({m.topic for m in buf.msgs}), "sha256": payloads.hexdigest()}
-
     def _publish(self, accepted: pa.Table, quarantine: pa.Table, counts: Counter, reasons: Counter,
-                 buf: _Buffer) -> RunRef:
+                 buf: StreamSegment) -> RunRef:
         date = dt.datetime.now(dt.UTC).date().isoformat()
         spec_hash = spec_fingerprint(self.spec)
-        source = self._source_entry(buf)
+        sources: list[SourceReader] = [buf]
+        fingerprint = run_fingerprint(spec_hash, sources)
+        entries = [r.describe() for r in sources]
         for _attempt in range(100):
             run_id = run_id_for(self.client_id, self._seq)
             self._seq += 1
@@ -478,10 +437,9 @@ class StreamConsumer:
                         dataset=self.spec.name,
                         run_id=run_id,
                         ingest_date=date,
-                        fingerprint=json_sha256({"spec": spec_hash, "sources": [
-                            {k: source[k] for k in ("type", "topic", "sha256")}]}),
+                        fingerprint=fingerprint,
                         spec_hash=spec_hash,
-                        sources=[source],
+                        sources=entries,
                         counts=RunCounts(**counts),
                         quarantine_reasons=dict(sorted(reasons.items())),
                         columns={f.name: str(f.type) for f in accepted.schema},
