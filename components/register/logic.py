@@ -19,7 +19,7 @@ from skiff.registry import ModelRegistry, VersionMetadata
 from skiff.spec import DatasetSpec
 
 __all__ = ["RegisterResult", "register_version", "model_features", "version_metadata", "input_schema",
-           "input_rules", "data_fingerprint", "gate_record"]
+           "input_rules", "data_fingerprint", "gate_record", "serving_engine"]
 
 
 
@@ -139,9 +139,16 @@ def version_metadata(
         feature_service=feature_service,
         statistics_uri=statistics_uri,
         pipeline_run_id=pipeline_run_id,
-        extra={"onnx": dict(onnx), "cv_means": info.get("cv_means", {}),
+        extra={"onnx": dict(onnx), "engine": serving_engine(onnx), "cv_means": info.get("cv_means", {}),
                "positive_class": info.get("positive_class"), "scoring": info.get("scoring")},
     )
+
+
+def serving_engine(onnx: Mapping[str, Any]) -> dict[str, Any]:
+    """What serves a version, from its ONNX export's report: ``{"engine", "compiler", "reason"}``."""
+    exact = bool(onnx.get("exact"))
+    return {"engine": "onnxruntime" if exact else "sklearn", "compiler": onnx.get("compiler") if exact else None,
+            "reason": onnx.get("reason") or ("exact export" if exact else "no exact export")}
 
 
 def register_version(
