@@ -601,7 +601,11 @@ def test_irsa_trust_is_limited_to_named_service_accounts(tmp_path):
         AWS_REQUIRED
     )["s"]
     assert subjects == {
-        "pipeline": ["system:serviceaccount:skiff:skiff-pipeline", "system:serviceaccount:kubeflow:pipeline-runner"],
+        "pipeline": [
+            "system:serviceaccount:skiff:skiff-pipeline",
+            "system:serviceaccount:kubeflow:skiff-pipeline",
+            "system:serviceaccount:kubeflow:pipeline-runner",
+        ],
         "serving": ["system:serviceaccount:skiff:skiff-serving"],
         "rollout": ["system:serviceaccount:skiff:skiff-rollout"],
     }

@@ -9,12 +9,17 @@ locals {
     rollout  = var.rollout_service_account
   }
 
-  # IRSA trust "sub" values per workload role: the skiff service account, and for the pipeline role also
-  # the account Kubeflow Pipelines (standalone) runs every pipeline pod as, in its own namespace.
+  # IRSA trust "sub" values per workload role: the skiff service account in the skiff namespace; for the
+  # pipeline role also, in the namespace of Kubeflow Pipelines (standalone), where KFP runs pipeline pods,
+  # the same account (runs skiff submits name it; modules/platform creates it there) and KFP's default
+  # runner (runs started without an account, e.g. from the KFP UI).
   workload_subjects = {
     for k, sa in local.workloads : k => concat(
       ["system:serviceaccount:${var.namespace}:${sa}"],
-      k == "pipeline" ? ["system:serviceaccount:${var.kfp_namespace}:${var.kfp_runner_service_account}"] : [],
+      k == "pipeline" ? [
+        "system:serviceaccount:${var.kfp_namespace}:${sa}",
+        "system:serviceaccount:${var.kfp_namespace}:${var.kfp_runner_service_account}",
+      ] : [],
     )
   }
 

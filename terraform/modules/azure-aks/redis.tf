@@ -12,6 +12,25 @@ resource "azurerm_subnet" "private_endpoints" {
   address_prefixes     = [cidrsubnet(var.vnet_cidr, 4, 1)]
 }
 
+# The private endpoint subnet gets its own NSG (no rules beyond Azure's defaults: VNet-internal traffic
+# only), so nothing outside the VNet can be opened to it by a later rule on the nodes' NSG.
+resource "azurerm_network_security_group" "private_endpoints" {
+  count = var.create_redis ? 1 : 0
+
+  name                = "nsg-${var.name}-private-endpoints"
+  location            = azurerm_resource_group.this.location
+  resource_group_name = azurerm_resource_group.this.name
+
+  tags = local.tags
+}
+
+resource "azurerm_subnet_network_security_group_association" "private_endpoints" {
+  count = var.create_redis ? 1 : 0
+
+  subnet_id                 = azurerm_subnet.private_endpoints[0].id
+  network_security_group_id = azurerm_network_security_group.private_endpoints[0].id
+}
+
 resource "azurerm_redis_cache" "this" {
   count = var.create_redis ? 1 : 0
 

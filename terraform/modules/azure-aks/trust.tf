@@ -10,10 +10,14 @@ locals {
   }
 
   # One federated credential per subject (Entra ID matches the subject exactly): the skiff service
-  # account of each workload, and for the pipeline identity also the account Kubeflow Pipelines
-  # (standalone) runs every pipeline pod as, in its own namespace. Keyed "<workload>" and "<workload>-kfp".
+  # account of each workload in the skiff namespace; for the pipeline identity also, in the namespace of
+  # Kubeflow Pipelines (standalone), where KFP runs pipeline pods, the same account (runs skiff submits
+  # name it; modules/platform creates it there) and KFP's default runner (runs started without an account).
   federated_subjects = merge(
     { for k, sa in local.workloads : k => { workload = k, subject = "system:serviceaccount:${var.namespace}:${sa}" } },
-    { "pipeline-kfp" = { workload = "pipeline", subject = "system:serviceaccount:${var.kfp_namespace}:${var.kfp_runner_service_account}" } },
+    {
+      "pipeline-kfp"        = { workload = "pipeline", subject = "system:serviceaccount:${var.kfp_namespace}:${var.pipeline_service_account}" }
+      "pipeline-kfp-runner" = { workload = "pipeline", subject = "system:serviceaccount:${var.kfp_namespace}:${var.kfp_runner_service_account}" }
+    },
   )
 }

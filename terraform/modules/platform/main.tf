@@ -278,3 +278,44 @@ resource "helm_release" "skiff_model" {
 
   depends_on = [helm_release.skiff]
 }
+
+# --- the pipeline identity in the KFP namespace -----------------------------------------------------
+# KFP standalone runs every pipeline pod in its own namespace. skiff submits runs as the pipeline service
+# account (kfp_service_account), so that account exists there too, bound to the same cloud identity, with
+# the rights KFP's own runner has (its pipeline-runner Role, synced by Argo CD).
+
+resource "kubernetes_service_account_v1" "kfp_pipeline" {
+  count = local.install_kfp ? 1 : 0
+
+  metadata {
+    name        = var.service_accounts["pipeline"].name
+    namespace   = kubernetes_namespace_v1.kfp[0].metadata[0].name
+    annotations = var.service_accounts["pipeline"].annotations
+    labels = {
+      "app.kubernetes.io/part-of" = "skiff"
+    }
+  }
+
+  automount_service_account_token = true
+}
+
+resource "kubernetes_role_binding_v1" "kfp_pipeline" {
+  count = local.install_kfp ? 1 : 0
+
+  metadata {
+    name      = "${var.service_accounts["pipeline"].name}-pipeline-runner"
+    namespace = kubernetes_namespace_v1.kfp[0].metadata[0].name
+  }
+
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "Role"
+    name      = var.kfp_runner.name
+  }
+
+  subject {
+    kind      = "ServiceAccount"
+    name      = kubernetes_service_account_v1.kfp_pipeline[0].metadata[0].name
+    namespace = kubernetes_namespace_v1.kfp[0].metadata[0].name
+  }
+}

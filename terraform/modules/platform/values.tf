@@ -169,6 +169,8 @@ locals {
     }
     settings = {
       kfpHost = var.install_kubeflow_pipelines ? "http://ml-pipeline.${local.kfp_namespace}.svc.cluster.local:8888" : ""
+      # KFP standalone: runs execute in KFP's own namespace, not in a profile namespace.
+      kfpNamespace = ""
     }
     serviceAccounts = {
       for k, sa in var.service_accounts : k => {
