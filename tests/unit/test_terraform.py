@@ -38,6 +38,8 @@ SERVICE_ACCOUNTS = {
     "pipeline_service_account": "skiff-pipeline",
     "serving_service_account": "skiff-serving",
     "rollout_service_account": "skiff-rollout",
+    "api_service_account": "skiff-api",
+    "stream_service_account": "skiff-stream",
 }
 # Application ID of the Azure Kubernetes Service AAD server: published by Microsoft, the same in every
 # tenant (kubelogin's --server-id). The only GUID allowed in the configuration.
@@ -326,7 +328,7 @@ AZURE_REQUIRED = {"location": "westeurope"}
                     "serving": {"read_prefixes": ["models"], "write_prefixes": ["models"]}
                 }
             },
-            "exactly the keys pipeline, serving and rollout",
+            "exactly the keys pipeline, serving, rollout, api and stream",
         ),
         (
             "azure-aks",
@@ -581,6 +583,8 @@ def test_service_account_names_match_the_helm_charts(rel):
         "pipeline": "${var.pipeline_service_account}",
         "serving": "${var.serving_service_account}",
         "rollout": "${var.rollout_service_account}",
+        "api": "${var.api_service_account}",
+        "stream": "${var.stream_service_account}",
     }
     access = variables["workload_storage_access"]["default"]
     assert access["serving"] == {"read_prefixes": ["models", "feast"], "write_prefixes": []}
@@ -608,6 +612,8 @@ def test_irsa_trust_is_limited_to_named_service_accounts(tmp_path):
         ],
         "serving": ["system:serviceaccount:skiff:skiff-serving"],
         "rollout": ["system:serviceaccount:skiff:skiff-rollout"],
+        "api": ["system:serviceaccount:skiff:skiff-api"],
+        "stream": ["system:serviceaccount:skiff:skiff-stream"],
     }
     assert all("*" not in s for subs in subjects.values() for s in subs)
     assert conditions["${local.oidc_issuer}:aud"]["values"] == ["sts.amazonaws.com"]

@@ -2,11 +2,13 @@
 # every subject against a service account something runs as).
 
 locals {
-  # The three skiff workloads bound to IAM roles through their Kubernetes service accounts.
+  # The skiff workloads (skiff.layout.ACCESS's keys) bound to IAM roles through their Kubernetes service accounts.
   workloads = {
     pipeline = var.pipeline_service_account
     serving  = var.serving_service_account
     rollout  = var.rollout_service_account
+    api      = var.api_service_account
+    stream   = var.stream_service_account
   }
 
   # IRSA trust "sub" values per workload role: the skiff service account in the skiff namespace; for the

@@ -340,7 +340,7 @@ variable "lake_intelligent_tiering_days" {
 }
 
 variable "workload_storage_access" {
-  description = "Bucket prefixes (top-level folders under the skiff root) each workload identity may read and write. Keys are the three workloads: pipeline, serving, rollout. Pipeline runs write the lake, artifacts, models and the Feast registry (feast/); serving (the predictors and the Feast feature server) reads models and feast/ only; the rollout controller reads models and keeps its state under rollouts/."
+  description = "Bucket prefixes (top-level folders under the skiff root) each workload identity may read and write. Keys are the five workloads of skiff.layout.ACCESS (tests/cluster holds them equal): pipeline, serving, rollout, api, stream. Pipeline runs write the lake, artifacts, models and the Feast registry (feast/); serving (the predictors and the Feast feature server) reads models and feast/ only; the rollout controller reads models and keeps its state under rollouts/; the REST API reads what it lists and writes models/ (champions); a stream consumer writes the lake only."
   type = map(object({
     read_prefixes  = list(string)
     write_prefixes = list(string)
@@ -358,11 +358,19 @@ variable "workload_storage_access" {
       read_prefixes  = ["models", "rollouts"]
       write_prefixes = ["rollouts"]
     }
+    api = {
+      read_prefixes  = ["lake", "artifacts", "models", "rollouts"]
+      write_prefixes = ["models"]
+    }
+    stream = {
+      read_prefixes  = ["lake"]
+      write_prefixes = ["lake"]
+    }
   }
 
   validation {
-    condition     = length(var.workload_storage_access) == 3 && alltrue([for k in ["pipeline", "serving", "rollout"] : contains(keys(var.workload_storage_access), k)])
-    error_message = "The workload_storage_access must have exactly the keys pipeline, serving and rollout."
+    condition     = length(var.workload_storage_access) == 5 && alltrue([for k in ["pipeline", "serving", "rollout", "api", "stream"] : contains(keys(var.workload_storage_access), k)])
+    error_message = "The workload_storage_access must have exactly the keys pipeline, serving, rollout, api and stream."
   }
 
   validation {
@@ -451,6 +459,28 @@ variable "rollout_service_account" {
   validation {
     condition     = can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", var.rollout_service_account))
     error_message = "The rollout_service_account must be a DNS-1123 subdomain."
+  }
+}
+
+variable "api_service_account" {
+  description = "Service account of the REST API (skiff api); its IAM role reads the lake, artifacts, models and rollout state and writes models (champions)."
+  type        = string
+  default     = "skiff-api"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", var.api_service_account))
+    error_message = "The api_service_account must be a DNS-1123 subdomain."
+  }
+}
+
+variable "stream_service_account" {
+  description = "Service account of the stream consumers (skiff stream); its IAM role writes the lake only."
+  type        = string
+  default     = "skiff-stream"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", var.stream_service_account))
+    error_message = "The stream_service_account must be a DNS-1123 subdomain."
   }
 }
 

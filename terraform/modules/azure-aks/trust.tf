@@ -2,11 +2,13 @@
 # (tests/cluster evaluates it offline and holds every subject against a service account something runs as).
 
 locals {
-  # The three skiff workloads federated with their Kubernetes service accounts.
+  # The skiff workloads (skiff.layout.ACCESS's keys) federated with their Kubernetes service accounts.
   workloads = {
     pipeline = var.pipeline_service_account
     serving  = var.serving_service_account
     rollout  = var.rollout_service_account
+    api      = var.api_service_account
+    stream   = var.stream_service_account
   }
 
   # One federated credential per subject (Entra ID matches the subject exactly): the skiff service

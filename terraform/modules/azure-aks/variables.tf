@@ -406,7 +406,7 @@ variable "artifacts_cool_tier_days" {
 }
 
 variable "workload_storage_access" {
-  description = "Folders under the skiff root each workload identity may read and write (enforced with Azure ABAC conditions on its role assignment). Keys are the three workloads: pipeline, serving, rollout. Pipeline runs write the lake, artifacts, models and the Feast registry (feast/); serving (the predictors and the Feast feature server) reads models and feast/ only; the rollout controller reads models and keeps its state under rollouts/."
+  description = "Folders under the skiff root each workload identity may read and write (enforced with Azure ABAC conditions on its role assignment). Keys are the five workloads of skiff.layout.ACCESS (tests/cluster holds them equal): pipeline, serving, rollout, api, stream. Pipeline runs write the lake, artifacts, models and the Feast registry (feast/); serving (the predictors and the Feast feature server) reads models and feast/ only; the rollout controller reads models and keeps its state under rollouts/; the REST API reads what it lists and writes models/ (champions); a stream consumer writes the lake only."
   type = map(object({
     read_prefixes  = list(string)
     write_prefixes = list(string)
@@ -424,11 +424,19 @@ variable "workload_storage_access" {
       read_prefixes  = ["models", "rollouts"]
       write_prefixes = ["rollouts"]
     }
+    api = {
+      read_prefixes  = ["lake", "artifacts", "models", "rollouts"]
+      write_prefixes = ["models"]
+    }
+    stream = {
+      read_prefixes  = ["lake"]
+      write_prefixes = ["lake"]
+    }
   }
 
   validation {
-    condition     = length(var.workload_storage_access) == 3 && alltrue([for k in ["pipeline", "serving", "rollout"] : contains(keys(var.workload_storage_access), k)])
-    error_message = "The workload_storage_access must have exactly the keys pipeline, serving and rollout."
+    condition     = length(var.workload_storage_access) == 5 && alltrue([for k in ["pipeline", "serving", "rollout", "api", "stream"] : contains(keys(var.workload_storage_access), k)])
+    error_message = "The workload_storage_access must have exactly the keys pipeline, serving, rollout, api and stream."
   }
 
   validation {
@@ -494,8 +502,8 @@ variable "key_vault_secret_readers" {
   default     = ["pipeline", "serving"]
 
   validation {
-    condition     = alltrue([for w in var.key_vault_secret_readers : contains(["pipeline", "serving", "rollout"], w)])
-    error_message = "The key_vault_secret_readers may contain only pipeline, serving and rollout."
+    condition     = alltrue([for w in var.key_vault_secret_readers : contains(["pipeline", "serving", "rollout", "api", "stream"], w)])
+    error_message = "The key_vault_secret_readers may contain only pipeline, serving, rollout, api and stream."
   }
 }
 
@@ -544,6 +552,28 @@ variable "rollout_service_account" {
   validation {
     condition     = can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", var.rollout_service_account))
     error_message = "The rollout_service_account must be a DNS-1123 subdomain."
+  }
+}
+
+variable "api_service_account" {
+  description = "Service account of the REST API (skiff api); its identity reads the lake, artifacts, models and rollout state and writes models (champions)."
+  type        = string
+  default     = "skiff-api"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", var.api_service_account))
+    error_message = "The api_service_account must be a DNS-1123 subdomain."
+  }
+}
+
+variable "stream_service_account" {
+  description = "Service account of the stream consumers (skiff stream); its identity writes the lake only."
+  type        = string
+  default     = "skiff-stream"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", var.stream_service_account))
+    error_message = "The stream_service_account must be a DNS-1123 subdomain."
   }
 }
 

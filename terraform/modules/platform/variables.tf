@@ -37,7 +37,7 @@ variable "namespace" {
 }
 
 variable "service_accounts" {
-  description = "The skiff service accounts by workload (pipeline, serving, rollout): namespace, name, annotations binding them to the cloud identity, and labels their pods need. Pass the service_accounts output of the aws-eks or azure-aks module."
+  description = "The skiff service accounts by workload (pipeline, serving, rollout, api, stream): namespace, name, annotations binding them to the cloud identity, and labels their pods need. Pass the service_accounts output of the aws-eks or azure-aks module."
   type = map(object({
     namespace   = string
     name        = string
@@ -46,8 +46,8 @@ variable "service_accounts" {
   }))
 
   validation {
-    condition     = length(var.service_accounts) == 3 && alltrue([for k in ["pipeline", "serving", "rollout"] : contains(keys(var.service_accounts), k)])
-    error_message = "The service_accounts must have exactly the keys pipeline, serving and rollout."
+    condition     = alltrue([for k in ["pipeline", "serving", "rollout"] : contains(keys(var.service_accounts), k)]) && alltrue([for k in keys(var.service_accounts) : contains(["pipeline", "serving", "rollout", "api", "stream"], k)])
+    error_message = "The service_accounts must have the keys pipeline, serving and rollout, and may have api and stream."
   }
 }
 
