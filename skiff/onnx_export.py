@@ -468,6 +468,9 @@ def _boundary_rows(model: Any, base: pd.DataFrame, kinds: Mapping[str, str], per
                                  xs.astype(np.float32).astype(np.float64),
                                  np.nextafter(xs.astype(np.float32), np.float32(np.inf)).astype(np.float64),
                                  np.nextafter(xs.astype(np.float32), np.float32(-np.inf)).astype(np.float64)])
+        values = values[np.isfinite(values) & (np.abs(values) <= np.finfo(np.float32).max)]
+        if not len(values):
+            continue
         rows = pd.concat([base.iloc[:1]] * len(values), ignore_index=True)
         rows[c] = values
         parts.append(rows)

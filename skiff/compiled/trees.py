@@ -145,8 +145,7 @@ def _bits(words: np.ndarray) -> list[float]:
 
 def _hgb(g: GraphBuilder, est: Any, m: Matrix, classifier: bool) -> tuple[str, int]:
     if getattr(est, "_preprocessor", None) is not None:
-        raise Unsupported("histogram gradient boosting fitted on a DataFrame's categorical dtypes (its own "
-                          "ordinal encoding runs first)")
+        m = _hgb_encoded(g, est._preprocessor, m)
     link = type(est._loss.link).__name__
     baseline = np.asarray(est._baseline_prediction, dtype=np.float64).reshape(-1)
     k = len(baseline)
@@ -192,6 +191,38 @@ def _hgb(g: GraphBuilder, est: Any, m: Matrix, classifier: bool) -> tuple[str, i
     if link == "LogLink":
         return g.op("Exp", [raw], "value"), 1
     raise Unsupported(f"histogram gradient boosting with link {link}")
+
+
+def _hgb_encoded(g: GraphBuilder, pre: Any, m: Matrix) -> Matrix:
+    """Histogram gradient boosting's own first step with categorical features: its OrdinalEncoder turns each
+    categorical column's values into codes (unknown ones and NaN into NaN), and the categorical columns come
+    first, then the numeric ones."""
+    parts = []
+    width = 0
+    for name, trans, mask in pre.transformers_:
+        cols = np.flatnonzero(np.asarray(mask, dtype=bool)) if len(mask) else np.array([], dtype=int)
+        if isinstance(trans, str) or not len(cols):
+            if isinstance(trans, str) and trans != "drop" and len(cols):
+                raise Unsupported(f"histogram gradient boosting's preprocessing part {name!r} ({trans})")
+            continue
+        kind = type(trans).__name__
+        for i, j in enumerate(cols):
+            col = g.op("Gather", [m.tensor, g.const(np.array([int(j)]), "col", np.int64)], "f", axis=1)
+            if kind == "OrdinalEncoder":
+                cats = np.asarray(trans.categories_[i])
+                if cats.dtype.kind not in "fiu":
+                    raise Unsupported("histogram gradient boosting on text categories it encodes itself")
+                known = [float(c) for c in cats if c == c]  # NaN is never matched: it stays missing
+                codes = [float(k) for k, c in enumerate(cats) if c == c]
+                col = g.op("LabelEncoder", [col], "code", domain="ai.onnx.ml", keys_tensor=g.tensor_attr(known),
+                           values_tensor=g.tensor_attr(codes), default_tensor=g.tensor_attr([float("nan")]))
+            elif kind != "FunctionTransformer":
+                raise Unsupported(f"histogram gradient boosting's preprocessing step {kind}")
+            parts.append(col)
+            width += 1
+    if not parts:
+        raise Unsupported("histogram gradient boosting's preprocessing keeps no column")
+    return Matrix(g.op("Concat", parts, "hgb_encoded", axis=1), width)
 
 
 def tree_model(g: GraphBuilder, est: Any, m: Matrix, classifier: bool) -> tuple[str, int] | None:

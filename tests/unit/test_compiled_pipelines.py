@@ -1,0 +1,60 @@
+"""Every estimator skiff's training can choose, with the preprocessing it builds (frame preparer, median
+imputation, scaling, most-frequent imputation, one-hot with infrequent categories, PCA, selection), is
+registered with an exact compiled graph — rows with missing values and unseen categories included."""
+
+import numpy as np
+import pytest
+
+from components.train.logic import build_pipeline
+from skiff import datagen
+from skiff.onnx_export import OnnxDomain, export_onnx, onnx_feeds, onnx_session
+from skiff.spec import load_spec
+from tests.conftest import REPO
+
+CASES = [("churn", est, cfg) for est in ("logistic_regression", "random_forest", "hist_gradient_boosting")
+         for cfg in ({}, {"pca": 4})] + \
+        [("housing", est, cfg) for est in ("ridge", "random_forest", "hist_gradient_boosting")
+         for cfg in ({}, {"feature_selection": 5})]
+
+
+def _world(name, n=900):
+    spec = load_spec(REPO / "examples" / f"{name}.yaml")
+    df = getattr(datagen, name)(n, seed=3)
+    features = [c for c in spec.feature_columns if c in df.columns]
+    X = df[features].copy()
+    rng = np.random.default_rng(0)
+    for c in features:  # one value in eight missing, in every column
+        X.loc[rng.random(len(X)) < 0.125, c] = None
+    return spec, X, df[spec.target], features
+
+
+@pytest.mark.parametrize(("dataset", "estimator", "config"), CASES)
+def test_pipeline_is_exact_with_missing_values_on_the_graph(tmp_path, dataset, estimator, config):
+    spec, X, y, features = _world(dataset)
+    pipe = build_pipeline(spec, {**config, "max_categories": 3}, estimator=estimator, columns=features)
+    if estimator == "random_forest":
+        pipe.set_params(model__n_estimators=20)
+    pipe.fit(X[:700], y[:700])
+    schema = {f: spec.columns[f].type for f in features}
+    info = export_onnx(pipe, X[700:], tmp_path / "model.onnx", features=features, input_schema=schema,
+                       reference=X[:700])
+    assert info["exact"] is True and info["compiler"] == "skiff-onnx-double", info["reason"]
+    assert info["max_abs_diff"] <= 1e-6 and info["checks"]["missing"] > 0 and info["checks"]["extreme"] > 0
+    assert set(info["missing"]) == set(features)  # the pipeline imputes every column: the graph answers all
+    if estimator != "logistic_regression" and estimator != "ridge" and not config:
+        assert info["checks"]["boundary"] > 0
+    # the server's route: every held-out row (each with a good chance of a missing value) runs on the graph
+    rows = X[700:]
+    domain = OnnxDomain(info["inputs"], info)
+    prep = pipe[0]
+    ready = prep.transform(rows)
+    columns = {c: [None if (v is None or v != v or v == info["missing_text"]) else v for v in ready[c].tolist()]
+               for c in info["inputs"]}
+    assert any(v is None for vs in columns.values() for v in vs) and domain.admits(columns)
+    session = onnx_session((tmp_path / "model.onnx").read_bytes())
+    out = session.run([info["output"]], onnx_feeds(columns, info["inputs"], info["missing_text"]))[0]
+    if spec.problem_type == "regression":
+        expected = pipe.predict(rows)
+        np.testing.assert_allclose(out.reshape(-1), expected, rtol=1e-9)
+    else:
+        np.testing.assert_allclose(out, pipe.predict_proba(rows), atol=1e-9, rtol=0)
