@@ -91,7 +91,7 @@ class PipelineDefinition:
 
     def summarize(self, run: Any, settings: Settings) -> dict[str, Any]:
         """The run summary of a finished local run (a ``pipelines.runner.LocalRun`` or its dict)."""
-        return self.summary(asdict(run) if is_dataclass(run) else dict(run), settings)
+        return self.summary(asdict(run) if is_dataclass(run) and not isinstance(run, type) else dict(run), settings)
 
     def summary_lines(self, summary: Mapping[str, Any]) -> list[str]:
         """The summary for people: a few plain lines (the faces print them as they are)."""

@@ -142,7 +142,7 @@ def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
                     "gate_reason": mv.metadata.gate.get("reason"),
                     "onnx": (mv.metadata.extra.get("onnx") or {}).get("exact"),
                 }
-    if summary["gate_failed"] and summary["status"] == "SUCCESS":
+    if validation is not None and summary["gate_failed"] and summary["status"] == "SUCCESS":
         summary["status"] = "GATE_FAILED"
         summary["error"] = "validation gate failed: " + "; ".join(
             f"{a.feature}: {a.anomaly}" for a in validation.blocking[:5])

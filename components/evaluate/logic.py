@@ -17,13 +17,17 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 from threadpoolctl import threadpool_limits
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 from skiff.errors import InputError, UsageError
 from skiff.metrics import (
@@ -90,7 +94,7 @@ class EvalResult:
                 return None
             return v
 
-        return clean(
+        out: dict[str, Any] = clean(
             {
                 "problem_type": self.problem_type,
                 "n": self.n,
@@ -105,6 +109,7 @@ class EvalResult:
                 "residuals": self.residuals,
             }
         )
+        return out
 
 
 def _thin(curve: dict[str, np.ndarray], limit: int = 400) -> dict[str, list[float]]:
@@ -207,7 +212,7 @@ def _evaluate(
             pr_curves[str(pos)] = _thin({"precision": prec[:-1], "recall": rec[:-1], "thresholds": pthr})
         prob_true, prob_pred = calibration_curve(truth, p_pos, n_bins=10, strategy="uniform")
         counts = np.histogram(p_pos, bins=np.linspace(0, 1, 11))[0]
-        calibration = {
+        calibration: dict[str, list[float]] = {
             "prob_pred": [float(v) for v in prob_pred],
             "prob_true": [float(v) for v in prob_true],
             "count": [int(c) for c in counts if c > 0],
@@ -279,7 +284,7 @@ def champion_metrics(registry: ModelRegistry, name: str, test: pd.DataFrame, spe
     return finite_metrics(result.metrics)
 
 
-def _figure(width: float = 5.0, height: float = 4.0):
+def _figure(width: float = 5.0, height: float = 4.0) -> tuple[Figure, Axes]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -288,7 +293,7 @@ def _figure(width: float = 5.0, height: float = 4.0):
     return fig, fig.add_subplot(1, 1, 1)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, format="png")
     return path
@@ -298,6 +303,7 @@ def _plots(result: EvalResult, out: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
     if result.problem_type == "regression":
         y, p = result.y_true, result.y_pred
+        assert y is not None and p is not None  # a regression result keeps both
         fig, ax = _figure()
         ax.scatter(y, p, s=6, alpha=0.4)
         lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))

@@ -27,9 +27,14 @@ import sys
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import FunctionType
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+    from feast.on_demand_feature_view import OnDemandFeatureView
 
 from skiff.errors import InputError, NotFoundError, SpecError
 from skiff.expressions import parse_expression
@@ -147,7 +152,7 @@ class Definitions:
 
 
 def derived_feature_view(name: str, source_view: Any, schema: list[Any],
-                         features: tuple[tuple[str, str, str], ...]):
+                         features: tuple[tuple[str, str, str], ...]) -> OnDemandFeatureView:
     """The on-demand view computing ``features`` (name, expression, type) from ``source_view``.
 
     Its UDF is a closure over the features (data in its cells) and its Feast source text is
@@ -157,8 +162,9 @@ def derived_feature_view(name: str, source_view: Any, schema: list[Any],
 
     from skiff.expressions import derived_udf
 
+    udf = cast(FunctionType, derived_udf(features))  # Feast annotates FunctionType; any callable works
     return OnDemandFeatureView(name=name, sources=[source_view], schema=schema, mode="pandas",
-                               udf=derived_udf(features), udf_string=derived_udf_source(features))
+                               udf=udf, udf_string=derived_udf_source(features))
 
 
 def build_definitions(spec: DatasetSpec, source_dir: str, ttl_days: int = 3650) -> Definitions:
@@ -309,7 +315,7 @@ def _fs_path(store: Store, uri: str) -> str:
     return uri if store.is_local else store.fs._strip_protocol(uri)
 
 
-def apply_definitions(store, spec: DatasetSpec, source_dir: str) -> tuple[str, list[str]]:
+def apply_definitions(store: FeatureStore, spec: DatasetSpec, source_dir: str) -> tuple[str, list[str]]:
     """Build the spec's definitions (offline source under ``source_dir``) and ``apply`` them.
 
     Returns the feature service's name and the names of the objects applied.
@@ -320,7 +326,7 @@ def apply_definitions(store, spec: DatasetSpec, source_dir: str) -> tuple[str, l
     return defs.feature_service.name, [o.name for o in objects]
 
 
-def materialize(store, end: dt.datetime | None = None) -> dt.datetime:
+def materialize(store: FeatureStore, end: dt.datetime | None = None) -> dt.datetime:
     """Incrementally load new feature rows into the online store (up to ``end``, default now)."""
     end = end or dt.datetime.now(dt.UTC)
     with redirect_stdout(sys.stderr):  # Feast prints progress: keep stdout for results (--json)
@@ -328,7 +334,7 @@ def materialize(store, end: dt.datetime | None = None) -> dt.datetime:
     return end
 
 
-def training_frame(store, spec: DatasetSpec, service: str, labels: pd.DataFrame) -> pd.DataFrame:
+def training_frame(store: FeatureStore, spec: DatasetSpec, service: str, labels: pd.DataFrame) -> pd.DataFrame:
     """Point-in-time correct training rows: for each (key, event time, label) the feature values as of then.
 
     ``labels`` holds the entity key(s), the event time and the target; features come from Feast, so a
@@ -346,7 +352,8 @@ def training_frame(store, spec: DatasetSpec, service: str, labels: pd.DataFrame)
                                         if ts != "event_timestamp" else entity_df, features=fs).to_df()
     if ts != "event_timestamp":
         out = out.rename(columns={"event_timestamp": ts})
-    return out.sort_values([ts, *spec.key_columns], kind="stable").reset_index(drop=True)
+    ordered: pd.DataFrame = out.sort_values([ts, *spec.key_columns], kind="stable").reset_index(drop=True)
+    return ordered
 
 
 def run_features(

@@ -31,7 +31,7 @@ import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import fsspec
 import pandas as pd
@@ -72,7 +72,7 @@ class FileEntry:
     columns: list[str] = field(default_factory=list)
     sha256: str | None = None
     rows: int = 0
-    state: tuple = ()  # what says the file is unchanged (see FileReader._state)
+    state: tuple[Any, ...] = ()  # what says the file is unchanged (see FileReader._state)
     header: list[str] = field(default_factory=list)  # CSV: every column as read, blank names made positional
     notes: list[str] = field(default_factory=list)  # what reading changed (blank columns dropped or named)
 
@@ -118,6 +118,7 @@ def detect_format(sample: bytes, label: str, encoding: str = "utf-8") -> tuple[s
                          "Parquet", source=label)
     if sample[:2] in (b"\x1f\x8b",) or sample[:3] == b"BZh":
         raise InputError(f"{label}: unknown format: compressed twice", source=label)
+    text: str | None
     try:
         text = sample.decode(encoding)
     except UnicodeDecodeError as e:
@@ -134,6 +135,7 @@ def detect_format(sample: bytes, label: str, encoding: str = "utf-8") -> tuple[s
                                  "spec", source=label) from e
             raise InputError(f"{label}: unknown format: binary data, not {encoding} text, Parquet or "
                              "gzip/bzip2", source=label) from e
+    assert text is not None  # decoded, or an InputError was raised above
     if "\x00" in text:
         raise InputError(f"{label}: unknown format: binary data (NUL bytes)", source=label)
     stripped = text.lstrip("\ufeff \t\r\n")
@@ -200,7 +202,7 @@ def _sniff_delimiter(text: str, label: str) -> str:
     return best[3]
 
 
-def find_records(doc: Any, records_path: str | None, label: str) -> list:
+def find_records(doc: Any, records_path: str | None, label: str) -> list[dict[str, Any]]:
     """The list of records in a JSON document or API page (dotted ``records_path``, or the only list)."""
     node = doc
     if records_path:
@@ -222,7 +224,7 @@ def find_records(doc: Any, records_path: str | None, label: str) -> list:
     return node
 
 
-def records_to_table(records: list[dict]) -> pa.Table:
+def records_to_table(records: list[dict[str, Any]]) -> pa.Table:
     """JSON records as a table of string columns (what text formats give the cleanser).
 
     Homogeneous columns convert in C (arrow); a column mixing types (a number and "N/A") or holding
@@ -323,7 +325,7 @@ class FileReader(StatelessSource):
         except OSError as e:
             raise SourceError(f"{src}: cannot list: {redact_text(str(e))}", source=src) from e
 
-    def _state(self, path: str, info: dict[str, Any] | None = None) -> tuple:
+    def _state(self, path: str, info: dict[str, Any] | None = None) -> tuple[Any, ...]:
         """Size and change markers of a file: equal before and after a read means the same bytes."""
         if isinstance(self.fs, LocalFileSystem):
             st = os.stat(path)
@@ -352,11 +354,12 @@ class FileReader(StatelessSource):
                           "committed. Re-run once its writer has finished (writers should write to a "
                           "temporary name and rename it when done)", source=entry.uri)
 
-    def _open(self, entry: FileEntry):
+    def _open(self, entry: FileEntry) -> BinaryIO:
         try:
-            return self.fs.open(entry.path, "rb")
+            f: BinaryIO = self.fs.open(entry.path, "rb")
         except OSError as e:
             raise SourceError(f"{entry.uri}: cannot open: {redact_text(str(e))}", source=entry.uri) from e
+        return f
 
     def _detect(self, entry: FileEntry) -> None:
         if entry.size == 0:
@@ -394,7 +397,7 @@ class FileReader(StatelessSource):
         entry.format, entry.delimiter = fmt, delim
         if fmt == "csv":
             text = sample.decode(self.source.encoding, errors="replace")
-            header = next(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=delim), [])
+            header = next(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=delim or ","), [])
             entry.columns = [h.strip() for h in header]
             blank = [i for i, c in enumerate(entry.columns) if not c]
             if blank:
@@ -500,7 +503,7 @@ class FileReader(StatelessSource):
                 raise InputError(f"{entry.uri}: no rows (header only)" if entry.format == "csv"
                                  else f"{entry.uri}: no records", source=entry.uri)
 
-    def _stream(self, entry: FileEntry):
+    def _stream(self, entry: FileEntry) -> pa.NativeFile:
         if isinstance(self.fs, LocalFileSystem):  # arrow's own file reader, no Python in the loop
             return pa.input_stream(entry.path, compression=entry.compression)
         f = pa.PythonFile(self._open(entry), mode="r")
@@ -509,7 +512,7 @@ class FileReader(StatelessSource):
     def _csv(self, entry: FileEntry) -> Iterator[SourceBatch]:
         malformed: list[tuple[str, str]] = []
 
-        def on_invalid(row) -> str:
+        def on_invalid(row: pa_csv.InvalidRow) -> str:
             malformed.append((f"expected {row.expected_columns} fields, got {row.actual_columns}", row.text))
             return "skip"
 

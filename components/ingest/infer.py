@@ -113,7 +113,9 @@ def sample_table(source: SourceSpec, rows: int = SAMPLE_ROWS, *, http_transport:
             if got >= rows:
                 break
     finally:
-        gen.close()
+        close = getattr(gen, "close", None)  # a generator's: release the source's connection or file now
+        if close is not None:
+            close()
     if not tables:
         raise InputError(f"{reader.label}: no rows to infer a spec from")
     return pa.concat_tables(tables, promote_options="permissive")
@@ -324,7 +326,7 @@ def infer_dataset(table: pa.Table, name: str, target: str | None, *, entity_key:
                             "--entity-key COLUMN names a key")
     times = [c for c, d in cols.items() if d["type"] == "datetime" and c not in (key, target)]
     timed = [c for c in times if _TIME_NAME.search(c)]
-    event_ts = (timed or times or [None])[0]
+    event_ts = (timed or times)[0] if (timed or times) else None
     if generated_key is not None:
         key = {"generated": generated_key, "column": safe_identifier("row_id", names)}
     elif entity_key is not None:
@@ -358,16 +360,16 @@ def infer_dataset(table: pa.Table, name: str, target: str | None, *, entity_key:
     columns: dict[str, dict[str, Any]] = {}
     notes: dict[str, str] = {}
     for c, d in cols.items():
-        spec = {k: v for k, v in d.items() if not k.startswith("_")}
+        rules = {k: v for k, v in d.items() if not k.startswith("_")}
         if origin[c] != c:
-            spec["source_name"] = origin[c]
+            rules["source_name"] = origin[c]
         if c in (key, target):
-            spec.update(required=True, missing="reject")
+            rules.update(required=True, missing="reject")
         elif d["_has_missing"] and d["type"] in ("integer", "float"):
-            spec.update(missing="impute", impute="median")
+            rules.update(missing="impute", impute="median")
         if "_note" in d:
             notes[c] = d["_note"]
-        columns[c] = spec
+        columns[c] = rules
     raw = {
         "name": name,
         "entity_key": key,

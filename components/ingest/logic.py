@@ -40,7 +40,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,7 +187,7 @@ def source_from_arg(text: str, *, table: str | None = None, query: str | None = 
         if table or query or watermark:
             raise UsageError(f"{text}: --table, --query and --watermark apply to database sources only")
         try:
-            pages = Pagination(type=pagination or "none")
+            pages = Pagination.model_validate({"type": pagination or "none"})
         except ValidationError as e:
             raise UsageError(f"--pagination {pagination!r}: use none, page, cursor or link") from e
         return RestSource(url=text, auth=RestAuth(env=auth_env) if auth_env else None, pagination=pages,
@@ -208,7 +208,7 @@ def source_from_arg(text: str, *, table: str | None = None, query: str | None = 
     return FileSource(path=text)
 
 
-def coerce_sources(items: list) -> list[SourceSpec]:
+def coerce_sources(items: Sequence[str | Mapping[str, Any]]) -> list[SourceSpec]:
     """Source specs from dicts (as in a spec's ``sources``) or strings (as on the command line)."""
     adapter = TypeAdapter(SourceSpec)
     out = []
@@ -237,7 +237,7 @@ class _PartWriter:
         self.rows_per_part = rows_per_part
         self.impute = impute
         self.buffer_bytes = buffer_bytes if impute else 0
-        self.parts: list[dict[str, Any]] = []
+        self.parts: list[PartFile] = []
         self._writer: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = None
         self._buffer: list[pa.Table] = []
@@ -271,12 +271,12 @@ class _PartWriter:
     def _write(self, table: pa.Table) -> None:
         start = 0
         while start < table.num_rows:
-            if (self._writer is None or self.parts[-1]["rows"] >= self.rows_per_part
+            if (self._writer is None or self.parts[-1].rows >= self.rows_per_part
                     or not table.schema.equals(self._schema)):
                 self._roll(table.schema)
-            chunk = table.slice(start, self.rows_per_part - self.parts[-1]["rows"])
-            self._writer.write_table(chunk)
-            self.parts[-1]["rows"] += chunk.num_rows
+            chunk = table.slice(start, self.rows_per_part - self.parts[-1].rows)
+            self._writer.write_table(chunk)  # type: ignore[union-attr]  # _roll opened it
+            self.parts[-1].rows += chunk.num_rows
             start += chunk.num_rows
 
     def _roll(self, schema: pa.Schema) -> None:
@@ -284,22 +284,23 @@ class _PartWriter:
         name = f"part-{len(self.parts):05d}.parquet"
         self._writer = pq.ParquetWriter(self.folder / name, schema)
         self._schema = schema
-        self.parts.append({"name": name, "rows": 0})
+        self.parts.append(PartFile(name=name, rows=0))
 
     def _close_writer(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
 
-    def finish(self, schema: pa.Schema) -> dict[str, dict[str, Any]]:
+    def finish(self, schema: pa.Schema) -> dict[str, Imputation]:
         """Impute, close the parts, and report per imputed column its strategy, value and count."""
-        report: dict[str, dict[str, Any]] = {}
+        report: dict[str, Imputation] = {}
         if self.impute and not self.spilled:
             fills = {}
             for name, how in self.impute.items():
                 col = pa.chunked_array([t.column(name) for t in self._buffer], type=schema.field(name).type)
                 value = impute_statistic(col, how, schema.field(name).type)
-                report[name] = {"strategy": how, "value": value, "count": col.null_count if value is not None else 0}
+                report[name] = Imputation(strategy=how, value=value,
+                                          count=col.null_count if value is not None else 0)
                 if value is None:
                     log.warning("column %s: no value to compute the %s from; it stays null", name, how)
                 elif col.null_count:
@@ -311,25 +312,25 @@ class _PartWriter:
         return report  # a run reaches here with accepted rows only (the accepted-share gate)
 
 
-def _impute_parts(folder: Path, parts: list[dict[str, Any]], columns: dict[str, str],
-                  schema: pa.Schema) -> dict[str, dict[str, Any]]:
+def _impute_parts(folder: Path, parts: list[PartFile], columns: dict[str, str],
+                  schema: pa.Schema) -> dict[str, Imputation]:
     """Second pass: statistics over all staged parts (one column at a time), then nulls filled part by
     part, row group by row group (parts without nulls in those columns are left as they are)."""
-    files = [folder / p["name"] for p in parts]
+    files = [folder / p.name for p in parts]
     fills: dict[str, pa.Scalar] = {}
-    report: dict[str, dict[str, Any]] = {}
+    report: dict[str, Imputation] = {}
     for name, how in columns.items():
         typ = schema.field(name).type
         col = pq.read_table(files, columns=[name]).column(name)
         value = impute_statistic(col, how, typ)
-        report[name] = {"strategy": how, "value": value, "count": 0}
+        report[name] = Imputation(strategy=how, value=value, count=0)
         if value is None:
             log.warning("column %s: no value to compute the %s from; it stays null", name, how)
         elif col.null_count:
             fills[name] = pa.scalar(value, typ)
         del col
     for part in parts:
-        path = folder / part["name"]
+        path = folder / part.name
         pf = pq.ParquetFile(path)
         need = [c for c in fills if c in pf.schema_arrow.names]
         if not need:
@@ -341,14 +342,14 @@ def _impute_parts(folder: Path, parts: list[dict[str, Any]], columns: dict[str, 
                 for c in need:
                     i = t.schema.get_field_index(c)
                     if t.column(i).null_count:
-                        report[c]["count"] += t.column(i).null_count
+                        report[c].count += t.column(i).null_count
                         t = t.set_column(i, c, pc.fill_null(t.column(i), fills[c]))
                 w.write_table(t)
         os.replace(tmp, path)
     return report
 
 
-def _warnings(counts: Counter) -> list[str]:
+def _warnings(counts: Counter[str]) -> list[str]:
     share = counts["duplicates"] / counts["read"] if counts["read"] else 0.0
     if share <= DUPLICATE_WARNING_SHARE:
         return []
@@ -357,7 +358,7 @@ def _warnings(counts: Counter) -> list[str]:
             "columns, or entity_key: {generated: row}"]
 
 
-def _accepted_gate(spec: DatasetSpec, lake: Lake, staging: Path, run_id: str, date: str, counts: Counter,
+def _accepted_gate(spec: DatasetSpec, lake: Lake, staging: Path, run_id: str, date: str, counts: Counter[str],
                    tally: ReasonTally, threshold: float) -> None:
     """Fail the run (nothing published in ``raw/``) when too few rows were accepted; keep its quarantine
     under ``failed/`` for inspection."""
@@ -422,8 +423,8 @@ class _Plan:
 class _Read:
     """What reading and cleansing every source of a run gave."""
 
-    counts: Counter = field(default_factory=lambda: Counter(read=0, accepted=0, quarantined=0, duplicates=0))
-    reasons: Counter = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=lambda: Counter(read=0, accepted=0, quarantined=0, duplicates=0))
+    reasons: Counter[str] = field(default_factory=Counter)
     tally: ReasonTally = field(default_factory=ReasonTally)
     per_source: list[dict[str, int]] = field(default_factory=list)
 
@@ -432,7 +433,7 @@ def ingest(
     spec: DatasetSpec,
     lake: Lake,
     *,
-    sources: list | None = None,
+    sources: Sequence[SourceSpec] | None = None,
     run_id: str | None = None,
     ingest_date: str | None = None,
     force: bool = False,
@@ -497,10 +498,10 @@ def ingest(
     return plan.result("ingested", RunRef(spec.name, plan.date, run_id), manifest, dict(c))
 
 
-def _batch_sources(spec: DatasetSpec, sources: list | None) -> list[SourceSpec]:
+def _batch_sources(spec: DatasetSpec, sources: Sequence[SourceSpec] | None) -> list[SourceSpec]:
     """The sources a run reads: ``sources``, else the spec's files, SQL and REST sources."""
     if sources is None:  # a spec may also name MQTT topics, which batch ingestion does not read
-        srcs = [s for s in spec.sources if not isinstance(s, MqttSource)]
+        srcs: list[SourceSpec] = [s for s in spec.sources if not isinstance(s, MqttSource)]
         if len(srcs) < len(spec.sources):
             log.info("%s: MQTT sources in the spec are read by `skiff stream`, not batch ingestion", spec.name)
     else:
@@ -529,7 +530,9 @@ def _prepare(plan: _Plan) -> None:
     stateful = [r for r in plan.readers if r.state_key is not None]
     earlier = [s for ref in lake.all_runs(name) for s in lake.manifest(ref).sources] if stateful else []
     for r in stateful:
-        r.resume(lake.source_state(name, r.state_key), earlier)
+        key = r.state_key
+        if key is not None:
+            r.resume(lake.source_state(name, key), earlier)
     # a writer killed mid-run (kill -9, OOM) left its staging folder: remove it now, and say so
     plan.cleaned = lake.clean_staging(name)
     if plan.cleaned:
@@ -582,19 +585,19 @@ def _read_sources(plan: _Plan, read: _Read, parts: _PartWriter, quarantine: Path
         qwriter.close()
 
 
-def _finish_parts(cleanser: Cleanser, parts: _PartWriter) -> dict[str, dict[str, Any]]:
+def _finish_parts(cleanser: Cleanser, parts: _PartWriter) -> dict[str, Imputation]:
     """Impute with the run's statistics and close the parts; report every imputed column."""
     imputed = parts.finish(cleanser.output_schema())
     for r in cleanser.rules:  # constant imputation happened per batch; report it too
         if r.impute_value is not None:
-            imputed[r.name] = {"strategy": "constant", "value": r.impute_value.as_py(),
-                               "count": cleanser.imputed_constant[r.name]}
+            imputed[r.name] = Imputation(strategy="constant", value=r.impute_value.as_py(),
+                                         count=cleanser.imputed_constant[r.name])
     return imputed
 
 
-def _reconcile(dataset: str, folder: Path, parts: _PartWriter, counts: Counter) -> None:
+def _reconcile(dataset: str, folder: Path, parts: _PartWriter, counts: Counter[str]) -> None:
     """Rows read = written + quarantined + duplicates, counted and in the staged files (else a bug)."""
-    written = sum(pq.ParquetFile(folder / p["name"]).metadata.num_rows for p in parts.parts)
+    written = sum(pq.ParquetFile(folder / p.name).metadata.num_rows for p in parts.parts)
     quarantined = pq.ParquetFile(folder / QUARANTINE).metadata.num_rows
     if not (counts["read"] == counts["accepted"] + counts["quarantined"] + counts["duplicates"]
             and written == counts["accepted"] and quarantined == counts["quarantined"]):
@@ -605,10 +608,10 @@ def _reconcile(dataset: str, folder: Path, parts: _PartWriter, counts: Counter) 
         )
 
 
-def _run_manifest(plan: _Plan, run_id: str, fp: str, read: _Read, imputed: dict[str, dict[str, Any]],
+def _run_manifest(plan: _Plan, run_id: str, fp: str, read: _Read, imputed: dict[str, Imputation],
                   parts: _PartWriter) -> RunManifest:
     sources = [{**r.describe(), "counts": c} for r, c in zip(plan.readers, read.per_source, strict=True)]
-    file_schema = pq.read_schema(parts.folder / parts.parts[0]["name"])
+    file_schema = pq.read_schema(parts.folder / parts.parts[0].name)
     return RunManifest(
         dataset=plan.spec.name,
         run_id=run_id,
@@ -620,9 +623,9 @@ def _run_manifest(plan: _Plan, run_id: str, fp: str, read: _Read, imputed: dict[
         quarantine_reasons=dict(sorted(read.reasons.items())),
         quarantine_top=[{k: v for k, v in t.items() if k != "example"} for t in read.tally.top()],
         warnings=_warnings(read.counts),
-        imputed={k: Imputation(**v) for k, v in imputed.items()},
-        columns={f.name: str(f.type) for f in file_schema},
-        files=[PartFile(name=p["name"], rows=p["rows"]) for p in parts.parts],
+        imputed=imputed,
+        schema={f.name: str(f.type) for f in file_schema},
+        files=[p.model_copy() for p in parts.parts],
         quarantine_file=QUARANTINE,
         started_at=plan.started_at.isoformat(),
         skiff_version=__version__,

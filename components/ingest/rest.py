@@ -142,13 +142,13 @@ class RestReader(StatelessSource):
                     self.truncated = True
                     log.warning("%s: stopped after max_pages=%d pages", self.label, pg.max_pages)
                     break
-                req_params: dict[str, Any] | None = dict(params)
+                query: dict[str, Any] = dict(params)
                 if pg.type == "page":
-                    req_params[pg.page_param] = page_no
+                    query[pg.page_param] = page_no
                 elif pg.type == "cursor" and cursor is not None:
-                    req_params[pg.cursor_param] = cursor
-                elif pg.type == "link" and self.pages > 0:
-                    req_params = None  # the next link carries its own query
+                    query[pg.cursor_param] = cursor
+                # the next link carries its own query
+                req_params = None if pg.type == "link" and self.pages > 0 else query
                 resp = self._get(client, url, req_params, self.pages + 1)
                 self.pages += 1
                 page = self.pages

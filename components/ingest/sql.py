@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -79,17 +79,18 @@ def decode_watermark(obj: dict[str, Any] | None) -> Any:
     if not obj:
         return None
     kind, value = obj["kind"], obj["value"]
-    return {
+    decoders: dict[str, Callable[[Any], Any]] = {
         "int": int,
         "float": float,
         "decimal": decimal.Decimal,
         "datetime": dt.datetime.fromisoformat,
         "date": dt.date.fromisoformat,
         "str": str,
-    }[kind](value)
+    }
+    return decoders[kind](value)
 
 
-def _watermark_key(value: Any) -> tuple:
+def _watermark_key(value: Any) -> tuple[Any]:
     """Order watermarks of one kind (aware and naive datetimes compare as UTC)."""
     if isinstance(value, dt.datetime) and value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
@@ -126,12 +127,13 @@ class SqlReader:
     def __init__(self, source: SqlSource, engine: Engine | None = None) -> None:
         self.source = source
         if source.url_env:
-            url = os.environ.get(source.url_env)
-            if not url:
+            env_url = os.environ.get(source.url_env)
+            if not env_url:
                 raise SourceError(f"environment variable {source.url_env} (the database URL) is not set",
                                   source=source.url_env)
+            url = env_url
         else:
-            url = source.url
+            url = source.url or ""  # the spec requires url or url_env
             secrets = url_credentials(url)
             if secrets:
                 raise SpecError(f"{masked_url(url)}: a database URL in a spec must not hold credentials "
@@ -177,7 +179,7 @@ class SqlReader:
                                   source=self.label) from e
         return self._engine
 
-    def _statement(self, conn) -> sa.Select | sa.TextClause:
+    def _statement(self, conn: sa.Connection) -> sa.Select[Any] | sa.TextClause:
         src = self.source
         wm = src.watermark
         if src.table:
@@ -196,15 +198,13 @@ class SqlReader:
                     stmt = stmt.where(col > self.low)
                 stmt = stmt.order_by(col)
             return stmt
-        inner = src.query.strip().rstrip(";")
+        inner = (src.query or "").strip().rstrip(";")  # the spec requires table or query
         if not wm:
             return sa.text(inner)
         quoted = conn.dialect.identifier_preparer.quote(wm)
         where = f" WHERE skiff_q.{quoted} > :skiff_low" if self.low is not None else ""
-        stmt = sa.text(f"SELECT * FROM ({inner}) AS skiff_q{where} ORDER BY skiff_q.{quoted}")
-        if self.low is not None:
-            stmt = stmt.bindparams(skiff_low=self.low)
-        return stmt
+        text = sa.text(f"SELECT * FROM ({inner}) AS skiff_q{where} ORDER BY skiff_q.{quoted}")
+        return text.bindparams(skiff_low=self.low) if self.low is not None else text
 
     def batches(self) -> Iterator[SourceBatch]:
         engine = self._get_engine()
@@ -265,7 +265,7 @@ def _first_line(e: BaseException) -> str:
     return redact_text(str(e).strip().splitlines()[0]) if str(e).strip() else type(e).__name__
 
 
-def _rows_to_table(names: list[str], rows: list) -> pa.Table:
+def _rows_to_table(names: list[str], rows: Sequence[Sequence[Any]]) -> pa.Table:
     cols = list(zip(*rows, strict=True)) if rows else [()] * len(names)
     arrays = []
     for values in cols:

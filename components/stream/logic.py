@@ -54,12 +54,18 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.client import ConnectFlags, DisconnectFlags
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 from components.stream.parse import Rejected
 from components.stream.segment import StreamMessage, StreamSegment
@@ -112,8 +118,8 @@ class StreamResult:
     dataset: str
     client_id: str
     topics: list[str]
-    counts: Counter = field(default_factory=Counter)  # messages, read, accepted, quarantined, duplicates
-    reasons: Counter = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)  # messages, read, accepted, quarantined, duplicates
+    reasons: Counter[str] = field(default_factory=Counter)
     runs: list[RunRef] = field(default_factory=list)
     duration_s: float = 0.0
 
@@ -172,7 +178,8 @@ class StreamConsumer:
             log.warning("%s: QoS 0 subscription: messages may be lost (use qos 1)", self.source.topic)
         self.result = StreamResult(spec.name, self.client_id, [source.topic])
         self.on_progress = on_progress
-        self._queue: queue.Queue = queue.Queue()
+        #: messages, the stop marker and reconnect notices, in arrival order
+        self._queue: queue.Queue[StreamMessage | object] = queue.Queue()
         self._stop = threading.Event()
         self._intake_lock = threading.Lock()
         self._intake_closed = False
@@ -181,7 +188,7 @@ class StreamConsumer:
         self._subscribed = threading.Event()
         self._connect_error: str | None = None
         self._writer_error: BaseException | None = None
-        self._client = None
+        self._client: mqtt.Client | None = None
         self._seq = 0
         self._connection = 0
         self._broker = f"mqtt://{source.host}:{source.port}"
@@ -223,7 +230,7 @@ class StreamConsumer:
 
     # -- MQTT ----------------------------------------------------------------------------------------
     def _credentials(self) -> tuple[str | None, str | None]:
-        values = []
+        values: list[str | None] = []
         for what, var in (("username_env", self.source.username_env), ("password_env", self.source.password_env)):
             if var is None:
                 values.append(None)
@@ -234,13 +241,14 @@ class StreamConsumer:
                 values.append(os.environ[var])
         return values[0], values[1]
 
-    def _connect(self):
+    def _connect(self) -> mqtt.Client:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
         cfg = self.config
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=mqtt.MQTTv5, manual_ack=True)
         # caps on paho's own outgoing QoS>0 messages (unbounded, paho reused message ids and lost some)
         client.max_inflight_messages_set(1000)
@@ -248,7 +256,7 @@ class StreamConsumer:
         user, password = self._credentials()
         if user is not None or password is not None:
             client.username_pw_set(user, password)
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
         props.SessionExpiryInterval = cfg.session_expiry_s
         props.ReceiveMaximum = cfg.window
         client.on_connect = self._on_connect
@@ -271,7 +279,8 @@ class StreamConsumer:
         log.info("%s: consuming %s as %s", where, self.source.topic, self.client_id)
         return client
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if reason_code.is_failure:
             self._connect_error = f"connection refused: {reason_code}"
             self._subscribed.set()
@@ -285,18 +294,20 @@ class StreamConsumer:
             log.info("%s: resumed the persistent session", self.client_id)
         client.subscribe(self.source.topic, qos=self.source.qos)
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reason_codes: list[ReasonCode],
+                      properties: Properties | None) -> None:
         bad = [rc for rc in reason_codes if rc.is_failure]
         if bad:
             self._connect_error = f"subscription to {self.source.topic!r} refused: {bad[0]}"
         self._subscribed.set()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: DisconnectFlags,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
         if not self._intake_closed:
             log.warning("%s: disconnected (%s); paho reconnects, unacknowledged messages come again",
                         self.client_id, reason_code)
 
-    def _on_message(self, client, userdata, msg) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         with self._intake_lock:
             if self._intake_closed:
                 return
@@ -304,7 +315,7 @@ class StreamConsumer:
             if max_n is not None and self._received >= max_n:
                 return  # not acknowledged: the broker keeps it for the next session
             self._received += 1
-            self._queue.put(StreamMessage(msg.topic, msg.mid, msg.qos, msg.payload, self._received,
+            self._queue.put(StreamMessage(msg.topic, msg.mid, msg.qos, bytes(msg.payload), self._received,
                                           self._connection))
             if max_n is not None and self._received >= max_n:
                 self._stop.set()
@@ -334,7 +345,7 @@ class StreamConsumer:
                             self._received -= len(buf.msgs)
                         buf = self._segment()
                     continue
-                if item is not None:
+                if isinstance(item, StreamMessage):
                     buf.add(item)
                 due = buf.first_at is not None and time.monotonic() >= buf.first_at + cfg.batch_seconds
                 half_window = len(buf.msgs) >= max(1, cfg.window // 2)
@@ -352,6 +363,8 @@ class StreamConsumer:
     def _ack(self, msgs: Sequence[StreamMessage]) -> None:
         """PUBACK in arrival order (called by a segment's commit, after its run is published)."""
         client = self._client
+        if client is None:
+            raise InvariantError(f"{self.client_id}: acknowledging messages without a connection")
         for m in msgs:
             if m.qos > 0 and m.connection == self._connection:  # a mid is only valid on its connection
                 client.ack(m.mid, m.qos)
@@ -419,7 +432,7 @@ class StreamConsumer:
         cols["_mid"] = pa.array([m.mid for m, _ in rejected], pa.int64())
         return pa.table(cols)
 
-    def _publish(self, accepted: pa.Table, quarantine: pa.Table, counts: Counter, reasons: Counter,
+    def _publish(self, accepted: pa.Table, quarantine: pa.Table, counts: Counter[str], reasons: Counter[str],
                  buf: StreamSegment) -> RunRef:
         date = dt.datetime.now(dt.UTC).date().isoformat()
         spec_hash = spec_fingerprint(self.spec)
@@ -442,7 +455,7 @@ class StreamConsumer:
                         sources=entries,
                         counts=RunCounts(**counts),
                         quarantine_reasons=dict(sorted(reasons.items())),
-                        columns={f.name: str(f.type) for f in accepted.schema},
+                        schema={f.name: str(f.type) for f in accepted.schema},
                         files=[PartFile(name=_PART, rows=accepted.num_rows)],
                         quarantine_file=QUARANTINE,
                         started_at=(buf.started_at or dt.datetime.now(dt.UTC)).isoformat(),

@@ -27,7 +27,7 @@ DATETIME_PARTS = ("year", "month", "dayofweek")
 MISSING = "__skiff_missing__"
 
 
-class FramePreparer(TransformerMixin, BaseEstimator):
+class FramePreparer(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
     """Select the feature columns and give each the dtype the next steps expect.
 
     numeric → float64 (NaN for missing or unparsable), categorical (category, string and boolean
@@ -52,13 +52,13 @@ class FramePreparer(TransformerMixin, BaseEstimator):
         """Numeric output columns: the numeric features, then the datetime parts."""
         return [*self.numeric, *(f"{c}__{p}" for c in self.datetime for p in DATETIME_PARTS)]
 
-    def fit(self, X: pd.DataFrame, y=None) -> FramePreparer:
+    def fit(self, X: pd.DataFrame, y: object = None) -> FramePreparer:
         self._check(X)
         self.n_features_in_ = len(X.columns)
         self.feature_names_in_ = np.asarray(list(X.columns), dtype=object)
         return self
 
-    def _check(self, X) -> None:
+    def _check(self, X: object) -> None:
         if not isinstance(X, pd.DataFrame):
             raise InputError(
                 f"a skiff model takes a pandas DataFrame of named columns, got {type(X).__name__}"
@@ -87,5 +87,5 @@ class FramePreparer(TransformerMixin, BaseEstimator):
             out[c] = values
         return pd.DataFrame(out, index=X.index, columns=[*self.numeric_out, *self.categorical])
 
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         return np.asarray([*self.numeric_out, *self.categorical], dtype=object)

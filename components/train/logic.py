@@ -508,7 +508,7 @@ def split(
     if problem == "regression":
         if len(df) < 2:
             raise InputError(f"{len(df)} row(s): too few to split into train and test")
-        return tuple(train_test_split(df, test_size=test_size, random_state=seed, shuffle=True))  # type: ignore[return-value]
+        return tuple(train_test_split(df, test_size=test_size, random_state=seed, shuffle=True))
     y = target_array(df[spec.target], spec)
     labels, counts = np.unique(y.astype(str) if y.dtype == object else y, return_counts=True)
     rare = {str(lab): int(n) for lab, n in zip(labels, counts, strict=True) if n < 2}
@@ -556,7 +556,7 @@ class CVOutcome:
         return float(self.folds[metric].std())
 
 
-def _folds(problem: str, n_splits: int, seed: int):
+def _folds(problem: str, n_splits: int, seed: int) -> KFold | StratifiedKFold:
     if problem == "regression":
         return KFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
@@ -696,12 +696,12 @@ class TrainResult:
     @property
     def cv_means(self) -> dict[str, float]:
         means = self.cv_table.set_index("fold").loc["mean"]
-        return {k: float(v) for k, v in means.items() if k not in ("n_test", "fit_seconds")}
+        return {k: float(v) for k, v in means.items() if k not in ("n_test", "fit_seconds")}  # type: ignore[misc]
 
     @property
     def cv_stds(self) -> dict[str, float]:
         stds = self.cv_table.set_index("fold").loc["std"]
-        return {k: float(v) for k, v in stds.items() if k not in ("n_test", "fit_seconds")}
+        return {k: float(v) for k, v in stds.items() if k not in ("n_test", "fit_seconds")}  # type: ignore[misc]
 
     def metadata(self) -> dict[str, Any]:
         """JSON-ready summary for model metadata and registries."""
@@ -822,7 +822,7 @@ def train(
             if cfg.threshold_metric is not None:
                 t0 = time.perf_counter()
                 truth = y == positive
-                oof_pos = best.cv.oof[:, classes.index(positive)]  # type: ignore[union-attr]
+                oof_pos = best.cv.oof[:, classes.index(positive)]  # type: ignore[union-attr, index]
                 threshold, value = best_threshold(truth, oof_pos, cfg.threshold_metric)
                 at_default = decision_metric(truth, oof_pos >= 0.5, cfg.threshold_metric)
                 detail = {

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import fsspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -351,7 +351,8 @@ def _fetch(lake: Lake, uri: str, dest: Path) -> str:
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / f"{len(list(dest.iterdir())):05d}-{uri.rsplit('/', 1)[-1]}"
     try:
-        lake.store.fs.get(uri, str(target))
+        # fsspec's get; skiff.storage.FileSystem does not name it yet
+        cast(Any, lake.store.fs).get(uri, str(target))
     except OSError as e:
         raise StorageError(f"cannot copy {uri} from the lake: {e}") from e
     return str(target)
@@ -360,7 +361,8 @@ def _fetch(lake: Lake, uri: str, dest: Path) -> str:
 def _read_uri(uri: str, storage_options: dict[str, Any] | None = None) -> bytes:
     try:
         with fsspec.open(uri, "rb", **(storage_options or {})) as f:
-            return f.read()
+            data: bytes = f.read()
+            return data
     except FileNotFoundError as e:
         raise NotFoundError(f"schema file not found: {uri}", path=uri) from e
     except OSError as e:
@@ -405,7 +407,8 @@ def _run_runner(python: Path, request_path: Path, out_dir: Path, timeout_s: floa
     result_file = out_dir / "result.json"
     if not result_file.is_file():
         raise SkiffError(f"the TFDV step wrote no result: {_tail(proc.stderr)}")
-    return json.loads(result_file.read_text())
+    result: dict[str, Any] = json.loads(result_file.read_text())
+    return result
 
 
 def _publish(lake: Lake, parts: tuple[str, ...], out_dir: Path) -> None:
