@@ -97,6 +97,8 @@ def test_release_builds_every_image_with_attestations_on_a_tag():
     build = next(s for s in job["steps"] if s.get("uses", "").startswith("docker/build-push-action@"))
     assert build["with"]["target"] == "${{ matrix.image }}" and build["with"]["push"] is True
     assert build["with"]["sbom"] is True and build["with"]["provenance"] == "mode=max"
+    attest = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/attest-build-provenance@"))
+    assert attest["with"]["subject-digest"] == "${{ steps.build.outputs.digest }}"
     # GHCR always; ECR through an assumed role (OIDC), ACR through a federated token, both when configured
     steps = {s.get("name", s.get("uses", "")): s for s in job["steps"]}
     assert steps["Log in to GHCR"]["with"]["registry"] == "ghcr.io"
