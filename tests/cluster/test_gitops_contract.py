@@ -285,3 +285,18 @@ def test_the_transformer_is_canaried_with_the_predictor(rendered):
     for isvc in with_transformer:
         assert isvc["spec"]["transformer"].get("canaryTrafficPercent") == isvc["spec"]["predictor"].get(
             "canaryTrafficPercent"), isvc["metadata"]["name"]
+
+
+def test_monitoring_objects_validate_and_select_the_rendered_pods(rendered):
+    crds = "prometheus-operator/example/prometheus-operator-crd-full"
+    docs = {d["kind"]: d for name in ("podmonitor.yaml", "prometheusrule.yaml")
+            for d in [yaml.safe_load((REPO / "infra/monitoring" / name).read_text())]}
+    assert_valid(docs["PodMonitor"], crd_schema(f"{crds}/monitoring.coreos.com_podmonitors.yaml", "v1"))
+    assert_valid(docs["PrometheusRule"], crd_schema(f"{crds}/monitoring.coreos.com_prometheusrules.yaml", "v1"))
+    # every serving pod the render makes carries the label the PodMonitor selects on
+    selector = docs["PodMonitor"]["spec"]["selector"]["matchExpressions"]
+    keys = {e["key"] for e in selector if e["operator"] == "Exists"}
+    for isvc in rendered:
+        for component in ("predictor", "transformer"):
+            if component in isvc["spec"]:
+                assert keys <= set(isvc["spec"][component]["labels"]), (isvc["metadata"]["name"], component)
