@@ -2,7 +2,7 @@
 
 Every object skiff ships for GitOps — the rendered InferenceServices, the ServingRuntime definition, the
 Argo CD AppProject, ApplicationSet and each Application it generates — is held against the CRDs of the
-versions the platform installs (``../shared/upstream/``, or ``$SKIFF_UPSTREAM_SCHEMAS``): the CRD's
+versions the platform installs (``tests/cluster/conftest.py`` loads them): the CRD's
 OpenAPI schema, and no field the schema does not know (the API server would prune it silently). On top:
 one owner per object between Argo CD and the platform chart, no namespace created by a sync, rollouts
 that survive syncs, and the transformer canaried with the predictor.
@@ -11,7 +11,6 @@ that survive syncs, and the transformer canaried with the predictor.
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,6 +23,7 @@ from serving.deploy.gitops import Environments
 from serving.deploy.isvc import RuntimeImages, build_serving_runtime, render_environment, to_dict
 from skiff.registry import ModelRegistry
 from skiff.storage import Store
+from tests.cluster.conftest import upstream_yaml
 from tests.conftest import REPO
 
 #: The field manager the rollout controller patches canaryTrafficPercent with; the ApplicationSet ignores
@@ -36,17 +36,8 @@ IMAGES = RuntimeImages(predictor="ghcr.io/skiff-ml/skiff:1.0.0", gpu_predictor="
 
 
 # -- upstream definitions ---------------------------------------------------------------------------------
-def upstream(path: str) -> Path:
-    roots = [Path(os.environ["SKIFF_UPSTREAM_SCHEMAS"])] if os.environ.get("SKIFF_UPSTREAM_SCHEMAS") else []
-    roots.append(REPO.parent / "shared/upstream")
-    for root in roots:
-        if (root / path).is_file():
-            return root / path
-    pytest.skip(f"upstream file {path} not found under {', '.join(map(str, roots))} (make cluster-schemas)")
-
-
 def crd_schema(path: str, version: str) -> dict[str, Any]:
-    crd = yaml.safe_load(upstream(path).read_text())
+    crd = upstream_yaml(path)
     for v in crd["spec"]["versions"]:
         if v["name"] == version:
             return v["schema"]["openAPIV3Schema"]
