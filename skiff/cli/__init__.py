@@ -5,7 +5,7 @@ input errors (bad spec, unreadable source, unknown parameter); 3 an unexpected f
 again with ``--debug`` for the traceback). Errors are one line on stderr. Commands that report results
 take ``--json`` and then print one JSON document on stdout.
 
-Commands live in the modules of this package; each defines ``register(app)``.
+Commands live in the modules of this package; each defines ``add_commands(app)`` (the commands it adds to the app).
 """
 
 from __future__ import annotations
@@ -76,14 +76,14 @@ def _root(
     ctx.obj = State(settings=settings, debug=debug)
 
 
-def _register_commands() -> None:
+def _add_commands() -> None:
     for mod in pkgutil.iter_modules(__path__):
         if not mod.name.startswith("_"):
             module = importlib.import_module(f"{__name__}.{mod.name}")
-            module.register(app)
+            module.add_commands(app)
 
 
-_register_commands()
+_add_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from skiff.cli._common import err_console, state
 from skiff.errors import ConfigError
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     api = typer.Typer(
         help="Serve the REST API (models, pipelines, deployments, rollbacks, drift). Tokens: "
         "SKIFF_API_TOKENS_SHA256 (admin), SKIFF_API_READ_TOKENS_SHA256 (read-only): comma-separated SHA-256 "

@@ -9,7 +9,7 @@ import typer
 from skiff.cli._common import JsonOption, console, emit, state
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     @app.command("config")
     def show_config(ctx: typer.Context, json_out: JsonOption = False) -> None:
         """Show the effective settings (skiff.yaml, SKIFF_* variables and flags combined)."""

@@ -13,7 +13,7 @@ from skiff.errors import UsageError
 _SETS = ("churn", "housing")
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     @app.command("example-data")
     def example_data(
         name: Annotated[str, typer.Argument(help="churn (binary classification) or housing (regression).")],

@@ -21,7 +21,7 @@ def find_example(name: str) -> Path:
     return path
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         ctx: typer.Context,

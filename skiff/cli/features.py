@@ -27,7 +27,7 @@ def _spec(ctx: typer.Context, dataset: str | None, spec: Path | None) -> Dataset
     return dataset_spec(ctx, dataset, spec)
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     features = typer.Typer(help="Feast features of a dataset.", no_args_is_help=True)
     app.add_typer(features, name="features")
 

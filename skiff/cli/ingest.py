@@ -13,7 +13,7 @@ from skiff.errors import ConflictError, UsageError
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-__all__ = ["register"]
+__all__ = ["add_commands"]
 
 TableOpt = Annotated[str | None, typer.Option("--table", help="Database table (SQL sources).")]
 QueryOpt = Annotated[str | None, typer.Option("--query", help="SELECT to read instead of a table (SQL sources).")]
@@ -75,7 +75,7 @@ def _human_summary(r: dict[str, Any]) -> None:
     console.print(f"partition: {r['partition']}  ({r['duration_s']:.2f} s)", highlight=False)
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     @app.command("ingest")
     def ingest_cmd(
         ctx: typer.Context,

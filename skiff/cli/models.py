@@ -14,7 +14,7 @@ from skiff.versions import parse_version, parse_version_number
 _KEY_METRICS = ("roc_auc", "f1", "accuracy", "pr_auc", "rmse", "mae", "r2")
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     models = typer.Typer(help="Registered models and their versions.", no_args_is_help=True)
     app.add_typer(models, name="models")
 

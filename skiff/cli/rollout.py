@@ -98,7 +98,7 @@ def _decision_table(st: dict[str, Any]) -> None:
     console.print(t)
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     _register_render(app)
     _register_promote(app)
     _register_rollout(app)

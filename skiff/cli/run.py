@@ -62,7 +62,7 @@ def _run_spec(ctx: typer.Context, params: dict[str, Any], dataset: str | None, s
     return dataset_spec(ctx, dataset, spec_file)
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     @app.command("run")
     def run(
         ctx: typer.Context,

@@ -13,7 +13,7 @@ from skiff.cli._common import state
 from skiff.errors import SkiffError, SourceError, UsageError
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
         ctx: typer.Context,

@@ -11,7 +11,7 @@ import typer
 
 from skiff.cli._common import JsonOption, console, dataset_spec, emit, err_console, state
 
-__all__ = ["register"]
+__all__ = ["add_commands"]
 
 
 def _human_summary(r: dict[str, Any]) -> None:
@@ -31,7 +31,7 @@ def _human_summary(r: dict[str, Any]) -> None:
                   f"({r['duration_s']:.1f} s, {r['messages_per_s']:,.0f} msg/s)", highlight=False)
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     @app.command("stream")
     def stream_cmd(
         ctx: typer.Context,

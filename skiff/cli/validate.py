@@ -13,10 +13,10 @@ from skiff.cli._common import JsonOption, console, dataset_spec, emit, state
 from skiff.errors import UsageError, ValidationFailed
 from skiff.lake import Lake
 
-__all__ = ["register"]
+__all__ = ["add_commands"]
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     @app.command("validate")
     def validate(
         ctx: typer.Context,
