@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
-__all__ = ["LAKE", "ARTIFACTS", "MODELS", "FEAST", "ROLLOUTS", "PREFIXES", "ACCESS", "Workload",
+__all__ = ["LAKE", "ARTIFACTS", "MODELS", "FEAST", "ROLLOUTS", "PREFIXES", "NAMED", "ACCESS", "Workload",
            "layout_document"]
 
 #: Ingested runs (``raw/<dataset>/<date>/run=<id>/``) and the offline feature sources (``features/``).
@@ -51,9 +51,17 @@ ACCESS: Final[dict[Workload, dict[Literal["read", "write"], tuple[str, ...]]]] =
 }
 
 
+#: the role of each prefix (what the chart and Terraform look a prefix up by) -> the prefix
+NAMED: Final[dict[str, str]] = {"lake": LAKE, "artifacts": ARTIFACTS, "models": MODELS, "feast": FEAST,
+                                "rollouts": ROLLOUTS}
+
+
 def layout_document() -> dict[str, Any]:
-    """The layout as plain data: what ``helm/skiff/files/layout.json`` holds (and Terraform may read)."""
+    """The layout as plain data: what ``helm/skiff/files/layout.json`` holds (and Terraform may read):
+    ``prefixes`` (role -> prefix), ``holds`` (prefix -> what it holds), ``access`` (workload -> read/write
+    prefixes)."""
     return {
-        "prefixes": dict(PREFIXES),
+        "prefixes": dict(NAMED),
+        "holds": dict(PREFIXES),
         "access": {w: {k: list(v) for k, v in rights.items()} for w, rights in ACCESS.items()},
     }

@@ -280,7 +280,7 @@ def test_every_pod_and_container_is_locked_down():
             psc = spec["securityContext"]
             assert psc["runAsNonRoot"] is True and psc["runAsUser"] == UID, what
             assert psc["seccompProfile"] == {"type": "RuntimeDefault"}, what
-            if doc["kind"] in ("Deployment", "CronJob"):  # only the rollout controller calls the API
+            if doc["kind"] in ("Deployment", "StatefulSet", "CronJob"):  # only the rollout controller calls the API
                 assert spec["automountServiceAccountToken"] is (doc["kind"] == "CronJob"), what
             tmp_volumes = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
             for c in containers_of(where, spec):
@@ -299,7 +299,8 @@ def test_every_pod_and_container_is_locked_down():
                 sc = c["securityContext"]
                 assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"] == {"drop": ["ALL"]}
                 assert sc["allowPrivilegeEscalation"] is False and sc["runAsNonRoot"] is True
-    assert checked == {"Deployment", "CronJob", "InferenceService.predictor", "InferenceService.transformer"}
+    assert checked == {"Deployment", "StatefulSet", "CronJob", "InferenceService.predictor",
+                       "InferenceService.transformer"}
 
 
 # --- service accounts and RBAC ----------------------------------------------------------------------
@@ -582,7 +583,34 @@ def test_schema_rejects_typos_and_wrong_types(chart, sets, expected):
             "cloud aws needs an s3:// root",
         ),
         ("skiff", ("cloud=azure",), "cloud azure needs an abfs:// or abfss:// root"),
-        ("skiff", ("featureServer.enabled=true",), "featureServer.redis.secretName is required"),
+        (
+            "skiff",
+            ("featureServer.enabled=true", "featureServer.redis.secretName="),
+            "featureServer.redis.secretName is required",
+        ),
+        ("skiff", ("api.enabled=true",), "settings.kfpHost is required while api.enabled"),
+        (
+            "skiff",
+            ("api.enabled=true", "settings.kfpHost=http://kfp:8888", "database.secretName="),
+            "database.secretName is required while api.enabled",
+        ),
+        (
+            "skiff",
+            ("api.enabled=true", "settings.kfpHost=http://kfp:8888", "api.ingress.enabled=true"),
+            "api.ingress.host is required while api.ingress.enabled",
+        ),
+        (
+            "skiff",
+            (
+                "api.enabled=true",
+                "settings.kfpHost=http://kfp:8888",
+                "api.ingress.enabled=true",
+                "api.ingress.host=api.example.com",
+            ),
+            "api.ingress.tls.secretName is required while api.ingress.enabled",
+        ),
+        ("skiff", ("stream.enabled=true",), "stream.consumers is empty while stream.enabled"),
+        ("skiff", ("serviceAccounts.api.name=skiff-serving",), "serviceAccounts.*.name must differ"),
         ("skiff", ("serviceAccounts.rollout.name=skiff-pipeline",), "serviceAccounts.*.name must differ"),
         ("skiff", ("rolloutController.enabled=true",), "rolloutController.environment.name is required"),
         ("skiff", ("rolloutController.enabled=true",), "rolloutController.rollouts is empty"),
@@ -910,6 +938,9 @@ def test_settings_configmap_is_valid_skiff_settings(tmp_path, monkeypatch):
         "registry": "s3://skiff-dev/skiff/models",
         "feature_store_yaml": "feature_store.cluster.yaml",
         "log_level": "INFO",
+        # cluster runs execute in the release namespace as the pipeline account (pipelines.runner.RunTarget)
+        "kfp_namespace": NAMESPACE,
+        "kfp_service_account": "skiff-pipeline",
     }
 
 

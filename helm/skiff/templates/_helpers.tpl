@@ -37,21 +37,61 @@ helm.sh/chart: {{ include "skiff.chart" .ctx }}
 {{- printf "%s/%s:%s" (trimSuffix "/" .ctx.Values.image.registry) .name (include "skiff.imageTag" .ctx) -}}
 {{- end -}}
 
+{{/*
+A prefix of the skiff root by its role (lake, artifacts, models, feast, rollouts): files/layout.json, the
+copy of skiff/layout.py's layout_document() that tests/unit/test_helm.py keeps equal to the code.
+Call with (dict "ctx" $ "role" "models").
+*/}}
+{{- define "skiff.prefix" -}}
+{{- $layout := .ctx.Files.Get "files/layout.json" | fromJson -}}
+{{- required (printf "files/layout.json names no prefix for %q" .role) (get $layout.prefixes .role) -}}
+{{- end -}}
+
+{{/* <root>/<prefix of role>: call with (dict "ctx" $ "role" "lake"). */}}
+{{- define "skiff.rootChild" -}}
+{{- printf "%s/%s" (trimSuffix "/" .ctx.Values.storage.root) (include "skiff.prefix" .) -}}
+{{- end -}}
+
 {{- define "skiff.registry" -}}
 {{- $root := required "storage.root is required: the skiff root URI (s3://... or abfs://...), the cluster module's skiff_root output" .Values.storage.root -}}
 {{- if .Values.storage.registry -}}
 {{- trimSuffix "/" .Values.storage.registry -}}
 {{- else -}}
-{{- printf "%s/models" (trimSuffix "/" $root) -}}
+{{- include "skiff.rootChild" (dict "ctx" . "role" "models") -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "skiff.feastDir" -}}
-{{- default (printf "%s/feast" (trimSuffix "/" .Values.storage.root)) .Values.featureServer.feastDir -}}
+{{- default (include "skiff.rootChild" (dict "ctx" . "role" "feast")) .Values.featureServer.feastDir -}}
 {{- end -}}
 
+{{/* The settings ConfigMap: a fixed name, since compiled pipelines mount it by name (skiff/cluster.py). */}}
 {{- define "skiff.settingsName" -}}
-{{- printf "%s-settings" (include "skiff.fullname" .) -}}
+{{- .Values.settings.configMapName -}}
+{{- end -}}
+
+{{/* Where pods mount skiff.yaml (skiff/cluster.py SETTINGS_MOUNT) and the file SKIFF_CONFIG names. */}}
+{{- define "skiff.settingsMount" -}}
+/etc/skiff/config
+{{- end -}}
+
+{{/* The volume and its mount of the settings ConfigMap, and SKIFF_CONFIG: for pods running skiff. */}}
+{{- define "skiff.settingsVolume" -}}
+- name: settings
+  configMap:
+    name: {{ include "skiff.settingsName" . }}
+    items:
+      - key: skiff.yaml
+        path: skiff.yaml
+{{- end -}}
+{{- define "skiff.settingsVolumeMount" -}}
+- name: settings
+  mountPath: {{ include "skiff.settingsMount" . }}
+  readOnly: true
+{{- end -}}
+{{- define "skiff.settingsEnv" -}}
+- name: SKIFF_CONFIG
+  value: {{ printf "%s/skiff.yaml" (include "skiff.settingsMount" .) | quote }}
 {{- end -}}
 
 {{/* Name of one of the three service accounts: call with (dict "ctx" $ "account" "serving"). */}}
@@ -154,7 +194,7 @@ Every combination of values the templates cannot render correctly fails here wit
 {{- $errors = append $errors (printf "storage.options.%s is a credential: bind a cloud identity to the service accounts instead" $k) -}}
 {{- end -}}
 {{- end -}}
-{{- range $account := list "pipeline" "serving" "rollout" -}}
+{{- range $account := list "pipeline" "serving" "rollout" "api" "stream" -}}
 {{- $sa := index $.Values.serviceAccounts $account -}}
 {{- range $k, $v := ($sa.annotations | default dict) -}}
 {{- if regexMatch "(?i)(secret|password|token|access[-_]?key|connection[-_]?string)" $k -}}
@@ -165,8 +205,8 @@ Every combination of values the templates cannot render correctly fails here wit
 {{- $errors = append $errors (printf "serviceAccounts.%s.podLabels needs azure.workload.identity/use: \"true\" for its workload identity" $account) -}}
 {{- end -}}
 {{- end -}}
-{{- $names := list .Values.serviceAccounts.pipeline.name .Values.serviceAccounts.serving.name .Values.serviceAccounts.rollout.name -}}
-{{- if ne (len (uniq $names)) 3 -}}
+{{- $names := list .Values.serviceAccounts.pipeline.name .Values.serviceAccounts.serving.name .Values.serviceAccounts.rollout.name .Values.serviceAccounts.api.name .Values.serviceAccounts.stream.name -}}
+{{- if ne (len (uniq $names)) 5 -}}
 {{- $errors = append $errors (printf "serviceAccounts.*.name must differ (%s): each workload has its own identity and rights" (join ", " $names)) -}}
 {{- end -}}
 {{- if and .Values.featureServer.enabled (not .Values.featureServer.redis.secretName) -}}
@@ -192,6 +232,47 @@ Every combination of values the templates cannot render correctly fails here wit
 {{- $steps := .Values.rolloutController.policy.steps | default (list 100) -}}
 {{- if ne (int (last $steps)) 100 -}}
 {{- $errors = append $errors (printf "rolloutController.policy.steps must end at 100 (full promotion), got %v" $steps) -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.api.enabled -}}
+{{- if not .Values.settings.kfpHost -}}
+{{- $errors = append $errors "settings.kfpHost is required while api.enabled: the API submits pipeline runs to Kubeflow Pipelines instead of running them in its own pod" -}}
+{{- end -}}
+{{- if not .Values.database.secretName -}}
+{{- $errors = append $errors "database.secretName is required while api.enabled: the Secret holding the PostgreSQL URL" -}}
+{{- end -}}
+{{- if .Values.api.ingress.enabled -}}
+{{- if not .Values.api.ingress.host -}}
+{{- $errors = append $errors "api.ingress.host is required while api.ingress.enabled" -}}
+{{- end -}}
+{{- if not .Values.api.ingress.tls.secretName -}}
+{{- $errors = append $errors "api.ingress.tls.secretName is required while api.ingress.enabled: bearer tokens never cross a network in clear" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.stream.enabled -}}
+{{- if not .Values.stream.consumers -}}
+{{- $errors = append $errors "stream.consumers is empty while stream.enabled: list {name, spec, topic}" -}}
+{{- end -}}
+{{- $seen := dict -}}
+{{- range $i, $c := .Values.stream.consumers -}}
+{{- if hasKey $seen $c.name -}}
+{{- $errors = append $errors (printf "stream.consumers[%d]: the name %q is used twice" $i $c.name) -}}
+{{- end -}}
+{{- $_ := set $seen $c.name true -}}
+{{- $mqtt := list -}}
+{{- range $s := $c.spec.sources -}}{{- if eq (toString $s.type) "mqtt" -}}{{- $mqtt = append $mqtt $s -}}{{- end -}}{{- end -}}
+{{- if not $mqtt -}}
+{{- $errors = append $errors (printf "stream.consumers[%d] (%s): its spec has no mqtt source (the broker it reads)" $i $c.name) -}}
+{{- end -}}
+{{- range $s := $mqtt -}}
+{{- if and (hasKey $s "qos") (eq (int $s.qos) 0) -}}
+{{- $errors = append $errors (printf "stream.consumers[%d] (%s): qos 0 loses messages; a persistent session needs qos 1" $i $c.name) -}}
+{{- end -}}
+{{- if $s.client_id -}}
+{{- $errors = append $errors (printf "stream.consumers[%d] (%s): leave client_id out of the spec: each pod's client id is its pod name" $i $c.name) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- if $errors -}}

@@ -1,0 +1,333 @@
+"""The platform chart deploys what skiff runs, with the names the code and the cloud expect (issue 11).
+
+- Finding 8: ``skiff api`` (Deployment, Service, database URL and token digests from Secrets,
+  NetworkPolicy, Ingress with TLS) and ``skiff stream`` (StatefulSet with stable client ids, a shared
+  subscription, a PodDisruptionBudget) render, off by default, and their command lines go through the
+  real CLI (the stream consumer against the real Mosquitto on 127.0.0.1:1883).
+- One definition: the chart's names and prefixes are skiff.cluster's and skiff.layout's.
+- Every rendered object of every ci variant passes the core Kubernetes schemas (kubernetes-validate, strict:
+  an unknown field fails) at the chart's oldest and the platform's Kubernetes version, and the KServe
+  objects pass the KServe CRDs' schemas from the pinned upstream copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from skiff import cluster, layout
+from tests.conftest import REPO, require_service
+from tests.unit.test_helm import CI_CASES, PLATFORM, by_kind, render, render_ci, render_error
+
+#: The chart's oldest Kubernetes (Chart.yaml kubeVersion) and the one the cluster modules create.
+K8S_VERSIONS = ("1.29.0", "1.33.0")
+API_STREAM = str(PLATFORM / "ci/api-stream-values.yaml")
+UPSTREAM = Path(os.environ.get("SKIFF_UPSTREAM_SCHEMAS", REPO.parent / "shared" / "upstream"))
+
+
+# --- one definition of names and prefixes -------------------------------------------------------------
+
+
+def test_layout_json_is_the_code_layout():
+    assert json.loads((PLATFORM / "files/layout.json").read_text()) == layout.layout_document()
+
+
+def test_chart_defaults_are_the_core_names():
+    values = yaml.safe_load((PLATFORM / "values.yaml").read_text())
+    assert {k: v["name"] for k, v in values["serviceAccounts"].items()} == cluster.SERVICE_ACCOUNTS
+    redis = values["featureServer"]["redis"]
+    assert (redis["secretName"], redis["secretKey"]) == (cluster.REDIS_SECRET.name, cluster.REDIS_SECRET.key)
+    db = values["database"]
+    assert (db["secretName"], db["secretKey"]) == (cluster.DATABASE_SECRET.name, cluster.DATABASE_SECRET.key)
+    assert values["settings"]["configMapName"] == cluster.SETTINGS_CONFIG_MAP
+    assert set(layout.ACCESS) == set(cluster.SERVICE_ACCOUNTS)
+
+
+def test_the_settings_configmap_is_what_compiled_steps_mount_whatever_the_release():
+    for release in ("skiff", "platform"):
+        maps = by_kind(render("skiff", (str(PLATFORM / "ci/minimal-values.yaml"),), release=release), "ConfigMap")
+        cm = maps[cluster.SETTINGS_CONFIG_MAP]
+        assert cm["data"][cluster.SETTINGS_PATH_KEY] == f"{cluster.SETTINGS_MOUNT}/{cluster.SETTINGS_KEY}"
+        assert cluster.SETTINGS_KEY in cm["data"]
+
+
+def test_registry_and_feast_folder_follow_the_layout():
+    docs = render("skiff", (str(PLATFORM / "ci/minimal-values.yaml"),),
+                  ("featureServer.enabled=true", "storage.root=s3://bucket/pre/"))
+    settings = yaml.safe_load(by_kind(docs, "ConfigMap")["skiff-settings"]["data"]["skiff.yaml"])
+    assert settings["registry"] == f"s3://bucket/pre/{layout.MODELS}"
+    pod = by_kind(docs, "Deployment")["feast-feature-server"]["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["SKIFF_FEAST_DIR"]["value"] == f"s3://bucket/pre/{layout.FEAST}"
+    # the feature server reads Redis from the Secret the pipeline's features step reads too
+    assert env[cluster.REDIS_SECRET.env]["valueFrom"]["secretKeyRef"] == {
+        "name": cluster.REDIS_SECRET.name, "key": cluster.REDIS_SECRET.key}
+
+
+def test_standalone_kfp_leaves_the_run_namespace_empty():
+    docs = render("skiff", (str(PLATFORM / "ci/minimal-values.yaml"),), ("settings.kfpNamespace=",))
+    settings = yaml.safe_load(by_kind(docs, "ConfigMap")["skiff-settings"]["data"]["skiff.yaml"])
+    assert settings["kfp_namespace"] == ""
+
+
+# --- finding 8: the API and the stream consumers -----------------------------------------------------
+
+
+def test_api_and_stream_are_off_by_default():
+    docs = render_ci("skiff", "minimal-values.yaml")
+    assert not by_kind(docs, "StatefulSet") and not by_kind(docs, "Ingress")
+    assert "skiff-api" not in by_kind(docs, "Deployment")
+    assert {"skiff-api", "skiff-stream"}.isdisjoint(by_kind(docs, "ServiceAccount"))
+
+
+def test_api_deployment_takes_its_secrets_and_settings_by_reference():
+    docs = render("skiff", (API_STREAM,))
+    dep = by_kind(docs, "Deployment")["skiff-api"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == cluster.API_SERVICE_ACCOUNT and pod["automountServiceAccountToken"] is False
+    (c,) = pod["containers"]
+    assert c["command"][:4] == ["python", "-m", "skiff", "api"]
+    args = c["command"][4:]
+    assert args[args.index("--host") + 1] == "0.0.0.0" and args[args.index("--port") + 1] == "8000"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["SKIFF_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "skiff-database", "key": "url"}
+    assert env["SKIFF_API_TOKENS_SHA256"]["valueFrom"]["secretKeyRef"]["name"] == "skiff-api-tokens"
+    assert env["SKIFF_API_READ_TOKENS_SHA256"]["valueFrom"]["secretKeyRef"]["key"] == "read-sha256"
+    assert env["SKIFF_CONFIG"]["value"] == f"{cluster.SETTINGS_MOUNT}/{cluster.SETTINGS_KEY}"
+    assert all("value" not in env[n] for n in ("SKIFF_DATABASE_URL", "SKIFF_API_TOKENS_SHA256"))
+    assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    svc = by_kind(docs, "Service")["skiff-api"]
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert by_kind(docs, "PodDisruptionBudget")["skiff-api"]["spec"]["minAvailable"] == 1
+    policy = by_kind(docs, "NetworkPolicy")["skiff-api"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert policy["ingress"] == [{
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+        "ports": [{"port": 8000, "protocol": "TCP"}]}]
+    # the settings the API reads point runs at KFP and at the pipeline account
+    settings = yaml.safe_load(by_kind(docs, "ConfigMap")["skiff-settings"]["data"]["skiff.yaml"])
+    assert settings["kfp_host"].startswith("http://ml-pipeline.")
+    assert settings["kfp_service_account"] == cluster.PIPELINE_SERVICE_ACCOUNT
+
+
+def test_api_ingress_always_has_tls():
+    docs = render_ci("skiff", "full-values.yaml")
+    ing = by_kind(docs, "Ingress")["skiff-api"]["spec"]
+    assert ing["tls"] == [{"hosts": ["api.skiff.example.com"], "secretName": "skiff-api-tls"}]
+    (rule,) = ing["rules"]
+    assert rule["host"] == "api.skiff.example.com"
+    assert rule["http"]["paths"][0]["backend"]["service"] == {"name": "skiff-api", "port": {"name": "http"}}
+    assert not by_kind(render("skiff", (API_STREAM,)), "Ingress")  # optional
+
+
+def test_the_api_command_line_is_accepted_by_the_cli(skiff_env, monkeypatch, capsys):
+    """The rendered flags parse; without a token Secret the server refuses to start, naming the variables."""
+    from skiff.cli import main
+
+    (c,) = by_kind(render("skiff", (API_STREAM,)), "Deployment")["skiff-api"]["spec"]["template"]["spec"]["containers"]
+    for var in ("SKIFF_API_TOKENS_SHA256", "SKIFF_API_READ_TOKENS_SHA256"):
+        monkeypatch.delenv(var, raising=False)
+    code = main(c["command"][3:])
+    err = capsys.readouterr().err
+    assert code == 2 and "no API token configured" in err and "SKIFF_API_TOKENS_SHA256" in err, err
+
+
+def _stream(docs: list[dict], name: str = "skiff-stream-telemetry") -> dict:
+    return by_kind(docs, "StatefulSet")[name]
+
+
+def test_stream_consumers_have_stable_client_ids_and_share_one_subscription():
+    docs = render_ci("skiff", "full-values.yaml")
+    sts = _stream(docs, "skiff-stream-sensors")
+    assert sts["spec"]["replicas"] == 3 and sts["spec"]["serviceName"] == "skiff-stream-sensors"
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == cluster.STREAM_SERVICE_ACCOUNT and pod["automountServiceAccountToken"] is False
+    assert pod["terminationGracePeriodSeconds"] == 90
+    (c,) = pod["containers"]
+    args = c["command"][4:]
+    assert args[args.index("--topic") + 1] == "$share/lake-writers/sensors/+/telemetry"
+    assert args[args.index("--client-id") + 1] == "$(POD_NAME)"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["SKIFF_MQTT_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "skiff-mqtt", "key": "password"}
+    pdb = by_kind(docs, "PodDisruptionBudget")["skiff-stream-sensors"]["spec"]
+    assert pdb == {"maxUnavailable": 1, "selector": sts["spec"]["selector"]}
+    svc = by_kind(docs, "Service")["skiff-stream-sensors"]["spec"]
+    assert svc["clusterIP"] == "None"
+    # the group defaults to the consumer's name; one replica subscribes shared too (scaling changes nothing)
+    args = _stream(render("skiff", (API_STREAM,)))["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert args[args.index("--topic") + 1] == "$share/telemetry/factory/+/readings"
+
+
+def test_stream_spec_configmap_is_a_valid_dataset_spec():
+    from skiff.spec import parse_spec
+
+    docs = render_ci("skiff", "full-values.yaml")
+    spec = parse_spec(yaml.safe_load(by_kind(docs, "ConfigMap")["skiff-stream-sensors"]["data"]["spec.yaml"]),
+                      origin="the chart's stream spec")
+    (source,) = spec.sources
+    assert source.type == "mqtt" and source.qos == 1 and source.password_env == "SKIFF_MQTT_PASSWORD"
+
+
+def _values_file(tmp_path: Path, values: dict) -> str:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def _consumer(**over) -> dict:
+    spec = {"name": "t", "entity_key": "k", "sources": [{"type": "mqtt", "topic": "a/b"}],
+            "columns": {"k": {"type": "string"}}}
+    return {"name": "t", "topic": "a/b", "spec": spec, **over}
+
+
+@pytest.mark.parametrize(
+    ("consumers", "expected"),
+    [
+        ([_consumer(), _consumer()], 'the name "t" is used twice'),
+        ([_consumer(spec={"name": "t", "sources": [{"type": "file", "path": "x.csv"}]})], "has no mqtt source"),
+        ([_consumer(spec={"name": "t", "sources": [{"type": "mqtt", "topic": "a", "qos": 0}]})], "qos 0 loses"),
+        ([_consumer(spec={"name": "t", "sources": [{"type": "mqtt", "topic": "a", "client_id": "x"}]})],
+         "leave client_id out"),
+    ],
+)
+def test_stream_values_that_cannot_work_fail_with_the_value_named(tmp_path, consumers, expected):
+    values = _values_file(tmp_path, {"stream": {"enabled": True, "consumers": consumers}})
+    err = render_error("skiff", (str(PLATFORM / "ci/minimal-values.yaml"), values))
+    assert expected in err, err
+
+
+def test_stream_schema_refuses_a_topic_that_is_already_shared(tmp_path):
+    values = _values_file(tmp_path, {"stream": {"enabled": True, "consumers": [_consumer(topic="$share/g/a/b")]}})
+    err = render_error("skiff", (str(PLATFORM / "ci/minimal-values.yaml"), values))
+    assert "values don't meet the specifications of the schema" in err and "/stream/consumers/0/topic" in err, err
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_stream_command_line_consumes_a_shared_subscription(skiff_env):
+    """The rendered consumer runs through the real CLI against the real broker: two pods' commands (their
+    pod names as client ids) share one subscription and together write every message to the lake once."""
+    require_service("Mosquitto", 1883)
+    import paho.mqtt.client as mqtt
+
+    from skiff.config import load_settings
+    from skiff.lake import Lake
+
+    topic = f"skiff-test/{os.getpid()}-{time.monotonic_ns()}"
+    values = {"stream": {"enabled": True, "consumers": [{
+        "name": "telemetry", "topic": f"{topic}/+", "replicas": 2, "batchRows": 10, "batchSeconds": 0.2,
+        "spec": {"name": "telemetry", "entity_key": "machine_id",
+                 "sources": [{"type": "mqtt", "host": "127.0.0.1", "port": 1883, "topic": f"{topic}/+"}],
+                 "columns": {"machine_id": {"type": "string"}, "vibration": {"type": "float"}}}}]}}
+    docs = render("skiff", (str(PLATFORM / "ci/minimal-values.yaml"), _values_file(skiff_env, values)))
+    spec_text = by_kind(docs, "ConfigMap")["skiff-stream-telemetry"]["data"]["spec.yaml"]
+    (skiff_env / "spec.yaml").write_text(spec_text)
+    command = _stream(docs)["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:4] == ["python", "-m", "skiff", "stream"]
+    command[command.index("--spec") + 1] = str(skiff_env / "spec.yaml")
+
+    # the pod's own command line (python -m skiff stream ...), one process per pod, each named as its pod
+    procs = {}
+    for pod in ("skiff-stream-telemetry-0", "skiff-stream-telemetry-1"):
+        args = [pod if a == "$(POD_NAME)" else a for a in command] + ["--duration", "20"]
+        procs[pod] = subprocess.Popen([sys.executable, *args[1:]], cwd=skiff_env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env={**os.environ, "PYTHONPATH": str(REPO)})
+    logs = {pod: [] for pod in procs}
+    readers = [threading.Thread(target=lambda p=p: logs[p].extend(procs[p].stderr), daemon=True) for p in procs]
+    for r in readers:
+        r.start()
+    deadline = time.monotonic() + 60
+    while not all(any("consuming" in line for line in lines) for lines in logs.values()):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs.values()), logs
+        time.sleep(0.1)  # both subscribed (the consumer logs it once the broker acknowledged)
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    pub.connect("127.0.0.1", 1883)
+    pub.loop_start()
+    for i in range(40):
+        pub.publish(f"{topic}/m{i % 4}", json.dumps({"machine_id": f"m{i}", "vibration": i / 10}),
+                    qos=1).wait_for_publish()
+    pub.loop_stop()
+    pub.disconnect()
+    summaries = {}
+    for pod, proc in procs.items():
+        out = proc.stdout.read()
+        assert proc.wait(timeout=60) == 0, f"{pod}: {''.join(logs[pod])[-2000:]}"
+        summaries[pod] = json.loads(out)
+    received = [s["counts"]["accepted"] for s in summaries.values()]
+    assert sum(received) == 40 and all(received), summaries  # both got a share, nothing twice
+
+    lake = Lake.from_settings(load_settings())
+    runs = [name for date in lake.store.listdir("raw", "telemetry") for name in lake.store.listdir("raw", "telemetry", date)]
+    assert {r.split("=", 1)[1].rsplit("-", 1)[0] for r in runs} <= {"skiff-stream-telemetry-0", "skiff-stream-telemetry-1"}
+    import pyarrow.parquet as pq
+
+    rows = []
+    for date in lake.store.listdir("raw", "telemetry"):
+        for run in lake.store.listdir("raw", "telemetry", date):
+            for f in lake.store.listdir("raw", "telemetry", date, run):
+                if f.endswith(".parquet"):
+                    rows += pq.read_table(lake.store.local_path("raw", "telemetry", date, run, f)).column("machine_id").to_pylist()
+    assert sorted(rows) == sorted(f"m{i}" for i in range(40))  # every message once, across both consumers
+
+
+# --- every rendered object against the upstream schemas -------------------------------------------------
+
+CORE_GROUPS = ("v1", "apps/v1", "batch/v1", "policy/v1", "networking.k8s.io/v1", "rbac.authorization.k8s.io/v1")
+
+
+def _all_rendered() -> list[tuple[str, dict]]:
+    out = [(f"{chart}/{name}", d) for chart, name in CI_CASES for d in render_ci(chart, name)]
+    out += [(f"skiff/{Path(API_STREAM).name}", d) for d in render("skiff", (API_STREAM,))]
+    return out
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_core_object_passes_the_kubernetes_schemas(version):
+    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (dev extra)")
+    checked, problems = set(), []
+    for source, doc in _all_rendered():
+        if doc["apiVersion"] not in CORE_GROUPS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            problems.append(f"{source} {doc['kind']}/{doc['metadata']['name']}: {e.message} at {list(e.path)}")
+        checked.add(doc["kind"])
+    assert not problems, "\n".join(problems)
+    assert {"Deployment", "StatefulSet", "Service", "Ingress", "NetworkPolicy", "PodDisruptionBudget",
+            "ServiceAccount", "ConfigMap", "Role", "RoleBinding", "CronJob"} <= checked
+
+
+def _crd_schema(path: Path, version: str) -> dict:
+    crd = yaml.safe_load(path.read_text())
+    (v,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    return v["schema"]["openAPIV3Schema"]
+
+
+def test_kserve_objects_pass_the_kserve_crds():
+    jsonschema = pytest.importorskip("jsonschema")
+    crds = UPSTREAM / "kserve/config/crd/full"
+    if not crds.is_dir():
+        pytest.skip(f"no upstream KServe CRDs at {crds} (set SKIFF_UPSTREAM_SCHEMAS or run make cluster-schemas)")
+    schemas = {
+        "ServingRuntime": _crd_schema(crds / "serving.kserve.io_servingruntimes.yaml", "v1alpha1"),
+        "InferenceService": _crd_schema(crds / "serving.kserve.io_inferenceservices.yaml", "v1beta1"),
+    }
+    seen, problems = set(), []
+    for source, doc in _all_rendered():
+        if doc["kind"] in schemas:
+            for err in jsonschema.Draft7Validator(schemas[doc["kind"]]).iter_errors(doc):
+                problems.append(f"{source} {doc['kind']}/{doc['metadata']['name']}: {err.message} at {list(err.path)}")
+            seen.add(doc["kind"])
+    assert not problems, "\n".join(problems[:20])
+    assert seen == set(schemas)
