@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.conftest import find_upstream, upstream_tags, upstream_yaml
+from tests.cluster.conftest import upstream_tags, upstream_yaml
 from tests.unit.test_terraform import config, resources
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,26 +95,47 @@ def test_components_installed_without_a_chart_match_their_upstream_tag(key):
     assert _tag_version(tag).lstrip("v").startswith(str(entry["version"]).lstrip("v")), (key, entry["version"], tag)
 
 
+def upstream_charts() -> dict[str, str]:
+    """chart name -> version of every Chart.yaml in the pinned upstream copies."""
+    from tests.cluster.conftest import upstream_roots
+
+    charts: dict[str, str] = {}
+    for root in upstream_roots():
+        for chart_yaml in sorted(root.glob("*/**/Chart.yaml")):
+            rel = str(chart_yaml.relative_to(root))
+            chart = upstream_yaml(rel)
+            charts.setdefault(chart["name"], str(chart["version"]))
+    if not charts:
+        pytest.skip("no upstream Chart.yaml found (set SKIFF_UPSTREAM_SCHEMAS or run make cluster-schemas)")
+    return charts
+
+
 def test_every_release_installs_an_upstream_chart_that_exists():
     """Finding 1: the KServe controller was installed as chart "kserve", which does not exist at the
     pinned version (the controller chart is kserve-resources, the CRDs kserve-crd)."""
     releases = resources(config("modules/platform"), "helm_release")
     remote = {n: r for n, r in releases.items() if "repository" in r}
     assert remote, "no remote helm_release in modules/platform"
+    known = upstream_charts()
     for name, release in remote.items():
+        key, chart = release_component(release, "chart")
+        if key is not None and "upstream" not in components()[key]:
+            continue  # no pinned upstream copy (cluster-autoscaler)
+        assert chart in known, (
+            f"helm_release.{name} installs chart {chart!r}, which no pinned upstream repository has "
+            f"(upstream charts: {sorted(known)})"
+        )
+
+
+def test_every_release_takes_chart_version_and_values_from_components_yaml():
+    releases = resources(config("modules/platform"), "helm_release")
+    for name, release in ((n, r) for n, r in releases.items() if "repository" in r):
         key, chart = release_component(release, "chart")
         assert key is not None, f"helm_release.{name} names chart {chart!r} outside components.yaml"
         for field in ("repository", "version", "namespace"):
             assert release_component(release, field)[0] == key, f"helm_release.{name}.{field} is not {key}'s"
-        values = " ".join(release.get("values", []))
-        for used in re.findall(r'local\.chart_values\["([^"]+)"\]', values):
+        for used in re.findall(r'local\.chart_values\["([^"]+)"\]', " ".join(release.get("values", []))):
             assert used == key, f"helm_release.{name} installs {key} with {used}'s values"
-        up = components()[key].get("upstream")
-        if up is None or "chart" not in up:
-            continue  # no upstream copy (cluster-autoscaler): the value test says so
-        if find_upstream(f"{up['folder']}/{up['chart']}/Chart.yaml") is None:
-            pytest.skip(f"upstream chart {up['folder']}/{up['chart']} not available")
-        assert upstream_yaml(f"{up['folder']}/{up['chart']}/Chart.yaml")["name"] == chart
 
 
 def test_kserve_is_installed_as_crds_then_controller():
