@@ -6,22 +6,37 @@ functions: ``arguments`` (user parameters and settings to the pipeline's argumen
 (what can be checked before any step runs) and ``summarize`` (the finished run as a summary, with
 ``summary_lines`` for people). The runner, the CLI (``run``, ``demo``, ``compile``) and the REST API
 all go through :data:`PIPELINES` / :func:`get_pipeline`: a pipeline is named in this registry only,
-and the faces only render what a definition gives them.
+and the faces only render what a definition gives them. How a finished run ended is read from its
+summary in one place too (:func:`run_outcome`, :func:`run_failure`): the CLI's exit code and the API's
+run status say the same thing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, is_dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from skiff.errors import NotFoundError, UsageError
+from skiff.errors import GateFailed, NotFoundError, SkiffError, UsageError
 
 if TYPE_CHECKING:
     from skiff.config import Settings
     from skiff.spec import DatasetSpec
 
-__all__ = ["Parameter", "PipelineDefinition", "PIPELINES", "TABULAR", "get_pipeline"]
+__all__ = [
+    "Parameter",
+    "PipelineDefinition",
+    "PIPELINES",
+    "TABULAR",
+    "RunOutcome",
+    "get_pipeline",
+    "run_outcome",
+    "run_failure",
+]
+
+#: how a finished run ended: every step succeeded; a gate stopped it (validation's blocking anomalies, the
+#: accepted-share gate); or a step failed
+RunOutcome = Literal["succeeded", "gate_failed", "failed"]
 
 #: how a JSON value of each parameter type is called in messages
 _JSON_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
@@ -151,3 +166,22 @@ def get_pipeline(name: str) -> PipelineDefinition:
         return PIPELINES[name]
     except KeyError as e:
         raise NotFoundError(f"unknown pipeline {name!r}; known: {sorted(PIPELINES)}", pipeline=name) from e
+
+
+def run_outcome(summary: Mapping[str, Any]) -> RunOutcome:
+    """How the run a summary (:meth:`PipelineDefinition.summarize`) describes ended."""
+    if summary.get("status") == "SUCCESS":
+        return "succeeded"
+    return "gate_failed" if summary.get("gate_failed") else "failed"
+
+
+def run_failure(label: str, summary: Mapping[str, Any]) -> SkiffError | None:
+    """The error a face raises for a run that did not succeed (None when it did): :class:`GateFailed`
+    (exit 1) when a gate stopped it, else :class:`SkiffError`, with the first line of the run's error;
+    ``label`` names the run (``pipeline tabular``)."""
+    outcome = run_outcome(summary)
+    if outcome == "succeeded":
+        return None
+    error = str(summary.get("error") or "pipeline failed").strip() or "pipeline failed"
+    message = f"{label} failed: {error.splitlines()[0]}"
+    return GateFailed(message) if outcome == "gate_failed" else SkiffError(message)

@@ -91,7 +91,7 @@ class LocalRuns:
 
     def _run(self, pipeline: str, arguments: dict[str, Any]) -> None:
         from pipelines import runner
-        from pipelines.definitions import get_pipeline
+        from pipelines.definitions import get_pipeline, run_outcome
 
         run_id = str(arguments["run_id"])
         self._update(run_id, status="running", started_at=_now())
@@ -99,8 +99,7 @@ class LocalRuns:
             local_run = runner.run_local(pipeline, arguments, runner.local_pipeline_root(self.settings),
                                          self._on_event(run_id))
             summary = get_pipeline(pipeline).summarize(local_run, self.settings)
-            status: RunStatus = ("succeeded" if summary["status"] == "SUCCESS"
-                                 else "gate_failed" if summary.get("gate_failed") else "failed")
+            status: RunStatus = run_outcome(summary)
             self._update(run_id, status=status, finished_at=_now(), summary=summary,
                          error=summary.get("error"))
         except SkiffError as e:

@@ -10,7 +10,7 @@ import typer
 from skiff.cli._common import JsonOption, console, emit, state
 from skiff.cli._pipeline_output import print_run, progress
 from skiff.config import project_path
-from skiff.errors import GateFailed, NotFoundError, SkiffError
+from skiff.errors import NotFoundError
 
 
 def find_example(name: str) -> Path:
@@ -32,7 +32,7 @@ def add_commands(app: typer.Typer) -> None:
         """Generate a realistic, dirty customer-churn export and run the tabular pipeline on it locally:
         ingest → validate (TFDV) → features (Feast) → train → evaluate → register."""
         from pipelines import runner
-        from pipelines.definitions import TABULAR
+        from pipelines.definitions import TABULAR, run_failure
         from skiff import datagen
         from skiff.spec import load_spec, parse_spec
         from skiff.uri import local_path
@@ -63,7 +63,7 @@ def add_commands(app: typer.Typer) -> None:
                               f"skiff serve {s['registered']['name']}", highlight=False)
 
         emit(summary, json_out, human)
-        if summary["status"] != "SUCCESS":
-            cls = GateFailed if summary.get("gate_failed") else SkiffError
-            raise cls(f"demo pipeline {summary['status'].lower()}: {(summary.get('error') or '').splitlines()[0] if summary.get('error') else ''}")
+        failure = run_failure("the demo pipeline", summary)
+        if failure is not None:
+            raise failure
 

@@ -10,7 +10,7 @@ import typer
 
 from skiff.cli._common import JsonOption, console, dataset_spec, emit, state
 from skiff.cli._pipeline_output import print_run, progress
-from skiff.errors import GateFailed, SkiffError, UsageError
+from skiff.errors import UsageError
 
 if TYPE_CHECKING:
     from skiff.spec import DatasetSpec
@@ -80,7 +80,7 @@ def add_commands(app: typer.Typer) -> None:
     ) -> None:
         """Run a pipeline locally (kfp.local) or submit it to Kubeflow Pipelines (--host)."""
         from pipelines import runner
-        from pipelines.definitions import get_pipeline
+        from pipelines.definitions import get_pipeline, run_failure
 
         settings = state(ctx).settings
         if local and host:
@@ -99,9 +99,9 @@ def add_commands(app: typer.Typer) -> None:
             local_run = runner.run_local(pipeline, args, runner.local_pipeline_root(settings), on_event)
         summary = definition.summarize(local_run, settings)
         emit(summary, json_out, lambda s: print_run(s, definition.summary_lines(s)))
-        if local_run.status != "SUCCESS":
-            err = summary.get("error") or "pipeline failed"
-            raise (GateFailed if summary.get("gate_failed") else SkiffError)(f"pipeline {pipeline} failed: {err.splitlines()[0]}")
+        failure = run_failure(f"pipeline {pipeline}", summary)
+        if failure is not None:
+            raise failure
 
     @app.command("compile")
     def compile_cmd(

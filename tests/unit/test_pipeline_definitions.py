@@ -123,3 +123,20 @@ def test_the_summary_reads_the_partitions_validation_result(skiff_env, tmp_path)
 
     run["run_dir"] = None  # no ingest output: no partition to read
     assert TABULAR.summarize(run, settings)["validation"] is None
+
+
+def test_a_runs_outcome_and_the_error_a_face_raises_come_from_its_summary():
+    from pipelines.definitions import run_failure, run_outcome
+    from skiff.errors import GateFailed, SkiffError
+
+    ok = {"status": "SUCCESS", "gate_failed": False}
+    assert run_outcome(ok) == "succeeded" and run_failure("pipeline tabular", ok) is None
+    gated = {"status": "GATE_FAILED", "gate_failed": True, "error": "validation gate failed: amount: NaN\nmore"}
+    assert run_outcome(gated) == "gate_failed"
+    err = run_failure("pipeline tabular", gated)
+    assert isinstance(err, GateFailed) and err.exit_code == 1
+    assert str(err) == "pipeline tabular failed: validation gate failed: amount: NaN"  # the first line only
+    broken = {"status": "FAILURE", "gate_failed": False, "error": None}
+    err = run_failure("the demo pipeline", broken)
+    assert run_outcome(broken) == "failed" and type(err) is SkiffError
+    assert str(err) == "the demo pipeline failed: pipeline failed"
