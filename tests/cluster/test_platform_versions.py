@@ -177,3 +177,26 @@ def test_versions_are_recorded_once():
                 if tf.name == "versions.tf":
                     continue  # provider constraints
                 pytest.fail(f"{tf.name}:{n}: a version outside components.yaml: {line.strip()}")
+
+
+def test_make_cluster_schemas_fetches_the_files_at_the_tags_the_tests_hold():
+    """.ci/fetch_upstream.py downloads at the components.yaml tags what SOURCES.md records here."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fetch_upstream", REPO / ".ci/fetch_upstream.py")
+    fetch_upstream = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fetch_upstream)
+    tags = fetch_upstream._component_tags()
+    for key, entry in components().items():
+        if "upstream" in entry:
+            assert tags[key] == entry["upstream"]["tag"], key
+    pinned = upstream_tags()
+    for folder, (_, pin, _paths) in fetch_upstream.MANIFEST.items():
+        assert fetch_upstream.resolve_tag(pin, tags) == pinned[folder], folder
+    # every upstream file the platform tests read is in the manifest
+    read = {("kserve", "charts/kserve-resources/values.yaml"), ("knative-serving", "config/core/configmaps/features.yaml"),
+            ("nvidia-k8s-device-plugin", "deployments/helm/nvidia-device-plugin/templates/daemonset-device-plugin.yml"),
+            ("kubeflow-pipelines", "backend/src/apiserver/config/config.json"),
+            ("argo-cd", "manifests/crds/application-crd.yaml"), ("knative-net-kourier", "config/300-gateway.yaml")}
+    for folder, path in read:
+        assert path in fetch_upstream.MANIFEST[folder][2], (folder, path)
