@@ -72,10 +72,17 @@ def test_registry_and_feast_folder_follow_the_layout():
         "name": cluster.REDIS_SECRET.name, "key": cluster.REDIS_SECRET.key}
 
 
-def test_standalone_kfp_leaves_the_run_namespace_empty():
-    docs = render("skiff", (str(PLATFORM / "ci/minimal-values.yaml"),), ("settings.kfpNamespace=",))
-    settings = yaml.safe_load(by_kind(docs, "ConfigMap")["skiff-settings"]["data"]["skiff.yaml"])
-    assert settings["kfp_namespace"] == ""
+def test_standalone_kfp_gets_the_settings_in_its_own_namespace():
+    """KFP standalone runs pipeline pods in KFP's namespace: the settings they mount must be there too."""
+    docs = render("skiff", (str(PLATFORM / "ci/minimal-values.yaml"),), ("settings.pipelineNamespace=kubeflow",))
+    maps = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == cluster.SETTINGS_CONFIG_MAP]
+    assert {m["metadata"]["namespace"] for m in maps} == {"skiff", "kubeflow"}
+    assert maps[0]["data"] == maps[1]["data"]
+    settings = yaml.safe_load(maps[0]["data"]["skiff.yaml"])
+    assert settings["kfp_namespace"] == ""  # submitted without a namespace: KFP's own
+    explicit = render("skiff", (str(PLATFORM / "ci/minimal-values.yaml"),), ("settings.kfpNamespace=",))
+    assert yaml.safe_load(by_kind(explicit, "ConfigMap")["skiff-settings"]["data"]["skiff.yaml"])["kfp_namespace"] == ""
+    assert len([d for d in explicit if d["kind"] == "ConfigMap"]) == 1
 
 
 # --- finding 8: the API and the stream consumers -----------------------------------------------------

@@ -490,6 +490,10 @@ def test_canary_fields_only_with_a_canary():
     canary = _isvc("gpu-canary-values.yaml")["vision-tf"]
     p = canary["spec"]["predictor"]
     assert p["canaryTrafficPercent"] == 10
+    # the transformer is canaried with the predictor (issue 11, finding 7): the same share
+    with_transformer = by_kind(render("skiff-model", (str(MODEL / "ci/gpu-canary-values.yaml"),), (
+        "transformer.enabled=true", "transformer.featureService=vision_fs")), "InferenceService")["vision-tf"]
+    assert with_transformer["spec"]["transformer"]["canaryTrafficPercent"] == 10
     # KServe gives the percent to the latest revision: the spec serves the canary
     assert p["model"]["storageUri"].endswith("/models/vision_tf/5") and p["model"]["args"] == [
         "vision_tf",
