@@ -205,6 +205,8 @@ def build(engine: Engine, target: str, ref: str, base: str, timeout: float = 180
             args += ["--secret", f"id=extra_ca,src={ca}"]
         engine.run(*args, str(REPO), timeout=timeout)
     engine.timings[target] = round(time.perf_counter() - t0, 1)
+    # the image this one replaced is left untagged: drop it (its layers stay while another image uses them)
+    engine.run("image", "prune", "-f", "--filter", f"label={KEY_LABEL}", check=False)
     return ref
 
 
