@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
     from feast.on_demand_feature_view import OnDemandFeatureView
 
-from skiff.errors import InputError, NotFoundError, SpecError
+from skiff.errors import InputError, NotFoundError, SpecError, UsageError
 from skiff.expressions import parse_expression
 from skiff.feature_store import (
     DEFAULT_FEATURE_SOURCE_DIR,
@@ -64,6 +64,9 @@ __all__ = [
     "training_frame",
     "FeaturesResult",
     "run_features",
+    "definitions_file",
+    "write_definitions",
+    "entity_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -408,3 +411,42 @@ def run_features(
         timings=timings,
         runs=selection.describe(),
     )
+
+
+def definitions_file(spec: DatasetSpec, feature_repo: str | Path) -> Path:
+    """Where the Feast definitions rendered from ``spec`` belong in the feature repo: ``<repo>/<dataset>.py``."""
+    return Path(feature_repo) / f"{spec.name}.py"
+
+
+def write_definitions(spec: DatasetSpec, path: str | Path) -> Path:
+    """Write the definitions rendered from ``spec`` (:func:`render_definitions`) to ``path``."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_definitions(spec))
+    return out
+
+
+def entity_rows(spec: DatasetSpec, keys: list[str]) -> list[dict[str, Any]]:
+    """Entity rows of an online lookup from key values as text: a JSON object (``{"a": 1, "b": "x"}``)
+    names every key column; a plain value is the one key column's (an integer column's parsed as one).
+    A :class:`UsageError` names a value that cannot be a key of this dataset."""
+    import json
+
+    rows: list[dict[str, Any]] = []
+    for k in keys:
+        if k.startswith("{"):
+            try:
+                rows.append(json.loads(k))
+            except json.JSONDecodeError as e:
+                raise UsageError(f"not a JSON object: {k!r}") from e
+        elif len(spec.key_columns) == 1:
+            col = spec.key_columns[0]
+            if spec.columns[col].type == "integer":
+                if not (k.isascii() and k.lstrip("-").isdigit()):
+                    raise UsageError(f"entity key {col!r} is an integer column: {k!r} is not an integer")
+                rows.append({col: int(k)})
+            else:
+                rows.append({col: k})
+        else:
+            raise UsageError(f"composite key {spec.key_columns}: give JSON objects")
+    return rows

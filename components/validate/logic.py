@@ -36,6 +36,7 @@ from skiff.errors import (
     SpecError,
     StorageError,
     UsageError,
+    ValidationFailed,
 )
 from skiff.lake import Lake
 from skiff.spec import DatasetSpec, spec_fingerprint
@@ -63,6 +64,7 @@ __all__ = [
     "export_schema",
     "schema_uri",
     "drift_baseline",
+    "blocking_failure",
 ]
 
 SCHEMA_FILE = "schema.pbtxt"
@@ -443,7 +445,8 @@ def validate_partition(
     ``schema`` names a reviewed schema text proto (a path or fsspec URI) to validate against; without
     it the lake's ``validation/<dataset>/schema.pbtxt`` is used, and inferred from this partition when
     absent. Returns the result whatever the verdict; the caller decides what a failure does (the CLI
-    raises :class:`~skiff.errors.ValidationFailed`, the component outputs ``passed``).
+    raises :func:`blocking_failure`'s :class:`~skiff.errors.ValidationFailed`, the component outputs
+    ``passed``).
     """
     config = config or ValidateConfig()
     name = spec.name
@@ -531,3 +534,17 @@ def export_schema(lake: Lake, dataset: str, dest: str | Path) -> str:
     os.replace(tmp, dest_path)
     return str(dest_path)
 
+
+
+def blocking_failure(result: ValidationResult) -> ValidationFailed | None:
+    """The error a failed validation is (None when it passed): the blocking anomalies counted, the features
+    they are in, and where the report is."""
+    if result.passed:
+        return None
+    features = sorted({a.feature for a in result.blocking})
+    n = len(result.blocking)
+    return ValidationFailed(
+        f"{result.dataset} ingest_date={result.date} failed validation: {n} blocking "
+        f"{'anomaly' if n == 1 else 'anomalies'} in {', '.join(features)}; report: {result.report_uri}",
+        features=features,
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from skiff.cli._common import JsonOption, console, dataset_spec, emit, state
-from skiff.errors import UsageError
 from skiff.lake import Lake
 
 if TYPE_CHECKING:
@@ -39,12 +37,10 @@ def add_commands(app: typer.Typer) -> None:
         output: Annotated[Path | None, typer.Option("-o", "--output", help="File (default feature_repo/<NAME>.py).")] = None,
     ) -> None:
         """Write the Feast definitions rendered from the dataset spec into the feature repo."""
-        from components.features.logic import render_definitions
+        from components.features.logic import definitions_file, write_definitions
 
         s = _spec(ctx, dataset, spec)
-        out = output or Path(state(ctx).settings.feature_repo) / f"{s.name}.py"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(render_definitions(s))
+        out = write_definitions(s, output or definitions_file(s, state(ctx).settings.feature_repo))
         console.print(str(out), highlight=False)
 
     @features.command("materialize")
@@ -78,23 +74,11 @@ def add_commands(app: typer.Typer) -> None:
         json_out: JsonOption = False,
     ) -> None:
         """Read online features for entity keys."""
+        from components.features.logic import entity_rows
         from skiff.feature_store import feature_service_name, online_features, open_store_from_settings
 
         settings = state(ctx).settings
         s = _spec(ctx, dataset, spec)
-        rows = []
-        for k in keys:
-            if k.startswith("{"):
-                try:
-                    rows.append(json.loads(k))
-                except json.JSONDecodeError as e:
-                    raise UsageError(f"not a JSON object: {k!r}") from e
-            elif len(s.key_columns) == 1:
-                col = s.key_columns[0]
-                if s.columns[col].type == "integer" and not (k.isascii() and k.lstrip("-").isdigit()):
-                    raise UsageError(f"entity key {col!r} is an integer column: {k!r} is not an integer")
-                rows.append({col: int(k) if s.columns[col].type == "integer" else k})
-            else:
-                raise UsageError(f"composite key {s.key_columns}: give JSON objects")
+        rows = entity_rows(s, keys)  # checked before the store opens (seconds)
         store = open_store_from_settings(settings)
         emit(online_features(store, feature_service_name(s), rows), json_out)

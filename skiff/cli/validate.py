@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from skiff.cli._common import JsonOption, console, dataset_spec, emit, state
-from skiff.errors import UsageError, ValidationFailed
+from skiff.errors import UsageError
 from skiff.lake import Lake
 
 __all__ = ["add_commands"]
@@ -68,6 +68,7 @@ def add_commands(app: typer.Typer) -> None:
         """Validate a partition against the dataset's schema and the previous partition (exit 1 on blocking anomalies)."""
         from components.validate.logic import (
             ValidateConfig,
+            blocking_failure,
             parse_feature_thresholds,
             validate_partition,
         )
@@ -144,14 +145,9 @@ def add_commands(app: typer.Typer) -> None:
             console.print(f"report: {result.report_uri}", highlight=False, soft_wrap=True)
 
         emit(result.model_dump(mode="json"), json_out, human)
-        if not result.passed:
-            features = sorted({a.feature for a in result.blocking})
-            raise ValidationFailed(
-                f"{result.dataset} ingest_date={result.date} failed validation: {len(result.blocking)} blocking "
-                f"{'anomaly' if len(result.blocking) == 1 else 'anomalies'} in {', '.join(features)}; "
-                f"report: {result.report_uri}",
-                features=features,
-            )
+        failure = blocking_failure(result)
+        if failure is not None:
+            raise failure
 
 
 def _severity(value: str) -> Literal["warning", "error"]:

@@ -211,3 +211,26 @@ def test_no_partitions_is_a_clear_error(tmp_path):
 def test_repo_definitions_in_step_with_example_spec():
     spec_file = REPO / "examples" / "churn.yaml"
     assert (REPO / "feature_repo" / "churn.py").read_text() == render_definitions(load_spec(spec_file))
+
+
+def test_online_lookup_keys_are_parsed_per_the_specs_key_columns(tmp_path):
+    from components.features.logic import definitions_file, entity_rows, write_definitions
+    from skiff.errors import UsageError
+
+    columns = {"id": {"type": "integer"}, "site": {"type": "string"}, "v": {"type": "float"}}
+    by_id = parse_spec({"name": "m", "entity_key": "id", "columns": columns})
+    assert entity_rows(by_id, ["7", "-3", '{"id": 9}']) == [{"id": 7}, {"id": -3}, {"id": 9}]
+    with pytest.raises(UsageError, match="integer column"):
+        entity_rows(by_id, ["seven"])
+    with pytest.raises(UsageError, match="not a JSON object"):
+        entity_rows(by_id, ["{oops"])
+    by_site = parse_spec({"name": "m", "entity_key": "site", "columns": columns})
+    assert entity_rows(by_site, ["007"]) == [{"site": "007"}]  # a string key stays text
+    composite = parse_spec({"name": "m", "entity_key": ["id", "site"], "columns": columns})
+    with pytest.raises(UsageError, match="composite key"):
+        entity_rows(composite, ["7"])
+    assert entity_rows(composite, ['{"id": 7, "site": "a"}']) == [{"id": 7, "site": "a"}]
+
+    path = definitions_file(by_id, tmp_path / "repo")
+    assert path == tmp_path / "repo" / "m.py"
+    assert write_definitions(by_id, path).read_text() == render_definitions(by_id)

@@ -430,3 +430,24 @@ def test_validate_takes_its_dataset_from_the_spec_file(skiff_env, monkeypatch, c
     assert "no committed run 'nope'" in capsys.readouterr().err
     assert main(["validate"]) == 2
     assert "--dataset NAME (or --spec FILE)" in capsys.readouterr().err
+
+
+def test_a_failed_validation_is_a_validation_failed_error_naming_features_and_report():
+    from components.validate.logic import blocking_failure
+    from skiff.errors import ValidationFailed
+    from skiff.validation import Anomaly, ValidationResult
+
+    def result(*anomalies: Anomaly, status: str) -> ValidationResult:
+        return ValidationResult(dataset="orders", date="2026-01-02", status=status, num_examples=5,
+                                schema_inferred=False, anomalies=list(anomalies),
+                                report_uri="file:///lake/validation/orders/report.html")
+
+    warn = Anomaly(feature="zone", anomaly="ENUM_TYPE_UNEXPECTED_STRING_VALUES", description="new",
+                   severity="warning")
+    assert blocking_failure(result(warn, status="passed")) is None
+    nan = Anomaly(feature="amount", anomaly="FLOAT_TYPE_HAS_NAN", description="NaN", severity="error")
+    err = blocking_failure(result(nan, warn, status="failed"))
+    assert isinstance(err, ValidationFailed) and err.exit_code == 1
+    assert str(err) == ("orders ingest_date=2026-01-02 failed validation: 1 blocking anomaly in amount; "
+                        "report: file:///lake/validation/orders/report.html")
+    assert err.detail["features"] == ["amount"]
