@@ -103,7 +103,10 @@ def test_dev_redis_runs_locked_down_and_admits_its_clients(tmp_path):
 
 def test_the_skiff_chart_accepts_every_value_the_platform_passes(evaluated, tmp_path):
     docs = helm_template(REPO / "helm/skiff", evaluated["skiff_values"], tmp_path, "skiff")
-    settings = next(d for d in docs if d["kind"] == "ConfigMap" and "skiff.yaml" in d.get("data", {}))
+    settings_maps = [d for d in docs if d["kind"] == "ConfigMap" and "skiff.yaml" in d.get("data", {})]
+    # KFP standalone runs pipeline pods in its own namespace: they find the settings there too
+    assert {m["metadata"].get("namespace", "skiff") for m in settings_maps} == {"skiff", "kubeflow"}
+    settings = settings_maps[0]
     rendered = yaml.safe_load(settings["data"]["skiff.yaml"])
     assert rendered["root"] == evaluated["skiff_values"]["storage"]["root"]
     assert rendered["kfp_host"] == evaluated["skiff_values"]["settings"]["kfpHost"]

@@ -393,9 +393,9 @@ variable "workload_storage_access" {
 # ---------------------------------------------------------------------------------------------------
 
 variable "ecr_repositories" {
-  description = "ECR repositories created under '<name>/': the component images (skiff, skiff-tfdv, skiff-gpu) and the serving image. Set SKIFF_IMAGE_REGISTRY to the image_registry output when compiling pipelines."
+  description = "ECR repositories created under '<name>/': one per image skiff builds (components/_image.py IMAGES: skiff, which also runs the predictors and transformers, skiff-tfdv and skiff-gpu). Set SKIFF_IMAGE_REGISTRY to the image_registry output when building images and compiling pipelines."
   type        = list(string)
-  default     = ["skiff", "skiff-tfdv", "skiff-gpu", "skiff-serving"]
+  default     = ["skiff", "skiff-tfdv", "skiff-gpu"]
 
   validation {
     condition     = length(var.ecr_repositories) > 0 && alltrue([for r in var.ecr_repositories : can(regex("^[a-z0-9]+([._-][a-z0-9]+)*$", r))])

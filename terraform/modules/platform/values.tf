@@ -169,8 +169,10 @@ locals {
     }
     settings = {
       kfpHost = var.install_kubeflow_pipelines ? "http://ml-pipeline.${local.kfp_namespace}.svc.cluster.local:8888" : ""
-      # KFP standalone: runs execute in KFP's own namespace, not in a profile namespace.
-      kfpNamespace = ""
+      # KFP standalone: runs are submitted without a namespace and execute in KFP's own, where the chart
+      # writes the settings ConfigMap too (this module creates the pipeline account and Secrets there).
+      kfpNamespace      = ""
+      pipelineNamespace = var.install_kubeflow_pipelines ? local.kfp_namespace : ""
     }
     serviceAccounts = {
       for k, sa in var.service_accounts : k => {
