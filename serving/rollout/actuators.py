@@ -74,10 +74,17 @@ class RouterActuator:
 KSERVE_GROUP = "serving.kserve.io"
 KSERVE_VERSION = "v1beta1"
 KSERVE_PLURAL = "inferenceservices"
+#: The field manager the controller patches as. Argo CD's ApplicationSet (infra/argocd) ignores the fields
+#: this manager owns (``managedFieldsManagers``), so a sync does not reset a rollout in progress; when the
+#: rollout ends at 100 % the field is removed and Git's value rules again.
+ROLLOUT_FIELD_MANAGER = "skiff-rollout"
 
 
 class KServeActuator:
-    """Patches ``spec.predictor.canaryTrafficPercent`` of an InferenceService (Knative mode).
+    """Patches ``canaryTrafficPercent`` of an InferenceService's predictor and transformer (Knative mode).
+
+    KServe splits each component's traffic by its own field, so the transformer moves with the predictor:
+    otherwise the new transformer would take all the traffic while the new predictor takes the canary share.
 
     ``api`` is a ``kubernetes.client.CustomObjectsApi`` (or anything with its
     ``get_namespaced_custom_object`` / ``patch_namespaced_custom_object``). After each patch it waits until
@@ -99,13 +106,19 @@ class KServeActuator:
             raise SourceError(f"cannot read InferenceService {self.namespace}/{self.name}: {e}") from e
 
     @staticmethod
-    def patch_body(percent: int) -> dict[str, Any]:
-        return {"spec": {"predictor": {"canaryTrafficPercent": None if percent >= 100 else percent}}}
+    def patch_body(percent: int, *, with_transformer: bool = False) -> dict[str, Any]:
+        """A merge patch: ``None`` removes the field (100 % = the latest revision takes everything)."""
+        value = None if percent >= 100 else percent
+        components = ("predictor", "transformer") if with_transformer else ("predictor",)
+        return {"spec": {c: {"canaryTrafficPercent": value} for c in components}}
 
     def set_canary_percent(self, percent: int) -> dict[str, Any]:
+        with_transformer = "transformer" in (self._get().get("spec") or {})
+        body = self.patch_body(percent, with_transformer=with_transformer)
         try:
             patched = self.api.patch_namespaced_custom_object(KSERVE_GROUP, KSERVE_VERSION, self.namespace,
-                                                              KSERVE_PLURAL, self.name, self.patch_body(percent))
+                                                              KSERVE_PLURAL, self.name, body,
+                                                              field_manager=ROLLOUT_FIELD_MANAGER)
         except Exception as e:
             raise SourceError(f"cannot patch InferenceService {self.namespace}/{self.name}: {e}") from e
         generation = int((patched.get("metadata") or {}).get("generation") or 0)

@@ -21,14 +21,12 @@ import yaml
 
 from serving.deploy.gitops import Environments
 from serving.deploy.isvc import RuntimeImages, build_serving_runtime, render_environment, to_dict
+from serving.rollout.actuators import ROLLOUT_FIELD_MANAGER  # the manager the ApplicationSet must ignore
 from skiff.registry import ModelRegistry
 from skiff.storage import Store
 from tests.cluster.conftest import upstream_yaml
 from tests.conftest import REPO
 
-#: The field manager the rollout controller patches canaryTrafficPercent with; the ApplicationSet ignores
-#: exactly the fields it owns (docs/tasks/deploy.md).
-ROLLOUT_FIELD_MANAGER = "skiff-rollout"
 KSERVE = "kserve/config/crd/full"
 ARGO = "argo-cd/manifests/crds"
 IMAGES = RuntimeImages(predictor="ghcr.io/skiff-ml/skiff:1.0.0", gpu_predictor="ghcr.io/skiff-ml/skiff-gpu:1.0.0",
@@ -253,9 +251,6 @@ class _RecordingApi:
         return self.obj
 
 
-@pytest.mark.xfail(strict=True, reason="serving/rollout/actuators.py (not the GitOps side's file) patches "
-                   "without field_manager='skiff-rollout' and moves spec.predictor only; the ApplicationSet "
-                   "ignores the fields that manager owns, and the transformer must move with the predictor")
 def test_the_rollout_controller_patches_as_the_field_manager_argo_cd_ignores(rendered):
     from serving.rollout.actuators import KServeActuator
 

@@ -231,6 +231,7 @@ class FakeCustomObjects:
 
     def __init__(self, version: str = "4", settle_reads: int = 2, never_settle: bool = False) -> None:
         self.patches: list[tuple] = []
+        self.field_managers: list[str | None] = []
         self.settle_reads, self.never_settle = settle_reads, never_settle
         self.obj = {
             "metadata": {"name": "churn", "namespace": "skiff", "generation": 5,
@@ -243,7 +244,8 @@ class FakeCustomObjects:
         }
         self._pending: tuple[int, int] | None = None
 
-    def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):
+    def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body, *, field_manager=None):
+        self.field_managers.append(field_manager)
         self.patches.append((group, version, namespace, plural, name, json.loads(json.dumps(body))))
         pct = body["spec"]["predictor"]["canaryTrafficPercent"]
         self.obj["spec"]["predictor"]["canaryTrafficPercent"] = pct
@@ -280,8 +282,22 @@ def test_kserve_actuator_patches_canary_percent_and_waits_for_the_new_generation
         {"spec": {"predictor": {"canaryTrafficPercent": 0}}},
     ]
     assert all(p[:5] == ("serving.kserve.io", "v1beta1", "skiff", "inferenceservices", "churn") for p in api.patches)
+    # Argo CD ignores the fields this manager owns, so a sync does not reset the rollout
+    assert api.field_managers == ["skiff-rollout"] * 3
     with pytest.raises(ConflictError, match="serves version 4 in its latest spec, not the canary 5"):
         act.check_canary("3", "5")
+
+
+def test_kserve_actuator_moves_the_transformer_with_the_predictor():
+    api = FakeCustomObjects()
+    api.obj["spec"]["transformer"] = {"containers": [{"name": "kserve-container", "image": "skiff"}]}
+    act = KServeActuator(api, "churn", "skiff", poll=0.0, sleep=lambda s: None)
+    act.set_canary_percent(25)
+    act.set_canary_percent(100)
+    assert [p[5] for p in api.patches] == [
+        {"spec": {"predictor": {"canaryTrafficPercent": 25}, "transformer": {"canaryTrafficPercent": 25}}},
+        {"spec": {"predictor": {"canaryTrafficPercent": None}, "transformer": {"canaryTrafficPercent": None}}},
+    ]
 
 
 def test_kserve_actuator_times_out_when_traffic_never_moves():
