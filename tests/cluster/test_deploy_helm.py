@@ -212,6 +212,15 @@ def test_stream_values_that_cannot_work_fail_with_the_value_named(tmp_path, cons
     assert expected in err, err
 
 
+def test_a_stream_name_too_long_for_its_pods_is_refused(tmp_path):
+    from tests.unit.test_helm import MONITORING_APIS, _template
+
+    values = _values_file(tmp_path, {"stream": {"enabled": True, "consumers": [_consumer(name="a" * 30)]}})
+    result = _template("skiff", (str(PLATFORM / "ci/minimal-values.yaml"), values), (), MONITORING_APIS,
+                       "team-analytics-skiff-platform")
+    assert result.returncode != 0 and "longer than 52 characters" in result.stderr, result.stderr
+
+
 def test_stream_schema_refuses_a_topic_that_is_already_shared(tmp_path):
     values = _values_file(tmp_path, {"stream": {"enabled": True, "consumers": [_consumer(topic="$share/g/a/b")]}})
     err = render_error("skiff", (str(PLATFORM / "ci/minimal-values.yaml"), values))

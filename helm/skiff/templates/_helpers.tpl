@@ -260,6 +260,10 @@ Every combination of values the templates cannot render correctly fails here wit
 {{- $errors = append $errors (printf "stream.consumers[%d]: the name %q is used twice" $i $c.name) -}}
 {{- end -}}
 {{- $_ := set $seen $c.name true -}}
+{{- $sts := printf "%s-stream-%s" (include "skiff.fullname" $) $c.name -}}
+{{- if gt (len $sts) 52 -}}
+{{- $errors = append $errors (printf "stream.consumers[%d]: the StatefulSet name %q is longer than 52 characters (its pods' names and revision labels must fit 63): shorten the name" $i $sts) -}}
+{{- end -}}
 {{- $mqtt := list -}}
 {{- range $s := $c.spec.sources -}}{{- if eq (toString $s.type) "mqtt" -}}{{- $mqtt = append $mqtt $s -}}{{- end -}}{{- end -}}
 {{- if not $mqtt -}}
