@@ -699,9 +699,15 @@ def terraform_values(cloud: str, tmp: Path) -> dict:
     terraform = _require_tool("terraform")
     module = REPO / "terraform/modules/platform"
     main = (module / "main.tf").read_text()
-    loc = re.search(r"^locals\s*\{", main, re.M)
-    assert loc, "terraform/modules/platform/main.tf has no locals block"
-    locals_block = main[loc.start() : _balanced_end(main, loc.end() - 1)]
+    # every locals block of the module (the values live in values.tf, the component pins in components.yaml)
+    blocks = []
+    for tf in sorted(module.glob("*.tf")):
+        text = tf.read_text()
+        blocks += [text[m.start() : _balanced_end(text, m.end() - 1)] for m in re.finditer(r"^locals\s*\{", text, re.M)]
+    # a block over managed resources (namespaces, generated passwords) needs providers: not the values'
+    blocks = [b for b in blocks if not re.search(r"\b(kubernetes|random|helm|aws|azurerm)_\w+\.\w+", b)]
+    assert blocks, "terraform/modules/platform has no locals block"
+    locals_block = "\n".join(blocks)
     res = re.search(r'resource\s+"helm_release"\s+"skiff_model"\s*\{', main)
     assert res, 'no resource "helm_release" "skiff_model"'
     body = main[res.start() : _balanced_end(main, res.end() - 1)]
@@ -709,6 +715,8 @@ def terraform_values(cloud: str, tmp: Path) -> dict:
     model_values = body[enc + 1 : _balanced_end(body, enc) - 1].replace("each.key", "var.scratch_model_name")
     tmp.mkdir(parents=True)
     shutil.copy(module / "variables.tf", tmp / "variables.tf")
+    for data in module.glob("*.yaml"):
+        shutil.copy(data, tmp / data.name)
     (tmp / "scratch.tf").write_text(
         locals_block + '\nvariable "scratch_model_name" {\n  type = string\n}\n'
         'output "skiff_values" {\n  value = local.skiff_values\n}\n'
@@ -742,6 +750,8 @@ def terraform_values(cloud: str, tmp: Path) -> dict:
         "skiff_root": root,
         "image_registry": registry,
         "service_accounts": {k: sa(k) for k in ("pipeline", "serving", "rollout")},
+        "kfp_runner": {**sa("pipeline"), "namespace": "kubeflow", "name": "pipeline-runner"},
+        "ingress_domain": "models.example.com",
         "gpu_node_selector": {"skiff.io/accelerator": "nvidia-gpu"},
         "gpu_tolerations": [
             {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
