@@ -15,6 +15,7 @@
 # Dependencies come only from the hashed locks in requirements/ (`make lock`); skiff itself is installed
 # from its wheel without dependencies, so an image holds exactly the locked set.
 
+# checkov:skip=CKV_DOCKER_7: the base is ARG BASE_IMAGE, whose default is a pinned version tag (tests check it)
 ARG BASE_IMAGE=python:3.11.11-slim-bookworm
 
 # ---- shared by every stage: the interpreter and the environment variables of a quiet, read-only process
