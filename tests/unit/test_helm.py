@@ -265,9 +265,15 @@ def test_helm_lint_strict(chart, name):
 def test_ci_variant_renders_valid_objects(chart, name):
     docs = render_ci(chart, name)
     assert docs
+    values = yaml.safe_load((CHARTS[chart] / "ci" / name).read_text()) or {}
+    # KFP standalone's namespace gets a copy of the settings ConfigMap, nothing else
+    elsewhere = (values.get("settings") or {}).get("pipelineNamespace") or NAMESPACE
     for d in docs:
         assert d["apiVersion"] and d["kind"] and d["metadata"]["name"], d
-        assert d["metadata"]["namespace"] == NAMESPACE, f"{d['kind']}/{d['metadata']['name']}: no namespace"
+        where = d["metadata"].get("namespace")
+        allowed = {NAMESPACE, elsewhere} if (d["kind"], d["metadata"]["name"]) == ("ConfigMap", "skiff-settings") \
+            else {NAMESPACE}
+        assert where in allowed, f"{d['kind']}/{d['metadata']['name']}: namespace {where}"
         labels = d["metadata"].get("labels") or {}
         assert labels.get("app.kubernetes.io/part-of") == "skiff", d["metadata"]
 
