@@ -11,10 +11,9 @@ locals {
   # Terraform 1.0 has no preconditions: tobool() of a sentence fails the plan with that sentence.
   redis_input_given = var.redis_mode != "managed" || var.redis != null ? true : tobool("redis_mode managed needs the redis input: pass the cluster module's redis output.")
 
-  redis_namespaces = local.redis_enabled ? concat(
-    [kubernetes_namespace_v1.skiff.metadata[0].name],
-    [for ns in kubernetes_namespace_v1.kfp : ns.metadata[0].name],
-  ) : []
+  # From configuration only, so for_each's keys are known at plan time (the namespaces are created first:
+  # depends_on below).
+  redis_namespaces = local.redis_enabled ? concat([var.namespace], local.install_kfp ? [local.kfp_namespace] : []) : []
 
   redis_connection = var.redis_mode == "managed" && local.redis_input_given ? {
     host     = var.redis.host
@@ -47,6 +46,8 @@ resource "kubernetes_secret_v1" "redis" {
     }
   }
 
+  depends_on = [kubernetes_namespace_v1.skiff, kubernetes_namespace_v1.kfp]
+
   data = {
     "connection-string" = "${local.redis_connection.host}:${local.redis_connection.port},ssl=${local.redis_connection.ssl ? "true" : "false"},password=${local.redis_connection.password}"
     password            = local.redis_connection.password
@@ -63,12 +64,9 @@ resource "helm_release" "redis_dev" {
   timeout   = var.helm_timeout_seconds
 
   values = [yamlencode({
-    image          = local.components["redis-dev"].image
-    passwordSecret = var.redis_secret_name
-    clientNamespaces = concat(
-      [var.namespace],
-      [for ns in kubernetes_namespace_v1.kfp : ns.metadata[0].name],
-    )
+    image            = local.components["redis-dev"].image
+    passwordSecret   = var.redis_secret_name
+    clientNamespaces = local.redis_namespaces
   })]
 
   depends_on = [kubernetes_secret_v1.redis]
