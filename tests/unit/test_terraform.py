@@ -805,3 +805,47 @@ def test_checkov_finds_no_failed_checks():
     # A scan that checked next to nothing would pass vacuously.
     assert totals["passed"] >= 200, totals
     assert elapsed < 120, f"checkov took {elapsed:.0f} s"
+
+
+# --- references (what `terraform validate` would catch, offline) -------------------------------------
+
+_RESOURCE_PREFIXES = ("aws_", "azurerm_", "kubernetes_", "helm_", "random_", "tls_")
+_RESOURCE_REF = re.compile(r"(?<![\w.\"/-])((?:" + "|".join(_RESOURCE_PREFIXES) + r")\w+)\.(\w+)")
+
+
+def _declared(cfg: dict) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {"var": set(named(cfg, "variable")), "local": set(), "module": set(named(cfg, "module"))}
+    for block in cfg.get("locals", []):
+        found["local"].update(block)
+    for kind in ("resource", "data"):
+        for block in cfg.get(kind, []):
+            for rtype, by_name in block.items():
+                found.setdefault(f"{kind}:{rtype}", set()).update(by_name)
+    return found
+
+
+@pytest.mark.parametrize("rel", CONFIGS)
+def test_every_reference_names_something_declared(rel):
+    """var.X, local.X, module.X, data.T.N and T.N (a resource) each exist in the configuration."""
+    declared = _declared(config(rel))
+    text = "\n".join(
+        re.sub(r"#.*", "", p.read_text()) for p in sorted((TF / rel).glob("*.tf"))
+    )
+    problems = []
+    for kind in ("var", "local", "module"):
+        for name in set(re.findall(rf"(?<![\w.]){kind}\.(\w+)", text)):
+            if name not in declared[kind]:
+                problems.append(f"{kind}.{name}")
+    for rtype, name in set(re.findall(r"(?<![\w.])data\.(\w+)\.(\w+)", text)):
+        if name not in declared.get(f"data:{rtype}", set()):
+            problems.append(f"data.{rtype}.{name}")
+    for rtype, name in set(_RESOURCE_REF.findall(text)):
+        if name not in declared.get(f"resource:{rtype}", set()):
+            problems.append(f"{rtype}.{name}")
+    assert not problems, f"terraform/{rel}: undeclared: {sorted(problems)}"
+
+
+def test_the_reference_check_sees_references():
+    declared = _declared(config("modules/platform"))
+    assert {"cloud", "namespace", "redis_mode"} <= declared["var"]
+    assert "components" in declared["local"] and "skiff" in declared["resource:helm_release"]
