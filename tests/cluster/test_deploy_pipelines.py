@@ -7,7 +7,6 @@ under the skiff root. The client talks HTTP to a recording server on 127.0.0.1 (
 here), so what is checked is the request body KFP's API server would receive.
 """
 
-from __future__ import annotations
 
 import json
 import threading
@@ -161,3 +160,29 @@ def test_submit_without_a_target_takes_the_settings(kfp_api, skiff_env, monkeypa
         runner.submit("tabular", ARGS, host)
     (run,) = [body for method, path, body in requests if method == "POST"]
     assert run["service_account"] == "custom-runner"
+
+
+def test_a_local_run_ignores_the_cluster_wiring(tmp_path, monkeypatch):
+    """kfp.local runs the same wired tasks with the local environment: no cluster path or Secret leaks in.
+    (This module has no ``from __future__ import annotations``: KFP reads the component's real annotations.)"""
+    from kfp import dsl, local
+
+    from pipelines.cluster import in_namespace
+
+    monkeypatch.delenv("SKIFF_CONFIG", raising=False)
+
+    @dsl.component(install_kfp_package=False)
+    def environment() -> str:
+        import json
+        import os
+
+        return json.dumps({k: os.environ.get(k) for k in ("SKIFF_CONFIG", "SKIFF_REDIS", "SKIFF_DATABASE_URL")})
+
+    @dsl.pipeline
+    def wired() -> str:
+        task = environment()
+        in_namespace(task, "features")
+        return task.output
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
+    assert json.loads(wired().output) == {"SKIFF_CONFIG": None, "SKIFF_REDIS": None, "SKIFF_DATABASE_URL": None}
