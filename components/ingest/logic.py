@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 import pyarrow as pa
@@ -76,6 +76,7 @@ from skiff.spec import (
 __all__ = [
     "ingest",
     "IngestResult",
+    "IngestSummary",
     "new_run_id",
     "open_reader",
     "source_from_arg",
@@ -103,6 +104,27 @@ class _NothingNew(Exception):
         self.ref, self.reason = ref, reason
 
 
+class _IngestSummaryExtras(TypedDict, total=False):
+    cleaned_staging: list[str]  # abandoned staging folders of killed runs this run removed
+    reason: str  # why nothing was written (status "unchanged")
+
+
+class IngestSummary(_IngestSummaryExtras):
+    """What ``skiff ingest --json`` prints (scripts read it: a contract)."""
+
+    status: str  # "ingested" or "unchanged"
+    dataset: str
+    run_id: str
+    ingest_date: str
+    partition: str
+    counts: dict[str, int]
+    quarantine_reasons: dict[str, int]
+    quarantine_top: list[dict[str, Any]]
+    imputed: dict[str, int]  # column -> values filled
+    warnings: list[str]
+    duration_s: float
+
+
 @dataclass
 class IngestResult:
     status: str  # "ingested" or "unchanged"
@@ -124,10 +146,10 @@ class IngestResult:
             return json.dumps({"counts": self.counts}, indent=2)
         return self.manifest.to_json()
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> IngestSummary:
         """What ``skiff ingest --json`` prints."""
         m = self.manifest or RunManifest(dataset=self.dataset, run_id=self.run_id, ingest_date=self.ingest_date)
-        out = {
+        out: IngestSummary = {
             "status": self.status,
             "dataset": self.dataset,
             "run_id": self.run_id,

@@ -54,7 +54,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -77,7 +77,16 @@ from skiff.manifest import PartFile, RunCounts, RunManifest
 from skiff.sources import SourceReader, run_fingerprint
 from skiff.spec import DatasetSpec, MqttSource, spec_fingerprint
 
-__all__ = ["StreamConfig", "StreamResult", "StreamConsumer", "consume", "mqtt_source", "run_id_for"]
+__all__ = [
+    "StreamConfig",
+    "StreamResult",
+    "StreamSummary",
+    "StreamCounts",
+    "StreamConsumer",
+    "consume",
+    "mqtt_source",
+    "run_id_for",
+]
 
 log = logging.getLogger("skiff.stream")
 
@@ -113,6 +122,30 @@ class StreamConfig(BaseModel):
     duration_s: float | None = Field(default=None, gt=0, description="Stop after this many seconds.")
 
 
+class StreamCounts(TypedDict):
+    """Messages and records of a consumer's runs; records reconcile: read = accepted + quarantined + duplicates."""
+
+    messages: int
+    read: int
+    accepted: int
+    quarantined: int
+    duplicates: int
+
+
+class StreamSummary(TypedDict):
+    """What ``skiff stream --json`` prints (scripts read it: a contract)."""
+
+    dataset: str
+    client_id: str
+    topics: list[str]
+    counts: StreamCounts
+    quarantine_reasons: dict[str, int]
+    runs: list[str]
+    partitions: list[str]
+    duration_s: float
+    messages_per_s: float
+
+
 @dataclass
 class StreamResult:
     dataset: str
@@ -123,9 +156,11 @@ class StreamResult:
     runs: list[RunRef] = field(default_factory=list)
     duration_s: float = 0.0
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> StreamSummary:
         """What ``skiff stream --json`` prints."""
-        c = {k: int(self.counts.get(k, 0)) for k in ("messages", "read", "accepted", "quarantined", "duplicates")}
+        n = self.counts
+        c = StreamCounts(messages=int(n["messages"]), read=int(n["read"]), accepted=int(n["accepted"]),
+                         quarantined=int(n["quarantined"]), duplicates=int(n["duplicates"]))
         return {
             "dataset": self.dataset,
             "client_id": self.client_id,

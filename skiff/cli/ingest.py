@@ -13,6 +13,8 @@ from skiff.errors import ConflictError, UsageError
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from components.ingest.logic import IngestSummary
+
 __all__ = ["add_commands"]
 
 TableOpt = Annotated[str | None, typer.Option("--table", help="Database table (SQL sources).")]
@@ -49,7 +51,7 @@ def _progress(enabled: bool) -> Progress | None:
     return prog
 
 
-def _human_summary(r: dict[str, Any]) -> None:
+def _human_summary(r: IngestSummary) -> None:
     from rich.table import Table
 
     if r["status"] == "unchanged":

@@ -5,24 +5,26 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from skiff.cli._common import JsonOption, console, dataset_spec, emit, err_console, state
 
+if TYPE_CHECKING:
+    from components.stream.logic import StreamSummary
+
 __all__ = ["add_commands"]
 
 
-def _human_summary(r: dict[str, Any]) -> None:
+def _human_summary(r: StreamSummary) -> None:
     from rich.table import Table
 
     c = r["counts"]
     t = Table(title=f"{r['dataset']} · {r['client_id']} · {', '.join(r['topics'])}")
-    keys = ("messages", "read", "accepted", "quarantined", "duplicates")
-    for k in keys:
+    for k in c:  # messages, read, accepted, quarantined, duplicates
         t.add_column(k, justify="right")
-    t.add_row(*(f"{c[k]:,}" for k in keys))
+    t.add_row(*(f"{v:,}" for v in c.values()))
     console.print(t)
     if r["quarantine_reasons"]:
         console.print("quarantine reasons: " + ", ".join(f"{k} {v:,}" for k, v in r["quarantine_reasons"].items()),

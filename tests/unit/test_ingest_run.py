@@ -364,3 +364,16 @@ def test_a_data_column_named_like_the_generated_key_is_refused(tmp_path, lake):
     spec = parse_spec({**KEYLESS, "sources": [{"type": "file", "path": str(src)}]})
     with pytest.raises(InputError, match="entity_key.column"):
         ingest(spec, lake)
+
+
+def test_the_json_summary_has_the_keys_its_typed_contract_names(tmp_path, lake):
+    from components.ingest.logic import IngestSummary
+
+    src = tmp_path / "m.csv"
+    src.write_text(CSV)
+    first = ingest(spec_for(src, min_accepted_fraction=0.0), lake).summary()
+    optional = IngestSummary.__optional_keys__
+    assert set(IngestSummary.__required_keys__) <= set(first) <= set(IngestSummary.__annotations__)
+    assert "reason" not in first and first["status"] == "ingested"
+    again = ingest(spec_for(src, min_accepted_fraction=0.0), lake).summary()
+    assert again["status"] == "unchanged" and "reason" in optional and again["reason"].startswith("same input")

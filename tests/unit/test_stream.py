@@ -107,3 +107,18 @@ def test_credentials_come_from_the_named_variables_and_are_never_logged(tmp_path
         StreamConsumer(spec, lake, src_down).run()
     assert "127.0.0.1:1" in str(e.value)
     assert "s3cret-value" not in str(e.value) + caplog.text + json.dumps(getattr(e.value, "detail", {}))
+
+
+def test_the_json_summary_has_exactly_the_keys_its_typed_contract_names():
+    from collections import Counter
+
+    from components.stream.logic import StreamCounts, StreamResult, StreamSummary
+
+    result = StreamResult("sensors", "c1", ["t/#"], counts=Counter(messages=3, read=4, accepted=2, quarantined=1,
+                                                                    duplicates=1), duration_s=2.0)
+    summary = result.summary()
+    assert set(summary) == set(StreamSummary.__annotations__)
+    assert list(summary["counts"]) == list(StreamCounts.__annotations__)  # the table's column order
+    assert summary["counts"] == {"messages": 3, "read": 4, "accepted": 2, "quarantined": 1, "duplicates": 1}
+    assert summary["messages_per_s"] == 1.5
+    assert StreamResult("sensors", "c1", ["t/#"]).summary()["counts"]["messages"] == 0
