@@ -96,6 +96,23 @@ class Inferred:
     #: decisions about the whole data set (the key), for the command's output
     messages: list[str] = field(default_factory=list)
 
+    def summary(self, path: str, rows_sampled: int) -> dict[str, Any]:
+        """What ``skiff init-dataset --json`` prints about the spec written to ``path``."""
+        spec = self.spec
+        key = spec.entity_key
+        return {
+            "path": path,
+            "dataset": spec.name,
+            "rows_sampled": rows_sampled,
+            "entity_key": key if isinstance(key, str | list) else key.model_dump(mode="json"),
+            "event_timestamp": spec.event_timestamp,
+            "target": spec.target,
+            "problem_type": spec.problem_type,
+            "columns": {c: col.type for c, col in spec.columns.items()},
+            "notes": self.notes,
+            "messages": self.messages,
+        }
+
 
 def sample_table(source: SourceSpec, rows: int = SAMPLE_ROWS, *, http_transport: httpx.BaseTransport | None = None,
                  sql_engine: Engine | None = None) -> pa.Table:

@@ -195,21 +195,8 @@ def add_commands(app: typer.Typer) -> None:
         table_ = sample_table(src, rows)
         inferred = infer_dataset(table_, name, target, entity_key=entity_key, source=src,
                                  generated_key=key_kind, allow_duplicate_keys=allow_duplicate_keys)
-        spec = inferred.spec
-        save_spec(spec, path, inferred.notes)
-        result = {
-            "path": str(path),
-            "dataset": spec.name,
-            "rows_sampled": table_.num_rows,
-            "entity_key": spec.entity_key if isinstance(spec.entity_key, str | list)
-            else spec.entity_key.model_dump(mode="json"),
-            "event_timestamp": spec.event_timestamp,
-            "target": spec.target,
-            "problem_type": spec.problem_type,
-            "columns": {c: s.type for c, s in spec.columns.items()},
-            "notes": inferred.notes,
-            "messages": inferred.messages,
-        }
+        save_spec(inferred.spec, path, inferred.notes)
+        result = inferred.summary(str(path), table_.num_rows)
 
         def human(r: dict[str, Any]) -> None:
             console.print(r["path"], highlight=False)
