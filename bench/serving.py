@@ -19,6 +19,17 @@ MLServer runs twice: with its defaults (an inference worker process behind the H
 endpoint builds a DataFrame from the request and calls ``predict_proba``. ``skiff-sklearn`` is skiff's
 server on the scikit-learn pipeline (``--engine sklearn``), to separate the server from the ONNX path.
 
+Tree models (``--trees``, on by default): skiff's own training pipeline (frame preparer, imputation,
+scaling, one-hot, the estimator) fits a random forest and a histogram gradient boosting model on the churn
+(binary) and housing (regression) example tables, with one value in twelve missing; each is registered
+with the export check of a real registration. Single-row requests carrying a missing number, a missing
+category and categorical values (and 100-row batches with missing values and unseen categories) go to
+skiff's compiled engine, skiff's scikit-learn engine, the FastAPI endpoint and MLServer (given
+``PYTHONPATH`` so it can load skiff's frame preparer) at concurrency 8; every server's answer is first
+checked against the pipeline (1e-6). It prints the ratios, the targets (>= 10x FastAPI RPS, p99 <= the
+others'), and a table of the example data sets' versions — logistic/ridge, random forest, HGB — with
+the compiler chosen and whether they are on the fast path.
+
 Run: ``.venv/bin/python bench/serving.py [--requests 2000] [--loadgen auto|h2load|python]``. It prints
 RPS, p50 and p99 per server and case, the ratios, and each target as met or missed.
 """
@@ -177,45 +188,48 @@ def ensure_mlserver() -> Path:
     return python
 
 
-def start_mlserver(root: Path, port: int, parallel_workers: int | None = None) -> subprocess.Popen:
+def start_mlserver(root: Path, port: int, parallel_workers: int | None = None, name: str = MODEL) -> subprocess.Popen:
     """MLServer with its scikit-learn runtime; ``parallel_workers=None`` keeps its default (one worker
-    process behind the HTTP process), 0 runs inference in the HTTP process."""
+    process behind the HTTP process), 0 runs inference in the HTTP process. skiff's source tree is on its
+    ``PYTHONPATH``, so pipelines that start with skiff's frame preparer load there too."""
     ensure_mlserver()
-    d = root / f"mlserver-{parallel_workers}"
+    d = root / f"mlserver-{name}-{parallel_workers}"
     d.mkdir(exist_ok=True)
-    shutil.copy(root / "model.joblib", d / "model.joblib")
+    shutil.copy(root / (f"{name}.joblib" if name != MODEL else "model.joblib"), d / "model.joblib")
     settings = {"host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
                 "debug": False}
     if parallel_workers is not None:
         settings["parallel_workers"] = parallel_workers
     (d / "settings.json").write_text(json.dumps(settings))
     (d / "model-settings.json").write_text(json.dumps({
-        "name": MODEL, "implementation": "mlserver_sklearn.SKLearnModel",
+        "name": name, "implementation": "mlserver_sklearn.SKLearnModel",
         "parameters": {"uri": "./model.joblib", "version": "1"}}))
     with open(root / "mlserver.log", "wb") as out:
         proc = subprocess.Popen([str(MLSERVER_VENV / "bin" / "mlserver"), "start", str(d)], cwd=d,
-                                env={**os.environ, **THREAD_ENV}, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    wait_ready(f"http://127.0.0.1:{port}/v2/models/{MODEL}/ready", proc)
+                                env={**os.environ, **THREAD_ENV, "PYTHONPATH": str(REPO)}, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    wait_ready(f"http://127.0.0.1:{port}/v2/models/{name}/ready", proc)
     return proc
 
 
-def fastapi_app(model_path: str):
-    """The baseline: a minimal FastAPI endpoint, a DataFrame per request, ``predict_proba``."""
+def fastapi_app(model_path: str, name: str = MODEL):
+    """The baseline: a minimal FastAPI endpoint, a DataFrame per request, ``predict_proba`` (``predict``
+    for a regressor)."""
     import joblib
     import pandas as pd
     from fastapi import FastAPI, Request
 
     model = joblib.load(model_path)
+    score = model.predict_proba if hasattr(model, "predict_proba") else model.predict
     app = FastAPI()
 
-    @app.post(f"/v2/models/{MODEL}/infer")
+    @app.post(f"/v2/models/{name}/infer")
     async def infer(request: Request) -> dict:
         body = await request.json()
         frame = pd.DataFrame({i["name"]: i["data"] for i in body["inputs"]})
-        proba = model.predict_proba(frame)
-        return {"model_name": MODEL, "outputs": [{"name": "predict_proba", "datatype": "FP64",
-                                                  "shape": list(proba.shape), "data": proba.ravel().tolist()}]}
+        out = score(frame)
+        return {"model_name": name, "outputs": [{"name": "predict", "datatype": "FP64",
+                                                 "shape": list(out.shape), "data": out.ravel().tolist()}]}
 
     @app.get("/ready")
     async def ready() -> dict:
@@ -224,19 +238,23 @@ def fastapi_app(model_path: str):
     return app
 
 
-def start_fastapi(root: Path, port: int) -> subprocess.Popen:
+def start_fastapi(root: Path, port: int, name: str = MODEL) -> subprocess.Popen:
     with open(root / "fastapi.log", "wb") as out:
-        proc = subprocess.Popen([sys.executable, __file__, "--fastapi-server", str(root / "model.joblib"),
-                                 "--port", str(port)], env={**os.environ, **THREAD_ENV}, stdout=out,
+        proc = subprocess.Popen([sys.executable, __file__, "--fastapi-server", str(root / f"{name}.joblib"
+                                                                                   if name != MODEL else
+                                                                                   root / "model.joblib"),
+                                 "--model-name", name, "--port", str(port)], env={**os.environ, **THREAD_ENV},
+                                stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     wait_ready(f"http://127.0.0.1:{port}/ready", proc)
     return proc
 
 
-def start_skiff(root: Path, port: int, with_features: bool = False, engine: str = "auto") -> subprocess.Popen:
+def start_skiff(root: Path, port: int, with_features: bool = False, engine: str = "auto",
+                name: str = MODEL) -> subprocess.Popen:
     from serving.runtime.server import start_local_server
 
-    return start_local_server(MODEL, 1, port, root=root, with_features=with_features, timeout_s=180,
+    return start_local_server(name, 1, port, root=root, with_features=with_features, timeout_s=180,
                               engine=engine, log_path=root / f"skiff-{port}.log")
 
 
@@ -335,6 +353,198 @@ def in_process_predict(world: dict[str, Any], body: bytes, n: int) -> dict[str, 
     return {"engine": p.runtime.engine, "p50_ms": times[n // 2] * 1e3, "p99_ms": times[int(n * 0.99)] * 1e3}
 
 
+# -- tree models -------------------------------------------------------------------------------------
+TREE_CASES = [("churn", "random_forest"), ("churn", "hist_gradient_boosting"), ("housing", "random_forest"),
+              ("housing", "hist_gradient_boosting")]
+LINEAR = {"churn": "logistic_regression", "housing": "ridge"}
+
+
+def _with_missing(frame, rng, share: float):
+    out = frame.copy().astype({c: object for c in frame.columns if str(frame[c].dtype) in ("boolean", "category")})
+    for c in out.columns:
+        hit = rng.random(len(out)) < share
+        out.loc[hit, c] = None
+    return out
+
+
+def build_tree_worlds(root: Path) -> dict[str, Any]:
+    """The example data sets trained with skiff's pipeline for each estimator, registered after the real
+    export check; returns per model its pipeline, request rows and export report."""
+    import joblib
+    import numpy as np
+
+    from components.register.logic import input_schema
+    from components.train.logic import build_pipeline
+    from skiff import datagen
+    from skiff.config import load_settings
+    from skiff.onnx_export import export_onnx
+    from skiff.registry import ModelRegistry
+    from skiff.spec import load_spec
+
+    settings = load_settings(root=str(root))
+    registry = ModelRegistry.from_settings(settings)
+    rng = np.random.default_rng(7)
+    worlds: dict[str, Any] = {}
+    for dataset in ("churn", "housing"):
+        spec = load_spec(REPO / "examples" / f"{dataset}.yaml")
+        df = getattr(datagen, dataset)(4000, seed=1)
+        features = [c for c in spec.feature_columns if c in df.columns]
+        X = _with_missing(df[features], rng, 1 / 12)
+        y = df[spec.target].astype(bool) if spec.problem_type == "binary" else df[spec.target].astype(float)
+        schema = input_schema(spec, features)
+        for estimator in (LINEAR[dataset], "random_forest", "hist_gradient_boosting"):
+            name = f"{dataset}-{estimator.replace('_', '-')}"
+            t = time.perf_counter()
+            pipe = build_pipeline(spec, {}, estimator=estimator, columns=features).fit(X[:3000], y[:3000])
+            fit_s = time.perf_counter() - t
+            t = time.perf_counter()
+            info = export_onnx(pipe, X[3000:], root / f"{name}.onnx", features=features, input_schema=schema,
+                               reference=X[:3000])
+            check_s = time.perf_counter() - t
+            meta = {"problem_type": spec.problem_type, "features": features, "input_schema": schema,
+                    "extra": {"onnx": info}}
+            if spec.problem_type == "binary":
+                meta.update({"classes": [False, True], "threshold": 0.5})
+            registry.register(name, pipe, meta, files={"model.onnx": root / f"{name}.onnx"} if info["exact"] else {})
+            joblib.dump(pipe, root / f"{name}.joblib")
+            single = X[3000:3001].copy()
+            num = next(c for c in features if schema[c] in ("float", "integer"))
+            cat = next(c for c in features if schema[c] in ("category", "string"))
+            single[num], single[cat] = None, None  # a missing number and a missing category in the request
+            batch = X[3000:3100].copy()
+            batch.loc[batch.index[::10], cat] = "unseen-category"
+            worlds[name] = {"dataset": dataset, "estimator": estimator, "pipe": pipe, "schema": schema,
+                            "single": single, "batch": batch, "info": info, "fit_s": fit_s, "check_s": check_s,
+                            "classifier": spec.problem_type != "regression"}
+    return worlds
+
+
+def _json_rows(rows) -> Any:
+    import pandas as pd
+
+    return rows.astype(object).where(pd.notna(rows), None)
+
+
+def _expected_first(world: dict[str, Any]) -> float:
+    pipe, row = world["pipe"], world["single"]
+    return float(pipe.predict_proba(row)[0, 1]) if world["classifier"] else float(pipe.predict(row)[0])
+
+
+def tree_bench(root: Path, loadgen: str, requests: int, chosen: list[str]) -> tuple[dict[str, Any], list[Any]]:
+    """Every tree model on every server at concurrency 8 (single rows and 100-row batches)."""
+    worlds = build_tree_worlds(root)
+    results: dict[str, Any] = {}
+    for dataset, estimator in TREE_CASES:
+        name = f"{dataset}-{estimator.replace('_', '-')}"
+        w = worlds[name]
+        expected = _expected_first(w)
+        rows_single, rows_batch = _json_rows(w["single"]), _json_rows(w["batch"])
+        plain = {"single": json.dumps(v2_body(rows_single, w["schema"])).encode(),
+                 "batch100": json.dumps(v2_body(rows_batch, w["schema"])).encode()}
+        ml = {k: json.loads(v) for k, v in plain.items()}
+        for body in ml.values():
+            for inp in body["inputs"]:  # MLServer's pandas codec: nulls only in FP64 and text inputs
+                if inp["datatype"] == "INT64" and None in inp["data"]:
+                    inp["datatype"] = "FP64"
+                if inp["datatype"] == "BOOL":  # as text, as skiff's frame preparer writes booleans
+                    inp["datatype"] = "BYTES"
+                    inp["data"] = [None if v is None else str(bool(v)) for v in inp["data"]]
+                if inp["datatype"] == "BYTES":
+                    inp["parameters"] = {"content_type": "str"}
+            body["parameters"] = {"content_type": "pd"}
+            body["outputs"] = [{"name": "predict_proba" if w["classifier"] else "predict"}]
+        ml_bodies = {k: json.dumps(v).encode() for k, v in ml.items()}
+        skiff_pick = lambda b: next(o for o in b["outputs"] if o["name"] in ("probability", "value"))["data"][0]  # noqa: E731
+        other_pick = (lambda b: b["outputs"][0]["data"][1]) if w["classifier"] else (lambda b: b["outputs"][0]["data"][0])  # noqa: E501
+        servers = {
+            "skiff": (lambda r, p, n=name: start_skiff(r, p, name=n), plain, skiff_pick),
+            "skiff-sklearn": (lambda r, p, n=name: start_skiff(r, p, engine="sklearn", name=n), plain, skiff_pick),
+            "fastapi": (lambda r, p, n=name: start_fastapi(r, p, name=n), plain, other_pick),
+            "mlserver": (lambda r, p, n=name: start_mlserver(r, p, parallel_workers=0, name=n), ml_bodies, other_pick),
+        }
+        results[name] = {}
+        for server, (start, bodies, pick) in servers.items():
+            if server not in chosen and not (server == "mlserver" and "mlserver-inproc" in chosen):
+                continue
+            port = free_port()
+            try:
+                proc = start(root, port)
+            except Exception as e:  # report and go on, as for the churn cases
+                print(f"{name} {server}: could not start: {e}")
+                continue
+            url = f"http://127.0.0.1:{port}/v2/models/{name}/infer"
+            try:
+                _check_tree_answer(url, bodies["single"], expected, pick)
+                results[name][server] = {}
+                for case in ("single", "batch100"):
+                    key = f"{case}@c8"
+                    # a quarter as many batches: 100 rows each, on scikit-learn engines at ~20 batches/s
+                    r = drive(loadgen, url, bodies[case], requests if case == "single" else max(100, requests // 4),
+                              8, root)
+                    results[name][server][key] = r
+                    print(f"{name:28s} {server:14s} {key:12s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+                          f"p99 {r['p99_ms']:7.2f} ms", flush=True)
+            except Exception as e:  # a server that answers wrongly or fails: said, and the others still run
+                print(f"{name} {server}: {type(e).__name__}: {str(e)[:300]}")
+                log = root / ("mlserver.log" if server == "mlserver" else "fastapi.log")
+                if server in ("mlserver", "fastapi") and log.exists():
+                    print("  " + "\n  ".join(log.read_text(errors="replace").splitlines()[-8:]))
+            finally:
+                stop(proc)
+    return results, [worlds[n] for n in worlds]
+
+
+def _check_tree_answer(url: str, body: bytes, expected: float, pick) -> None:
+    import httpx
+
+    r = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=30)
+    r.raise_for_status()
+    got = pick(r.json())
+    if abs(got - expected) > 1e-6 * max(1.0, abs(expected)):
+        raise RuntimeError(f"{url} answered {got}, the pipeline says {expected}")
+
+
+def print_tree_report(results: dict[str, Any], worlds: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
+    targets = []
+    print("\ntree models: ratios (skiff fast path / other at the same load)")
+    for name, by_server in results.items():
+        sk = by_server.get("skiff")
+        if not sk:
+            continue
+        for other in ("skiff-sklearn", "fastapi", "mlserver"):
+            o = by_server.get(other)
+            if not o:
+                continue
+            for key in sk:
+                print(f"  {name:28s} vs {other:14s} {key:12s} RPS x{sk[key]['rps'] / o[key]['rps']:6.2f}   "
+                      f"p99 {sk[key]['p99_ms']:.2f} vs {o[key]['p99_ms']:.2f} ms")
+        f = by_server.get("fastapi")
+        if f:
+            ratio = sk["single@c8"]["rps"] / f["single@c8"]["rps"]
+            targets.append((f"{name} single-row c8: skiff RPS >= 10x FastAPI+sklearn", ratio >= 10, f"x{ratio:.2f}"))
+        others = [by_server[o]["single@c8"]["p99_ms"] for o in ("skiff-sklearn", "fastapi", "mlserver") if o in by_server]
+        if others:
+            targets.append((f"{name} single-row c8: skiff p99 <= the others'", sk["single@c8"]["p99_ms"] <= min(others),
+                            f"{sk['single@c8']['p99_ms']:.2f} vs {min(others):.2f} ms"))
+    print("\nregistered versions of the example data sets (skiff's pipeline, one value in twelve missing):")
+    print(f"  {'version':34s} {'fast path':9s} {'compiler':18s} {'max diff':>9s} {'rows':>6s} {'graph ms':>8s} "
+          f"{'check s':>7s}")
+    for w in worlds:
+        info = w["info"]
+        chosen = next((c for c in info.get("candidates", []) if c["compiler"] == info.get("compiler")), {})
+        p50 = chosen.get("p50_ms")
+        diff = info["max_abs_diff"]
+        name = f"{w['dataset']}-{w['estimator'].replace('_', '-')}"
+        print(f"  {name:34s} {'yes' if info['exact'] else 'NO':9s} {str(info.get('compiler')):18s} "
+              f"{(f'{diff:.1e}' if diff is not None else '-'):>9s} {info['rows_checked']:6d} "
+              f"{(f'{p50:.3f}' if p50 else '-'):>8s} {w['check_s']:7.1f}")
+        if not info["exact"]:
+            print(f"      why not: {info['reason'][:300]}")
+    on = sum(w["info"]["exact"] for w in worlds)
+    targets.append(("example data sets' versions on the fast path: all", on == len(worlds), f"{on}/{len(worlds)}"))
+    return targets
+
+
 class _Skip(Exception):
     """A part of the run that was not asked for."""
 
@@ -350,12 +560,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", dest="json_out", type=Path, help="Also write the results to this file.")
     ap.add_argument("--fastapi-server", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--model-name", default=MODEL, help=argparse.SUPPRESS)
+    ap.add_argument("--trees", action=argparse.BooleanOptionalAction, default=True,
+                    help="Also run the random forest and HGB cases (classification and regression).")
+    ap.add_argument("--tree-requests", type=int, default=500,
+                    help="Single-row requests per tree case (a quarter as many 100-row batches), after a warm-up.")
     args = ap.parse_args(argv)
     if args.fastapi_server:  # the baseline server's own process
         import uvicorn
 
-        uvicorn.run(fastapi_app(args.fastapi_server), host="127.0.0.1", port=args.port, log_level="warning",
-                    access_log=False)
+        uvicorn.run(fastapi_app(args.fastapi_server, args.model_name), host="127.0.0.1", port=args.port,
+                    log_level="warning", access_log=False)
         return 0
     os.environ.update(THREAD_ENV)
     loadgen = args.loadgen
@@ -437,6 +652,13 @@ def main(argv: list[str] | None = None) -> int:
         if proc is not None:
             stop(proc)
 
+    tree_results: dict[str, Any] = {}
+    tree_targets: list[Any] = []
+    if args.trees:
+        print(f"\ntree models ({args.tree_requests} requests per case at concurrency 8; load on this machine: "
+              f"{os.getloadavg()[0]:.1f} over {os.cpu_count()} cores)", flush=True)
+        tree_results, tree_worlds = tree_bench(root, loadgen, args.tree_requests, chosen)
+
     print("\nratios (skiff / other; RPS higher is better, p99 lower is better):")
     for other in ("skiff-sklearn", "fastapi", "mlserver", "mlserver-inproc"):
         if other not in results or "skiff" not in results:
@@ -467,11 +689,17 @@ def main(argv: list[str] | None = None) -> int:
         for case, proto in (("key@c8", "V2"), ("key-v1@c8", "V1")):
             p99 = results["transformer"][case]["p99_ms"]
             targets.append((f"transformer c8 ({proto}): p99 < 15 ms", p99 < 15.0, f"{p99:.2f} ms"))
+    if args.trees:
+        tree_targets = print_tree_report(tree_results, tree_worlds)
+        targets += tree_targets
+    print(f"\nload average when done: {os.getloadavg()[0]:.1f} over {os.cpu_count()} cores (other work on the "
+          "machine shares the cores with the servers and the load generator)")
     print("\ntargets:")
     for text, ok, value in targets:
         print(f"  [{'met' if ok else 'MISSED'}] {text}: {value}")
     if args.json_out:
         args.json_out.write_text(json.dumps({"loadgen": loadgen, "in_process": inproc, "results": results,
+                                             "trees": tree_results,
                                              "targets": [{"target": t, "met": ok, "value": v}
                                                          for t, ok, v in targets]}, indent=2))
     shutil.rmtree(root, ignore_errors=True)

@@ -662,8 +662,10 @@ def _check_sets(model: Any, holdout: pd.DataFrame, reference: pd.DataFrame | Non
     base = complete.iloc[:1].reset_index(drop=True)
     if base.empty:
         return sets, base
-    sets["missing"] = pd.concat([_nulls(base, c) for c in features] +
-                                [_nulls_all(base, list(features))], ignore_index=True)
+    with warnings.catch_warnings():  # all-missing rows keep each column's dtype (pandas warns it will change)
+        warnings.simplefilter("ignore", FutureWarning)
+        sets["missing"] = pd.concat([_nulls(base, c) for c in features] + [_nulls_all(base, list(features))],
+                                    ignore_index=True)
     unseen = []
     for c in features:
         if kinds.get(c) == "string":
