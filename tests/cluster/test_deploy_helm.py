@@ -30,7 +30,6 @@ from tests.unit.test_helm import CI_CASES, PLATFORM, by_kind, render, render_ci,
 #: The chart's oldest Kubernetes (Chart.yaml kubeVersion) and the one the cluster modules create.
 K8S_VERSIONS = ("1.29.0", "1.33.0")
 API_STREAM = str(PLATFORM / "ci/api-stream-values.yaml")
-UPSTREAM = Path(os.environ.get("SKIFF_UPSTREAM_SCHEMAS", REPO.parent / "shared" / "upstream"))
 
 
 # --- one definition of names and prefixes -------------------------------------------------------------
@@ -324,20 +323,20 @@ def test_every_core_object_passes_the_kubernetes_schemas(version):
             "ServiceAccount", "ConfigMap", "Role", "RoleBinding", "CronJob"} <= checked
 
 
-def _crd_schema(path: Path, version: str) -> dict:
-    crd = yaml.safe_load(path.read_text())
+def _crd_schema(rel: str, version: str) -> dict:
+    from tests.cluster.conftest import upstream_yaml  # the suite's shared loader: skips naming the file
+
+    crd = upstream_yaml(rel)
     (v,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
     return v["schema"]["openAPIV3Schema"]
 
 
 def test_kserve_objects_pass_the_kserve_crds():
     jsonschema = pytest.importorskip("jsonschema")
-    crds = UPSTREAM / "kserve/config/crd/full"
-    if not crds.is_dir():
-        pytest.skip(f"no upstream KServe CRDs at {crds} (set SKIFF_UPSTREAM_SCHEMAS or run make cluster-schemas)")
+    crds = "kserve/config/crd/full"
     schemas = {
-        "ServingRuntime": _crd_schema(crds / "serving.kserve.io_servingruntimes.yaml", "v1alpha1"),
-        "InferenceService": _crd_schema(crds / "serving.kserve.io_inferenceservices.yaml", "v1beta1"),
+        "ServingRuntime": _crd_schema(f"{crds}/serving.kserve.io_servingruntimes.yaml", "v1alpha1"),
+        "InferenceService": _crd_schema(f"{crds}/serving.kserve.io_inferenceservices.yaml", "v1beta1"),
     }
     seen, problems = set(), []
     for source, doc in _all_rendered():
