@@ -98,3 +98,56 @@ def test_the_step_registers_a_candidate_without_statistics_when_the_gate_kept_th
     assert mv.metadata.gate == {"metric": "roc_auc", "margin": 0.01, "promote": False,
                                 "reason": "kept the champion"}  # what the step was told
     assert STATISTICS_FILE not in {p.name for p in Path(mv.uri.removeprefix("file://")).iterdir()}
+
+
+@pytest.mark.integration
+@pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")
+def test_train_evaluate_and_register_components_publish_a_version_under_kfp_local(tmp_path, monkeypatch):
+    """The register component's body only unpacks KFP's artifacts (paths and metadata) for register_step."""
+    from kfp import dsl, local
+    from kfp.dsl import Artifact, Dataset, Output
+
+    from components.evaluate.component import evaluate as evaluate_op
+    from components.register.component import register as register_op
+    from components.train.component import train as train_op
+    from skiff.spec import load_spec
+
+    monkeypatch.chdir(tmp_path)  # the steps' settings: the defaults, no skiff.yaml of the repository
+    spec = spec_to_text(load_spec(Path(__file__).resolve().parents[2] / "examples" / "churn.yaml"))
+    registry_uri = str(tmp_path / "models")
+
+    @dsl.component(base_image="python:3.11-slim", install_kfp_package=False)
+    def make_churn(n: int, out: Output[Dataset]):
+        from skiff.datagen import churn
+
+        churn(n, seed=7).to_parquet(out.path, index=False)
+        out.metadata["partitions"] = ["2026-01-03"]
+
+    @dsl.component(base_image="python:3.11-slim", install_kfp_package=False)
+    def skipped_validation(statistics: Output[Artifact]):
+        statistics.metadata["uri"] = "file:///nowhere/stats.pb"  # metadata only: no statistics file
+
+    @dsl.pipeline(name="train-evaluate-register")
+    def flow(spec: str, registry_uri: str) -> int:
+        data = make_churn(n=400)
+        trained = train_op(training_data=data.outputs["out"], spec=spec, config={"cv_folds": 3})
+        evaluated = evaluate_op(model=trained.outputs["model"], test_data=trained.outputs["test_data"], spec=spec)
+        stats = skipped_validation()
+        return register_op(
+            model=trained.outputs["model"], test_data=trained.outputs["test_data"],
+            training_data=data.outputs["out"], report=evaluated.outputs["report"],
+            statistics=stats.outputs["statistics"], spec=spec, registry_uri=registry_uri, model_name="",
+            feature_service="churn_v1", test_metrics=evaluated.outputs["test_metrics"],
+            promote=evaluated.outputs["promote"], reason=evaluated.outputs["reason"], gate_metric="", margin=0.0,
+            run_id="kfp-local-1",
+        ).outputs["version"]
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    assert flow(spec=spec, registry_uri=registry_uri).output == 1
+    mv = ModelRegistry(Store(registry_uri)).get("churn", 1)
+    assert mv.champion and mv.metadata.pipeline_run_id == "kfp-local-1"
+    assert mv.metadata.gate["metric"] == "roc_auc" and mv.metadata.gate["promote"] is True  # the evaluate record
+    assert mv.metadata.dataset["partitions"] == ["2026-01-03"]
+    assert mv.metadata.statistics_uri == "file:///nowhere/stats.pb"
+    names = {p.name for p in Path(mv.uri.removeprefix("file://")).iterdir()}
+    assert REPORT_FILE in names and STATISTICS_FILE not in names
