@@ -146,6 +146,45 @@ def test_the_api_command_line_is_accepted_by_the_cli(skiff_env, monkeypatch, cap
     assert code == 2 and "no API token configured" in err and "SKIFF_API_TOKENS_SHA256" in err, err
 
 
+@pytest.mark.integration
+def test_the_api_pod_serves_its_probes_with_the_rendered_settings(skiff_env, monkeypatch):
+    """The Deployment's command, env and skiff.yaml start the real server, which answers the probe path
+    and refuses a request without a token (bound to loopback here instead of the pod's 0.0.0.0)."""
+    import socket
+
+    import httpx
+
+    from skiff.api.auth import hash_token
+    from tests.conftest import wait_until_ready
+
+    docs = render("skiff", (API_STREAM,))
+    (c,) = by_kind(docs, "Deployment")["skiff-api"]["spec"]["template"]["spec"]["containers"]
+    (skiff_env / "skiff.yaml").write_text(by_kind(docs, "ConfigMap")["skiff-settings"]["data"]["skiff.yaml"])
+    (skiff_env / "environments").mkdir()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = list(c["command"])
+    command[command.index("--host") + 1] = "127.0.0.1"
+    command[command.index("--port") + 1] = str(port)
+    command[command.index("--environments") + 1] = str(skiff_env / "environments")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKIFF_")}
+    env.update(PYTHONPATH=str(REPO), SKIFF_CONFIG=str(skiff_env / "skiff.yaml"),
+               SKIFF_DATABASE_URL="postgresql+psycopg://root@127.0.0.1:5432/test",
+               SKIFF_API_TOKENS_SHA256=hash_token("a-token-only-this-test-knows"))
+    log = skiff_env / "api.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, *command[1:]], cwd=skiff_env, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        probe = c["readinessProbe"]["httpGet"]["path"]
+        wait_until_ready(f"http://127.0.0.1:{port}{probe}", proc, log_path=log)
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/models", timeout=10).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def _stream(docs: list[dict], name: str = "skiff-stream-telemetry") -> dict:
     return by_kind(docs, "StatefulSet")[name]
 
