@@ -88,9 +88,6 @@ def test_the_dockerfile_has_a_target_per_image():
     assert targets >= DEFINED
 
 
-@pytest.mark.xfail(strict=True, reason="terraform/modules/aws-eks/variables.tf ecr_repositories also creates "
-                   "'skiff-serving', an image nothing builds (the model server runs in the skiff image); owner: "
-                   "platform-install")
 def test_terraform_creates_a_registry_repository_per_image():
     with open(REPO / "terraform/modules/aws-eks/variables.tf") as f:
         variables = {k.strip('"'): v for var in hcl2.load(f)["variable"] for k, v in var.items()}
