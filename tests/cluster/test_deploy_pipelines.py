@@ -186,3 +186,22 @@ def test_a_local_run_ignores_the_cluster_wiring(tmp_path, monkeypatch):
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
     assert json.loads(wired().output) == {"SKIFF_CONFIG": None, "SKIFF_REDIS": None, "SKIFF_DATABASE_URL": None}
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_skiff_run_host_submits_as_the_settings_name_it(kfp_api, skiff_env, monkeypatch, capsys):
+    """The face: ``skiff run tabular --host`` passes the settings' namespace, account and pipeline root."""
+    from skiff.cli import main
+    from tests.conftest import REPO
+
+    host, requests = kfp_api
+    monkeypatch.setenv("SKIFF_ROOT", "s3://skiff-prod/skiff")
+    monkeypatch.setenv("SKIFF_KFP_NAMESPACE", "team-a")
+    code = main(["run", "tabular", "--spec", str(REPO / "examples/churn.yaml"), "--host", host, "--json"])
+    assert code == 0, capsys.readouterr().err
+    (find,) = [r for r in requests if r[0] == "GET" and "/experiments" in r[1]]
+    assert find[1].endswith("&namespace=team-a")
+    (run,) = [body for method, path, body in requests if method == "POST" and path.endswith("/runs")]
+    assert run["service_account"] == "skiff-pipeline"
+    assert run["runtime_config"]["pipeline_root"] == "s3://skiff-prod/skiff/artifacts"
+    assert run["runtime_config"]["parameters"]["registry_uri"] == "s3://skiff-prod/skiff/models"
