@@ -270,10 +270,16 @@ def submit(
     namespace = target.namespace or None
     factory = client_factory or kfp.Client
     client = factory(host=host, namespace=namespace) if namespace else factory(host=host)
-    run = client.create_run_from_pipeline_func(
-        get_pipeline(name).function, arguments=arguments, experiment_name=experiment,
-        run_name=run_name or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", enable_caching=False,
-        namespace=namespace, service_account=target.service_account, pipeline_root=target.pipeline_root,
-    )
+    import contextlib
+    import sys
+
+    # kfp.Client prints the experiment's and the run's links: they go to stderr, so stdout stays the
+    # caller's (``skiff run --json`` prints one JSON document there)
+    with contextlib.redirect_stdout(sys.stderr):
+        run = client.create_run_from_pipeline_func(
+            get_pipeline(name).function, arguments=arguments, experiment_name=experiment,
+            run_name=run_name or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", enable_caching=False,
+            namespace=namespace, service_account=target.service_account, pipeline_root=target.pipeline_root,
+        )
     return {"run_id": run.run_id, "host": host, "experiment": experiment, "pipeline": name,
             "namespace": target.namespace, "service_account": target.service_account}

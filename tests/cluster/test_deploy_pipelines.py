@@ -198,7 +198,10 @@ def test_skiff_run_host_submits_as_the_settings_name_it(kfp_api, skiff_env, monk
     monkeypatch.setenv("SKIFF_ROOT", "s3://skiff-prod/skiff")
     monkeypatch.setenv("SKIFF_KFP_NAMESPACE", "team-a")
     code = main(["run", "tabular", "--spec", str(REPO / "examples/churn.yaml"), "--host", host, "--json"])
-    assert code == 0, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["service_account"] == "skiff-pipeline"  # stdout is the JSON alone
+    assert "Run details:" in err  # kfp's links go to stderr
     (find,) = [r for r in requests if r[0] == "GET" and "/experiments" in r[1]]
     assert find[1].endswith("&namespace=team-a")
     (run,) = [body for method, path, body in requests if method == "POST" and path.endswith("/runs")]
