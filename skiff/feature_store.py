@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from skiff.errors import ConfigError
 from skiff.lake import Lake
 from skiff.storage import Store
-from skiff.uri import absolute, is_remote, local_path
+from skiff.uri import absolute, azure_blob_url, is_remote, local_path, scheme
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -176,7 +176,18 @@ def feast_config(repo_path: str | Path, feast_dir: str | Path, source_dir: str,
         unresolved = re.findall(r"\$\{(\w+)\}", config.model_dump_json())
         if unresolved:
             raise ConfigError(f"{fs_yaml}: environment variables not set: {sorted(set(unresolved))}")
+    _azure_registry(config)
     return config
+
+
+def _azure_registry(config: RepoConfig) -> None:
+    """Feast picks a file registry's store by scheme and knows no abfs://: a registry on ADLS goes to its
+    Azure store (``AzureRegistryStore``), which takes the blob endpoint's https URL."""
+    registry = config.registry
+    if isinstance(registry, str) or registry.registry_store_type or scheme(registry.path) not in ("abfs", "abfss"):
+        return
+    registry.path = azure_blob_url(registry.path)
+    registry.registry_store_type = "AzureRegistryStore"
 
 
 def open_store(repo_path: str | Path, feast_dir: str | Path, source_dir: str,

@@ -18,10 +18,12 @@ from pathlib import Path
 
 from skiff.errors import StorageError
 
-__all__ = ["scheme", "is_uri", "is_remote", "absolute", "local_path"]
+__all__ = ["scheme", "is_uri", "is_remote", "absolute", "local_path", "azure_blob_url"]
 
 # RFC 3986 scheme followed by "://"; a Windows drive ("C:\\data") has no "//" after its colon
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# abfs[s]://<container>@<account>.dfs.core.windows.net[/<path>] (fsspec/adlfs's form of an ADLS Gen2 location)
+_ABFS = re.compile(r"^abfss?://(?P<container>[^@/]+)@(?P<account>[a-z0-9]+)\.dfs\.(?P<suffix>core\.[^/]+)(?P<path>/.*)?$")
 
 
 def scheme(location: str | os.PathLike[str]) -> str:
@@ -61,3 +63,18 @@ def local_path(location: str | os.PathLike[str], what: str = "location") -> Path
     if scheme(text) == "file":
         text = text[len("file://"):]
     return Path(os.path.abspath(text))
+
+
+def azure_blob_url(location: str) -> str:
+    """The ``https://<account>.blob.<suffix>/<container>/<path>`` form of an ``abfs://`` location: the one
+    Azure clients outside fsspec take (Feast's Azure registry store, KServe's storage initializer).
+
+    A :class:`StorageError` when ``location`` is not ``abfs[s]://<container>@<account>.dfs.<suffix>/...``.
+    """
+    m = _ABFS.match(location)
+    if m is None:
+        raise StorageError(f"not an abfs://<container>@<account>.dfs.core.windows.net location: {location!r}",
+                           path=location)
+    path = (m.group("path") or "").rstrip("/")
+    return f"https://{m.group('account')}.blob.{m.group('suffix')}/{m.group('container')}{path}"
+

@@ -71,6 +71,33 @@ def test_registry_and_feast_folder_follow_the_layout():
         "name": cluster.REDIS_SECRET.name, "key": cluster.REDIS_SECRET.key}
 
 
+@pytest.mark.parametrize(
+    ("variant", "store"),
+    [("aws-irsa-values.yaml", "S3RegistryStore"), ("azure-workload-identity-values.yaml", "AzureRegistryStore")],
+)
+def test_the_feature_server_config_names_a_registry_store_feast_has(variant, store, tmp_path, monkeypatch):
+    """`feast serve` reads the rendered feature_store.yaml with the rendered SKIFF_FEAST_DIR: Feast must find
+    a registry store for it (it has none for abfs://, so ADLS goes to its Azure store's https URL)."""
+    from urllib.parse import urlparse
+
+    from feast.infra.registry.registry import REGISTRY_STORE_CLASS_FOR_SCHEME, REGISTRY_STORE_CLASS_FOR_TYPE
+    from feast.repo_config import load_repo_config
+
+    docs = render_ci("skiff", variant)
+    (tmp_path / "feature_store.yaml").write_text(by_kind(docs, "ConfigMap")["feast-feature-server"]["data"]["feature_store.yaml"])
+    pod = by_kind(docs, "Deployment")["feast-feature-server"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    monkeypatch.setenv("SKIFF_FEAST_DIR", env["SKIFF_FEAST_DIR"])
+    monkeypatch.setenv("SKIFF_REDIS", "redis.example:6380,ssl=true")
+    registry = load_repo_config(tmp_path, tmp_path / "feature_store.yaml").registry
+    if registry.registry_store_type:
+        assert registry.registry_store_type == store and store in REGISTRY_STORE_CLASS_FOR_TYPE
+        assert registry.path.startswith("https://skiffprod.blob.core.windows.net/")
+    else:
+        assert REGISTRY_STORE_CLASS_FOR_SCHEME[urlparse(registry.path).scheme] == store
+        assert registry.path == "s3://skiff-prod-data/skiff/feast/registry.db"
+
+
 def test_standalone_kfp_gets_the_settings_in_its_own_namespace():
     """KFP standalone runs pipeline pods in KFP's namespace: the settings they mount must be there too."""
     docs = render("skiff", (str(PLATFORM / "ci/minimal-values.yaml"),), ("settings.pipelineNamespace=kubeflow",))

@@ -144,3 +144,27 @@ def test_no_location_goes_through_path():
                 offenders.append(f"{file.relative_to(REPO)}:{line}: {call}")
     assert not offenders, "a location that may be a URI goes through Path (use skiff.uri.absolute / " \
                           "local_path):\n" + "\n".join(offenders)
+
+
+def test_azure_blob_url_of_an_abfs_location():
+    from skiff.uri import azure_blob_url
+
+    assert azure_blob_url("abfs://skiff@skiffprod.dfs.core.windows.net/skiff/feast/") == \
+        "https://skiffprod.blob.core.windows.net/skiff/skiff/feast"
+    assert azure_blob_url("abfss://c@acct.dfs.core.windows.net") == "https://acct.blob.core.windows.net/c"
+    with pytest.raises(StorageError, match="not an abfs://"):
+        azure_blob_url("s3://bucket/feast")
+
+
+def test_a_feast_registry_on_adls_goes_to_feasts_azure_store(tmp_path, monkeypatch):
+    """Feast has no abfs:// registry store: the ADLS Feast folder becomes its Azure store's https URL."""
+    from skiff.feature_store import feast_config
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SKIFF_REDIS", "redis.example:6380,ssl=true")
+    config = feast_config(REPO / "feature_repo", "abfs://skiff@skiffprod.dfs.core.windows.net/skiff/feast",
+                          "abfs://skiff@skiffprod.dfs.core.windows.net/skiff/lake/features",
+                          "feature_store.cluster.yaml")
+    assert config.registry.registry_store_type == "AzureRegistryStore"
+    assert config.registry.path == "https://skiffprod.blob.core.windows.net/skiff/skiff/feast/registry.db"
+    assert list(tmp_path.iterdir()) == []

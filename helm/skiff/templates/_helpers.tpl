@@ -65,6 +65,29 @@ Call with (dict "ctx" $ "role" "models").
 {{- default (include "skiff.rootChild" (dict "ctx" . "role" "feast")) .Values.featureServer.feastDir -}}
 {{- end -}}
 
+{{/*
+The Feast folder as `feast serve` reads it: Feast has no abfs:// registry store, so an ADLS folder becomes
+the https blob URL its AzureRegistryStore takes (skiff.uri.azure_blob_url does the same in Python).
+*/}}
+{{- define "skiff.feastDirForFeast" -}}
+{{- $dir := include "skiff.feastDir" . -}}
+{{- if regexMatch "^abfss?://" $dir -}}
+{{- regexReplaceAll "^abfss?://([^@/]+)@([a-z0-9]+)\\.dfs\\.(core\\.[^/]+)(/.*)?$" (trimSuffix "/" $dir) "https://${2}.blob.${3}/${1}${4}" -}}
+{{- else -}}
+{{- $dir -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The feature server's feature_store.yaml: on ADLS its file registry goes to Feast's Azure store. */}}
+{{- define "skiff.featureStoreYaml" -}}
+{{- $config := default (.Files.Get "files/feature_store.yaml") .Values.featureServer.featureStoreYaml -}}
+{{- if and (regexMatch "^abfss?://" (include "skiff.feastDir" .)) (not (contains "registry_store_type" $config)) -}}
+{{- regexReplaceAll "(?m)^(\\s*)registry_type: file\\s*$" $config "${1}registry_type: file\n${1}registry_store_type: AzureRegistryStore" -}}
+{{- else -}}
+{{- $config -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The settings ConfigMap: a fixed name, since compiled pipelines mount it by name (skiff/cluster.py). */}}
 {{- define "skiff.settingsName" -}}
 {{- .Values.settings.configMapName -}}
