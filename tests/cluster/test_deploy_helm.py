@@ -412,3 +412,14 @@ def test_kserve_objects_pass_the_kserve_crds():
             seen.add(doc["kind"])
     assert not problems, "\n".join(problems[:20])
     assert seen == set(schemas)
+
+
+def test_api_and_stream_run_the_skiff_image_the_build_names():
+    from components._image import BASE_IMAGE, REGISTRY
+
+    docs = render("skiff", (API_STREAM,), (f"image.registry={REGISTRY}",))
+    images = {
+        kind: by_kind(docs, kind)[name]["spec"]["template"]["spec"]["containers"][0]["image"]
+        for kind, name in (("Deployment", "skiff-api"), ("StatefulSet", "skiff-stream-telemetry"))
+    }
+    assert images == {"Deployment": BASE_IMAGE, "StatefulSet": BASE_IMAGE}
