@@ -7,16 +7,116 @@ One model for every writer (batch ingestion, the stream consumer, a failed run k
 The JSON stays readable by older and newer skiff versions: every field but the run's identity is
 optional, unknown fields are ignored on reading, and fields without a value are left out on writing
 (so a manifest of one writer holds only what that writer knows).
+
+A run's ``sources`` are the entries its sources describe (:meth:`skiff.sources.SourceReader.describe`):
+one :data:`SourceEntry` per source, typed by kind below. The manifest model keeps them as plain mappings
+on reading, so a manifest with a kind or field this version does not know still reads.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-__all__ = ["RunManifest", "RunCounts", "PartFile", "Imputation"]
+__all__ = [
+    "RunManifest",
+    "RunCounts",
+    "PartFile",
+    "Imputation",
+    "SourceEntry",
+    "FileSourceEntry",
+    "FileRecord",
+    "SqlSourceEntry",
+    "SqlWatermarkRange",
+    "RestSourceEntry",
+    "MqttSourceEntry",
+]
+
+
+# -- the source entries of a manifest, by kind -----------------------------------------------------------
+
+
+class _Counted(TypedDict, total=False):
+    #: the rows of this source in the run (batch ingestion adds them: read, accepted, quarantined, duplicates)
+    counts: dict[str, int]
+
+
+class _FileRecordNotes(TypedDict, total=False):
+    notes: list[str]  # what reading changed (blank columns dropped or named)
+
+
+class FileRecord(_FileRecordNotes):
+    """One file of a file source as read (its size and hash are what the fingerprint counts)."""
+
+    uri: str
+    size: int
+    mtime: float | None
+    sha256: str | None
+    format: str
+    compression: str | None
+    delimiter: str | None
+    rows: int
+
+
+class FileSourceEntry(_Counted):
+    type: Literal["file"]
+    path: str  # the source as the spec names it (a signed URL's key masked)
+    files: list[FileRecord]
+    rows: int
+
+
+class SqlWatermarkRange(TypedDict):
+    """The watermark values a run read above (``after``, exclusive) and up to (``to``), encoded."""
+
+    column: str
+    after: dict[str, Any] | None
+    to: dict[str, Any] | None
+
+
+class _SqlOptional(_Counted, total=False):
+    url_env: str  # the environment variable the URL came from
+    table: str | None
+    query: str | None
+    watermark: SqlWatermarkRange  # incremental sources
+    sha256: str  # sources without a watermark: a hash of the rows read
+
+
+class SqlSourceEntry(_SqlOptional):
+    type: Literal["sql"]
+    url: str  # credentials masked
+    rows: int
+    key: str  # names the source's watermark state
+
+
+class _RestOptional(_Counted, total=False):
+    truncated_at_max_pages: bool
+
+
+class RestSourceEntry(_RestOptional):
+    type: Literal["rest"]
+    url: str  # a key in the query redacted
+    pages: int
+    rows: int
+    sha256: str  # a hash of the pages
+
+
+class MqttSourceEntry(_Counted):
+    """The messages of one stream run (:class:`components.stream.segment.StreamSegment`)."""
+
+    type: Literal["mqtt"]
+    broker: str
+    topic: str  # the subscription's topic filter
+    qos: int
+    client_id: str
+    messages: list[int]  # the first and last message number of this consumer process
+    topics: int  # how many topics the messages came on
+    sha256: str  # a hash of the payloads, in arrival order
+
+
+#: one source of a run as its manifest records it
+SourceEntry = FileSourceEntry | SqlSourceEntry | RestSourceEntry | MqttSourceEntry
 
 
 class _Record(BaseModel):
@@ -73,7 +173,8 @@ class RunManifest(_Record):
     fingerprint: str | None = None
     #: :func:`skiff.spec.spec_fingerprint` of the spec the run was written with (see Lake.select_runs)
     spec_hash: str | None = None
-    #: one entry per source, as its reader describes it (credentials redacted)
+    #: one entry per source, as its reader describes it (credentials redacted): a :data:`SourceEntry`
+    #: when this version wrote it; kept as plain mappings so other versions' entries read
     sources: list[dict[str, Any]] = Field(default_factory=list)
     counts: RunCounts | None = None
     quarantine_reasons: dict[str, int] = Field(default_factory=dict)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
 
+from skiff.manifest import SourceEntry
 from skiff.spec import json_sha256
 
 __all__ = ["SourceBatch", "SourceReader", "StatelessSource", "ColumnCheck", "run_fingerprint"]
@@ -86,7 +87,7 @@ class SourceReader(Protocol):
         """What identifies the input read (its content, never its name or time)."""
         ...
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> SourceEntry:
         """The source's entry in the run manifest (redacted)."""
         ...
 

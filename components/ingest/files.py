@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from skiff.errors import InputError, SourceError
+from skiff.manifest import FileRecord, FileSourceEntry
 from skiff.redact import redact_text, redact_url
 from skiff.sources import ColumnCheck, SourceBatch, StatelessSource
 from skiff.spec import FileSource
@@ -76,10 +77,12 @@ class FileEntry:
     header: list[str] = field(default_factory=list)  # CSV: every column as read, blank names made positional
     notes: list[str] = field(default_factory=list)  # what reading changed (blank columns dropped or named)
 
-    def describe(self) -> dict[str, Any]:
-        return {"uri": self.uri, "size": self.size, "mtime": self.mtime, "sha256": self.sha256,
-                "format": self.format, "compression": self.compression, "delimiter": self.delimiter,
-                "rows": self.rows, **({"notes": self.notes} if self.notes else {})}
+    def describe(self) -> FileRecord:
+        record = FileRecord(uri=self.uri, size=self.size, mtime=self.mtime, sha256=self.sha256, format=self.format,
+                            compression=self.compression, delimiter=self.delimiter, rows=self.rows)
+        if self.notes:
+            record["notes"] = self.notes
+        return record
 
 
 def _decompress_sample(raw: bytes, compression: str | None) -> bytes:
@@ -484,7 +487,7 @@ class FileReader(StatelessSource):
         self.hash_files()
         return {"type": "file", "files": sorted([e.size, e.sha256] for e in self.entries)}
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> FileSourceEntry:
         return {"type": "file", "path": self.label, "files": [e.describe() for e in self.entries],
                 "rows": sum(e.rows for e in self.entries)}
 

@@ -28,6 +28,7 @@ import httpx
 
 from components.ingest.files import find_records, records_to_table
 from skiff.errors import InputError, SourceError
+from skiff.manifest import RestSourceEntry
 from skiff.redact import redact_logger, redact_text, redact_url
 from skiff.sources import SourceBatch, StatelessSource
 from skiff.spec import RestSource
@@ -184,9 +185,9 @@ class RestReader(StatelessSource):
     def fingerprint(self) -> dict[str, Any]:
         return {"type": "rest", "url": self.label, "sha256": self._hash.hexdigest()}
 
-    def describe(self) -> dict[str, Any]:
-        d = {"type": "rest", "url": self.label, "pages": self.pages, "rows": self.rows,
-             "sha256": self._hash.hexdigest()}
+    def describe(self) -> RestSourceEntry:
+        d: RestSourceEntry = {"type": "rest", "url": self.label, "pages": self.pages, "rows": self.rows,
+                              "sha256": self._hash.hexdigest()}
         if self.truncated:
             d["truncated_at_max_pages"] = True
         return d

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from skiff.errors import InputError, SourceError, SpecError
+from skiff.manifest import SqlSourceEntry
 from skiff.redact import is_secret_param, redact_text, redact_url, url_secrets
 from skiff.sources import ColumnCheck, SourceBatch
 from skiff.spec import SqlSource
@@ -247,11 +248,14 @@ class SqlReader:
             fp["sha256"] = self._hash.hexdigest()
         return fp
 
-    def describe(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"type": "sql", "url": masked_url(self._url), "rows": self.rows, "key": self.key}
+    def describe(self) -> SqlSourceEntry:
+        d: SqlSourceEntry = {"type": "sql", "url": masked_url(self._url), "rows": self.rows, "key": self.key}
         if self.source.url_env:
             d["url_env"] = self.source.url_env
-        d["table" if self.source.table else "query"] = self.source.table or self.source.query
+        if self.source.table:
+            d["table"] = self.source.table
+        else:
+            d["query"] = self.source.query
         if self.source.watermark:
             d["watermark"] = {"column": self.source.watermark, "after": encode_watermark(self.low),
                               "to": encode_watermark(self.high or self.low)}

@@ -473,7 +473,7 @@ class StreamConsumer:
         spec_hash = spec_fingerprint(self.spec)
         sources: list[SourceReader] = [buf]
         fingerprint = run_fingerprint(spec_hash, sources)
-        entries = [r.describe() for r in sources]
+        entries = [dict(r.describe()) for r in sources]
         for _attempt in range(100):
             run_id = run_id_for(self.client_id, self._seq)
             self._seq += 1

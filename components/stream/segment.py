@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from components.stream.parse import Rejected, parse_payload
 from skiff.errors import InvariantError
+from skiff.manifest import MqttSourceEntry
 from skiff.sources import SourceBatch, StatelessSource
 from skiff.spec import DatasetSpec, MqttSource
 
@@ -121,11 +122,11 @@ class StreamSegment(StatelessSource):
         """The topic and a hash of the payloads, in order (what makes two segments the same input)."""
         return {"type": self.kind, "topic": self.source.topic, "sha256": self._payload_hash()}
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> MqttSourceEntry:
         """Broker, topic and which messages (first and last number), with the hash of their payloads."""
         if not self.msgs:
             raise InvariantError("an empty stream segment is never published")
-        return {"type": self.kind, "broker": self.broker, "topic": self.source.topic, "qos": self.source.qos,
+        return {"type": "mqtt", "broker": self.broker, "topic": self.source.topic, "qos": self.source.qos,
                 "client_id": self.client_id, "messages": [self.msgs[0].number, self.msgs[-1].number],
                 "topics": len({m.topic for m in self.msgs}), "sha256": self._payload_hash()}
 

@@ -132,3 +132,36 @@ def test_the_consumer_publishes_the_segment_through_the_contract_then_commits_it
     assert client.acks == [(101, 1), (103, 1)] and client.committed_runs == [1, 1]  # after the publish
     assert seg.committed
     assert pq.read_table(lake.store.uri(*ref.parts, "part-00000.parquet")).num_rows == manifest.counts.accepted
+
+
+def test_every_sources_manifest_entry_has_the_keys_its_typed_entry_names(tmp_path):
+    import sqlalchemy as sa
+
+    from skiff.manifest import FileSourceEntry, MqttSourceEntry, RestSourceEntry, SqlSourceEntry
+
+    csv = tmp_path / "a.csv"
+    csv.write_text("device_id,temperature\nd1,20.5\n")
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (id INTEGER, device_id TEXT)"))
+        conn.execute(sa.text("INSERT INTO t VALUES (1, 'd1'), (2, 'd2')"))
+    segment = StreamSegment(SPEC, SOURCE, "c1", acknowledge=lambda msgs: None)
+    segment.add(_message(1, b'{"device_id": "d1"}'))
+    readers = [
+        (FileReader(FileSource(path=str(csv))), FileSourceEntry),
+        (SqlReader(SqlSource(url=f"sqlite:///{tmp_path / 's.db'}", table="t", watermark="id"), engine=engine),
+         SqlSourceEntry),
+        (SqlReader(SqlSource(url=f"sqlite:///{tmp_path / 's.db'}", query="SELECT * FROM t"), engine=engine),
+         SqlSourceEntry),
+        (RestReader(RestSource(url="https://example.invalid/readings"),
+                    transport=httpx.MockTransport(lambda request: httpx.Response(200, json=[{"device_id": "d1"}]))),
+         RestSourceEntry),
+        (segment, MqttSourceEntry),
+    ]
+    for reader, typed in readers:
+        for _ in reader.batches():
+            pass
+        entry = reader.describe()
+        keys = set(entry)
+        assert typed.__required_keys__ <= keys <= set(typed.__annotations__), (typed.__name__, keys)
+        assert entry["type"] == reader.kind
