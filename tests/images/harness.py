@@ -39,6 +39,8 @@ CONTEXT = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "requir
            "pipelines", "serving", "feature_repo", "examples")
 KEY_LABEL = "io.skiff.build-key"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
+#: BuildKit cache kept after a build (SKIFF_TEST_BUILD_CACHE_GB; the skiff-gpu image alone needs ~8 more).
+BUILD_CACHE_GB = int(os.environ.get("SKIFF_TEST_BUILD_CACHE_GB", "14"))
 
 
 class EngineMissing(RuntimeError):
@@ -205,8 +207,11 @@ def build(engine: Engine, target: str, ref: str, base: str, timeout: float = 180
             args += ["--secret", f"id=extra_ca,src={ca}"]
         engine.run(*args, str(REPO), timeout=timeout)
     engine.timings[target] = round(time.perf_counter() - t0, 1)
-    # the image this one replaced is left untagged: drop it (its layers stay while another image uses them)
+    # the image this one replaced is left untagged: drop it (its layers stay while another image uses them),
+    # and cap BuildKit's cache (least recently used first): rebuilt stages and the uv download cache grow it
+    # by GBs, while what a warm rebuild needs (the locked environments, ~8 GB with TFDV's) stays under the cap.
     engine.run("image", "prune", "-f", "--filter", f"label={KEY_LABEL}", check=False)
+    engine.run("builder", "prune", "-f", "--keep-storage", f"{BUILD_CACHE_GB}gb", check=False, timeout=600)
     return ref
 
 
