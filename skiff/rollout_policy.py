@@ -9,7 +9,12 @@ deployment files and the controller share it without depending on each other.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from skiff.errors import UsageError
 
 __all__ = ["RolloutPolicy"]
 
@@ -62,6 +67,18 @@ class RolloutPolicy(BaseModel):
         if v[-1] != 100:
             raise ValueError(f"the last step must be 100 (full promotion), got {v}")
         return v
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None = None, **flags: Any) -> RolloutPolicy:
+        """This policy with a policy file's fields over it, then the flags that were given (``None``: not
+        given) — the order ``skiff rollout start --policy FILE --steps ...`` applies them in."""
+        data = self.model_dump()
+        data.update(overrides or {})
+        data.update({k: v for k, v in flags.items() if v is not None})
+        try:
+            return RolloutPolicy.model_validate(data)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'policy'}: {err['msg']}" for err in e.errors())
+            raise UsageError(f"invalid rollout policy: {problems}") from e
 
     def thresholds(self) -> dict[str, float]:
         return {

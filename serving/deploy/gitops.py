@@ -487,6 +487,38 @@ class Environments:
         return self._set_version(env, name, target, current, "rollback",
                                  reason or f"rollback from version {current.version}", False)
 
+    def deployment_to_render(self, env: str, name: str, *, version: VersionNumber | None = None,
+                             canary_version: VersionNumber | None = None,
+                             canary_percent: int | None = None) -> ModelDeployment:
+        """The deployment ``skiff render isvc`` shows: the model file's, with the version or canary asked for
+        over it (a version alone drops the file's canary; a canary without a percent gets 10 %)."""
+        if self.model_path(env, name).is_file():
+            dep = self.deployment(env, name)
+        elif version is not None:
+            dep = ModelDeployment(name=name, version=version)
+        else:
+            raise UsageError(f"{name} has no model file in {env!r}: give --version")
+        if version is not None:
+            dep = dep.model_copy(update={"version": version, "canary": None})
+        if canary_version is not None:
+            return dep.model_copy(update={"canary": Canary(version=canary_version, percent=canary_percent or 10)})
+        if canary_percent is not None:
+            if dep.canary is None:
+                raise UsageError("--canary-percent needs a canary: give --canary-version")
+            return dep.model_copy(update={"canary": Canary(version=dep.canary.version, percent=canary_percent)})
+        return dep
+
+    def record_rollout_outcome(self, env: str, name: str, *, canary_version: str, promoted: bool,
+                               reason: str) -> PromotionResult | None:
+        """Write a finished rollout into the model file when that file names this canary; ``None`` when it
+        does not (a rollout of a version Git never recorded leaves Git alone)."""
+        if not self.model_path(env, name).is_file():
+            return None
+        current = self.deployment(env, name)
+        if current.canary is None or str(current.canary.version) != str(canary_version):
+            return None
+        return self.finish_canary(env, name, promoted=promoted, reason=reason)
+
     @_holding_model_lock("env")
     def finish_canary(self, env: str, name: str, *, promoted: bool, reason: str) -> PromotionResult:
         """Record the outcome of a canary rollout: the canary becomes stable, or it is dropped."""

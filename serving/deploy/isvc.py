@@ -359,19 +359,15 @@ def render_environment(
     *,
     images: RuntimeImages,
     registry_uri: str,
-    service_account_annotations: dict[str, str] | None = None,
 ) -> list[Path]:
     """Write an environment's InferenceServices and their ``kustomization.yaml`` into ``out_dir``.
 
     One file per InferenceService: the objects Argo CD owns. The ServiceAccount and the ServingRuntimes the
-    InferenceServices name belong to the platform chart (see the module docstring), so
-    ``service_account_annotations`` are refused: they go to the chart's ``serviceAccounts.serving.annotations``.
+    InferenceServices name belong to the platform chart (see the module docstring): the serving identity's
+    annotations go to the chart's ``serviceAccounts.serving.annotations``.
     Files a previous render wrote that no longer belong (a model removed from the environment, or the
     ServiceAccount and ServingRuntime files older renders wrote) are removed.
     """
-    if service_account_annotations:
-        raise UsageError("the serving service account belongs to the platform chart helm/skiff: set its "
-                         "annotations (the cloud identity) in serviceAccounts.serving.annotations, not in the render")
     env = envs.environment(env_name)
     source = f"{envs.env_dir(env_name)}/environment.yaml"
     images = images.with_overrides(env.images, source)

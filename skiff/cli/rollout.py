@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
 from skiff.cli._common import JsonOption, console, emit, err_console, state
@@ -15,10 +14,11 @@ from skiff.versions import parse_version, parse_version_number
 from skiff.yamlio import load_user_yaml
 
 if TYPE_CHECKING:
-    from serving.deploy.gitops import Environments, PromotionResult
+    from serving.deploy.gitops import Environments
     from serving.deploy.isvc import RuntimeImages
     from serving.rollout.store import RolloutStore
     from skiff.registry import ModelRegistry
+    from skiff.rollout_policy import RolloutPolicy
 
 EnvironmentsOption = Annotated[
     Path,
@@ -61,21 +61,11 @@ def _kube_api() -> Any:
     return client.CustomObjectsApi()
 
 
-def _policy(base: Any, policy_file: Path | None, **flags: Any) -> Any:
-    from skiff.rollout_policy import RolloutPolicy
-
-    data = base.model_dump()
-    if policy_file is not None:
-        loaded = load_user_yaml(policy_file, "rollout policy file", error=UsageError) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{policy_file}: expected a mapping of policy fields")
-        data.update(loaded)
-    data.update({k: v for k, v in flags.items() if v is not None})
-    try:
-        return RolloutPolicy.model_validate(data)
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'policy'}: {err['msg']}" for err in e.errors())
-        raise UsageError(f"invalid rollout policy: {problems}") from e
+def _policy(base: RolloutPolicy, policy_file: Path | None, **flags: Any) -> RolloutPolicy:
+    loaded = None if policy_file is None else load_user_yaml(policy_file, "rollout policy file", error=UsageError)
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{policy_file}: expected a mapping of policy fields")
+    return base.with_overrides(loaded, **flags)
 
 
 def _pair(ev: dict[str, Any], key: str, fmt: str, scale: float = 1.0) -> str:
@@ -124,27 +114,15 @@ def _register_render(app: typer.Typer) -> None:
         environments: EnvironmentsOption = DEFAULT_ENVS,
     ) -> None:
         """Print the InferenceService of one model version in an environment as YAML."""
-        from serving.deploy.gitops import Canary, Environments, ModelDeployment
+        from serving.deploy.gitops import Environments
         from serving.deploy.isvc import build_inference_service, to_yaml
 
         version = None if version_text is None else parse_version_number(version_text, what="--version")
         canary_version = None if canary_text is None else parse_version_number(canary_text, what="--canary-version")
         envs = Environments(environments)
         cfg = envs.environment(env)
-        if envs.model_path(env, name).is_file():
-            dep = envs.deployment(env, name)
-        elif version is not None:
-            dep = ModelDeployment(name=name, version=version)
-        else:
-            raise UsageError(f"{name} has no model file in {env!r}: give --version")
-        if version is not None:
-            dep = dep.model_copy(update={"version": version, "canary": None})
-        if canary_version is not None:
-            dep = dep.model_copy(update={"canary": Canary(version=canary_version, percent=canary_percent or 10)})
-        elif canary_percent is not None:
-            if dep.canary is None:
-                raise UsageError("--canary-percent needs a canary: give --canary-version")
-            dep = dep.model_copy(update={"canary": Canary(version=dep.canary.version, percent=canary_percent)})
+        dep = envs.deployment_to_render(env, name, version=version, canary_version=canary_version,
+                                        canary_percent=canary_percent)
         settings = state(ctx).settings
         meta = _registry(ctx).get(name, dep.served_version).metadata
         isvc = build_inference_service(cfg, dep, meta, registry_uri=cfg.registry or settings.registry_uri,
@@ -163,25 +141,16 @@ def _register_render(app: typer.Typer) -> None:
         env: Annotated[str, typer.Argument(help="Environment name.")],
         output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the manifests "
                                              "(e.g. infra/rendered/<ENV>).")],
-        sa_annotation: Annotated[list[str] | None, typer.Option(
-            "--sa-annotation", help="KEY=VALUE annotation of the serving service account (IRSA / workload "
-            "identity), repeatable.")] = None,
         environments: EnvironmentsOption = DEFAULT_ENVS,
         json_out: JsonOption = False,
     ) -> None:
-        """Turn an environment folder into InferenceService manifests plus a kustomization.yaml."""
+        """Turn an environment folder into InferenceService manifests plus a kustomization.yaml (the
+        ServiceAccount and ServingRuntimes they name come from the platform chart)."""
         from serving.deploy.gitops import Environments
         from serving.deploy.isvc import render_environment
 
-        annotations = {}
-        for item in sa_annotation or []:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise UsageError(f"--sa-annotation {item!r}: expected KEY=VALUE")
-            annotations[key] = value
         files = render_environment(Environments(environments), env, _registry(ctx), output, images=_images(),
-                                   registry_uri=state(ctx).settings.registry_uri,
-                                   service_account_annotations=annotations or None)
+                                   registry_uri=state(ctx).settings.registry_uri)
         emit({"env": env, "output": str(output), "files": [str(f) for f in files]}, json_out,
              f"{env}: {len(files)} files in {output}")
 
@@ -264,14 +233,9 @@ def _register_rollout(app: typer.Typer) -> None:
         """Write the outcome into the env's model file when that file names this canary."""
         if env is None or st.phase not in ("promoted", "rolled_back"):
             return None
-        envs = _environments(ctx, environments)
-        if not envs.model_path(env, name).is_file():
-            return None
-        dep = envs.deployment(env, name)
-        if dep.canary is None or str(dep.canary.version) != st.canary_version:
-            return None
-        res: PromotionResult = envs.finish_canary(env, name, promoted=st.phase == "promoted", reason=st.reason)
-        return res.path
+        res = _environments(ctx, environments).record_rollout_outcome(
+            env, name, canary_version=st.canary_version, promoted=st.phase == "promoted", reason=st.reason)
+        return None if res is None else res.path
 
     @rollout.command("start")
     def start(

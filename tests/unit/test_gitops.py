@@ -185,3 +185,29 @@ def test_bad_files_are_refused_with_the_field_named(world):
         envs.environment("dev")
     assert ModelDeployment(name="m", version=1).served_version == 1
     assert yaml.safe_load(_file(envs)) == {"name": "other", "version": 1}
+
+
+def test_the_deployment_to_render_takes_the_asked_version_or_canary_over_the_file(world):
+    _, envs = world
+    assert envs.deployment_to_render("prod", "churn").version == 1
+    dep = envs.deployment_to_render("prod", "churn", canary_version=2)
+    assert (dep.version, dep.canary.version, dep.canary.percent) == (1, 2, 10)
+    assert envs.deployment_to_render("prod", "churn", canary_version=2, canary_percent=30).canary.percent == 30
+    assert envs.deployment_to_render("dev", "churn", version=4).version == 4  # no file: the version given
+    with pytest.raises(UsageError, match="has no model file in 'dev': give --version"):
+        envs.deployment_to_render("dev", "churn")
+    with pytest.raises(UsageError, match="--canary-percent needs a canary"):
+        envs.deployment_to_render("prod", "churn", canary_percent=20)
+
+
+def test_a_rollout_outcome_is_recorded_only_for_the_canary_the_file_names(world):
+    reg, envs = world
+    envs.promote(reg, "prod", "churn", 2, canary_percent=0)
+    # a rollout of another version, or in an environment without the model's file, leaves Git alone
+    assert envs.record_rollout_outcome("prod", "churn", canary_version="4", promoted=True, reason="x") is None
+    assert envs.record_rollout_outcome("dev", "churn", canary_version="2", promoted=True, reason="x") is None
+    assert envs.deployment("prod", "churn").canary.version == 2
+    res = envs.record_rollout_outcome("prod", "churn", canary_version="2", promoted=True, reason="canary healthy")
+    assert res is not None and res.action == "canary-promoted"
+    dep = envs.deployment("prod", "churn")
+    assert (dep.version, dep.canary) == (2, None)

@@ -206,9 +206,6 @@ def test_an_environments_pinned_predictor_image_replaces_the_runtimes(tmp_path, 
 
 def test_the_serving_service_account_is_the_charts_not_the_renders(tmp_path, registry):
     envs = _envs(tmp_path)
-    with pytest.raises(UsageError, match="serviceAccounts.serving.annotations"):
-        render_environment(envs, "prod", registry, tmp_path / "out", images=IMAGES, registry_uri="unused",
-                           service_account_annotations={"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"})
     env_file = envs.root / "prod/environment.yaml"
     env_file.write_text(env_file.read_text() + "service_account_annotations: {a: b}\n")
     with pytest.raises(ConfigError, match="belongs to the platform chart"):

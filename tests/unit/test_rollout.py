@@ -404,3 +404,16 @@ def test_a_second_rollout_is_refused_while_one_runs(tmp_path):
     with pytest.raises(UsageError, match="is the stable version"):
         RolloutController(model="churn", env="prod", stable_version=3, canary_version="3",
                           policy=RolloutPolicy(), metrics=None, actuator=None, store=store)
+
+
+def test_a_policy_file_then_the_flags_given_override_the_environments_policy():
+    from skiff.errors import UsageError
+    from skiff.rollout_policy import RolloutPolicy
+
+    base = RolloutPolicy(min_requests=500)
+    merged = base.with_overrides({"steps": [20, 100], "interval": 5.0}, interval=1.0, timeout=None)
+    assert (merged.steps, merged.interval, merged.min_requests, merged.timeout) == ([20, 100], 1.0, 500, 900.0)
+    with pytest.raises(UsageError, match="invalid rollout policy: steps: .*last step must be 100"):
+        base.with_overrides(None, steps=[10, 50])
+    with pytest.raises(UsageError, match="invalid rollout policy: bogus: Extra inputs"):
+        base.with_overrides({"bogus": 1})
