@@ -47,6 +47,7 @@ from serving.deploy.gitops import EnvironmentConfig, Environments, ModelDeployme
 from skiff.errors import ConfigError, InputError, UsageError
 from skiff.registry import ModelRegistry, VersionMetadata
 from skiff.storage import join_uri
+from skiff.uri import azure_blob_url
 
 __all__ = [
     "RuntimeImages",
@@ -99,7 +100,14 @@ def isvc_name(model: str) -> str:
 
 
 def storage_uri(registry_uri: str, model: str, version: int | str) -> str:
-    """Where KServe's storage initializer downloads a version from."""
+    """Where KServe's storage initializer downloads a version from.
+
+    An ADLS registry (``abfs://<container>@<account>.dfs...``, the form fsspec and the rest of skiff use)
+    is written in its blob form ``https://<account>.blob.../<container>/...``: KServe's storage-URI
+    validation refuses ``abfs://``.
+    """
+    if registry_uri.startswith(("abfs://", "abfss://")):
+        registry_uri = azure_blob_url(registry_uri)
     return join_uri(registry_uri, model, str(version))
 
 

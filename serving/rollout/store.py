@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serving.rollout.verdict import Check
 from skiff.errors import InputError, NotFoundError
+from skiff.layout import ROLLOUTS
 from skiff.rollout_policy import RolloutPolicy
 from skiff.storage import Store
 
@@ -70,7 +71,7 @@ class RolloutStore:
 
     @staticmethod
     def _parts(env: str, model: str) -> tuple[str, str, str]:
-        return ("rollouts", env, f"{model}.json")
+        return (ROLLOUTS, env, f"{model}.json")
 
     def load(self, env: str, model: str) -> RolloutState | None:
         parts = self._parts(env, model)
@@ -102,7 +103,7 @@ class RolloutStore:
             return
         import fcntl
 
-        path = self.store.local_path("rollouts", env, f".{model}.lock")
+        path = self.store.local_path(ROLLOUTS, env, f".{model}.lock")
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)

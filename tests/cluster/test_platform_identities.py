@@ -212,6 +212,19 @@ def test_the_azure_registry_uri_is_a_storage_uri_kserve_accepts():
     assert "skiffst0a1b2c3d" in root
 
 
+@pytest.mark.parametrize("registry", ["abfs://skiff@skiffst0a1b2c3d.dfs.core.windows.net/models",
+                                      "https://skiffst0a1b2c3d.blob.core.windows.net/skiff/models",
+                                      "s3://skiff-prod-models/models"])
+def test_an_inference_services_storage_uri_is_one_kserve_accepts_whatever_form_the_registry_is_named_in(registry):
+    from serving.deploy.isvc import storage_uri
+
+    uri = storage_uri(registry, "churn", 3)
+    assert kserve_accepts(uri), uri
+    assert uri.endswith("/models/churn/3")
+    if "core.windows.net" in registry:
+        assert uri == "https://skiffst0a1b2c3d.blob.core.windows.net/skiff/models/churn/3"
+
+
 def test_the_aws_registry_uri_is_a_storage_uri_kserve_accepts():
     registry = _output_value("modules/aws-eks", "kserve_registry_uri", {"aws_s3_bucket.this.bucket": "b"})
     assert registry == "s3://b/models" and kserve_accepts(f"{registry}/churn/1")
