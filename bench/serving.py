@@ -430,12 +430,16 @@ def _expected_first(world: dict[str, Any]) -> float:
     return float(pipe.predict_proba(row)[0, 1]) if world["classifier"] else float(pipe.predict(row)[0])
 
 
-def tree_bench(root: Path, loadgen: str, requests: int, chosen: list[str]) -> tuple[dict[str, Any], list[Any]]:
-    """Every tree model on every server at concurrency 8 (single rows and 100-row batches)."""
+def tree_bench(root: Path, loadgen: str, requests: int, chosen: list[str], only: list[str] | None = None
+               ) -> tuple[dict[str, Any], list[Any]]:
+    """Every tree model (or those in ``only``) on every chosen server at concurrency 8 (single rows and
+    100-row batches)."""
     worlds = build_tree_worlds(root)
     results: dict[str, Any] = {}
     for dataset, estimator in TREE_CASES:
         name = f"{dataset}-{estimator.replace('_', '-')}"
+        if only and name not in only:
+            continue
         w = worlds[name]
         expected = _expected_first(w)
         rows_single, rows_batch = _json_rows(w["single"]), _json_rows(w["batch"])
@@ -563,6 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-name", default=MODEL, help=argparse.SUPPRESS)
     ap.add_argument("--trees", action=argparse.BooleanOptionalAction, default=True,
                     help="Also run the random forest and HGB cases (classification and regression).")
+    ap.add_argument("--tree-models", default="",
+                    help="Only these tree cases, comma-separated (e.g. churn-hist-gradient-boosting; default all).")
     ap.add_argument("--tree-requests", type=int, default=500,
                     help="Single-row requests per tree case (a quarter as many 100-row batches), after a warm-up.")
     args = ap.parse_args(argv)
@@ -657,7 +663,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.trees:
         print(f"\ntree models ({args.tree_requests} requests per case at concurrency 8; load on this machine: "
               f"{os.getloadavg()[0]:.1f} over {os.cpu_count()} cores)", flush=True)
-        tree_results, tree_worlds = tree_bench(root, loadgen, args.tree_requests, chosen)
+        only = [x.strip() for x in args.tree_models.split(",") if x.strip()]
+        tree_results, tree_worlds = tree_bench(root, loadgen, args.tree_requests, chosen, only)
 
     print("\nratios (skiff / other; RPS higher is better, p99 lower is better):")
     for other in ("skiff-sklearn", "fastapi", "mlserver", "mlserver-inproc"):
