@@ -58,3 +58,39 @@ def test_pipeline_is_exact_with_missing_values_on_the_graph(tmp_path, dataset, e
         np.testing.assert_allclose(out.reshape(-1), expected, rtol=1e-9)
     else:
         np.testing.assert_allclose(out, pipe.predict_proba(rows), atol=1e-9, rtol=0)
+
+
+def test_compiled_engine_answers_rows_with_missing_values_itself(tmp_path):
+    """The server's compiled engine scores a request with missing values and an unseen category on the
+    graph (scikit-learn is never asked), with the pipeline's probabilities."""
+    from serving.runtime.compiled import CompiledRuntime
+    from serving.runtime.inputs import InputSchema, RequestRows
+    from serving.runtime.predictor import SklearnRuntime
+
+    spec, X, y, features = _world("churn", 600)
+    pipe = build_pipeline(spec, {}, estimator="hist_gradient_boosting", columns=features).fit(X[:500], y[:500])
+    schema = {f: spec.columns[f].type for f in features}
+    info = export_onnx(pipe, X[500:], tmp_path / "model.onnx", features=features, input_schema=schema)
+    assert info["exact"], info["reason"]
+
+    class NoFallback(SklearnRuntime):
+        def score(self, batch):
+            raise AssertionError("the graph should have answered")
+
+    runtime = CompiledRuntime((tmp_path / "model.onnx").read_bytes(), dict(info),
+                              NoFallback(pipe, InputSchema.build(features, schema), True), 1)
+    rows = X[500:510].astype(object).where(X[500:510].notna(), None)
+    rows.iloc[0, rows.columns.get_loc("Contract")] = "Decade-long"
+    columns = {f: [v.item() if hasattr(v, "item") else v for v in rows[f]] for f in features}
+    assert any(v is None for vs in columns.values() for v in vs)
+    scores = runtime.score(RequestRows(columns, len(rows), True))
+    np.testing.assert_allclose(scores.probabilities(), pipe.predict_proba(rows), atol=1e-9, rtol=0)
+
+
+def test_version_records_what_serves_it():
+    from components.register.logic import serving_engine
+
+    assert serving_engine({"exact": True, "compiler": "skiff-onnx-double", "reason": "max difference 0"}) == \
+        {"engine": "onnxruntime", "compiler": "skiff-onnx-double", "reason": "max difference 0"}
+    assert serving_engine({"exact": False, "compiler": "skl2onnx", "reason": "exceeds 1e-06"}) == \
+        {"engine": "sklearn", "compiler": None, "reason": "exceeds 1e-06"}
