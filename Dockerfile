@@ -88,15 +88,6 @@ RUN --mount=type=secret,id=extra_ca \
 
 # ---- what every final image shares: the user, the labels, the project files, the environment
 FROM base AS runtime
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-ARG SOURCE=https://github.com/skiff-ml/skiff
-LABEL org.opencontainers.image.title="skiff" \
-      org.opencontainers.image.description="Kubernetes-native ML platform on Kubeflow Pipelines and KServe" \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.licenses="Apache-2.0"
 RUN groupadd --system --gid 10001 skiff \
     && useradd --system --uid 10001 --gid 10001 --home-dir /home/skiff --create-home --shell /usr/sbin/nologin skiff
 # Read-only root: everything a process writes goes under /tmp (an emptyDir or --tmpfs /tmp) or a mounted
@@ -126,6 +117,16 @@ COPY --from=deps /opt/skiff /opt/skiff
 RUN --mount=type=bind,from=build,source=/opt/build,target=/opt/build \
     --mount=type=bind,from=wheel,source=/wheel,target=/wheel \
     /opt/build/bin/uv pip install --python /opt/skiff/bin/python --no-deps --no-cache --compile-bytecode /wheel/skiff-*.whl
+# OCI labels last: the revision changes with every commit, and nothing after it is rebuilt for that.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/skiff-ml/skiff
+LABEL org.opencontainers.image.title="skiff" \
+      org.opencontainers.image.description="Kubernetes-native ML platform on Kubeflow Pipelines and KServe" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 USER 10001:10001
 
 # ---- skiff-tfdv: the skiff image's layers plus TFDV, which the validation step starts as SKIFF_TFDV_PYTHON.
@@ -138,6 +139,16 @@ RUN --mount=type=bind,from=build,source=/opt/build,target=/opt/build \
     /opt/build/bin/uv pip install --python /opt/skiff/bin/python --no-deps --no-cache --compile-bytecode /wheel/skiff-*.whl
 ENV SKIFF_TFDV_PYTHON=/opt/tfdv/bin/python \
     TF_CPP_MIN_LOG_LEVEL=2
+# OCI labels last: the revision changes with every commit, and nothing after it is rebuilt for that.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/skiff-ml/skiff
+LABEL org.opencontainers.image.title="skiff" \
+      org.opencontainers.image.description="Kubernetes-native ML platform on Kubeflow Pipelines and KServe" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 USER 10001:10001
 
 # ---- skiff-gpu: the same package over the GPU lock (TensorFlow with CUDA's libraries from PyPI)
@@ -147,4 +158,14 @@ RUN --mount=type=bind,from=build,source=/opt/build,target=/opt/build \
     --mount=type=bind,from=wheel,source=/wheel,target=/wheel \
     /opt/build/bin/uv pip install --python /opt/skiff/bin/python --no-deps --no-cache --compile-bytecode /wheel/skiff-*.whl
 ENV TF_CPP_MIN_LOG_LEVEL=2
+# OCI labels last: the revision changes with every commit, and nothing after it is rebuilt for that.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/skiff-ml/skiff
+LABEL org.opencontainers.image.title="skiff" \
+      org.opencontainers.image.description="Kubernetes-native ML platform on Kubeflow Pipelines and KServe" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 USER 10001:10001

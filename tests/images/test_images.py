@@ -5,30 +5,43 @@ image's second environment imports TFDV; sizes are reported at the end of the ru
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
+from tests.conftest import REPO
 from tests.images.conftest import READ_ONLY, run_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.images]
 
-#: Imports every module of skiff's four packages (their __main__ modules run a program, so they are only
-#: found), and says who it ran as.
-IMPORT_ALL = """
-import importlib, json, os, pkgutil
-failed, seen = {}, []
-for top in ("skiff", "components", "pipelines", "serving"):
+PACKAGES = ("skiff", "components", "pipelines", "serving")
+#: Imports every module of skiff's four packages, lists the files installed with them, and says who it ran
+#: as. Only found, not imported: __main__ modules (they run a program) and Alembic's migration env script
+#: (it runs inside Alembic's migration context only).
+IMPORT_ALL = f"PACKAGES = {PACKAGES!r}\n" + """
+import importlib, json, os, pathlib, pkgutil
+failed, seen, files = {}, [], []
+for top in PACKAGES:
     pkg = importlib.import_module(top)
+    root = pathlib.Path(pkg.__path__[0])
+    files += [str(p.relative_to(root.parent)) for p in root.rglob("*") if p.is_file() and p.suffix != ".pyc"]
     for m in pkgutil.walk_packages(pkg.__path__, top + "."):
         seen.append(m.name)
-        if m.name.endswith(".__main__"):
+        if m.name.endswith((".__main__", ".migrations.env")):
             continue
         try:
             importlib.import_module(m.name)
         except Exception as e:
             failed[m.name] = repr(e)[:300]
-print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "modules": seen, "failed": failed}))
+print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "modules": seen, "failed": failed, "files": files}))
 """
+
+
+def _tracked_package_files() -> set[str]:
+    proc = subprocess.run(["git", "ls-files", *PACKAGES], cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip("not a git checkout: the package's files cannot be listed")
+    return {f for f in proc.stdout.split() if "__pycache__" not in f}
 
 
 @pytest.mark.parametrize("name", ["skiff", "skiff-tfdv"])
@@ -39,6 +52,10 @@ def test_image_runs_as_non_root_on_a_read_only_root_and_imports_every_module(eng
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["uid"] == 10001 and out["gid"] == 10001  # the image's own user, nothing passed
     assert out["failed"] == {}
+    # every file of the package's source tree is in the image (a data file the wheel left out would be
+    # missing at run time: declare it as package data in pyproject.toml)
+    missing = _tracked_package_files() - set(out["files"])
+    assert not missing, f"files of the package missing from the image: {sorted(missing)[:20]}"
     for module in ("skiff.cli", "skiff.api", "components.validate.component", "pipelines.tabular",
                    "serving.runtime.server", "serving.runtime.transformer", "serving.__main__"):
         assert module in out["modules"]
