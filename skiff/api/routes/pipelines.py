@@ -12,13 +12,14 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from skiff.api.deps import ApiContext, NameParam, context, require_admin, require_read
 from skiff.api.errors import declare, declare_beside
 from skiff.api.run_specs import RegisteredSpec, RemoteFileSource, resolve_spec
 from skiff.api.runs import RunRecord
+from skiff.control_plane import RunStatus
 from skiff.identifiers import NAME_RE
 
 __all__ = ["router"]
@@ -140,3 +141,14 @@ def start_run(name: NameParam, body: RunRequest, ctx: Annotated[ApiContext, Depe
 def get_run(run_id: str, ctx: Annotated[ApiContext, Depends(context)]) -> RunRecord:
     """A local run's status, its steps so far, and the run summary when it has finished."""
     return ctx.runs.get(run_id)
+
+
+@router.get("/runs", response_model=list[RunRecord], dependencies=[Depends(require_read)],
+            responses=declare(422))
+def list_runs(ctx: Annotated[ApiContext, Depends(context)],
+              pipeline: Annotated[str | None, Query(pattern=NAME_RE, description="Only this pipeline's runs.")] = None,
+              status: Annotated[RunStatus | None, Query(description="Only runs in this state.")] = None,
+              limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first.")] = 100,
+              ) -> list[RunRecord]:
+    """The runs the control plane recorded (every API replica over one database sees the same), newest first."""
+    return ctx.runs.list(pipeline=pipeline, status=status, limit=limit)
