@@ -2,7 +2,8 @@
 as uid 10001 on a read-only root file system, the registry mounted read-only. Its V1 and V2 answers equal
 the in-process model's, and its Prometheus ``/metrics`` count the requests by version. The transformer entry
 point starts from the same image against the Feast online store in Redis on the host (``--network=host``)
-and answers entity keys with the model's prediction on the features it looked up."""
+and answers entity keys with the model's prediction on the features it looked up; the Feast feature server
+(``feast serve``, as the chart runs it) answers the same features from the same image."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 
 from skiff.config import load_settings
 from skiff.registry import ModelRegistry
-from tests.conftest import require_service
+from tests.conftest import REPO, require_service
 from tests.images.conftest import HOST_NET, READ_ONLY, logs
 from tests.integration.test_serving import (
     FEATURES,
@@ -61,7 +62,8 @@ def world():
     register(ModelRegistry.from_settings(settings), "accounts", pipe, train, root, problem_type="binary",
              classes=[False, True], threshold=THRESHOLD, feature_service=service)
     readable_by_all(root)
-    yield {"root": root, "pipe": pipe, "accounts": accounts, "tag": tag, "rows": frame(12, seed=12)}
+    yield {"root": root, "pipe": pipe, "accounts": accounts, "tag": tag, "rows": frame(12, seed=12),
+           "service": service}
     mp.undo()
     shutil.rmtree(root, ignore_errors=True)
 
@@ -138,3 +140,30 @@ def test_transformer_entry_point_reads_features_from_redis_on_the_host(engine, i
     gone = httpx.post(f"{url}/v1/models/accounts:predict",
                       json={"instances": [{"account_id": f"{world['tag']}nobody"}]}, timeout=30)
     assert gone.status_code == 404
+
+
+def test_feast_feature_server_serves_the_online_features_from_the_image(engine, image, container, world):
+    repo = Path(tempfile.mkdtemp(prefix="skiff-feast-repo-"))
+    try:  # the chart's layout: the Feast config from a ConfigMap at /etc/feast, read-only
+        shutil.copy(REPO / "feature_repo" / "feature_store.redis.yaml", repo / "feature_store.yaml")
+        readable_by_all(repo)
+        port = free_port()
+        args = _serving_args(world["root"]) + ("-v", f"{repo}:/etc/feast:ro", "-e", "HOME=/tmp",
+                                               "-e", f"SKIFF_FEAST_DIR={world['root'] / 'feast'}",
+                                               "-e", "SKIFF_REDIS=127.0.0.1:6379")
+        name = container(image("skiff"), "feast", "--chdir", "/etc/feast", "serve", "--host", "127.0.0.1",
+                         "--port", str(port), "--workers", "1", "--no-access-log", args=args)
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(engine, name, f"{url}/health", timeout=180)
+        keys = [f"{world['tag']}acct-4", f"{world['tag']}acct-17"]
+        r = httpx.post(f"{url}/get-online-features", timeout=30,
+                       json={"feature_service": world["service"], "entities": {"account_id": keys}})
+        assert r.status_code == 200, r.text + logs(engine, name)[-2000:]
+        body = r.json()
+        columns = dict(zip(body["metadata"]["feature_names"], body["results"], strict=True))
+        assert columns["account_id"]["values"] == keys
+        want = world["accounts"].loc[keys]
+        assert columns["seats"]["values"] == want["seats"].tolist()
+        np.testing.assert_allclose(columns["usage"]["values"], want["usage"].to_numpy(), atol=1e-9)
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
