@@ -26,7 +26,8 @@ tells the server whether to use ``model.onnx``::
 A pipeline whose first step is skiff's frame preparer (a step with ``numeric``, ``categorical`` and
 ``datetime`` column lists) is compiled from its second step on: the server then feeds the preparer's
 outputs (numeric columns as numbers, categorical ones — categories, strings, booleans — as text).
-Datetime features stay on scikit-learn (their calendar parts come from pandas).
+A datetime feature is fed to skiff's graph as the preparer's calendar parts (year, month, day of week in
+UTC, :func:`date_part`) computed from the request's ISO text; a missing one goes to scikit-learn.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ONNX_FILE", "DEFAULT_OPSET", "DEFAULT_TOLERANCE", "MIN_CHECK_ROWS", "COMPILERS", "export_onnx",
            "onnx_feeds", "input_kinds", "onnx_session", "known_categories", "OnnxDomain", "OnnxInfo",
-           "OnnxSession", "OnnxNode", "CandidateInfo", "MISSING_TEXT"]
+           "OnnxSession", "OnnxNode", "CandidateInfo", "MISSING_TEXT", "date_part"]
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,10 @@ def input_kinds(model: Any, features: Sequence[str], input_schema: Mapping[str, 
     Raises ``ValueError`` when a column cannot be fed from request values (datetime features).
     """
     prep = _preparer(model)
+    if prep is not None and list(prep.datetime) and number == "double":
+        # the calendar parts the preparer makes, fed from the request's ISO text (see onnx_feeds)
+        parts = {c: f"datetime.{c.rsplit('__', 1)[1]}" for c in prep.numeric_out if c not in set(prep.numeric)}
+        return {**{c: number for c in prep.numeric}, **parts, **{c: "string" for c in prep.categorical}}
     if prep is not None:
         if list(prep.datetime):
             raise ValueError(f"datetime features {list(prep.datetime)} are not exported to ONNX: their calendar "
@@ -175,8 +180,13 @@ def onnx_feeds(columns: Mapping[str, Sequence[Any]], kinds: Mapping[str, str],
     """
     feeds: dict[str, np.ndarray] = {}
     for name, kind in kinds.items():
+        if kind.startswith("datetime.") and name not in columns:  # a calendar part of a datetime feature
+            part = kind.split(".", 1)[1]
+            source = columns[name.rsplit("__", 1)[0]]
+            feeds[name] = np.asarray([date_part(v, part) for v in source], dtype=np.float64).reshape(-1, 1)
+            continue
         values = columns[name]
-        if kind == "double":
+        if kind == "double" or kind.startswith("datetime."):
             try:
                 feeds[name] = np.asarray(values, dtype=np.float64).reshape(-1, 1)
             except TypeError:  # a None among the numbers
@@ -189,6 +199,23 @@ def onnx_feeds(columns: Mapping[str, Sequence[Any]], kinds: Mapping[str, str],
             arr[:, 0] = [v if type(v) is str else (missing_text if v is None else str(v)) for v in values]
             feeds[name] = arr
     return feeds
+
+
+def date_part(value: Any, part: str) -> float:
+    """``year``, ``month`` or ``dayofweek`` (Monday 0) of an ISO 8601 text in UTC, as the frame preparer's
+    ``pd.to_datetime(..., utc=True)`` gives it (a time without an offset is UTC); NaN for None."""
+    import datetime as dt
+
+    if value is None:
+        return float("nan")
+    try:
+        stamp = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    except ValueError:  # an ISO form Python does not read (e.g. nanoseconds): pandas reads it as training did
+        import pandas as pd
+
+        stamp = pd.to_datetime(str(value), utc=True).to_pydatetime()
+    stamp = stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp.astimezone(dt.UTC)
+    return float(stamp.weekday() if part == "dayofweek" else getattr(stamp, part))
 
 
 def _encoders(step: Any, columns: Sequence[Hashable] | None = None) -> Iterator[tuple[Hashable, list[str], object]]:
@@ -261,8 +288,12 @@ class OnnxDomain:
 
     def admits(self, columns: Mapping[str, Sequence[Any]]) -> bool:
         for name, kind in self.kinds.items():
-            values = columns[name]
             can_miss = name in self.missing
+            if kind.startswith("datetime.") and name not in columns:  # fed from its datetime feature
+                if not can_miss and any(v is None for v in columns[name.rsplit("__", 1)[0]]):
+                    return False
+                continue
+            values = columns[name]
             if kind != "string":
                 r = self.ranges.get(name)
                 lo, hi = r if r is not None else (-np.inf, np.inf)
@@ -750,7 +781,7 @@ def export_onnx(
     if dest.exists():
         dest.unlink()
     try:
-        kinds = input_kinds(model, features, schema)
+        kinds = input_kinds(model, features, schema, number="double")
     except ValueError as e:
         info["reason"] = str(e)
         return info

@@ -8,8 +8,9 @@ histogram gradient boosting with missing values and native categorical splits). 
 a tree then sees the very value scikit-learn compares with its thresholds, so the answers agree to the
 last bits in practice; the registration check (:func:`skiff.onnx_export.export_onnx`) still measures it.
 
-Inputs are one ``[N, 1]`` tensor per column: ``double`` numbers (NaN for a missing one) and ``string``
-text (skiff's missing marker for a missing one, as the frame preparer writes it). The graph's one output
+Inputs are one ``[N, 1]`` tensor per column: ``double`` numbers (NaN for a missing one; a datetime
+feature's calendar parts, kinds ``datetime.year`` etc., are doubles too) and ``string`` text (skiff's
+missing marker for a missing one, as the frame preparer writes it). The graph's one output
 is ``probabilities`` ``[N, k]`` (classifiers) or ``value`` ``[N, 1]`` (regressors).
 """
 
@@ -52,7 +53,8 @@ def compile_pipeline(model: Any, kinds: Mapping[str, str], classifier: bool) -> 
     the first step it cannot compile."""
     transforms, est = _split(model)
     g = GraphBuilder("skiff")
-    state: Columns | Any = Columns([Column(g.input(name, kind), kind, name) for name, kind in kinds.items()])
+    numeric = {name: ("string" if kind == "string" else "double") for name, kind in kinds.items()}  # dates: parts
+    state: Columns | Any = Columns([Column(g.input(name, kind), kind, name) for name, kind in numeric.items()])
     notes = Notes()
     for step in transforms:
         if step is None or (isinstance(step, str) and step == "passthrough"):

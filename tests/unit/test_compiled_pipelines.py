@@ -95,3 +95,34 @@ def test_version_records_what_serves_it():
         {"engine": "onnxruntime", "compiler": "skiff-onnx-double", "reason": "max difference 0"}
     assert serving_engine({"exact": False, "compiler": "skl2onnx", "reason": "exceeds 1e-06"}) == \
         {"engine": "sklearn", "compiler": None, "reason": "exceeds 1e-06"}
+
+
+def test_datetime_features_run_on_the_graph_from_iso_text(tmp_path):
+    """A datetime feature's calendar parts (UTC year, month, day of week) are computed from the request's
+    ISO text, offsets included, as the frame preparer computes them; a missing one goes to scikit-learn."""
+    import pandas as pd
+
+    from skiff.spec import parse_spec
+
+    rng = np.random.default_rng(0)
+    n = 500
+    df = pd.DataFrame({"x": rng.normal(size=n), "site": rng.choice(["a", "b"], n),
+                       "at": pd.to_datetime("2024-01-01", utc=True) + pd.to_timedelta(rng.integers(0, 800, n), unit="D")
+                       + pd.to_timedelta(rng.integers(0, 86400, n), unit="s")})
+    y = df.x + (df["at"].dt.month > 6) > 0.5
+    spec = parse_spec({"name": "d", "entity_key": "k", "target": "y", "problem_type": "binary",
+                       "columns": {"k": {"type": "integer"}, "x": {"type": "float"}, "site": {"type": "category"},
+                                   "at": {"type": "datetime"}, "y": {"type": "boolean"}}})
+    features = ["x", "site", "at"]
+    pipe = build_pipeline(spec, {}, estimator="hist_gradient_boosting", columns=features).fit(df[:400], y[:400])
+    info = export_onnx(pipe, df[400:], tmp_path / "model.onnx", features=features,
+                       input_schema={"x": "float", "site": "category", "at": "datetime"})
+    assert info["exact"] is True and info["inputs"]["at__month"] == "datetime.month", info["reason"]
+    rows = df[400:420]
+    columns = {"x": rows.x.tolist(), "site": rows.site.tolist(),
+               "at": [t.tz_convert("America/New_York").isoformat() for t in rows["at"]]}  # -05:00 / -04:00
+    domain = OnnxDomain(info["inputs"], info)
+    assert domain.admits(columns) and not domain.admits({**columns, "at": [None] * len(rows)})
+    session = onnx_session((tmp_path / "model.onnx").read_bytes())
+    out = session.run([info["output"]], onnx_feeds(columns, info["inputs"], info["missing_text"]))[0]
+    np.testing.assert_allclose(out, pipe.predict_proba(rows), atol=1e-12, rtol=0)
