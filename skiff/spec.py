@@ -105,6 +105,17 @@ class ColumnSpec(_Strict):
     format: str | None = Field(default=None, description="strptime format for datetime columns.")
     true_values: list[str] | None = Field(default=None, description="Spellings of true (boolean columns).")
     false_values: list[str] | None = Field(default=None, description="Spellings of false (boolean columns).")
+    pii: Literal["hash", "drop"] | None = Field(
+        default=None,
+        description="Personal data: the inference log of a served model writes this input as a keyed hash "
+        "(HMAC-SHA-256 with the key from the SKIFF_INFERENCE_LOG_KEY secret; equal values stay joinable) or "
+        "drops it. Ingestion and training are unchanged.",
+    )
+    drift_threshold: float | None = Field(
+        default=None, gt=0,
+        description="Serving drift threshold of this feature: `skiff monitor run` flags a window whose "
+        "population stability index (PSI) against the training data is above it (default 0.2).",
+    )
     feature: bool | None = Field(
         default=None,
         description="Whether the column is a model feature. Unset: every column but the entity key, the event "
@@ -493,7 +504,8 @@ def spec_fingerprint(spec: DatasetSpec) -> str:
     """Hash of what in a spec changes the written data: column types and rules, key, timestamp,
     de-duplication and the unknown-column policy (not sources, descriptions, target or derived features)."""
     # source_name only when set, so specs written before it existed keep their fingerprints
-    columns = {n: c.model_dump(mode="json", exclude={"description", "feature"}
+    # pii and drift_threshold act on the serving log and the monitor, not on the written data
+    columns = {n: c.model_dump(mode="json", exclude={"description", "feature", "pii", "drift_threshold"}
                                | (set() if c.source_name is not None else {"source_name"}))
                for n, c in spec.columns.items()}
     gen = spec.generated_key

@@ -1,0 +1,473 @@
+"""The inference log: what a served model was asked and answered, sampled, written to the lake as Parquet.
+
+Contract (readers — the drift monitor, accuracy joins, people with pyarrow — rely on it):
+
+* **Where**: under the lake, ``inference/<model>/version=<v>/date=YYYY-MM-DD/hour=HH/part-<time>-<id>.parquet``
+  (UTC hour of the request). Files appear whole: each is written once through
+  :meth:`skiff.storage.Store.write_bytes` (a hidden temp file renamed into place locally, one PUT on an
+  object store). Names starting with ``_`` or ``.`` are not data.
+* **Rows**: one per instance of a request (a batch request of 3 rows gives 3 rows with ``row`` 0..2),
+  with the columns of :func:`log_schema`: ``model``, ``version``, ``request_id``, ``row``, ``timestamp``
+  (UTC, microseconds), ``latency_ms``, ``status`` (HTTP), ``error``, ``sampled`` (true: chosen by the
+  sampling rate; false: logged regardless of it, e.g. an error the caller forced), ``sample_rate`` (the
+  rate in force: weight a sampled row by ``1 / sample_rate``), ``inputs`` (a struct of the version's
+  input columns, typed by the spec) and ``outputs`` (a struct: ``prediction`` and, for classifiers,
+  ``probability`` of the positive class).
+* **Personal data**: columns a dataset spec marks ``pii: hash`` are written as a keyed hash (HMAC-SHA-256,
+  hex) — equal values stay joinable, the value is not recoverable without the key — and ``pii: drop``
+  columns are not written. The key comes from a secret (:func:`hash_key_from_env`), never from a file in
+  the repository, and is never logged; a model with hashed columns refuses to log without one.
+
+The writer (:class:`InferenceLogWriter`) never blocks the request path: :meth:`~InferenceLogWriter.offer`
+decides sampling, puts the request on a bounded queue and returns; when the queue is full the request is
+dropped and counted. A background thread turns batches into Parquet files (hashing happens there, off the
+request path). Its counters reconcile: ``offered = unsampled + dropped + accepted``, and
+``accepted = logged + failed + pending``; serving exports them as Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import io
+import logging
+import os
+import queue
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from skiff.errors import ConfigError, UsageError
+from skiff.identifiers import NAME_RE
+from skiff.storage import Store
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from skiff.spec import DatasetSpec
+
+__all__ = ["ModelLog", "InferenceLogWriter", "LogCounters", "log_schema", "partition_parts", "read_log",
+           "log_partitions", "hash_key_from_env", "INFERENCE", "KEY_ENV", "PiiAction"]
+
+log = logging.getLogger(__name__)
+
+#: the lake prefix of the inference log
+INFERENCE = "inference"
+#: the secret holding the key of hashed columns (or ``<KEY_ENV>_FILE``: a file holding it, e.g. a mounted Secret)
+KEY_ENV = "SKIFF_INFERENCE_LOG_KEY"
+
+PiiAction = Literal["hash", "drop"]
+_NAME = re.compile(NAME_RE)
+_MIN_KEY_BYTES = 16
+
+
+def hash_key_from_env(env: Mapping[str, str] | None = None) -> bytes | None:
+    """The hashing key from ``SKIFF_INFERENCE_LOG_KEY``, or the file ``SKIFF_INFERENCE_LOG_KEY_FILE`` names
+    (a mounted Kubernetes Secret); None when neither is set. Keys shorter than 16 bytes are refused."""
+    env = os.environ if env is None else env
+    raw: bytes | None = None
+    if env.get(KEY_ENV):
+        raw = env[KEY_ENV].encode()
+    elif env.get(f"{KEY_ENV}_FILE"):
+        path = env[f"{KEY_ENV}_FILE"]
+        try:
+            with open(path, "rb") as f:
+                raw = f.read().strip()
+        except OSError as e:
+            raise ConfigError(f"{KEY_ENV}_FILE: cannot read the key file ({e.strerror})") from None
+    if raw is not None and len(raw) < _MIN_KEY_BYTES:
+        raise ConfigError(f"the inference-log hashing key must be at least {_MIN_KEY_BYTES} bytes")
+    return raw
+
+
+def _arrow_type(spec_type: str) -> pa.DataType:
+    import pyarrow as pa
+
+    types: dict[str, pa.DataType] = {
+        "string": pa.string(), "category": pa.string(), "integer": pa.int64(), "float": pa.float64(),
+        "boolean": pa.bool_(), "datetime": pa.timestamp("us", tz="UTC"),
+    }
+    if spec_type not in types:
+        raise UsageError(f"no inference-log type for spec type {spec_type!r}")
+    return types[spec_type]
+
+
+def log_schema(input_schema: Mapping[str, str], pii: Mapping[str, PiiAction] | None = None,
+               prediction_type: str = "string") -> pa.Schema:
+    """The Parquet schema of a model's log: ``input_schema`` is the version's input column -> spec type
+    (:attr:`skiff.registry.VersionMetadata.input_schema`); ``pii`` drops or hashes (as hex text) columns;
+    ``prediction_type`` is the spec type of the prediction (``string`` for class labels)."""
+    import pyarrow as pa
+
+    pii = pii or {}
+    inputs = []
+    for name, spec_type in input_schema.items():
+        action = pii.get(name)
+        if action == "drop":
+            continue
+        inputs.append(pa.field(name, pa.string() if action == "hash" else _arrow_type(spec_type)))
+    return pa.schema([
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("version", pa.int32(), nullable=False),
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("row", pa.int32(), nullable=False),
+        pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("latency_ms", pa.float64()),
+        pa.field("status", pa.int16()),
+        pa.field("error", pa.string()),
+        pa.field("sampled", pa.bool_(), nullable=False),
+        pa.field("sample_rate", pa.float64(), nullable=False),
+        pa.field("inputs", pa.struct(inputs)),
+        pa.field("outputs", pa.struct([pa.field("prediction", _arrow_type(prediction_type)),
+                                       pa.field("probability", pa.float64())])),
+    ])
+
+
+def partition_parts(model: str, version: int, when: dt.datetime) -> tuple[str, ...]:
+    """The lake folder (relative parts) of a model version's log for the UTC hour of ``when``."""
+    when = when.astimezone(dt.UTC)
+    return (INFERENCE, model, f"version={version}", f"date={when:%Y-%m-%d}", f"hour={when:%H}")
+
+
+@dataclass(frozen=True)
+class ModelLog:
+    """How one model's requests are logged."""
+
+    model: str
+    input_schema: Mapping[str, str]
+    sample_rate: float = 1.0
+    pii: Mapping[str, PiiAction] = field(default_factory=dict)
+    prediction_type: str = "string"
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.model):
+            raise UsageError(f"invalid model name for the inference log: {self.model!r}")
+        if not 0.0 <= self.sample_rate <= 1.0:
+            raise UsageError(f"sample_rate of {self.model} must be between 0 and 1, got {self.sample_rate}")
+        unknown = set(self.pii) - set(self.input_schema)
+        if unknown:
+            raise UsageError(f"pii columns of {self.model} are not inputs: {sorted(unknown)}")
+
+    @classmethod
+    def from_spec(cls, model: str, input_schema: Mapping[str, str], spec: DatasetSpec, *,
+                  sample_rate: float = 1.0, prediction_type: str | None = None) -> ModelLog:
+        """The log of a version trained on ``spec``: its ``pii`` column marks, its target's type."""
+        pii: dict[str, PiiAction] = {n: c.pii for n, c in spec.columns.items() if c.pii and n in input_schema}
+        if prediction_type is None:  # class labels are logged as text whatever their type
+            prediction_type = "float" if spec.problem_type == "regression" else "string"
+        return cls(model=model, input_schema=dict(input_schema), sample_rate=sample_rate, pii=pii,
+                   prediction_type=prediction_type)
+
+
+class LogCounters:
+    """Per-model request counts (monotonic; safe to read from any thread)."""
+
+    FIELDS = ("offered", "unsampled", "dropped", "accepted", "logged", "failed", "rows_written", "invalid_values",
+              "files_written")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, dict[str, int]] = {}
+
+    def add(self, model: str, name: str, n: int = 1) -> None:
+        with self._lock:
+            per = self._counts.setdefault(model, dict.fromkeys(self.FIELDS, 0))
+            per[name] += n
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """model -> counter -> value; ``pending`` (accepted, not yet written or failed) is derived."""
+        with self._lock:
+            out = {m: dict(c) for m, c in self._counts.items()}
+        for c in out.values():
+            c["pending"] = c["accepted"] - c["logged"] - c["failed"]
+        return out
+
+
+@dataclass
+class _Entry:
+    model: str
+    version: int
+    request_id: str
+    when: dt.datetime
+    latency_ms: float | None
+    status: int | None
+    error: str | None
+    sampled: bool
+    rate: float
+    instances: Sequence[Mapping[str, Any]]
+    predictions: Sequence[Any]
+    probabilities: Sequence[float | None] | None
+
+
+_STOP = object()
+
+
+class InferenceLogWriter:
+    """Samples, queues and writes the inference log of one or more models to ``lake`` (a lake store).
+
+    ``queue_size`` bounds the queued requests (beyond it: dropped, counted); a file is written when a
+    model's batch reaches ``flush_rows`` rows or ``flush_interval_s`` after its first row, and on
+    :meth:`flush` / :meth:`close`. ``hash_key`` is needed when any model hashes a column."""
+
+    def __init__(self, lake: Store, models: Sequence[ModelLog], *, hash_key: bytes | None = None,
+                 queue_size: int = 10_000, flush_rows: int = 5_000, flush_interval_s: float = 5.0,
+                 seed: int | None = None) -> None:
+        if queue_size < 1 or flush_rows < 1 or flush_interval_s <= 0:
+            raise UsageError("queue_size and flush_rows must be at least 1, flush_interval_s above 0")
+        self.lake = lake
+        self.models = {m.model: m for m in models}
+        if any(a == "hash" for m in models for a in m.pii.values()):
+            if hash_key is None:
+                raise ConfigError(f"hashed pii columns need a key: set {KEY_ENV} (or {KEY_ENV}_FILE) from a secret")
+            if len(hash_key) < _MIN_KEY_BYTES:
+                raise ConfigError(f"the inference-log hashing key must be at least {_MIN_KEY_BYTES} bytes")
+        self._key = hash_key
+        self._schemas = {m.model: log_schema(m.input_schema, m.pii, m.prediction_type) for m in models}
+        self.counters = LogCounters()
+        self._queue: queue.Queue[_Entry | object] = queue.Queue(maxsize=queue_size)
+        self._flush_rows, self._flush_interval = flush_rows, flush_interval_s
+        self._random = random.Random(seed)
+        self._rand_lock = threading.Lock()
+        self._flush_requests: queue.Queue[threading.Event] = queue.Queue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="skiff-inference-log", daemon=True)
+        self._thread.start()
+
+    # -- the request path ------------------------------------------------------------------------------
+    def offer(self, model: str, version: int, request_id: str, instances: Sequence[Mapping[str, Any]],
+              predictions: Sequence[Any], *, latency_ms: float | None = None,
+              probabilities: Sequence[float | None] | None = None, status: int | None = 200,
+              error: str | None = None, force: bool = False, when: dt.datetime | None = None) -> bool:
+        """Log a request if sampled (``force``: log it regardless, with ``sampled`` false); never blocks.
+        Returns whether it was queued. ``instances`` are the request's rows (column -> value)."""
+        cfg = self.models.get(model)
+        if cfg is None:
+            raise UsageError(f"model {model!r} has no inference log here")
+        self.counters.add(model, "offered")
+        sampled = True
+        if not force and cfg.sample_rate < 1.0:
+            with self._rand_lock:
+                draw = self._random.random()
+            if draw >= cfg.sample_rate:
+                self.counters.add(model, "unsampled")
+                return False
+        elif force:
+            sampled = False
+        if self._closed:
+            self.counters.add(model, "dropped")
+            return False
+        entry = _Entry(model, version, request_id, when or dt.datetime.now(dt.UTC), latency_ms, status, error,
+                       sampled, cfg.sample_rate, instances, predictions, probabilities)
+        try:
+            self._queue.put_nowait(entry)
+        except queue.Full:
+            self.counters.add(model, "dropped")
+            return False
+        self.counters.add(model, "accepted")
+        return True
+
+    # -- control ---------------------------------------------------------------------------------------
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Write everything queued so far; True when done within ``timeout``."""
+        done = threading.Event()
+        self._flush_requests.put(done)
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)  # wake the thread; a full queue wakes it anyway
+        return done.wait(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop accepting, write what is queued, stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)  # the only blocking put: at shutdown, never on a request
+        self._thread.join(timeout)
+
+    def __enter__(self) -> InferenceLogWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the writer thread -----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        batches: dict[str, list[_Entry]] = {}
+        rows: dict[str, int] = {}
+        first: dict[str, float] = {}
+        stop = False
+        while not stop:
+            deadline = min(first.values(), default=None)
+            timeout = None if deadline is None else max(0.0, deadline + self._flush_interval - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                stop = True
+            elif isinstance(item, _Entry):
+                batches.setdefault(item.model, []).append(item)
+                rows[item.model] = rows.get(item.model, 0) + max(1, len(item.instances))
+                first.setdefault(item.model, time.monotonic())
+            # the flush requests made so far: every offer before them is on the queue now, so draining it
+            # below covers them (a request made after this point waits for the next round)
+            waiting = []
+            while True:
+                try:
+                    waiting.append(self._flush_requests.get_nowait())
+                except queue.Empty:
+                    break
+            flush_all = stop or bool(waiting)
+            if flush_all:  # take what is still queued too, so a flush covers every earlier offer
+                while True:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is _STOP:
+                        stop = True
+                    elif isinstance(more, _Entry):
+                        batches.setdefault(more.model, []).append(more)
+            now = time.monotonic()
+            for model in list(batches):
+                if flush_all or rows.get(model, 0) >= self._flush_rows or now - first[model] >= self._flush_interval:
+                    self._write(model, batches.pop(model))
+                    rows.pop(model, None)
+                    first.pop(model, None)
+            for done in waiting:
+                done.set()
+
+    def _write(self, model: str, entries: list[_Entry]) -> None:
+        groups: dict[tuple[int, tuple[str, ...]], list[_Entry]] = {}
+        for e in entries:
+            groups.setdefault((e.version, partition_parts(model, e.version, e.when)), []).append(e)
+        for (_, parts), group in groups.items():
+            try:
+                table, invalid = self._table(model, group)
+                buf = io.BytesIO()
+                import pyarrow.parquet as pq
+
+                pq.write_table(table, buf, compression="zstd")
+                name = f"part-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
+                self.lake.write_bytes(buf.getvalue(), *parts, name)
+            except Exception as e:  # a failed write loses this batch, counted; the thread must live on
+                log.error("inference log of %s: could not write %d request(s) to %s (%s: %s)", model, len(group),
+                          "/".join(parts), type(e).__name__, e)
+                self.counters.add(model, "failed", len(group))
+                continue
+            self.counters.add(model, "logged", len(group))
+            self.counters.add(model, "rows_written", table.num_rows)
+            self.counters.add(model, "files_written")
+            if invalid:
+                self.counters.add(model, "invalid_values", invalid)
+
+    def _hash(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        assert self._key is not None
+        return hmac.new(self._key, str(value).encode(), hashlib.sha256).hexdigest()
+
+    def _table(self, model: str, entries: list[_Entry]) -> tuple[pa.Table, int]:
+        import pyarrow as pa
+
+        cfg, schema = self.models[model], self._schemas[model]
+        meta: dict[str, list[Any]] = {k: [] for k in ("model", "version", "request_id", "row", "timestamp",
+                                                      "latency_ms", "status", "error", "sampled", "sample_rate")}
+        inputs: dict[str, list[Any]] = {f.name: [] for f in schema.field("inputs").type}
+        predictions: list[Any] = []
+        probabilities: list[Any] = []
+        for e in entries:
+            for i, instance in enumerate(e.instances or [{}]):
+                for key, value in (("model", model), ("version", e.version), ("request_id", e.request_id),
+                                   ("row", i), ("timestamp", e.when), ("latency_ms", e.latency_ms),
+                                   ("status", e.status), ("error", e.error), ("sampled", e.sampled),
+                                   ("sample_rate", e.rate)):
+                    meta[key].append(value)
+                for name, values in inputs.items():
+                    value = instance.get(name) if isinstance(instance, Mapping) else None
+                    values.append(self._hash(value) if cfg.pii.get(name) == "hash" else value)
+                predictions.append(e.predictions[i] if i < len(e.predictions) else None)
+                probs = e.probabilities
+                probabilities.append(probs[i] if probs is not None and i < len(probs) else None)
+        invalid = 0
+        columns: dict[str, pa.Array] = {}
+        for name in meta:
+            columns[name] = pa.array(meta[name], type=schema.field(name).type)
+        in_type = schema.field("inputs").type
+        in_arrays = []
+        for f in in_type:
+            arr, bad = _typed_array(inputs[f.name], f.type)
+            in_arrays.append(arr)
+            invalid += bad
+        n = len(meta["model"])
+        columns["inputs"] = (pa.StructArray.from_arrays(in_arrays, fields=list(in_type)) if in_arrays
+                             else pa.array([{}] * n, type=in_type))
+        out_type = schema.field("outputs").type
+        pred, bad_p = _typed_array(predictions, out_type.field("prediction").type)
+        prob, bad_q = _typed_array(probabilities, pa.float64())
+        columns["outputs"] = pa.StructArray.from_arrays([pred, prob], fields=list(out_type))
+        return pa.Table.from_pydict(columns, schema=schema), invalid + bad_p + bad_q
+
+
+def _typed_array(values: list[Any], arrow_type: pa.DataType) -> tuple[pa.Array, int]:
+    """``values`` as ``arrow_type``; a value that does not convert becomes null and is counted."""
+    import pyarrow as pa
+
+    if pa.types.is_string(arrow_type):
+        values = [None if v is None else str(v) for v in values]
+    try:
+        return pa.array(values, type=arrow_type), 0
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        pass
+    out, bad = [], 0
+    for v in values:
+        try:
+            pa.array([v], type=arrow_type)
+            out.append(v)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            out.append(None)
+            bad += 1
+    return pa.array(out, type=arrow_type), bad
+
+
+def log_partitions(lake: Store, model: str, version: int | None = None) -> list[tuple[int, dt.datetime]]:
+    """The (version, UTC hour) partitions of a model's log, oldest first."""
+    out = []
+    base = (INFERENCE, model)
+    versions = [f"version={version}"] if version is not None else lake.listdir(*base)
+    for vdir in versions:
+        if not vdir.startswith("version=") or not vdir[8:].isdigit():
+            continue
+        for ddir in lake.listdir(*base, vdir):
+            if not ddir.startswith("date="):
+                continue
+            for hdir in lake.listdir(*base, vdir, ddir):
+                if not hdir.startswith("hour="):
+                    continue
+                with contextlib.suppress(ValueError):
+                    hour = dt.datetime.strptime(f"{ddir[5:]} {hdir[5:]}", "%Y-%m-%d %H").replace(tzinfo=dt.UTC)
+                    out.append((int(vdir[8:]), hour))
+    return sorted(out, key=lambda p: (p[1], p[0]))
+
+
+def read_log(lake: Store, model: str, version: int, hour: dt.datetime) -> pa.Table:
+    """The rows of one hour partition of a model version's log (every part file, in name order)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = partition_parts(model, version, hour)
+    tables = []
+    for name in lake.listdir(*parts):
+        if name.startswith(("_", ".")) or not name.endswith(".parquet"):
+            continue
+        with lake.open(*parts, name) as f:
+            tables.append(pq.read_table(f))
+    if not tables:
+        raise UsageError(f"no inference log for {model} version {version} at {hour:%Y-%m-%d %H}:00 UTC")
+    return pa.concat_tables(tables, promote_options="permissive")
