@@ -14,7 +14,7 @@ PROJECT_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
 TFDV_HASH := $(shell cat requirements/tfdv.txt | sha256sum | cut -c1-16)
 TOOLS_HASH := $(shell cat .ci/fetch_tools.py 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: setup venv tfdv tools demo test test-fast lint bench docs clean lock images images-push
+.PHONY: setup venv tfdv tools demo test test-fast lint bench docs clean lock images images-push images-registry
 
 setup: venv tfdv tools
 
@@ -97,14 +97,15 @@ images: venv
 # Tag the built images for REGISTRY (e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/skiff or
 # myregistry.azurecr.io/skiff) and push them; compile the pipelines with SKIFF_IMAGE_REGISTRY=REGISTRY so
 # their IR names the same images.
-images-push: images
-	@test -n "$(REGISTRY)" || { echo "usage: make images-push REGISTRY=<registry prefix>" >&2; exit 2; }
+images-push: images-registry images
 	@set -e; $(VENV)/bin/python -m components._image | while read -r name ref; do \
 	  if [ -n "$(IMAGES_ONLY)" ] && ! echo " $(IMAGES_ONLY) " | grep -q " $$name "; then continue; fi; \
 	  target="$(REGISTRY)/$${ref##*/}"; \
 	  echo "skiff: pushing $$target"; \
 	  $(ENGINE) tag "$$ref" "$$target" && $(ENGINE) push "$$target"; \
 	done
+images-registry:
+	@test -n "$(REGISTRY)" || { echo "usage: make images-push REGISTRY=<registry prefix>" >&2; exit 2; }
 
 clean:
 	rm -rf .skiff .pytest_cache site
