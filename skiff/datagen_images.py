@@ -108,7 +108,8 @@ def image_set(root: str | Path, *, classes: tuple[str, ...] = ("circle", "square
     first, second, third = (classes * 3)[:3]
     good_jpeg = _encode(draw(first, size, rng), "JPEG")
     p = where(first) / "truncated.jpg"
-    p.write_bytes(good_jpeg[: len(good_jpeg) // 2])
+    # headers whole, the scan cut short: Pillow opens it and fails decoding the pixels
+    p.write_bytes(good_jpeg[: good_jpeg.index(b"\xff\xda") + 40])
     out.quarantined[rel(p)] = "truncated_or_corrupt"
     p = where(second) / "notes.png"
     p.write_bytes(b"this is a text file, not an image\n" * 4)

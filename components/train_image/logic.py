@@ -1,0 +1,197 @@
+"""Transfer learning of an image classifier in two phases, on the images of one lake run.
+
+1. **head**: the backbone frozen, the new head trained (``head_lr``, ``head_epochs``);
+2. **fine_tune**: the top ``fine_tune_layers`` layers of the backbone unfrozen (BatchNormalization kept in
+   inference mode) at a lower learning rate — cosine decay with a linear warm-up — for ``fine_tune_epochs``.
+
+Both phases stop early on the validation accuracy and keep their best weights (``restore_best_weights``):
+the exported model is the best epoch of the last phase, and the test accuracy after each phase is recorded
+so a run shows what fine-tuning added. Classes are weighted by inverse frequency.
+
+On a GPU, and only there, the step trains in mixed precision (float16 compute, float32 head) under a
+``MirroredStrategy`` over the node's GPUs with the batch size scaled by their number; Keras compiles with
+XLA where it can (``jit_compile="auto"``). On a CPU the same code runs in float32 on the default strategy.
+
+The output folder holds ``model.keras``, ``saved_model/`` (a TensorFlow SavedModel with a ``serve``
+signature), ``label_map.json``, ``preprocessing.json``, ``split.json`` (the test images, for evaluation)
+and ``training.json`` (config, phases, history).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from components.train_image.data import class_weights, localize, make_dataset, split_images
+from components.train_image.model import BACKBONES, build_model, set_phase
+from skiff.image_data import LabelMap, Preprocessing
+
+__all__ = ["TrainImageConfig", "TrainImageResult", "train_image", "configure_tensorflow", "device_setup",
+           "MODEL_FILE", "SAVED_MODEL_DIR", "LABEL_MAP_FILE", "PREPROCESSING_FILE", "SPLIT_FILE", "TRAINING_FILE"]
+
+MODEL_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+LABEL_MAP_FILE = "label_map.json"
+PREPROCESSING_FILE = "preprocessing.json"
+SPLIT_FILE = "split.json"
+TRAINING_FILE = "training.json"
+
+
+class TrainImageConfig(BaseModel):
+    """How to train (the step's ``config`` parameter)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: Literal["MobileNetV3Small", "MobileNetV3Large", "EfficientNetV2B0", "ResNet50", "TinyConvNet"] = \
+        Field(default="MobileNetV3Small", description=f"One of {', '.join(BACKBONES)}.")
+    weights: str | None = Field(default="imagenet", description="imagenet, empty/None (random), or a "
+                                "backbone .weights.h5 file URI (air-gapped clusters mirror ImageNet's there).")
+    alpha: float = Field(default=1.0, gt=0, description="MobileNetV3 width multiplier.")
+    image_size: int = Field(default=224, ge=32, description="Square input size in pixels.")
+    resize: Literal["pad", "stretch"] = "pad"
+    batch_size: int = Field(default=32, ge=1, description="Per device; scaled by the number of GPUs.")
+    head_epochs: int = Field(default=5, ge=1)
+    head_lr: float = Field(default=1e-3, gt=0)
+    fine_tune_epochs: int = Field(default=5, ge=0, description="0: the frozen-backbone model is the result.")
+    fine_tune_lr: float = Field(default=1e-4, gt=0, description="Peak learning rate of the fine-tuning phase.")
+    fine_tune_layers: int = Field(default=20, ge=0, description="Top backbone layers (with weights) unfrozen.")
+    warmup_fraction: float = Field(default=0.1, ge=0, lt=1, description="Share of fine-tuning steps warming up.")
+    patience: int = Field(default=3, ge=1, description="Epochs without a better val accuracy before stopping.")
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    augment: bool = True
+    val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    seed: int = 0
+    mixed_precision: Literal["auto", "off"] = Field(default="auto", description="auto: on a GPU only.")
+    threads: int = Field(default=0, ge=0, description="TensorFlow CPU threads (0: TensorFlow decides).")
+
+
+class TrainImageResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    classes: list[str]
+    counts: dict[str, int]  # images per part
+    phases: dict[str, dict[str, Any]]  # phase -> val/test accuracy, epochs, trainable layers, seconds
+    device: dict[str, Any]
+    preprocessing: Preprocessing
+    duration_s: float
+
+
+def configure_tensorflow(threads: int) -> None:
+    """Cap TensorFlow's CPU threads (a shared or small machine); call before TensorFlow runs anything."""
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, threads))
+
+
+def device_setup(config: TrainImageConfig) -> tuple[Any, dict[str, Any]]:
+    """The distribution strategy and what the run records about the device: mixed precision and
+    ``MirroredStrategy`` only when a GPU is there."""
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    mixed = bool(gpus) and config.mixed_precision == "auto"
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    return strategy, {"gpus": len(gpus), "mixed_precision": mixed, "replicas": strategy.num_replicas_in_sync,
+                      "strategy": type(strategy).__name__}
+
+
+def _accuracy(model: Any, ds: Any) -> float:
+    return float(model.evaluate(ds, verbose=0, return_dict=True)["accuracy"])
+
+
+def _fit(model: Any, train: Any, val: Any, *, epochs: int, lr: Any, patience: int,
+         weights: dict[int, float]) -> tuple[dict[str, list[float]], int]:
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], jit_compile="auto")
+    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
+                                         restore_best_weights=True)
+    hist = model.fit(train, validation_data=val, epochs=epochs, class_weight=weights, callbacks=[stop], verbose=0)
+    history = {k: [round(float(v), 5) for v in vals] for k, vals in hist.history.items()}
+    return history, len(history.get("loss", []))
+
+
+def train_image(rows: list[dict[str, Any]], out_dir: Path, config: TrainImageConfig, *,
+                storage_options: dict[str, Any] | None = None) -> TrainImageResult:
+    """Train on the accepted-image rows of a lake run (:func:`skiff.image_data.read_image_table`) and write
+    the model folder ``out_dir`` (see the module docstring)."""
+    import keras
+    import numpy as np
+
+    t0 = time.perf_counter()
+    configure_tensorflow(config.threads)
+    keras.utils.set_random_seed(config.seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = LabelMap(classes=sorted({r["label"] for r in rows}))
+    index = labels.index()
+    parts = split_images(rows, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+                         seed=config.seed)
+    pre = Preprocessing(height=config.image_size, width=config.image_size, resize=config.resize)
+    strategy, device = device_setup(config)
+    batch = config.batch_size * strategy.num_replicas_in_sync
+    cache = out_dir.parent / f".{out_dir.name}-image-cache"
+    ds = {}
+    for name, part in parts.items():
+        ds[name] = make_dataset(localize(part, cache, storage_options), [index[r["label"]] for r in part], pre,
+                                batch_size=batch, training=name == "train", augment=config.augment,
+                                seed=config.seed)
+    weights = class_weights([index[r["label"]] for r in parts["train"]], len(labels.classes))
+    with strategy.scope():
+        model = build_model(config.backbone, len(labels.classes), image_size=config.image_size,
+                            weights=config.weights or None, alpha=config.alpha, dropout=config.dropout)
+    phases: dict[str, dict[str, Any]] = {}
+    history: dict[str, Any] = {}
+    t = time.perf_counter()
+    with strategy.scope():
+        set_phase(model, "head")
+        history["head"], epochs = _fit(model, ds["train"], ds["val"], epochs=config.head_epochs,
+                                       lr=config.head_lr, patience=config.patience, weights=weights)
+    phases["head"] = {"epochs": epochs, "val_accuracy": _accuracy(model, ds["val"]),
+                      "test_accuracy": _accuracy(model, ds["test"]), "trainable_backbone_layers": 0,
+                      "seconds": round(time.perf_counter() - t, 2)}
+    if config.fine_tune_epochs:
+        t = time.perf_counter()
+        steps = int(np.ceil(len(parts["train"]) / batch)) * config.fine_tune_epochs
+        warmup = int(steps * config.warmup_fraction)
+        with strategy.scope():
+            trained = set_phase(model, "fine_tune", config.fine_tune_layers)
+            schedule = keras.optimizers.schedules.CosineDecay(
+                initial_learning_rate=config.fine_tune_lr / 10 if warmup else config.fine_tune_lr,
+                decay_steps=max(1, steps - warmup), warmup_target=config.fine_tune_lr if warmup else None,
+                warmup_steps=warmup)
+            history["fine_tune"], epochs = _fit(model, ds["train"], ds["val"], epochs=config.fine_tune_epochs,
+                                                lr=schedule, patience=config.patience, weights=weights)
+        phases["fine_tune"] = {"epochs": epochs, "val_accuracy": _accuracy(model, ds["val"]),
+                               "test_accuracy": _accuracy(model, ds["test"]),
+                               "trainable_backbone_layers": len(trained),
+                               "seconds": round(time.perf_counter() - t, 2)}
+    model.save(out_dir / MODEL_FILE)
+    model.export(str(out_dir / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
+    (out_dir / LABEL_MAP_FILE).write_text(labels.model_dump_json(indent=2))
+    (out_dir / PREPROCESSING_FILE).write_text(pre.model_dump_json(indent=2))
+    (out_dir / SPLIT_FILE).write_text(json.dumps({n: p for n, p in parts.items()}, ensure_ascii=False))
+    result = TrainImageResult(classes=labels.classes, counts={n: len(p) for n, p in parts.items()}, phases=phases,
+                              device=device, preprocessing=pre, duration_s=round(time.perf_counter() - t0, 2))
+    (out_dir / TRAINING_FILE).write_text(json.dumps({"config": config.model_dump(), "history": history,
+                                                     **result.model_dump(mode="json")}, indent=2))
+    _remove_tree(cache)
+    return result
+
+
+def _remove_tree(path: Path) -> None:
+    if path.exists():
+        for p in sorted(path.rglob("*"), reverse=True):
+            p.unlink() if p.is_file() else p.rmdir()
+        os.rmdir(path)
