@@ -86,7 +86,7 @@ def _backbone(name: str, input_shape: tuple[int, int, int], weights: str | None,
     else:
         raise UsageError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
     if name != "ResNet50" and name != "TinyConvNet":
-        model = keras.Model(model.inputs, model.outputs, name=BACKBONE_LAYER)
+        model = keras.Model(model.input, model.output, name=BACKBONE_LAYER)
     if weights and weights != "imagenet":
         _load_weights(model, weights)
     return model

@@ -1,0 +1,129 @@
+"""The image model builder (which layers train in each phase), the weights from a URI, tf.data decoding,
+the split, class weights and the evaluation metrics."""
+
+import io
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+tf.config.threading.set_intra_op_parallelism_threads(1)
+tf.config.threading.set_inter_op_parallelism_threads(1)
+
+import keras  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from components.train_image.data import class_weights, decode, split_images  # noqa: E402
+from components.train_image.evaluate import score  # noqa: E402
+from components.train_image.model import backbone_of, build_model, save_backbone_weights, set_phase  # noqa: E402
+from skiff.errors import InputError, NotFoundError, UsageError  # noqa: E402
+from skiff.image_data import Preprocessing  # noqa: E402
+
+
+def _trainable(model):
+    return {w.path for w in model.trainable_weights}
+
+
+def test_head_phase_trains_the_head_only_and_fine_tuning_the_top_layers_without_batchnorm():
+    model = build_model("MobileNetV3Small", 4, image_size=32, weights=None, alpha=0.75)
+    assert model.output_shape == (None, 4)
+    assert set_phase(model, "head") == []
+    assert {p.split("/")[0] for p in _trainable(model)} == {"probabilities"}
+    trained = set_phase(model, "fine_tune", fine_tune_layers=6)
+    base = backbone_of(model)
+    layers = {layer.name: layer for layer in base.layers}
+    assert 0 < len(trained) <= 6 and all(layers[n].trainable for n in trained)
+    assert not any(isinstance(layers[n], keras.layers.BatchNormalization) for n in trained)
+    weighted = [la for la in base.layers if la.weights]
+    assert weighted[-1].name in trained or isinstance(weighted[-1], keras.layers.BatchNormalization)
+    assert not weighted[0].trainable  # the bottom stays frozen
+    assert set_phase(model, "head") == [] and {p.split("/")[0] for p in _trainable(model)} == {"probabilities"}
+
+
+def test_resnet50_gets_its_caffe_input_inside_the_model():
+    model = build_model("ResNet50", 2, image_size=32, weights=None)
+    pre = backbone_of(model).get_layer("caffe_preprocess")
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    expected = keras.applications.resnet50.preprocess_input(x.copy())
+    np.testing.assert_allclose(np.asarray(pre(x)), expected, rtol=1e-5, atol=1e-3)
+    set_phase(model, "fine_tune", fine_tune_layers=1000)
+    assert not backbone_of(model).get_layer("caffe_preprocess").get_layer("rgb_to_caffe").trainable
+
+
+@pytest.mark.parametrize("name", ["EfficientNetV2B0", "MobileNetV3Large"])
+def test_other_backbones_build_without_their_heads(name):
+    model = build_model(name, 3, image_size=32, weights=None)
+    assert model.output_shape == (None, 3) and backbone_of(model).name == "backbone"
+
+
+def test_bad_backbones_and_weights_are_clear_errors():
+    with pytest.raises(UsageError, match="unknown backbone"):
+        build_model("VGG99", 3, image_size=32)
+    with pytest.raises(UsageError, match="no ImageNet weights"):
+        build_model("TinyConvNet", 3, image_size=32, weights="imagenet")
+    with pytest.raises(UsageError, match="at least two classes"):
+        build_model("TinyConvNet", 1, image_size=32)
+    with pytest.raises(UsageError, match=".weights.h5"):
+        build_model("TinyConvNet", 3, image_size=32, weights="s3://bucket/backbone.bin")
+
+
+def test_backbone_weights_from_a_uri_transfer_to_a_new_task(tmp_path):
+    """Pre-train on one task, save the backbone to the store, load it into a classifier of another task."""
+    source = build_model("TinyConvNet", 2, image_size=32, weights="")
+    set_phase(source, "fine_tune", fine_tune_layers=100)
+    source.compile("adam", "sparse_categorical_crossentropy")
+    source.fit(np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)), np.array([0, 1] * 4), epochs=1, verbose=0)
+    uri = save_backbone_weights(source, f"file://{tmp_path}/store/tiny.weights.h5")
+    target = build_model("TinyConvNet", 5, image_size=32, weights=uri)
+    for a, b in zip(backbone_of(source).weights, backbone_of(target).weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert target.output_shape == (None, 5)
+    with pytest.raises(NotFoundError, match="not found"):
+        build_model("TinyConvNet", 3, image_size=32, weights=f"{tmp_path}/missing.weights.h5")
+    with pytest.raises(InputError, match="do not fit"):
+        build_model("MobileNetV3Small", 3, image_size=32, weights=uri, alpha=0.75)
+
+
+def _encoded(fmt, mode="RGB", frames=1):
+    imgs = [Image.new("RGB", (40, 20), (200, 10 * i, 10)) for i in range(frames)]
+    buf = io.BytesIO()
+    first = imgs[0].convert(mode)
+    first.save(buf, fmt, **({"save_all": True, "append_images": imgs[1:]} if frames > 1 else {}))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "mode", "frames"), [("JPEG", "RGB", 1), ("PNG", "P", 1), ("PNG", "L", 1),
+                                                     ("GIF", "P", 3), ("BMP", "RGB", 1), ("WEBP", "RGB", 1)])
+def test_decode_gives_rgb_pixels_of_the_recorded_size(fmt, mode, frames):
+    pre = Preprocessing(height=32, width=32, resize="pad")
+    pixels = decode(tf.constant(_encoded(fmt, mode, frames)), pre).numpy()
+    assert pixels.shape == (32, 32, 3) and pixels.dtype == np.float32 and pixels.max() <= 255
+    assert pixels[0].sum() == 0 and pixels[16].sum() > 0  # a 40x20 image padded top and bottom
+
+
+def test_split_keeps_the_data_split_and_stratifies_what_is_missing():
+    rows = [{"path": f"{c}{i}", "label": c, "split": ""} for c in "abc" for i in range(20)]
+    parts = split_images(rows, val_fraction=0.15, test_fraction=0.15, seed=0)
+    assert sum(len(p) for p in parts.values()) == 60
+    for name in ("val", "test"):
+        assert sorted({r["label"] for r in parts[name]}) == ["a", "b", "c"]
+        assert len(parts[name]) == 9
+    given = [{**r, "split": "val" if i % 5 == 0 else "train"} for i, r in enumerate(rows)]
+    parts = split_images(given, val_fraction=0.15, test_fraction=0.15, seed=0)
+    assert all(r["split"] == "val" for r in parts["val"]) and len(parts["val"]) == 12
+
+
+def test_class_weights_balance_the_classes():
+    weights = class_weights([0] * 30 + [1] * 10, 2)
+    assert weights == {0: pytest.approx(40 / 60), 1: pytest.approx(2.0)}
+    with pytest.raises(InputError, match="no training images"):
+        class_weights([0, 0], 2)
+
+
+def test_score_top_k_per_class_and_confusion():
+    probs = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.1, 0.3, 0.6], [0.5, 0.1, 0.4]])
+    y = np.array([0, 1, 1, 2])
+    s = score(probs, y, ["a", "b", "c"], top_k=2)
+    assert s["metrics"]["top1_accuracy"] == 0.5 and s["metrics"]["top2_accuracy"] == 1.0
+    assert s["confusion"] == [[1, 0, 0], [0, 1, 1], [1, 0, 0]]
+    assert s["per_class"]["b"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2.0}
