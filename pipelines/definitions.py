@@ -28,6 +28,7 @@ __all__ = [
     "PipelineDefinition",
     "PIPELINES",
     "TABULAR",
+    "IMAGE",
     "RunOutcome",
     "get_pipeline",
     "run_outcome",
@@ -156,8 +157,43 @@ def _tabular() -> PipelineDefinition:
 
 TABULAR = _tabular()
 
+
+def _image_function() -> Any:
+    from pipelines.image import image
+
+    return image
+
+
+def _image() -> PipelineDefinition:
+    from pipelines import image_run
+
+    return PipelineDefinition(
+        name="image",
+        spec_help="the dataset spec naming the image set (its name is the lake folder and the default model name)",
+        parameters=(
+            Parameter("data", str, "", "the images: an ImageFolder root (class folders, optionally under "
+                                       "train/ val/ test/), a CSV/JSON manifest of path,label, or a URI"),
+            Parameter("model_name", str, "", "registered model name (default: the dataset name)"),
+            Parameter("ingest_config", dict, {}, "image checks: min_size, min_per_class, animated, palette, "
+                                                 "extensions"),
+            Parameter("train_config", dict, {}, "training: backbone, weights, image_size, epochs, learning rates, "
+                                                "fine_tune_layers …"),
+            Parameter("margin", float, 0.0, "how much the challenger's top-1 accuracy must beat the champion's by"),
+            Parameter("top_k", int, 3, "k of the top-k accuracy"),
+            Parameter("ingest_date", str, "", "partition date to ingest into (default: today)"),
+        ),
+        load=_image_function,
+        build=image_run.arguments,
+        check=image_run.preflight,
+        summary=image_run.summarize,
+        lines=image_run.summary_lines,
+    )
+
+
+IMAGE = _image()
+
 #: name -> definition: the one place a pipeline is known by name
-PIPELINES: dict[str, PipelineDefinition] = {d.name: d for d in (TABULAR,)}
+PIPELINES: dict[str, PipelineDefinition] = {d.name: d for d in (TABULAR, IMAGE)}
 
 
 def get_pipeline(name: str) -> PipelineDefinition:
