@@ -1,0 +1,70 @@
+"""The image pipeline's compiled IR and its definition: a GPU for the train task only, with the GPU pool's
+toleration and node selector; caching off where the input lives outside KFP; arguments and preflight errors."""
+
+import pytest
+import yaml
+
+from pipelines.definitions import get_pipeline
+from pipelines.image import GPU_NODE_SELECTOR, GPU_TOLERATION
+from pipelines.runner import compile_pipeline
+from skiff.config import Settings
+from skiff.errors import UsageError
+from skiff.spec import DatasetSpec
+
+
+@pytest.fixture(scope="module")
+def ir(tmp_path_factory):
+    path = compile_pipeline("image", tmp_path_factory.mktemp("ir") / "image.yaml")
+    return list(yaml.safe_load_all(path.read_text()))
+
+
+def test_only_the_train_task_asks_for_a_gpu_on_the_gpu_pool(ir):
+    spec, platform = ir
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"ingest-images-op", "train-image-op", "evaluate-image-op", "register-image-op"}
+    executors = spec["deploymentSpec"]["executors"]
+    for name, task in tasks.items():
+        container = executors[task["componentRef"]["name"].replace("comp-", "exec-")]["container"]
+        accelerator = container.get("resources", {}).get("accelerator")
+        if name == "train-image-op":
+            assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1"
+            assert "skiff-gpu" in container["image"]
+        else:
+            assert accelerator is None
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    train = k8s["exec-train-image-op"]
+    assert train["nodeSelector"]["labels"] == {GPU_NODE_SELECTOR[0]: GPU_NODE_SELECTOR[1]}
+    assert train["tolerations"] == [GPU_TOLERATION]
+    assert "tolerations" not in k8s["exec-ingest-images-op"] and "nodeSelector" not in k8s["exec-evaluate-image-op"]
+    assert tasks["ingest-images-op"]["cachingOptions"] == {}
+
+
+def test_the_gpu_pool_names_are_the_terraform_modules():
+    from tests.conftest import REPO
+
+    for cloud in ("aws-eks", "azure-aks"):
+        text = (REPO / "terraform" / "modules" / cloud / "gpu.tf").read_text()
+        assert f'key    = "{GPU_TOLERATION["key"]}"' in text and f'value  = "{GPU_TOLERATION["value"]}"' in text
+        assert f'effect = "{GPU_TOLERATION["effect"]}"' in text
+    assert '"skiff.io/node-pool" = "gpu"' in (REPO / "terraform" / "modules" / "azure-aks" / "aks.tf").read_text()
+
+
+def _spec():
+    return DatasetSpec.model_validate({"name": "shapes", "entity_key": "path", "columns": {"path": {"type": "string"},
+                                                                     "label": {"type": "string"}}})
+
+
+def test_arguments_and_preflight(tmp_path):
+    definition = get_pipeline("image")
+    settings = Settings(root=str(tmp_path / "root"))
+    (tmp_path / "imgs").mkdir()
+    args = definition.arguments(_spec(), {"data": str(tmp_path / "imgs")}, settings, local=True)
+    assert args["dataset"] == args["model_name"] == "shapes" and args["run_id"].startswith("run-")
+    assert args["lake_uri"].startswith("/") and args["data"] == str(tmp_path / "imgs")
+    with pytest.raises(UsageError, match="needs --param data"):
+        definition.arguments(_spec(), {}, settings, local=True)
+    with pytest.raises(UsageError, match="image data not found"):
+        definition.arguments(_spec(), {"data": str(tmp_path / "nope")}, settings, local=True)
+    with pytest.raises(UsageError, match="train_config"):
+        definition.arguments(_spec(), {"data": str(tmp_path / "imgs"), "train_config": {"backbone": "VGG99"}},
+                             settings, local=True)
