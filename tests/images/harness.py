@@ -40,7 +40,7 @@ CONTEXT = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "requir
 KEY_LABEL = "io.skiff.build-key"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 #: BuildKit cache kept after a build (SKIFF_TEST_BUILD_CACHE_GB; the skiff-gpu image alone needs ~8 more).
-BUILD_CACHE_GB = int(os.environ.get("SKIFF_TEST_BUILD_CACHE_GB", "14"))
+BUILD_CACHE_GB = int(os.environ.get("SKIFF_TEST_BUILD_CACHE_GB", "10"))
 
 
 class EngineMissing(RuntimeError):
