@@ -14,7 +14,7 @@ PROJECT_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
 TFDV_HASH := $(shell cat requirements/tfdv.txt | sha256sum | cut -c1-16)
 TOOLS_HASH := $(shell cat .ci/fetch_tools.py 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: setup venv tfdv tools demo test test-fast lint bench docs clean lock images images-push images-registry
+.PHONY: setup venv tfdv tools demo test test-fast lint bench docs clean lock images images-push images-registry cluster-schemas
 
 setup: venv tfdv tools
 
@@ -106,6 +106,12 @@ images-push: images-registry images
 	done
 images-registry:
 	@test -n "$(REGISTRY)" || { echo "usage: make images-push REGISTRY=<registry prefix>" >&2; exit 2; }
+
+# The pinned upstream CRDs, chart defaults and install files the cluster contract tests hold skiff's
+# objects against, downloaded at the tags the platform installs (a machine with internet; into
+# $$SKIFF_UPSTREAM_SCHEMAS, else ../shared/upstream).
+cluster-schemas: venv
+	@$(VENV)/bin/python .ci/fetch_upstream.py
 
 clean:
 	rm -rf .skiff .pytest_cache site

@@ -1,7 +1,8 @@
 """The container images skiff runs in on a cluster: one tag, one place, from the version.
 
-Every image reference (the pipeline IR, the ServingRuntimes the CLI renders, ``make images`` and the image
-tests) comes from here. An image's name is also its target in the root ``Dockerfile``, so
+Every image reference (the pipeline IR, the predictor and transformer images of the InferenceServices the
+CLI renders, ``make images`` and the image tests) comes from here; the Helm chart's ServingRuntimes and the
+Terraform registries name the same images (tests/cluster/test_gitops_images.py holds them equal). An image's name is also its target in the root ``Dockerfile``, so
 ``docker build --target <name>`` builds the image named ``<registry>/<name>:<tag>``.
 ``python -m components._image`` prints ``<target> <reference>`` per line (read by the Makefile).
 """
