@@ -95,6 +95,9 @@ def migrate(engine: Engine) -> str | None:
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
 
+    alembic_log = logging.getLogger("alembic")
+    if alembic_log.level == logging.NOTSET:  # its per-step INFO lines are noise on every open
+        alembic_log.setLevel(logging.WARNING)
     with _migration_lock(engine.url), engine.begin() as conn:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))

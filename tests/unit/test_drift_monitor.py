@@ -1,0 +1,122 @@
+"""``skiff monitor run`` end to end on the local engines: a registered version trained on a lake partition,
+its traffic logged by the inference-log writer (one hour window shifted by 0.2 standard deviations in one
+feature), the monitor scoring each window against a reference built from the training data and the
+version's predictions, the scores stored in the control plane and read back, a re-run replacing them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from skiff.config import Settings
+from skiff.control_plane import ControlPlane
+from skiff.inference_log import InferenceLogWriter, ModelLog
+from skiff.lake import Lake
+from skiff.monitoring.reference import CACHE_FILE
+from skiff.monitoring.runner import monitor_model
+from skiff.registry import ModelRegistry
+from skiff.spec import DatasetSpec
+from skiff.storage import Store
+from tests.conftest import REPO
+
+MODEL, DATE = "accounts-churn", "2026-04-01"
+SPEC = {"name": "accounts", "entity_key": "email", "target": "churned", "problem_type": "binary",
+        "columns": {"email": {"type": "string", "pii": "hash"}, "usage": {"type": "float"},
+                    "seats": {"type": "integer", "drift_threshold": 0.05}, "plan": {"type": "category"},
+                    "churned": {"type": "string"}}}
+FEATURES = ["email", "usage", "seats", "plan"]
+SCHEMA = {"email": "string", "usage": "float", "seats": "integer", "plan": "category"}
+KEY = b"monitor-test-key-0123456789"
+H0 = dt.datetime(2026, 5, 1, 8, tzinfo=dt.UTC)
+
+
+def _frame(rng, n, shift=0.0):
+    usage = rng.normal(10 + 3 * shift, 3, n)
+    return pd.DataFrame({"email": [f"u{i}@example.com" for i in rng.integers(0, 10**6, n)], "usage": usage,
+                         "seats": rng.poisson(4, n), "plan": rng.choice(["free", "pro", "team"], n, p=[.5, .3, .2]),
+                         "churned": np.where(usage + rng.normal(0, 2, n) < 8, "yes", "no")})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("monitor") / ".skiff"
+    settings = Settings(root=str(root))
+    rng = np.random.default_rng(42)
+    train = _frame(rng, 8000)
+    lake = Lake.from_settings(settings)
+    with lake.publish_run("accounts", "r1", DATE) as d:
+        pq.write_table(pa.Table.from_pandas(train, preserve_index=False), d / "part-00000.parquet")
+        (d / "_manifest.json").write_text(json.dumps({"finished_at": f"{DATE}T12:00:00+00:00"}))
+    model = Pipeline([("prep", ColumnTransformer([("num", StandardScaler(), ["usage", "seats"]),
+                                                  ("cat", OneHotEncoder(), ["plan"])])),  # email: dropped
+                      ("clf", LogisticRegression())]).fit(train[FEATURES], train["churned"])
+    registry = ModelRegistry.from_settings(settings)
+    registry.register(MODEL, model, {"problem_type": "binary", "features": FEATURES, "input_schema": SCHEMA,
+                                     "dataset": {"name": "accounts", "partitions": [DATE], "spec": SPEC}})
+    spec = DatasetSpec.model_validate(SPEC)
+    log_store = Store(settings.lake_uri)
+    with InferenceLogWriter(log_store, [ModelLog.from_spec(MODEL, SCHEMA, spec)], hash_key=KEY) as writer:
+        for hour, shift, n in ((0, 0.0, 2000), (1, 0.0, 2000), (2, 0.0, 2000), (3, 0.2, 2000), (4, 0.0, 50)):
+            traffic = _frame(rng, n, shift)
+            labels = model.predict(traffic[FEATURES])
+            for i, row in enumerate(traffic[FEATURES].to_dict(orient="records")):
+                writer.offer(MODEL, 1, f"h{hour}-{i}", [row], [labels[i]], latency_ms=0.5,
+                             when=H0 + dt.timedelta(hours=hour, seconds=i % 3000))
+        assert writer.flush()
+        assert writer.counters.snapshot()[MODEL]["dropped"] == 0
+    return settings
+
+
+def _cli(settings, *args):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("SKIFF_CONFIG", None)
+    env.pop("SKIFF_DATABASE_URL", None)
+    return subprocess.run([sys.executable, "-m", "skiff", "--root", settings.root, "monitor", "run", *args],
+                          capture_output=True, text=True, env=env, cwd=settings.root.rsplit("/", 1)[0], timeout=300)
+
+
+def test_the_monitor_flags_only_the_shifted_window_and_stores_every_score(world):
+    proc = _cli(world, MODEL, "--json")
+    assert proc.returncode == 1, proc.stderr[-3000:] + proc.stdout[-3000:]  # a window drifted: the gate says no
+    out = json.loads(proc.stdout)
+    windows = out["windows"]
+    assert [w["window_start"][11:13] for w in windows] == ["08", "09", "10", "11", "12"]
+    assert [w["drifted"] for w in windows[:4]] == [[], [], [], ["usage"]]
+    assert windows[4]["skipped"] == "50 rows, fewer than 200" and windows[4]["results"] == []
+    assert out["drifted_windows"] == 1
+    scored = {r["feature"] for r in windows[0]["results"]}
+    assert scored == {"usage", "seats", "plan", ""}  # the hashed email is not compared; "" = predictions
+    seats = next(r for r in windows[0]["results"] if r["feature"] == "seats" and r["metric"] == "psi")
+    assert seats["threshold"] == 0.05  # the spec's drift_threshold
+
+    store = ControlPlane.from_settings(world)
+    stored = store.monitoring_results(MODEL, 1)
+    assert len(stored) == sum(len(w["results"]) for w in windows) == 4 * 8
+    assert {r.window_start for r in stored if r.drifted} == {"2026-05-01T11:00:00+00:00"}
+    assert Store(world.lake_uri).exists("inference", MODEL, "version=1", CACHE_FILE)  # the reference, cached
+
+    again = monitor_model(world, MODEL, version=1, since=H0 + dt.timedelta(hours=3))  # re-run: replaced
+    assert [r.drifted for r in again] == [["usage"], []]
+    assert len(store.monitoring_results(MODEL, 1)) == 4 * 8
+
+
+def test_the_human_table_and_a_model_without_a_log(world):
+    proc = _cli(world, MODEL, "--since", "2026-05-01T08:00", "--version", "1")
+    assert proc.returncode == 1 and "usage" in proc.stdout and "1 of 5 window(s) drifted" in proc.stdout
+    proc = _cli(world, "no-such-model")
+    assert proc.returncode == 2 and "no inference log for model 'no-such-model'" in proc.stderr
+    proc = _cli(world, MODEL, "--since", "yesterday")
+    assert proc.returncode == 2 and "not an ISO date/time" in proc.stderr
