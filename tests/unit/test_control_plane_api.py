@@ -85,3 +85,14 @@ def test_the_run_list_survives_a_restart_and_is_shared_by_two_servers(root, tmp_
         assert httpx.get(f"{again.base}/pipelines/runs/nope", headers=H).status_code == 404
     finally:
         again.stop()
+
+
+def test_a_remote_root_without_a_database_keeps_runs_in_memory_and_says_so(caplog):
+    from skiff.api.runs import control_plane_for
+    from skiff.config import Settings
+
+    store = control_plane_for(Settings(root="s3://bucket/skiff"))
+    assert store.engine.url.database in (None, "")
+    store.add_run("r", "tabular")
+    assert [r.run_id for r in store.list_runs()] == ["r"]
+    assert "kept in memory and lost on restart" in caplog.text
