@@ -23,7 +23,8 @@ from skiff.monitoring.drift import Reference
 from skiff.registry import ModelRegistry, VersionMetadata
 from skiff.storage import Store
 
-__all__ = ["REFERENCE_FILE", "CACHE_FILE", "reference_for_version", "build_reference", "SAMPLE_ROWS"]
+__all__ = ["REFERENCE_FILE", "CACHE_FILE", "reference_for_version", "build_reference", "reference_from_frame",
+           "SAMPLE_ROWS"]
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,13 @@ def _prediction_type(meta: VersionMetadata) -> str:
     return "float" if meta.problem_type == "regression" else "string"
 
 
-def build_reference(settings: Settings, meta: VersionMetadata, model: Any | None = None) -> Reference:
-    """Build a version's reference from the lake partitions it was trained on."""
-    from skiff.lake import Lake
+def reference_from_frame(meta: VersionMetadata, frame: Any, model: Any | None = None) -> Reference:
+    """A version's reference from its training rows (a pandas DataFrame) and, with ``model``, its predictions
+    on them: what the register step can publish as ``drift_reference.json`` (``Reference.to_dict()``)."""
     from skiff.spec import DatasetSpec
 
     notes: list[str] = []
     spec = DatasetSpec.model_validate(meta.dataset["spec"]) if meta.dataset.get("spec") else None
-    dataset = str(meta.dataset.get("name") or (spec.name if spec else meta.name))
     schema = dict(meta.input_schema)
     thresholds: dict[str, float] = {}
     if spec is not None:
@@ -53,13 +53,11 @@ def build_reference(settings: Settings, meta: VersionMetadata, model: Any | None
                 notes.append(f"{name}: personal data (pii: {col.pii}), not compared")
             if col.drift_threshold is not None:
                 thresholds[name] = col.drift_threshold
-    partitions = list(meta.dataset.get("partitions") or []) or None
-    frame = Lake.from_settings(settings).read(dataset, partitions).to_pandas()
     if len(frame) > SAMPLE_ROWS:
         frame = frame.sample(SAMPLE_ROWS, random_state=0)
-    missing = [c for c in schema if c not in frame.columns]
-    for c in missing:  # derived features: not in the lake, computed by the feature pipeline
-        notes.append(f"{c}: not in the lake partitions (a derived feature?), not compared")
+    for c in schema:
+        if c not in frame.columns:  # derived features: computed by the feature pipeline, not in the rows
+            notes.append(f"{c}: not in the training rows (a derived feature?), not compared")
     predictions = None
     if model is not None:
         try:
@@ -72,6 +70,16 @@ def build_reference(settings: Settings, meta: VersionMetadata, model: Any | None
     return Reference.build(meta.name, meta.version, training, {c: t for c, t in schema.items() if c in training},
                            predictions=predictions, prediction_type=_prediction_type(meta), thresholds=thresholds,
                            notes=notes)
+
+
+def build_reference(settings: Settings, meta: VersionMetadata, model: Any | None = None) -> Reference:
+    """Build a version's reference from the lake partitions it was trained on."""
+    from skiff.lake import Lake
+
+    dataset = str(meta.dataset.get("name") or meta.name)
+    partitions = list(meta.dataset.get("partitions") or []) or None
+    frame = Lake.from_settings(settings).read(dataset, partitions).to_pandas()
+    return reference_from_frame(meta, frame, model)
 
 
 def reference_for_version(settings: Settings, name: str, version: int, *, rebuild: bool = False) -> Reference:

@@ -120,3 +120,21 @@ def test_the_human_table_and_a_model_without_a_log(world):
     assert proc.returncode == 2 and "no inference log for model 'no-such-model'" in proc.stderr
     proc = _cli(world, MODEL, "--since", "yesterday")
     assert proc.returncode == 2 and "not an ISO date/time" in proc.stderr
+
+
+def test_a_reference_published_in_the_version_folder_is_used_before_the_lake(world, tmp_path):
+    from skiff.monitoring.drift import Reference
+    from skiff.monitoring.reference import REFERENCE_FILE, reference_for_version, reference_from_frame
+
+    registry = ModelRegistry.from_settings(world)
+    v1 = registry.get(MODEL, 1)
+    frame = _frame(np.random.default_rng(9), 3000)
+    published = reference_from_frame(v1.metadata, frame, registry.load_model(MODEL, 1))
+    assert set(published.features) == {"usage", "seats", "plan"} and published.prediction is not None
+    assert published.prediction.categories == ("no", "yes")
+    path = tmp_path / REFERENCE_FILE
+    path.write_text(json.dumps(published.to_dict()))
+    registry.register(MODEL, registry.load_model(MODEL, 1), {**v1.metadata.model_dump(exclude={"version", "files"})},
+                      files={REFERENCE_FILE: path})
+    got = reference_for_version(world, MODEL, 2)
+    assert got == Reference.from_dict(published.to_dict()) and got.features["usage"].rows == 3000
