@@ -100,8 +100,9 @@ def register_step(
     training = pd.read_parquet(artifacts.training_data)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / ONNX_FILE
+        # the training rows seed generated check rows when the held-out rows are too few
         onnx_info = export_onnx(pipeline, test, onnx_path, features=features,
-                                input_schema=input_schema(spec, features))
+                                input_schema=input_schema(spec, features), reference=training)
         files = version_files(artifacts.report, artifacts.statistics, onnx_path if onnx_info["exact"] else None)
         meta = version_metadata(
             spec, spec_text, info, cv, training, name=name, test_metrics=test_metrics,
