@@ -24,6 +24,7 @@ The prediction distribution is scored the same way against the predictions at va
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -106,8 +107,11 @@ def _as_float(values: Sequence[Any] | np.ndarray[Any, Any]) -> np.ndarray[Any, n
     except (TypeError, ValueError):  # objects: None, text that is not a number -> missing
         out = np.full(len(arr), np.nan)
         for i, v in enumerate(arr):
-            with contextlib.suppress(TypeError, ValueError):
-                out[i] = float(v) if not _is_missing(v) else np.nan
+            with contextlib.suppress(TypeError, ValueError, OverflowError):
+                if isinstance(v, dt.datetime):  # pandas Timestamps (a tz-aware column) and datetimes: epoch s
+                    out[i] = (v if v.tzinfo else v.replace(tzinfo=dt.UTC)).timestamp()
+                elif not _is_missing(v) and not (isinstance(v, float) and math.isnan(v)):
+                    out[i] = float(v)
         return out
 
 

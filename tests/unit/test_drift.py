@@ -89,3 +89,20 @@ def test_a_feature_threshold_from_the_spec_is_used_and_bad_bins_are_refused():
     with pytest.raises(UsageError, match="at least 2"):
         bin_feature("x", [1.0, 2.0], "float", bins=1)
     assert score_feature(strict, []) == []
+
+
+def test_datetime_features_bin_the_same_from_pandas_training_rows_and_logged_arrow_values():
+    import pandas as pd
+    import pyarrow as pa
+
+    rng = np.random.default_rng(4)
+    base = pd.Timestamp("2026-01-01", tz="UTC")
+    train = pd.Series(base + pd.to_timedelta(rng.uniform(0, 30, 5000), unit="D"))
+    ref = bin_feature("signup", train.to_numpy(), "datetime")  # tz-aware: an object array of Timestamps
+    assert ref.counts[-1] == 0 and len(ref.edges) == 9
+    same = pa.array((base + pd.to_timedelta(rng.uniform(0, 30, 2000), unit="D")).to_pydatetime(),
+                    type=pa.timestamp("us", tz="UTC")).to_numpy(zero_copy_only=False)
+    later = pa.array((base + pd.to_timedelta(rng.uniform(20, 50, 2000), unit="D")).to_pydatetime(),
+                     type=pa.timestamp("us", tz="UTC")).to_numpy(zero_copy_only=False)
+    assert not score_feature(ref, same)[0].drifted and score_feature(ref, same)[0].details["window_missing"] == 0
+    assert score_feature(ref, later)[0].drifted
