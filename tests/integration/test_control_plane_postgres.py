@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from skiff.control_plane import Alert, ControlPlane, MonitoringResult
+from skiff.errors import ConflictError
 from tests.conftest import REPO, require_service
 
 pytestmark = pytest.mark.integration
@@ -77,3 +78,30 @@ def test_runs_results_and_alerts_round_trip_on_postgresql(url):
     assert [x.message for x in a.alerts("churn")] == ["m"]
     a.close()
     b.close()
+
+
+def test_two_real_api_servers_over_postgresql_share_the_run_list_and_it_survives_a_restart(url, tmp_path):
+    from tests.unit.test_control_plane_api import _Server
+
+    db, _ = url
+    store = ControlPlane.open(db)
+    store.add_run("pg-1", "tabular", owner="gone-host:1")
+    with pytest.raises(ConflictError, match="used already"):
+        store.add_run("pg-1", "tabular")
+    first = _Server(tmp_path / "root", tmp_path, database_url=db)
+    try:
+        second = _Server(tmp_path / "root", tmp_path, database_url=db)
+        try:
+            store.add_run("pg-2", "images")
+            assert [r["run_id"] for r in first.runs()] == [r["run_id"] for r in second.runs()] == ["pg-2", "pg-1"]
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+    again = _Server(tmp_path / "root", tmp_path, database_url=db)
+    try:
+        assert {r["run_id"] for r in again.runs()} == {"pg-1", "pg-2"}
+    finally:
+        again.stop()
+    assert not (tmp_path / "root" / "skiff.db").exists()  # nothing went to SQLite
+    store.close()

@@ -26,11 +26,15 @@ def _free_port() -> int:
 
 
 class _Server:
-    def __init__(self, root, cwd):
+    """The real ``skiff api`` in a process of its own; ``database_url`` None: SQLite under ``root``."""
+
+    def __init__(self, root, cwd, database_url=None):
         self.port = _free_port()
         env = {**os.environ, ADMIN_ENV: hash_token(TOKEN), READ_ENV: "", "SKIFF_ROOT": str(root),
                "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
         env.pop("SKIFF_DATABASE_URL", None)
+        if database_url:
+            env["SKIFF_DATABASE_URL"] = database_url
         self.proc = subprocess.Popen([sys.executable, "-m", "skiff", "api", "--port", str(self.port), "--no-docs"],
                                      env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.base = f"http://127.0.0.1:{self.port}/api/v1"
