@@ -49,12 +49,17 @@ from skiff.identifiers import NAME_RE
 from skiff.storage import Store
 
 if TYPE_CHECKING:
-    import pyarrow as pa
+    from collections.abc import Iterator
 
+    import pyarrow as pa
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import Collector
+
+    from skiff.registry import VersionMetadata
     from skiff.spec import DatasetSpec
 
 __all__ = ["ModelLog", "InferenceLogWriter", "LogCounters", "log_schema", "partition_parts", "read_log",
-           "log_partitions", "hash_key_from_env", "INFERENCE", "KEY_ENV", "PiiAction"]
+           "log_partitions", "hash_key_from_env", "model_log_for_version", "INFERENCE", "KEY_ENV", "PiiAction"]
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +171,18 @@ class ModelLog:
                    prediction_type=prediction_type)
 
 
+def model_log_for_version(meta: VersionMetadata, *, sample_rate: float = 1.0) -> ModelLog:
+    """The log of a registered version: its input schema, the pii marks of the spec it was trained on."""
+    from skiff.spec import DatasetSpec
+
+    spec_doc = meta.dataset.get("spec")
+    if spec_doc:
+        return ModelLog.from_spec(meta.name, meta.input_schema, DatasetSpec.model_validate(spec_doc),
+                                  sample_rate=sample_rate)
+    return ModelLog(meta.name, dict(meta.input_schema), sample_rate=sample_rate,
+                    prediction_type="float" if meta.problem_type == "regression" else "string")
+
+
 class LogCounters:
     """Per-model request counts (monotonic; safe to read from any thread)."""
 
@@ -181,6 +198,29 @@ class LogCounters:
             per = self._counts.setdefault(model, dict.fromkeys(self.FIELDS, 0))
             per[name] += n
 
+    def collector(self, prefix: str = "skiff_inference_log") -> Collector:
+        """A Prometheus collector of these counters (``<prefix>_<counter>_total{model=...}``, and
+        ``<prefix>_pending{model=...}`` as a gauge): ``prometheus_client.REGISTRY.register(...)`` it."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.registry import Collector
+
+        counters = self
+
+        class _Collector(Collector):
+            def collect(self) -> Iterator[Metric]:
+                snap = counters.snapshot()
+                for name in LogCounters.FIELDS:
+                    family = CounterMetricFamily(f"{prefix}_{name}", _HELP[name], labels=["model"])
+                    for model, values in sorted(snap.items()):
+                        family.add_metric([model], values[name])
+                    yield family
+                gauge = GaugeMetricFamily(f"{prefix}_pending", "Requests accepted, not yet written", labels=["model"])
+                for model, values in sorted(snap.items()):
+                    gauge.add_metric([model], values["pending"])
+                yield gauge
+
+        return _Collector()
+
     def snapshot(self) -> dict[str, dict[str, int]]:
         """model -> counter -> value; ``pending`` (accepted, not yet written or failed) is derived."""
         with self._lock:
@@ -188,6 +228,19 @@ class LogCounters:
         for c in out.values():
             c["pending"] = c["accepted"] - c["logged"] - c["failed"]
         return out
+
+
+_HELP = {
+    "offered": "Requests offered to the inference log",
+    "unsampled": "Requests not chosen by the sampling rate",
+    "dropped": "Requests dropped because the log queue was full (or the writer closed)",
+    "accepted": "Requests queued for writing",
+    "logged": "Requests written to the lake",
+    "failed": "Requests lost to a failed write",
+    "rows_written": "Rows (request instances) written",
+    "invalid_values": "Input or output values that did not fit their column's type (written as null)",
+    "files_written": "Parquet files written",
+}
 
 
 @dataclass

@@ -152,3 +152,28 @@ def test_the_spec_marks_pii_and_the_fingerprint_ignores_the_serving_fields(tmp_p
     assert cfg.pii == {"email": "hash", "ssn": "drop"} and cfg.prediction_type == "string"
     plain = {**raw, "columns": {k: {"type": v["type"]} for k, v in raw["columns"].items()}}
     assert spec_fingerprint(spec) == spec_fingerprint(DatasetSpec.model_validate(plain))
+
+
+def test_counters_export_as_prometheus_metrics_and_a_version_gives_its_log(tmp_path):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from skiff.inference_log import model_log_for_version
+    from skiff.registry import VersionMetadata
+
+    meta = VersionMetadata(name="people", version=4, problem_type="regression", input_schema={"email": "string",
+                           "age": "integer"}, dataset={"spec": {"name": "people", "entity_key": "email",
+                           "columns": {"email": {"type": "string", "pii": "hash"}, "age": {"type": "integer"},
+                                       "spend": {"type": "float"}}, "target": "spend", "problem_type": "regression"}})
+    cfg = model_log_for_version(meta, sample_rate=0.5)
+    assert (cfg.model, cfg.pii, cfg.prediction_type, cfg.sample_rate) == ("people", {"email": "hash"}, "float", 0.5)
+    registry = CollectorRegistry()
+    with InferenceLogWriter(Store(str(tmp_path / "lake")), [cfg], hash_key=KEY, seed=1) as w:
+        registry.register(w.counters.collector())
+        for i in range(100):
+            w.offer("people", 4, f"r{i}", [{"email": "a@b.c", "age": i}], [float(i)], when=T0)
+        assert w.flush()
+        text = generate_latest(registry).decode()
+        c = w.counters.snapshot()["people"]
+    assert f'skiff_inference_log_offered_total{{model="people"}} {float(c["offered"])}' in text
+    assert f'skiff_inference_log_logged_total{{model="people"}} {float(c["logged"])}' in text
+    assert 'skiff_inference_log_pending{model="people"} 0.0' in text and c["logged"] + c["unsampled"] == 100
