@@ -9,11 +9,12 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from kfp import local  # noqa: E402
-
-from pipelines.image import image  # noqa: E402
+from pipelines.definitions import get_pipeline  # noqa: E402
+from pipelines.runner import run_local  # noqa: E402
+from skiff.config import Settings  # noqa: E402
 from skiff.datagen_images import image_set  # noqa: E402
 from skiff.registry import ModelRegistry  # noqa: E402
+from skiff.spec import DatasetSpec  # noqa: E402
 from skiff.storage import Store  # noqa: E402
 
 #: small and quick on two busy cores: 32x32 images, a tiny backbone from random weights, one TF thread
@@ -27,12 +28,19 @@ def test_image_pipeline_ingests_trains_in_two_phases_evaluates_and_registers(tmp
     monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     wrote = image_set(tmp_path / "data", per_class=60, size=32, broken=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "runs"),
-               raise_on_error=True)
-    args = dict(dataset="shapes", data=str(tmp_path / "data"), lake_uri=str(tmp_path / "lake"),
-                registry_uri=str(tmp_path / "models"), model_name="shapes", train_config=TRAIN)
-    image(run_id="run-1", **args)
-    registry = ModelRegistry(Store(str(tmp_path / "models")))
+    settings = Settings(root=str(tmp_path / "root"))
+    spec = DatasetSpec.model_validate({"name": "shapes", "entity_key": "path",
+                                       "columns": {"path": {"type": "string"}, "label": {"type": "string"}}})
+    definition = get_pipeline("image")
+    params = {"data": str(tmp_path / "data"), "train_config": TRAIN}
+    run = run_local("image", {**definition.arguments(spec, params, settings, local=True), "run_id": "run-1"},
+                    tmp_path / "runs")
+    summary = definition.summarize(run, settings)
+    assert summary["status"] == "SUCCESS", summary["error"]
+    assert summary["registered"]["version"] == 1 and summary["registered"]["champion"] is True
+    assert any(line.startswith("train fine_tune:") for line in definition.summary_lines(summary))
+    models = tmp_path / "root" / "models"
+    registry = ModelRegistry(Store(str(models)))
     assert registry.version_numbers("shapes") == [1] and registry.champion_version("shapes") == 1
     mv = registry.get("shapes", 1)
     meta = mv.metadata
@@ -48,19 +56,20 @@ def test_image_pipeline_ingests_trains_in_two_phases_evaluates_and_registers(tmp
     assert meta.pipeline_run_id == "run-1" and meta.dataset["run_id"] == "run-1"
     assert {"model.keras", "saved_model.tar.gz", "report.html", "confusion_matrix.png", "label_map.json",
             "preprocessing.json"} <= set(meta.files)
-    report = (tmp_path / "models" / "shapes" / "1" / "report.html").read_text()
+    report = (models / "shapes" / "1" / "report.html").read_text()
     assert "data:image/png;base64," in report and "Per class" in report
     # the ingest step's own record: every broken file quarantined, the counts reconcile
-    lake_manifest = next((tmp_path / "lake" / "raw" / "shapes").glob("*/run=run-1/_manifest.json"))
+    lake_manifest = next((tmp_path / "root" / "lake" / "raw" / "shapes").glob("*/run=run-1/_manifest.json"))
     manifest = json.loads(lake_manifest.read_text())
     c = manifest["counts"]
     assert c["read"] == c["accepted"] + c["quarantined"] + c["duplicates"]
     assert c["quarantined"] == len(wrote.quarantined) and c["accepted"] == wrote.good
 
     # the same images again: ingestion names the first run, and the second model meets the first as champion
-    image(run_id="run-2", margin=0.5, **args)
-    assert registry.version_numbers("shapes") == [1, 2]
+    second = run_local("image", {**definition.arguments(spec, {**params, "margin": 0.5}, settings, local=True),
+                                 "run_id": "run-2"}, tmp_path / "runs")
+    assert second.status == "SUCCESS" and registry.version_numbers("shapes") == [1, 2]
     gate = registry.get("shapes", 2).metadata.gate
     assert gate["champion"]["version"] == 1 and "same" in gate["reason"]
     assert registry.champion_version("shapes") == 1
-    assert os.path.exists(tmp_path / "models" / "shapes" / "2" / "model.keras")
+    assert os.path.exists(models / "shapes" / "2" / "model.keras")
