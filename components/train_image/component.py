@@ -94,13 +94,18 @@ def register_image_op(model: Input[Model], evaluation: Input[Artifact], registry
 
     from components.train_image.evaluate import METRICS_FILE, ImageEvaluation
     from components.train_image.register import register_image_model
+    from skiff.config import load_settings
+    from skiff.locks import locks_for
     from skiff.registry import ModelRegistry
     from skiff.storage import Store
 
     ev = ImageEvaluation.model_validate(json.loads((Path(evaluation.path) / METRICS_FILE).read_text()))
     meta = model.metadata
     dataset = {k: meta.get(k) for k in ("dataset", "run_id", "ingest_date", "content_hash", "counts")}
-    done = register_image_model(ModelRegistry(Store(registry_uri, storage_options or None)), model_name,
+    settings = load_settings()  # the cluster's settings: the registry's write locks (PostgreSQL when configured)
+    registry = ModelRegistry(Store(registry_uri, storage_options or settings.storage_options),
+                             locks=locks_for(settings))
+    done = register_image_model(registry, model_name,
                                 Path(model.path), Path(evaluation.path), ev, dataset=dataset, margin=margin,
                                 pipeline_run_id=pipeline_job or None)
     outputs = namedtuple("RegisterImageOutputs", ["version", "champion"])

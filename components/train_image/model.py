@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from skiff.errors import InputError, NotFoundError, UsageError
+from skiff.errors import InputError, NotFoundError, SourceError, UsageError
 
 __all__ = ["BACKBONES", "build_model", "backbone_of", "set_phase", "save_backbone_weights", "BACKBONE_LAYER"]
 
@@ -65,6 +65,19 @@ def _caffe_input(input_shape: tuple[int, int, int]) -> Any:
 
 
 def _backbone(name: str, input_shape: tuple[int, int, int], weights: str | None, alpha: float) -> Any:
+
+    try:
+        return _named_backbone(name, input_shape, weights, alpha)
+    except (UsageError, InputError, NotFoundError):
+        raise
+    except Exception as e:  # keras.utils.get_file raises a bare Exception when the download fails
+        if weights != "imagenet":
+            raise
+        raise SourceError(f"could not fetch the ImageNet weights of {name} ({e}); without internet, mirror them to "
+                          "the artifact store and set weights to that .weights.h5 URI"[:600]) from e
+
+
+def _named_backbone(name: str, input_shape: tuple[int, int, int], weights: str | None, alpha: float) -> Any:
     import keras
 
     apps = keras.applications
