@@ -138,6 +138,26 @@ class KServeActuator:
                 )
             self.sleep(self.poll)
 
+    def release(self, stable_version: str) -> dict[str, Any]:
+        """After a rollback: once the InferenceService serves ``stable_version`` again (Argo CD synced Git's
+        stable spec), remove the canary percent this manager owns, so Git's value rules again.
+
+        Left in place, the 0 % the rollback set would stay owned by this manager, which Argo CD ignores: the
+        next promotion Git records would start a revision that never gets traffic.
+        """
+        deadline = self.clock() + self.timeout
+        while True:
+            served = ((self._get().get("metadata") or {}).get("labels") or {}).get("skiff.io/version")
+            if served == str(stable_version):
+                return self.set_canary_percent(100)
+            if self.clock() >= deadline:
+                raise SourceError(
+                    f"InferenceService {self.namespace}/{self.name} still serves version {served}, not the stable "
+                    f"{stable_version}, after {self.timeout:.0f}s: once Argo CD has synced the environment, remove "
+                    f"the rollback's canaryTrafficPercent with `skiff rollout release`"
+                )
+            self.sleep(self.poll)
+
     def check_canary(self, stable_version: str, canary_version: str) -> None:
         obj = self._get()
         labels = (obj.get("metadata") or {}).get("labels") or {}

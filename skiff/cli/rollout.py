@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -9,7 +10,7 @@ import typer
 from rich.table import Table
 
 from skiff.cli._common import JsonOption, console, emit, err_console, state
-from skiff.errors import ConfigError, GateFailed, UsageError
+from skiff.errors import ConfigError, GateFailed, SkiffError, UsageError
 from skiff.versions import parse_version, parse_version_number
 from skiff.yamlio import load_user_yaml
 
@@ -293,8 +294,14 @@ def _register_rollout(app: typer.Typer) -> None:
         stable = stable_version or (str(dep.version) if dep else None)
         state_env = env or LOCAL_ENV
 
-        def finish(st: Any) -> None:
+        def finish(st: Any, release: Callable[[str], object] | None = None) -> None:
             recorded = record_in_env(ctx, environments, env, name, st) if record else None
+            if release is not None and recorded and st.phase == "rolled_back":
+                # Git now runs the stable version alone: once synced, the rollback's 0 % goes back to Git
+                try:
+                    release(st.stable_version)
+                except SkiffError as e:
+                    err_console.print(f"warning: {e.message}", highlight=False)
             out = st.model_dump(mode="json")
             out["recorded_in"] = recorded
             emit(out, json_out, lambda _: _decision_table(st.model_dump(mode="json")))
@@ -351,7 +358,29 @@ def _register_rollout(app: typer.Typer) -> None:
         prometheus_metrics = PrometheusMetricsSource(prom, name, stable, canary, feedback=fb)
         finish(RolloutController(model=name, env=state_env, stable_version=stable, canary_version=canary,
                                  policy=policy, metrics=prometheus_metrics, actuator=kserve_act, store=store(ctx),
-                                 replace=replace).run())
+                                 replace=replace).run(), release=kserve_act.release)
+
+    @rollout.command("release")
+    def release(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="Model name.")],
+        env: Annotated[str, typer.Option("--env", help="Environment (infra/environments/<ENV>).")],
+        timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for Argo CD's sync.")] = 300.0,
+        environments: EnvironmentsOption = DEFAULT_ENVS,
+        json_out: JsonOption = False,
+    ) -> None:
+        """After a rollback: hand the canary percent back to Git once the stable version is served again."""
+        from serving.deploy.isvc import isvc_name
+        from serving.rollout.actuators import KServeActuator
+
+        envs = _environments(ctx, environments)
+        cfg, dep = envs.environment(env), envs.deployment(env, name)
+        if dep.canary is not None:
+            raise UsageError(f"{name} in {env} still records canary {dep.canary.version}: end that rollout first")
+        act = KServeActuator(_kube_api(), isvc_name(name), cfg.namespace, timeout=timeout)
+        traffic = act.release(str(dep.version))
+        emit({"model": name, "env": env, "version": dep.version, **traffic}, json_out,
+             f"{name} in {env}: version {dep.version} takes all traffic; the canary percent is Git's again")
 
     @rollout.command("status")
     def status(

@@ -417,3 +417,32 @@ def test_a_policy_file_then_the_flags_given_override_the_environments_policy():
         base.with_overrides(None, steps=[10, 50])
     with pytest.raises(UsageError, match="invalid rollout policy: bogus: Extra inputs"):
         base.with_overrides({"bogus": 1})
+
+
+def test_after_a_rollback_the_canary_percent_goes_back_to_git_once_the_stable_version_is_served():
+    api = FakeCustomObjects(version="4")  # the canary's spec is still live: Argo CD has not synced yet
+    t = [0.0]
+
+    def sleep(s):
+        t[0] += s
+        if t[0] >= 3:  # Argo CD syncs Git's stable spec
+            api.obj["metadata"]["labels"]["skiff.io/version"] = "3"
+
+    act = KServeActuator(api, "churn", "skiff", timeout=60, poll=1, clock=lambda: t[0], sleep=sleep)
+    act.release("3")
+    assert t[0] >= 3  # nothing was patched before the stable spec was live
+    assert [p[5] for p in api.patches] == [{"spec": {"predictor": {"canaryTrafficPercent": None}}}]
+    assert api.field_managers == ["skiff-rollout"]
+
+
+def test_release_times_out_with_what_to_do_when_argo_cd_never_syncs():
+    api = FakeCustomObjects(version="4")
+    t = [0.0]
+
+    def sleep(s):
+        t[0] += s
+
+    act = KServeActuator(api, "churn", "skiff", timeout=5, poll=1, clock=lambda: t[0], sleep=sleep)
+    with pytest.raises(SourceError, match="still serves version 4, not the stable 3.*skiff rollout release"):
+        act.release("3")
+    assert api.patches == []
