@@ -44,7 +44,7 @@ class ImageEvaluation(BaseModel):
 
 
 def _load(model_dir: Path) -> tuple[Any, LabelMap, Preprocessing]:
-    import keras
+    import keras  # type: ignore[import-untyped]
 
     model = keras.models.load_model(model_dir / MODEL_FILE)
     labels = LabelMap.model_validate_json((model_dir / LABEL_MAP_FILE).read_text())
@@ -102,8 +102,8 @@ def confusion_png(confusion: list[list[int]], classes: list[str], path: Path) ->
 def _thumbnail(path: str) -> str:
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
+    with Image.open(path) as opened:
+        im = opened.convert("RGB")
         im.thumbnail((96, 96))
         buf = io.BytesIO()
         im.save(buf, "PNG")
@@ -150,7 +150,7 @@ def evaluate_image_model(model_dir: Path, out_dir: Path, *, top_k: int = 3, cham
     probs = _probabilities(model, paths, y.tolist(), pre)
     scored = score(probs, y, labels.classes, top_k)
     top1 = scored["metrics"]["top1_accuracy"]
-    champion = None
+    champion: dict[str, Any] | None = None
     if champion_dir is not None:
         champ_model, champ_labels, champ_pre = _load(Path(champion_dir))
         if champ_labels.classes == labels.classes:
@@ -160,7 +160,7 @@ def evaluate_image_model(model_dir: Path, out_dir: Path, *, top_k: int = 3, cham
     if champion is None:
         promote, reason = True, "no champion with these classes: the first model is the champion"
     else:
-        promote = top1 > champion["top1_accuracy"] + margin
+        promote = top1 > float(champion["top1_accuracy"]) + margin
         reason = (f"top-1 accuracy {top1:.4f} vs the champion's {champion['top1_accuracy']:.4f} on the same "
                   f"{len(test)} test images (margin {margin})")
     pred = probs.argmax(1)

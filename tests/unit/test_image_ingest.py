@@ -141,3 +141,12 @@ def test_formats_training_does_not_decode_are_unsupported(fmt, name):
     Image.new("RGB", (32, 32)).save(buf, fmt)
     verdict = check_image(Candidate(name, "a"), buf.getvalue(), IngestImagesConfig())
     assert verdict.reason == "unsupported_format"
+
+
+def test_an_imbalance_of_three_times_or_more_is_a_warning(tmp_path, lake):
+    image_set(tmp_path / "data", classes=("circle", "square"), per_class=18, size=32)
+    for p in sorted((tmp_path / "data" / "square").iterdir())[6:]:
+        p.unlink()
+    result = ingest_images("shapes", str(tmp_path / "data"), lake, run_id="r1")
+    assert result.imbalance == 3.0
+    assert any("imbalanced (3.0x" in w for w in result.manifest.warnings)
