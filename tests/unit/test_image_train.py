@@ -127,3 +127,18 @@ def test_score_top_k_per_class_and_confusion():
     assert s["metrics"]["top1_accuracy"] == 0.5 and s["metrics"]["top2_accuracy"] == 1.0
     assert s["confusion"] == [[1, 0, 0], [0, 1, 1], [1, 0, 0]]
     assert s["per_class"]["b"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2.0}
+
+
+def test_images_on_an_object_store_are_copied_once_into_the_local_cache(tmp_path):
+    import fsspec
+
+    from components.train_image.data import localize
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/bucket/a/1.png", _encoded("PNG"))
+    rows = [{"path": "memory://bucket/a/1.png", "sha256": "abc"}, {"path": str(tmp_path / "local.png"), "sha256": "d"}]
+    paths = localize(rows, tmp_path / "cache")
+    assert paths == [str(tmp_path / "cache" / "abc"), str(tmp_path / "local.png")]
+    assert (tmp_path / "cache" / "abc").read_bytes() == _encoded("PNG")
+    fs.rm("/bucket/a/1.png")
+    assert localize(rows[:1], tmp_path / "cache") == paths[:1]  # cached: not read again
