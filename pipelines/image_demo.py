@@ -18,7 +18,7 @@ __all__ = ["main", "DEMO_TRAIN_CONFIG"]
 
 #: quick on a small CPU: 32x32 images, a tiny backbone, random weights
 DEMO_TRAIN_CONFIG = {"backbone": "TinyConvNet", "weights": "", "image_size": 32, "head_epochs": 4, "head_lr": 3e-3,
-                     "fine_tune_epochs": 25, "fine_tune_lr": 5e-3, "fine_tune_layers": 100, "patience": 6}
+                     "fine_tune_epochs": 30, "fine_tune_lr": 5e-3, "fine_tune_layers": 100, "patience": 8}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m pipelines.image_demo", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=".skiff", help="where the demo images are written")
-    parser.add_argument("--per-class", type=int, default=60)
+    parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--train-config", type=json.loads, default={})
     opts = parser.parse_args(argv)
