@@ -71,7 +71,7 @@ def localize(rows: list[dict[str, Any]], cache: Path, storage_options: dict[str,
 
 def decode(data: Any, pre: Preprocessing) -> Any:
     """Encoded bytes (a scalar string tensor) -> float32 [height, width, 3] pixels in [0, 255]."""
-    import tensorflow as tf  # type: ignore[import-untyped]
+    import tensorflow as tf
 
     img = tf.io.decode_image(data, channels=3, expand_animations=False)
     img.set_shape([None, None, 3])
@@ -82,7 +82,7 @@ def decode(data: Any, pre: Preprocessing) -> Any:
 
 
 def _augmenter(seed: int) -> Any:
-    import keras  # type: ignore[import-untyped]
+    import keras
     from keras import layers
 
     return keras.Sequential([

@@ -44,7 +44,7 @@ class ImageEvaluation(BaseModel):
 
 
 def _load(model_dir: Path) -> tuple[Any, LabelMap, Preprocessing]:
-    import keras  # type: ignore[import-untyped]
+    import keras
 
     model = keras.models.load_model(model_dir / MODEL_FILE)
     labels = LabelMap.model_validate_json((model_dir / LABEL_MAP_FILE).read_text())

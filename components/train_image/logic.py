@@ -84,7 +84,7 @@ class TrainImageResult(BaseModel):
 
 def configure_tensorflow(threads: int) -> None:
     """Cap TensorFlow's CPU threads (a shared or small machine); call before TensorFlow runs anything."""
-    import tensorflow as tf  # type: ignore[import-untyped]
+    import tensorflow as tf
 
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -94,7 +94,7 @@ def configure_tensorflow(threads: int) -> None:
 def device_setup(config: TrainImageConfig) -> tuple[Any, dict[str, Any]]:
     """The distribution strategy and what the run records about the device: mixed precision and
     ``MirroredStrategy`` only when a GPU is there."""
-    import keras  # type: ignore[import-untyped]
+    import keras
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")

@@ -34,7 +34,7 @@ def _keras_weights(weights: str | None) -> str | None:
 
 
 def _tiny(input_shape: tuple[int, int, int]) -> Any:
-    import keras  # type: ignore[import-untyped]
+    import keras
     from keras import layers
 
     inputs = keras.Input(input_shape)
