@@ -24,11 +24,11 @@ GPU_NODE_SELECTOR = ("skiff.io/node-pool", "gpu")
 @dsl.pipeline(name="skiff-image", description="ingest images → train → evaluate → register")
 def image(
     dataset: str,
-    data: str,
     lake_uri: str,
     registry_uri: str,
-    model_name: str,
     run_id: str,
+    data: str = "",  # the runner always sets it (image_run.preflight refuses a run without images)
+    model_name: str = "",
     ingest_config: dict = {},  # noqa: B006 - KFP parameter defaults are literals, never mutated
     train_config: dict = {},  # noqa: B006
     margin: float = 0.0,

@@ -1,8 +1,8 @@
 """The image demo: generate a small synthetic image set (shapes per class, a few broken files) and run the
 image pipeline on it with kfp.local on the CPU, in a few minutes.
 
-``python -m pipelines.image_demo [--root DIR] [--per-class N] [--size PX]``: the images go to
-``<root>/demo-images``, the lake and registry to the settings' root (``SKIFF_ROOT``, default ``./.skiff``).
+``python -m pipelines.image_demo [--images-dir DIR] [--per-class N] [--size PX]``: the images go to
+``DIR`` (default ``.skiff/demo-images``), the lake and registry to the settings' root (``SKIFF_ROOT``, default ``./.skiff``).
 It trains the small ``TinyConvNet`` backbone from random weights (no ImageNet download here); on a machine
 with internet, ``--train-config '{"backbone": "MobileNetV3Small", "weights": "imagenet"}'`` uses the real one.
 """
@@ -29,12 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     from skiff.spec import DatasetSpec
 
     parser = argparse.ArgumentParser(prog="python -m pipelines.image_demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=".skiff", help="where the demo images are written")
+    parser.add_argument("--images-dir", default=".skiff/demo-images",
+                        help="local folder the generated images are written to (and reused from)")
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--train-config", type=json.loads, default={})
     opts = parser.parse_args(argv)
-    data = Path(opts.root) / "demo-images"
+    data = Path(opts.images_dir)
     if not data.exists():
         wrote = image_set(data, per_class=opts.per_class, size=opts.size, broken=True)
         print(f"wrote {wrote.good} images and {len(wrote.quarantined) + len(wrote.duplicates)} broken or "

@@ -184,7 +184,8 @@ def test_version_metadata_is_built_without_kfp_and_round_trips_through_the_regis
                             "spec": json.loads(spec_to_text(spec))}
     assert meta.data_fingerprint == data_fingerprint(training)
     assert meta.extra == {"onnx": {"exact": False}, "cv_means": {"roc_auc": 0.8}, "positive_class": True,
-                          "scoring": "roc_auc"}
+                          "scoring": "roc_auc",
+                          "engine": {"engine": "sklearn", "compiler": None, "reason": "no exact export"}}
     mv = _reg(tmp_path).register("meters-model", {"weights": [1]}, meta)  # what the registry keeps
     assert mv.metadata.model_dump(exclude={"version", "created_at", "code_version", "files"}) == \
         meta.model_dump(exclude={"version", "created_at", "code_version", "files"})

@@ -61,7 +61,9 @@ def test_a_required_column_is_found_under_its_source_header():
 
 def test_source_name_enters_the_fingerprint_only_when_set():
     plain = spec({"a": {"type": "float"}})
-    columns = {n: c.model_dump(mode="json", exclude={"description", "feature", "source_name"})
+    # the fields added since (source_name, pii, drift_threshold) are left out when unset
+    columns = {n: c.model_dump(mode="json", exclude={"description", "feature", "source_name", "pii",
+                                                     "drift_threshold"})
                for n, c in plain.columns.items()}
     before = json_sha256({"columns": columns, "entity_key": plain.key_columns, "event_timestamp": None,
                           "dedupe": True, "unknown_columns": "drop"})
