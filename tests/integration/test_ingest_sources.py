@@ -242,6 +242,7 @@ def test_rest_unreachable_api(lake):
 
 def test_rest_auth_header_comes_from_env_and_is_never_logged(api, lake, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # the CLI quiets httpx when a test ran it in-process
     s = spec([{"type": "rest", "url": api + "/secure", "auth": {"env": "SKIFF_TEST_TOKEN"}}])
     with pytest.raises(SourceError, match="environment variable SKIFF_TEST_TOKEN"):
         ingest(s, lake)
