@@ -12,7 +12,7 @@ from kfp import dsl, kubernetes
 
 from components.ingest_images.component import ingest_images_op
 from components.train_image.component import evaluate_image_op, register_image_op, train_image_op
-from pipelines.cluster import in_namespace
+from pipelines.cluster_wiring import in_namespace
 
 __all__ = ["image", "GPU_TOLERATION", "GPU_NODE_SELECTOR"]
 

@@ -3,7 +3,7 @@
 One ``@dsl.pipeline``: kfp.local runs it on this machine (``skiff run tabular --local``) and a Kubeflow
 Pipelines backend runs its compiled IR YAML (``skiff compile tabular``, ``skiff run tabular --host``).
 Validation is a blocking gate: the rest runs only when the partition passed (``dsl.If``). On a cluster
-every step reads the namespace's settings and only the Secrets it needs (:mod:`pipelines.cluster`). What a
+every step reads the namespace's settings and only the Secrets it needs (:mod:`pipelines.cluster_wiring`). What a
 run takes, checks and reports is :data:`pipelines.definitions.TABULAR`.
 """
 
@@ -16,7 +16,7 @@ from components.ingest.component import ingest_op
 from components.register.component import register
 from components.train.component import train
 from components.validate.component import validate
-from pipelines.cluster import in_namespace
+from pipelines.cluster_wiring import in_namespace
 
 __all__ = ["tabular"]
 

@@ -59,7 +59,7 @@ _ML_OPSET = 3
 DEFAULT_TOLERANCE = 1e-6
 #: Fewer checkable rows than this and the check adds perturbed copies of the rows it has.
 MIN_CHECK_ROWS = 200
-#: What skiff's frame preparer writes for a missing categorical value (components.train.features.MISSING).
+#: What skiff's frame preparer writes for a missing categorical value (components.train.preparation.MISSING).
 MISSING_TEXT = "__skiff_missing__"
 #: The compilers tried, in order of preference on equal speed.
 COMPILERS = ("skiff-onnx-double", "skl2onnx")

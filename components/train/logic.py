@@ -43,7 +43,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 from threadpoolctl import threadpool_limits
 
-from components.train.features import MISSING, FramePreparer
+from components.train.preparation import MISSING, FramePreparer
 from skiff.errors import InputError, SpecError, UsageError
 from skiff.metrics import (
     THRESHOLD_METRICS,

@@ -1,7 +1,7 @@
 """The canary rollout controller: metric-gated promotion step by step, automatic rollback.
 
 A rollout moves a new (canary) version through traffic steps (10 → 50 → 100 by default). At each step it
-measures both sides over the step's window (:mod:`serving.rollout.metrics`) and, once both sides have
+measures both sides over the step's window (:mod:`serving.rollout.measurements`) and, once both sides have
 seen ``min_requests``, judges the canary against the stable version within the tolerances of a
 :class:`~skiff.rollout_policy.RolloutPolicy` (:mod:`serving.rollout.verdict`). No worse: the next step.
 Worse, a measurement that fails, an actuator that fails, or a step that waits longer than ``timeout``
@@ -9,7 +9,7 @@ for its requests: the canary goes back to 0 % (the stable version serves everyth
 rollout ends as ``rolled_back``.
 
 Two seams make the same controller run on a laptop and in a cluster: a
-:class:`~serving.rollout.metrics.MetricsSource` (Prometheus, or scraping the local servers) and a
+:class:`~serving.rollout.measurements.MetricsSource` (Prometheus, or scraping the local servers) and a
 :class:`~serving.rollout.actuators.TrafficActuator` (KServe's ``canaryTrafficPercent``, or the local
 canary router).
 
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from serving.rollout.actuators import TrafficActuator
-from serving.rollout.metrics import Measurement, MetricsSource
+from serving.rollout.measurements import Measurement, MetricsSource
 from serving.rollout.store import TERMINAL_PHASES, Decision, RolloutState, RolloutStore
 from serving.rollout.verdict import Verdict, judge
 from skiff.errors import ConflictError, SkiffError, UsageError

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from serving.rollout.metrics import Measurement
+from serving.rollout.measurements import Measurement
 from skiff.rollout_policy import RolloutPolicy
 
 __all__ = ["Check", "Verdict", "judge"]

@@ -271,7 +271,7 @@ def _register_rollout(app: typer.Typer) -> None:
         """Run a canary rollout to its end: promoted (exit 0) or rolled back (exit 1)."""
         from serving.rollout.actuators import KServeActuator, RouterActuator
         from serving.rollout.controller import RolloutController
-        from serving.rollout.metrics import FileFeedback, PrometheusMetricsSource, ScrapeMetricsSource
+        from serving.rollout.measurements import FileFeedback, PrometheusMetricsSource, ScrapeMetricsSource
         from skiff.rollout_policy import RolloutPolicy
 
         settings = state(ctx).settings

@@ -167,7 +167,7 @@ def test_a_local_run_ignores_the_cluster_wiring(tmp_path, monkeypatch):
     (This module has no ``from __future__ import annotations``: KFP reads the component's real annotations.)"""
     from kfp import dsl, local
 
-    from pipelines.cluster import in_namespace
+    from pipelines.cluster_wiring import in_namespace
 
     monkeypatch.delenv("SKIFF_CONFIG", raising=False)
 

@@ -19,7 +19,7 @@ from test_router import MODEL, Load, StandIn
 from serving.rollout.actuators import RouterActuator
 from serving.rollout.canary import local_canary
 from serving.rollout.controller import RolloutController, manual_decision
-from serving.rollout.metrics import FileFeedback, ScrapeMetricsSource
+from serving.rollout.measurements import FileFeedback, ScrapeMetricsSource
 from serving.rollout.store import RolloutStore
 from skiff.rollout_policy import RolloutPolicy
 from skiff.storage import Store

@@ -16,7 +16,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from components.ingest.logic import ingest
 from components.register.logic import input_rules, input_schema
-from components.train.features import MISSING, FramePreparer
+from components.train.preparation import MISSING, FramePreparer
 from skiff.config import load_settings
 from skiff.lake import Lake
 from skiff.onnx_export import export_onnx

@@ -194,7 +194,7 @@ def test_domain_of_the_double_graph_admits_what_it_checked(tmp_path):
 
 
 def test_pipeline_with_skiff_frame_preparer_exports_after_it(tmp_path):
-    features = pytest.importorskip("components.train.features")
+    features = pytest.importorskip("components.train.preparation")
     df, y = _data()
     df["annual"] = df.seats > 10
     prep = features.FramePreparer(numeric=["usage", "seats"], categorical=["plan", "annual"])

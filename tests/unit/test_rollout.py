@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from serving.rollout.actuators import KServeActuator
 from serving.rollout.controller import RolloutController
-from serving.rollout.metrics import (
+from serving.rollout.measurements import (
     FileFeedback,
     Measurement,
     PrometheusMetricsSource,

@@ -10,12 +10,12 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from components.train.features import FramePreparer
 from components.train.logic import (
     build_pipeline,
     split,
     train,
 )
+from components.train.preparation import FramePreparer
 from skiff.errors import InputError, UsageError
 from skiff.metrics import CLASSIFICATION_METRICS, MULTICLASS_METRICS, best_threshold
 from skiff.modeling import load_model, save_model
