@@ -8,12 +8,12 @@ images are: an ImageFolder root, a CSV/JSON manifest, or a URI.
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.local_runs import task_metadata
 from skiff.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -59,20 +59,6 @@ def preflight(spec: DatasetSpec, args: dict[str, Any]) -> None:
         raise UsageError("pipeline parameter 'margin' must be a number >= 0")
 
 
-def _task_metadata(run: dict[str, Any], task: str) -> dict[str, Any]:
-    if not run.get("run_dir"):
-        return {}
-    try:
-        doc = json.loads((Path(run["run_dir"]) / task / "executor_output.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    found: dict[str, Any] = {}
-    for artifacts in doc.get("artifacts", {}).values():
-        for art in artifacts.get("artifacts", []):
-            found.update(art.get("metadata", {}))
-    return found
-
-
 def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Status, steps, what ingestion kept, the training phases, the registered version."""
     from skiff.registry import ModelRegistry
@@ -84,11 +70,11 @@ def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
         "failed_step": run.get("failed_step"), "log_file": run.get("log_file"), "dataset": args.get("dataset"),
         "registered": None, "gate_failed": False,
     }
-    ingest = _task_metadata(run, "ingest-images-op")
+    ingest = task_metadata(run, "ingest-images-op")
     if ingest:
         summary["ingest"] = {k: ingest.get(k) for k in ("status", "run_id", "counts", "quarantine_reasons",
                                                          "classes", "imbalance")}
-    trained = _task_metadata(run, "train-image-op")
+    trained = task_metadata(run, "train-image-op")
     if trained:
         summary["training"] = {k: trained.get(k) for k in ("classes", "counts", "phases", "device")}
     name, run_id = args.get("model_name"), args.get("run_id")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.local_runs import task_metadata
 from skiff.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -106,8 +107,8 @@ def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
         "failed_step": run.get("failed_step"), "log_file": run.get("log_file"),
         "dataset": spec.get("name"), "validation": None, "registered": None, "gate_failed": False,
     }
-    ingest_meta = _task_metadata(run, "ingest-op")
-    validated_date = _task_metadata(run, "validate").get("ingest_date") or ingest_meta.get("ingest_date")
+    ingest_meta = task_metadata(run, "ingest-op")
+    validated_date = task_metadata(run, "validate").get("ingest_date") or ingest_meta.get("ingest_date")
     validation = _validation_result(settings, spec.get("name"), validated_date)
     if validation:
         summary["validation"] = {
@@ -117,7 +118,7 @@ def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
             "drifted": validation.drifted, "runs": validation.runs, "report_uri": validation.report_uri,
         }
         summary["gate_failed"] = not validation.passed
-    features_runs = _task_metadata(run, "features").get("runs") or {}
+    features_runs = task_metadata(run, "features").get("runs") or {}
     summary["runs"] = {  # which lake runs validation and training read (skiff.lake.Lake.select_runs)
         "selection": "pinned" if args.get("lake_run") else "current_spec", "pinned": args.get("lake_run") or None,
         "validated": validation.runs if validation else [],
@@ -147,22 +148,6 @@ def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
         summary["error"] = "validation gate failed: " + "; ".join(
             f"{a.feature}: {a.anomaly}" for a in validation.blocking[:5])
     return summary
-
-
-def _task_metadata(run: dict[str, Any], task: str) -> dict[str, Any]:
-    """The output artifact metadata of one task of this local run (from kfp.local's run folder)."""
-    if not run.get("run_dir"):
-        return {}
-    path = Path(run["run_dir"]) / task / "executor_output.json"
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    found: dict[str, Any] = {}
-    for artifacts in doc.get("artifacts", {}).values():
-        for art in artifacts.get("artifacts", []):
-            found.update(art.get("metadata", {}))
-    return found
 
 
 def _validation_result(settings: Settings, dataset: str | None, date: str | None) -> ValidationResult | None:

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def require_tool(name: str) -> str:
+    """A command-line tool from .tools/bin (`make tools`), the venv, or PATH; the test skips without it."""
+    for candidate in (REPO / ".tools" / "bin" / name, Path(sys.executable).with_name(name)):
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        pytest.skip(f"{name} not found in .tools/bin, the venv or on PATH (`make setup` installs it)")
+    return found
 
 
 def service_up(port: int, host: str = "127.0.0.1") -> bool:

@@ -6,9 +6,7 @@ context that holds the package and nothing else."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 
 from components._image import IMAGES
 from tests.checkov import failed_checks, run_checkov, summary
-from tests.conftest import REPO
+from tests.conftest import REPO, require_tool
 
 DOCKERFILE = REPO / "Dockerfile"
 LOCKS = REPO / "requirements"
@@ -48,24 +46,14 @@ def _lineage(stage: str, stages: dict[str, str]) -> list[str]:
     return chain
 
 
-def _tool(name: str) -> str:
-    for candidate in (REPO / ".tools" / "bin" / name, Path(sys.executable).with_name(name)):
-        if candidate.exists():
-            return str(candidate)
-    found = shutil.which(name)
-    if not found:
-        pytest.skip(f"{name} not found in .tools/bin, the venv or on PATH (`make setup` installs it)")
-    return found
-
-
 def test_hadolint_finds_nothing():
-    proc = subprocess.run([_tool("hadolint"), "--no-color", str(DOCKERFILE)], capture_output=True, text=True)
+    proc = subprocess.run([require_tool("hadolint"), "--no-color", str(DOCKERFILE)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
 def test_checkov_passes_the_dockerfile():
-    reports = run_checkov(_tool("checkov"), "dockerfile", [DOCKERFILE], REPO)
+    reports = run_checkov(require_tool("checkov"), "dockerfile", [DOCKERFILE], REPO)
     failed = [(c["check_id"], c["check_name"], c.get("file_line_range")) for c in failed_checks(reports)]
     assert not failed, failed
     assert summary(reports)["passed"] >= 10

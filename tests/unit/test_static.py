@@ -1,29 +1,16 @@
 """Static checks of the tree: ruff on the Python code and mypy --strict on the core package. The images'
 Dockerfile has its own static checks (hadolint, checkov, non-root, locks) in tests/images/test_dockerfile.py."""
 
-import shutil
 import subprocess
-import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-
-
-def _tool(name: str) -> str:
-    for candidate in (REPO / ".tools" / "bin" / name, Path(sys.executable).with_name(name)):
-        if candidate.exists():
-            return str(candidate)
-    found = shutil.which(name)
-    if not found:
-        pytest.skip(f"{name} not found in .tools/bin, the venv or on PATH (`make test` installs it)")
-    return found
+from tests.conftest import REPO, require_tool
 
 
 def test_ruff_finds_nothing():
-    proc = subprocess.run([_tool("ruff"), "check", "skiff", "components", "pipelines", "serving", "tests", "bench"],
+    proc = subprocess.run([require_tool("ruff"), "check", "skiff", "components", "pipelines", "serving", "tests", "bench"],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:]
 
@@ -54,6 +41,6 @@ def test_mypy_config_is_strict_on_the_core_with_named_exceptions_only():
 
 @pytest.mark.slow
 def test_mypy_strict_on_the_core_finds_nothing():
-    proc = subprocess.run([_tool("mypy")], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([require_tool("mypy")], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "Success: no issues found" in proc.stdout
