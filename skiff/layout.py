@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
-__all__ = ["LAKE", "ARTIFACTS", "MODELS", "FEAST", "ROLLOUTS", "PREFIXES", "NAMED", "ACCESS", "Workload",
+__all__ = ["LAKE", "ARTIFACTS", "MODELS", "FEAST", "ROLLOUTS", "INFERENCE", "PREFIXES", "NAMED", "ACCESS", "Workload",
            "layout_document"]
 
 #: Ingested runs (``raw/<dataset>/<date>/run=<id>/``) and the offline feature sources (``features/``).
@@ -25,6 +25,9 @@ MODELS: Final = "models"
 FEAST: Final = "feast"
 #: The rollout controller's state (``<env>/<model>.json``).
 ROLLOUTS: Final = "rollouts"
+#: The inference log (``<model>/version=<v>/date=.../hour=.../``, :mod:`skiff.inference_log`): its own
+#: prefix, not under the lake, so serving may write it without being able to write (or read) the lake.
+INFERENCE: Final = "inference"
 
 #: Every top-level prefix under the root and what it holds.
 PREFIXES: Final[dict[str, str]] = {
@@ -33,18 +36,21 @@ PREFIXES: Final[dict[str, str]] = {
     MODELS: "the model registry",
     FEAST: "the Feast registry",
     ROLLOUTS: "canary rollout state",
+    INFERENCE: "the inference log of served models",
 }
 
 Workload = Literal["pipeline", "serving", "rollout", "api", "stream"]
 
 #: What each workload identity reads and writes under the root (least privilege; the cloud policies grant
 #: exactly this). Pipelines write everything a run produces; serving (predictors, transformers, the Feast
-#: feature server) reads models and the Feast registry; the rollout controller reads models and keeps its
-#: state; the REST API reads what it lists and sets champions (its promotions and rollbacks edit the GitOps
+#: feature server) reads models and the Feast registry and writes the inference log (reading it too: a
+#: writer lists what it wrote, and the cloud policies grant writes only within reads); the monitor runs as
+#: a pipeline and reads the log (the drift reference comes from the registry, so it writes nothing there);
+#: the rollout controller reads models and keeps its state; the REST API reads what it lists and sets champions (its promotions and rollbacks edit the GitOps
 #: folder, not the root); a stream consumer writes the lake only.
 ACCESS: Final[dict[Workload, dict[Literal["read", "write"], tuple[str, ...]]]] = {
-    "pipeline": {"read": (LAKE, ARTIFACTS, MODELS, FEAST), "write": (LAKE, ARTIFACTS, MODELS, FEAST)},
-    "serving": {"read": (MODELS, FEAST), "write": ()},
+    "pipeline": {"read": (LAKE, ARTIFACTS, MODELS, FEAST, INFERENCE), "write": (LAKE, ARTIFACTS, MODELS, FEAST)},
+    "serving": {"read": (MODELS, FEAST, INFERENCE), "write": (INFERENCE,)},
     "rollout": {"read": (MODELS, ROLLOUTS), "write": (ROLLOUTS,)},
     "api": {"read": (LAKE, ARTIFACTS, MODELS, ROLLOUTS), "write": (MODELS,)},
     "stream": {"read": (LAKE,), "write": (LAKE,)},
@@ -53,7 +59,7 @@ ACCESS: Final[dict[Workload, dict[Literal["read", "write"], tuple[str, ...]]]] =
 
 #: the role of each prefix (what the chart and Terraform look a prefix up by) -> the prefix
 NAMED: Final[dict[str, str]] = {"lake": LAKE, "artifacts": ARTIFACTS, "models": MODELS, "feast": FEAST,
-                                "rollouts": ROLLOUTS}
+                                "rollouts": ROLLOUTS, "inference": INFERENCE}
 
 
 def layout_document() -> dict[str, Any]:

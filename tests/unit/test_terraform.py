@@ -587,7 +587,8 @@ def test_service_account_names_match_the_helm_charts(rel):
         "stream": "${var.stream_service_account}",
     }
     access = variables["workload_storage_access"]["default"]
-    assert access["serving"] == {"read_prefixes": ["models", "feast"], "write_prefixes": []}
+    # serving writes the inference log and nothing else: not the lake, not the registry
+    assert access["serving"] == {"read_prefixes": ["models", "feast", "inference"], "write_prefixes": ["inference"]}
     assert access["rollout"]["write_prefixes"] == ["rollouts"]
     assert {"lake", "artifacts", "models"} <= set(access["pipeline"]["write_prefixes"])
 
@@ -647,12 +648,13 @@ def test_abac_conditions_confine_each_workload_to_its_folders(tmp_path):
         return set(re.findall(r"StringStartsWith '([a-z0-9_-]+)/'", condition))
 
     serving, rollout, pipeline = conditions["serving"], conditions["rollout"], conditions["pipeline"]
-    assert folders(serving) == {"models", "feast"}  # the feature server reads the Feast registry
-    assert "/write'" not in serving, "serving's role is read-only"
+    assert folders(serving) == {"models", "feast", "inference"}  # the feature server reads the Feast registry
+    assert folders(serving[serving.index("/write'"):]) == {"inference"}, "serving writes the inference log only"
     assert folders(rollout) == {"models", "rollouts"}
     write_clause = rollout[rollout.index("/write'") :]
     assert folders(write_clause) == {"rollouts"}, "the rollout controller writes rollouts/ only"
-    assert folders(pipeline) == {"lake", "artifacts", "models", "feast"}
+    assert folders(pipeline) == {"lake", "artifacts", "models", "feast", "inference"}
+    assert "inference" not in folders(pipeline[pipeline.index("/write'"):]), "the monitor only reads the log"
     for c in conditions.values():
         assert c.count("(") == c.count(")")
 

@@ -1,7 +1,7 @@
 # IAM roles for service accounts (IRSA). Each skiff workload's Kubernetes service account
 # (<namespace>/<service account>) may assume exactly one role, and each role reaches only its own
 # prefixes of the skiff bucket: pipeline runs read and write the lake, artifacts, features and the
-# registry; serving reads models; the rollout controller reads models and writes rollout state.
+# registry; serving reads models and writes the inference log; the rollout controller reads models and writes rollout state.
 
 locals {
   oidc_issuer = replace(aws_eks_cluster.this.identity[0].oidc[0].issuer, "https://", "")

@@ -1,7 +1,7 @@
 # Workload identity. Each skiff workload gets a user-assigned identity federated with exactly one
 # Kubernetes service account (<namespace>/<service account>) of this cluster's OIDC issuer, and one
 # role assignment on the skiff file system whose ABAC condition limits it to its own folders: pipeline
-# runs read and write the lake, artifacts, features and the registry; serving reads models; the
+# runs read and write the lake, artifacts, features and the registry; serving reads models and writes the inference log; the
 # rollout controller reads models and writes rollout state.
 
 locals {

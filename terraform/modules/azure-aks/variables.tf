@@ -406,19 +406,19 @@ variable "artifacts_cool_tier_days" {
 }
 
 variable "workload_storage_access" {
-  description = "Folders under the skiff root each workload identity may read and write (enforced with Azure ABAC conditions on its role assignment). Keys are the five workloads of skiff.layout.ACCESS (tests/cluster holds them equal): pipeline, serving, rollout, api, stream. Pipeline runs write the lake, artifacts, models and the Feast registry (feast/); serving (the predictors and the Feast feature server) reads models and feast/ only; the rollout controller reads models and keeps its state under rollouts/; the REST API reads what it lists and writes models/ (champions); a stream consumer writes the lake only."
+  description = "Folders under the skiff root each workload identity may read and write (enforced with Azure ABAC conditions on its role assignment). Keys are the five workloads of skiff.layout.ACCESS (tests/cluster holds them equal): pipeline, serving, rollout, api, stream. Pipeline runs write the lake, artifacts, models and the Feast registry (feast/); serving (the predictors and the Feast feature server) reads models and feast/ and writes the inference log (inference/); the drift monitor runs as a pipeline and reads inference/; the rollout controller reads models and keeps its state under rollouts/; the REST API reads what it lists and writes models/ (champions); a stream consumer writes the lake only."
   type = map(object({
     read_prefixes  = list(string)
     write_prefixes = list(string)
   }))
   default = {
     pipeline = {
-      read_prefixes  = ["lake", "artifacts", "models", "feast"]
+      read_prefixes  = ["lake", "artifacts", "models", "feast", "inference"]
       write_prefixes = ["lake", "artifacts", "models", "feast"]
     }
     serving = {
-      read_prefixes  = ["models", "feast"]
-      write_prefixes = []
+      read_prefixes  = ["models", "feast", "inference"]
+      write_prefixes = ["inference"]
     }
     rollout = {
       read_prefixes  = ["models", "rollouts"]
