@@ -1,9 +1,10 @@
-"""The inference log: what a served model was asked and answered, sampled, written to the lake as Parquet.
+"""The inference log: what a served model was asked and answered, sampled, written as Parquet.
 
 Contract (readers — the drift monitor, accuracy joins, people with pyarrow — rely on it):
 
-* **Where**: under the lake, ``inference/<model>/version=<v>/date=YYYY-MM-DD/hour=HH/part-<time>-<id>.parquet``
-  (UTC hour of the request). Files appear whole: each is written once through
+* **Where**: under the root's own ``inference/`` prefix (:data:`skiff.layout.INFERENCE`, not the lake:
+  serving may write it and nothing else, the monitor reads it; :func:`log_store`),
+  ``<model>/version=<v>/date=YYYY-MM-DD/hour=HH/part-<time>-<id>.parquet`` (UTC hour of the request). Files appear whole: each is written once through
   :meth:`skiff.storage.Store.write_bytes` (a hidden temp file renamed into place locally, one PUT on an
   object store). Names starting with ``_`` or ``.`` are not data.
 * **Rows**: one per instance of a request (a batch request of 3 rows gives 3 rows with ``row`` 0..2),
@@ -44,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from skiff import layout
 from skiff.errors import ConfigError, UsageError
 from skiff.identifiers import NAME_RE
 from skiff.storage import Store
@@ -55,16 +57,17 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import Collector
 
+    from skiff.config import Settings
     from skiff.registry import VersionMetadata
     from skiff.spec import DatasetSpec
 
 __all__ = ["ModelLog", "InferenceLogWriter", "LogCounters", "log_schema", "partition_parts", "read_log",
-           "log_partitions", "hash_key_from_env", "model_log_for_version", "INFERENCE", "KEY_ENV", "PiiAction"]
+           "log_partitions", "hash_key_from_env", "model_log_for_version", "log_store", "INFERENCE", "KEY_ENV", "PiiAction"]
 
 log = logging.getLogger(__name__)
 
-#: the lake prefix of the inference log
-INFERENCE = "inference"
+#: the root prefix of the inference log (re-exported from :mod:`skiff.layout`)
+INFERENCE = layout.INFERENCE
 #: the secret holding the key of hashed columns (or ``<KEY_ENV>_FILE``: a file holding it, e.g. a mounted Secret)
 KEY_ENV = "SKIFF_INFERENCE_LOG_KEY"
 
@@ -135,10 +138,15 @@ def log_schema(input_schema: Mapping[str, str], pii: Mapping[str, PiiAction] | N
     ])
 
 
+def log_store(settings: Settings) -> Store:
+    """The store of the inference log: ``<root>/inference`` with the settings' storage options."""
+    return Store(f"{settings.root}/{layout.INFERENCE}", settings.storage_options)
+
+
 def partition_parts(model: str, version: int, when: dt.datetime) -> tuple[str, ...]:
-    """The lake folder (relative parts) of a model version's log for the UTC hour of ``when``."""
+    """The folder (parts relative to :func:`log_store`) of a model version's log for the UTC hour of ``when``."""
     when = when.astimezone(dt.UTC)
-    return (INFERENCE, model, f"version={version}", f"date={when:%Y-%m-%d}", f"hour={when:%H}")
+    return (model, f"version={version}", f"date={when:%Y-%m-%d}", f"hour={when:%H}")
 
 
 @dataclass(frozen=True)
@@ -235,7 +243,7 @@ _HELP = {
     "unsampled": "Requests not chosen by the sampling rate",
     "dropped": "Requests dropped because the log queue was full (or the writer closed)",
     "accepted": "Requests queued for writing",
-    "logged": "Requests written to the lake",
+    "logged": "Requests written to the inference log",
     "failed": "Requests lost to a failed write",
     "rows_written": "Rows (request instances) written",
     "invalid_values": "Input or output values that did not fit their column's type (written as null)",
@@ -263,18 +271,18 @@ _STOP = object()
 
 
 class InferenceLogWriter:
-    """Samples, queues and writes the inference log of one or more models to ``lake`` (a lake store).
+    """Samples, queues and writes the inference log of one or more models to ``store`` (:func:`log_store`).
 
     ``queue_size`` bounds the queued requests (beyond it: dropped, counted); a file is written when a
     model's batch reaches ``flush_rows`` rows or ``flush_interval_s`` after its first row, and on
     :meth:`flush` / :meth:`close`. ``hash_key`` is needed when any model hashes a column."""
 
-    def __init__(self, lake: Store, models: Sequence[ModelLog], *, hash_key: bytes | None = None,
+    def __init__(self, store: Store, models: Sequence[ModelLog], *, hash_key: bytes | None = None,
                  queue_size: int = 10_000, flush_rows: int = 5_000, flush_interval_s: float = 5.0,
                  seed: int | None = None) -> None:
         if queue_size < 1 or flush_rows < 1 or flush_interval_s <= 0:
             raise UsageError("queue_size and flush_rows must be at least 1, flush_interval_s above 0")
-        self.lake = lake
+        self.store = store
         self.models = {m.model: m for m in models}
         if any(a == "hash" for m in models for a in m.pii.values()):
             if hash_key is None:
@@ -408,7 +416,7 @@ class InferenceLogWriter:
 
                 pq.write_table(table, buf, compression="zstd")
                 name = f"part-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
-                self.lake.write_bytes(buf.getvalue(), *parts, name)
+                self.store.write_bytes(buf.getvalue(), *parts, name)
             except Exception as e:  # a failed write loses this batch, counted; the thread must live on
                 log.error("inference log of %s: could not write %d request(s) to %s (%s: %s)", model, len(group),
                           "/".join(parts), type(e).__name__, e)
@@ -489,18 +497,18 @@ def _typed_array(values: list[Any], arrow_type: pa.DataType) -> tuple[pa.Array, 
     return pa.array(out, type=arrow_type), bad
 
 
-def log_partitions(lake: Store, model: str, version: int | None = None) -> list[tuple[int, dt.datetime]]:
+def log_partitions(store: Store, model: str, version: int | None = None) -> list[tuple[int, dt.datetime]]:
     """The (version, UTC hour) partitions of a model's log, oldest first."""
     out = []
-    base = (INFERENCE, model)
-    versions = [f"version={version}"] if version is not None else lake.listdir(*base)
+    base = (model,)
+    versions = [f"version={version}"] if version is not None else store.listdir(*base)
     for vdir in versions:
         if not vdir.startswith("version=") or not vdir[8:].isdigit():
             continue
-        for ddir in lake.listdir(*base, vdir):
+        for ddir in store.listdir(*base, vdir):
             if not ddir.startswith("date="):
                 continue
-            for hdir in lake.listdir(*base, vdir, ddir):
+            for hdir in store.listdir(*base, vdir, ddir):
                 if not hdir.startswith("hour="):
                     continue
                 with contextlib.suppress(ValueError):
@@ -509,17 +517,17 @@ def log_partitions(lake: Store, model: str, version: int | None = None) -> list[
     return sorted(out, key=lambda p: (p[1], p[0]))
 
 
-def read_log(lake: Store, model: str, version: int, hour: dt.datetime) -> pa.Table:
+def read_log(store: Store, model: str, version: int, hour: dt.datetime) -> pa.Table:
     """The rows of one hour partition of a model version's log (every part file, in name order)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     parts = partition_parts(model, version, hour)
     tables = []
-    for name in lake.listdir(*parts):
+    for name in store.listdir(*parts):
         if name.startswith(("_", ".")) or not name.endswith(".parquet"):
             continue
-        with lake.open(*parts, name) as f:
+        with store.open(*parts, name) as f:
             tables.append(pq.read_table(f))
     if not tables:
         raise UsageError(f"no inference log for {model} version {version} at {hour:%Y-%m-%d %H}:00 UTC")

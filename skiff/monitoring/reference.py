@@ -3,7 +3,8 @@
 Looked up in this order:
 
 1. ``drift_reference.json`` in the version folder, when the register step published one;
-2. the monitor's cache in the lake, ``inference/<model>/version=<v>/_reference.json``;
+2. the monitor's cache among the artifacts, ``monitoring/<model>/version=<v>/_reference.json`` (the
+   monitor runs as a pipeline: it reads the inference log and writes artifacts, never the log);
 3. built from the lake partitions the version was trained on (its metadata's ``dataset``), a sample of
    at most 50,000 rows, with the version's own predictions on them as the validation-time prediction
    distribution, then cached (2).
@@ -18,18 +19,19 @@ import logging
 from typing import Any
 
 from skiff.config import Settings
-from skiff.inference_log import INFERENCE
 from skiff.monitoring.drift import Reference
 from skiff.registry import ModelRegistry, VersionMetadata
 from skiff.storage import Store
 
-__all__ = ["REFERENCE_FILE", "CACHE_FILE", "reference_for_version", "build_reference", "reference_from_frame",
+__all__ = ["REFERENCE_FILE", "CACHE_FILE", "CACHE_PREFIX", "reference_for_version", "build_reference", "reference_from_frame",
            "SAMPLE_ROWS"]
 
 log = logging.getLogger(__name__)
 
 REFERENCE_FILE = "drift_reference.json"
 CACHE_FILE = "_reference.json"
+#: the folder of the cached references among the artifacts
+CACHE_PREFIX = "monitoring"
 SAMPLE_ROWS = 50_000
 
 
@@ -88,11 +90,11 @@ def reference_for_version(settings: Settings, name: str, version: int, *, rebuil
     mv = registry.get(name, version)
     if not rebuild and REFERENCE_FILE in mv.metadata.files:
         return Reference.from_dict(registry.store.read_json(name, str(mv.version), REFERENCE_FILE))
-    lake = Store(settings.lake_uri, settings.storage_options)
-    cache = (INFERENCE, name, f"version={mv.version}", CACHE_FILE)
-    if not rebuild and lake.exists(*cache):
-        return Reference.from_dict(lake.read_json(*cache))
+    artifacts = Store(settings.artifacts_uri, settings.storage_options)
+    cache = (CACHE_PREFIX, name, f"version={mv.version}", CACHE_FILE)
+    if not rebuild and artifacts.exists(*cache):
+        return Reference.from_dict(artifacts.read_json(*cache))
     ref = build_reference(settings, mv.metadata, registry.load_model(name, mv.version))
-    lake.write_json(ref.to_dict(), *cache)
+    artifacts.write_json(ref.to_dict(), *cache)
     log.info("built the drift reference of %s version %s (%s)", name, mv.version, "; ".join(ref.notes) or "all inputs")
     return ref

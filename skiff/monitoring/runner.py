@@ -17,10 +17,9 @@ from skiff.config import Settings
 from skiff.control_plane import ControlPlane, MonitoringResult
 from skiff.control_plane.store import utc_now
 from skiff.errors import NotFoundError
-from skiff.inference_log import log_partitions, read_log
+from skiff.inference_log import log_partitions, log_store, read_log
 from skiff.monitoring.drift import DEFAULT_ALPHA, Reference, score_window
 from skiff.monitoring.reference import reference_for_version
-from skiff.storage import Store
 
 __all__ = ["WindowReport", "monitor_model", "window_columns"]
 
@@ -60,19 +59,19 @@ def monitor_model(settings: Settings, model: str, *, version: int | None = None,
                   references: Callable[[int], Reference] | None = None) -> list[WindowReport]:
     """Score every logged window of ``model`` (one version's, with ``version``; from ``since`` on) and store
     the scores; ``references`` maps a version to its reference (default: :func:`reference_for_version`)."""
-    lake = Store(settings.lake_uri, settings.storage_options)
-    partitions = [(v, h) for v, h in log_partitions(lake, model, version) if since is None or h >= since]
+    logs = log_store(settings)
+    partitions = [(v, h) for v, h in log_partitions(logs, model, version) if since is None or h >= since]
     if not partitions:
         raise NotFoundError(f"no inference log for model {model!r}"
                             + (f" version {version}" if version is not None else "")
-                            + (f" since {since.isoformat()}" if since else "") + " in the lake")
+                            + (f" since {since.isoformat()}" if since else "") + f" in {logs.uri()}")
     lookup = references or (lambda v: reference_for_version(settings, model, v))
     refs: dict[int, Reference] = {}
     store = store or ControlPlane.from_settings(settings)
     reports = []
     for v, hour in partitions:
         start, end = hour, hour + dt.timedelta(hours=1)
-        table = read_log(lake, model, v, hour)
+        table = read_log(logs, model, v, hour)
         report = WindowReport(v, start.isoformat(), end.isoformat(), table.num_rows)
         if table.num_rows < min_rows:
             report.skipped = f"{table.num_rows} rows, fewer than {min_rows}"

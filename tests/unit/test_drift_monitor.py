@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,9 +24,9 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from skiff.config import Settings
 from skiff.control_plane import ControlPlane
-from skiff.inference_log import InferenceLogWriter, ModelLog
+from skiff.inference_log import InferenceLogWriter, ModelLog, log_store
 from skiff.lake import Lake
-from skiff.monitoring.reference import CACHE_FILE
+from skiff.monitoring.reference import CACHE_FILE, CACHE_PREFIX
 from skiff.monitoring.runner import monitor_model
 from skiff.registry import ModelRegistry
 from skiff.spec import DatasetSpec
@@ -67,8 +68,7 @@ def world(tmp_path_factory):
     registry.register(MODEL, model, {"problem_type": "binary", "features": FEATURES, "input_schema": SCHEMA,
                                      "dataset": {"name": "accounts", "partitions": [DATE], "spec": SPEC}})
     spec = DatasetSpec.model_validate(SPEC)
-    log_store = Store(settings.lake_uri)
-    with InferenceLogWriter(log_store, [ModelLog.from_spec(MODEL, SCHEMA, spec)], hash_key=KEY) as writer:
+    with InferenceLogWriter(log_store(settings), [ModelLog.from_spec(MODEL, SCHEMA, spec)], hash_key=KEY) as writer:
         for hour, shift, n in ((0, 0.0, 2000), (1, 0.0, 2000), (2, 0.0, 2000), (3, 0.2, 2000), (4, 0.0, 50)):
             traffic = _frame(rng, n, shift)
             labels = model.predict(traffic[FEATURES])
@@ -106,7 +106,10 @@ def test_the_monitor_flags_only_the_shifted_window_and_stores_every_score(world)
     stored = store.monitoring_results(MODEL, 1)
     assert len(stored) == sum(len(w["results"]) for w in windows) == 4 * 8
     assert {r.window_start for r in stored if r.drifted} == {"2026-05-01T11:00:00+00:00"}
-    assert Store(world.lake_uri).exists("inference", MODEL, "version=1", CACHE_FILE)  # the reference, cached
+    # the reference, cached among the artifacts (the monitor only reads the log; the log is not in the lake)
+    assert Store(world.artifacts_uri).exists(CACHE_PREFIX, MODEL, "version=1", CACHE_FILE)
+    assert not Store(world.lake_uri).exists("inference")
+    assert (Path(world.root) / "inference" / MODEL / "version=1").is_dir()
 
     again = monitor_model(world, MODEL, version=1, since=H0 + dt.timedelta(hours=3))  # re-run: replaced
     assert [r.drifted for r in again] == [["usage"], []]
