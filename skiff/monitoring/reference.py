@@ -2,7 +2,8 @@
 
 Looked up in this order:
 
-1. ``drift_reference.json`` in the version folder, when the register step published one;
+1. ``drift_reference.json`` in the version folder, which the register step publishes
+   (``components/register/artifacts.py``; versions registered before it did have none);
 2. the monitor's cache among the artifacts, ``monitoring/<model>/version=<v>/_reference.json`` (the
    monitor runs as a pipeline: it reads the inference log and writes artifacts, never the log);
 3. built from the lake partitions the version was trained on (its metadata's ``dataset``), a sample of
@@ -15,6 +16,7 @@ thresholds are the spec's ``drift_threshold``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -89,7 +91,9 @@ def reference_for_version(settings: Settings, name: str, version: int, *, rebuil
     registry = ModelRegistry.from_settings(settings)
     mv = registry.get(name, version)
     if not rebuild and REFERENCE_FILE in mv.metadata.files:
-        return Reference.from_dict(registry.store.read_json(name, str(mv.version), REFERENCE_FILE))
+        published = Reference.from_dict(registry.store.read_json(name, str(mv.version), REFERENCE_FILE))
+        # the register step bins the rows before the registry numbers the version
+        return dataclasses.replace(published, model=name, version=mv.version)
     artifacts = Store(settings.artifacts_uri, settings.storage_options)
     cache = (CACHE_PREFIX, name, f"version={mv.version}", CACHE_FILE)
     if not rebuild and artifacts.exists(*cache):

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from components.register.artifacts import (
+    DRIFT_REFERENCE_FILE,
     REPORT_FILE,
     STATISTICS_FILE,
     StepArtifacts,
@@ -82,9 +83,28 @@ def test_the_step_publishes_a_version_with_its_files_and_metadata(step_inputs, t
     assert onnx_exact  # a logistic regression converts exactly
     folder = Path(mv.uri.removeprefix("file://"))
     names = {p.name for p in folder.iterdir()}
-    assert {REPORT_FILE, STATISTICS_FILE, "model.onnx"} <= names
+    assert {REPORT_FILE, STATISTICS_FILE, "model.onnx", DRIFT_REFERENCE_FILE} <= names
     assert (folder / STATISTICS_FILE).read_bytes() == b"\x0a\x00"
     assert registry.champion_version("meters") == 1
+    assert DRIFT_REFERENCE_FILE in m.files
+
+
+def test_the_monitor_uses_the_published_drift_reference_without_reading_the_lake(step_inputs, tmp_path):
+    from skiff.config import Settings
+    from skiff.monitoring.reference import REFERENCE_FILE, reference_for_version
+
+    assert DRIFT_REFERENCE_FILE == REFERENCE_FILE
+    settings = Settings(root=str(tmp_path / "root"))  # an empty lake: building a reference there would fail
+    register_step(_artifacts(step_inputs), spec_to_text(SPEC), registry_uri=settings.registry_uri,
+                  model_name="", feature_service="meters_v1", test_metrics={"roc_auc": 0.9}, promote=True,
+                  reason="no champion yet", gate_metric="", margin=0.0)
+    ref = reference_for_version(settings, "meters", 1)
+    assert (ref.model, ref.version) == ("meters", 1)
+    assert set(ref.features) == {"a", "b"}
+    training = pd.read_parquet(step_inputs / "training.parquet")
+    assert ref.features["a"].rows == len(training)  # the training split's rows, binned
+    assert ref.prediction is not None and set(ref.prediction.categories) <= {"yes", "no"}
+    assert not (tmp_path / "root" / "artifacts").exists(), "nothing was built or cached"
 
 
 def test_the_step_registers_a_candidate_without_statistics_when_the_gate_kept_the_champion(step_inputs, tmp_path):
