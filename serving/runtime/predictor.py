@@ -45,6 +45,8 @@ from skiff.registry import ModelRegistry, ModelVersion, VersionMetadata
 if TYPE_CHECKING:
     import pandas as pd
 
+    from serving.runtime.images import ImageClassifier
+
 __all__ = ["SkiffPredictor", "V1Response", "Scores", "Runtime", "FLAVORS", "register_flavor", "ENGINES"]
 
 log = logging.getLogger(__name__)
@@ -234,6 +236,8 @@ class SkiffPredictor(Model):  # type: ignore[misc]  # kserve ships no types: Mod
         self.schema: InputSchema | None = None
         self.runtime: Runtime | None = None
         self.load_error: str | None = None
+        #: the ``tensorflow`` flavor's image classifier (serving.runtime.images); None for tabular versions
+        self.images: ImageClassifier | None = None
 
     # -- loading -------------------------------------------------------------------------------------
     def load(self) -> bool:
@@ -251,6 +255,9 @@ class SkiffPredictor(Model):  # type: ignore[misc]  # kserve ships no types: Mod
         registry = ModelRegistry.from_settings(settings)
         mv = registry.get(self.model_name, self.requested_version)
         meta = mv.metadata
+        if meta.flavor == "tensorflow":  # images, not rows: no input schema; TensorFlow is imported only here
+            self._load_images(registry, mv, settings)
+            return
         self.schema = InputSchema.build(meta.features, meta.input_schema, meta.input_rules)
         loader = FLAVORS.get(meta.flavor) or _no_loader(meta.flavor)
         self.runtime = loader(registry, mv, self.schema, settings, self.engine_choice)
@@ -270,6 +277,33 @@ class SkiffPredictor(Model):  # type: ignore[misc]  # kserve ships no types: Mod
         self.ready = True
         log.info("model %s version %s loaded (%s, %s, engine %s)", self.model_name, mv.version, meta.flavor,
                  self.problem, self.runtime.engine)
+
+    def _load_images(self, registry: ModelRegistry, mv: ModelVersion, settings: Settings) -> None:
+        from serving.runtime.images import IMAGE_PROBLEM, load_image_classifier
+
+        self.images = load_image_classifier(registry, mv, settings)
+        self.runtime = None
+        self.version, self.metadata = mv.version, mv.metadata
+        self.problem = mv.metadata.problem_type or IMAGE_PROBLEM
+        self.classes = list(self.images.classes)
+        self.label_datatype = "BYTES"
+        self.load_error = None
+        self.ready = True
+        log.info("model %s version %s loaded (tensorflow, %s, %d classes)", self.model_name, mv.version,
+                 self.problem, len(self.classes))
+
+    def _predict_images(self, images: ImageClassifier, payload: Any) -> V1Response | InferResponse:
+        from serving.runtime.images import images_v1, images_v2, v1_predictions, v2_outputs
+
+        if isinstance(payload, InferRequest):
+            encoded, k = images_v2(payload)
+            return InferResponse(response_id=payload.id or uuid.uuid4().hex, model_name=self.name,
+                                 model_version=self.version_label, infer_outputs=v2_outputs(images.top_k(encoded, k)),
+                                 use_binary_outputs=payload.use_binary_outputs,
+                                 requested_outputs=payload.request_outputs)
+        encoded, k = images_v1(payload)
+        return {"predictions": v1_predictions(images.top_k(encoded, k)), "model_name": self.name,
+                "model_version": self.version_label}
 
     def _model_classes(self) -> list[Any]:
         model = getattr(self.runtime, "model", None) or getattr(getattr(self.runtime, "fallback", None), "model", None)
@@ -295,6 +329,8 @@ class SkiffPredictor(Model):  # type: ignore[misc]  # kserve ships no types: Mod
 
     def predict(self, payload: Any, headers: dict[str, str] | None = None,
                 response_headers: dict[str, str] | None = None) -> V1Response | InferResponse:
+        if self.images is not None:
+            return self._predict_images(self.images, payload)
         assert self.schema is not None
         if isinstance(payload, InferRequest):
             batch = parse_v2(payload, self.schema)
@@ -361,11 +397,17 @@ class SkiffPredictor(Model):  # type: ignore[misc]  # kserve ships no types: Mod
     # -- metadata ------------------------------------------------------------------------------------
     @property
     def platform(self) -> str:
+        if self.images is not None:
+            return "tensorflow_keras"
         if self.runtime is None:
             return ""
         return "onnxruntime_onnx" if self.runtime.engine == "onnxruntime" else "sklearn"
 
     def get_input_types(self) -> list[dict[str, Any]]:
+        if self.images is not None:
+            from serving.runtime.images import INPUT_TYPES
+
+            return [dict(t) for t in INPUT_TYPES]
         if self.schema is None:
             return []
         return [{"name": f, "datatype": V2_DATATYPE[self.schema.types[f]], "shape": [-1]}
@@ -374,6 +416,10 @@ class SkiffPredictor(Model):  # type: ignore[misc]  # kserve ships no types: Mod
     def get_output_types(self) -> list[dict[str, Any]]:
         if not self.ready:
             return []
+        if self.images is not None:
+            from serving.runtime.images import OUTPUT_TYPES
+
+            return [dict(t) for t in OUTPUT_TYPES]
         if self.problem == "regression":
             return [{"name": "value", "datatype": "FP64", "shape": [-1]}]
         second = ({"name": "probability", "datatype": "FP64", "shape": [-1]} if self.problem == "binary"

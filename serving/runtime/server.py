@@ -307,9 +307,22 @@ def _dataplane_class() -> type[Any]:
             meta["platform"] = getattr(model, "platform", "") or ""
             return meta
 
+        def _is_image_model(self, kwargs: dict[str, Any]) -> bool:
+            """Whether the addressed model is an image classifier (its BYTES inputs are encoded images)."""
+            name = kwargs.get("model_name")
+            model = self.model_registry.get_model(name) if isinstance(name, str) else None
+            return getattr(model, "images", None) is not None
+
         def decode(self, body: Any, headers: dict[str, str] | None, *args: Any,
                    **kwargs: Any) -> tuple[Any, dict[str, Any]]:
             protocol = kwargs.get("protocol_version", args[0] if args else "v1")
+            if (isinstance(body, bytes) and str(protocol).lower() == "v2"
+                    and INFERENCE_CONTENT_LENGTH_HEADER in (headers or {}) and self._is_image_model(kwargs)):
+                from serving.runtime.images import binary_v2_request
+
+                request = binary_v2_request(body, (headers or {})[INFERENCE_CONTENT_LENGTH_HEADER],
+                                            str(kwargs.get("model_name")))
+                return request, {}
             if (isinstance(body, bytes) and str(protocol).lower() == "v2"
                     and INFERENCE_CONTENT_LENGTH_HEADER not in (headers or {})):
                 body = _v2_json(body)  # JSON sent without a JSON content type (tritonclient does)

@@ -1,0 +1,321 @@
+"""The ``tensorflow`` flavor of skiff's predictor: a registered image classifier behind V1 and V2.
+
+A version registered by the ``train_image`` step (flavor ``tensorflow``, problem ``image_classification``)
+records ``model_files`` (``model.keras`` among them), ``extra.preprocessing``
+(:class:`skiff.image_data.Preprocessing`) and ``extra.label_map``. :func:`load_image_classifier` reads the
+Keras model from the registry once; every request is decoded and resized by :func:`preprocess`, the same
+TensorFlow ops in the same order as training's input (``components.train_image.data.decode``; a test
+holds both to equal pixels), and answered with the top-k labels and their scores.
+
+Requests:
+
+- V1: ``{"instances": [{"image_bytes": {"b64": "..."}}, ...]}`` (TensorFlow Serving's way; an instance may
+  also be ``{"b64": "..."}``), optional ``"parameters": {"top_k": k}``;
+- V2: one ``BYTES`` input of shape ``[n]`` or ``[n, 1]``: raw encoded images as binary tensor data
+  (``tritonclient`` with ``binary_data=True``), or base64 text in a JSON body; optional request
+  parameter ``top_k``.
+
+Answers: V1 ``{"label", "score", "top_k": [{"label", "score"}, ...]}`` per image; V2 outputs ``label``
+(BYTES ``[n]``), ``top_k_labels`` (BYTES ``[n, k]``) and ``top_k_scores`` (FP32 ``[n, k]``).
+
+A request that is not an image, is truncated, or would decode to more than :data:`MAX_PIXELS` pixels (a
+decompression bomb: the header is read before anything is decoded) is a :class:`BadRequest` (HTTP 400)
+naming the image and the reason. TensorFlow is imported only here, and only when an image version loads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.runtime.inputs import BadRequest
+from skiff.config import Settings
+from skiff.image_data import LabelMap, Preprocessing
+from skiff.registry import ModelRegistry, ModelVersion
+
+__all__ = ["IMAGE_PROBLEM", "MAX_PIXELS", "MAX_IMAGES", "ImageClassifier", "load_image_classifier",
+           "preprocess", "images_v1", "images_v2", "binary_v2_request"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_PROBLEM = "image_classification"
+#: The most pixels one image may decode to (width x height; 40 MP, a large camera photo). Pillow reads the
+#: size from the header, so a bomb is refused before a byte of it is decoded.
+MAX_PIXELS = 40_000_000
+#: The most images one request may carry.
+MAX_IMAGES = 256
+#: The labels returned per image unless the request asks for another ``top_k``.
+DEFAULT_TOP_K = 5
+
+
+def _b64(text: Any, where: str) -> bytes:
+    if not isinstance(text, str):
+        raise BadRequest(f"{where}: expected base64 text, got {type(text).__name__}", where)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise BadRequest(f"{where}: not valid base64 ({e})", where) from e
+
+
+def images_v1(body: Any) -> tuple[list[bytes], Any]:
+    """The encoded images of a V1 body and its ``parameters.top_k`` (None when not given)."""
+    if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
+        raise BadRequest('the request body must be {"instances": [{"image_bytes": {"b64": "..."}}, ...]}', "instances")
+    instances = body["instances"]
+    if not instances:
+        raise BadRequest('"instances" is empty: send at least one image', "instances")
+    if len(instances) > MAX_IMAGES:
+        raise BadRequest(f"{len(instances)} images in one request; at most {MAX_IMAGES}", "instances")
+    out = []
+    for i, row in enumerate(instances):
+        where = f"instances[{i}]"
+        item = row.get("image_bytes", row) if isinstance(row, dict) else row
+        if not isinstance(item, dict) or set(item) != {"b64"}:
+            raise BadRequest(f'{where}: expected {{"image_bytes": {{"b64": "<base64 of the encoded image>"}}}}',
+                             where, row=i)
+        out.append(_b64(item["b64"], f"{where}.image_bytes.b64"))
+    params = body.get("parameters")
+    return out, params.get("top_k") if isinstance(params, dict) else None
+
+
+def _elements(inp: Any) -> list[Any]:
+    raw = getattr(inp, "_raw_data", None)
+    if raw is not None:  # a binary tensor: each element is its 4-byte length and its bytes
+        from kserve.protocol.infer_type import deserialize_bytes_tensor
+
+        try:
+            return list(deserialize_bytes_tensor(raw))
+        except Exception as e:  # struct.error on a length that runs past the data
+            raise BadRequest(f"input {inp.name!r}: malformed BYTES tensor data ({e})", inp.name) from e
+    data = inp.data
+    if hasattr(data, "tolist"):
+        data = data.tolist()
+    if not isinstance(data, list):
+        raise BadRequest(f"input {inp.name!r}: data must be a list", inp.name)
+    return [d[0] if isinstance(d, list) and len(d) == 1 else d for d in data]
+
+
+def binary_v2_request(body: bytes, json_length: Any, model_name: str) -> Any:
+    """A V2 request with binary tensor data (``Inference-Header-Content-Length``), BYTES inputs kept as bytes.
+
+    KServe's own decoder turns binary BYTES elements into UTF-8 text, which an encoded image is not (and
+    answers a 500 with the image in the message); here each input keeps its raw tensor data.
+    """
+    import orjson
+    from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
+
+    try:
+        length = int(json_length)
+        if not 0 < length <= len(body):
+            raise ValueError(f"{length} is not within the body's {len(body)} bytes")
+        head = orjson.loads(body[:length])
+        start = length
+        inputs = []
+        for spec in head["inputs"]:
+            params = spec.get("parameters") or {}
+            inp = InferInput(name=spec["name"], shape=spec["shape"], datatype=spec["datatype"], parameters=params)
+            if spec.get("data") is not None:
+                inp.data = spec["data"]
+            elif "binary_data_size" in params:
+                end = start + int(params["binary_data_size"])
+                if end > len(body):
+                    raise ValueError(f"input {spec['name']!r} claims more binary data than the body holds")
+                inp._raw_data = body[start:end]
+                start = end
+            else:
+                raise ValueError(f"input {spec['name']!r} has neither data nor binary_data_size")
+            inputs.append(inp)
+        outputs = [RequestedOutput(name=o["name"], parameters=o.get("parameters"))
+                   for o in head.get("outputs") or []] or None
+        return InferRequest(model_name=model_name, request_id=head.get("id"), parameters=head.get("parameters"),
+                            infer_inputs=inputs, request_outputs=outputs)
+    except BadRequest:
+        raise
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise BadRequest(f"malformed binary inference request: {type(e).__name__}: {e}", "body") from e
+
+
+def images_v2(request: Any) -> tuple[list[bytes], Any]:
+    """The encoded images of a V2 request (one BYTES input) and its ``top_k`` parameter."""
+    inputs = list(request.inputs or [])
+    if len(inputs) != 1:
+        raise BadRequest(f"an image model takes one BYTES input of encoded images; the request has {len(inputs)}",
+                         "inputs")
+    inp = inputs[0]
+    if inp.datatype != "BYTES":
+        raise BadRequest(f"input {inp.name!r}: datatype must be BYTES (encoded images), got {inp.datatype}",
+                         inp.name, datatype=inp.datatype)
+    shape = list(inp.shape)
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
+        raise BadRequest(f"input {inp.name!r}: shape must be [n] or [n, 1] with n >= 1 images, got {shape}",
+                         inp.name, shape=shape)
+    if shape[0] > MAX_IMAGES:
+        raise BadRequest(f"{shape[0]} images in one request; at most {MAX_IMAGES}", inp.name, shape=shape)
+    elements = _elements(inp)
+    if len(elements) != shape[0]:
+        raise BadRequest(f"input {inp.name!r}: shape {shape} holds {shape[0]} images but data has {len(elements)}",
+                         inp.name, shape=shape)
+    out = [e if isinstance(e, bytes) else _b64(e, f"input {inp.name!r} [{i}]") for i, e in enumerate(elements)]
+    params = request.parameters or {}
+    return out, params.get("top_k")
+
+
+def _check_header(data: bytes, i: int, max_pixels: int) -> None:
+    """Refuse what is not an image, or one that decodes to too many pixels, from its header alone."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            fmt = im.format
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise BadRequest(f"image {i} is not a readable image ({len(data)} bytes): {e}", "image", row=i) from e
+    if width * height > max_pixels:
+        raise BadRequest(f"image {i} is {width}x{height} pixels ({fmt}): more than the {max_pixels} pixels "
+                         "an image may have", "image", row=i, width=width, height=height, max_pixels=max_pixels)
+    if fmt not in ("JPEG", "PNG", "GIF", "BMP", "WEBP"):
+        raise BadRequest(f"image {i} is {fmt}: send JPEG, PNG, GIF, BMP or WebP", "image", row=i, format=fmt)
+
+
+def preprocess(data: bytes, pre: Preprocessing) -> Any:
+    """Encoded bytes -> float32 ``[height, width, 3]`` pixels in [0, 255], exactly as training decodes.
+
+    The same ops as ``components.train_image.data.decode`` (a step that serving may not import): decode by
+    content into RGB (a GIF's first frame), cast to float32, then pad-resize or stretch to the recorded size.
+    """
+    import tensorflow as tf
+
+    img = tf.io.decode_image(data, channels=3, expand_animations=False)
+    img.set_shape([None, None, 3])
+    img = tf.cast(img, tf.float32)
+    if pre.resize == "pad":
+        return tf.image.resize_with_pad(img, pre.height, pre.width)
+    return tf.image.resize(img, (pre.height, pre.width))
+
+
+@dataclass
+class TopK:
+    """The k best labels of every image, best first, and their scores (the model's softmax outputs)."""
+
+    labels: list[list[str]]
+    scores: np.ndarray  # float32 [n, k]
+
+
+class ImageClassifier:
+    """A Keras image classifier with its recorded preprocessing and label map."""
+
+    engine = "tensorflow"
+
+    def __init__(self, model: Any, preprocessing: Preprocessing, label_map: LabelMap, *,
+                 max_pixels: int = MAX_PIXELS) -> None:
+        self.model = model
+        self.preprocessing = preprocessing
+        self.classes = list(label_map.classes)
+        self.max_pixels = max_pixels
+
+    def pixels(self, images: list[bytes]) -> np.ndarray:
+        """The batch the model takes, ``[n, height, width, 3]`` float32; a bad image is a BadRequest."""
+        import tensorflow as tf
+
+        decoded = []
+        for i, data in enumerate(images):
+            if not data:
+                raise BadRequest(f"image {i} is empty", "image", row=i)
+            _check_header(data, i, self.max_pixels)
+            try:
+                decoded.append(preprocess(data, self.preprocessing).numpy())
+            except (tf.errors.InvalidArgumentError, ValueError) as e:  # truncated or corrupt past the header
+                reason = getattr(e, "message", None) or str(e)
+                raise BadRequest(f"image {i} cannot be decoded: {reason.splitlines()[0][:200]}", "image",
+                                 row=i) from e
+        return np.stack(decoded).astype(np.float32, copy=False)
+
+    def probabilities(self, images: list[bytes]) -> np.ndarray:
+        proba = np.asarray(self.model(self.pixels(images), training=False), dtype=np.float32)
+        if proba.ndim != 2 or proba.shape[1] != len(self.classes):
+            raise ValueError(f"the model gave outputs of shape {proba.shape} for {len(self.classes)} classes")
+        return proba
+
+    def top_k(self, images: list[bytes], k: Any = None) -> TopK:
+        n_classes = len(self.classes)
+        if k is None:
+            k = min(DEFAULT_TOP_K, n_classes)
+        if type(k) is not int or not 1 <= k <= n_classes:
+            raise BadRequest(f"top_k must be an integer from 1 to {n_classes} (the model's classes), got {k!r}",
+                             "top_k")
+        proba = self.probabilities(images)
+        order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+        return TopK([[self.classes[j] for j in row] for row in order.tolist()],
+                    np.take_along_axis(proba, order, axis=1))
+
+
+def _limit_threads(threads: int) -> None:
+    import tensorflow as tf
+
+    try:  # only before TensorFlow's first op: a second model in one process keeps the first's settings
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+    except RuntimeError:
+        pass
+
+
+def load_image_classifier(registry: ModelRegistry, mv: ModelVersion, settings: Settings) -> ImageClassifier:
+    """The version's Keras model (``model_files.keras``) with its recorded preprocessing and label map."""
+    extra = mv.metadata.extra
+    for key in ("preprocessing", "label_map", "model_files"):
+        if not extra.get(key):
+            raise ValueError(f"{mv.name} v{mv.version}: an image version must record extra.{key}")
+    pre = Preprocessing.model_validate(extra["preprocessing"])
+    label_map = LabelMap.model_validate(extra["label_map"])
+    model_file = str(extra["model_files"].get("keras") or "")
+    if model_file not in mv.metadata.files:
+        raise ValueError(f"{mv.name} v{mv.version}: the model file {model_file!r} is not among the version's "
+                         f"files {sorted(mv.metadata.files)}")
+    _limit_threads(settings.max_threads)
+    import keras
+
+    payload = registry.store.read_bytes(mv.name, str(mv.version), model_file)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / model_file  # Keras reads a .keras archive from a path
+        path.write_bytes(payload)
+        model = keras.models.load_model(path, compile=False)
+    if tuple(model.input_shape[1:]) != (pre.height, pre.width, pre.channels):
+        raise ValueError(f"the model takes {model.input_shape[1:]} but the recorded preprocessing makes "
+                         f"{(pre.height, pre.width, pre.channels)}")
+    log.info("%s v%s: Keras model %s, input %dx%d (%s), %d classes", mv.name, mv.version, model.name,
+             pre.height, pre.width, pre.resize, len(label_map.classes))
+    return ImageClassifier(model, pre, label_map)
+
+
+def v1_predictions(top: TopK) -> list[dict[str, Any]]:
+    """V1 predictions: per image the best label and score and the top-k list, best first."""
+    out = []
+    for labels, scores in zip(top.labels, top.scores.tolist(), strict=True):
+        out.append({"label": labels[0], "score": scores[0],
+                    "top_k": [{"label": lab, "score": s} for lab, s in zip(labels, scores, strict=True)]})
+    return out
+
+
+def v2_outputs(top: TopK) -> list[Any]:
+    """V2 outputs ``label`` [n], ``top_k_labels`` [n, k] and ``top_k_scores`` [n, k] (best first)."""
+    from kserve.protocol.infer_type import InferOutput
+
+    n, k = top.scores.shape
+    return [InferOutput("label", [n], "BYTES", data=[row[0] for row in top.labels]),
+            InferOutput("top_k_labels", [n, k], "BYTES", data=[lab for row in top.labels for lab in row]),
+            InferOutput("top_k_scores", [n, k], "FP32", data=top.scores.reshape(-1).tolist())]
+
+
+#: V2 model metadata of an image version
+INPUT_TYPES = [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+OUTPUT_TYPES = [{"name": "label", "datatype": "BYTES", "shape": [-1]},
+                {"name": "top_k_labels", "datatype": "BYTES", "shape": [-1, -1]},
+                {"name": "top_k_scores", "datatype": "FP32", "shape": [-1, -1]}]
