@@ -4,6 +4,7 @@ the control plane (:mod:`skiff.monitoring`)."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -54,6 +55,11 @@ def add_commands(app: typer.Typer) -> None:
                                                     help="Only this version's windows (default: every logged one).")] = None,
         since: Annotated[str | None, typer.Option("--since", help="Only windows from this UTC time on (ISO).")] = None,
         min_rows: Annotated[int, typer.Option("--min-rows", min=1, help="Windows with fewer rows are skipped.")] = 200,
+        metrics_file: Annotated[Path | None, typer.Option(
+            "--metrics-file", dir_okay=False,
+            help="Also write the latest window's scores per version as Prometheus text (skiff_drift_*), e.g. "
+            "for node-exporter's textfile collector. On a cluster the REST API serves them on /api/v1/metrics.",
+        )] = None,
         json_out: JsonOption = False,
     ) -> None:
         """Score each hour window of a model's inference log against its training data (PSI, L-infinity,
@@ -62,6 +68,10 @@ def add_commands(app: typer.Typer) -> None:
         from skiff.monitoring.runner import monitor_model
 
         reports = monitor_model(state(ctx).settings, model, version=version, since=_since(since), min_rows=min_rows)
+        if metrics_file is not None:
+            from skiff.monitoring.metrics import write_metrics_file
+
+            write_metrics_file(metrics_file, [r for rep in reports for r in rep.results])
         windows = [r.to_dict() for r in reports]
         drifted = sum(1 for r in reports if r.drifted)
         emit({"model": model, "windows": windows, "drifted_windows": drifted}, json_out, _table)

@@ -298,6 +298,12 @@ class ControlPlane:
                 rows=r.rows, computed_at=_utc(r.computed_at) or "", details=dict(r.details or {}))
                 for r in s.scalars(q)]
 
+    def monitored_models(self) -> list[str]:
+        """The models with stored scores, by name."""
+        q = select(MonitoringResultRow.model).distinct().order_by(MonitoringResultRow.model)
+        with self._session() as s:
+            return list(s.scalars(q))
+
     # -- alerts and retrain decisions ------------------------------------------------------------------
     def add_alert(self, alert: Alert) -> Alert:
         data = alert.model_dump(exclude={"id"})

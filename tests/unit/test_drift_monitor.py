@@ -5,6 +5,7 @@ version's predictions, the scores stored in the control plane and read back, a r
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -140,4 +141,36 @@ def test_a_reference_published_in_the_version_folder_is_used_before_the_lake(wor
     registry.register(MODEL, registry.load_model(MODEL, 1), {**v1.metadata.model_dump(exclude={"version", "files"})},
                       files={REFERENCE_FILE: path})
     got = reference_for_version(world, MODEL, 2)
-    assert got == Reference.from_dict(published.to_dict()) and got.features["usage"].rows == 3000
+    # the file is taken as published, numbered as the version it was published with
+    assert got == dataclasses.replace(Reference.from_dict(published.to_dict()), version=2)
+    assert got.features["usage"].rows == 3000
+
+
+def test_the_latest_scores_are_prometheus_metrics_in_a_file_and_from_the_control_plane(world, tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from skiff.monitoring.metrics import DriftCollector, drift_metrics
+
+    path = tmp_path / "textfile" / "skiff_drift.prom"
+    proc = _cli(world, MODEL, "--metrics-file", str(path))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
+    detected = {(s.labels["feature"], s.labels["metric"]): s.value for s in families["skiff_drift_detected"].samples}
+    # the latest scored window (11:00; 12:00 had too few rows) is the shifted one: usage drifted, nothing else
+    assert detected[("usage", "psi")] == 1.0
+    assert {k for k, v in detected.items() if v} == {("usage", "psi")}
+    assert ("prediction", "psi") in detected
+    scores = {(s.labels["feature"], s.labels["metric"]): s.value for s in families["skiff_drift_score"].samples}
+    thresholds = {(s.labels["feature"], s.labels["metric"]): s.value
+                  for s in families["skiff_drift_threshold"].samples}
+    assert scores[("usage", "psi")] > thresholds[("usage", "psi")] and thresholds[("seats", "psi")] == 0.05
+    (end,) = families["skiff_drift_window_end_timestamp_seconds"].samples
+    assert end.labels == {"model": MODEL, "version": "1"}
+    assert end.value == (H0 + dt.timedelta(hours=4)).timestamp()
+    assert not list(path.parent.glob(".*.tmp")), "the file was written whole"
+
+    # the API's scrape reads the same from the control plane
+    collected = list(DriftCollector(ControlPlane.from_settings(world)).collect())
+    assert [f.samples for f in collected] == [f.samples for f in drift_metrics(
+        ControlPlane.from_settings(world).monitoring_results(MODEL))]
+    assert any(s.labels["feature"] == "usage" and s.value == 1.0 for s in collected[2].samples)
