@@ -272,7 +272,8 @@ def load_image_classifier(registry: ModelRegistry, mv: ModelVersion, settings: S
     extra = mv.metadata.extra
     for key in ("preprocessing", "label_map", "model_files"):
         if not extra.get(key):
-            raise ValueError(f"{mv.name} v{mv.version}: an image version must record extra.{key}")
+            raise ValueError(f"{mv.name} v{mv.version}: a tensorflow (image) version must record extra.{key} "
+                             "(the train_image step's registration records it)")
     pre = Preprocessing.model_validate(extra["preprocessing"])
     label_map = LabelMap.model_validate(extra["label_map"])
     model_file = str(extra["model_files"].get("keras") or "")

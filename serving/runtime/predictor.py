@@ -2,8 +2,9 @@
 
 :class:`SkiffPredictor` is a ``kserve.Model``. ``load()`` reads the settings once, fetches the version
 from the registry (``<root>/models/<name>/<version>/``) and builds its runtime through the loader of the
-version's ``flavor`` (:data:`FLAVORS`; ``sklearn`` today, a ``tensorflow`` loader plugs in with
-:func:`register_flavor`). A model that fails to load leaves ``ready`` False and ``load_error`` set; the
+version's ``flavor`` (:data:`FLAVORS`; ``sklearn``; other row-based flavors plug in with :func:`register_flavor`).
+A ``tensorflow`` version is an image classifier: it takes encoded images, not rows, and is served by
+:mod:`serving.runtime.images` (imported, with TensorFlow, only when such a version loads). A model that fails to load leaves ``ready`` False and ``load_error`` set; the
 reason goes to the log and to the server's readiness answer.
 
 Scikit-learn versions run on the compiled engine (:class:`serving.runtime.compiled.CompiledRuntime`,
