@@ -165,7 +165,17 @@ def images_v2(request: Any) -> tuple[list[bytes], Any]:
                          inp.name, shape=shape)
     out = [e if isinstance(e, bytes) else _b64(e, f"input {inp.name!r} [{i}]") for i, e in enumerate(elements)]
     params = request.parameters or {}
-    return out, params.get("top_k")
+    return out, _parameter(params.get("top_k"))
+
+
+def _parameter(value: Any) -> Any:
+    """A request parameter's value: gRPC sends an ``InferParameter`` message, REST a JSON value."""
+    if value is not None and hasattr(value, "WhichOneof"):
+        choice = value.WhichOneof("parameter_choice")
+        value = getattr(value, choice) if choice else None
+    if isinstance(value, str) and value.isdigit():  # text parameters (KServe's gRPC encoding of some clients)
+        return int(value)
+    return value
 
 
 def _check_header(data: bytes, i: int, max_pixels: int) -> None:

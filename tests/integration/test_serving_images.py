@@ -61,11 +61,11 @@ def world(tmp_path_factory):
     evaluation = evaluate_image_model(model_dir, eval_dir, top_k=2)
     registry = ModelRegistry.from_settings(load_settings(root=str(root)))
     done = register_image_model(registry, NAME, model_dir, eval_dir, evaluation, dataset={"name": "shapes"})
-    port = free_port()
-    proc = start_local_server(NAME, done["version"], port, root=root, timeout_s=180,
+    port, grpc_port = free_port(), free_port()
+    proc = start_local_server(NAME, done["version"], port, root=root, timeout_s=180, grpc_port=grpc_port,
                               log_path=root / "server.log")
     try:
-        yield {"root": root, "model_dir": model_dir, "base": f"http://127.0.0.1:{port}", "port": port,
+        yield {"root": root, "model_dir": model_dir, "base": f"http://127.0.0.1:{port}", "port": port, "grpc_port": grpc_port,
                "version": done["version"], "classes": evaluation.classes}
     finally:
         stop_local_server(proc)
@@ -166,6 +166,28 @@ def test_tritonclient_sends_raw_encoded_images_as_binary_bytes(world, images, ke
     got = [[s.decode() if isinstance(s, bytes) else s for s in row] for row in result.as_numpy("top_k_labels").tolist()]
     assert got == labels
     assert np.allclose(result.as_numpy("top_k_scores"), scores, atol=1e-5)
+
+
+def test_grpc_v2_takes_raw_encoded_images(world, images, keras_top):
+    import asyncio
+
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+    async def call():
+        client = InferenceGRPCClient(url=f"127.0.0.1:{world['grpc_port']}", timeout=30)
+        try:
+            inp = InferInput("image", [len(images)], "BYTES")
+            inp.set_data_from_numpy(np.array(images, dtype=np.object_), binary_data=True)
+            return await client.infer(InferRequest(model_name=NAME, infer_inputs=[inp], request_id="g1",
+                                                   parameters={"top_k": 2}))
+        finally:
+            await client.close()
+
+    out = {o.name: o for o in asyncio.run(call()).outputs}
+    labels, scores = keras_top(images, 2)
+    got = [[s.decode() if isinstance(s, bytes) else s for s in row] for row in out["top_k_labels"].as_numpy().tolist()]
+    assert got == labels
+    assert np.allclose(out["top_k_scores"].as_numpy(), scores, atol=1e-5)
 
 
 def bomb() -> bytes:
