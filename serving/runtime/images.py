@@ -186,7 +186,10 @@ def _check_header(data: bytes, i: int, max_pixels: int) -> None:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
             fmt = im.format
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # Pillow's own limit (far above ours) refused the header
+        raise BadRequest(f"image {i} has too many pixels to decode safely: {e}", "image", row=i,
+                         max_pixels=max_pixels) from e
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         raise BadRequest(f"image {i} is not a readable image ({len(data)} bytes): {e}", "image", row=i) from e
     if width * height > max_pixels:
         raise BadRequest(f"image {i} is {width}x{height} pixels ({fmt}): more than the {max_pixels} pixels "
