@@ -108,7 +108,8 @@ def test_standalone_kfp_gets_the_settings_in_its_own_namespace():
     assert settings["kfp_namespace"] == ""  # submitted without a namespace: KFP's own
     explicit = render("skiff", (str(PLATFORM / "ci/minimal-values.yaml"),), ("settings.kfpNamespace=",))
     assert yaml.safe_load(by_kind(explicit, "ConfigMap")["skiff-settings"]["data"]["skiff.yaml"])["kfp_namespace"] == ""
-    assert len([d for d in explicit if d["kind"] == "ConfigMap"]) == 1
+    assert len([d for d in explicit if d["kind"] == "ConfigMap"
+                and d["metadata"]["name"] == cluster.SETTINGS_CONFIG_MAP]) == 1  # no copy in KFP's namespace
 
 
 # --- finding 8: the API and the stream consumers -----------------------------------------------------
@@ -423,3 +424,19 @@ def test_api_and_stream_run_the_skiff_image_the_build_names():
         for kind, name in (("Deployment", "skiff-api"), ("StatefulSet", "skiff-stream-telemetry"))
     }
     assert images == {"Deployment": BASE_IMAGE, "StatefulSet": BASE_IMAGE}
+
+
+def test_the_chart_s_monitoring_objects_validate_against_the_prometheus_operator_crds():
+    from tests.cluster.test_gitops_contract import assert_valid, crd_schema
+
+    crds = "prometheus-operator/example/prometheus-operator-crd-full"
+    plural = {"PodMonitor": "podmonitors", "PrometheusRule": "prometheusrules"}
+    docs = [d for d in render("skiff", (str(PLATFORM / "ci/full-values.yaml"),))
+            if d["apiVersion"].startswith("monitoring.coreos.com/")]
+    assert {(d["kind"], d["metadata"]["name"]) for d in docs} >= {
+        ("PrometheusRule", "skiff-serving"), ("PodMonitor", "skiff-serving"), ("PodMonitor", "skiff-api")}
+    for d in docs:
+        assert_valid(d, crd_schema(f"{crds}/monitoring.coreos.com_{plural[d['kind']]}.yaml", "v1"))
+    alerts = {r["alert"] for d in docs if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"]
+              for r in g["rules"] if "alert" in r}
+    assert {"SkiffModelFeatureDrift", "SkiffModelPredictionDrift", "SkiffDriftScoresStale"} <= alerts

@@ -1023,12 +1023,50 @@ def test_monitoring_objects_only_with_their_crds():
         "matchExpressions": [{"key": "skiff.io/model", "operator": "Exists"}]
     }
     assert monitors["skiff-feature-server"]["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    # the drift gauges come from the API, scraped with a read token from a Secret
+    api = monitors["skiff-api"]["spec"]
+    assert api["selector"]["matchLabels"]["app.kubernetes.io/component"] == "api"
+    (endpoint,) = api["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/api/v1/metrics")
+    assert endpoint["authorization"] == {"type": "Bearer",
+                                         "credentials": {"name": "skiff-api-scrape-token", "key": "token"}}
     off = render(
         "skiff",
         (str(PLATFORM / "ci/full-values.yaml"),),
-        ("monitoring.prometheusRule.enabled=false", "monitoring.podMonitor.enabled=false"),
+        ("monitoring.prometheusRule.enabled=false", "monitoring.podMonitor.enabled=false",
+         "monitoring.apiMetrics.enabled=false"),
     )
     assert not [d for d in off if d["apiVersion"].startswith("monitoring.coreos.com")]
+
+
+def test_the_api_scrape_needs_a_token_secret():
+    result = _template("skiff", (str(PLATFORM / "ci/full-values.yaml"),), ("monitoring.apiMetrics.tokenSecret.name=",))
+    assert result.returncode != 0 and "monitoring.apiMetrics.tokenSecret.name" in result.stderr
+
+
+def test_the_grafana_dashboard_ships_for_the_kube_prometheus_stack_sidecar():
+    from tests.cluster.conftest import find_upstream
+
+    # the label kube-prometheus-stack's Grafana sidecar selects by (its chart's values, when they are here)
+    upstream = find_upstream("prometheus-community-helm-charts/charts/kube-prometheus-stack/values.yaml")
+    sidecar = (yaml.safe_load(upstream.read_text())["grafana"]["sidecar"]["dashboards"] if upstream
+               else {"label": "grafana_dashboard", "labelValue": "1"})
+    assert (sidecar["label"], str(sidecar["labelValue"])) == ("grafana_dashboard", "1")
+    cm = by_kind(render_ci("skiff", "full-values.yaml"), "ConfigMap")["skiff-dashboards"]
+    assert cm["metadata"]["labels"][sidecar["label"]] == str(sidecar["labelValue"])
+    dashboard = json.loads(cm["data"]["skiff-serving.json"])
+    assert dashboard["uid"] == "skiff-serving"
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
+    # traffic, latency and errors from the model server's series; drift from the API's gauges
+    for series in ("skiff_requests_total", "skiff_request_duration_seconds_bucket", 'status=~"5.."',
+                   "skiff_drift_score", "skiff_drift_detected", "skiff_drift_window_end_timestamp_seconds"):
+        assert series in exprs, series
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    assert all(p["datasource"] == {"type": "prometheus", "uid": "${datasource}"} for p in dashboard["panels"]
+               if p["type"] != "row")
+    off = render("skiff", (str(PLATFORM / "ci/full-values.yaml"),), ("monitoring.dashboard.enabled=false",))
+    assert "skiff-dashboards" not in by_kind(off, "ConfigMap")
 
 
 def test_network_policies_deny_by_default_and_allow_what_skiff_needs():
