@@ -10,7 +10,7 @@ version records the :class:`LabelMap` and the :class:`Preprocessing` the model s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -69,6 +69,21 @@ class Preprocessing(BaseModel):
     input_range: tuple[float, float] = (0.0, 255.0)
     #: animated images: the first frame; palette and grey images: converted to RGB
     decode: str = "first frame, RGB"
+
+
+def decode_pixels(data: Any, pre: Preprocessing) -> Any:
+    """Encoded image bytes (bytes or a scalar string tensor) -> float32 ``[height, width, 3]`` pixels in
+    [0, 255]: decoded by content into RGB (a GIF's first frame), then pad-resized or stretched to the
+    recorded size. The one decoding both training (``components/train_image``) and serving
+    (``serving/runtime/images.py``) run, so a served image is exactly what the model learned from."""
+    import tensorflow as tf
+
+    img = tf.io.decode_image(data, channels=3, expand_animations=False)
+    img.set_shape([None, None, 3])
+    img = tf.cast(img, tf.float32)
+    if pre.resize == "pad":
+        return tf.image.resize_with_pad(img, pre.height, pre.width)
+    return tf.image.resize(img, (pre.height, pre.width))
 
 
 def read_image_table(lake: Lake, ref: RunRef) -> pa.Table:

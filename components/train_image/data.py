@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from skiff.errors import InputError
-from skiff.image_data import Preprocessing
+from skiff.image_data import Preprocessing, decode_pixels
 
-__all__ = ["split_images", "localize", "make_dataset", "class_weights", "decode"]
+__all__ = ["split_images", "localize", "make_dataset", "class_weights", "decode_pixels"]
 
 
 def split_images(rows: list[dict[str, Any]], *, val_fraction: float, test_fraction: float,
@@ -69,18 +69,6 @@ def localize(rows: list[dict[str, Any]], cache: Path, storage_options: dict[str,
     return out
 
 
-def decode(data: Any, pre: Preprocessing) -> Any:
-    """Encoded bytes (a scalar string tensor) -> float32 [height, width, 3] pixels in [0, 255]."""
-    import tensorflow as tf
-
-    img = tf.io.decode_image(data, channels=3, expand_animations=False)
-    img.set_shape([None, None, 3])
-    img = tf.cast(img, tf.float32)
-    if pre.resize == "pad":
-        return tf.image.resize_with_pad(img, pre.height, pre.width)
-    return tf.image.resize(img, (pre.height, pre.width))
-
-
 def _augmenter(seed: int) -> Any:
     import keras
     from keras import layers
@@ -99,7 +87,7 @@ def make_dataset(paths: list[str], labels: list[int], pre: Preprocessing, *, bat
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int32)))
-    ds = ds.map(lambda p, y: (decode(tf.io.read_file(p), pre), y), num_parallel_calls=tf.data.AUTOTUNE,
+    ds = ds.map(lambda p, y: (decode_pixels(tf.io.read_file(p), pre), y), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     ds = ds.cache()
     if training:

@@ -20,6 +20,7 @@ and ``training.json`` (config, phases, history).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -30,6 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from components.train_image.data import class_weights, localize, make_dataset, split_images
 from components.train_image.model import BACKBONES, build_model, set_phase
 from skiff.image_data import LabelMap, Preprocessing
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TrainImageConfig", "TrainImageResult", "train_image", "configure_tensorflow", "device_setup",
            "MODEL_FILE", "SAVED_MODEL_DIR", "LABEL_MAP_FILE", "PREPROCESSING_FILE", "SPLIT_FILE", "TRAINING_FILE"]
@@ -87,8 +90,11 @@ def configure_tensorflow(threads: int) -> None:
     import tensorflow as tf
 
     if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, threads))
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, threads))
+        except RuntimeError:  # TensorFlow already ran in this process (a second run in one interpreter)
+            log.info("TensorFlow's thread pools are already set in this process; keeping them")
 
 
 def device_setup(config: TrainImageConfig) -> tuple[Any, dict[str, Any]]:

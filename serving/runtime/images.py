@@ -3,9 +3,9 @@
 A version registered by the ``train_image`` step (flavor ``tensorflow``, problem ``image_classification``)
 records ``model_files`` (``model.keras`` among them), ``extra.preprocessing``
 (:class:`skiff.image_data.Preprocessing`) and ``extra.label_map``. :func:`load_image_classifier` reads the
-Keras model from the registry once; every request is decoded and resized by :func:`preprocess`, the same
-TensorFlow ops in the same order as training's input (``components.train_image.data.decode``; a test
-holds both to equal pixels), and answered with the top-k labels and their scores.
+Keras model from the registry once; every request is decoded and resized by the core's
+:func:`skiff.image_data.decode_pixels`, the function training's input runs too, and answered with the
+top-k labels and their scores.
 
 Requests:
 
@@ -38,11 +38,11 @@ import numpy as np
 
 from serving.runtime.inputs import BadRequest
 from skiff.config import Settings
-from skiff.image_data import LabelMap, Preprocessing
+from skiff.image_data import LabelMap, Preprocessing, decode_pixels
 from skiff.registry import ModelRegistry, ModelVersion
 
 __all__ = ["IMAGE_PROBLEM", "MAX_PIXELS", "MAX_IMAGES", "ImageClassifier", "load_image_classifier",
-           "preprocess", "images_v1", "images_v2", "binary_v2_request"]
+           "images_v1", "images_v2", "binary_v2_request"]
 
 log = logging.getLogger(__name__)
 
@@ -198,22 +198,6 @@ def _check_header(data: bytes, i: int, max_pixels: int) -> None:
         raise BadRequest(f"image {i} is {fmt}: send JPEG, PNG, GIF, BMP or WebP", "image", row=i, format=fmt)
 
 
-def preprocess(data: bytes, pre: Preprocessing) -> Any:
-    """Encoded bytes -> float32 ``[height, width, 3]`` pixels in [0, 255], exactly as training decodes.
-
-    The same ops as ``components.train_image.data.decode`` (a step that serving may not import): decode by
-    content into RGB (a GIF's first frame), cast to float32, then pad-resize or stretch to the recorded size.
-    """
-    import tensorflow as tf
-
-    img = tf.io.decode_image(data, channels=3, expand_animations=False)
-    img.set_shape([None, None, 3])
-    img = tf.cast(img, tf.float32)
-    if pre.resize == "pad":
-        return tf.image.resize_with_pad(img, pre.height, pre.width)
-    return tf.image.resize(img, (pre.height, pre.width))
-
-
 @dataclass
 class TopK:
     """The k best labels of every image, best first, and their scores (the model's softmax outputs)."""
@@ -244,7 +228,7 @@ class ImageClassifier:
                 raise BadRequest(f"image {i} is empty", "image", row=i)
             _check_header(data, i, self.max_pixels)
             try:
-                decoded.append(preprocess(data, self.preprocessing).numpy())
+                decoded.append(decode_pixels(data, self.preprocessing).numpy())
             except (tf.errors.InvalidArgumentError, ValueError) as e:  # truncated or corrupt past the header
                 reason = getattr(e, "message", None) or str(e)
                 raise BadRequest(f"image {i} cannot be decoded: {reason.splitlines()[0][:200]}", "image",

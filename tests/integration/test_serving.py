@@ -460,7 +460,7 @@ def test_regression_value(world):
     np.testing.assert_allclose(v2["outputs"][0]["data"], want, rtol=1e-6)
 
 
-def test_unknown_flavor_fails_to_load_with_reason(world):
+def test_a_tensorflow_version_without_recorded_preprocessing_fails_to_load(world):
     from serving.runtime.predictor import SkiffPredictor
 
     reg = ModelRegistry.from_settings(world["settings"])

@@ -13,11 +13,11 @@ tf.config.threading.set_inter_op_parallelism_threads(1)
 import keras  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from components.train_image.data import class_weights, decode, split_images  # noqa: E402
+from components.train_image.data import class_weights, split_images  # noqa: E402
 from components.train_image.evaluate import score  # noqa: E402
 from components.train_image.model import backbone_of, build_model, save_backbone_weights, set_phase  # noqa: E402
 from skiff.errors import InputError, NotFoundError, UsageError  # noqa: E402
-from skiff.image_data import Preprocessing  # noqa: E402
+from skiff.image_data import Preprocessing, decode_pixels  # noqa: E402
 
 
 def _trainable(model):
@@ -96,7 +96,7 @@ def _encoded(fmt, mode="RGB", frames=1):
                                                      ("GIF", "P", 3), ("BMP", "RGB", 1), ("WEBP", "RGB", 1)])
 def test_decode_gives_rgb_pixels_of_the_recorded_size(fmt, mode, frames):
     pre = Preprocessing(height=32, width=32, resize="pad")
-    pixels = decode(tf.constant(_encoded(fmt, mode, frames)), pre).numpy()
+    pixels = decode_pixels(tf.constant(_encoded(fmt, mode, frames)), pre).numpy()
     assert pixels.shape == (32, 32, 3) and pixels.dtype == np.float32 and pixels.max() <= 255
     assert pixels[0].sum() == 0 and pixels[16].sum() > 0  # a 40x20 image padded top and bottom
 
