@@ -152,6 +152,17 @@ def test_api_deployment_takes_its_secrets_and_settings_by_reference():
     assert settings["kfp_service_account"] == cluster.PIPELINE_SERVICE_ACCOUNT
 
 
+def test_prometheus_may_reach_the_api_it_scrapes_through_the_network_policy():
+    sets = ("monitoring.apiMetrics.enabled=true", "monitoring.apiMetrics.tokenSecret.name=skiff-api-scrape",
+            "networkPolicy.monitoringNamespaces={monitoring}")
+    policy = by_kind(render("skiff", (API_STREAM,), sets), "NetworkPolicy")["skiff-api"]["spec"]
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    assert {"from": [monitoring], "ports": [{"port": 8000, "protocol": "TCP"}]} in policy["ingress"]
+    # without the scrape nothing but the ingress controller's namespace gets in
+    quiet = by_kind(render("skiff", (API_STREAM,), sets[2:]), "NetworkPolicy")["skiff-api"]["spec"]
+    assert all(monitoring not in rule["from"] for rule in quiet["ingress"])
+
+
 def test_api_ingress_always_has_tls():
     docs = render_ci("skiff", "full-values.yaml")
     ing = by_kind(docs, "Ingress")["skiff-api"]["spec"]
