@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from serving.rollout.actuators import ROLLOUT_FIELD_MANAGER  # the manager the A
 from skiff.registry import ModelRegistry
 from skiff.storage import Store
 from tests.cluster.conftest import upstream_yaml
-from tests.conftest import REPO
+from tests.conftest import REPO, require_tool
 
 KSERVE = "kserve/config/crd/full"
 ARGO = "argo-cd/manifests/crds"
@@ -179,14 +178,11 @@ def test_the_project_allows_exactly_what_the_render_makes(rendered):
     assert allowed == made == {("serving.kserve.io", "InferenceService")}
 
 
-HELM = shutil.which("helm") or str(REPO / ".tools/bin/helm")
 
 
 def _chart_objects() -> dict[tuple[str, str], dict[str, Any]]:
-    if not Path(HELM).is_file():
-        pytest.skip("helm is not installed (make tools)")
     out = subprocess.run(
-        [HELM, "template", "skiff", str(REPO / "helm/skiff"), "--namespace", "skiff",
+        [require_tool("helm"), "template", "skiff", str(REPO / "helm/skiff"), "--namespace", "skiff",
          "-f", str(REPO / "helm/skiff/ci/minimal-values.yaml"),
          "--set", "servingRuntimes.flavors={sklearn,tensorflow}"],
         capture_output=True, text=True, timeout=120)

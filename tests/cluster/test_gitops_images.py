@@ -5,18 +5,15 @@ Terraform registries reference — no side names an image the others do not buil
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import hcl2
 import pytest
 import yaml
 
 from components import _image
-from tests.conftest import REPO
+from tests.conftest import REPO, require_tool
 
-HELM = shutil.which("helm") or str(REPO / ".tools/bin/helm")
 DEFINED = set(_image.IMAGES)
 
 
@@ -43,10 +40,8 @@ def ir_images(tmp_path_factory) -> set[str]:
 @pytest.fixture(scope="module")
 def chart_images() -> dict[str, set[str]]:
     """Images of the platform chart's objects by kind (every flavor's runtime, every component on)."""
-    if not Path(HELM).is_file():
-        pytest.skip("helm is not installed (make tools)")
     out = subprocess.run(
-        [HELM, "template", "skiff", str(REPO / "helm/skiff"), "--namespace", "skiff",
+        [require_tool("helm"), "template", "skiff", str(REPO / "helm/skiff"), "--namespace", "skiff",
          "-f", str(REPO / "helm/skiff/ci/full-values.yaml"), "--set", "servingRuntimes.flavors={sklearn,tensorflow}",
          "--set", f"image.registry={_image.REGISTRY}", "--set", f"image.tag={_image.TAG}"],
         capture_output=True, text=True, timeout=120)
