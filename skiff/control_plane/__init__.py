@@ -5,8 +5,16 @@ through SQLAlchemy 2; the schema is Alembic's (``migrations/``), upgraded when a
 time across processes (a PostgreSQL advisory lock, a file lock next to a SQLite file).
 """
 
-from skiff.control_plane.records import Alert, MonitoringResult, RetrainDecision, RunRecord, RunStatus
+from skiff.control_plane.records import (
+    Alert,
+    GroundTruthLabel,
+    MonitoringResult,
+    PerformanceResult,
+    RetrainDecision,
+    RunRecord,
+    RunStatus,
+)
 from skiff.control_plane.store import ControlPlane, engine_url, migrate
 
 __all__ = ["ControlPlane", "RunRecord", "RunStatus", "MonitoringResult", "Alert", "RetrainDecision", "migrate",
-           "engine_url"]
+           "engine_url", "GroundTruthLabel", "PerformanceResult"]

@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "RunRow", "MonitoringResultRow", "AlertRow", "RetrainDecisionRow"]
+__all__ = ["Base", "RunRow", "MonitoringResultRow", "AlertRow", "RetrainDecisionRow", "GroundTruthLabelRow",
+           "PerformanceResultRow"]
 
 
 class Base(DeclarativeBase):
@@ -101,4 +102,52 @@ class RetrainDecisionRow(Base):
     action: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str] = mapped_column(Text)
     run_id: Mapped[str | None] = mapped_column(String(200))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class GroundTruthLabelRow(Base):
+    """A label that arrived after the prediction (posted through the REST API): joined to the inference log
+    on request id and row by the decay monitor (:mod:`skiff.monitoring.decay`)."""
+
+    __tablename__ = "ground_truth_labels"
+    __table_args__ = (UniqueConstraint("model", "request_id", "row", name="uq_ground_truth_labels_request_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(100), index=True)
+    request_id: Mapped[str] = mapped_column(String(200))
+    row: Mapped[int] = mapped_column(Integer, default=0)
+    #: the label as text (class labels) or a number's text (regression)
+    label: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(String(40), default="api")
+
+
+class PerformanceResultRow(Base):
+    """One performance metric (accuracy, ROC-AUC, RMSE) of one window of a version's labeled traffic."""
+
+    __tablename__ = "performance_results"
+    __table_args__ = (
+        UniqueConstraint("model", "version", "window_start", "window_end", "metric",
+                         name="uq_performance_results_window_metric"),
+        Index("ix_performance_results_model_version_window", "model", "version", "window_start"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    #: ``accuracy``, ``roc_auc`` or ``rmse``
+    metric: Mapped[str] = mapped_column(String(20))
+    value: Mapped[float] = mapped_column(Float)
+    ci_low: Mapped[float] = mapped_column(Float)
+    ci_high: Mapped[float] = mapped_column(Float)
+    #: the version's held-out test value of the metric (None when its metadata has none)
+    baseline: Mapped[float | None] = mapped_column(Float)
+    #: the floor (a ceiling for RMSE) the window is held to
+    floor: Mapped[float | None] = mapped_column(Float)
+    decayed: Mapped[bool] = mapped_column(Boolean)
+    labeled: Mapped[int] = mapped_column(Integer)
+    logged: Mapped[int] = mapped_column(Integer)
+    computed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["RunRecord", "RunStatus", "MonitoringResult", "Alert", "RetrainDecision"]
+__all__ = ["RunRecord", "RunStatus", "MonitoringResult", "Alert", "RetrainDecision", "GroundTruthLabel",
+           "PerformanceResult"]
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "gate_failed"]
 
@@ -73,4 +74,39 @@ class RetrainDecision(BaseModel):
     action: Literal["retrain", "skip"]
     reason: str
     run_id: str | None = None
+    details: dict[str, Any] = {}
+
+
+class GroundTruthLabel(BaseModel):
+    """A label of one logged prediction (request id and row), posted after the fact."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    request_id: str
+    row: int = 0
+    label: str
+    received_at: str = ""
+    source: str = "api"
+
+
+class PerformanceResult(BaseModel):
+    """One performance metric of one window of a version's labeled traffic, with its 95% interval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    version: int
+    window_start: str
+    window_end: str
+    metric: Literal["accuracy", "roc_auc", "rmse"]
+    value: float
+    ci_low: float
+    ci_high: float
+    baseline: float | None = Field(default=None, description="The version's held-out test value.")
+    floor: float | None = Field(default=None, description="The floor (RMSE: ceiling) the window is held to.")
+    decayed: bool = Field(description="The whole interval is on the wrong side of the floor.")
+    labeled: int = Field(description="Logged rows with a label (the metric's sample).")
+    logged: int = Field(description="Logged rows of the window.")
+    computed_at: str = ""
     details: dict[str, Any] = {}

@@ -28,8 +28,22 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from skiff.config import Settings
-from skiff.control_plane.models import AlertRow, MonitoringResultRow, RetrainDecisionRow, RunRow
-from skiff.control_plane.records import Alert, MonitoringResult, RetrainDecision, RunRecord
+from skiff.control_plane.models import (
+    AlertRow,
+    GroundTruthLabelRow,
+    MonitoringResultRow,
+    PerformanceResultRow,
+    RetrainDecisionRow,
+    RunRow,
+)
+from skiff.control_plane.records import (
+    Alert,
+    GroundTruthLabel,
+    MonitoringResult,
+    PerformanceResult,
+    RetrainDecision,
+    RunRecord,
+)
 from skiff.errors import ConfigError, ConflictError, NotFoundError, StorageError
 
 __all__ = ["ControlPlane", "engine_url", "migrate", "owner_id", "utc_now", "MIGRATIONS"]
@@ -351,3 +365,82 @@ class ControlPlane:
             return [RetrainDecision(id=r.id, model=r.model, version=r.version, decided_at=_utc(r.decided_at) or "",
                                     action=r.action, reason=r.reason, run_id=r.run_id,  # type: ignore[arg-type]
                                     details=dict(r.details or {})) for r in s.scalars(q)]
+
+    # -- ground truth and performance ------------------------------------------------------------------
+    def add_labels(self, labels: Iterable[GroundTruthLabel]) -> tuple[int, int]:
+        """Store labels; a label for a (model, request id, row) that has one replaces it (a correction).
+        Returns (inserted, replaced)."""
+        rows = list(labels)
+        now = utc_now()
+        inserted = replaced = 0
+        with self._session() as s:
+            for lab in rows:
+                existing = s.scalars(select(GroundTruthLabelRow).where(
+                    GroundTruthLabelRow.model == lab.model, GroundTruthLabelRow.request_id == lab.request_id,
+                    GroundTruthLabelRow.row == lab.row)).first()
+                if existing is not None:
+                    existing.label, existing.received_at, existing.source = lab.label, now, lab.source
+                    replaced += 1
+                else:
+                    s.add(GroundTruthLabelRow(model=lab.model, request_id=lab.request_id, row=lab.row,
+                                              label=lab.label, received_at=_ts(lab.received_at) or now,
+                                              source=lab.source))
+                    inserted += 1
+        return inserted, replaced
+
+    def labels(self, model: str, request_ids: Iterable[str] | None = None) -> list[GroundTruthLabel]:
+        """A model's posted labels (of these request ids only, when given)."""
+        q = select(GroundTruthLabelRow).where(GroundTruthLabelRow.model == model)
+        if request_ids is not None:
+            ids = sorted(set(request_ids))
+            out: list[GroundTruthLabel] = []
+            for i in range(0, len(ids), 500):  # bounded IN lists
+                out += self._labels(q.where(GroundTruthLabelRow.request_id.in_(ids[i:i + 500])))
+            return out
+        return self._labels(q)
+
+    def _labels(self, q: Any) -> list[GroundTruthLabel]:
+        with self._session() as s:
+            return [GroundTruthLabel(model=r.model, request_id=r.request_id, row=r.row, label=r.label,
+                                     received_at=_utc(r.received_at) or "", source=r.source) for r in s.scalars(q)]
+
+    def save_performance(self, results: Iterable[PerformanceResult]) -> int:
+        """Store windows' performance results, replacing those stored before for the same window."""
+        rows = list(results)
+        now = utc_now()
+        with self._session() as s:
+            for model, version, start, end in {(r.model, r.version, _ts(r.window_start), _ts(r.window_end))
+                                               for r in rows}:
+                s.execute(delete(PerformanceResultRow).where(
+                    PerformanceResultRow.model == model, PerformanceResultRow.version == version,
+                    PerformanceResultRow.window_start == start, PerformanceResultRow.window_end == end))
+            for r in rows:
+                data = r.model_dump()
+                data.update(window_start=_ts(r.window_start), window_end=_ts(r.window_end),
+                            computed_at=_ts(r.computed_at) or now)
+                s.add(PerformanceResultRow(**data))
+        return len(rows)
+
+    def performance_results(self, model: str, version: int | None = None, *, metric: str | None = None,
+                            limit: int = 10_000) -> list[PerformanceResult]:
+        """A model's stored performance results, oldest window first."""
+        q = select(PerformanceResultRow).where(PerformanceResultRow.model == model)
+        if version is not None:
+            q = q.where(PerformanceResultRow.version == version)
+        if metric is not None:
+            q = q.where(PerformanceResultRow.metric == metric)
+        q = q.order_by(PerformanceResultRow.window_start, PerformanceResultRow.version,
+                       PerformanceResultRow.metric).limit(limit)
+        with self._session() as s:
+            return [PerformanceResult(
+                model=r.model, version=r.version, window_start=_utc(r.window_start) or "",
+                window_end=_utc(r.window_end) or "", metric=r.metric, value=r.value,  # type: ignore[arg-type]
+                ci_low=r.ci_low, ci_high=r.ci_high, baseline=r.baseline, floor=r.floor, decayed=r.decayed,
+                labeled=r.labeled, logged=r.logged, computed_at=_utc(r.computed_at) or "",
+                details=dict(r.details or {})) for r in s.scalars(q)]
+
+    def performance_models(self) -> list[str]:
+        """The models with stored performance results."""
+        q = select(PerformanceResultRow.model).distinct().order_by(PerformanceResultRow.model)
+        with self._session() as s:
+            return list(s.scalars(q))

@@ -9,6 +9,16 @@ and ``metric``: ``psi``, ``linf`` or ``js``):
 * ``skiff_drift_window_end_timestamp_seconds`` (labels ``model``, ``version``): the end of that window,
   so an alert can tell stale scores (the monitor stopped) from fresh ones.
 
+Performance on labeled traffic (:mod:`skiff.monitoring.decay`), the latest window with labels of each
+model version (labels ``model``, ``version``, ``metric``: ``accuracy``, ``roc_auc`` or ``rmse``):
+
+* ``skiff_model_performance``, ``skiff_model_performance_ci_lower`` / ``_ci_upper`` (its 95% interval);
+* ``skiff_model_performance_floor``: the floor (RMSE: ceiling) from the version's test metric;
+* ``skiff_model_performance_baseline``: the version's test metric itself;
+* ``skiff_model_performance_below_floor``: 1 when the whole interval is past the floor (the alert's
+  condition, ``SkiffModelAccuracyBelowFloor``);
+* ``skiff_model_performance_labeled_rows``: how many labeled rows the window had.
+
 They are computed from the control plane at scrape time (:class:`DriftCollector`, served by the REST
 API's ``/api/v1/metrics``: the monitor is a batch job, gone before Prometheus would scrape it, and every
 API replica reads the same database), or written once as a text file (:func:`write_metrics_file`,
@@ -24,12 +34,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from skiff.control_plane import ControlPlane, MonitoringResult
+from skiff.control_plane import ControlPlane, MonitoringResult, PerformanceResult
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-__all__ = ["latest_windows", "drift_metrics", "DriftCollector", "exposition", "write_metrics_file"]
+__all__ = ["latest_windows", "drift_metrics", "performance_metrics", "DriftCollector", "exposition",
+           "write_metrics_file"]
 
 
 def latest_windows(results: Iterable[MonitoringResult]) -> list[MonitoringResult]:
@@ -71,6 +82,37 @@ def drift_metrics(results: Iterable[MonitoringResult]) -> list[Metric]:
     return [score, threshold, detected, window]
 
 
+def performance_metrics(results: Iterable[PerformanceResult]) -> list[Metric]:
+    """The performance families of the latest labeled window of each model version in ``results``."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    labels = ["model", "version", "metric"]
+    fams = {name: GaugeMetricFamily(f"skiff_model_performance{name}", doc, labels=labels) for name, doc in (
+        ("", "Performance of the latest labeled window"),
+        ("_ci_lower", "Lower bound of its 95% interval"), ("_ci_upper", "Upper bound of its 95% interval"),
+        ("_floor", "Floor (RMSE: ceiling) from the version's test metric"),
+        ("_baseline", "The version's held-out test value of the metric"),
+        ("_below_floor", "1 when the whole interval is past the floor"),
+        ("_labeled_rows", "Labeled rows of the latest window"))}
+    latest: dict[tuple[str, int, str], PerformanceResult] = {}
+    for r in results:
+        key = (r.model, r.version, r.metric)
+        if key not in latest or r.window_start > latest[key].window_start:
+            latest[key] = r
+    for (model, version, metric), r in sorted(latest.items()):
+        values = [model, str(version), metric]
+        fams[""].add_metric(values, r.value)
+        fams["_ci_lower"].add_metric(values, r.ci_low)
+        fams["_ci_upper"].add_metric(values, r.ci_high)
+        if r.floor is not None:
+            fams["_floor"].add_metric(values, r.floor)
+        if r.baseline is not None:
+            fams["_baseline"].add_metric(values, r.baseline)
+        fams["_below_floor"].add_metric(values, 1.0 if r.decayed else 0.0)
+        fams["_labeled_rows"].add_metric(values, float(r.labeled))
+    return list(fams.values())
+
+
 class DriftCollector:
     """A Prometheus collector reading the latest drift scores of ``models`` (default: every model with
     scores) from the control plane on each scrape."""
@@ -83,13 +125,15 @@ class DriftCollector:
         models = self.models if self.models is not None else self.control_plane.monitored_models()
         results = [r for m in models for r in self.control_plane.monitoring_results(m)]
         yield from drift_metrics(results)
+        perf_models = self.models if self.models is not None else self.control_plane.performance_models()
+        yield from performance_metrics(r for m in perf_models for r in self.control_plane.performance_results(m))
 
 
-def exposition(results: Iterable[MonitoringResult]) -> bytes:
-    """The Prometheus text exposition of :func:`drift_metrics`."""
+def exposition(results: Iterable[MonitoringResult], performance: Iterable[PerformanceResult] = ()) -> bytes:
+    """The Prometheus text exposition of :func:`drift_metrics` and :func:`performance_metrics`."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    families = drift_metrics(results)
+    families = drift_metrics(results) + performance_metrics(performance)
 
     class _Fixed:
         def collect(self) -> Iterator[Metric]:
@@ -100,7 +144,8 @@ def exposition(results: Iterable[MonitoringResult]) -> bytes:
     return generate_latest(registry)
 
 
-def write_metrics_file(path: str | Path, results: Iterable[MonitoringResult]) -> Path:
+def write_metrics_file(path: str | Path, results: Iterable[MonitoringResult],
+                       performance: Iterable[PerformanceResult] = ()) -> Path:
     """Write :func:`exposition` to ``path`` whole (a temporary file in the same folder, renamed: the
     textfile collector never reads half a file)."""
     target = Path(path)
@@ -108,7 +153,7 @@ def write_metrics_file(path: str | Path, results: Iterable[MonitoringResult]) ->
     fd, tmp = tempfile.mkstemp(prefix=".", suffix=".prom.tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(exposition(results))
+            f.write(exposition(results, performance))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -54,7 +54,7 @@ def test_concurrent_processes_migrate_a_fresh_schema_once_and_share_the_runs(url
     assert {"runs", "monitoring_results", "alerts", "retrain_decisions", "alembic_version"} <= tables
     with store.engine.connect() as conn:
         assert conn.execute(text(f'SELECT version_num FROM "{schema}".alembic_version')).scalars().all() == \
-            ["0001_initial"]
+            ["0002_performance"]
     store.close()
 
 

@@ -32,8 +32,8 @@ def test_open_creates_the_head_schema_and_it_matches_the_models(url):
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert diff == [], f"the models changed without an Alembic revision: {diff}"
-    assert migrate(store.engine) == "0001_initial"  # a second upgrade is a no-op
-    assert migrate(store.engine) == "0001_initial"
+    assert migrate(store.engine) == "0002_performance"  # a second upgrade is a no-op
+    assert migrate(store.engine) == "0002_performance"
 
 
 def test_settings_default_to_sqlite_under_the_root(tmp_path):
