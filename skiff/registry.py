@@ -3,7 +3,9 @@
 Layout (under the registry URI, ``<root>/models`` by default)::
 
     <name>/<version>/            version = 1, 2, 3 ... ; never rewritten once published
-        model.joblib             the fitted pipeline (flavor "sklearn")
+        <model file>             the model, in its flavor's file (:data:`FLAVORS`): model.joblib
+                                 (sklearn, recommender: pickled by the registry), model.keras
+                                 (tensorflow), model.onnx (onnx); ``metadata.model_file`` names it
         metadata.json            metrics, CV table, data fingerprint, spec, feature service, schema,
                                  statistics, pipeline run, code version, created at
         MODEL_CARD.md            the same, for people
@@ -19,6 +21,13 @@ file lock, which holds across processes on a local store (CLI, API, pipeline wor
 entry is lost and no number is taken twice; on a local store a version's rename also refuses to
 replace a folder, a second guard. (An object store without that database has neither a lock nor an
 atomic rename: run one writer per model there, which a KFP pipeline does.)
+
+Flavors: a version records its ``flavor``; ``metadata.model_file`` names its model file. A ``joblib`` flavor's model object is
+pickled by :meth:`ModelRegistry.register` and read back by :meth:`ModelRegistry.load_model`; a file
+flavor's model is one of the version's files (given to ``register`` with ``model=None``) and is loaded by
+that flavor's runtime (TensorFlow by the model server), never through joblib. Versions written before
+flavors were kept apart are read as they were: an old ``tensorflow`` version's ``model.joblib`` (a
+pointer to its files) is never unpickled; its model is ``extra.model_files.keras``.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import logging
 import shutil
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
@@ -43,7 +53,8 @@ from skiff.modeling import MODEL_FILE
 from skiff.storage import Store
 from skiff.versions import parse_version
 
-__all__ = ["ModelRegistry", "ModelVersion", "VersionMetadata", "ChampionEntry", "code_version"]
+__all__ = ["ModelRegistry", "ModelVersion", "VersionMetadata", "ChampionEntry", "code_version", "Flavor", "FLAVORS",
+           "register_flavor"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +62,31 @@ METADATA_FILE = "metadata.json"
 CARD_FILE = "MODEL_CARD.md"
 CHAMPION_FILE = "_champion.json"
 _MAX_RACE_RETRIES = 20
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """How a flavor's model is stored in a version."""
+
+    name: str
+    #: the file that holds the model
+    model_file: str
+    #: True: ``register`` pickles the model object with joblib; False: the model file is one of ``files``
+    joblib: bool = False
+
+
+#: flavor name -> how its model is stored (other flavors plug in with :func:`register_flavor`)
+FLAVORS: dict[str, Flavor] = {
+    "sklearn": Flavor("sklearn", MODEL_FILE, joblib=True),  # a joblib flavor's model_file is MODEL_FILE
+    "recommender": Flavor("recommender", MODEL_FILE, joblib=True),
+    "tensorflow": Flavor("tensorflow", "model.keras"),
+    "onnx": Flavor("onnx", "model.onnx"),
+}
+
+
+def register_flavor(flavor: Flavor) -> None:
+    """Declare how another flavor's model is stored."""
+    FLAVORS[flavor.name] = flavor
 
 
 class ChampionEntry(TypedDict):
@@ -77,7 +113,7 @@ class VersionMetadata(BaseModel):
 
     name: str
     version: int = 0
-    flavor: Literal["sklearn", "tensorflow"] = "sklearn"
+    flavor: Literal["sklearn", "onnx", "tensorflow", "recommender"] = "sklearn"
     created_at: str = ""
     problem_type: str | None = None
     target: str | None = None
@@ -104,6 +140,20 @@ class VersionMetadata(BaseModel):
     code_version: dict[str, str] = Field(default_factory=dict)
     files: list[str] = Field(default_factory=list)
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def model_file(self) -> str:
+        """The file that holds the model: the flavor's (:data:`FLAVORS`); a ``tensorflow`` version's is
+        ``extra.model_files.keras``; a file-flavor version registered the old way (a pickled object, no model
+        file) names its ``model.joblib``."""
+        flavor = FLAVORS.get(self.flavor)
+        if self.flavor == "tensorflow":
+            name = str((self.extra.get("model_files") or {}).get("keras") or (flavor.model_file if flavor else ""))
+        else:
+            name = flavor.model_file if flavor else MODEL_FILE
+        if flavor is not None and not flavor.joblib and self.files and name not in self.files and MODEL_FILE in self.files:
+            return MODEL_FILE
+        return name
 
 
 class ModelVersion(BaseModel):
@@ -199,11 +249,21 @@ class ModelRegistry:
         return [self.get(name, v) for v in self.version_numbers(name)]
 
     def load_model(self, name: str, version: int | str | None = None) -> Any:
+        """The model object of a ``joblib`` flavor's version (a file flavor's runtime reads its model file)."""
         import joblib
 
         mv = self.get(name, version)
-        with self.store.open(name, str(mv.version), MODEL_FILE) as f:
+        flavor = FLAVORS.get(mv.metadata.flavor)
+        if flavor is None or not flavor.joblib:
+            raise UsageError(f"model {name!r} version {mv.version} is a {mv.metadata.flavor} model: its runtime "
+                             f"loads {mv.metadata.model_file}; only {sorted(n for n, f in FLAVORS.items() if f.joblib)} "
+                             "versions load through the registry", flavor=mv.metadata.flavor)
+        with self.store.open(name, str(mv.version), mv.metadata.model_file) as f:
             return joblib.load(f)
+
+    def read_model_file(self, mv: ModelVersion) -> bytes:
+        """The bytes of a version's model file, whatever its flavor."""
+        return self.store.read_bytes(mv.name, str(mv.version), mv.metadata.model_file)
 
     def download(self, name: str, version: int | str | None, dest: Path) -> Path:
         """Copy a version's files to a local folder (for servers and steps that need paths)."""
@@ -223,17 +283,37 @@ class ModelRegistry:
         metadata: VersionMetadata | Mapping[str, Any],
         files: Mapping[str, Path | str] | None = None,
     ) -> ModelVersion:
-        """Publish a new version (the next number) with the model, its metadata and extra files."""
+        """Publish a new version (the next number) with the model, its metadata and extra files.
+
+        A ``joblib`` flavor (sklearn) passes the model object; a file flavor (tensorflow, onnx) passes
+        ``model=None`` and its model file among ``files``."""
         _check_name(name)
         meta = metadata if isinstance(metadata, VersionMetadata) else VersionMetadata.model_validate(
             {"name": name, **dict(metadata)}
         )
+        flavor = FLAVORS.get(meta.flavor)
+        if flavor is None:
+            raise UsageError(f"flavor {meta.flavor!r} has no storage declared (known: {sorted(FLAVORS)})")
+        model_file = meta.model_file
         paths = {k: Path(v) for k, v in (files or {}).items()}
+        reserved = (MODEL_FILE, METADATA_FILE, CARD_FILE, *((model_file,) if flavor.joblib else ()))
         for fname, path in paths.items():
-            if "/" in fname or fname.startswith(("_", ".")) or fname in (MODEL_FILE, METADATA_FILE, CARD_FILE):
+            if "/" in fname or fname.startswith(("_", ".")) or fname in reserved:
                 raise UsageError(f"invalid file name in a model version: {fname!r}")
             if not path.is_file():
                 raise NotFoundError(f"file to register not found: {path}")
+        if flavor.joblib and model is None:
+            raise UsageError(f"a {flavor.name} version needs its model object (the registry pickles it)")
+        if not flavor.joblib and model is not None:
+            if model_file in paths:
+                raise UsageError(f"a {flavor.name} version's model is its file {model_file}: pass model=None")
+            # the registry's old way (a pickled object for every flavor), kept for callers not yet moved: the
+            # version's model_file then names the pickle, so no runtime mistakes it for the flavor's file
+            log.warning("%s: a %s version registered with a pickled model object instead of its %s",
+                        name, flavor.name, model_file)
+        elif not flavor.joblib and model_file not in paths:
+            raise UsageError(f"a {flavor.name} version needs its model file {model_file!r} among the files "
+                             f"(given: {sorted(paths)})")
         with self.locks.exclusive(self.store, name, "_versions"):
             for folder in self.store.clean_abandoned_staging(name):
                 log.warning("%s: removed the staging folder of a registration that was killed: %s", name, folder)
@@ -250,11 +330,12 @@ class ModelRegistry:
                 "version": version,
                 "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "code_version": meta.code_version or code_version(),
-                "files": sorted([MODEL_FILE, METADATA_FILE, CARD_FILE, *files]),
+                "files": sorted({METADATA_FILE, CARD_FILE, *files, *((MODEL_FILE,) if model is not None else ())}),
             })
             try:
                 with self.store.atomic_dir(name, str(version)) as staging:
-                    joblib.dump(model, staging / MODEL_FILE)
+                    if model is not None:  # a joblib flavor (register checked which it is)
+                        joblib.dump(model, staging / MODEL_FILE)
                     for fname, path in files.items():
                         shutil.copyfile(path, staging / fname)
                     (staging / METADATA_FILE).write_text(meta.model_dump_json(indent=2))

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from skiff.errors import SpecError
 from skiff.expressions import expression_names, parse_expression
 from skiff.identifiers import NAME_RE, check_identifier, quote_name
+from skiff.stream_spec import StreamWindows
 from skiff.yamlio import load_user_yaml
 
 __all__ = [
@@ -60,7 +61,7 @@ __all__ = [
 ]
 
 ColumnType = Literal["string", "integer", "float", "boolean", "datetime", "category"]
-ProblemType = Literal["binary", "multiclass", "regression"]
+ProblemType = Literal["binary", "multiclass", "regression", "recommendation"]
 
 
 class _Strict(BaseModel):
@@ -318,7 +319,9 @@ class DatasetSpec(_Strict):
     )
     event_timestamp: str | None = Field(default=None, description="Column with the event time, if any.")
     target: str | None = Field(default=None, description="Label column (None for unlabeled feeds).")
-    problem_type: ProblemType | None = Field(default=None, description="binary, multiclass or regression.")
+    problem_type: ProblemType | None = Field(
+        default=None, description="binary, multiclass or regression; recommendation for interaction events "
+        "(user, item, event type, time: see skiff.recommend.events), which have no target.")
     positive_class: Any = Field(default=None, description="Positive label for binary targets.")
     dedupe: bool = Field(default=True, description="Drop duplicate rows on entity key (+ timestamp).")
     unknown_columns: Literal["keep", "drop", "reject"] = Field(
@@ -333,6 +336,20 @@ class DatasetSpec(_Strict):
     derived: list[DerivedFeature] = Field(
         default_factory=list, description="Derived features (computed online and offline alike)."
     )
+    windows: StreamWindows | None = Field(
+        default=None, description="Event-time windows per entity computed by `skiff stream`, with allowed "
+        "lateness and alert rules (skiff.stream_spec)."
+    )
+
+    @model_validator(mode="after")
+    def _check_windows(self) -> DatasetSpec:
+        if self.windows is not None:
+            try:
+                self.windows.check({n: c.type for n, c in self.columns.items()}, self.key_columns,
+                                   self.event_timestamp, self.generated_key is not None)
+            except SpecError as e:
+                raise ValueError(e.message) from None
+        return self
 
     @model_validator(mode="after")
     def _check_names(self) -> DatasetSpec:
@@ -377,6 +394,11 @@ class DatasetSpec(_Strict):
                 raise ValueError(f"event_timestamp column {self.event_timestamp!r} is not in columns")
             if col.type != "datetime":
                 raise ValueError(f"event_timestamp column {self.event_timestamp!r} must have type datetime")
+        if self.problem_type == "recommendation":  # interaction events: ranked, never labelled
+            if self.target is not None:
+                raise ValueError("a recommendation spec has no target: its rows are interaction events")
+            if self.event_timestamp is None:
+                raise ValueError("a recommendation spec needs event_timestamp (evaluation splits by time)")
         if self.target is not None:
             if self.target not in self.columns:
                 raise ValueError(f"target column {self.target!r} is not in columns")
