@@ -47,7 +47,7 @@ def interactions(users: int = 2000, items: int = 1000, *, topics: int = 20, days
     tastes = rng.dirichlet(np.full(topics, 0.1), size=users)
     end_s = pd.Timestamp(end).timestamp()
     start_s = end_s - days * 86400.0
-    rows_u, rows_i, rows_e, rows_t, rows_r = [], [], [], [], []
+    rows: list[tuple[int, int, str, float, float]] = []
     for u in range(users):
         n_sessions = max(1, rng.poisson(sessions_per_user))
         for s_start in np.sort(rng.uniform(start_s, end_s - 3600, size=n_sessions)):
@@ -61,20 +61,19 @@ def interactions(users: int = 2000, items: int = 1000, *, topics: int = 20, days
                         continue
                     item = int(rng.choice(by_topic[topic], p=topic_weight[topic]))
                 t += float(rng.exponential(60.0))
-                rows_u.append(u), rows_i.append(item), rows_e.append("view"), rows_t.append(t), rows_r.append(np.nan)
+                rows.append((u, item, "view", t, np.nan))
                 if rng.random() < 0.3:
                     t += float(rng.exponential(20.0))
-                    rows_u.append(u), rows_i.append(item), rows_e.append("click"), rows_t.append(t)
-                    rows_r.append(np.nan)
+                    rows.append((u, item, "click", t, np.nan))
                     if rng.random() < 0.2:
                         t += float(rng.exponential(120.0))
-                        rows_u.append(u), rows_i.append(item), rows_e.append("purchase"), rows_t.append(t)
-                        rows_r.append(float(rng.integers(3, 6)) if rng.random() < 0.5 else np.nan)
+                        rating = float(rng.integers(3, 6)) if rng.random() < 0.5 else np.nan
+                        rows.append((u, item, "purchase", t, rating))
     frame = pd.DataFrame({
-        "user_id": [f"u{u:06d}" for u in rows_u],
-        "item_id": [f"i{i:06d}" for i in rows_i],
-        "event_type": rows_e,
-        "timestamp": pd.to_datetime(np.array(rows_t), unit="s", utc=True).floor("ms"),
-        "rating": rows_r,
+        "user_id": [f"u{r[0]:06d}" for r in rows],
+        "item_id": [f"i{r[1]:06d}" for r in rows],
+        "event_type": [r[2] for r in rows],
+        "timestamp": pd.to_datetime(np.array([r[3] for r in rows]), unit="s", utc=True).floor("ms"),
+        "rating": [r[4] for r in rows],
     })
     return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
