@@ -36,6 +36,7 @@ from ruamel.yaml.error import YAMLError
 
 from skiff.errors import ConfigError, GateFailed, NotFoundError, SkiffError, UsageError
 from skiff.locks import FileLocks, Locks
+from skiff.monitoring.retrain import RetrainPolicy
 from skiff.registry import ModelRegistry, ModelVersion
 from skiff.rollout_policy import RolloutPolicy
 from skiff.versions import VersionNumber
@@ -157,6 +158,9 @@ class EnvironmentConfig(BaseModel):
     defaults: ServingDefaults = Field(default_factory=ServingDefaults)
     gpu: GpuPlacement = Field(default_factory=GpuPlacement)
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy, description="Canary policy of this environment.")
+    # retrain policies (skiff.monitoring.retrain): a winning challenger lands here as a canary
+    retrain: dict[str, RetrainPolicy] = Field(
+        default_factory=dict, description="Retrain policy per model name (skiff monitor run --act).")
 
     @field_validator("service_account_annotations")
     @classmethod
@@ -356,6 +360,28 @@ class Environments:
         cfg = _validate(EnvironmentConfig, _load_rt(path), path)
         if cfg.name != env:
             raise ConfigError(f"{path}: name {cfg.name!r} differs from its folder {env!r}")
+        return cfg
+
+    def set_retrain_policy(self, env: str, name: str, policy: RetrainPolicy | None) -> EnvironmentConfig:
+        """Set (None: remove) the retrain policy of model ``name`` in ``environment.yaml``, keeping comments."""
+        path = self.env_dir(env) / ENVIRONMENT_FILE
+        with self.locks.exclusive_path(path.with_name(f".{ENVIRONMENT_FILE}.lock")):
+            doc = _load_rt(path)
+            block = doc.get("retrain")
+            if not isinstance(block, CommentedMap):
+                block = doc["retrain"] = CommentedMap()
+            if policy is None:
+                block.pop(name, None)
+            else:
+                block[name] = CommentedMap(policy.model_dump(exclude_defaults=True))
+            if not block:
+                doc.pop("retrain", None)
+            cfg: EnvironmentConfig = _validate(EnvironmentConfig, _plain(doc), path)
+            buf = io.StringIO()
+            _yaml().dump(doc, buf)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(buf.getvalue())
+            tmp.replace(path)
         return cfg
 
     def model_path(self, env: str, name: str) -> Path:

@@ -98,7 +98,8 @@ class RetrainDecisionRow(Base):
     model: Mapped[str] = mapped_column(String(100))
     version: Mapped[int | None] = mapped_column(Integer)
     decided_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    #: ``retrain`` or ``skip``
+    #: ``retrain`` or ``skip`` (the decision), then a retrain's steps: ``challenger``, ``promote``,
+    #: ``no_promote``, ``failed``
     action: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str] = mapped_column(Text)
     run_id: Mapped[str | None] = mapped_column(String(200))

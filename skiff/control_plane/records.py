@@ -71,7 +71,10 @@ class RetrainDecision(BaseModel):
     model: str
     version: int | None = None
     decided_at: str = ""
-    action: Literal["retrain", "skip"]
+    #: ``retrain``/``skip`` (the policy's decision), then the steps of a retrain: ``challenger`` (the run's
+    #: registered version and the gate's verdict), ``promote`` (deployed as a canary), ``no_promote`` (the gate
+    #: kept the champion), ``failed`` (a step failed; the reason says which)
+    action: Literal["retrain", "skip", "challenger", "promote", "no_promote", "failed"]
     reason: str
     run_id: str | None = None
     details: dict[str, Any] = {}
