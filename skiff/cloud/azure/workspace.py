@@ -1,0 +1,126 @@
+"""Which environments show their model versions in Azure ML, and the ``MLClient`` of their workspace.
+
+An environment opts in with a file next to its ``environment.yaml``::
+
+    infra/environments/<env>/azureml.yaml
+        subscription_id: 00000000-0000-0000-0000-000000000000
+        resource_group: skiff-prod
+        workspace: skiff-prod-ml
+        on_register: true        # each new version appears when registered (else only on promotion)
+
+The file is read with :mod:`skiff.yamlio` (the core reads no serving code). The environments folder is
+the one the CLI takes (``--environments``, ``SKIFF_ENVIRONMENTS``, ``infra/environments``). The identity
+is azure-identity's ``DefaultAzureCredential`` chain: environment variables, workload identity (AKS),
+managed identity, the Azure CLI's login.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from skiff.config import project_path
+from skiff.errors import ConfigError, EnvironmentMissing
+from skiff.yamlio import load_user_yaml
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+    from azure.core.credentials import TokenCredential
+
+__all__ = ["AzureMLTarget", "AZUREML_FILE", "environments_dir", "targets", "target", "ml_client", "credential",
+           "ClientFactory"]
+
+AZUREML_FILE = "azureml.yaml"
+_ENVIRONMENT_FILE = "environment.yaml"
+
+
+class AzureMLTarget(BaseModel):
+    """``<env>/azureml.yaml``: the Azure ML workspace an environment's model versions appear in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env: str = Field(default="", description="The environment (its folder name); set when read.")
+    subscription_id: str = Field(min_length=1, description="Subscription of the workspace.")
+    resource_group: str = Field(min_length=1, description="Resource group of the workspace.")
+    workspace: str = Field(min_length=1, description="Azure ML workspace name.")
+    on_register: bool = Field(default=True, description="Create the Azure ML model when a version is "
+                              "registered (false: only when it is promoted into this environment).")
+    cloud: str | None = Field(default=None, description="Azure cloud name (AzureCloud, AzureUSGovernment, "
+                              "AzureChinaCloud); default: the SDK's (AzureCloud).")
+    registry: str | None = Field(default=None, description="Where Azure ML finds the model registry (abfs[s]:// "
+                                 "or https://<account>.blob.core.windows.net/<container>/<path>); default: the "
+                                 "environment's own registry when it is on Azure storage, else skiff's registry.")
+
+    @property
+    def workspace_key(self) -> tuple[str, str, str]:
+        """One workspace, however many environments name it."""
+        return (self.subscription_id.lower(), self.resource_group.lower(), self.workspace.lower())
+
+
+#: How the sync functions get a client for a workspace (tests give one that reaches a local server).
+ClientFactory = Callable[[AzureMLTarget], "MLClient"]
+
+
+def environments_dir(path: str | Path | None = None) -> Path:
+    """The GitOps environments folder: ``path``, else ``SKIFF_ENVIRONMENTS``, else ``infra/environments``."""
+    if path is not None:
+        return Path(path)
+    return project_path(os.environ.get("SKIFF_ENVIRONMENTS") or "infra/environments")
+
+
+def target(root: Path, env: str) -> AzureMLTarget | None:
+    """The Azure ML target of one environment; None when it has not opted in (no ``azureml.yaml``)."""
+    if not (root / env / _ENVIRONMENT_FILE).is_file():
+        raise ConfigError(f"environment {env!r} not found: no {root / env / _ENVIRONMENT_FILE}")
+    path = root / env / AZUREML_FILE
+    if not path.is_file():
+        return None
+    data = load_user_yaml(path, "Azure ML target", error=ConfigError)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping (subscription_id, resource_group, workspace)")
+    if "env" in data:
+        raise ConfigError(f"{path}: 'env' is the folder's name, not a setting")
+    if "registry" not in data:
+        env_file = load_user_yaml(root / env / _ENVIRONMENT_FILE, "environment file", error=ConfigError)
+        env_registry = env_file.get("registry") if isinstance(env_file, dict) else None
+        if isinstance(env_registry, str) and env_registry.startswith(("abfs://", "abfss://", "https://")):
+            data = {**data, "registry": env_registry}
+    try:
+        return AzureMLTarget.model_validate({**data, "env": env})
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"{path}: {problems}") from e
+
+
+def targets(root: Path) -> list[AzureMLTarget]:
+    """Every environment that opted in, by name."""
+    if not root.is_dir():
+        return []
+    envs = sorted(p.name for p in root.iterdir() if (p / _ENVIRONMENT_FILE).is_file())
+    return [t for t in (target(root, e) for e in envs) if t is not None]
+
+
+def credential() -> TokenCredential:
+    """azure-identity's default chain (no interactive browser login)."""
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError as e:
+        raise EnvironmentMissing("Azure commands need the azure extra: pip install 'skiff[azure]'") from e
+    return DefaultAzureCredential(exclude_interactive_browser_credential=True)
+
+
+def ml_client(t: AzureMLTarget, cred: TokenCredential | None = None, **sdk_options: Any) -> MLClient:
+    """The workspace's ``MLClient`` (no telemetry, no progress bars); ``sdk_options`` go to the SDK
+    (``cloud``/``cloud_metadata`` name a cloud the SDK does not know)."""
+    try:
+        from azure.ai.ml import MLClient
+    except ImportError as e:
+        raise EnvironmentMissing("Azure ML needs the azure extra: pip install 'skiff[azure]'") from e
+    if t.cloud and "cloud" not in sdk_options:
+        sdk_options["cloud"] = t.cloud
+    return MLClient(cred or credential(), t.subscription_id, t.resource_group, t.workspace,
+                    enable_telemetry=False, show_progress=False, **sdk_options)
