@@ -98,6 +98,16 @@ class Settings(BaseSettings):
         description="Largest request body the model server reads (larger ones get 413); above the REST API's "
         "cap, since inference batches are larger than control-plane requests.",
     )
+    # image models: the model server's micro-batcher (serving.runtime.images.MicroBatcher)
+    serve_image_batch_max: int = Field(
+        default=32, ge=1,
+        description="Most images one model call of an image classifier takes from concurrent requests; 1 turns "
+        "micro-batching off (every request its own model call).",
+    )
+    serve_image_batch_wait_ms: float = Field(
+        default=5.0, ge=0, le=1000,
+        description="Longest a request to an image classifier waits for others to share its model call.",
+    )
 
     @field_validator("root", "lake", "artifacts", "registry")
     @classmethod

@@ -55,9 +55,8 @@ def register_image_model(registry: ModelRegistry, name: str, model_dir: Path, ev
                    "phases": training["phases"], "device": training["device"], "per_class": evaluation.per_class,
                    "confusion": evaluation.confusion, "counts": training["counts"],
                    "model_files": {"keras": MODEL_FILE, "saved_model": SAVED_MODEL_ARCHIVE}})
-        # the registry stores a joblib "model" for every flavor: a TensorFlow version's is this pointer to its files
-        pointer = {"flavor": "tensorflow", "keras": MODEL_FILE, "saved_model": SAVED_MODEL_ARCHIVE}
-        version = registry.register(name, pointer, meta, files)
+        # a file flavor: the model is model.keras among the files, nothing is pickled
+        version = registry.register(name, None, meta, files)
     champion = False
     if evaluation.promote:
         registry.set_champion(name, version.version, evaluation.reason)

@@ -25,6 +25,7 @@ naming the image and the reason. TensorFlow is imported only here, and only when
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -42,7 +43,7 @@ from skiff.image_data import LabelMap, Preprocessing, decode_pixels
 from skiff.registry import ModelRegistry, ModelVersion
 
 __all__ = ["IMAGE_PROBLEM", "MAX_PIXELS", "MAX_IMAGES", "ImageClassifier", "load_image_classifier",
-           "images_v1", "images_v2", "binary_v2_request"]
+           "images_v1", "images_v2", "binary_v2_request", "MicroBatcher", "BatchStats", "batch_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -236,22 +237,162 @@ class ImageClassifier:
         return np.stack(decoded).astype(np.float32, copy=False)
 
     def probabilities(self, images: list[bytes]) -> np.ndarray:
-        proba = np.asarray(self.model(self.pixels(images), training=False), dtype=np.float32)
+        return self.scores(self.pixels(images))
+
+    def scores(self, pixels: np.ndarray) -> np.ndarray:
+        """The model's softmax outputs ``[n, classes]`` for a decoded batch (one model call)."""
+        proba = np.asarray(self.model(pixels, training=False), dtype=np.float32)
         if proba.ndim != 2 or proba.shape[1] != len(self.classes):
             raise ValueError(f"the model gave outputs of shape {proba.shape} for {len(self.classes)} classes")
         return proba
 
-    def top_k(self, images: list[bytes], k: Any = None) -> TopK:
+    def check_k(self, k: Any) -> int:
+        """The request's ``top_k`` (the default when None); anything but 1..classes is a BadRequest."""
         n_classes = len(self.classes)
         if k is None:
             k = min(DEFAULT_TOP_K, n_classes)
         if type(k) is not int or not 1 <= k <= n_classes:
             raise BadRequest(f"top_k must be an integer from 1 to {n_classes} (the model's classes), got {k!r}",
                              "top_k")
-        proba = self.probabilities(images)
+        return k
+
+    def rank(self, proba: np.ndarray, k: int) -> TopK:
+        """The k best labels and scores of every row of ``proba``, best first."""
         order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
         return TopK([[self.classes[j] for j in row] for row in order.tolist()],
                     np.take_along_axis(proba, order, axis=1))
+
+    def top_k(self, images: list[bytes], k: Any = None) -> TopK:
+        k = self.check_k(k)
+        return self.rank(self.probabilities(images), k)
+
+
+@dataclass
+class _Pending:
+    """One request waiting in the micro-batcher: its decoded images, its ``top_k`` and its answer."""
+
+    pixels: np.ndarray
+    k: int
+    future: asyncio.Future[TopK]
+
+
+@dataclass
+class BatchStats:
+    """What a :class:`MicroBatcher` has done: model calls, the requests and images they answered."""
+
+    model_calls: int = 0
+    requests: int = 0
+    images: int = 0
+    #: the most requests one model call answered
+    largest: int = 0
+
+
+_batch_metrics: tuple[Any, Any] | None = None
+
+
+def batch_metrics() -> tuple[Any, Any]:
+    """``skiff_image_model_calls_total{model}`` and ``skiff_image_batch_requests`` (requests per model call)."""
+    global _batch_metrics
+    if _batch_metrics is None:
+        from prometheus_client import Counter, Histogram
+
+        _batch_metrics = (
+            Counter("skiff_image_model_calls_total", "Model calls of an image classifier (one per micro-batch).",
+                    ["model"]),
+            Histogram("skiff_image_batch_requests", "Requests answered by one model call of an image classifier.",
+                      ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)),
+        )
+    return _batch_metrics
+
+
+class MicroBatcher:
+    """Concurrent requests to one image model answered by one model call.
+
+    Each request decodes its own images first (in a worker thread), so a bad image is that request's
+    :class:`BadRequest` and nobody else's; the decoded batch then waits in a queue. One task per model
+    takes the first waiting request, gathers those that arrive within ``max_wait_s`` until
+    ``max_batch`` images are waiting, runs the model once on all of them (in a worker thread, so the
+    event loop keeps reading requests meanwhile) and hands every request its own rows, ranked with
+    its own ``top_k``. A request is never split: one larger than ``max_batch`` is a batch by itself.
+    A failure of the model call itself fails the requests of that call only.
+    """
+
+    def __init__(self, classifier: ImageClassifier, *, max_batch: int = 32, max_wait_s: float = 0.005,
+                 name: str = "") -> None:
+        if max_batch < 1 or max_wait_s < 0:
+            raise ValueError(f"max_batch must be >= 1 and max_wait_s >= 0, got {max_batch}, {max_wait_s}")
+        self.classifier = classifier
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.name = name
+        self.stats = BatchStats()
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def top_k(self, images: list[bytes], k: Any = None) -> TopK:
+        """This request's top-k, computed in a model call shared with the requests in flight."""
+        kk = self.classifier.check_k(k)
+        pixels = await asyncio.to_thread(self.classifier.pixels, images)
+        queue = self._start()
+        future: asyncio.Future[TopK] = asyncio.get_running_loop().create_future()
+        await queue.put(_Pending(pixels, kk, future))
+        return await future
+
+    def _start(self) -> asyncio.Queue[_Pending]:
+        loop = asyncio.get_running_loop()
+        if self._queue is None or self._loop is not loop or self._worker is None or self._worker.done():
+            self._loop, self._queue = loop, asyncio.Queue()
+            self._worker = loop.create_task(self._run(self._queue), name=f"image-batcher-{self.name}")
+        return self._queue
+
+    async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await queue.get()]
+            n = len(batch[0].pixels)
+            deadline = loop.time() + self.max_wait_s
+            while n < self.max_batch:
+                if not queue.empty():
+                    item = queue.get_nowait()
+                else:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(queue.get(), left)
+                    except TimeoutError:
+                        break
+                batch.append(item)
+                n += len(item.pixels)
+            await self._call(batch)
+
+    async def _call(self, batch: list[_Pending]) -> None:
+        batch = [p for p in batch if not p.future.done()]  # a client that went away is not scored
+        if not batch:
+            return
+        pixels = batch[0].pixels if len(batch) == 1 else np.concatenate([p.pixels for p in batch])
+        try:
+            proba = await asyncio.to_thread(self.classifier.scores, pixels)
+        except Exception as e:  # the model call itself failed: its requests fail, the batcher goes on
+            log.error("%s: a batched model call of %d images failed: %s", self.name, len(pixels), e)
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(e)
+            return
+        self.stats.model_calls += 1
+        self.stats.requests += len(batch)
+        self.stats.images += len(pixels)
+        self.stats.largest = max(self.stats.largest, len(batch))
+        calls, sizes = batch_metrics()
+        calls.labels(model=self.name).inc()
+        sizes.labels(model=self.name).observe(len(batch))
+        start = 0
+        for p in batch:
+            rows = proba[start:start + len(p.pixels)]
+            start += len(p.pixels)
+            if not p.future.done():
+                p.future.set_result(self.classifier.rank(rows, p.k))
 
 
 def _limit_threads(threads: int) -> None:
@@ -273,14 +414,14 @@ def load_image_classifier(registry: ModelRegistry, mv: ModelVersion, settings: S
                              "(the train_image step's registration records it)")
     pre = Preprocessing.model_validate(extra["preprocessing"])
     label_map = LabelMap.model_validate(extra["label_map"])
-    model_file = str(extra["model_files"].get("keras") or "")
-    if model_file not in mv.metadata.files:
-        raise ValueError(f"{mv.name} v{mv.version}: the model file {model_file!r} is not among the version's "
-                         f"files {sorted(mv.metadata.files)}")
+    model_file = mv.metadata.model_file  # the flavor's model file: extra.model_files.keras
+    if model_file not in mv.metadata.files or not model_file.endswith(".keras"):
+        raise ValueError(f"{mv.name} v{mv.version}: the model file {model_file!r} is not a .keras file among the "
+                         f"version's files {sorted(mv.metadata.files)}")
     _limit_threads(settings.max_threads)
     import keras
 
-    payload = registry.store.read_bytes(mv.name, str(mv.version), model_file)
+    payload = registry.read_model_file(mv)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / model_file  # Keras reads a .keras archive from a path
         path.write_bytes(payload)

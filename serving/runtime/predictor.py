@@ -46,7 +46,7 @@ from skiff.registry import ModelRegistry, ModelVersion, VersionMetadata
 if TYPE_CHECKING:
     import pandas as pd
 
-    from serving.runtime.images import ImageClassifier
+    from serving.runtime.images import ImageClassifier, MicroBatcher
 
 __all__ = ["SkiffPredictor", "V1Response", "Scores", "Runtime", "FLAVORS", "register_flavor", "ENGINES"]
 
@@ -239,6 +239,8 @@ class SkiffPredictor(Model):  # type: ignore[misc]  # kserve ships no types: Mod
         self.load_error: str | None = None
         #: the ``tensorflow`` flavor's image classifier (serving.runtime.images); None for tabular versions
         self.images: ImageClassifier | None = None
+        #: its micro-batcher (None when ``serve_image_batch_max`` is 1, and for tabular versions)
+        self.batcher: MicroBatcher | None = None
 
     # -- loading -------------------------------------------------------------------------------------
     def load(self) -> bool:
@@ -280,9 +282,15 @@ class SkiffPredictor(Model):  # type: ignore[misc]  # kserve ships no types: Mod
                  self.problem, self.runtime.engine)
 
     def _load_images(self, registry: ModelRegistry, mv: ModelVersion, settings: Settings) -> None:
-        from serving.runtime.images import IMAGE_PROBLEM, load_image_classifier
+        from serving.runtime.images import IMAGE_PROBLEM, MicroBatcher, load_image_classifier
 
         self.images = load_image_classifier(registry, mv, settings)
+        if settings.serve_image_batch_max > 1:
+            # KServe awaits predict when it is a coroutine function: an image version answers through the
+            # micro-batcher, so concurrent requests share one model call
+            self.batcher = MicroBatcher(self.images, max_batch=settings.serve_image_batch_max,
+                                        max_wait_s=settings.serve_image_batch_wait_ms / 1000, name=self.name)
+            self.predict = self.predict_batched  # type: ignore[method-assign]
         self.runtime = None
         self.version, self.metadata = mv.version, mv.metadata
         self.problem = mv.metadata.problem_type or IMAGE_PROBLEM
@@ -305,6 +313,23 @@ class SkiffPredictor(Model):  # type: ignore[misc]  # kserve ships no types: Mod
         encoded, k = images_v1(payload)
         return {"predictions": v1_predictions(images.top_k(encoded, k)), "model_name": self.name,
                 "model_version": self.version_label}
+
+    async def predict_batched(self, payload: Any, headers: dict[str, str] | None = None,
+                              response_headers: dict[str, str] | None = None) -> V1Response | InferResponse:
+        """An image request answered through the micro-batcher (:class:`serving.runtime.images.MicroBatcher`)."""
+        from serving.runtime.images import images_v1, images_v2, v1_predictions, v2_outputs
+
+        assert self.batcher is not None
+        if isinstance(payload, InferRequest):
+            encoded, k = images_v2(payload)
+            top = await self.batcher.top_k(encoded, k)
+            return InferResponse(response_id=payload.id or uuid.uuid4().hex, model_name=self.name,
+                                 model_version=self.version_label, infer_outputs=v2_outputs(top),
+                                 use_binary_outputs=payload.use_binary_outputs,
+                                 requested_outputs=payload.request_outputs)
+        encoded, k = images_v1(payload)
+        top = await self.batcher.top_k(encoded, k)
+        return {"predictions": v1_predictions(top), "model_name": self.name, "model_version": self.version_label}
 
     def _model_classes(self) -> list[Any]:
         model = getattr(self.runtime, "model", None) or getattr(getattr(self.runtime, "fallback", None), "model", None)
