@@ -182,7 +182,9 @@ def _register_promote(app: typer.Typer) -> None:
     ) -> None:
         """Record in Git which version of a model runs in an environment (validated against the registry)."""
         from serving.deploy.gitops import commit_message, git_commit
+        from skiff.cli import _cloud_aws
 
+        scan = None
         ref = parse_version(version, what="--version") if version is not None else None
         modes = sum([ref is not None, source is not None or target is not None, rollback])
         if modes != 1:
@@ -194,7 +196,9 @@ def _register_promote(app: typer.Typer) -> None:
                 raise UsageError("--from and --to go together (and without --env)")
             if canary_percent is not None:
                 raise UsageError("--canary-percent goes with --version")
-            result = envs.copy(reg, name, source, target, force=force, reason=reason)
+            scan = _cloud_aws.promotion_scan_gate(envs, reg, target, name, envs.deployment(source, name).version,
+                                                  _images(), force=force, reason=reason)
+            result = envs.copy(reg, name, source, target, force=force, reason=_cloud_aws.with_scan_note(reason, scan))
         else:
             if env is None:
                 raise UsageError("--env ENV is required")
@@ -203,10 +207,17 @@ def _register_promote(app: typer.Typer) -> None:
                     raise UsageError("--rollback takes no --force or --canary-percent")
                 result = envs.rollback(reg, env, name, reason=reason)
             else:
+                # ECR's scan gate on the serving image (no AWS call unless the environment's images are in ECR)
+                scan = _cloud_aws.promotion_scan_gate(envs, reg, env, name, ref, _images(), force=force,
+                                                      reason=reason)
                 result = envs.promote(reg, env, name, ref, canary_percent=canary_percent, force=force,
-                                      reason=reason)
+                                      reason=_cloud_aws.with_scan_note(reason, scan))
         if commit and result.changed:
             result = result.model_copy(update={"commit": git_commit(Path(result.path), commit_message(result))})
+        if result.changed:  # Azure ML: the environment as the version's tag and stage, when the env opted in
+            from skiff.cloud.azure.models import on_promote
+
+            on_promote(reg, result.env, name, result.version, environments=environments)
         what = (f"canary {result.version} at {result.canary.percent}%" if result.canary
                 else f"version {result.version}")
         human = (f"{result.env}: {name} {what} ({result.action}; was {result.previous})"
@@ -214,7 +225,10 @@ def _register_promote(app: typer.Typer) -> None:
                  + (f" (commit {result.commit[:10]})" if result.commit else ""))
         if not result.changed:
             human = f"{result.env}: {name} already runs {what}; nothing changed"
-        emit(result.model_dump(mode="json"), json_out, human)
+        out = result.model_dump(mode="json")
+        if scan is not None:
+            out["scan_gate"] = scan.to_dict()
+        emit(out, json_out, human)
 
 
 # -- rollout ----------------------------------------------------------------------------------------------
