@@ -1,17 +1,23 @@
-"""``skiff monitor run``: serving drift of a model's logged windows against its training data, stored in
-the control plane (:mod:`skiff.monitoring`)."""
+"""``skiff monitor run``: serving drift of a model's logged windows against its training data and its
+performance on labeled traffic, stored in the control plane (:mod:`skiff.monitoring`); ``--act`` applies
+the model's retrain policy (:mod:`skiff.monitoring.retrain`) with kfp.local and the GitOps promote code;
+``skiff monitor schedule`` renders the monitor's KFP recurring run."""
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from skiff.cli._common import JsonOption, console, emit, state
 from skiff.errors import GateFailed, UsageError
+
+if TYPE_CHECKING:
+    from skiff.config import Settings
+    from skiff.monitoring.retrain import ChallengerRun, RetrainPolicy
 
 __all__ = ["add_commands"]
 
@@ -40,6 +46,69 @@ def _table(result: dict[str, Any]) -> None:
     console.print(table)
     console.print(f"{result['drifted_windows']} of {len(result['windows'])} window(s) drifted; scores stored in "
                   "the control plane", highlight=False)
+    for p in result.get("performance", []):
+        if p["skipped"]:
+            continue
+        line = ", ".join(f"{r['metric']} {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+                         + (" BELOW FLOOR" if r["decayed"] else "") for r in p["results"])
+        console.print(f"v{p['version']} {p['window_start'][:16].replace('T', ' ')}: {p['labeled']} labeled: {line}",
+                      highlight=False)
+    for step in result.get("retrain", []):
+        console.print(f"retrain {step['action']}: {step['reason']}", highlight=False)
+    if result.get("report"):
+        console.print(f"report: {result['report']}", highlight=False)
+
+
+class _LocalRetrain:
+    """The effects of a retrain on this machine: the model's pipeline with kfp.local on the newest data (its
+    spec's sources), and a winner's canary through the GitOps promote code in ``env``."""
+
+    def __init__(self, ctx: typer.Context, settings: Settings, environments: Path, env: str) -> None:
+        self.ctx, self.settings, self.environments, self.env = ctx, settings, environments, env
+
+    def _dataset(self, model: str, policy: RetrainPolicy) -> str:
+        from skiff.registry import ModelRegistry
+
+        if policy.dataset:
+            return policy.dataset
+        meta = ModelRegistry.from_settings(self.settings).get(model, "latest").metadata
+        name = meta.dataset.get("name")
+        if not name:
+            raise UsageError(f"retrain policy of {model}: set dataset (its latest version names no dataset)")
+        return str(name)
+
+    def start_pipeline(self, model: str, policy: RetrainPolicy, reason: str) -> ChallengerRun:
+        from pipelines import runner
+        from pipelines.definitions import get_pipeline
+        from skiff.cli._common import dataset_spec
+        from skiff.monitoring.retrain import ChallengerRun
+        from skiff.registry import ModelRegistry
+
+        definition = get_pipeline(policy.pipeline)
+        spec = dataset_spec(self.ctx, self._dataset(model, policy), None)
+        params = {**policy.params, "model_name": model} if policy.pipeline == "tabular" else dict(policy.params)
+        args = definition.arguments(spec, params, self.settings, local=True)
+        local_run = runner.run_local(policy.pipeline, args, runner.local_pipeline_root(self.settings))
+        summary = definition.summarize(local_run, self.settings)
+        registered = summary.get("registered") or {}
+        version = registered.get("version")
+        gate: dict[str, Any] = {}
+        if version is not None:
+            gate = ModelRegistry.from_settings(self.settings).get(model, int(version)).metadata.gate
+        return ChallengerRun(run_id=str(summary.get("run_id") or args.get("run_id")), status=str(summary["status"]),
+                             version=int(version) if version is not None else None,
+                             promoted_by_gate=gate.get("promote") is True, gate_reason=str(gate.get("reason") or ""),
+                             error=summary.get("error"), details={"log_file": summary.get("log_file")})
+
+    def promote_canary(self, model: str, version: int, percent: int, reason: str) -> dict[str, Any]:
+        from serving.deploy.gitops import Environments
+        from skiff.locks import locks_for
+        from skiff.registry import ModelRegistry
+
+        result = Environments(self.environments, locks=locks_for(self.settings)).promote(
+            ModelRegistry.from_settings(self.settings), self.env, model, version, canary_percent=percent,
+            reason=reason)
+        return dict(result.model_dump(mode="json"))
 
 
 def add_commands(app: typer.Typer) -> None:
@@ -60,22 +129,70 @@ def add_commands(app: typer.Typer) -> None:
             help="Also write the latest window's scores per version as Prometheus text (skiff_drift_*), e.g. "
             "for node-exporter's textfile collector. On a cluster the REST API serves them on /api/v1/metrics.",
         )] = None,
+        labels_dataset: Annotated[str | None, typer.Option(
+            "--labels-dataset", help="An ingested labels dataset to join (default: the retrain policy's, if any); "
+            "labels posted through the REST API are always used.")] = None,
+        act: Annotated[bool, typer.Option(
+            "--act", help="Apply the model's retrain policy (environment file, retrain:): on drift, decay or its "
+            "schedule run the pipeline with kfp.local; a winner becomes a canary in --env.")] = False,
+        env: Annotated[str, typer.Option("--env", help="The environment whose retrain policy applies and where "
+                                         "a winner lands as a canary (the lowest one).")] = "dev",
+        environments: Annotated[Path, typer.Option("--environments", help="The GitOps environments folder.")] = Path(
+            "infra/environments"),
+        report: Annotated[Path | None, typer.Option(
+            "--report", file_okay=False, help="Write a self-contained HTML report per scored window here.")] = None,
         json_out: JsonOption = False,
     ) -> None:
         """Score each hour window of a model's inference log against its training data (PSI, L-infinity,
-        Jensen-Shannon; the predictions against validation time) and store the scores. Exit 1 when a window
-        drifted."""
-        from skiff.monitoring.runner import monitor_model
+        Jensen-Shannon; the predictions against validation time) and, where labels arrived, its accuracy /
+        ROC-AUC / RMSE against the version's test metrics; store the scores and raise alerts. Exit 1 when a
+        window drifted or decayed."""
+        from skiff.control_plane import ControlPlane
+        from skiff.monitoring.decay import monitor_performance
+        from skiff.monitoring.runner import evidence, monitor_model, record_alerts
 
-        reports = monitor_model(state(ctx).settings, model, version=version, since=_since(since), min_rows=min_rows)
+        settings = state(ctx).settings
+        store = ControlPlane.from_settings(settings)
+        policy = None
+        if act:
+            from serving.deploy.gitops import Environments
+
+            policy = Environments(environments).environment(env).retrain.get(model)
+            if policy is None:
+                raise UsageError(f"--act: {environments}/{env}/environment.yaml has no retrain policy for {model} "
+                                 "(add retrain: {model}: {...})")
+        when = _since(since)
+        reports = monitor_model(settings, model, version=version, since=when, min_rows=min_rows, store=store)
+        perf = monitor_performance(settings, model, version=version, since=when, store=store,
+                                   labels_dataset=labels_dataset or (policy.labels_dataset if policy else None))
+        alerts = record_alerts(store, model, reports, perf)
         if metrics_file is not None:
             from skiff.monitoring.metrics import write_metrics_file
 
-            write_metrics_file(metrics_file, [r for rep in reports for r in rep.results])
+            write_metrics_file(metrics_file, [r for rep in reports for r in rep.results],
+                               [r for p in perf for r in p.results])
         windows = [r.to_dict() for r in reports]
         drifted = sum(1 for r in reports if r.drifted)
-        emit({"model": model, "windows": windows, "drifted_windows": drifted}, json_out, _table)
-        if drifted:
-            which = "; ".join(f"{r.window_start[:16].replace('T', ' ')} v{r.version}: {', '.join(r.drifted)}"
-                              for r in reports if r.drifted)
-            raise GateFailed(f"{drifted} window(s) of {model} drifted ({which})")
+        decayed = sum(1 for p in perf if p.decayed)
+        result: dict[str, Any] = {"model": model, "windows": windows, "drifted_windows": drifted,
+                                  "performance": [p.to_dict() for p in perf], "decayed_windows": decayed,
+                                  "alerts": [a.model_dump() for a in alerts]}
+        if report is not None:
+            from skiff.monitoring.report import write_reports
+
+            result["report"] = str(write_reports(settings, model, report, store=store, version=version))
+        if policy is not None:
+            from skiff.control_plane.store import utc_now
+            from skiff.monitoring.retrain import carry_out, decide
+
+            decision = decide(policy, model, evidence(store, model), store.retrain_decisions(model), now=utc_now(),
+                              version=version)
+            steps = carry_out(store, decision, policy, _LocalRetrain(ctx, settings, environments, env))
+            result["retrain"] = [s.model_dump() for s in steps]
+        emit(result, json_out, _table)
+        if drifted or decayed:
+            which = "; ".join([f"{r.window_start[:16].replace('T', ' ')} v{r.version}: {', '.join(r.drifted)}"
+                               for r in reports if r.drifted] +
+                              [f"{p.window_start[:16].replace('T', ' ')} v{p.version}: {', '.join(p.decayed)} below "
+                               "the floor" for p in perf if p.decayed])
+            raise GateFailed(f"{drifted} window(s) of {model} drifted, {decayed} decayed ({which})")

@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skiff.config import Settings
-from skiff.control_plane import ControlPlane, MonitoringResult
+from skiff.control_plane import Alert, ControlPlane, MonitoringResult
 from skiff.control_plane.store import utc_now
 from skiff.errors import NotFoundError
 from skiff.inference_log import log_partitions, log_store, read_log
 from skiff.monitoring.drift import DEFAULT_ALPHA, Reference, score_window
 from skiff.monitoring.reference import reference_for_version
+from skiff.monitoring.retrain import Evidence
 
-__all__ = ["WindowReport", "monitor_model", "window_columns"]
+__all__ = ["WindowReport", "monitor_model", "window_columns", "record_alerts", "evidence"]
 
 
 @dataclass
@@ -89,3 +90,46 @@ def monitor_model(settings: Settings, model: str, *, version: int | None = None,
         store.save_window(report.results)
         reports.append(report)
     return reports
+
+
+def record_alerts(store: ControlPlane, model: str, drift: list[WindowReport],
+                  performance: list[Any] | None = None) -> list[Alert]:
+    """Raise an alert (control plane) for each drifted window and each decayed one
+    (:class:`skiff.monitoring.decay.WindowPerformance`) that has none yet; returns the new ones."""
+    seen = {(a.kind, a.version, a.details.get("window_start")) for a in store.alerts(model)}
+    new: list[Alert] = []
+    for w in drift:
+        if w.drifted and ("drift", w.version, w.window_start) not in seen:
+            top = max((r for r in w.results if r.drifted and r.metric == "psi"), key=lambda r: r.value, default=None)
+            new.append(Alert(model=model, version=w.version, kind="drift", severity="warning",
+                             message=f"{model} version {w.version}: {', '.join(w.drifted)} drifted in the window "
+                             f"from {w.window_start}", value=top.value if top else None,
+                             threshold=top.threshold if top else None,
+                             details={"window_start": w.window_start, "window_end": w.window_end,
+                                      "features": w.drifted}))
+    for p in performance or []:
+        for r in p.results:
+            if r.decayed and ("accuracy_below_floor", p.version, p.window_start) not in seen:
+                new.append(Alert(model=model, version=p.version, kind="accuracy_below_floor", severity="critical",
+                                 message=f"{model} version {p.version}: {r.metric} {r.value:.3f} (95% interval "
+                                 f"{r.ci_low:.3f}-{r.ci_high:.3f}) past its floor {r.floor:.3f} in the window "
+                                 f"from {p.window_start}", value=r.value, threshold=r.floor,
+                                 details={"window_start": p.window_start, "window_end": p.window_end,
+                                          "metric": r.metric, "labeled": r.labeled}))
+                seen.add(("accuracy_below_floor", p.version, p.window_start))
+    return [store.add_alert(a) for a in new]
+
+
+def evidence(store: ControlPlane, model: str) -> Evidence:
+    """The retrain policy's evidence (:class:`skiff.monitoring.retrain.Evidence`) from every stored window
+    of ``model``: drifted windows and windows below their performance floor."""
+    drifted: dict[tuple[str, int], set[str]] = {}
+    for r in store.monitoring_results(model):
+        if r.drifted and r.metric == "psi":
+            drifted.setdefault((r.window_end, r.version), set()).add(r.feature or "prediction")
+    decayed: dict[tuple[str, int], set[str]] = {}
+    for p in store.performance_results(model):
+        if p.decayed:
+            decayed.setdefault((p.window_end, p.version), set()).add(p.metric)
+    return Evidence(drift=[(end, v, sorted(f)) for (end, v), f in sorted(drifted.items())],
+                    decay=[(end, v, sorted(m)) for (end, v), m in sorted(decayed.items())])
