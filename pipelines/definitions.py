@@ -29,6 +29,7 @@ __all__ = [
     "PIPELINES",
     "TABULAR",
     "IMAGE",
+    "RECOMMENDER",
     "RunOutcome",
     "get_pipeline",
     "run_outcome",
@@ -192,8 +193,41 @@ def _image() -> PipelineDefinition:
 
 IMAGE = _image()
 
+
+def _recommender_function() -> Any:
+    from pipelines.recommender import recommender
+
+    return recommender
+
+
+def _recommender() -> PipelineDefinition:
+    from pipelines import recommender_run
+
+    return PipelineDefinition(
+        name="recommender",
+        spec_help="the interaction data set's spec (problem_type recommendation: user, item, event type, event "
+                  "time, optional rating), validated by ingestion like any data set",
+        parameters=(
+            Parameter("sources", list, [], "list of sources overriding the spec's (same form as the spec's "
+                                           "sources)"),
+            Parameter("model_name", str, "", "registered model name (default: the dataset name)"),
+            Parameter("recs_config", dict, {}, "recommender config: user/item/event columns, weights, "
+                                               "half_life_days, test_days, k, models, als, ann …"),
+            Parameter("margin", float, 0.0, "how much the challenger's NDCG@k must beat the champion's by"),
+            Parameter("ingest_date", str, "", "partition date to ingest into (default: today)"),
+        ),
+        load=_recommender_function,
+        build=recommender_run.arguments,
+        check=recommender_run.preflight,
+        summary=recommender_run.summarize,
+        lines=recommender_run.summary_lines,
+    )
+
+
+RECOMMENDER = _recommender()
+
 #: name -> definition: the one place a pipeline is known by name
-PIPELINES: dict[str, PipelineDefinition] = {d.name: d for d in (TABULAR, IMAGE)}
+PIPELINES: dict[str, PipelineDefinition] = {d.name: d for d in (TABULAR, IMAGE, RECOMMENDER)}
 
 
 def get_pipeline(name: str) -> PipelineDefinition:

@@ -456,7 +456,7 @@ def build_pipeline(
 
 
 def _problem(spec: DatasetSpec) -> Problem:
-    if spec.target is None or spec.problem_type is None:
+    if spec.target is None or spec.problem_type is None or spec.problem_type == "recommendation":
         raise SpecError(f"dataset spec {spec.name!r} has no target/problem_type: nothing to train")
     return spec.problem_type
 

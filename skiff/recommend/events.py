@@ -184,7 +184,7 @@ def _seconds(values: Any) -> np.ndarray:
     t = pd.to_datetime(pd.Series(values), utc=True, errors="coerce")
     out = np.full(len(t), np.nan)
     ok = t.notna().to_numpy()
-    out[ok] = t[ok].astype("int64").to_numpy() / 1e9
+    out[ok] = (t[ok] - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()  # any unit (ns, us, ms)
     return out
 
 

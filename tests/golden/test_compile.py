@@ -50,3 +50,12 @@ def test_tabular_ir_has_the_gate_and_every_step(tmp_path):
     assert "== true" in branches["condition-2"]["triggerPolicy"]["condition"]
     images = {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()}
     assert any("skiff-tfdv" in i for i in images) and any(i.endswith("/skiff:" + i.rsplit(":", 1)[-1]) for i in images)
+
+
+def test_recommender_ir_ingests_trains_gates_and_registers(tmp_path):
+    ir = next(yaml.safe_load_all(compile_pipeline("recommender", tmp_path / "r.yaml").read_text()))
+    tasks = ir["root"]["dag"]["tasks"]
+    assert set(tasks) == {"ingest-op", "train-recs-op", "evaluate-recs-op", "register-recs-op"}
+    assert all(t["cachingOptions"] == {} for t in tasks.values())  # events come from outside KFP: never cached
+    assert tasks["train-recs-op"]["dependentTasks"] == ["ingest-op"]
+    assert set(tasks["register-recs-op"]["dependentTasks"]) == {"evaluate-recs-op", "train-recs-op"}

@@ -32,7 +32,7 @@ def test_the_api_takes_the_definitions_parameters():
 
 
 def test_an_unknown_pipeline_names_the_known_ones():
-    with pytest.raises(NotFoundError, match=r"unknown pipeline 'nope'; known: \['image', 'tabular'\]"):
+    with pytest.raises(NotFoundError, match=r"unknown pipeline 'nope'; known: \['image', 'recommender', 'tabular'\]"):
         get_pipeline("nope")
 
 

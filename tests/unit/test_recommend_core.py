@@ -128,3 +128,12 @@ def test_time_split_and_evaluation_against_popularity():
     assert ev.metrics[ev.best]["ndcg@10"] == max(m["ndcg@10"] for m in ev.metrics.values())
     with pytest.raises(Exception, match="empty train or test"):
         time_split(data, 365)
+
+
+@pytest.mark.parametrize("unit", ["ns", "us", "ms", "s"])
+def test_event_times_in_any_unit_are_seconds(unit):
+    ts = pd.Series(pd.to_datetime(["2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"])).astype(f"datetime64[{unit}, UTC]")
+    df = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "event_type": ["view", "view"], "timestamp": ts})
+    data = interactions(df, RecsConfig(), "timestamp")
+    assert data.ts[1] - data.ts[0] == pytest.approx(86400.0)
+    assert data.ts[0] == pytest.approx(pd.Timestamp("2026-11-01T00:00:00Z").timestamp())

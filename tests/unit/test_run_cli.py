@@ -94,7 +94,7 @@ def test_spec_problems_are_usage_errors(skiff_env, capsys):
     assert main(["run", "tabular", "--local", "--host", "http://kfp", "--param", f"spec={SPEC}"]) == 2
     assert "not both" in capsys.readouterr().err
     assert main(["run", "nope", "--param", f"spec={SPEC}"]) == 2
-    assert "unknown pipeline 'nope'; known: ['image', 'tabular']" in capsys.readouterr().err
+    assert "unknown pipeline 'nope'; known: ['image', 'recommender', 'tabular']" in capsys.readouterr().err
 
 
 def test_cluster_arguments_use_the_settings_uris(skiff_env, monkeypatch):
