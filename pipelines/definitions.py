@@ -78,6 +78,9 @@ class PipelineDefinition:
     check: Callable[[DatasetSpec, dict[str, Any]], None]
     summary: Callable[[dict[str, Any], Settings], dict[str, Any]]
     lines: Callable[[dict[str, Any]], list[str]]
+    #: the spec when a run names none, from the user's parameters (the image pipeline: its folder); None:
+    #: every run needs a spec. It may take its own entries out of the parameters.
+    spec_from_params: Callable[[dict[str, Any]], DatasetSpec] | None = None
 
     @property
     def function(self) -> Any:
@@ -182,12 +185,21 @@ def _image() -> PipelineDefinition:
             Parameter("margin", float, 0.0, "how much the challenger's top-1 accuracy must beat the champion's by"),
             Parameter("top_k", int, 3, "k of the top-k accuracy"),
             Parameter("ingest_date", str, "", "partition date to ingest into (default: today)"),
+            Parameter("name", str, "", "without a spec: the data set's name (default: the folder's name)"),
+            Parameter("backbone", str, None, "shortcut for train_config.backbone (MobileNetV3Small, "
+                                             "MobileNetV3Large, EfficientNetV2B0, ResNet50, TinyConvNet)"),
+            Parameter("weights", str, None, "shortcut for train_config.weights: imagenet, empty (random) or a "
+                                            "backbone .weights.h5 URI"),
+            Parameter("image_size", int, None, "shortcut for train_config.image_size (pixels)"),
+            Parameter("epochs", int, None, "shortcut for the epochs of both training phases (head_epochs, "
+                                           "fine_tune_epochs)"),
         ),
         load=_image_function,
         build=image_run.arguments,
         check=image_run.preflight,
         summary=image_run.summarize,
         lines=image_run.summary_lines,
+        spec_from_params=image_run.folder_spec,
     )
 
 

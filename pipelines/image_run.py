@@ -3,11 +3,15 @@
 
 The dataset spec names the image data set (its ``name`` is the lake folder and the default model name; its
 columns are not used: an image set's table is :data:`skiff.image_data.IMAGE_COLUMNS`). ``data`` is where the
-images are: an ImageFolder root, a CSV/JSON manifest, or a URI.
+images are: an ImageFolder root, a CSV/JSON manifest, or a URI. Without a spec the folder defines the data
+set by itself (:func:`folder_spec`: ``skiff run image --local --param data=DIR``), named after the folder
+(or ``--param name=NAME``). ``backbone``, ``weights``, ``image_size`` and ``epochs`` (each training phase's)
+are shortcuts for the same keys of ``train_config``.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from pathlib import Path
@@ -20,7 +24,38 @@ if TYPE_CHECKING:
     from skiff.config import Settings
     from skiff.spec import DatasetSpec
 
-__all__ = ["arguments", "preflight", "summarize", "summary_lines"]
+__all__ = ["arguments", "preflight", "summarize", "summary_lines", "folder_spec", "TRAIN_SHORTCUTS"]
+
+#: parameter -> the train_config keys it sets (``epochs``: both phases')
+TRAIN_SHORTCUTS: dict[str, tuple[str, ...]] = {"backbone": ("backbone",), "weights": ("weights",),
+                                                "image_size": ("image_size",),
+                                                "epochs": ("head_epochs", "fine_tune_epochs")}
+
+
+def _folder_name(data: str) -> str:
+    """A data set name (skiff.identifiers.NAME_RE) from the last part of a folder path or URI."""
+    last = data.rstrip("/").rsplit("/", 1)[-1]
+    last = re.sub(r"\.(csv|json|jsonl)$", "", last, flags=re.IGNORECASE)
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", last).strip("_-")[:56]
+    return name if name[:1].isalpha() else f"images_{name}".rstrip("_")
+
+
+def folder_spec(params: dict[str, Any]) -> DatasetSpec:
+    """The data set an image folder (or manifest) defines by itself, when the run has no spec file: named
+    ``params["name"]`` or after the folder. ``params`` loses its ``name`` entry."""
+    from skiff.spec import DatasetSpec
+
+    data = str(params.get("data") or "")
+    if not data:
+        raise UsageError("the image pipeline runs on a folder of images: give --param data=DIR (an ImageFolder "
+                         "root: one sub-folder per class), or --dataset NAME / --spec FILE")
+    name = str(params.pop("name", "") or _folder_name(data))
+    try:
+        return DatasetSpec.model_validate({"name": name, "entity_key": "path",
+                                           "columns": {"path": {"type": "string"}, "label": {"type": "string"}}})
+    except ValueError as e:
+        raise UsageError(f"cannot name the image data set {name!r}: give --param name=NAME (letters, digits, "
+                         f"'_' and '-', starting with a letter)") from e
 
 
 def arguments(spec: DatasetSpec, params: dict[str, Any], settings: Settings, local: bool) -> dict[str, Any]:
@@ -30,6 +65,20 @@ def arguments(spec: DatasetSpec, params: dict[str, Any], settings: Settings, loc
         return uri if "://" in uri or not local else str(Path(uri).resolve())
 
     args = dict(params)
+    if args.pop("name", None):
+        raise UsageError("--param name names a data set defined by its folder alone: with a spec, the spec names it")
+    config = dict(args.get("train_config") or {})
+    for param, keys in TRAIN_SHORTCUTS.items():
+        value = args.pop(param, None)
+        if value is None:
+            continue
+        for key in keys:
+            if key in config and config[key] != value:
+                raise UsageError(f"--param {param}={value!r} and train_config.{key}={config[key]!r} disagree: "
+                                 "give one")
+            config[key] = value
+    if config:
+        args["train_config"] = config
     args.setdefault("run_id", f"run-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}")
     args["dataset"] = spec.name
     args["model_name"] = args.get("model_name") or spec.name

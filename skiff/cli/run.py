@@ -13,6 +13,7 @@ from skiff.cli._pipeline_output import print_run, progress
 from skiff.errors import UsageError
 
 if TYPE_CHECKING:
+    from pipelines.definitions import PipelineDefinition
     from skiff.spec import DatasetSpec
 
 ParamOption = Annotated[
@@ -47,9 +48,10 @@ def _pipeline_help() -> str:
 
 
 def _run_spec(ctx: typer.Context, params: dict[str, Any], dataset: str | None, spec_file: Path | None,
-             pipeline: str) -> DatasetSpec:
+             pipeline: str, definition: PipelineDefinition | None = None) -> DatasetSpec:
     """The run's dataset spec, parsed once: ``--spec FILE`` (``--param spec=FILE`` is its alias), else
-    ``--dataset NAME``; ``params`` loses its ``spec`` entry."""
+    ``--dataset NAME``, else the one the pipeline defines from the parameters (the image pipeline's
+    folder); ``params`` loses its ``spec`` entry."""
     alias = params.pop("spec", None)
     if alias is not None:
         if spec_file is not None:
@@ -57,6 +59,8 @@ def _run_spec(ctx: typer.Context, params: dict[str, Any], dataset: str | None, s
         if not isinstance(alias, str) or not alias:
             raise UsageError(f"--param spec takes a spec file path, got {alias!r}"[:200])
         spec_file = Path(alias)
+    if dataset is None and spec_file is None and definition is not None and definition.spec_from_params:
+        return definition.spec_from_params(params)
     if dataset is None and spec_file is None:
         raise UsageError(f"the {pipeline} pipeline runs on a dataset: give --dataset NAME or --spec FILE")
     return dataset_spec(ctx, dataset, spec_file)
@@ -88,7 +92,7 @@ def add_commands(app: typer.Typer) -> None:
         host = None if local else (host or settings.kfp_host)
         definition = get_pipeline(pipeline)
         parsed = parse_params(params)
-        spec = _run_spec(ctx, parsed, dataset, spec_file, pipeline)
+        spec = _run_spec(ctx, parsed, dataset, spec_file, pipeline, definition)
         args = definition.arguments(spec, parsed, settings, local=not host)
         if host:
             result = runner.submit(pipeline, args, host, experiment, run_name,
