@@ -35,7 +35,6 @@ from skiff.errors import SpecError
 from skiff.expressions import expression_names, parse_expression
 from skiff.identifiers import NAME_RE, check_identifier, quote_name
 from skiff.stream_spec import StreamWindows
-from skiff.stream_spec import StreamWindows
 from skiff.yamlio import load_user_yaml
 
 __all__ = [
@@ -337,20 +336,6 @@ class DatasetSpec(_Strict):
     derived: list[DerivedFeature] = Field(
         default_factory=list, description="Derived features (computed online and offline alike)."
     )
-    windows: StreamWindows | None = Field(
-        default=None, description="Event-time windows per entity computed by `skiff stream`, with allowed "
-        "lateness and alert rules (skiff.stream_spec)."
-    )
-
-    @model_validator(mode="after")
-    def _check_windows(self) -> DatasetSpec:
-        if self.windows is not None:
-            try:
-                self.windows.check({n: c.type for n, c in self.columns.items()}, self.key_columns,
-                                   self.event_timestamp, self.generated_key is not None)
-            except SpecError as e:
-                raise ValueError(e.message) from None
-        return self
     windows: StreamWindows | None = Field(
         default=None, description="Event-time windows per entity computed by `skiff stream`, with allowed "
         "lateness and alert rules (skiff.stream_spec)."
