@@ -64,13 +64,13 @@ def _identity(sess: Any) -> Check:
 def _bucket_checks(s3: Any, bucket: str) -> list[Check]:
     exc = botocore_exceptions()
     try:
-        s3.head_bucket(Bucket=bucket)
+        location = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
     except exc.ClientError as e:
         fix = (f"create it with the Terraform module ({_TF}, bucket_name) or point the root at the right bucket"
                if error_code(e) in ("404", "NoSuchBucket") else
-               f"grant s3:ListBucket on arn:aws:s3:::{bucket} to the caller")
+               f"grant s3:GetBucketLocation on arn:aws:s3:::{bucket} to the caller")
         return [_fail("bucket", e, fix)]
-    checks = [Check("bucket", True, f"s3://{bucket} exists and answers")]
+    checks = [Check("bucket", True, f"s3://{bucket} exists, in {location}")]
 
     try:
         status = s3.get_bucket_versioning(Bucket=bucket).get("Status", "never enabled")

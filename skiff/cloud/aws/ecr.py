@@ -245,7 +245,6 @@ def push_images(sess: Any, images: Mapping[str, str], *, prefix: str, tag: str, 
     states = ensure_repositories(ecr, repos.values(), kms_key=kms_key)
     login = registry_login(ecr)
     host = registry or login.registry
-    client = client if client is not None else docker_client()
     pushed = []
     for name, source in images.items():
         target = f"{host}/{repos[name]}"
@@ -253,6 +252,7 @@ def push_images(sess: Any, images: Mapping[str, str], *, prefix: str, tag: str, 
         if present is not None:
             pushed.append(PushedImage(name, source, f"{target}:{tag}", "present", present))
             continue
+        client = client if client is not None else docker_client()  # an engine only when there is a push
         digest = docker_push(client, source, target, tag, login)
         pushed.append(PushedImage(name, source, f"{target}:{tag}", "pushed", digest))
     return states, pushed

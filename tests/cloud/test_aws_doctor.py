@@ -1,0 +1,146 @@
+"""skiff doctor --cloud aws against moto's server with IAM enforced: a bucket set up as the Terraform
+module does passes every check for the pipeline identity; a misconfigured one fails exactly the checks that
+are wrong, each with a fix, and the command exits 1. The write probes go through moto's own IAM
+authorization of each request (signature and the user's policy), and leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from skiff.cli import main
+from skiff.layout import ACCESS, PREFIXES
+from tests.cloud.conftest import ACCOUNT, REGION, boto3_session, enforce_iam
+
+BUCKET = "skiff-prod-models"
+PREFIX = "skiff-prod"  # ECR repository prefix (the Terraform module's name)
+IMAGES = ("skiff", "skiff-tfdv", "skiff-gpu")
+
+
+def _bucket(good: bool) -> None:
+    admin = boto3_session()
+    s3 = admin.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    if not good:
+        s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+        s3.put_public_access_block(Bucket=BUCKET, PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": False,
+            "RestrictPublicBuckets": False})
+        return
+    key = admin.client("kms").create_key(Description="skiff data")["KeyMetadata"]["Arn"]
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key},
+        "BucketKeyEnabled": True}]})
+    s3.put_public_access_block(Bucket=BUCKET, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    ecr = admin.client("ecr")
+    for name in IMAGES:
+        ecr.create_repository(repositoryName=f"{PREFIX}/{name}", imageTagMutability="IMMUTABLE",
+                              imageScanningConfiguration={"scanOnPush": True})
+
+
+def _identity(monkeypatch, write_resources: list[str]) -> str:
+    """An IAM user whose policy is what the doctor needs plus s3:PutObject on ``write_resources``; its keys
+    become the environment's credentials."""
+    iam = boto3_session().client("iam")
+    arn = iam.create_user(UserName="pipeline")["User"]["Arn"]
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["sts:GetCallerIdentity", "ecr:DescribeRepositories"], "Resource": "*"},
+        # AWS's action names; moto 5.2 authorizes the encryption and public access block reads as
+        # s3:ListBucket, which skiff's identities hold anyway
+        {"Effect": "Allow", "Action": ["s3:GetBucketLocation", "s3:GetBucketVersioning",
+                                       "s3:GetEncryptionConfiguration", "s3:GetBucketPublicAccessBlock",
+                                       "s3:ListBucket"], "Resource": f"arn:aws:s3:::{BUCKET}"},
+        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"],
+         "Resource": write_resources},
+    ]}
+    iam.put_user_policy(UserName="pipeline", PolicyName="skiff", PolicyDocument=json.dumps(policy))
+    keys = iam.create_access_key(UserName="pipeline")["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys["SecretAccessKey"])
+    return arn
+
+
+def _doctor(capsys, *extra: str) -> tuple[int, dict]:
+    code = main(["doctor", "--cloud", "aws", "--json", *extra])
+    return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture
+def root(aws, skiff_env, monkeypatch):
+    monkeypatch.setenv("SKIFF_ROOT", f"s3://{BUCKET}/skiff")
+    monkeypatch.setenv("SKIFF_IMAGE_REGISTRY", f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{PREFIX}")
+    # components._image reads SKIFF_IMAGE_REGISTRY when imported: import it again under this environment
+    import importlib
+
+    import components._image
+
+    importlib.reload(components._image)
+    yield f"s3://{BUCKET}/skiff"
+    monkeypatch.undo()
+    importlib.reload(components._image)
+
+
+def _leftovers(aws_url: str) -> list[str]:
+    import httpx
+
+    httpx.post(f"{aws_url}/moto-api/reset-auth", content=b"inf").raise_for_status()
+    s3 = boto3_session(aws_access_key_id="testing", aws_secret_access_key="testing").client("s3")
+    out = s3.list_object_versions(Bucket=BUCKET)
+    return [v["Key"] for v in out.get("Versions", []) + out.get("DeleteMarkers", [])]
+
+
+def test_a_bucket_set_up_like_the_terraform_module_passes(root, aws, monkeypatch, capsys):
+    _bucket(good=True)
+    writes = [f"arn:aws:s3:::{BUCKET}/skiff/{p}/*" for p in ACCESS["pipeline"]["write"]]
+    arn = _identity(monkeypatch, writes)
+    enforce_iam(aws)
+    code, out = _doctor(capsys)
+    by_name = {c["name"]: c for c in out["checks"]}
+    assert code == 0 and out["ok"], [c for c in out["checks"] if not c["ok"]]
+    assert arn in by_name["identity"]["detail"]
+    assert "aws:kms" in by_name["encryption"]["detail"]
+    for prefix in PREFIXES:
+        should = prefix in ACCESS["pipeline"]["write"]
+        assert ("not writable" not in by_name[f"write {prefix}"]["detail"]) == should, prefix
+    assert "not writable" in by_name["write outside the root"]["detail"]
+    assert {f"repository {PREFIX}/{n}" for n in IMAGES} <= set(by_name)
+    assert _leftovers(aws) == [], "every probe and its version removed"
+
+
+def test_a_misconfigured_bucket_fails_each_wrong_setting_with_a_fix(root, aws, monkeypatch, capsys):
+    _bucket(good=False)
+    _identity(monkeypatch, [f"arn:aws:s3:::{BUCKET}/*"])  # the wildcard grants every prefix and beyond
+    enforce_iam(aws)
+    code, out = _doctor(capsys)
+    assert code == 1 and not out["ok"]
+    failed = {c["name"]: c for c in out["checks"] if not c["ok"]}
+    expected = {"versioning", "encryption", "public-access-block", "write outside the root",
+                *(f"write {p}" for p in PREFIXES if p not in ACCESS["pipeline"]["write"]),
+                *(f"repository {PREFIX}/{n}" for n in IMAGES)}
+    assert set(failed) == expected
+    assert all(c["fix"] for c in failed.values())
+    assert "AES256" in failed["encryption"]["detail"] and "aws:kms" in failed["encryption"]["fix"]
+    assert "BlockPublicPolicy" in failed["public-access-block"]["detail"]
+    assert "wildcard" in failed["write rollouts"]["fix"]
+    assert "skiff images push --registry ecr" in failed[f"repository {PREFIX}/skiff"]["fix"]
+    assert _leftovers(aws) == []
+
+
+def test_a_workload_that_cannot_write_its_prefix_is_told_what_to_grant(root, aws, monkeypatch, capsys):
+    _bucket(good=True)
+    _identity(monkeypatch, [f"arn:aws:s3:::{BUCKET}/skiff/inference/*"])
+    enforce_iam(aws)
+    code, out = _doctor(capsys, "--workload", "rollout")
+    failed = {c["name"]: c for c in out["checks"] if not c["ok"]}
+    assert code == 1
+    assert set(failed) == {"write rollouts", "write inference"}
+    assert f"s3:PutObject on arn:aws:s3:::{BUCKET}/skiff/rollouts/*" in failed["write rollouts"]["fix"]
+
+
+def test_doctor_needs_an_s3_root(aws, skiff_env, capsys):
+    assert main(["doctor", "--cloud", "aws"]) == 2
+    assert "checks an S3 root" in capsys.readouterr().err
