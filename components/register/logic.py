@@ -166,5 +166,10 @@ def register_version(
     mv = registry.register(name, model, metadata, files=files)
     if promote:
         registry.set_champion(name, mv.version, reason)
+    # Azure ML: the version appears in the workspace of each environment that opted in (a warning and a
+    # pending sync when Azure ML is unreachable, never a failed registration)
+    from skiff.cloud.azure.models import on_register
+
+    on_register(registry, mv)
     return RegisterResult(name=name, version=mv.version, uri=mv.uri, champion=promote,
                           previous_champion=previous, reason=reason)

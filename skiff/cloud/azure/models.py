@@ -230,8 +230,18 @@ def _options(registry: ModelRegistry) -> dict[str, Any]:
     return {"account_name": account} if isinstance(account, str) else {}
 
 
-def _factory(client_factory: ClientFactory | None, cred: TokenCredential | None) -> ClientFactory:
-    return client_factory or (lambda t: ml_client(t, cred))
+#: Retries of a registration's or promotion's sync: one, so an unreachable workspace delays neither by more
+#: than a second or two (the pending record and sync-models, with the SDK's default retries, do the rest).
+_HOOK_RETRIES = 1
+
+
+def _factory(client_factory: ClientFactory | None, cred: TokenCredential | None, *,
+             hook: bool = False) -> ClientFactory:
+    if client_factory is not None:
+        return client_factory
+    if hook:
+        return lambda t: ml_client(t, cred, retry_total=_HOOK_RETRIES)
+    return lambda t: ml_client(t, cred)
 
 
 def _sync_or_pend(registry: ModelRegistry, t: AzureMLTarget, mv: ModelVersion, factory: ClientFactory,
@@ -277,7 +287,7 @@ def on_register(registry: ModelRegistry, mv: ModelVersion, *, environments: str 
         ts = _distinct([t for t in targets(environments_dir(environments)) if t.on_register])
         if not ts:
             return []
-        factory = _factory(client_factory, credential)
+        factory = _factory(client_factory, credential, hook=True)
         return [_sync_or_pend(registry, t, mv, factory, None) for t in ts]
     except SkiffError as e:  # a bad azureml.yaml or a registry not on ADLS: registration still stands
         log.warning("model %s version %s not shown in Azure ML: %s", mv.name, mv.version, e.message)
@@ -294,7 +304,7 @@ def on_promote(registry: ModelRegistry, env: str, name: str, version: int, *,
         if t is None:
             return None
         mv = registry.get(name, version)
-        return _sync_or_pend(registry, t, mv, _factory(client_factory, credential), _now())
+        return _sync_or_pend(registry, t, mv, _factory(client_factory, credential, hook=True), _now())
     except SkiffError as e:
         log.warning("promotion of %s version %s in %s not shown in Azure ML: %s", name, version, env, e.message)
         return None

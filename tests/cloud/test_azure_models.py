@@ -1,0 +1,253 @@
+"""skiff versions as Azure ML models: the entity and its YAML (the SDK's own schema), the calls MLClient makes
+against a local Resource Manager (bodies read back with the SDK's REST models), registration and promotion
+hooks, pending syncs and the back-fill."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("azure.ai.ml", reason="the azure extra (azure-ai-ml) is not installed")
+
+from azure.ai.ml import load_model  # noqa: E402
+from azure.ai.ml._restclient.arm_ml_service.models import ModelVersion as RestModelVersion  # noqa: E402
+from sklearn.dummy import DummyClassifier  # noqa: E402
+
+from skiff.cloud.azure import models as azml  # noqa: E402
+from skiff.cloud.azure import workspace  # noqa: E402
+from skiff.errors import ConfigError, SourceError, UsageError  # noqa: E402
+from skiff.registry import ModelRegistry  # noqa: E402
+from skiff.storage import Store  # noqa: E402
+from tests.cloud.azure_fixtures import (  # noqa: E402
+    ACCOUNT,
+    CONTAINER,
+    RESOURCE_GROUP,
+    SUBSCRIPTION,
+    WORKSPACE,
+    FakeAzure,
+    FakeCredential,
+    rest_unknown_fields,
+)
+
+pytest_plugins = ["tests.cloud.azure_fixtures"]
+
+BLOB_REGISTRY = f"https://{ACCOUNT}.blob.core.windows.net/{CONTAINER}/models"
+ABFSS_REGISTRY = f"abfss://{CONTAINER}@{ACCOUNT}.dfs.core.windows.net/models"
+META = {"metrics": {"roc_auc": 0.8123456789, "f1": 0.5}, "data_fingerprint": "sha256:abc123",
+        "gate": {"metric": "roc_auc", "promote": True, "reason": "first champion", "margin": 0.0},
+        "estimator": "logistic_regression", "problem_type": "binary_classification"}
+
+
+def _envs(root: Path, *, opted: dict[str, dict[str, Any]]) -> Path:
+    for env in ("dev", "staging", "prod"):
+        d = root / "environments" / env
+        d.mkdir(parents=True)
+        (d / "environment.yaml").write_text(f"name: {env}\nnamespace: skiff\nregistry: {BLOB_REGISTRY}\n"
+                                            f"ingress_domain: {env}.example.com\n")
+        if env in opted:
+            body = {"subscription_id": SUBSCRIPTION, "resource_group": RESOURCE_GROUP, "workspace": WORKSPACE,
+                    **opted[env]}
+            (d / "azureml.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in body.items()))
+    return root / "environments"
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    reg = ModelRegistry(Store(str(tmp_path / "models")))
+    model = DummyClassifier().fit([[0], [1]], [0, 1])
+    reg.register("churn", model, META)
+    mlmodel = tmp_path / "MLmodel"
+    mlmodel.write_text("flavors:\n  sklearn: {}\n")
+    reg.register("churn", model, {**META, "metrics": {"roc_auc": 0.85}}, files={"MLmodel": mlmodel})
+    return reg
+
+
+@pytest.fixture
+def factory(fake_azure: FakeAzure, azure_cloud: dict[str, Any]) -> Any:
+    cred = FakeCredential()
+
+    def make(t: workspace.AzureMLTarget) -> Any:
+        return workspace.ml_client(t, cred, retry_total=0, **azure_cloud)
+
+    make.credential = cred  # type: ignore[attr-defined]
+    return make
+
+
+# -- the entity ------------------------------------------------------------------------------------------
+def test_abfss_path_forms() -> None:
+    assert azml.abfss_path(f"abfs://{CONTAINER}@{ACCOUNT}.dfs.core.windows.net/models/churn/3") == \
+        f"{ABFSS_REGISTRY}/churn/3"
+    assert azml.abfss_path("az://skiff/models/churn/3", {"account_name": ACCOUNT}) == f"{ABFSS_REGISTRY}/churn/3"
+    assert azml.abfss_path(BLOB_REGISTRY + "/") == ABFSS_REGISTRY
+    assert azml.abfss_path("https://acct.blob.core.chinacloudapi.cn/c/p") == "abfss://c@acct.dfs.core.chinacloudapi.cn/p"
+    with pytest.raises(UsageError, match="ADLS"):
+        azml.abfss_path("s3://bucket/models")
+    with pytest.raises(UsageError, match="no storage account"):
+        azml.abfss_path("abfs://skiff/models")
+
+
+def test_entity_custom_and_mlflow_types_tags_and_yaml_round_trip(registry: ModelRegistry, tmp_path: Path) -> None:
+    v1, v2 = registry.get("churn", 1), registry.get("churn", 2)
+    m1 = azml.model_entity(v1, registry=BLOB_REGISTRY, environments={"dev": "2026-12-01T00:00:00+00:00"},
+                           stage="dev")
+    assert (m1.type, m1.path) == ("custom_model", f"{ABFSS_REGISTRY}/churn/1")
+    assert m1.name == "churn" and m1.version == "1" and m1.stage == "dev"
+    assert m1.tags == {
+        "skiff.version_id": "churn/1", "skiff.uri": v1.uri, "metric.f1": "0.5", "metric.roc_auc": "0.8123456789",
+        "data_fingerprint": "sha256:abc123", "gate.promote": "true", "gate.metric": "roc_auc",
+        "gate.reason": "first champion", "skiff.env.dev": "2026-12-01T00:00:00+00:00"}
+    assert m1.properties["skiff.estimator"] == "logistic_regression"
+    m2 = azml.model_entity(v2, registry=BLOB_REGISTRY)
+    # the version holds an MLflow export (its MLmodel file): Azure ML's mlflow_model, at that folder
+    assert (m2.type, m2.path) == ("mlflow_model", f"{ABFSS_REGISTRY}/churn/2")
+    for i, m in enumerate((m1, m2)):
+        path = tmp_path / f"model{i}.yaml"
+        m.dump(path)  # written with the SDK's ModelSchema
+        loaded = load_model(path)  # read back and validated with the same schema
+        assert loaded._to_dict() == m._to_dict()
+        assert loaded._to_rest_object().as_dict() == m._to_rest_object().as_dict()
+
+
+def test_entity_without_a_registry_location_uses_the_version_uri(registry: ModelRegistry) -> None:
+    mv = registry.get("churn", 1).model_copy(update={"uri": f"abfs://{CONTAINER}@{ACCOUNT}.dfs.core.windows.net/"
+                                                            "models/churn/1"})
+    assert azml.model_path(mv) == ("custom_model", f"{ABFSS_REGISTRY}/churn/1")
+    with pytest.raises(UsageError):
+        azml.model_path(registry.get("churn", 1))  # a local registry: Azure ML cannot read it
+
+
+def test_mlflow_export_in_a_subfolder_points_at_that_folder(registry: ModelRegistry) -> None:
+    mv = registry.get("churn", 1)
+    mv = mv.model_copy(update={"metadata": mv.metadata.model_copy(update={"files": ["report.html",
+                                                                                     "mlflow/MLmodel"]})})
+    assert azml.model_path(mv, BLOB_REGISTRY) == ("mlflow_model", f"{ABFSS_REGISTRY}/churn/1/mlflow")
+
+
+# -- the workspace config --------------------------------------------------------------------------------
+def test_opt_in_files(tmp_path: Path) -> None:
+    root = _envs(tmp_path, opted={"dev": {}, "prod": {"on_register": False}})
+    ts = workspace.targets(root)
+    assert [(t.env, t.on_register, t.registry) for t in ts] == [("dev", True, BLOB_REGISTRY),
+                                                                ("prod", False, BLOB_REGISTRY)]
+    assert workspace.target(root, "staging") is None
+    (root / "dev" / "azureml.yaml").write_text("workspace: w\nextra_key: 1\n")
+    with pytest.raises(ConfigError, match="azureml.yaml.*(subscription_id|extra_key)"):
+        workspace.target(root, "dev")
+    with pytest.raises(ConfigError, match="not found"):
+        workspace.target(root, "qa")
+
+
+# -- MLClient against the local Resource Manager ---------------------------------------------------------
+def test_sync_models_back_fills_every_version_with_the_sdk_rest_bodies(
+        registry: ModelRegistry, tmp_path: Path, fake_azure: FakeAzure, factory: Any) -> None:
+    root = _envs(tmp_path, opted={"dev": {}})
+    results = azml.sync_models(registry, "churn", environments=root, client_factory=factory)
+    assert [(r.env, r.version, r.status, r.type, r.path) for r in results] == [
+        ("dev", 1, "synced", "custom_model", f"{ABFSS_REGISTRY}/churn/1"),
+        ("dev", 2, "synced", "mlflow_model", f"{ABFSS_REGISTRY}/churn/2")]
+    puts = fake_azure.calls("PUT", r"/models/churn/versions/\d+$")
+    assert [p.path.rsplit("/", 1)[1] for p in puts] == ["1", "2"]
+    assert all(p.query["api-version"] for p in puts)
+    assert all(p.authorization and p.authorization.startswith("Bearer fake-aad-token-") for p in puts)
+    for put, version in zip(puts, (1, 2), strict=True):
+        rest = RestModelVersion(put.body)  # the SDK's own REST model of a model version
+        assert rest_unknown_fields(rest) == []
+        assert rest.properties.model_uri == f"{ABFSS_REGISTRY}/churn/{version}"
+        assert rest.properties.tags["skiff.version_id"] == f"churn/{version}"
+        assert rest.properties.tags["data_fingerprint"] == "sha256:abc123"
+    assert RestModelVersion(puts[1].body).properties.model_type == "mlflow_model"
+    assert factory.credential.scopes and all(s.endswith("/.default") for s in factory.credential.scopes)
+    # again: the same two versions, updated in place (idempotent)
+    azml.sync_models(registry, "churn", environments=root, client_factory=factory)
+    assert sorted(fake_azure.models) == [("churn", "1"), ("churn", "2")]
+
+
+def test_registration_when_azure_ml_is_down_is_pending_then_sync_models_completes_it(
+        registry: ModelRegistry, tmp_path: Path, fake_azure: FakeAzure, factory: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    root = _envs(tmp_path, opted={"dev": {}, "prod": {"on_register": False}})
+    fake_azure.down = True
+    out = azml.on_register(registry, registry.get("churn", 2), environments=root, client_factory=factory)
+    assert [(r.env, r.status) for r in out] == [("dev", "pending")]  # prod syncs on promotion only
+    assert "pending" in caplog.text and "sync-models churn" in caplog.text
+    assert "fake-aad-token" not in caplog.text
+    waiting = azml.pending(registry, "churn")
+    assert [(p["env"], p["version"]) for p in waiting] == [("dev", 2)]
+    assert "HttpResponseError" in waiting[0]["reason"] or "503" in waiting[0]["reason"]
+    fake_azure.down = False
+    with pytest.raises(UsageError, match="has not opted in"):
+        azml.sync_models(registry, "churn", environments=root, env="staging", client_factory=factory)
+    azml.sync_models(registry, "churn", environments=root, env="dev", client_factory=factory)
+    assert azml.pending(registry, "churn") == []
+    assert ("churn", "2") in fake_azure.models
+
+
+def test_sync_models_fails_clearly_when_the_workspace_is_down(
+        registry: ModelRegistry, tmp_path: Path, fake_azure: FakeAzure, factory: Any) -> None:
+    root = _envs(tmp_path, opted={"dev": {}})
+    fake_azure.down = True
+    with pytest.raises(SourceError, match=f"{WORKSPACE}.*dev.*churn version 1"):
+        azml.sync_models(registry, "churn", environments=root, client_factory=factory)
+
+
+def test_promotion_adds_the_environment_tag_and_stage_keeping_earlier_ones(
+        registry: ModelRegistry, tmp_path: Path, fake_azure: FakeAzure, factory: Any) -> None:
+    root = _envs(tmp_path, opted={"dev": {}, "prod": {"on_register": False}})
+    first = azml.on_register(registry, registry.get("churn", 1), environments=root, client_factory=factory)
+    assert [(r.env, r.status, r.stage) for r in first] == [("dev", "synced", None)]
+    dev = azml.on_promote(registry, "dev", "churn", 1, environments=root, client_factory=factory)
+    prod = azml.on_promote(registry, "prod", "churn", 1, environments=root, client_factory=factory)
+    assert dev is not None and prod is not None and prod.stage == "prod"
+    assert azml.on_promote(registry, "staging", "churn", 1, environments=root, client_factory=factory) is None
+    last = RestModelVersion(fake_azure.calls("PUT", r"/models/churn/versions/1$")[-1].body)
+    assert rest_unknown_fields(last) == []
+    assert last.properties.stage == "prod"
+    assert {"skiff.env.dev", "skiff.env.prod"} <= set(last.properties.tags)
+    # a promotion Azure ML missed is recorded, and the back-fill applies it
+    fake_azure.down = True
+    pend = azml.on_promote(registry, "dev", "churn", 2, environments=root, client_factory=factory)
+    assert pend is not None and pend.status == "pending"
+    fake_azure.down = False
+    azml.sync_models(registry, "churn", environments=root, env="dev", client_factory=factory)
+    v2 = RestModelVersion(fake_azure.calls("PUT", r"/models/churn/versions/2$")[-1].body)
+    assert v2.properties.stage == "dev" and "skiff.env.dev" in v2.properties.tags
+    assert azml.pending(registry, "churn") == []
+
+
+def test_register_step_calls_the_hook_with_the_default_client(
+        tmp_path: Path, fake_azure: FakeAzure, azure_cloud: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The register step's own code path: opted-in environment found through SKIFF_ENVIRONMENTS, the
+    workspace's cloud by name (as an azureml.yaml names a sovereign cloud), the identity from azure-identity."""
+    from components.register.logic import register_version
+
+    workspace.ml_client(workspace.AzureMLTarget(subscription_id="s", resource_group="r", workspace="w"),
+                        FakeCredential(), **azure_cloud)  # makes the local cloud known to the SDK by name
+    root = _envs(tmp_path, opted={"dev": {"cloud": azure_cloud["cloud"]}})
+    monkeypatch.setenv("SKIFF_ENVIRONMENTS", str(root))
+    monkeypatch.setattr(workspace, "credential", FakeCredential)
+    reg = ModelRegistry(Store(str(tmp_path / "models")))
+    result = register_version(reg, "churn", DummyClassifier().fit([[0], [1]], [0, 1]), META, promote=True,
+                              reason="first")
+    assert result.version == 1
+    put = fake_azure.calls("PUT", r"/models/churn/versions/1$")
+    assert len(put) == 1 and RestModelVersion(put[0].body).properties.tags["gate.promote"] == "true"
+
+
+def test_register_step_registers_even_when_azure_is_unreachable(
+        tmp_path: Path, fake_azure: FakeAzure, azure_cloud: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from components.register.logic import register_version
+
+    workspace.ml_client(workspace.AzureMLTarget(subscription_id="s", resource_group="r", workspace="w"),
+                        FakeCredential(), **azure_cloud)
+    root = _envs(tmp_path, opted={"dev": {"cloud": azure_cloud["cloud"]}})
+    monkeypatch.setenv("SKIFF_ENVIRONMENTS", str(root))
+    monkeypatch.setattr(workspace, "credential", FakeCredential)
+    fake_azure.down = True
+    reg = ModelRegistry(Store(str(tmp_path / "models")))
+    result = register_version(reg, "churn", DummyClassifier().fit([[0], [1]], [0, 1]), META, promote=False,
+                              reason="candidate")
+    assert result.version == 1 and reg.get("churn", 1).version == 1
+    assert [(p["env"], p["version"]) for p in azml.pending(reg, "churn")] == [("dev", 1)]
