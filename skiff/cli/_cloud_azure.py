@@ -100,7 +100,7 @@ def add_commands(cloud: typer.Typer) -> None:
         if manifests is not None:
             manifests.write_text("---\n".join(dump_yaml(m) for m in compute.instance_type_manifests(cluster)))
         if dry_run:
-            typer.echo(dump_yaml(entity._to_dict()))
+            typer.echo(dump_yaml(json.loads(json.dumps(entity._to_dict()))))
             return
         if env is not None:
             if subscription or resource_group or workspace:

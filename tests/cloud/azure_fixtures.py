@@ -107,6 +107,10 @@ class FakeAzure:
             if self.down:
                 return 503, {"error": {"code": "ServiceUnavailable", "message": "try later"}}
             rest = path[len(_WS):]
+            if rest == "" and method == "GET":  # the workspace itself (attaching a compute reads its location)
+                return 200, {"id": _WS, "name": WORKSPACE, "type": "Microsoft.MachineLearningServices/workspaces",
+                             "location": "westeurope", "kind": "Default",
+                             "properties": {"provisioningState": "Succeeded", "friendlyName": WORKSPACE}}
             m = re.fullmatch(r"/models/([^/]+)/versions", rest)
             if m and method == "GET":
                 rows = [v for (n, _), v in self.models.items() if n == m.group(1)]

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from skiff.config import Settings
@@ -129,18 +129,32 @@ def _push_progress(lines: Iterator[dict[str, Any]]) -> str | None:
     return digest
 
 
-def push_images(settings: Settings, registry: str, images: list[str], *,
+def push_images(settings: Settings | Mapping[str, str] | list[str], registry: str | None = None,
+                images: Mapping[str, str] | list[str] | None = None, *, tag: str | None = None,
                 credential: TokenCredential | None = None, docker_client: Any = None, tenant: str | None = None,
-                on_progress: Callable[[str], None] | None = None) -> list[PushResult]:
-    """Tag and push local ``images`` to ACR ``registry`` as the azure-identity identity."""
-    del settings  # the registry and the identity come from the arguments and azure-identity's chain
+                on_progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Tag and push local ``images`` to ACR ``registry`` as the azure-identity identity.
+
+    ``images`` is a list of local references (pushed as their last path part) or a mapping of repository
+    name -> local reference (``components._image.IMAGES``); ``tag`` is the tag in ACR (default: each local
+    reference's own). ``registry`` is the login server, ``<server>/<prefix>``, a registry name or ``acr``/None
+    for ``SKIFF_IMAGE_REGISTRY``. (The images may also come first, in place of the settings, which the push
+    does not need: the registry and identity come from the arguments and azure-identity's chain.)"""
+    if images is None and not isinstance(settings, Settings):
+        images = settings
     if not images:
         raise UsageError("no images to push")
-    server, prefix = login_server(registry)
+    server, prefix = login_server(registry or "acr")
     from skiff.cloud.azure.workspace import credential as default_credential
 
+    named = images.items() if isinstance(images, Mapping) else ((None, i) for i in images)
+    plan = []
+    for name, image in named:
+        repo, own_tag = target_ref(image, server, prefix)
+        if name:
+            repo = f"{prefix}/{name}" if prefix else name
+        plan.append((image, repo, tag or own_tag))
     refresh = exchange_refresh_token(server, credential or default_credential(), tenant=tenant)
-    plan = [(image, *target_ref(image, server, prefix)) for image in images]
     for _, repo, _ in plan:
         access_token(server, refresh, repo)
     if docker_client is None:
@@ -148,15 +162,22 @@ def push_images(settings: Settings, registry: str, images: list[str], *,
             import docker  # type: ignore[import-untyped]
         except ImportError as e:  # pragma: no cover - docker is a dependency of the images commands
             raise SkiffError("the docker SDK is needed to push images") from e
-        docker_client = docker.from_env()
+        try:
+            docker_client = docker.from_env()
+            docker_client.ping()
+        except docker.errors.DockerException as e:
+            raise SourceError(f"docker is not reachable: {type(e).__name__}") from e
     auth = {"username": ACR_USER, "password": refresh}
     out = []
-    for image, repo, tag in plan:
+    for image, repo, repo_tag in plan:
         target = f"{server}/{repo}"
         if on_progress:
-            on_progress(f"pushing {image} -> {target}:{tag}")
-        docker_client.images.get(image).tag(target, tag=tag)
-        digest = _push_progress(docker_client.images.push(target, tag=tag, auth_config=auth, stream=True,
+            on_progress(f"pushing {image} -> {target}:{repo_tag}")
+        try:
+            docker_client.images.get(image).tag(target, tag=repo_tag)
+        except Exception as e:
+            raise SourceError(f"local image {image} not found: build it first (make images)") from e
+        digest = _push_progress(docker_client.images.push(target, tag=repo_tag, auth_config=auth, stream=True,
                                                           decode=True))
-        out.append(PushResult(image=image, target=f"{target}:{tag}", digest=digest))
+        out.append(asdict(PushResult(image=image, target=f"{target}:{repo_tag}", digest=digest)))
     return out

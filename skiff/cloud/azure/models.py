@@ -35,7 +35,7 @@ from skiff.cloud.azure.workspace import (
     target,
     targets,
 )
-from skiff.errors import SkiffError, SourceError, UsageError
+from skiff.errors import NotFoundError, SkiffError, SourceError, UsageError
 from skiff.redact import redact_text
 from skiff.registry import ModelRegistry, ModelVersion
 
@@ -328,6 +328,8 @@ def sync_models(registry: ModelRegistry, name: str, *, environments: str | Path 
             raise UsageError(f"no environment under {root} has opted in to Azure ML (an azureml.yaml next to its "
                              "environment.yaml)")
     versions = registry.versions(name)
+    if not versions:
+        raise NotFoundError(f"model {name!r} has no versions in {registry.store.uri()}")
     waiting = {(p["env"], int(p["version"])): p for p in pending(registry, name)}
     factory = _factory(client_factory, credential)
     results: list[SyncResult] = []

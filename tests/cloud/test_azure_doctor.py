@@ -1,0 +1,114 @@
+"""``skiff doctor --cloud azure`` against a local Resource Manager: a storage account as modules/azure-aks
+makes it passes; a misconfigured one fails each check with its fix; workload identities holding more than
+their least roles are named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from skiff.cloud import failed
+from skiff.cloud.azure import doctor
+from skiff.config import Settings
+from skiff.errors import UsageError
+from tests.cloud.azure_fixtures import (
+    ACCOUNT,
+    ACCOUNT_ID,
+    BLOB_CONTRIBUTOR,
+    BLOB_READER,
+    CONTAINER,
+    CONTAINER_SCOPE,
+    CONTRIBUTOR,
+    KV_SECRETS_USER,
+    RESOURCE_GROUP,
+    SUBSCRIPTION,
+    FakeAzure,
+    FakeCredential,
+)
+
+pytest_plugins = ["tests.cloud.azure_fixtures"]
+
+ROOT = f"abfs://{CONTAINER}@{ACCOUNT}.dfs.core.windows.net"
+IDENTITY = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.ManagedIdentity/" \
+           "userAssignedIdentities/skiff-dev-{}"
+VAULT = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.KeyVault/vaults/skiffkv"
+CONDITION = "((!(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write'})))"
+
+
+def _run(fake: FakeAzure, **kw: Any) -> dict[str, Any]:
+    checks = doctor.run_checks(Settings(root=ROOT), subscription_id=SUBSCRIPTION, credential=FakeCredential(),
+                               arm_endpoint=fake.url, **kw)
+    return {c.name: c for c in checks}
+
+
+def _least_roles(fake: FakeAzure) -> dict[str, str]:
+    ids = {}
+    for workload in ("pipeline", "serving"):
+        principal = f"principal-{workload}"
+        fake.identities[IDENTITY.format(workload)] = principal
+        ids[workload] = IDENTITY.format(workload)
+        fake.assign(principal, KV_SECRETS_USER, VAULT)
+    fake.assign("principal-pipeline", BLOB_CONTRIBUTOR, CONTAINER_SCOPE, condition=CONDITION)
+    fake.assign("principal-serving", BLOB_READER, CONTAINER_SCOPE)
+    return ids
+
+
+def test_the_account_terraform_makes_passes(fake_azure: FakeAzure) -> None:
+    ids = _least_roles(fake_azure)
+    checks = _run(fake_azure, identities=ids)
+    assert failed(list(checks.values())) == []
+    assert set(checks) >= {"storage: hierarchical namespace", "storage: TLS 1.2 minimum",
+                           "storage: no public blob access", "storage: blob soft delete",
+                           "storage: container soft delete", "identity: pipeline", "identity: serving"}
+    assert checks["identity: serving"].detail == "Key Vault Secrets User, Storage Blob Data Reader"
+    # the account was found by name in the subscription (no resource group given), with a bearer token
+    listing = fake_azure.calls("GET", r"/providers/Microsoft.Storage/storageAccounts$")
+    assert listing and listing[0].query["api-version"] == ["2023-05-01"]
+    assert all(r.authorization and r.authorization.startswith("Bearer ") for r in fake_azure.requests)
+
+
+def test_a_misconfigured_account_fails_each_check_with_its_fix(fake_azure: FakeAzure) -> None:
+    props = fake_azure.storage["account"]["properties"]
+    props.update({"isHnsEnabled": False, "minimumTlsVersion": "TLS1_0", "allowBlobPublicAccess": True,
+                  "allowSharedKeyAccess": True})
+    fake_azure.storage["blob"]["properties"] = {"deleteRetentionPolicy": {"enabled": False},
+                                                "containerDeleteRetentionPolicy": {"enabled": False}}
+    checks = _run(fake_azure, resource_group=RESOURCE_GROUP)
+    bad = {c.name for c in failed(list(checks.values()))}
+    assert bad == {"storage: hierarchical namespace", "storage: TLS 1.2 minimum", "storage: no public blob access",
+                   "storage: no shared keys", "storage: blob soft delete", "storage: container soft delete"}
+    assert "TLS1_0" in checks["storage: TLS 1.2 minimum"].detail
+    assert "min_tls_version" in checks["storage: TLS 1.2 minimum"].fix
+    assert "--allow-blob-public-access false" in checks["storage: no public blob access"].fix
+    assert checks["identities"].ok and "not checked" in checks["identities"].detail
+    assert not fake_azure.calls("GET", r"/providers/Microsoft.Storage/storageAccounts$")  # went straight to it
+    assert fake_azure.calls("GET", f"^{ACCOUNT_ID}$")
+
+
+def test_identities_with_more_than_their_least_roles_are_named(fake_azure: FakeAzure) -> None:
+    ids = _least_roles(fake_azure)
+    fake_azure.assign("principal-serving", BLOB_CONTRIBUTOR, CONTAINER_SCOPE, condition=CONDITION)
+    fake_azure.assign("principal-pipeline", CONTRIBUTOR, f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}")
+    fake_azure.assign("principal-pipeline", BLOB_READER, ACCOUNT_ID)
+    checks = _run(fake_azure, identities=ids)
+    assert "serving only reads" in checks["identity: serving"].detail and not checks["identity: serving"].ok
+    pipeline = checks["identity: pipeline"]
+    assert not pipeline.ok
+    assert "Contributor at" in pipeline.detail and "wider than skiff's file system" in pipeline.detail
+    # a contributor role without its ABAC condition is every prefix writable
+    fake_azure.assignments["principal-pipeline"] = []
+    fake_azure.assign("principal-pipeline", BLOB_CONTRIBUTOR, CONTAINER_SCOPE)
+    assert "without an ABAC condition" in _run(fake_azure, identities=ids)["identity: pipeline"].detail
+
+
+def test_an_unknown_account_and_missing_inputs(fake_azure: FakeAzure, monkeypatch: pytest.MonkeyPatch) -> None:
+    checks = doctor.run_checks(Settings(root=ROOT), subscription_id=SUBSCRIPTION, storage_account="otheraccount",
+                               credential=FakeCredential(), arm_endpoint=fake_azure.url)
+    assert [(c.name, c.ok) for c in checks] == [("storage: account", False)]
+    monkeypatch.delenv("AZURE_SUBSCRIPTION_ID", raising=False)
+    with pytest.raises(UsageError, match="subscription"):
+        doctor.run_checks(Settings(root=ROOT), credential=FakeCredential(), arm_endpoint=fake_azure.url)
+    with pytest.raises(UsageError, match="storage account"):
+        doctor.run_checks(Settings(root="s3://bucket/skiff"), subscription_id=SUBSCRIPTION,
+                          credential=FakeCredential(), arm_endpoint=fake_azure.url)
