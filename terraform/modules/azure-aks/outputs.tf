@@ -161,3 +161,8 @@ output "redis" {
     password = azurerm_redis_cache.this[0].primary_access_key
   } : null
 }
+
+output "gpu_vm_size" {
+  description = "VM size of the GPU node pool: `skiff cloud azure attach-compute` derives the Azure ML instance types (GPUs, CPU and memory per share of a node) from it."
+  value       = var.gpu_vm_size
+}

@@ -630,3 +630,9 @@ variable "redis_capacity" {
     error_message = "The redis_capacity must be from 0 to 6."
   }
 }
+
+variable "azureml_extension" {
+  description = "Install Azure ML's cluster extension (Microsoft.AzureML.Kubernetes, training only) so an Azure ML workspace can run jobs on the GPU pool once `skiff cloud azure attach-compute` attaches the cluster."
+  type        = bool
+  default     = false
+}
