@@ -109,6 +109,35 @@ class Settings(BaseSettings):
         description="Longest a request to an image classifier waits for others to share its model call.",
     )
 
+    # the inference log (skiff.inference_log): what the model server and the log sink record, and the
+    # node price resource use is costed with (skiff.monitoring.resources)
+    inference_log_sample_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Share of requests the model server (or the log sink) records in the inference log; 0 (the "
+        "default) records none: logging writes request data, so it is turned on per deployment.",
+    )
+    inference_log_sample_rates: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per registered model: its sampling rate, over inference_log_sample_rate.",
+    )
+    inference_log_queue_size: int = Field(
+        default=10_000, ge=1,
+        description="Requests waiting to be written before further ones are dropped (and counted).",
+    )
+    node_price_per_hour: float | None = Field(
+        default=None, ge=0.0,
+        description="Price of one node per hour (any currency), for the cost per 1,000 predictions; an "
+        "environment file's own price wins on a cluster.",
+    )
+
+    @field_validator("inference_log_sample_rates")
+    @classmethod
+    def _rates(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {m: r for m, r in v.items() if not 0.0 <= r <= 1.0}
+        if bad:
+            raise ValueError(f"sampling rates must be between 0 and 1: {bad}")
+        return v
+
     @field_validator("root", "lake", "artifacts", "registry")
     @classmethod
     def _strip_slash(cls, v: str | None) -> str | None:

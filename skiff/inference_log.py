@@ -41,7 +41,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -265,9 +266,12 @@ class _Entry:
     instances: Sequence[Mapping[str, Any]]
     predictions: Sequence[Any]
     probabilities: Sequence[float | None] | None
+    columns: Mapping[str, Sequence[Any]] | None = None
+    n: int = 0
+    outputs: Callable[[], tuple[Sequence[Any], Sequence[float | None] | None]] | None = None
 
-
-_STOP = object()
+    def rows(self) -> int:
+        return self.n if self.columns is not None else len(self.instances)
 
 
 class InferenceLogWriter:
@@ -275,13 +279,18 @@ class InferenceLogWriter:
 
     ``queue_size`` bounds the queued requests (beyond it: dropped, counted); a file is written when a
     model's batch reaches ``flush_rows`` rows or ``flush_interval_s`` after its first row, and on
-    :meth:`flush` / :meth:`close`. ``hash_key`` is needed when any model hashes a column."""
+    :meth:`flush` / :meth:`close`. ``hash_key`` is needed when any model hashes a column.
+
+    The request path touches only a deque (an append, no lock, no thread wake-up): the writer thread
+    wakes every ``poll_s`` seconds (or when ``flush_rows`` requests wait, or on :meth:`flush` /
+    :meth:`close`) and takes everything queued at once, so logging every request costs the serving
+    thread neither a context switch nor the GIL per request."""
 
     def __init__(self, store: Store, models: Sequence[ModelLog], *, hash_key: bytes | None = None,
                  queue_size: int = 10_000, flush_rows: int = 5_000, flush_interval_s: float = 5.0,
-                 seed: int | None = None) -> None:
-        if queue_size < 1 or flush_rows < 1 or flush_interval_s <= 0:
-            raise UsageError("queue_size and flush_rows must be at least 1, flush_interval_s above 0")
+                 seed: int | None = None, poll_s: float = 0.2) -> None:
+        if queue_size < 1 or flush_rows < 1 or flush_interval_s <= 0 or poll_s <= 0:
+            raise UsageError("queue_size and flush_rows must be at least 1, flush_interval_s and poll_s above 0")
         self.store = store
         self.models = {m.model: m for m in models}
         if any(a == "hash" for m in models for a in m.pii.values()):
@@ -292,55 +301,87 @@ class InferenceLogWriter:
         self._key = hash_key
         self._schemas = {m.model: log_schema(m.input_schema, m.pii, m.prediction_type) for m in models}
         self.counters = LogCounters()
-        self._queue: queue.Queue[_Entry | object] = queue.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        # deque.append / popleft are atomic: the request path takes no lock and wakes no thread
+        self._queue: deque[_Entry] = deque()
         self._flush_rows, self._flush_interval = flush_rows, flush_interval_s
+        self._poll = min(poll_s, flush_interval_s)
         self._random = random.Random(seed)
         self._rand_lock = threading.Lock()
+        self._wake = threading.Event()
         self._flush_requests: queue.Queue[threading.Event] = queue.Queue()
         self._closed = False
+        self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="skiff-inference-log", daemon=True)
         self._thread.start()
 
     # -- the request path ------------------------------------------------------------------------------
-    def offer(self, model: str, version: int, request_id: str, instances: Sequence[Mapping[str, Any]],
-              predictions: Sequence[Any], *, latency_ms: float | None = None,
-              probabilities: Sequence[float | None] | None = None, status: int | None = 200,
-              error: str | None = None, force: bool = False, when: dt.datetime | None = None) -> bool:
-        """Log a request if sampled (``force``: log it regardless, with ``sampled`` false); never blocks.
-        Returns whether it was queued. ``instances`` are the request's rows (column -> value)."""
+    def sampled(self, model: str) -> bool | None:
+        """Draw the sampling decision for one request of ``model``, counting it as offered (and unsampled
+        when not chosen): True to log it, False not. Lets a caller skip building a request's log entry
+        when it is not sampled; follow a True with :meth:`offer` ``(..., decided=True)``. None: the model
+        has no log here."""
         cfg = self.models.get(model)
         if cfg is None:
-            raise UsageError(f"model {model!r} has no inference log here")
+            return None
         self.counters.add(model, "offered")
-        sampled = True
-        if not force and cfg.sample_rate < 1.0:
+        if cfg.sample_rate < 1.0:
             with self._rand_lock:
                 draw = self._random.random()
             if draw >= cfg.sample_rate:
                 self.counters.add(model, "unsampled")
                 return False
+        return True
+
+    def offer(self, model: str, version: int, request_id: str, instances: Sequence[Mapping[str, Any]] = (),
+              predictions: Sequence[Any] = (), *, latency_ms: float | None = None,
+              probabilities: Sequence[float | None] | None = None, status: int | None = 200,
+              error: str | None = None, force: bool = False, when: dt.datetime | None = None,
+              columns: Mapping[str, Sequence[Any]] | None = None, n: int | None = None,
+              outputs: Callable[[], tuple[Sequence[Any], Sequence[float | None] | None]] | None = None,
+              decided: bool = False) -> bool:
+        """Log a request if sampled (``force``: log it regardless, with ``sampled`` false); never blocks.
+        Returns whether it was queued.
+
+        The request's rows are ``instances`` (column -> value per row) or, cheaper on the request path,
+        ``columns`` (column -> values) with ``n`` rows. Its answers are ``predictions`` (and
+        ``probabilities``) or ``outputs``: a function returning both, called on the writer thread (so the
+        request path does not format them twice). ``decided``: :meth:`sampled` already chose it (and
+        counted it as offered)."""
+        cfg = self.models.get(model)
+        if cfg is None:
+            raise UsageError(f"model {model!r} has no inference log here")
+        sampled = True
+        if decided:
+            pass
         elif force:
+            self.counters.add(model, "offered")
             sampled = False
-        if self._closed:
+        elif not self.sampled(model):
+            return False
+        if self._closed or len(self._queue) >= self.queue_size:
             self.counters.add(model, "dropped")
             return False
         entry = _Entry(model, version, request_id, when or dt.datetime.now(dt.UTC), latency_ms, status, error,
-                       sampled, cfg.sample_rate, instances, predictions, probabilities)
-        try:
-            self._queue.put_nowait(entry)
-        except queue.Full:
-            self.counters.add(model, "dropped")
-            return False
+                       sampled, cfg.sample_rate, instances, predictions, probabilities, columns,
+                       (n if n is not None else 0) if columns is not None else len(instances), outputs)
+        self._queue.append(entry)
         self.counters.add(model, "accepted")
+        if len(self._queue) >= self._flush_rows:
+            self._wake.set()
         return True
 
     # -- control ---------------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (offers are then dropped and counted)."""
+        return self._closed
+
     def flush(self, timeout: float = 30.0) -> bool:
         """Write everything queued so far; True when done within ``timeout``."""
         done = threading.Event()
         self._flush_requests.put(done)
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)  # wake the thread; a full queue wakes it anyway
+        self._wake.set()
         return done.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
@@ -348,7 +389,8 @@ class InferenceLogWriter:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)  # the only blocking put: at shutdown, never on a request
+        self._stopping = True
+        self._wake.set()
         self._thread.join(timeout)
 
     def __enter__(self) -> InferenceLogWriter:
@@ -362,21 +404,11 @@ class InferenceLogWriter:
         batches: dict[str, list[_Entry]] = {}
         rows: dict[str, int] = {}
         first: dict[str, float] = {}
-        stop = False
-        while not stop:
-            deadline = min(first.values(), default=None)
-            timeout = None if deadline is None else max(0.0, deadline + self._flush_interval - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                stop = True
-            elif isinstance(item, _Entry):
-                batches.setdefault(item.model, []).append(item)
-                rows[item.model] = rows.get(item.model, 0) + max(1, len(item.instances))
-                first.setdefault(item.model, time.monotonic())
-            # the flush requests made so far: every offer before them is on the queue now, so draining it
+        while True:
+            self._wake.wait(self._poll)
+            self._wake.clear()
+            stop = self._stopping
+            # the flush requests made so far: every offer before them is on the deque now, so draining it
             # below covers them (a request made after this point waits for the next round)
             waiting = []
             while True:
@@ -384,17 +416,15 @@ class InferenceLogWriter:
                     waiting.append(self._flush_requests.get_nowait())
                 except queue.Empty:
                     break
+            while True:
+                try:
+                    item = self._queue.popleft()
+                except IndexError:
+                    break
+                batches.setdefault(item.model, []).append(item)
+                rows[item.model] = rows.get(item.model, 0) + max(1, item.rows())
+                first.setdefault(item.model, time.monotonic())
             flush_all = stop or bool(waiting)
-            if flush_all:  # take what is still queued too, so a flush covers every earlier offer
-                while True:
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is _STOP:
-                        stop = True
-                    elif isinstance(more, _Entry):
-                        batches.setdefault(more.model, []).append(more)
             now = time.monotonic()
             for model in list(batches):
                 if flush_all or rows.get(model, 0) >= self._flush_rows or now - first[model] >= self._flush_interval:
@@ -403,6 +433,8 @@ class InferenceLogWriter:
                     first.pop(model, None)
             for done in waiting:
                 done.set()
+            if stop:
+                return
 
     def _write(self, model: str, entries: list[_Entry]) -> None:
         groups: dict[tuple[int, tuple[str, ...]], list[_Entry]] = {}
@@ -444,18 +476,33 @@ class InferenceLogWriter:
         predictions: list[Any] = []
         probabilities: list[Any] = []
         for e in entries:
-            for i, instance in enumerate(e.instances or [{}]):
-                for key, value in (("model", model), ("version", e.version), ("request_id", e.request_id),
-                                   ("row", i), ("timestamp", e.when), ("latency_ms", e.latency_ms),
-                                   ("status", e.status), ("error", e.error), ("sampled", e.sampled),
-                                   ("sample_rate", e.rate)):
-                    meta[key].append(value)
+            n = max(1, e.rows())  # a request without rows (e.g. refused before parsing) is one row
+            for key, value in (("model", model), ("version", e.version), ("request_id", e.request_id),
+                               ("timestamp", e.when), ("latency_ms", e.latency_ms), ("status", e.status),
+                               ("error", e.error), ("sampled", e.sampled), ("sample_rate", e.rate)):
+                meta[key].extend([value] * n)
+            meta["row"].extend(range(n))
+            if e.columns is not None and e.n:
                 for name, values in inputs.items():
-                    value = instance.get(name) if isinstance(instance, Mapping) else None
-                    values.append(self._hash(value) if cfg.pii.get(name) == "hash" else value)
-                predictions.append(e.predictions[i] if i < len(e.predictions) else None)
-                probs = e.probabilities
-                probabilities.append(probs[i] if probs is not None and i < len(probs) else None)
+                    column = e.columns.get(name)
+                    values.extend([None] * n if column is None else column[:n])
+            else:
+                for instance in e.instances or [{}]:
+                    for name, values in inputs.items():
+                        values.append(instance.get(name) if isinstance(instance, Mapping) else None)
+            preds: Sequence[Any] = e.predictions
+            probs = e.probabilities
+            if e.outputs is not None:
+                try:
+                    preds, probs = e.outputs()
+                except Exception as exc:  # a response that cannot be read back: inputs still logged
+                    log.warning("inference log of %s: outputs of %s unreadable (%s)", model, e.request_id, exc)
+                    preds, probs = (), None
+            predictions.extend(preds[i] if i < len(preds) else None for i in range(n))
+            probabilities.extend(probs[i] if probs is not None and i < len(probs) else None for i in range(n))
+        for name, values in inputs.items():
+            if cfg.pii.get(name) == "hash":
+                inputs[name] = [self._hash(v) for v in values]
         invalid = 0
         columns: dict[str, pa.Array] = {}
         for name in meta:
@@ -466,9 +513,9 @@ class InferenceLogWriter:
             arr, bad = _typed_array(inputs[f.name], f.type)
             in_arrays.append(arr)
             invalid += bad
-        n = len(meta["model"])
+        n_rows = len(meta["model"])
         columns["inputs"] = (pa.StructArray.from_arrays(in_arrays, fields=list(in_type)) if in_arrays
-                             else pa.array([{}] * n, type=in_type))
+                             else pa.array([{}] * n_rows, type=in_type))
         out_type = schema.field("outputs").type
         pred, bad_p = _typed_array(predictions, out_type.field("prediction").type)
         prob, bad_q = _typed_array(probabilities, pa.float64())

@@ -39,6 +39,7 @@ from kserve import Model
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from serving.runtime.inputs import V2_DATATYPE, BadRequest, InputSchema, RequestRows, parse_v1, parse_v2
+from serving.runtime.request_log import RequestLogged, remember
 from skiff.config import Settings, load_settings
 from skiff.errors import SkiffError, UsageError
 from skiff.registry import ModelRegistry, ModelVersion, VersionMetadata
@@ -213,7 +214,7 @@ def _label_datatype(classes: list[Any]) -> str:
     return "BYTES"
 
 
-class SkiffPredictor(Model):  # type: ignore[misc]  # kserve ships no types: Model is Any here
+class SkiffPredictor(RequestLogged, Model):  # type: ignore[misc]  # kserve ships no types: Model is Any here
     """A registered model version served by KServe's ModelServer (V1, V2 REST and gRPC)."""
 
     def __init__(
@@ -360,9 +361,15 @@ class SkiffPredictor(Model):  # type: ignore[misc]  # kserve ships no types: Mod
         assert self.schema is not None
         if isinstance(payload, InferRequest):
             batch = parse_v2(payload, self.schema)
-            return self.v2_response(payload, batch, self.score(batch))
+            scores = self.score(batch)
+            if self.request_log is not None:
+                remember(batch, scores, self)  # for the inference log (serving.runtime.request_log)
+            return self.v2_response(payload, batch, scores)
         batch = parse_v1(payload, self.schema)
-        return self.v1_response(batch, self.score(batch))
+        scores = self.score(batch)
+        if self.request_log is not None:
+            remember(batch, scores, self)
+        return self.v1_response(batch, scores)
 
     def _labels(self, scores: Scores) -> list[Any]:
         proba = scores.probabilities()

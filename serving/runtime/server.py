@@ -545,6 +545,9 @@ def build_app(model_server: KServeModelServer, *, access_log: bool = False,
     ext = model_server.model_repository_extension
     app = FastAPI(title="skiff model server", docs_url=None, redoc_url=None, openapi_url=None)
     _add_skiff_routes(app, dataplane, V2Endpoints(dataplane, ext))
+    from serving.runtime.recommender import add_event_routes
+
+    add_event_routes(app, dataplane)  # a recommender's real-time events
     app.add_api_route("/", dataplane.live, methods=["GET"])
     app.add_api_route("/metrics", metrics_handler, methods=["GET"])
     register_v1_endpoints(app, dataplane, ext)
@@ -737,8 +740,32 @@ def run_server(options: ServerOptions, *, settings: Settings | None = None) -> N
         predictor = SkiffPredictor(o.name, version=o.version, settings=settings, engine=o.engine)
         predictor.load()
         models.append(predictor)
-    serve_models(models, host=o.host, port=o.port, grpc_port=o.grpc_port, access_log=o.access_log,
-                 max_workers=max(4, settings.max_threads + 2), max_body_bytes=settings.serve_max_body_bytes)
+    writer = _inference_log(models[0], predictor, settings)
+    try:
+        serve_models(models, host=o.host, port=o.port, grpc_port=o.grpc_port, access_log=o.access_log,
+                     max_workers=max(4, settings.max_threads + 2), max_body_bytes=settings.serve_max_body_bytes)
+    finally:
+        if writer is not None:  # graceful shutdown: what is queued is written before the process ends
+            writer.close()
+            log.info("inference log closed: %s", writer.counters.snapshot())
+
+
+def _inference_log(entry: ServedModel, predictor: Any, settings: Settings) -> Any:
+    """The inference-log writer of the model requests enter by (serving.runtime.request_log), its counters
+    on ``/metrics``; None when the version is not sampled, not loaded, or scored by a remote predictor."""
+    from serving.runtime.request_log import build_writer, export_metrics
+
+    meta = getattr(predictor, "metadata", None)
+    if predictor is None or meta is None or not hasattr(entry, "request_log"):
+        return None
+    writer = build_writer(settings, [meta])
+    if writer is None:
+        return None
+    entry.request_log = writer
+    export_metrics(writer)
+    log.info("inference log of %s: a share of %s of requests, to %s", meta.name,
+             writer.models[meta.name].sample_rate, writer.store.root)
+    return writer
 
 
 # -- subprocess helpers ------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from serving.runtime.inputs import (
     parse_v2,
 )
 from serving.runtime.predictor import Scores, SkiffPredictor, V1Response
+from serving.runtime.request_log import RequestLogged, remember
 from skiff.config import Settings, load_settings
 from skiff.errors import ConfigError, NotFoundError, SkiffError, SourceError
 from skiff.registry import ModelRegistry, VersionMetadata
@@ -259,7 +260,7 @@ class TransformerOptions:
     """The feature service the version must have been trained on (checked at load); None: no check."""
 
 
-class FeastTransformer(Model):  # type: ignore[misc]  # kserve ships no types: Model is Any here
+class FeastTransformer(RequestLogged, Model):  # type: ignore[misc]  # kserve ships no types: Model is Any here
     """Entity keys -> Feast online features -> the model's predictions.
 
     ``predictor`` is the in-process :class:`~serving.runtime.predictor.SkiffPredictor` (exactly one of it
@@ -426,6 +427,8 @@ class FeastTransformer(Model):  # type: ignore[misc]  # kserve ships no types: M
             scores = payload["scores"]
             if scores is None:
                 scores = self.predictor.score(batch)
+            if self.request_log is not None:
+                remember(batch, scores, self.predictor)  # for the inference log (serving.runtime.request_log)
             if payload["v2"]:
                 return self.predictor.v2_response(payload["request"], batch, scores)
             return self.predictor.v1_response(batch, scores)
