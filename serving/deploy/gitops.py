@@ -158,6 +158,10 @@ class EnvironmentConfig(BaseModel):
     defaults: ServingDefaults = Field(default_factory=ServingDefaults)
     gpu: GpuPlacement = Field(default_factory=GpuPlacement)
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy, description="Canary policy of this environment.")
+    predict_url: str | None = Field(
+        default=None, pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+(/[!-~]*)?$",
+        description="Base URL the REST API's predict proxy sends requests to (e.g. a local `skiff serve` on "
+        "http://127.0.0.1:8080); None: each model's InferenceService endpoint (endpoint()).")
     # retrain policies (skiff.monitoring.retrain): a winning challenger lands here as a canary
     retrain: dict[str, RetrainPolicy] = Field(
         default_factory=dict, description="Retrain policy per model name (skiff monitor run --act).")

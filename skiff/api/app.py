@@ -52,7 +52,15 @@ def create_app(
         raise ConfigError("the REST API needs at least one token digest (admin or read)")
     if max_body_bytes < 1:
         raise ConfigError(f"max_body_bytes must be at least 1, got {max_body_bytes}")
-    from skiff.api.routes import deployments, model_monitoring, models, monitoring, pipelines
+    from skiff.api.routes import (
+        deployments,
+        evaluations,
+        ingestions,
+        model_monitoring,
+        models,
+        monitoring,
+        pipelines,
+    )
 
     runs = LocalRuns(settings)
 
@@ -85,7 +93,7 @@ def create_app(
 
     # every route under the prefix can answer these; each route declares its own others
     api = APIRouter(prefix=API_PREFIX, responses=declare(401, 413, 500))
-    for module in (models, pipelines, deployments, monitoring, model_monitoring):
+    for module in (models, pipelines, deployments, monitoring, model_monitoring, ingestions, evaluations):
         api.include_router(module.router)
     app.include_router(api)
     return app
