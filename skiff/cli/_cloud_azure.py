@@ -29,16 +29,30 @@ def add_commands(cloud: typer.Typer) -> None:
         ctx: typer.Context,
         name: Annotated[str, typer.Argument(help="Model name.")],
         env: Annotated[str | None, typer.Option("--env", help="Only this environment's workspace.")] = None,
+        verify: Annotated[bool, typer.Option(
+            "--verify-storage", help="First check each version's files are where its model points (blob reads "
+            "as the identity: Storage Blob Data Reader).")] = False,
         environments: _EnvironmentsOption = None,
         json_out: JsonOption = False,
     ) -> None:
         """Create or update every version of a model in the Azure ML workspace of each environment that opted in
         (its azureml.yaml), completing the syncs registration or promotion left pending."""
+        from skiff.cloud.azure.models import StorageCheck
         from skiff.cloud.azure.models import sync_models as sync
+        from skiff.cloud.azure.storage import verify_version
+        from skiff.cloud.azure.workspace import credential
         from skiff.registry import ModelRegistry
 
         reg = ModelRegistry.from_settings(state(ctx).settings)
-        results = [r.model_dump(mode="json") for r in sync(reg, name, environments=environments, env=env)]
+        check: StorageCheck | None = None
+        if verify:
+            cred = credential()
+
+            def check(version_path: str, model_path: str, kind: str) -> None:
+                verify_version(version_path, model_path, kind, cred)
+
+        results = [r.model_dump(mode="json") for r in sync(reg, name, environments=environments, env=env,
+                                                           verify_storage=check)]
 
         def human(rows: list[dict[str, Any]]) -> None:
             for r in rows:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from azure.ai.ml.entities import Model
     from azure.core.credentials import TokenCredential
 
-__all__ = ["SyncResult", "abfss_path", "model_entity", "model_path", "sync_version", "on_register", "on_promote",
+__all__ = ["SyncResult", "StorageCheck", "abfss_path", "model_entity", "model_path", "sync_version", "on_register", "on_promote",
            "sync_models", "pending", "ENV_TAG"]
 
 log = logging.getLogger(__name__)
@@ -310,12 +310,18 @@ def on_promote(registry: ModelRegistry, env: str, name: str, version: int, *,
         return None
 
 
+#: Checks that a version's files are where its Azure ML model points: (version path, model path, type).
+StorageCheck = Callable[[str, str, str], None]
+
+
 def sync_models(registry: ModelRegistry, name: str, *, environments: str | Path | None = None,
                 env: str | None = None, client_factory: ClientFactory | None = None,
-                credential: TokenCredential | None = None) -> list[SyncResult]:
+                credential: TokenCredential | None = None,
+                verify_storage: StorageCheck | None = None) -> list[SyncResult]:
     """Back-fill: every version of ``name`` into the workspace of each environment that opted in (or of
     ``env`` only), completing the pending syncs (their promotions included). A :class:`SourceError` when a
-    workspace could not be reached; what was synced before that stays synced."""
+    workspace could not be reached; what was synced before that stays synced. ``verify_storage``
+    (:func:`skiff.cloud.azure.storage.verify_version`) checks each version's files first."""
     root = environments_dir(environments)
     if env is not None:
         one = target(root, env)
@@ -337,6 +343,11 @@ def sync_models(registry: ModelRegistry, name: str, *, environments: str | Path 
         client = factory(t)
         for mv in versions:
             promoted_at = waiting.get((t.env, mv.version), {}).get("promoted_at")
+            if verify_storage is not None:
+                kind, path = model_path(mv, t.registry, _options(registry))
+                _, version_path = model_path(mv.model_copy(update={"metadata": mv.metadata.model_copy(
+                    update={"files": []})}), t.registry, _options(registry))
+                verify_storage(version_path, path, kind)
             try:
                 model = sync_version(client, mv, registry=t.registry, storage_options=_options(registry),
                                      promoted={t.env: promoted_at} if promoted_at else None)
