@@ -30,6 +30,12 @@ checked against the pipeline (1e-6). It prints the ratios, the targets (>= 10x F
 others'), and a table of the example data sets' versions — logistic/ridge, random forest, HGB — with
 the compiler chosen and whether they are on the fast path.
 
+The inference log (``skiff-log``): skiff's server with the log at 100% sampling
+(``SKIFF_INFERENCE_LOG_SAMPLE_RATE=1``) and the same server with it off run side by side and are driven
+in turn, ``--log-rounds`` times per case; the medians' p50 delta (target within 0.2 ms) and RPS ratio
+(target >= 0.9x) are printed, and the logging server's counters must reconcile with the requests sent and,
+after its graceful shutdown, with the rows in the log's files.
+
 Run: ``.venv/bin/python bench/serving.py [--requests 2000] [--loadgen auto|h2load|python]``. It prints
 RPS, p50 and p99 per server and case, the ratios, and each target as met or missed.
 """
@@ -251,11 +257,102 @@ def start_fastapi(root: Path, port: int, name: str = MODEL) -> subprocess.Popen:
 
 
 def start_skiff(root: Path, port: int, with_features: bool = False, engine: str = "auto",
-                name: str = MODEL) -> subprocess.Popen:
+                name: str = MODEL, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     from serving.runtime.server import start_local_server
 
     return start_local_server(name, 1, port, root=root, with_features=with_features, timeout_s=180,
-                              engine=engine, log_path=root / f"skiff-{port}.log")
+                              engine=engine, log_path=root / f"skiff-{port}.log", extra_env=extra_env)
+
+
+# -- the inference log's cost ------------------------------------------------------------------------
+LOG_ENV = {"SKIFF_INFERENCE_LOG_SAMPLE_RATE": "1.0"}
+
+
+def _log_counters(base: str) -> dict[str, float]:
+    import httpx
+
+    out = {}
+    for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
+        m = re.match(r'skiff_inference_log_(\w+?)(?:_total)?\{model="' + re.escape(MODEL) + r'"\} ([\d.e+]+)$', line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def logging_bench(root: Path, loadgen: str, bodies: dict[str, bytes], requests: int, rounds: int,
+                  p_one: float, pick) -> dict[str, Any]:
+    """skiff's server with the inference log at 100% sampling against the same server with it off: both
+    run side by side and are driven in turn (off, on, off, on, ...), so drift in the machine's load hits
+    both; per case the median over ``rounds`` of each one's p50 and RPS. Afterwards the logging server's
+    counters must reconcile (offered = unsampled + dropped + accepted) and, once it is stopped (the
+    writer flushes on shutdown), the rows in the log's files must equal what it logged."""
+    import statistics
+
+    from skiff.config import load_settings
+    from skiff.inference_log import log_partitions, log_store, read_log
+
+    ports = {"off": free_port(), "on": free_port()}
+    procs = {"off": start_skiff(root, ports["off"]), "on": start_skiff(root, ports["on"], extra_env=LOG_ENV)}
+    urls = {k: f"http://127.0.0.1:{p}/v2/models/{MODEL}/infer" for k, p in ports.items()}
+    per: dict[str, dict[str, list[dict[str, float]]]] = {"off": {}, "on": {}}
+    sent = 0
+    try:
+        for k in ("off", "on"):
+            check_answer(urls[k], bodies["single"], p_one, pick)
+        sent += 1
+        for case, c in (("single", 1), ("single", 8), ("batch100", 8)):
+            key = f"{case}@c{c}"
+            for _ in range(rounds):
+                for k in ("off", "on"):
+                    r = drive(loadgen, urls[k], bodies[case], requests, c, root)
+                    per[k].setdefault(key, []).append(r)
+                sent += requests + max(100, requests // 10)
+        counters = _log_counters(f"http://127.0.0.1:{ports['on']}")
+    finally:
+        for proc in procs.values():
+            stop(proc)
+    store = log_store(load_settings(root=str(root)))
+    logged_requests = logged_rows = 0
+    for v, hour in log_partitions(store, MODEL):
+        t = read_log(store, MODEL, v, hour)
+        logged_rows += t.num_rows
+        logged_requests += len(set(t.column("request_id").to_pylist()))
+    summary: dict[str, Any] = {"counters": counters, "sent": sent, "rows_in_files": logged_rows,
+                               "requests_in_files": logged_requests, "cases": {}}
+    for key in per["off"]:
+        off, on = per["off"][key], per["on"][key]
+        summary["cases"][key] = {
+            "off": {"p50_ms": statistics.median(r["p50_ms"] for r in off), "rps": statistics.median(r["rps"] for r in off),
+                    "p99_ms": statistics.median(r["p99_ms"] for r in off)},
+            "on": {"p50_ms": statistics.median(r["p50_ms"] for r in on), "rps": statistics.median(r["rps"] for r in on),
+                   "p99_ms": statistics.median(r["p99_ms"] for r in on)},
+        }
+    return summary
+
+
+def print_logging_report(s: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    print("\ninference log at 100% sampling vs off (same run, servers side by side, medians over rounds):")
+    targets = []
+    for key, c in s["cases"].items():
+        d = c["on"]["p50_ms"] - c["off"]["p50_ms"]
+        ratio = c["on"]["rps"] / c["off"]["rps"]
+        print(f"  {key:12s} p50 {c['off']['p50_ms']:.3f} -> {c['on']['p50_ms']:.3f} ms (delta {d:+.3f})   "
+              f"RPS {c['off']['rps']:.0f} -> {c['on']['rps']:.0f} (x{ratio:.2f})   "
+              f"p99 {c['off']['p99_ms']:.2f} -> {c['on']['p99_ms']:.2f} ms")
+        if key.startswith("single"):
+            targets.append((f"inference log {key}: p50 within 0.2 ms of logging off", d <= 0.2, f"{d:+.3f} ms"))
+            targets.append((f"inference log {key}: RPS >= 0.9x logging off", ratio >= 0.9, f"x{ratio:.2f}"))
+    k = s["counters"]
+    offered = k.get("offered", 0)
+    ok = offered == k.get("unsampled", 0) + k.get("dropped", 0) + k.get("accepted", 0) and offered == s["sent"]
+    print(f"  counters: {k}; requests sent {s['sent']}; in the files: {s['requests_in_files']} requests, "
+          f"{s['rows_in_files']} rows")
+    targets.append(("inference log: counters reconcile (offered = sent = unsampled + dropped + accepted)", ok,
+                    f"offered {offered:.0f}, sent {s['sent']}"))
+    in_files = s["requests_in_files"] == k.get("accepted", -1) - k.get("failed", 0)
+    targets.append(("inference log: every accepted request is in the files after shutdown", in_files,
+                    f"{s['requests_in_files']} of {k.get('accepted', 0):.0f}"))
+    return targets
 
 
 # -- load generation ---------------------------------------------------------------------------------
@@ -559,8 +656,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=2000, help="Requests per case (after a warm-up).")
     ap.add_argument("--loadgen", choices=["auto", "h2load", "python"], default="auto",
                     help="h2load (nghttp2-client, C) when installed, else asyncio httpx.")
-    ap.add_argument("--servers", default="skiff,skiff-sklearn,fastapi,mlserver,mlserver-inproc,transformer",
+    ap.add_argument("--servers", default="skiff,skiff-sklearn,fastapi,mlserver,mlserver-inproc,transformer,skiff-log",
                     help="Which to run, comma-separated (default all).")
+    ap.add_argument("--log-rounds", type=int, default=3,
+                    help="skiff-log: rounds of (logging off, logging on) per case; medians are compared.")
     ap.add_argument("--json", dest="json_out", type=Path, help="Also write the results to this file.")
     ap.add_argument("--fastapi-server", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -658,6 +757,12 @@ def main(argv: list[str] | None = None) -> int:
         if proc is not None:
             stop(proc)
 
+    log_targets: list[Any] = []
+    log_summary: dict[str, Any] | None = None
+    if "skiff-log" in chosen:
+        log_summary = logging_bench(root, loadgen, bodies["skiff"], args.requests, args.log_rounds, p_one, skiff_pick)
+        log_targets = print_logging_report(log_summary)
+
     tree_results: dict[str, Any] = {}
     tree_targets: list[Any] = []
     if args.trees:
@@ -699,6 +804,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.trees:
         tree_targets = print_tree_report(tree_results, tree_worlds)
         targets += tree_targets
+    targets += log_targets
     print(f"\nload average when done: {os.getloadavg()[0]:.1f} over {os.cpu_count()} cores (other work on the "
           "machine shares the cores with the servers and the load generator)")
     print("\ntargets:")
@@ -706,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  [{'met' if ok else 'MISSED'}] {text}: {value}")
     if args.json_out:
         args.json_out.write_text(json.dumps({"loadgen": loadgen, "in_process": inproc, "results": results,
-                                             "trees": tree_results,
+                                             "trees": tree_results, "inference_log": log_summary,
                                              "targets": [{"target": t, "met": ok, "value": v}
                                                          for t, ok, v in targets]}, indent=2))
     shutil.rmtree(root, ignore_errors=True)

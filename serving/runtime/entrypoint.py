@@ -13,6 +13,9 @@ skiff's CLI.
   those are ignored. Without ``--predictor_host`` the predictor runs in the same process (as
   ``NAME-predictor``). It binds all interfaces by default: in a pod it sits behind KServe's ingress.
 
+- ``python -m serving log-sink [--host H] [--port P]``: the inference-log sink KServe's logger sends its
+  CloudEvents to (:mod:`serving.runtime.log_sink`).
+
 Settings come from ``SKIFF_*`` variables and ``skiff.yaml`` (``--root`` overrides the root). A skiff
 error ends the process with its exit code and one line on stderr.
 """
@@ -81,6 +84,11 @@ def options_from_args(argv: list[str] | None = None) -> tuple[ServerOptions, str
 
 def main(argv: list[str] | None = None) -> int:
     """Run the server a command line asks for until SIGINT/SIGTERM; return the exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["log-sink"]:  # KServe's logger sends its CloudEvents here (serving.runtime.log_sink)
+        from serving.runtime.log_sink import main as sink_main
+
+        return sink_main(args[1:])
     try:
         options, root, ignored = options_from_args(argv)
         settings = load_settings(root=root)

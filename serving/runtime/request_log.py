@@ -160,7 +160,7 @@ def _status(e: BaseException) -> int:
 
 
 def _error_text(e: BaseException) -> str:
-    field = getattr(e, "field", None) or (getattr(e, "details", None) or {}).get("field")
+    field = getattr(e, "field", None) or (getattr(e, "detail", None) or {}).get("field")
     return f"{type(e).__name__}: field {field!r}" if field else type(e).__name__
 
 
