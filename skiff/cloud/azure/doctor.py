@@ -78,7 +78,7 @@ def _storage_checks(props: Mapping[str, Any], blob: Mapping[str, Any]) -> list[C
               f"min_tls_version = \"TLS1_2\" in {_TF}; or az storage account update --min-tls-version TLS1_2"),
         Check("storage: HTTPS only", props.get("supportsHttpsTrafficOnly", True) is True,
               "HTTPS only" if props.get("supportsHttpsTrafficOnly", True) else "HTTP accepted",
-              "az storage account update --https-only true"),
+              f"https_traffic_only_enabled = true in {_TF}; or az storage account update --https-only true"),
         Check("storage: no public blob access", props.get("allowBlobPublicAccess", False) is False,
               "public blob access off" if not props.get("allowBlobPublicAccess", False)
               else "allowBlobPublicAccess is on: a container can be made anonymous-readable",
