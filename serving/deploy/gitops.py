@@ -34,6 +34,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from serving.deploy.logger import InferenceLoggerConfig
 from skiff.errors import ConfigError, GateFailed, NotFoundError, SkiffError, UsageError
 from skiff.locks import FileLocks, Locks
 from skiff.monitoring.retrain import RetrainPolicy
@@ -165,6 +166,13 @@ class EnvironmentConfig(BaseModel):
     # retrain policies (skiff.monitoring.retrain): a winning challenger lands here as a canary
     retrain: dict[str, RetrainPolicy] = Field(
         default_factory=dict, description="Retrain policy per model name (skiff monitor run --act).")
+    # the inference log on a cluster (serving.deploy.logger): KServe's logger to skiff's log sink
+    inference_log: InferenceLoggerConfig | None = Field(
+        default=None, description="KServe's logger on every predictor, sending CloudEvents to the log sink; "
+        "None: no logger.")
+    node_price_per_hour: float | None = Field(
+        default=None, ge=0.0, description="Price of one node per hour, for the cost per 1,000 predictions "
+        "(skiff.monitoring.resources).")
 
     @field_validator("service_account_annotations")
     @classmethod

@@ -24,6 +24,10 @@ refused. KServe splits the traffic of each component (predictor, transformer) by
 ``canaryTrafficPercent``: a transformer without it would send every request through the new transformer
 revision at once, so a model with a transformer gets the same percent on both components.
 
+Inference log. With ``inference_log`` in the environment file the predictor gets KServe's logger
+(``spec.predictor.logger``: mode, the sink's URL, the ``X-Request-Id`` header as metadata, the
+``skiff.io/served-version`` annotation), see :mod:`serving.deploy.logger`.
+
 Ownership (one owner per object). ``skiff render env`` writes InferenceServices only: Argo CD owns them.
 The ``skiff-serving`` ServiceAccount (it carries the cloud identity Terraform creates) and the
 ``skiff-<flavor>`` ServingRuntimes (their image is the platform release's) belong to the platform chart
@@ -213,6 +217,11 @@ def build_inference_service(
     if canary is not None:
         annotations["skiff.io/stable-version"] = str(deployment.version)
         annotations["skiff.io/canary-version"] = str(canary.version)
+    inference_log = getattr(env, "inference_log", None)  # KServe's logger to the log sink (serving.deploy.logger)
+    if inference_log is not None:
+        from serving.deploy.logger import VERSION_ANNOTATION, logger_spec
+
+        annotations[VERSION_ANNOTATION] = str(served)
     tmp_volume, tmp_mount = _tmp_volume()
     node_selector, tolerations = _gpu_placement(env) if gpus else (None, None)
 
@@ -242,6 +251,7 @@ def build_inference_service(
         node_selector=node_selector,
         tolerations=tolerations,
         volumes=[tmp_volume],
+        logger=logger_spec(inference_log) if inference_log is not None else None,
     )
     if predictor.min_replicas is not None and predictor.max_replicas < max(predictor.min_replicas, 1):
         raise ConfigError(f"{name} in {env.name}: max_replicas {predictor.max_replicas} is below "
