@@ -251,3 +251,25 @@ def test_register_step_registers_even_when_azure_is_unreachable(
                               reason="candidate")
     assert result.version == 1 and reg.get("churn", 1).version == 1
     assert [(p["env"], p["version"]) for p in azml.pending(reg, "churn")] == [("dev", 1)]
+
+
+def test_skiff_promote_tags_the_version_in_the_workspace(
+        tmp_path: Path, fake_azure: FakeAzure, azure_cloud: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The promote command's own path (skiff/cli/rollout.py): the Git record changes, then the hook tags."""
+    from skiff.cli import main
+
+    workspace.ml_client(workspace.AzureMLTarget(subscription_id="s", resource_group="r", workspace="w"),
+                        FakeCredential(), **azure_cloud)  # the local cloud, known to the SDK by name
+    monkeypatch.setattr(workspace, "credential", FakeCredential)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SKIFF_ROOT", str(tmp_path / ".skiff"))
+    monkeypatch.delenv("SKIFF_CONFIG", raising=False)
+    root = _envs(tmp_path, opted={"prod": {"on_register": False, "cloud": azure_cloud["cloud"]}})
+    reg = ModelRegistry(Store(str(tmp_path / ".skiff" / "models")))
+    reg.register("churn", DummyClassifier().fit([[0], [1]], [0, 1]), META)
+    code = main(["promote", "churn", "--version", "1", "--env", "prod", "--environments", str(root), "--json"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["version"] == 1
+    put = RestModelVersion(fake_azure.calls("PUT", r"/models/churn/versions/1$")[-1].body)
+    assert put.properties.stage == "prod" and "skiff.env.prod" in put.properties.tags
