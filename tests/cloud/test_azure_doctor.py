@@ -112,3 +112,19 @@ def test_an_unknown_account_and_missing_inputs(fake_azure: FakeAzure, monkeypatc
     with pytest.raises(UsageError, match="storage account"):
         doctor.run_checks(Settings(root="s3://bucket/skiff"), subscription_id=SUBSCRIPTION,
                           credential=FakeCredential(), arm_endpoint=fake_azure.url)
+
+
+def test_terraform_outputs_give_the_account_and_the_identities(fake_azure: FakeAzure,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_SUBSCRIPTION_ID", raising=False)
+    ids = _least_roles(fake_azure)
+    outputs = {
+        "cluster_id": {"value": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
+                                "Microsoft.ContainerService/managedClusters/skiff-dev"},
+        "resource_group_name": {"value": RESOURCE_GROUP}, "storage_account_name": {"value": ACCOUNT},
+        "storage_container_name": {"value": CONTAINER}, "workload_identity_ids": {"value": ids},
+    }
+    checks = doctor.run_checks(Settings(), terraform_outputs=outputs, credential=FakeCredential(),
+                               arm_endpoint=fake_azure.url)
+    assert failed(checks) == []
+    assert {"identity: pipeline", "identity: serving"} <= {c.name for c in checks}

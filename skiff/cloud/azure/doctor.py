@@ -141,17 +141,38 @@ def _identity_check(arm: Arm, subscription_id: str, workload: str, identity: str
     return Check(name, True, ", ".join(sorted(set(held))) or "no role assignments", fix)
 
 
+def _from_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """What the doctor takes from ``terraform output -json`` of modules/azure-aks."""
+    def value(key: str) -> Any:
+        v = outputs.get(key)
+        return v["value"] if isinstance(v, dict) and "value" in v else v
+
+    cluster = value("cluster_id")
+    m = re.match(r"^/subscriptions/([^/]+)/", cluster) if isinstance(cluster, str) else None
+    ids = value("workload_identity_ids")
+    return {"subscription_id": m.group(1) if m else None, "resource_group": value("resource_group_name"),
+            "storage_account": value("storage_account_name"), "container": value("storage_container_name"),
+            "identities": dict(ids) if isinstance(ids, dict) else None}
+
+
 def run_checks(settings: Settings, *, subscription_id: str | None = None, resource_group: str | None = None,
                storage_account: str | None = None, identities: Mapping[str, str] | None = None,
-               credential: TokenCredential | None = None, arm_endpoint: str = ARM_ENDPOINT) -> list[Check]:
+               terraform_outputs: Mapping[str, Any] | None = None, credential: TokenCredential | None = None,
+               arm_endpoint: str = ARM_ENDPOINT) -> list[Check]:
     """The Azure checks: skiff's storage account (``storage_account``, else the account of the ``abfs://``
     root) in ``subscription_id`` (else ``AZURE_SUBSCRIPTION_ID``), and the role assignments of
     ``identities`` (workload -> user-assigned identity resource ID, as the Terraform output
-    ``workload_identity_ids`` gives them, or a principal ID)."""
+    ``workload_identity_ids`` gives them, or a principal ID). ``terraform_outputs`` (``terraform output
+    -json`` of modules/azure-aks) gives all of these at once; explicit arguments win."""
     from skiff.cloud.azure.workspace import credential as default_credential
 
-    subscription_id = subscription_id or os.environ.get("AZURE_SUBSCRIPTION_ID")
+    tf = _from_outputs(terraform_outputs or {})
+    subscription_id = subscription_id or tf["subscription_id"] or os.environ.get("AZURE_SUBSCRIPTION_ID")
+    resource_group = resource_group or tf["resource_group"]
+    identities = identities or tf["identities"]
     account, container = storage_target(settings)
+    if tf["storage_account"] and not storage_account:
+        account, container = str(tf["storage_account"]), str(tf["container"] or container or "")
     account = storage_account or account
     if not subscription_id:
         raise UsageError("the subscription is needed: --subscription or AZURE_SUBSCRIPTION_ID")
