@@ -630,8 +630,11 @@ def serve_models(
     access_log: bool = False,
     max_workers: int = 4,
     max_body_bytes: int | None = None,
+    on_shutdown: Sequence[Callable[[], None]] = (),
 ) -> None:
-    """Serve already loaded ``kserve.Model`` objects until SIGINT/SIGTERM (blocking)."""
+    """Serve already loaded ``kserve.Model`` objects until SIGINT/SIGTERM (blocking). ``on_shutdown``
+    runs (in a worker thread) once the server stopped taking requests, before the process ends: uvicorn
+    re-raises the signal that stopped it as soon as it returns, so nothing after it would run."""
     import_kserve()
     import uvicorn
 
@@ -640,7 +643,13 @@ def serve_models(
         logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=access_log, lifespan="off",
                             timeout_keep_alive=65, loop="auto", http="auto")
-    server = uvicorn.Server(config)
+    class _Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            await super().shutdown(sockets=sockets)
+            for hook in on_shutdown:  # e.g. the inference log's writer: what is queued gets written
+                await asyncio.to_thread(hook)
+
+    server = _Server(config)
 
     async def main() -> None:
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=max_workers))
@@ -741,13 +750,17 @@ def run_server(options: ServerOptions, *, settings: Settings | None = None) -> N
         predictor.load()
         models.append(predictor)
     writer = _inference_log(models[0], predictor, settings)
-    try:
-        serve_models(models, host=o.host, port=o.port, grpc_port=o.grpc_port, access_log=o.access_log,
-                     max_workers=max(4, settings.max_threads + 2), max_body_bytes=settings.serve_max_body_bytes)
-    finally:
-        if writer is not None:  # graceful shutdown: what is queued is written before the process ends
+    def close_log() -> None:  # graceful shutdown: what is queued is written before the process ends
+        if writer is not None and not writer.closed:
             writer.close()
             log.info("inference log closed: %s", writer.counters.snapshot())
+
+    try:
+        serve_models(models, host=o.host, port=o.port, grpc_port=o.grpc_port, access_log=o.access_log,
+                     max_workers=max(4, settings.max_threads + 2), max_body_bytes=settings.serve_max_body_bytes,
+                     on_shutdown=[close_log])
+    finally:
+        close_log()
 
 
 def _inference_log(entry: ServedModel, predictor: Any, settings: Settings) -> Any:
