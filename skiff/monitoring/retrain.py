@@ -28,11 +28,12 @@ promotion (``promote``: the canary; ``no_promote``: the gate kept the champion).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from skiff.control_plane import ControlPlane, RetrainDecision
 from skiff.errors import ConfigError, SkiffError
@@ -64,6 +65,16 @@ class RetrainPolicy(BaseModel):
     labels_dataset: str | None = Field(default=None, description="The ingested labels dataset the decay "
                                        "monitor joins (posted labels are always used).")
     params: dict[str, Any] = Field(default_factory=dict, description="Extra pipeline parameters.")
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _plain(cls, v: Any) -> Any:
+        # plain JSON values: an environment file read round-trip gives ruamel's mapping types, which the
+        # pipeline's parameters refuse; anything not JSON is refused here with the field's name
+        try:
+            return json.loads(json.dumps(v))
+        except (TypeError, ValueError):
+            raise ValueError("params must be JSON values (numbers, text, lists, mappings)") from None
 
     @model_validator(mode="after")
     def _schedule(self) -> RetrainPolicy:
