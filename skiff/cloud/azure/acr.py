@@ -77,18 +77,13 @@ def _post_form(url: str, form: dict[str, str]) -> dict[str, Any]:
     return body
 
 
-def _scheme(server: str) -> str:
-    # a registry on the loopback interface (a local test registry) speaks plain HTTP only when asked to
-    return os.environ.get("SKIFF_ACR_SCHEME", "https") if server.startswith(("127.0.0.1", "localhost")) else "https"
-
-
 def exchange_refresh_token(server: str, credential: TokenCredential, *, tenant: str | None = None) -> str:
     """The ACR refresh token of the identity (``/oauth2/exchange`` with its ARM access token)."""
     aad = credential.get_token(_ARM_SCOPE).token
     form = {"grant_type": "access_token", "service": server, "access_token": aad}
     if tenant:
         form["tenant"] = tenant
-    body = _post_form(f"{_scheme(server)}://{server}/oauth2/exchange", form)
+    body = _post_form(f"https://{server}/oauth2/exchange", form)
     token = body.get("refresh_token")
     if not isinstance(token, str) or not token:
         raise SourceError(f"{server}/oauth2/exchange answered no refresh token")
@@ -97,7 +92,7 @@ def exchange_refresh_token(server: str, credential: TokenCredential, *, tenant: 
 
 def access_token(server: str, refresh_token: str, repository: str, actions: str = "pull,push") -> str:
     """An ACR access token for one repository (``/oauth2/token``): proves the identity may push there."""
-    body = _post_form(f"{_scheme(server)}://{server}/oauth2/token", {
+    body = _post_form(f"https://{server}/oauth2/token", {
         "grant_type": "refresh_token", "service": server, "refresh_token": refresh_token,
         "scope": f"repository:{repository}:{actions}"})
     token = body.get("access_token")
