@@ -193,6 +193,9 @@ def _image() -> PipelineDefinition:
             Parameter("image_size", int, None, "shortcut for train_config.image_size (pixels)"),
             Parameter("epochs", int, None, "shortcut for the epochs of both training phases (head_epochs, "
                                            "fine_tune_epochs)"),
+            Parameter("workers", int, 1, "training nodes: more than 1 trains as a Kubeflow TFJob "
+                                         "(MultiWorkerMirroredStrategy; a cluster run)"),
+            Parameter("gpus_per_worker", int, 1, "nvidia.com/gpu per TFJob worker (with workers > 1)"),
         ),
         load=_image_function,
         build=image_run.arguments,

@@ -83,7 +83,12 @@ def arguments(spec: DatasetSpec, params: dict[str, Any], settings: Settings, loc
     args["dataset"] = spec.name
     args["model_name"] = args.get("model_name") or spec.name
     args["data"] = _abs(str(args.get("data") or ""))
-    args.update(lake_uri=_abs(settings.lake_uri), registry_uri=_abs(settings.registry_uri))
+    args.update(lake_uri=_abs(settings.lake_uri), registry_uri=_abs(settings.registry_uri),
+                artifacts_uri=_abs(settings.artifacts_uri))
+    workers = args.get("workers", 1)
+    if local and isinstance(workers, int) and workers > 1:
+        raise UsageError(f"workers={workers} trains past one node as a Kubeflow TFJob, which needs a cluster: "
+                         "submit with --host (a local run trains in one process, workers=1)")
     return args
 
 
@@ -103,6 +108,11 @@ def preflight(spec: DatasetSpec, args: dict[str, Any]) -> None:
             model.model_validate(args.get(key) or {})
         except ValueError as e:
             raise UsageError(f"pipeline parameter {key!r}: {e}"[:600]) from e
+    for key in ("workers", "gpus_per_worker"):
+        value = args.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "workers" else 0):
+            raise UsageError(f"pipeline parameter {key!r} must be an integer >= {1 if key == 'workers' else 0}, "
+                             f"got {value!r}"[:200])
     margin = args.get("margin", 0.0)
     if not isinstance(margin, int | float) or isinstance(margin, bool) or margin < 0:
         raise UsageError("pipeline parameter 'margin' must be a number >= 0")

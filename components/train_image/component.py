@@ -13,7 +13,7 @@ from kfp.dsl import Artifact, Input, Metrics, Model, Output
 
 from components._image import GPU_IMAGE
 
-__all__ = ["train_image_op", "evaluate_image_op", "register_image_op"]
+__all__ = ["train_image_op", "train_image_tfjob_op", "evaluate_image_op", "register_image_op"]
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -41,6 +41,47 @@ def train_image_op(dataset: str, lake_uri: str, run_id: str, model: Output[Model
                            "device": result.device, "dataset": dataset, "run_id": ref.run_id,
                            "ingest_date": ref.date, "content_hash": manifest.content_hash or "",
                            "duration_s": result.duration_s})
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def train_image_tfjob_op(dataset: str, lake_uri: str, run_id: str, artifacts_uri: str, model: Output[Model],
+                         workers: int = 2, gpus_per_worker: int = 1, image: str = GPU_IMAGE,
+                         namespace: str = "", service_account: str = "",
+                         config: dict = {},  # noqa: B006 - KFP needs a literal default; it is never mutated
+                         storage_options: dict = {},  # noqa: B006
+                         timeout_s: float = 86400.0):
+    """Train past one node: the step's code as a TFJob of ``workers`` workers (MultiWorkerMirroredStrategy),
+    created with the Kubernetes client and waited for; the chief's model folder becomes this task's output."""
+    import json
+    import os
+    from pathlib import Path
+
+    import fsspec
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    from components.train_image.tfjob import create, job_name, render_tfjob, wait_for
+    from components.train_image.worker import RESULT_FILE
+    from skiff.storage import join_uri
+
+    name = job_name(f"{dataset}-{run_id}")
+    if not namespace:  # the namespace this task runs in (the pipeline's profile namespace)
+        ns_file = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        namespace = ns_file.read_text().strip() if ns_file.exists() else "default"
+    output_uri = join_uri(artifacts_uri, "tfjobs", name, "model")
+    obj = render_tfjob(name=name, namespace=namespace, image=image, workers=workers, dataset=dataset,
+                       lake_uri=lake_uri, run_id=run_id, output_uri=output_uri, config=config,
+                       gpus_per_worker=gpus_per_worker, service_account=service_account,
+                       labels={"skiff.io/run-id": job_name(run_id, "run")})
+    kube_config.load_incluster_config()
+    api = client.CustomObjectsApi()
+    create(api, obj)
+    print(wait_for(api, name, namespace, timeout_s=timeout_s) or f"TFJob {namespace}/{name} succeeded", flush=True)
+    fs, path = fsspec.core.url_to_fs(output_uri, **(storage_options or {}))
+    os.makedirs(model.path, exist_ok=True)
+    fs.get(path.rstrip("/") + "/", model.path.rstrip("/") + "/", recursive=True)
+    meta = json.loads((Path(model.path) / RESULT_FILE).read_text())
+    model.metadata.update({**meta, "tfjob": f"{namespace}/{name}", "workers": workers})
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)

@@ -11,6 +11,9 @@ so a run shows what fine-tuning added. Classes are weighted by inverse frequency
 On a GPU, and only there, the step trains in mixed precision (float16 compute, float32 head) under a
 ``MirroredStrategy`` over the node's GPUs with the batch size scaled by their number; Keras compiles with
 XLA where it can (``jit_compile="auto"``). On a CPU the same code runs in float32 on the default strategy.
+Past one node (a TFJob: :mod:`components.train_image.tfjob`), ``TF_CONFIG`` names the workers and the same
+code trains under ``MultiWorkerMirroredStrategy``, the global batch being the per-replica batch times the
+replicas of every worker, the input sharded by element; worker 0 writes the results.
 
 The output folder holds ``model.keras``, ``saved_model/`` (a TensorFlow SavedModel with a ``serve``
 signature), ``label_map.json``, ``preprocessing.json``, ``split.json`` (the test images, for evaluation)
@@ -30,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from components.train_image.data import class_weights, localize, make_dataset, split_images
 from components.train_image.model import BACKBONES, build_model, set_phase
+from skiff.errors import ConfigError
 from skiff.image_data import LabelMap, Preprocessing
 
 log = logging.getLogger(__name__)
@@ -97,18 +101,47 @@ def configure_tensorflow(threads: int) -> None:
             log.info("TensorFlow's thread pools are already set in this process; keeping them")
 
 
+def tf_config_workers() -> int:
+    """How many workers (chief included) ``TF_CONFIG`` names: 0 without it (one process trains alone)."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return 0
+    try:
+        cluster = json.loads(raw).get("cluster") or {}
+        return sum(len(cluster.get(kind) or []) for kind in ("chief", "worker"))
+    except (ValueError, AttributeError, TypeError) as e:
+        raise ConfigError(f"TF_CONFIG is not the JSON the training operator writes: {e}") from e
+
+
+def is_chief() -> bool:
+    """Whether this process writes the results: the chief, or worker 0 when there is no chief (a TFJob of
+    workers only), or the only process."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return True
+    cfg = json.loads(raw)
+    task = cfg.get("task") or {}
+    has_chief = bool((cfg.get("cluster") or {}).get("chief"))
+    return task.get("type") == "chief" or (not has_chief and task.get("type") == "worker"
+                                           and int(task.get("index", 0)) == 0)
+
+
 def device_setup(config: TrainImageConfig) -> tuple[Any, dict[str, Any]]:
     """The distribution strategy and what the run records about the device: mixed precision and
-    ``MirroredStrategy`` only when a GPU is there."""
+    ``MirroredStrategy`` only when a GPU is there; ``MultiWorkerMirroredStrategy`` over the workers of a
+    TFJob when ``TF_CONFIG`` names more than one (call it before TensorFlow runs anything else)."""
     import keras
     import tensorflow as tf
 
+    workers = tf_config_workers()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if workers > 1 else None
     gpus = tf.config.list_physical_devices("GPU")
     mixed = bool(gpus) and config.mixed_precision == "auto"
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if strategy is None:
+        strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     return strategy, {"gpus": len(gpus), "mixed_precision": mixed, "replicas": strategy.num_replicas_in_sync,
-                      "strategy": type(strategy).__name__}
+                      "strategy": type(strategy).__name__, "workers": max(1, workers)}
 
 
 def _accuracy(model: Any, ds: Any) -> float:
@@ -146,13 +179,19 @@ def train_image(rows: list[dict[str, Any]], out_dir: Path, config: TrainImageCon
                          seed=config.seed)
     pre = Preprocessing(height=config.image_size, width=config.image_size, resize=config.resize)
     strategy, device = device_setup(config)
-    batch = config.batch_size * strategy.num_replicas_in_sync
+    batch = config.batch_size * strategy.num_replicas_in_sync  # the global batch over every replica
     cache = out_dir.parent / f".{out_dir.name}-image-cache"
     ds = {}
     for name, part in parts.items():
         ds[name] = make_dataset(localize(part, cache, storage_options), [index[r["label"]] for r in part], pre,
                                 batch_size=batch, training=name == "train", augment=config.augment,
                                 seed=config.seed)
+        if device["workers"] > 1:  # every worker reads the same file list: shard the elements, not files
+            import tensorflow as tf
+
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+            ds[name] = ds[name].with_options(options)
     weights = class_weights([index[r["label"]] for r in parts["train"]], len(labels.classes))
     with strategy.scope():
         model = build_model(config.backbone, len(labels.classes), image_size=config.image_size,

@@ -18,10 +18,24 @@ def ir(tmp_path_factory):
     return list(yaml.safe_load_all(path.read_text()))
 
 
+def _all_tasks(spec):
+    """Every task of the IR, the ones inside conditions too: name -> task."""
+    out, dags = {}, [spec["root"]["dag"]]
+    while dags:
+        for name, task in dags.pop()["tasks"].items():
+            comp = spec["components"][task["componentRef"]["name"]]
+            if "dag" in comp:
+                dags.append(comp["dag"])
+            else:
+                out[name] = task
+    return out
+
+
 def test_only_the_train_task_asks_for_a_gpu_on_the_gpu_pool(ir):
     spec, platform = ir
-    tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"ingest-images-op", "train-image-op", "evaluate-image-op", "register-image-op"}
+    tasks = _all_tasks(spec)
+    assert set(tasks) == {"ingest-images-op", "train-image-op", "evaluate-image-op", "register-image-op",
+                          "train-image-tfjob-op", "evaluate-image-op-2", "register-image-op-2"}
     executors = spec["deploymentSpec"]["executors"]
     for name, task in tasks.items():
         container = executors[task["componentRef"]["name"].replace("comp-", "exec-")]["container"]
@@ -29,14 +43,25 @@ def test_only_the_train_task_asks_for_a_gpu_on_the_gpu_pool(ir):
         if name == "train-image-op":
             assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1"
             assert "skiff-gpu" in container["image"]
-        else:
+        else:  # the TFJob launcher only waits: its workers hold the GPUs
             assert accelerator is None
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     train = k8s["exec-train-image-op"]
     assert train["nodeSelector"]["labels"] == {GPU_NODE_SELECTOR[0]: GPU_NODE_SELECTOR[1]}
     assert train["tolerations"] == [GPU_TOLERATION]
     assert "tolerations" not in k8s["exec-ingest-images-op"] and "nodeSelector" not in k8s["exec-evaluate-image-op"]
+    assert "tolerations" not in k8s["exec-train-image-tfjob-op"]
     assert tasks["ingest-images-op"]["cachingOptions"] == {}
+
+
+def test_workers_choose_between_the_step_and_the_tfjob(ir):
+    spec, _ = ir
+    branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
+    by_condition = {t["triggerPolicy"]["condition"]: set(spec["components"][t["componentRef"]["name"]]["dag"]["tasks"])
+                    for t in branches.values()}
+    one = "int(inputs.parameter_values['pipelinechannel--workers']) == 1"
+    assert by_condition == {one: {"train-image-op", "evaluate-image-op", "register-image-op"},
+                            f"!({one})": {"train-image-tfjob-op", "evaluate-image-op-2", "register-image-op-2"}}
 
 
 def test_the_gpu_pool_names_are_the_terraform_modules():
@@ -68,3 +93,10 @@ def test_arguments_and_preflight(tmp_path):
     with pytest.raises(UsageError, match="train_config"):
         definition.arguments(_spec(), {"data": str(tmp_path / "imgs"), "train_config": {"backbone": "VGG99"}},
                              settings, local=True)
+    with pytest.raises(UsageError, match="needs a cluster: submit with --host"):
+        definition.arguments(_spec(), {"data": str(tmp_path / "imgs"), "workers": 3}, settings, local=True)
+    with pytest.raises(UsageError, match="'workers' must be an integer >= 1"):
+        definition.arguments(_spec(), {"data": "s3://b/imgs", "workers": 0}, settings, local=False)
+    remote = definition.arguments(_spec(), {"data": "s3://b/imgs", "workers": 4, "gpus_per_worker": 2}, settings,
+                                  local=False)
+    assert remote["workers"] == 4 and remote["gpus_per_worker"] == 2 and remote["artifacts_uri"]
