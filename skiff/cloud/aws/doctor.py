@@ -132,14 +132,19 @@ def _probe(s3: Any, bucket: str, key: str) -> tuple[bool | None, str]:
             return False, f"put denied ({code})"
         return None, f"put failed: {code or type(e).__name__}"
     version = put.get("VersionId")
-    try:
-        if version and version != "null":
+    if version and version != "null":  # a versioned bucket: remove the version itself, not only hide it
+        try:
             s3.delete_object(Bucket=bucket, Key=key, VersionId=version)
-        else:
-            s3.delete_object(Bucket=bucket, Key=key)
-        return True, "put and removed"
+            return True, "put and removed"
+        except exc.ClientError:
+            pass  # no s3:DeleteObjectVersion: a delete marker at least, the version expires with the lifecycle
+    try:
+        s3.delete_object(Bucket=bucket, Key=key)
     except exc.ClientError as e:
         return True, f"put, but not removed ({error_code(e)}): delete s3://{bucket}/{key} by hand"
+    if version and version != "null":
+        return True, f"put and deleted; its noncurrent version {version} stays until the lifecycle expires it"
+    return True, "put and removed"
 
 
 def _prefix_checks(s3: Any, bucket: str, root: str, workload: layout.Workload) -> list[Check]:

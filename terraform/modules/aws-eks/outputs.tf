@@ -155,3 +155,8 @@ output "kserve_registry_uri" {
   description = "The model registry (<skiff_root>/models) in KServe's storage URI form: the registry of the environment files' InferenceServices (storageUri)."
   value       = "s3://${aws_s3_bucket.this.bucket}/models"
 }
+
+output "cloud_commands_policy_json" {
+  description = "Least-privilege IAM policy (JSON) for whoever runs skiff's cloud commands: `skiff cloud aws kubeconfig`, `skiff images push --registry ecr`, the ECR scan gate of `skiff promote` and `skiff doctor --cloud aws` (docs/tasks/cloud-aws.md). Attach it to that person's or CI job's own role."
+  value       = data.aws_iam_policy_document.cloud_commands.json
+}
