@@ -244,14 +244,10 @@ class LogSink:
     # -- resolution ------------------------------------------------------------------------------------
     def model_of(self, service: str) -> str:
         """The registered model an InferenceService serves (NotFoundError when none)."""
-        from serving.deploy.isvc import isvc_name
-
         if service not in self._services:
             for name in self.registry.models():
-                try:
-                    self._services.setdefault(isvc_name(name), name)
-                except SkiffError:
-                    continue
+                # serving.deploy.isvc.isvc_name's rule (the runtime imports no deployment module)
+                self._services.setdefault(name.lower().replace("_", "-"), name)
         model = self._services.get(service)
         if model is None or model not in self.writer.models:
             raise NotFoundError(f"InferenceService {service!r} serves no model this sink logs",

@@ -57,3 +57,19 @@ def test_no_inference_log_no_logger_and_the_environment_file_checks_the_block(re
     for bad in ({"mode": "everything"}, {"url": "ftp://sink"}, {"sample": 1}):
         with pytest.raises(ValidationError):
             EnvironmentConfig.model_validate({**base, "inference_log": bad})
+
+
+def test_the_sink_maps_inference_service_names_as_the_builder_makes_them(tmp_path):
+    from serving.deploy.isvc import isvc_name
+    from serving.runtime.log_sink import LogSink
+    from skiff.config import load_settings
+
+    reg = ModelRegistry(Store(str(tmp_path / "models")))
+    for name in ("Churn_Model", "housing"):
+        reg.register(name, {"w": 1}, {"input_schema": {"x": "float"}, "features": ["x"]})
+    sink = LogSink(load_settings(root=str(tmp_path), registry=str(tmp_path / "models"),
+                                 inference_log_sample_rate=1.0), registry=reg)
+    try:
+        assert [sink.model_of(isvc_name(n)) for n in ("Churn_Model", "housing")] == ["Churn_Model", "housing"]
+    finally:
+        sink.writer.close()
