@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from serving.runtime.images import ImageClassifier, MicroBatcher
+    from serving.runtime.recommender import Recommender
 
 __all__ = ["SkiffPredictor", "V1Response", "Scores", "Runtime", "FLAVORS", "register_flavor", "ENGINES"]
 
@@ -240,6 +241,8 @@ class SkiffPredictor(RequestLogged, Model):  # type: ignore[misc]  # kserve ship
         self.load_error: str | None = None
         #: the ``tensorflow`` flavor's image classifier (serving.runtime.images); None for tabular versions
         self.images: ImageClassifier | None = None
+        #: the ``recommender`` flavor's top-k scorer (serving.runtime.recommender); None for other versions
+        self.recs: Recommender | None = None
         #: its micro-batcher (None when ``serve_image_batch_max`` is 1, and for tabular versions)
         self.batcher: MicroBatcher | None = None
 
@@ -261,6 +264,9 @@ class SkiffPredictor(RequestLogged, Model):  # type: ignore[misc]  # kserve ship
         meta = mv.metadata
         if meta.flavor == "tensorflow":  # images, not rows: no input schema; TensorFlow is imported only here
             self._load_images(registry, mv, settings)
+            return
+        if meta.flavor == "recommender":  # users, not rows: serving.runtime.recommender scores them
+            self._load_recommender(registry, mv, settings)
             return
         self.schema = InputSchema.build(meta.features, meta.input_schema, meta.input_rules)
         loader = FLAVORS.get(meta.flavor) or _no_loader(meta.flavor)
@@ -301,6 +307,16 @@ class SkiffPredictor(RequestLogged, Model):  # type: ignore[misc]  # kserve ship
         self.ready = True
         log.info("model %s version %s loaded (tensorflow, %s, %d classes)", self.model_name, mv.version,
                  self.problem, len(self.classes))
+
+    def _load_recommender(self, registry: ModelRegistry, mv: ModelVersion, settings: Settings) -> None:
+        from serving.runtime.recommender import load_recommender
+
+        self.recs = load_recommender(registry, mv, settings)
+        self.runtime = None
+        self.version, self.metadata = mv.version, mv.metadata
+        self.problem = "recommendation"
+        self.load_error = None
+        self.ready = True
 
     def _predict_images(self, images: ImageClassifier, payload: Any) -> V1Response | InferResponse:
         from serving.runtime.images import images_v1, images_v2, v1_predictions, v2_outputs
@@ -358,6 +374,8 @@ class SkiffPredictor(RequestLogged, Model):  # type: ignore[misc]  # kserve ship
                 response_headers: dict[str, str] | None = None) -> V1Response | InferResponse:
         if self.images is not None:
             return self._predict_images(self.images, payload)
+        if self.recs is not None:
+            return self.recs.predict(payload, self.name, self.version_label)
         assert self.schema is not None
         if isinstance(payload, InferRequest):
             batch = parse_v2(payload, self.schema)
@@ -432,6 +450,8 @@ class SkiffPredictor(RequestLogged, Model):  # type: ignore[misc]  # kserve ship
     def platform(self) -> str:
         if self.images is not None:
             return "tensorflow_keras"
+        if self.recs is not None:
+            return "skiff_recommender"
         if self.runtime is None:
             return ""
         return "onnxruntime_onnx" if self.runtime.engine == "onnxruntime" else "sklearn"
@@ -441,6 +461,10 @@ class SkiffPredictor(RequestLogged, Model):  # type: ignore[misc]  # kserve ship
             from serving.runtime.images import INPUT_TYPES
 
             return [dict(t) for t in INPUT_TYPES]
+        if self.recs is not None:
+            from serving.runtime.recommender import INPUT_TYPES as RECS_INPUTS
+
+            return [dict(t) for t in RECS_INPUTS]
         if self.schema is None:
             return []
         return [{"name": f, "datatype": V2_DATATYPE[self.schema.types[f]], "shape": [-1]}
@@ -453,6 +477,10 @@ class SkiffPredictor(RequestLogged, Model):  # type: ignore[misc]  # kserve ship
             from serving.runtime.images import OUTPUT_TYPES
 
             return [dict(t) for t in OUTPUT_TYPES]
+        if self.recs is not None:
+            from serving.runtime.recommender import OUTPUT_TYPES as RECS_OUTPUTS
+
+            return [dict(t) for t in RECS_OUTPUTS]
         if self.problem == "regression":
             return [{"name": "value", "datatype": "FP64", "shape": [-1]}]
         second = ({"name": "probability", "datatype": "FP64", "shape": [-1]} if self.problem == "binary"
