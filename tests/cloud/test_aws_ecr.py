@@ -4,8 +4,8 @@ answers (moto's own, and CRITICAL findings injected through moto's HTTP API, eac
 botocore's service model of the operation's output).
 
 What is not proven here: the layer upload itself. moto implements ECR's control plane, not the registry
-(Docker distribution) protocol; the Docker side of the push is covered by test_aws_push_engine.py where a
-Docker engine and a registry run.
+(Docker distribution) protocol; the Docker side of the push is covered by test_aws_push_engine.py, against
+a real engine and registry.
 """
 
 from __future__ import annotations
