@@ -40,6 +40,7 @@ def tabular(
     run_id: str = "",
     ingest_date: str = "",
     lake_run: str = "",
+    tracking_uri: str = "",
 ):
     # lake_run pins one committed run: ingestion reads nothing and names it, validate and features read it alone
     ingested = ingest_op(spec=spec, lake_uri=lake_uri, run_id=run_id, sources=sources, ingest_date=ingest_date,
@@ -72,10 +73,11 @@ def tabular(
             model_name=model_name, feature_service=feats.outputs["feature_service"],
             test_metrics=evaluated.outputs["test_metrics"], promote=evaluated.outputs["promote"],
             reason=evaluated.outputs["reason"], gate_metric=metric, margin=margin, run_id=run_id,
-            pipeline_job=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            pipeline_job=dsl.PIPELINE_JOB_ID_PLACEHOLDER, tracking_uri=tracking_uri,
         ).set_caching_options(False).set_display_name("register")
         in_namespace(registered, "register")
     with dsl.Else(name="validation-blocked"):
-        blocked = validation_blocked(statistics=validated.outputs["statistics"], blocking=validated.outputs["blocking"])
+        blocked = validation_blocked(statistics=validated.outputs["statistics"], blocking=validated.outputs["blocking"],
+                                     run_id=run_id, model_name=model_name, tracking_uri=tracking_uri)
         in_namespace(blocked, "validation-blocked")
 

@@ -93,6 +93,16 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Thread cap for numeric libraries in steps and servers (OpenMP, BLAS)."
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
+    # experiment tracking (skiff.tracking): where pipeline runs are logged in MLflow
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI pipeline runs are logged to (an MLflow server: http(s)://...; "
+        "credentials from MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN, never here). Unset: "
+        "sqlite:///<root>/mlflow.db for a local root, no tracking for an object-store root; 'off': none.",
+    )
+    tracking_experiment: str | None = Field(
+        default=None, description="MLflow experiment of pipeline runs; unset: the model's name (one per model)."
+    )
     serve_max_body_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024,
         description="Largest request body the model server reads (larger ones get 413); above the REST API's "

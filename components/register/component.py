@@ -29,8 +29,10 @@ def register(
     margin: float,
     run_id: str = "",
     pipeline_job: str = "",
+    tracking_uri: str = "",
 ) -> NamedTuple("RegisterOutputs", [("version", int), ("champion", bool), ("uri", str)]):
-    """Publish an immutable model version (with ONNX when exact) and promote it when the gate said so."""
+    """Publish an immutable model version (with ONNX when exact) and promote it when the gate said so; log
+    the run to MLflow (``tracking_uri``; empty: the step's settings decide, see skiff.tracking.runs)."""
     from collections import namedtuple
 
     from components.register.artifacts import StepArtifacts, register_step
@@ -44,5 +46,11 @@ def register(
                            feature_service=feature_service, test_metrics=test_metrics, promote=promote,
                            reason=reason, gate_metric=gate_metric, margin=margin,
                            pipeline_run_id=run_id or pipeline_job or None)
+    from skiff.config import load_settings
+    from skiff.tracking.runs import track_version
+
+    track_version(load_settings(), tracking_uri, registry_uri=registry_uri, name=result.name, version=result.version,
+                  run_id=run_id or pipeline_job, pipeline="tabular", model_dir=model.path,
+                  validation=dict(statistics.metadata), lake_runs=training_data.metadata.get("runs"))
     outputs = namedtuple("RegisterOutputs", ["version", "champion", "uri"])
     return outputs(result.version, result.champion, result.uri)

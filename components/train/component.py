@@ -42,7 +42,7 @@ def train(
     frame = pd.read_parquet(training_data.path)
     result = run_train(frame, dataset, cfg)
 
-    info = result.metadata()
+    info = {**result.metadata(), "config": cfg.model_dump(mode="json")}  # the config: experiment tracking logs it
     files = save_model(model.path, result.pipeline, info, result.cv_table, result.search_table)
     model.metadata.update(
         {

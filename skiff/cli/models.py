@@ -1,7 +1,8 @@
-"""``skiff models``: list and inspect registered model versions."""
+"""``skiff models``: list, inspect and export registered model versions."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -90,3 +91,43 @@ def add_commands(app: typer.Typer) -> None:
         reg = ModelRegistry.from_settings(state(ctx).settings)
         entry = reg.set_champion(name, version, reason)
         emit(entry, json_out, f"{name}: champion is now version {version} (was {entry['previous']})")
+
+    @models.command("export")
+    def export(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="Model name.")],
+        output: Annotated[Path, typer.Option("-o", "--output", help="Folder to write (new or empty).")],
+        version: Annotated[str | None, typer.Option("--version", help="Version number, 'latest' or 'champion' "
+                                                    "(default: the champion, else the latest).")] = None,
+        fmt: Annotated[str, typer.Option("--format", help="Model format: mlflow (MLmodel, sklearn flavor).")] = "mlflow",
+        register: Annotated[bool, typer.Option("--register", help="Also register it in the MLflow Model "
+                                               "Registry of the tracking URI, its metrics as tags.")] = False,
+        registered_name: Annotated[str | None, typer.Option("--registered-name", help="MLflow registered model "
+                                                            "name (default: NAME).")] = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Write a version in another model format: an MLflow model (mlflow.pyfunc predicts what skiff serves)."""
+        from skiff.errors import UsageError
+        from skiff.tracking.export import export_version, register_export
+        from skiff.tracking.runs import tracking_uri
+
+        settings = state(ctx).settings
+        uri = tracking_uri(settings) if register else None
+        if register and uri is None:
+            raise UsageError("--register needs an MLflow tracking URI: set tracking_uri (SKIFF_TRACKING_URI)")
+        reg = ModelRegistry.from_settings(settings)
+        result = export_version(reg, name, None if version is None else parse_version(version, what="--version"),
+                                output, fmt=fmt)
+        if register and uri is not None:
+            metrics = reg.get(name, result["version"]).metadata.metrics
+            result["registered"] = register_export(result["path"], registered_name or name, metrics,
+                                                   tracking_uri=uri)
+
+        def human(r: dict[str, Any]) -> None:
+            console.print(f"{r['name']} version {r['version']} written as an MLflow model to {r['path']}",
+                          highlight=False)
+            if r.get("registered"):
+                console.print(f"registered as {r['registered']['registered_model']} version "
+                              f"{r['registered']['mlflow_version']}", highlight=False)
+
+        emit(result, json_out, human)

@@ -73,3 +73,22 @@ def test_the_sink_maps_inference_service_names_as_the_builder_makes_them(tmp_pat
         assert [sink.model_of(isvc_name(n)) for n in ("Churn_Model", "housing")] == ["Churn_Model", "housing"]
     finally:
         sink.writer.close()
+
+
+def test_the_model_charts_logger_is_the_builders(registry):
+    import subprocess
+
+    import yaml
+
+    from tests.conftest import REPO, require_tool
+
+    helm = require_tool("helm")
+    chart = REPO / "helm" / "skiff-model"
+    r = subprocess.run([helm, "template", "m", str(chart), "-f", str(chart / "ci" / "minimal-values.yaml"),
+                        "--set", "inferenceLog.enabled=true"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    isvc = next(d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "InferenceService")
+    env = ENV.model_copy(update={"inference_log": InferenceLoggerConfig()})
+    built = to_dict(_isvc(registry, env))
+    assert isvc["spec"]["predictor"]["logger"] == built["spec"]["predictor"]["logger"]
+    assert VERSION_ANNOTATION in isvc["metadata"]["annotations"]

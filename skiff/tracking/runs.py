@@ -1,0 +1,504 @@
+"""Pipeline runs in MLflow tracking: one MLflow run per skiff run, found by its skiff run id.
+
+Where runs go (:func:`tracking_uri`): the ``tracking_uri`` setting (an MLflow server the platform team
+runs; credentials only from ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN`` in the environment, a
+Secret on a cluster, never logged); unset, a SQLite store next to a local root
+(``sqlite:///<root>/mlflow.db``, artifacts in ``<root>/mlflow-artifacts``), so ``mlflow ui
+--backend-store-uri`` shows local runs with no setup; unset with an object-store root, nowhere (SQLite
+needs a local file, and a store on S3/ADLS is no place to open a database from several pods); ``off``,
+nowhere.
+
+Who logs (the tabular pipeline): the **register** step logs the whole successful run, from what it
+holds anyway — the published version (metrics, CV table, gate record, data fingerprint, partitions,
+code version, model card, evaluation report with its charts) and the model folder (training config,
+search candidates). One step talks to MLflow rather than each step finding the run by its tag because
+(a) only one pod then needs the tracking server and its Secret, (b) a retried or cached step cannot log
+twice or leave half a run, (c) train and evaluate need no run id, and (d) kfp.local and a KFP cluster
+run the same step, so both log the same way. A run that stops earlier is logged by whoever sees it
+stop: the validation gate step (which fails on purpose, on a cluster too) and, for a local run, the
+run's summary (:func:`pipelines.tabular_run.summarize` knows the failed step and its error).
+
+Logging never fails a pipeline: every call here returns None instead of raising, after
+:data:`ATTEMPTS` tries with MLflow's own HTTP retries capped (:data:`REQUEST_TIMEOUT_S` per request), and
+logs one warning naming the (redacted) URI. Nothing is lost: the version in the registry and the
+partitions in the lake hold every value logged here.
+
+A run is found again by its ``skiff.run_id`` tag in the experiment (the model's name by default), so
+logging is idempotent: params and metrics already present are not sent again, trials are found by their
+``skiff.trial`` tag, and artifacts overwrite themselves.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import html
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from skiff.redact import redact_text, redact_url
+from skiff.uri import is_remote, local_path
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from skiff.config import Settings
+    from skiff.registry import ModelRegistry
+
+__all__ = ["OFF", "DB_FILE", "ARTIFACTS_FOLDER", "RUN_ID_TAG", "PARENT_TAG", "TRIAL_TAG", "ATTEMPTS", "REQUEST_TIMEOUT_S",
+           "Trial", "RunRecord", "tracking_uri", "local_store_uri", "experiment_name", "ui_command",
+           "spec_fingerprint", "report_images", "version_record", "failure_record", "log_run", "log_failure",
+           "track_version", "track_failure"]
+
+log = logging.getLogger(__name__)
+
+#: The ``tracking_uri`` value that turns tracking off.
+OFF = "off"
+#: The SQLite store of a local root, and the folder of its artifacts (both under the root).
+DB_FILE = "mlflow.db"
+ARTIFACTS_FOLDER = "mlflow-artifacts"
+#: Tags a run and its trials are found by (a trial has its parent's skiff run id as PARENT_TAG, never
+#: RUN_ID_TAG: a search for the run must not find its trials).
+RUN_ID_TAG = "skiff.run_id"
+PARENT_TAG = "skiff.parent_run_id"
+TRIAL_TAG = "skiff.trial"
+#: Tries per logging call, the wait between them, and the timeout of one HTTP request (MLflow's own
+#: retries are turned off while skiff logs: its default backs off for minutes on a dead server).
+ATTEMPTS = 2
+RETRY_WAIT_S = 0.5
+REQUEST_TIMEOUT_S = 5
+#: MLflow's limits: a param value, a tag value, items per batch call.
+_PARAM_MAX = 6000
+_TAG_MAX = 8000
+_BATCH = {"metrics": 1000, "params": 100, "tags": 100}
+_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. /:]")
+_IMAGE = re.compile(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
+
+T = TypeVar("T")
+
+
+@dataclass
+class Trial:
+    """One candidate of a hyper-parameter search (or of the automatic estimator choice): a nested run."""
+
+    name: str
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunRecord:
+    """Everything one MLflow run of a skiff run holds; plain values, built without MLflow."""
+
+    run_id: str
+    pipeline: str
+    experiment: str
+    #: FINISHED or FAILED (MLflow run statuses)
+    status: str = "FINISHED"
+    params: dict[str, str] = field(default_factory=dict)
+    #: (key, value, step): per-fold CV metrics have the fold as step, the rest step 0
+    metrics: list[tuple[str, float, int]] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    #: artifact path (may hold folders) -> content
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+    trials: list[Trial] = field(default_factory=list)
+    #: milliseconds since the epoch, one for the whole record, so a retried call sends identical metrics
+    timestamp: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+# --------------------------------------------------------------------------------------------------
+# where
+
+
+def local_store_uri(root: str | Path) -> str:
+    """The SQLite tracking store of a local root: ``sqlite:///<absolute root>/mlflow.db``."""
+    return f"sqlite:///{local_path(root, 'root') / DB_FILE}"
+
+
+def tracking_uri(settings: Settings, override: str = "") -> str | None:
+    """Where runs are logged: ``override`` (a pipeline's ``tracking_uri`` argument), else the
+    ``tracking_uri`` setting, else the local root's SQLite store; None for ``off`` and for an
+    object-store root without a configured URI."""
+    uri = (override or settings.tracking_uri or "").strip()
+    if uri.lower() == OFF:
+        return None
+    if uri:
+        return uri
+    if is_remote(settings.root):
+        return None
+    return local_store_uri(settings.root)
+
+
+def experiment_name(settings: Settings, model_name: str) -> str:
+    """The MLflow experiment of a model's runs: the ``tracking_experiment`` setting, else the model's name."""
+    return settings.tracking_experiment or model_name or "skiff"
+
+
+def ui_command(uri: str) -> str:
+    """How to see the runs: ``mlflow ui --backend-store-uri <uri>`` for a local store, else the server."""
+    if uri.startswith(("http://", "https://", "databricks")):
+        return f"open {redact_url(uri)} (MLflow tracking server)"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def _artifact_location(uri: str) -> str | None:
+    """Artifacts of a local SQLite store's experiments: ``<root>/mlflow-artifacts`` (MLflow's default is
+    ``./mlruns`` of whatever folder the step runs in); a server decides for itself (None)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / ARTIFACTS_FOLDER).as_uri()
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# what
+
+
+def spec_fingerprint(spec: Mapping[str, Any]) -> str:
+    """A content hash of a dataset spec (key order and formatting do not count)."""
+    text = json.dumps(dict(spec), sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def report_images(page: str) -> dict[str, bytes]:
+    """The PNG charts an evaluation report embeds (``components.evaluate.logic.report`` writes each as
+    ``<img alt="NAME" src="data:image/png;base64,...">``), by name: roc, pr, confusion_matrix ..."""
+    return {html.unescape(name): base64.b64decode(data) for name, data in _IMAGE.findall(page)}
+
+
+def _text(value: Any, limit: int = _PARAM_MAX) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float) and math.isfinite(float(value)):
+        return float(value)
+    return None
+
+
+def _lake_runs(runs: Any) -> list[str]:
+    """``<ingest date>/<run id>`` of each lake run training read (the features step's ``runs`` metadata)."""
+    items = runs.get("runs", []) if isinstance(runs, Mapping) else runs if isinstance(runs, list) else []
+    return [f"{r.get('ingest_date')}/{r.get('run_id')}" for r in items if isinstance(r, Mapping)]
+
+
+def _trials(model_dir: Path, run_id: str) -> list[Trial]:
+    """The candidates of the model folder's search table (``search.csv``), each a nested run."""
+    from skiff.modeling import SEARCH_FILE
+
+    path = model_dir / SEARCH_FILE
+    if not path.is_file():
+        return []
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    trials = []
+    for row in table.to_dict(orient="records"):
+        candidate = str(row.get("candidate"))
+        try:
+            chosen = json.loads(str(row.get("params") or "{}"))
+        except ValueError:
+            chosen = {}
+        params = {"estimator": str(row.get("estimator")), **{f"hp.{k}": _text(v) for k, v in chosen.items()}}
+        metrics = {str(k): v for k, v in ((k, _finite(v)) for k, v in row.items()
+                                          if k not in ("candidate", "estimator", "params")) if v is not None}
+        trials.append(Trial(name=f"{run_id}/trial-{candidate}", params=params, metrics=metrics,
+                            tags={TRIAL_TAG: candidate, PARENT_TAG: run_id}))
+    return trials
+
+
+def version_record(
+    registry: ModelRegistry,
+    name: str,
+    version: int,
+    *,
+    run_id: str,
+    pipeline: str,
+    experiment: str,
+    model_dir: str | Path | None = None,
+    validation: Mapping[str, Any] | None = None,
+    lake_runs: Any = None,
+) -> RunRecord:
+    """The MLflow run of a successful pipeline run, from the version it registered.
+
+    ``model_dir`` is the trained model folder (its ``train.json`` holds the training config, its
+    ``search.csv`` the search candidates: the nested trials); ``validation`` the statistics artifact's
+    metadata (status, partition, statistics URI: the validation report sits beside it); ``lake_runs`` the
+    features step's ``runs`` (which lake runs training read).
+    """
+    from skiff.modeling import TRAIN_INFO_FILE
+    from skiff.registry import CARD_FILE
+    from skiff.validation import REPORT_FILE
+
+    mv = registry.get(name, version)
+    m = mv.metadata
+    folder = Path(model_dir) if model_dir else None
+    info: dict[str, Any] = {}
+    if folder is not None and (folder / TRAIN_INFO_FILE).is_file():
+        info = json.loads((folder / TRAIN_INFO_FILE).read_text())
+    config = info.get("config") or {}
+    search = config.get("search") or {}
+    spec = m.dataset.get("spec") or {}
+    params: dict[str, Any] = {
+        "estimator": m.estimator, "problem_type": m.problem_type, "target": m.target,
+        "scoring": m.extra.get("scoring") or info.get("scoring"),
+        "search.method": search.get("method", "none"), "search.space": search.get("space", {}),
+        "search.n_iter": search.get("n_iter"),
+        **{f"hp.{k}": v for k, v in m.params.items()},
+        **{f"config.{k}": v for k, v in config.items() if k not in ("search", "params", "estimator")},
+        "spec_fingerprint": spec_fingerprint(spec), "data_fingerprint": m.data_fingerprint,
+        "dataset": m.dataset.get("name"), "dataset.partitions": m.dataset.get("partitions", []),
+        "dataset.rows": m.dataset.get("rows"), "dataset.lake_runs": _lake_runs(lake_runs),
+        "model.name": name, "model.version": mv.version,
+    }
+    metrics: list[tuple[str, float, int]] = []
+    for row in m.cv:
+        fold = str(row.get("fold"))
+        for key, value in row.items():
+            v = _finite(value)
+            if key == "fold" or v is None:
+                continue
+            if fold.isdigit():
+                metrics.append((f"cv_{key}", v, int(fold)))
+            elif fold in ("mean", "std"):
+                metrics.append((f"cv_{key}_{fold}", v, 0))
+    for k, value in m.metrics.items():
+        if (v := _finite(value)) is not None:
+            metrics.append((f"test_{k}", v, 0))
+    if (t := _finite(m.threshold)) is not None:
+        metrics.append(("threshold", t, 0))
+    gate = m.gate
+    for key in ("promote", "margin", "improvement", "delta", "challenger", "champion"):
+        if (v := _finite(gate.get(key))) is not None:
+            metrics.append((f"gate_{key}", v, 0))
+    validation = dict(validation or {})
+    stats_uri = validation.get("uri") or m.statistics_uri
+    report_uri = f"{str(stats_uri).rsplit('/', 1)[0]}/{REPORT_FILE}" if stats_uri else None
+    code = m.code_version
+    tags = {
+        RUN_ID_TAG: run_id, "skiff.pipeline": pipeline, "skiff.version": code.get("skiff", ""),
+        "skiff.model": name, "skiff.model_version": str(mv.version),
+        "skiff.role": "champion" if mv.champion else "candidate",
+        "skiff.model_uri": redact_url(mv.uri), "skiff.gate_reason": str(gate.get("reason") or ""),
+        "skiff.gate_metric": str(gate.get("metric") or ""),
+    }
+    if code.get("git_commit"):
+        tags["skiff.git_commit"] = tags["mlflow.source.git.commit"] = code["git_commit"]
+    if report_uri:
+        tags["skiff.validation_report"] = redact_url(report_uri)
+    if validation.get("status"):
+        tags["skiff.validation_status"] = str(validation["status"])
+    artifacts: dict[str, bytes] = {}
+    store = registry.store
+    if CARD_FILE in m.files:
+        artifacts[CARD_FILE] = store.read_bytes(name, str(mv.version), CARD_FILE)
+    if "report.html" in m.files:
+        page = store.read_bytes(name, str(mv.version), "report.html")
+        artifacts["evaluation/report.html"] = page
+        for chart, png in report_images(page.decode("utf-8", errors="replace")).items():
+            artifacts[f"evaluation/{chart}.png"] = png
+    artifacts["validation.json"] = json.dumps({
+        "status": validation.get("status"), "report_uri": report_uri and redact_url(report_uri),
+        "statistics_uri": stats_uri and redact_url(str(stats_uri)), "ingest_date": validation.get("ingest_date"),
+        "drifted": validation.get("drifted"), "blocking": validation.get("blocking", []),
+    }, indent=2).encode()
+    return RunRecord(
+        run_id=run_id, pipeline=pipeline, experiment=experiment,
+        params={k: _text(v) for k, v in params.items() if v is not None}, metrics=metrics, tags=tags,
+        artifacts=artifacts, trials=_trials(folder, run_id) if folder is not None else [],
+    )
+
+
+def failure_record(*, run_id: str, pipeline: str, experiment: str, step: str | None, reason: str,
+                   params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None) -> RunRecord:
+    """The MLflow run of a pipeline run that stopped: FAILED, with the step and the reason (redacted)."""
+    return RunRecord(
+        run_id=run_id, pipeline=pipeline, experiment=experiment, status="FAILED",
+        params={k: _text(v) for k, v in (params or {}).items() if v is not None},
+        tags={RUN_ID_TAG: run_id, "skiff.pipeline": pipeline, "skiff.failed_step": step or "unknown",
+              "skiff.error": _text(redact_text(reason), _TAG_MAX), **(tags or {})},
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# logging (never raises)
+
+
+def log_run(uri: str | None, record: RunRecord) -> str | None:
+    """Log ``record`` to the store at ``uri`` (None: tracking is off); the MLflow run id, or None when
+    it could not be logged (a warning, never an exception)."""
+    if not uri:
+        return None
+    return _guarded(uri, f"log run {record.run_id}", lambda client: _log(client, uri, record))
+
+
+def log_failure(uri: str | None, **kwargs: Any) -> str | None:
+    """:func:`failure_record` logged with :func:`log_run`; never raises, even on a bad argument."""
+    try:
+        record = failure_record(**kwargs)
+    except Exception as e:  # tracking never fails a pipeline
+        log.warning("experiment tracking: could not record a failed run (%s: %s)", type(e).__name__, e)
+        return None
+    return log_run(uri, record)
+
+
+@contextlib.contextmanager
+def _bounded_http() -> Iterator[None]:
+    """MLflow's HTTP retries off and its request timeout short while skiff logs (unless the user set them)."""
+    wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT_S)}
+    added = [k for k in wanted if k not in os.environ]
+    os.environ.update({k: wanted[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def _guarded(uri: str, what: str, action: Callable[[MlflowClient], T]) -> T | None:
+    last: Exception | None = None
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with _bounded_http():
+                from mlflow import MlflowClient
+
+                return action(MlflowClient(tracking_uri=uri))
+        except Exception as e:  # tracking never fails a pipeline: any failure is a warning
+            last = e
+            if attempt < ATTEMPTS:
+                time.sleep(RETRY_WAIT_S)
+    message = redact_text(f"{type(last).__name__}: {last}").splitlines()[0][:300] if last else ""
+    log.warning("experiment tracking: could not %s at %s after %d attempts (%s); the pipeline goes on, and "
+                "its record stays in the registry and the lake", what, redact_url(uri), ATTEMPTS, message)
+    return None
+
+
+def _key(key: str) -> str:
+    return _KEY_BAD.sub("_", key)[:250]
+
+
+def _experiment_id(client: MlflowClient, uri: str, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        return str(found.experiment_id)
+    try:
+        return str(client.create_experiment(name, artifact_location=_artifact_location(uri)))
+    except Exception:  # created meanwhile by a parallel step
+        again = client.get_experiment_by_name(name)
+        if again is None:
+            raise
+        return str(again.experiment_id)
+
+
+def _find(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> Any:
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=1)
+    return runs[0] if runs else None
+
+
+def _safe_tag_value(value: str) -> str:
+    """A tag value usable in a search filter (skiff run ids are names; anything else is refused)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.:/\-]+", value):
+        raise ValueError(f"run id {value[:80]!r} cannot be searched for in MLflow")
+    return value
+
+
+def _log_batch(client: MlflowClient, mlflow_run: Any, params: Mapping[str, str],
+               metrics: list[tuple[str, float, int]], tags: Mapping[str, str], timestamp: int) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    have_params = dict(mlflow_run.data.params)
+    have_metrics = set(mlflow_run.data.metrics)
+    run_id = mlflow_run.info.run_id
+    ps = [Param(_key(k), v) for k, v in params.items() if _key(k) not in have_params]
+    ms = [Metric(_key(k), v, timestamp, step) for k, v, step in metrics if _key(k) not in have_metrics]
+    ts = [RunTag(_key(k), _text(v, _TAG_MAX)) for k, v in tags.items()]
+    for i in range(0, len(ps), _BATCH["params"]):
+        client.log_batch(run_id, params=ps[i:i + _BATCH["params"]])
+    for i in range(0, len(ms), _BATCH["metrics"]):
+        client.log_batch(run_id, metrics=ms[i:i + _BATCH["metrics"]])
+    for i in range(0, len(ts), _BATCH["tags"]):
+        client.log_batch(run_id, tags=ts[i:i + _BATCH["tags"]])
+
+
+def _log(client: MlflowClient, uri: str, record: RunRecord) -> str:
+    experiment_id = _experiment_id(client, uri, record.experiment)
+    key = {RUN_ID_TAG: _safe_tag_value(record.run_id)}
+    run = _find(client, experiment_id, key) or client.create_run(experiment_id, run_name=record.run_id, tags=key)
+    _log_batch(client, run, record.params, record.metrics, record.tags, record.timestamp)
+    if record.artifacts:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in record.artifacts.items():
+                path = Path(tmp) / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            client.log_artifacts(run.info.run_id, tmp)
+    for trial in record.trials:
+        wanted = {"mlflow.parentRunId": run.info.run_id, TRIAL_TAG: _safe_tag_value(trial.tags[TRIAL_TAG])}
+        child = _find(client, experiment_id, wanted) or client.create_run(
+            experiment_id, run_name=trial.name, tags={**wanted, PARENT_TAG: record.run_id})
+        _log_batch(client, child, trial.params, [(k, v, 0) for k, v in trial.metrics.items()], trial.tags,
+                   record.timestamp)
+        client.set_terminated(child.info.run_id, "FINISHED")
+    client.set_terminated(run.info.run_id, record.status)
+    return str(run.info.run_id)
+
+
+def track_version(settings: Settings, override: str, *, registry_uri: str, name: str, version: int, run_id: str,
+                  pipeline: str, **record: Any) -> str | None:
+    """What the register step calls after publishing: the run's record (:func:`version_record`, with
+    ``record``'s keyword arguments) logged where :func:`tracking_uri` says; the MLflow run id, or None
+    (tracking off, or a warning). Never raises."""
+    uri = tracking_uri(settings, override)
+    if uri is None or not run_id:
+        return None
+    try:
+        from skiff.registry import ModelRegistry
+        from skiff.storage import Store
+
+        registry = ModelRegistry(Store(registry_uri, settings.storage_options))
+        built = version_record(registry, name, version, run_id=run_id, pipeline=pipeline,
+                               experiment=experiment_name(settings, name), **record)
+    except Exception as e:  # tracking never fails a pipeline
+        log.warning("experiment tracking: could not build the record of run %s (%s: %s)", run_id,
+                    type(e).__name__, redact_text(str(e))[:300])
+        return None
+    return log_run(uri, built)
+
+
+def track_failure(override: str, *, run_id: str, pipeline: str, model_name: str, step: str | None, reason: str,
+                  settings: Settings | None = None, params: Mapping[str, Any] | None = None,
+                  tags: Mapping[str, str] | None = None) -> str | None:
+    """Mark the skiff run ``run_id`` failed at ``step`` with ``reason`` in its model's experiment, where
+    :func:`tracking_uri` says (``settings``: this process's by default); the MLflow run id or None. Never
+    raises: a step that fails keeps its own error."""
+    if not run_id:
+        return None
+    try:
+        if settings is None:
+            from skiff.config import load_settings
+
+            settings = load_settings()
+        uri = tracking_uri(settings, override)
+        experiment = experiment_name(settings, model_name)
+    except Exception as e:  # tracking never fails a pipeline
+        log.warning("experiment tracking: could not record the failure of run %s (%s: %s)", run_id,
+                    type(e).__name__, redact_text(str(e))[:300])
+        return None
+    return log_failure(uri, run_id=run_id, pipeline=pipeline, experiment=experiment, step=step, reason=reason,
+                       params=params, tags=tags)
