@@ -237,3 +237,29 @@ def test_an_environment_outside_ecr_makes_no_aws_call(skiff_env, monkeypatch, ca
     (root / "environment.yaml").write_text(ENV_YAML.split("images:")[0].replace("prod", "dev"))
     assert main(["promote", "churn", "--version", "1", "--env", "dev", "--json"]) == 0
     assert "scan_gate" not in json.loads(capsys.readouterr().out)
+
+
+def test_enhanced_scanning_findings_count_too():
+    """Enhanced scanning (Amazon Inspector) answers with enhancedFindings and an ACTIVE status."""
+    from skiff.cloud.aws.ecr import scan_verdict
+
+    response = _validated_by_botocore({
+        "registryId": ACCOUNT, "repositoryName": "skiff-prod/skiff", "imageId": {"imageTag": TAG},
+        "imageScanStatus": {"status": "ACTIVE", "description": "Continuous scan is selected for image."},
+        "imageScanFindings": {
+            "enhancedFindings": [
+                {"awsAccountId": ACCOUNT, "severity": "CRITICAL", "status": "ACTIVE", "type": "PACKAGE_VULNERABILITY",
+                 "title": "CVE-2026-0003 - glibc", "packageVulnerabilityDetails": {
+                     "vulnerabilityId": "CVE-2026-0003", "source": "NVD",
+                     "vulnerablePackages": [{"name": "glibc", "version": "2.36"}]}},
+                {"awsAccountId": ACCOUNT, "severity": "MEDIUM", "status": "ACTIVE", "type": "PACKAGE_VULNERABILITY",
+                 "title": "CVE-2026-0004 - zlib", "packageVulnerabilityDetails": {"vulnerabilityId": "CVE-2026-0004"}},
+            ],
+            "findingSeverityCounts": {"CRITICAL": 1, "MEDIUM": 1},
+        },
+    })
+    verdict = scan_verdict(response, f"{HOST}/skiff-prod/skiff:{TAG}")
+    assert verdict.blocked and verdict.critical == ("CVE-2026-0003",)
+    assert verdict.why == "1 CRITICAL finding(s): CVE-2026-0003"
+    clean = {**response, "imageScanFindings": {"enhancedFindings": [], "findingSeverityCounts": {}}}
+    assert not scan_verdict(_validated_by_botocore(clean), "x").blocked

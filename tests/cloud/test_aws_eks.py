@@ -112,6 +112,7 @@ def _cluster(name: str = "prod-cluster") -> dict:
                               resourcesVpcConfig={"subnetIds": ["subnet-1"]})["cluster"]
 
 
+@pytest.mark.slow  # the kubernetes client runs `skiff cloud aws token` as a subprocess
 def test_kubeconfig_entry_round_trips_through_the_kubernetes_client(aws, tmp_path, monkeypatch):
     """The written kubeconfig loads in the kubernetes client, which runs `skiff cloud aws token` itself."""
     cluster = _cluster()
