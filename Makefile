@@ -14,7 +14,7 @@ PROJECT_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
 TFDV_HASH := $(shell cat requirements/tfdv.txt | sha256sum | cut -c1-16)
 TOOLS_HASH := $(shell cat .ci/fetch_tools.py 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: setup venv tfdv tools demo demo-image test test-fast lint bench docs clean lock images images-push images-registry cluster-schemas
+.PHONY: setup venv tfdv tools demo demo-image demo-recs test test-fast lint bench docs clean lock images images-push images-registry cluster-schemas
 
 setup: venv tfdv tools
 
@@ -47,6 +47,10 @@ demo: setup
 # The image pipeline on a generated shapes data set (with broken files), on the CPU, in about a minute.
 demo-image: venv
 	@$(VENV)/bin/python -m pipelines.image_demo
+
+# Recommendations: a generated shop log → the recommender pipeline → the model server → a live click.
+demo-recs: venv
+	@OMP_NUM_THREADS=1 $(VENV)/bin/python -m pipelines.recommender_demo
 
 test: setup lint
 	@PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
