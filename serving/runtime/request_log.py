@@ -139,7 +139,7 @@ def request_id(body: Any, headers: Mapping[str, str] | None, response: Any = Non
         rid = getattr(obj, "id", None)
         if isinstance(rid, str) and rid:
             return rid
-    if headers:
+    if isinstance(headers, Mapping):  # REST headers (gRPC metadata may come as pairs: then only the body's id)
         for h in ("x-request-id", "ce-id"):
             v = headers.get(h)
             if v:
