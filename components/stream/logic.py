@@ -54,7 +54,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
 
+from components.stream.ops import AlertDispatcher, StreamMetrics
 from components.stream.parse import Rejected
 from components.stream.segment import StreamMessage, StreamSegment
 from skiff import __version__
@@ -76,6 +77,10 @@ from skiff.lake import QUARANTINE, Lake, RunRef
 from skiff.manifest import PartFile, RunCounts, RunManifest
 from skiff.sources import SourceReader, run_fingerprint
 from skiff.spec import DatasetSpec, MqttSource, spec_fingerprint
+from skiff.windows import STATE_DEVICES, STATE_PANES, WINDOW_END, Alert, WindowEngine
+
+if TYPE_CHECKING:
+    from skiff.windows import WindowBatch
 
 __all__ = [
     "StreamConfig",
@@ -119,7 +124,28 @@ class StreamConfig(BaseModel):
     keepalive_s: int = Field(default=30, ge=5, description="MQTT keepalive.")
     connect_timeout_s: float = Field(default=10.0, gt=0, description="Time allowed for CONNACK and SUBACK.")
     max_messages: int | None = Field(default=None, ge=1, description="Stop after this many messages.")
+    poll_max: int = Field(default=5_000, ge=1, description="With windows: messages taken from the queue per "
+                          "poll; each poll is cleansed, windowed and pushed online as one batch.")
     duration_s: float | None = Field(default=None, gt=0, description="Stop after this many seconds.")
+
+
+class OnlineWriter(Protocol):
+    """Where a windowed consumer sends each poll's closed windows and latest readings (the online store)."""
+
+    def write(self, latest: pa.Table, closed: dict[str, pa.Table]) -> float: ...
+
+
+@dataclass
+class _PollState:
+    """What the polls of one segment produced, published together as its run."""
+
+    cleanser: Cleanser
+    accepted: list[pa.Table] = field(default_factory=list)
+    quarantine: list[pa.Table] = field(default_factory=list)
+    closed: dict[str, list[pa.Table]] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
+    duplicates: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
 
 
 class StreamCounts(TypedDict):
@@ -205,8 +231,15 @@ class StreamConsumer:
 
     def __init__(self, spec: DatasetSpec, lake: Lake, source: MqttSource, config: StreamConfig | None = None,
                  *, client_id: str | None = None,
-                 on_progress: Callable[[StreamResult], None] | None = None) -> None:
+                 on_progress: Callable[[StreamResult], None] | None = None,
+                 online: OnlineWriter | None = None, metrics: StreamMetrics | None = None) -> None:
         self.spec, self.lake, self.source = spec, lake, source
+        #: the window state (None when the spec declares no windows) and its state at the last commit
+        self.windows = WindowEngine(spec) if spec.windows is not None else None
+        self._committed_state = self.windows.snapshot() if self.windows is not None else None
+        self.online = online
+        self.metrics = metrics or StreamMetrics(spec.name)
+        self.alerts: AlertDispatcher | None = None
         self.config = config or StreamConfig()
         self.client_id = client_id or source.client_id or f"skiff-stream-{spec.name}"
         if self.source.qos == 0:
@@ -232,6 +265,21 @@ class StreamConsumer:
     def stop(self) -> None:
         self._stop.set()
 
+    def not_ready(self) -> str | None:
+        """Why the consumer is not ready (None when it is): readiness follows the broker connection."""
+        if self._writer_error is not None:
+            return f"writer failed: {type(self._writer_error).__name__}"
+        if not self._subscribed.is_set() or self._connect_error:
+            return self._connect_error or "not subscribed yet"
+        if not self._connected.is_set():
+            return "disconnected from the broker (reconnecting)"
+        return None
+
+    def _publish_message(self, topic: str, body: bytes) -> None:
+        client = self._client
+        if client is not None:
+            client.publish(topic, body, qos=1)
+
     @property
     def received(self) -> int:
         """Messages taken in so far (published or still buffered)."""
@@ -241,12 +289,20 @@ class StreamConsumer:
         """Connect, consume until stopped (stop(), max_messages or duration), flush, disconnect."""
         started = time.monotonic()
         self._seq = _next_seq(self.lake, self.spec.name, self.client_id)
+        if self.windows is not None:
+            self._restore_windows()
         client = self._connect()
+        if self.spec.windows is not None and self.spec.windows.alerts:
+            self.alerts = AlertDispatcher(self.spec.name, self.metrics, topic=self.spec.windows.alert_topic,
+                                          publish=lambda topic, body: self._publish_message(topic, body),
+                                          webhook_env=self.spec.windows.alert_webhook_env)
         writer = threading.Thread(target=self._writer, name="skiff-stream-writer", daemon=True)
         writer.start()
         try:
             deadline = started + self.config.duration_s if self.config.duration_s else None
             while not self._stop.wait(0.2):
+                self.metrics.tick(self._received)
+                self.metrics.queue.set(self._queue.qsize())
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 if not writer.is_alive():
@@ -256,8 +312,11 @@ class StreamConsumer:
                 self._intake_closed = True
                 self._queue.put(_STOP)
             writer.join()
+            if self.alerts is not None:
+                self.alerts.close()
             client.disconnect()
             client.loop_stop()
+            self.metrics.connected.set(0)
             self.result.duration_s = time.monotonic() - started
         if self._writer_error is not None:
             raise self._writer_error
@@ -325,6 +384,7 @@ class StreamConsumer:
             if self._connection > 1:  # a reconnect: tell the writer, in order with the messages before it
                 self._queue.put((_RECONNECTED, bool(getattr(flags, "session_present", False))))
         self._connected.set()
+        self.metrics.connected.set(1)
         if getattr(flags, "session_present", False):
             log.info("%s: resumed the persistent session", self.client_id)
         client.subscribe(self.source.topic, qos=self.source.qos)
@@ -338,6 +398,8 @@ class StreamConsumer:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: DisconnectFlags,
                        reason_code: ReasonCode, properties: Properties | None) -> None:
+        self._connected.clear()
+        self.metrics.connected.set(0)
         if not self._intake_closed:
             log.warning("%s: disconnected (%s); paho reconnects, unacknowledged messages come again",
                         self.client_id, reason_code)
@@ -351,7 +413,8 @@ class StreamConsumer:
                 return  # not acknowledged: the broker keeps it for the next session
             self._received += 1
             self._queue.put(StreamMessage(msg.topic, msg.mid, msg.qos, bytes(msg.payload), self._received,
-                                          self._connection))
+                                          self._connection, time.monotonic()))
+            self.metrics.messages.inc()
             if max_n is not None and self._received >= max_n:
                 self._stop.set()
 
@@ -364,27 +427,42 @@ class StreamConsumer:
                 wait = cfg.batch_seconds if buf.first_at is None else max(
                     0.0, buf.first_at + cfg.batch_seconds - time.monotonic())
                 try:
-                    item = self._queue.get(timeout=wait)
+                    items: list[object] = [self._queue.get(timeout=wait)]
                 except queue.Empty:
-                    item = None
-                if item is _STOP:
-                    if buf.msgs:
+                    items = [None]
+                if self.windows is not None and items[0] is not None:  # one poll: what the queue holds
+                    while len(items) < cfg.poll_max:
+                        try:
+                            items.append(self._queue.get_nowait())
+                        except queue.Empty:
+                            break
+                for item in items:
+                    if item is _STOP:
+                        if buf.msgs:
+                            self._flush(buf)
+                        return
+                    if isinstance(item, tuple) and item[0] is _RECONNECTED:
+                        if item[1] and buf.msgs:
+                            # the resumed session delivers every unacknowledged message again: drop our copies
+                            log.warning("%s: reconnected to its session; %d unpublished messages come again",
+                                        self.client_id, len(buf.msgs))
+                            with self._intake_lock:
+                                self._received -= len(buf.msgs)
+                            buf = self._segment()
+                            if self.windows is not None and self._committed_state is not None:
+                                self.windows.restore(*self._committed_state)  # forget what those polls did
+                        continue
+                    if isinstance(item, StreamMessage):
+                        buf.add(item)
+                    half_window = len(buf.msgs) >= max(1, cfg.window // 2)
+                    if buf.msgs and (buf.records >= cfg.batch_rows or half_window):
                         self._flush(buf)
-                    return
-                if isinstance(item, tuple) and item[0] is _RECONNECTED:
-                    if item[1] and buf.msgs:
-                        # the resumed session delivers every unacknowledged message again: drop our copies
-                        log.warning("%s: reconnected to its session; %d unpublished messages come again",
-                                    self.client_id, len(buf.msgs))
-                        with self._intake_lock:
-                            self._received -= len(buf.msgs)
                         buf = self._segment()
-                    continue
-                if isinstance(item, StreamMessage):
-                    buf.add(item)
+                if self.windows is not None and buf.msgs:
+                    self._poll(buf)
+                self.metrics.inflight.set(len(buf.msgs))
                 due = buf.first_at is not None and time.monotonic() >= buf.first_at + cfg.batch_seconds
-                half_window = len(buf.msgs) >= max(1, cfg.window // 2)
-                if buf.msgs and (buf.records >= cfg.batch_rows or half_window or due):
+                if buf.msgs and due:
                     self._flush(buf)
                     buf = self._segment()
         except BaseException as e:  # noqa: BLE001 - handed to run(), which re-raises it
@@ -406,6 +484,9 @@ class StreamConsumer:
 
     def _flush(self, buf: StreamSegment) -> None:
         """Cleanse the segment, publish it as one run, then commit it (acknowledge its messages)."""
+        if self.windows is not None:
+            self._flush_windowed(buf)
+            return
         cleanser = Cleanser(self.spec)
         [batch] = buf.batches()
         res = cleanser.process(batch)
@@ -423,6 +504,10 @@ class StreamConsumer:
                                  f"{counts['duplicates']}")
         ref = self._publish(accepted, quarantine, counts, reasons, buf)
         buf.commit_state()  # PUBACK in arrival order, after the run is committed
+        self._committed(ref, counts, reasons)
+
+    def _committed(self, ref: RunRef, counts: Counter[str], reasons: Counter[str]) -> None:
+        self.metrics.committed(counts["accepted"], counts["quarantined"], counts["duplicates"], dict(reasons))
         self.result.counts.update(counts)
         self.result.reasons.update(reasons)
         self.result.runs.append(ref)
@@ -430,6 +515,159 @@ class StreamConsumer:
                  ref.run_id, counts["messages"], counts["accepted"], counts["quarantined"], counts["duplicates"])
         if self.on_progress is not None:
             self.on_progress(self.result)
+
+    # -- windows ---------------------------------------------------------------------------------------
+    def _restore_windows(self) -> None:
+        """Resume the window state checkpointed with this consumer's latest committed run."""
+        engine = self.windows
+        if engine is None:
+            return
+        pat = re.compile(rf"^{re.escape(run_id_for(self.client_id, 0)[:-8])}(\d{{8}})$")
+        mine = [(int(m.group(1)), ref) for ref in self.lake.all_runs(self.spec.name)
+                if (m := pat.match(ref.run_id))]
+        for _seq, ref in sorted(mine, key=lambda x: x[0], reverse=True):
+            if self.lake.store.exists(*ref.parts, STATE_DEVICES):
+                with self.lake.store.open(*ref.parts, STATE_PANES) as f:
+                    panes = pq.read_table(f)
+                with self.lake.store.open(*ref.parts, STATE_DEVICES) as f:
+                    devices = pq.read_table(f)
+                engine.restore(panes, devices)
+                self._committed_state = (panes, devices)
+                log.info("%s: resumed %d devices' windows from run %s", self.spec.name, devices.num_rows, ref.run_id)
+                return
+
+    def _poll(self, buf: StreamSegment) -> None:
+        """Cleanse the rows that came since the last poll, run them through the windows, push online."""
+        engine = self.windows
+        got = buf.take()
+        if engine is None or got is None:
+            return
+        acc: _PollState | None = getattr(buf, "polls", None)
+        if acc is None:
+            acc = _PollState(Cleanser(self.spec))
+            buf.polls = acc  # type: ignore[attr-defined]  # the segment carries its polls' results
+        batch, msgs = got
+        res = acc.cleanser.process(batch)
+        accepted = self._impute(acc.cleanser, res.accepted)
+        acc.quarantine.append(self._annotate(res.quarantine, msgs))
+        acc.reasons.update(res.reasons)
+        acc.duplicates += res.duplicates
+        # the message of each accepted row (exact when the cleanser dropped no duplicate from the poll)
+        row_msgs: list[StreamMessage] | None = None
+        if res.duplicates == 0:
+            bad = set(res.quarantine.column("_row").to_pylist())
+            row_msgs = [m for i, m in enumerate(msgs) if i not in bad]
+        ts = accepted.column(engine.ts)
+        if ts.null_count:
+            has = pc.is_valid(ts)
+            missing = pc.invert(has)
+            idx = pc.indices_nonzero(missing).to_pylist()
+            acc.quarantine.append(self._window_quarantine(accepted, idx, row_msgs, "no_event_time",
+                                                          ["no event time: windows cannot place it"] * len(idx), None))
+            acc.reasons["no_event_time"] += len(idx)
+            keep_idx = pc.indices_nonzero(has).to_pylist()
+            row_msgs = [row_msgs[i] for i in keep_idx] if row_msgs is not None else None
+            accepted = accepted.filter(has)
+        wb = engine.process(accepted)
+        if wb.late:
+            idx = [lr.row for lr in wb.late]
+            acc.quarantine.append(self._window_quarantine(accepted, idx, row_msgs, "late",
+                                                          [lr.describe() for lr in wb.late],
+                                                          [lr.window for lr in wb.late]))
+            acc.reasons["late"] += len(idx)
+        acc.duplicates += int(wb.duplicate.sum())
+        kept = accepted.filter(pa.array(wb.keep))
+        acc.accepted.append(kept)
+        for name, table in wb.closed.items():
+            acc.closed.setdefault(name, []).append(table)
+        acc.alerts += wb.alerts
+        self._after_poll(wb, accepted, msgs, kept)
+
+    def _after_poll(self, wb: WindowBatch, accepted: pa.Table, msgs: list[StreamMessage], kept: pa.Table) -> None:
+        """Online push, alerts and metrics of one poll."""
+        engine = self.windows
+        assert engine is not None
+        now_wall = time.time()
+        for table in wb.closed.values():
+            ends = pc.cast(table.column(WINDOW_END), pa.int64()).to_numpy(zero_copy_only=False)
+            for e in ends.tolist():
+                self.metrics.close_delay.observe(max(0.0, now_wall - e / 1e6))
+        if kept.num_rows:
+            newest = pc.max(pc.cast(kept.column(engine.ts), pa.int64())).as_py()
+            if newest is not None:
+                self.metrics.lag.set(now_wall - newest / 1e6)
+        self.metrics.open_windows.set(engine.open_windows)
+        if wb.alerts and self.alerts is not None:
+            self.alerts.dispatch(wb.alerts)
+        latest = accepted.take(pa.array(wb.latest, pa.int64()))
+        if self.online is not None and (latest.num_rows or wb.closed):
+            took = self.online.write(latest, wb.closed)
+            self.metrics.push.observe(took)
+            if msgs:
+                self.metrics.to_online.observe(time.monotonic() - msgs[0].received_at)
+
+    def _window_quarantine(self, accepted: pa.Table, idx: list[int], row_msgs: list[StreamMessage] | None,
+                           reason: str, problems: list[str], windows: list[str] | None) -> pa.Table:
+        """Quarantine rows for accepted readings the windows refuse (values as text, like every quarantine)."""
+        n = len(idx)
+        rows = accepted.take(pa.array(idx, pa.int64()))
+        msgs = [row_msgs[i] for i in idx] if row_msgs is not None else None
+        engine = self.windows
+        cols: dict[str, pa.Array] = {
+            "_source": pa.array([self._broker] * n, pa.string()),
+            "_row": pa.nulls(n, pa.int64()),
+            "_page": pa.nulls(n, pa.int64()),
+            "_column": pa.array([engine.ts if engine is not None else None] * n, pa.string()),
+            "_reason": pa.array([reason] * n, pa.string()),
+            "_problems": pa.array(problems, pa.string()),
+        }
+        for name in rows.column_names:
+            col = rows.column(name)
+            if pa.types.is_timestamp(col.type):
+                col = pc.strftime(col, format="%Y-%m-%dT%H:%M:%S.%fZ")
+            cols[name] = pc.cast(col, pa.string())
+        cols["_topic"] = pa.array([m.topic for m in msgs] if msgs else [None] * n, pa.string())
+        cols["_message"] = pa.array([m.number for m in msgs] if msgs else [None] * n, pa.int64())
+        cols["_mid"] = pa.array([m.mid for m in msgs] if msgs else [None] * n, pa.int64())
+        cols["_window"] = pa.array(windows if windows is not None else [None] * n, pa.string())
+        return pa.table(cols)
+
+    def _flush_windowed(self, buf: StreamSegment) -> None:
+        """Publish a segment's polls as one run with its closed windows and the window checkpoint."""
+        from skiff.stream_features import run_window_file
+
+        engine = self.windows
+        assert engine is not None
+        self._poll(buf)
+        acc: _PollState | None = getattr(buf, "polls", None)
+        if acc is None:
+            acc = _PollState(Cleanser(self.spec))
+        accepted = (pa.concat_tables(acc.accepted, promote_options="default") if acc.accepted
+                    else acc.cleanser.output_schema().empty_table())
+        parts = acc.quarantine
+        if buf.rejected:
+            parts = [*parts, self._rejected_table(acc.cleanser, buf.rejected)]
+        quarantine = (pa.concat_tables(parts, promote_options="default") if parts
+                      else self._annotate(acc.cleanser.quarantine_schema().empty_table(), []))
+        reasons = Counter(acc.reasons)
+        reasons.update(r.reason for _, r in buf.rejected)
+        counts = Counter(messages=len(buf.msgs), read=buf.records, accepted=accepted.num_rows,
+                         quarantined=quarantine.num_rows, duplicates=acc.duplicates)
+        if counts["read"] != counts["accepted"] + counts["quarantined"] + counts["duplicates"]:
+            raise InvariantError(f"{self.spec.name}: stream batch read {counts['read']} != accepted "
+                                 f"{counts['accepted']} + quarantined {counts['quarantined']} + duplicates "
+                                 f"{counts['duplicates']}")
+        panes, devices = engine.snapshot()
+        extra = {STATE_PANES: panes, STATE_DEVICES: devices}
+        for w in engine.defs:
+            got = acc.closed.get(w.name)
+            extra[run_window_file(w.name)] = pa.concat_tables(got) if got else engine.empty_closed(w.name)
+        if acc.alerts:
+            extra["_alerts.parquet"] = pa.Table.from_pylist([a.to_dict() for a in acc.alerts])
+        ref = self._publish(accepted, quarantine, counts, reasons, buf, extra)
+        self._committed_state = (panes, devices)
+        buf.commit_state()  # PUBACK in arrival order, after the run (and the window state) is committed
+        self._committed(ref, counts, reasons)
 
     def _impute(self, cleanser: Cleanser, table: pa.Table) -> pa.Table:
         """mean/median/mode imputation with the statistic of this run's accepted rows."""
@@ -468,7 +706,7 @@ class StreamConsumer:
         return pa.table(cols)
 
     def _publish(self, accepted: pa.Table, quarantine: pa.Table, counts: Counter[str], reasons: Counter[str],
-                 buf: StreamSegment) -> RunRef:
+                 buf: StreamSegment, extra: dict[str, pa.Table] | None = None) -> RunRef:
         date = dt.datetime.now(dt.UTC).date().isoformat()
         spec_hash = spec_fingerprint(self.spec)
         sources: list[SourceReader] = [buf]
@@ -481,6 +719,8 @@ class StreamConsumer:
                 with self.lake.publish_run(self.spec.name, run_id, date) as staging:
                     pq.write_table(accepted, staging / _PART)
                     pq.write_table(quarantine, staging / QUARANTINE)
+                    for name, table in (extra or {}).items():  # window results and state: underscore names
+                        pq.write_table(table, staging / name)
                     staging.manifest = RunManifest(
                         dataset=self.spec.name,
                         run_id=run_id,

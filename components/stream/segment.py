@@ -46,6 +46,7 @@ class StreamMessage:
     payload: bytes
     number: int  # 1-based message number of this consumer process
     connection: int  # which connection of this process delivered it (its mid is valid on that one only)
+    received_at: float = 0.0  # time.monotonic() when paho handed it over
 
 
 class StreamSegment(StatelessSource):
@@ -75,6 +76,7 @@ class StreamSegment(StatelessSource):
         self.first_at: float | None = None  # time.monotonic() of the first message (the flush deadline)
         self.started_at: dt.datetime | None = None  # and its wall time (the run's start in its manifest)
         self.committed = False
+        self._taken = 0  # rows already handed out by take() (the windowed consumer's polls)
 
     # -- filling ---------------------------------------------------------------------------------------
     def add(self, msg: StreamMessage) -> None:
@@ -106,11 +108,22 @@ class StreamSegment(StatelessSource):
         A generated row key needs a scope per segment: offsets restart at 0 in every batch (and a stream is
         never read twice alike, so ids need only be unique; ``{generated: content}`` de-duplicates
         redeliveries)."""
+        yield self._batch(self.rows)
+
+    def take(self) -> tuple[SourceBatch, list[StreamMessage]] | None:
+        """The rows added since the last call as one batch, with the message of each row (None when there
+        are none): a windowed consumer cleanses and windows every poll, not only the whole segment."""
+        if self._taken == len(self.rows):
+            return None
+        start, self._taken = self._taken, len(self.rows)
+        return self._batch(self.rows[start:]), self.row_msgs[start:]
+
+    def _batch(self, rows: list[dict[str, Any]]) -> SourceBatch:
         names = list(self.spec.columns)
         if self.spec.unknown_columns == "keep":
-            names += sorted({k for r in self.rows for k in r} - set(names))
-        table = pa.table({n: pa.array([r.get(n) for r in self.rows], pa.string()) for n in names})
-        yield SourceBatch(table, source=self.broker, key_scope=f"{self.client_id}/{uuid.uuid4().hex}")
+            names += sorted({k for r in rows for k in r} - set(names))
+        table = pa.table({n: pa.array([r.get(n) for r in rows], pa.string()) for n in names})
+        return SourceBatch(table, source=self.broker, key_scope=f"{self.client_id}/{uuid.uuid4().hex}")
 
     def _payload_hash(self) -> str:
         payloads = hashlib.sha256()
