@@ -33,6 +33,7 @@ import datetime as dt
 import hashlib
 import hmac
 import io
+import itertools
 import logging
 import os
 import queue
@@ -467,55 +468,76 @@ class InferenceLogWriter:
         return hmac.new(self._key, str(value).encode(), hashlib.sha256).hexdigest()
 
     def _table(self, model: str, entries: list[_Entry]) -> tuple[pa.Table, int]:
+        """One Parquet table of a batch of requests, built column by column (C-level loops where it can:
+        this runs on the writer thread, whose time under the GIL is taken from the serving thread)."""
+        import numpy as np
         import pyarrow as pa
 
         cfg, schema = self.models[model], self._schemas[model]
-        meta: dict[str, list[Any]] = {k: [] for k in ("model", "version", "request_id", "row", "timestamp",
-                                                      "latency_ms", "status", "error", "sampled", "sample_rate")}
-        inputs: dict[str, list[Any]] = {f.name: [] for f in schema.field("inputs").type}
+        in_type = schema.field("inputs").type
+        names = [f.name for f in in_type]
+        ns = [max(1, e.rows()) for e in entries]  # a request without rows (refused before parsing) is one row
+        total = sum(ns)
+        repeat = None if total == len(entries) else pa.array(np.repeat(np.arange(len(entries)), ns))
+
+        def per_request(values: list[Any], name: str) -> pa.Array:
+            arr = pa.array(values, type=schema.field(name).type)
+            return arr if repeat is None else arr.take(repeat)
+
+        columns: dict[str, pa.Array] = {
+            "model": pa.array([model] * total, type=pa.string()),
+            "version": per_request([e.version for e in entries], "version"),
+            "request_id": per_request([e.request_id for e in entries], "request_id"),
+            "row": pa.array(np.zeros(total, dtype=np.int32) if repeat is None
+                            else np.concatenate([np.arange(n, dtype=np.int32) for n in ns])),
+            "timestamp": per_request([e.when for e in entries], "timestamp"),
+            "latency_ms": per_request([e.latency_ms for e in entries], "latency_ms"),
+            "status": per_request([e.status for e in entries], "status"),
+            "error": per_request([e.error for e in entries], "error"),
+            "sampled": per_request([e.sampled for e in entries], "sampled"),
+            "sample_rate": per_request([e.rate for e in entries], "sample_rate"),
+        }
+        # every request's rows as columns: column -> values (n of them; None for a column it lacks)
+        blocks: list[Mapping[str, Sequence[Any]]] = []
+        for e in entries:
+            if e.columns is not None and e.n:
+                blocks.append(e.columns)
+            else:
+                rows = list(e.instances) or [{}]
+                blocks.append({name: [r.get(name) if isinstance(r, Mapping) else None for r in rows]
+                               for name in names})
+        invalid = 0
+        in_arrays = []
+        for f in in_type:
+            name = f.name
+            values = list(itertools.chain.from_iterable(
+                b[name][:n] if name in b else [None] * n for b, n in zip(blocks, ns, strict=True)))
+            if cfg.pii.get(name) == "hash":
+                values = [self._hash(v) for v in values]
+            arr, bad = _typed_array(values, f.type)
+            in_arrays.append(arr)
+            invalid += bad
+        columns["inputs"] = (pa.StructArray.from_arrays(in_arrays, fields=list(in_type)) if in_arrays
+                             else pa.array([{}] * total, type=in_type))
         predictions: list[Any] = []
         probabilities: list[Any] = []
-        for e in entries:
-            n = max(1, e.rows())  # a request without rows (e.g. refused before parsing) is one row
-            for key, value in (("model", model), ("version", e.version), ("request_id", e.request_id),
-                               ("timestamp", e.when), ("latency_ms", e.latency_ms), ("status", e.status),
-                               ("error", e.error), ("sampled", e.sampled), ("sample_rate", e.rate)):
-                meta[key].extend([value] * n)
-            meta["row"].extend(range(n))
-            if e.columns is not None and e.n:
-                for name, values in inputs.items():
-                    column = e.columns.get(name)
-                    values.extend([None] * n if column is None else column[:n])
-            else:
-                for instance in e.instances or [{}]:
-                    for name, values in inputs.items():
-                        values.append(instance.get(name) if isinstance(instance, Mapping) else None)
+        for e, n in zip(entries, ns, strict=True):
             preds: Sequence[Any] = e.predictions
             probs = e.probabilities
             if e.outputs is not None:
                 try:
                     preds, probs = e.outputs()
-                except Exception as exc:  # a response that cannot be read back: inputs still logged
+                except Exception as exc:  # an answer that cannot be read back: the inputs are still logged
                     log.warning("inference log of %s: outputs of %s unreadable (%s)", model, e.request_id, exc)
                     preds, probs = (), None
-            predictions.extend(preds[i] if i < len(preds) else None for i in range(n))
-            probabilities.extend(probs[i] if probs is not None and i < len(probs) else None for i in range(n))
-        for name, values in inputs.items():
-            if cfg.pii.get(name) == "hash":
-                inputs[name] = [self._hash(v) for v in values]
-        invalid = 0
-        columns: dict[str, pa.Array] = {}
-        for name in meta:
-            columns[name] = pa.array(meta[name], type=schema.field(name).type)
-        in_type = schema.field("inputs").type
-        in_arrays = []
-        for f in in_type:
-            arr, bad = _typed_array(inputs[f.name], f.type)
-            in_arrays.append(arr)
-            invalid += bad
-        n_rows = len(meta["model"])
-        columns["inputs"] = (pa.StructArray.from_arrays(in_arrays, fields=list(in_type)) if in_arrays
-                             else pa.array([{}] * n_rows, type=in_type))
+            if len(preds) == n:
+                predictions.extend(preds)
+            else:
+                predictions.extend(preds[i] if i < len(preds) else None for i in range(n))
+            if probs is not None and len(probs) == n:
+                probabilities.extend(probs)
+            else:
+                probabilities.extend(probs[i] if probs is not None and i < len(probs) else None for i in range(n))
         out_type = schema.field("outputs").type
         pred, bad_p = _typed_array(predictions, out_type.field("prediction").type)
         prob, bad_q = _typed_array(probabilities, pa.float64())
@@ -527,12 +549,16 @@ def _typed_array(values: list[Any], arrow_type: pa.DataType) -> tuple[pa.Array, 
     """``values`` as ``arrow_type``; a value that does not convert becomes null and is counted."""
     import pyarrow as pa
 
-    if pa.types.is_string(arrow_type):
-        values = [None if v is None else str(v) for v in values]
-    try:
+    try:  # the common case: every value already has the column's type
         return pa.array(values, type=arrow_type), 0
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
         pass
+    if pa.types.is_string(arrow_type):
+        values = [None if v is None else str(v) for v in values]
+        try:
+            return pa.array(values, type=arrow_type), 0
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            pass
     out, bad = [], 0
     for v in values:
         try:
