@@ -65,6 +65,19 @@ def add_commands(app: typer.Typer) -> None:
             int, typer.Option("--session-expiry", min=1, help="Seconds the broker keeps this consumer's session "
                               "(and queues its messages) while it is away (MQTT 5 session expiry).")
         ] = 86_400,
+        with_features: Annotated[
+            bool, typer.Option("--with-features", help="Push closed windows and each device's latest reading to "
+                               "the Feast online store (opened once; its window views are applied).")
+        ] = False,
+        metrics_port: Annotated[
+            int | None, typer.Option("--metrics-port", min=0, max=65_535, help="Serve /metrics, /healthz and "
+                                     "/readyz on this port.")
+        ] = None,
+        metrics_host: Annotated[str, typer.Option("--metrics-host", help="Address of the metrics server.")] = "127.0.0.1",
+        poll_max: Annotated[
+            int, typer.Option("--poll-max", min=1, help="With windows: messages cleansed, windowed and pushed "
+                              "online per poll.")
+        ] = 5_000,
         json_out: JsonOption = False,
     ) -> None:
         """Consume an MQTT topic of JSON readings; cleanse them per the spec; publish atomic lake runs.
@@ -73,18 +86,32 @@ def add_commands(app: typer.Typer) -> None:
         SIGTERM, --max-messages or --duration, publishing what it buffered first.
         """
         from components.stream.logic import StreamConfig, StreamConsumer, mqtt_source
+        from components.stream.ops import HealthServer, StreamMetrics
         from skiff.lake import Lake
 
         settings = state(ctx).settings
         spec = dataset_spec(ctx, dataset, spec_file)
         config = StreamConfig(batch_rows=batch_rows, batch_seconds=batch_seconds, inflight=inflight,
                               session_expiry_s=session_expiry,
-                              max_messages=max_messages, duration_s=duration)
+                              max_messages=max_messages, duration_s=duration, poll_max=poll_max)
         live_status = not json_out and err_console.is_terminal
         started = time.monotonic()
 
-        consumer = StreamConsumer(spec, Lake.from_settings(settings), mqtt_source(spec, topic), config,
-                                  client_id=client_id)
+        lake = Lake.from_settings(settings)
+        online = None
+        if with_features:
+            from skiff.errors import UsageError
+            from skiff.feature_store import open_store_from_settings
+            from skiff.stream_features import FeastStreamWriter
+
+            if spec.windows is None:
+                raise UsageError(f"--with-features pushes window results: dataset {spec.name!r} declares no windows")
+            online = FeastStreamWriter(open_store_from_settings(settings, lake), spec, lake)
+        metrics = StreamMetrics(spec.name)
+        consumer = StreamConsumer(spec, lake, mqtt_source(spec, topic), config, client_id=client_id,
+                                  online=online, metrics=metrics)
+        health = (HealthServer(metrics, consumer.not_ready, metrics_host, metrics_port)
+                  if metrics_port is not None else None)
 
         class _Status:  # rendered by rich.live on each refresh
             def __rich__(self) -> str:
@@ -108,4 +135,10 @@ def add_commands(app: typer.Typer) -> None:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+            if health is not None:
+                health.close()
+        if online is not None:
+            from skiff.stream_features import build_window_sources
+
+            build_window_sources(lake, spec)  # the window views' offline files, for point-in-time training
         emit(result.summary(), json_out, _human_summary)
