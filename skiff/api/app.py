@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
 from skiff import __version__
@@ -92,7 +92,10 @@ def create_app(
         return {"status": "ok", "version": __version__}
 
     # every route under the prefix can answer these; each route declares its own others
-    api = APIRouter(prefix=API_PREFIX, responses=declare(401, 413, 500))
+    from skiff.api.routes._query import reject_unknown_query
+
+    api = APIRouter(prefix=API_PREFIX, responses=declare(401, 413, 500),
+                    dependencies=[Depends(reject_unknown_query)])  # 422 for a query parameter no route declares
     for module in (models, pipelines, deployments, monitoring, model_monitoring, ingestions, evaluations):
         api.include_router(module.router)
     app.include_router(api)

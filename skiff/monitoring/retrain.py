@@ -10,7 +10,7 @@ winning challenger lands as a canary — put it in the lowest environment, e.g. 
         pipeline: tabular          # the pipeline to run (on the model's dataset spec)
         on: [drift, decay]         # triggers; add "schedule" with schedule_hours
         min_drifted_features: 1
-        schedule_hours: 168
+        schedule_hours: 168        # with the schedule trigger (the default: weekly)
         cooldown_hours: 6          # no second start within this many hours of the last one
         max_per_day: 2             # at most this many starts in any 24 hours
         canary_percent: 10         # the winner's first share of traffic
@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from skiff.control_plane import ControlPlane, RetrainDecision
 from skiff.errors import ConfigError, SkiffError
@@ -43,6 +43,7 @@ __all__ = ["RetrainPolicy", "Trigger", "Evidence", "RetrainActions", "Challenger
 
 Trigger = Literal["drift", "decay", "schedule"]
 _DEFAULT_TRIGGERS: list[Trigger] = ["drift", "decay"]
+_YEAR_HOURS = 24 * 366
 
 
 class RetrainPolicy(BaseModel):
@@ -57,10 +58,11 @@ class RetrainPolicy(BaseModel):
                               description="What starts a retrain: drift, decay, schedule.")
     min_drifted_features: int = Field(default=1, ge=1, description="Drifted features (or the predictions) a "
                                       "window needs to count as drift.")
-    schedule_hours: float | None = Field(default=None, gt=0, description="With the schedule trigger: retrain "
-                                         "when the last start is this many hours old.")
-    cooldown_hours: float = Field(default=6.0, ge=0, description="No start within this many hours of the last.")
-    max_per_day: int = Field(default=2, ge=1, description="At most this many starts in any 24 hours.")
+    schedule_hours: float = Field(default=168.0, gt=0, le=_YEAR_HOURS, description="With the schedule trigger: "
+                                  "retrain when the last start is this many hours old (default: weekly).")
+    cooldown_hours: float = Field(default=6.0, ge=0, le=_YEAR_HOURS,
+                                  description="No start within this many hours of the last.")
+    max_per_day: int = Field(default=2, ge=1, le=1000, description="At most this many starts in any 24 hours.")
     canary_percent: int = Field(default=10, ge=0, le=100, description="The winner's first share of traffic.")
     labels_dataset: str | None = Field(default=None, description="The ingested labels dataset the decay "
                                        "monitor joins (posted labels are always used).")
@@ -75,12 +77,6 @@ class RetrainPolicy(BaseModel):
             return json.loads(json.dumps(v))
         except (TypeError, ValueError):
             raise ValueError("params must be JSON values (numbers, text, lists, mappings)") from None
-
-    @model_validator(mode="after")
-    def _schedule(self) -> RetrainPolicy:
-        if "schedule" in self.on and self.schedule_hours is None:
-            raise ValueError("the schedule trigger needs schedule_hours")
-        return self
 
 
 def parse_policies(raw: Any, origin: str) -> dict[str, RetrainPolicy]:
@@ -137,8 +133,7 @@ def decide(policy: RetrainPolicy, model: str, evidence: Evidence, history: Seque
             triggers.append(f"decay: {len(hits)} window(s) below the floor, latest ending {end} "
                             f"(version {v}: {', '.join(metrics)})")
             details["decay_windows"] = len(hits)
-    due = policy.schedule_hours is not None and (
-        last is None or now - last >= dt.timedelta(hours=policy.schedule_hours))
+    due = last is None or now - last >= dt.timedelta(hours=policy.schedule_hours)
     if "schedule" in policy.on and due:
         triggers.append(f"schedule: every {policy.schedule_hours:g} h, last start "
                         f"{last.isoformat() if last else 'never'}")

@@ -50,6 +50,9 @@ def test_labels_accuracy_drift_and_alerts_per_version(world):  # noqa: F811
     assert [a["kind"] for a in client.get(f"{V1}/models/churn/alerts", params={"version": 2}, headers=R).json()] \
         == ["accuracy_below_floor"]
     assert client.get(f"{V1}/models/churn/alerts", params={"version": 1}, headers=R).json() == []
+    body = _error(client.get(f"{V1}/models/churn/alerts", params={"verison": 1}, headers=R), 422,
+                  "RequestValidationError")  # a misspelt query parameter is refused, not ignored
+    assert body["detail"]["errors"][0]["loc"] == "query.verison"
     _error(client.get(f"{V1}/models/churn/versions/9/accuracy", headers=R), 404, "NotFoundError")
     _error(client.get(f"{V1}/models/churn/versions/0/drift", headers=R), 422, "RequestValidationError")
     report = client.get(f"{V1}/models/churn/versions/2/reports", headers=R)
@@ -68,7 +71,8 @@ def test_retrain_policy_read_and_update_in_the_environment_file(world):  # noqa:
     assert envs.environment("dev").retrain["churn"].schedule_hours == 24
     text = (envs.root / "dev/environment.yaml").read_text()
     assert text.startswith("# dev: owned by the platform team")  # comments kept
-    _error(client.put(url, json={"on": ["schedule"]}, headers=A), 422, "RequestValidationError")
+    _error(client.put(url, json={"on": []}, headers=A), 422, "RequestValidationError")
+    _error(client.put(url, json={"cooldown_hours": 1e17}, headers=A), 422, "RequestValidationError")
     _error(client.put(url, json={"on": ["drift"]}, headers=R), 403, "Forbidden")
     _error(client.get(f"{V1}/environments/nope/retrain-policies/churn", headers=R), 404, "NotFoundError")
     assert client.delete(url, headers=A).json()["policy"] is None

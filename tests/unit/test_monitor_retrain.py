@@ -66,8 +66,9 @@ def test_policies_come_from_the_environment_file_with_clear_errors(tmp_path):
         "name: dev\nnamespace: skiff\ningress_domain: example.com\nretrain:\n  churn:\n    on: [sometimes]\n")
     with pytest.raises(ConfigError, match=r"retrain\.churn\.on"):
         envs.environment("dev")
-    with pytest.raises(ConfigError, match="schedule_hours"):
-        parse_policies({"churn": {"on": ["schedule"]}}, "env.yaml")
+    with pytest.raises(ConfigError, match=r"retrain\.churn\.cooldown_hours"):
+        parse_policies({"churn": {"cooldown_hours": -1}}, "env.yaml")
+    assert parse_policies({"churn": {"on": ["schedule"]}}, "env.yaml")["churn"].schedule_hours == 168
     with pytest.raises(ConfigError, match="map model names"):
         parse_policies(["churn"], "env.yaml")
 

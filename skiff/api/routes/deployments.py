@@ -118,7 +118,7 @@ def get_retrain_policy(env: EnvParam, name: NameParam, ctx: Annotated[ApiContext
 
 
 @router.put("/{env}/retrain-policies/{name}", response_model=RetrainPolicyState,
-            dependencies=[Depends(require_admin)], responses=declare(403, 404, 422))
+            dependencies=[Depends(require_admin)], responses=declare(400, 403, 404, 422))
 def put_retrain_policy(env: EnvParam, name: NameParam, body: RetrainPolicy,
                        ctx: Annotated[ApiContext, Depends(context)]) -> dict[str, Any]:
     """Set the model's retrain policy in the environment file (comments kept). Admin."""

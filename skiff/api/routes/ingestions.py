@@ -56,7 +56,7 @@ def _kind(name: str) -> str:
 
 
 @router.post("/{name}/ingestions", status_code=202, response_model=RunRecord, dependencies=[Depends(require_admin)],
-             responses=declare(403, 404, 409, 422, 503))
+             responses=declare(400, 403, 404, 409, 422, 503))
 def start_ingestion(name: NameParam, body: IngestionRequest, request: Request,
                     ctx: Annotated[ApiContext, Depends(context)]) -> RunRecord:
     """Ingest the dataset in the background (poll ``GET /datasets/{name}/ingestions/{id}``). Admin."""

@@ -199,7 +199,7 @@ def model_alerts(name: NameParam, ctx: Annotated[ApiContext, Depends(context)],
 
 
 @router.post("/models/{name}/labels", response_model=LabelsStored, dependencies=[Depends(require_admin)],
-             responses=declare(403, 404, 422, 503))
+             responses=declare(400, 403, 404, 422, 503))
 def post_labels(name: NameParam, body: LabelsIn, ctx: Annotated[ApiContext, Depends(context)]) -> dict[str, Any]:
     """Ground-truth labels of logged predictions, by request id and row; the next ``skiff monitor run`` joins
     them to the inference log. A label posted again for the same request id and row replaces it. Admin."""
