@@ -22,7 +22,7 @@ from typing import Any
 
 from skiff import layout
 from skiff.cloud import Check
-from skiff.cloud.aws.ecr import describe_repositories
+from skiff.cloud.aws.ecr import describe_repositories, repository_state
 from skiff.cloud.aws.session import botocore_exceptions, error_code
 from skiff.errors import ConfigError, SkiffError
 
@@ -189,13 +189,11 @@ def _repository_checks(ecr: Any, repositories: Iterable[str]) -> list[Check]:
                                 f"`skiff images push --registry ecr` creates it, or the Terraform module "
                                 f"({_TF}, ecr_repositories)"))
             continue
-        scan = bool((repo.get("imageScanningConfiguration") or {}).get("scanOnPush"))
-        immutable = repo.get("imageTagMutability") == "IMMUTABLE"
-        problems = [p for p, bad in (("scan on push is off", not scan), ("tags are mutable", not immutable)) if bad]
-        checks.append(Check(f"repository {name}", not problems,
-                            repo["repositoryUri"] + (": " + ", ".join(problems) if problems else
-                                                     " (scan on push, immutable tags)"),
-                            "" if not problems else
+        state = repository_state(repo)
+        checks.append(Check(f"repository {name}", not state.problems,
+                            state.uri + (": " + ", ".join(state.problems) if state.problems else
+                                         " (scan on push, immutable tags)"),
+                            "" if not state.problems else
                             f"aws ecr put-image-scanning-configuration --repository-name {name} "
                             "--image-scanning-configuration scanOnPush=true; aws ecr "
                             f"put-image-tag-mutability --repository-name {name} --image-tag-mutability IMMUTABLE"))

@@ -26,7 +26,7 @@ from skiff.cloud.aws.session import aws_error, botocore_exceptions, error_code
 from skiff.errors import ConfigError, EnvironmentMissing, GateFailed, NotFoundError, SourceError, UsageError
 
 __all__ = ["UNTAGGED_EXPIRY_DAYS", "EcrImage", "RepositoryState", "RegistryLogin", "PushedImage", "ImageVerdict",
-           "ScanGateDecision", "parse_ecr_image", "lifecycle_policy", "ensure_repositories", "registry_login",
+           "ScanGateDecision", "parse_ecr_image", "repository_state", "describe_repositories", "lifecycle_policy", "ensure_repositories", "registry_login",
            "push_images", "scan_verdict", "check_serving_images", "BLOCKING_SEVERITY"]
 
 #: Days after which untagged images are expired (the Terraform module's ecr_untagged_image_expiry_days).
@@ -99,7 +99,8 @@ class RepositoryState:
     problems: tuple[str, ...] = ()
 
 
-def _state(repo: Mapping[str, Any], created: bool) -> RepositoryState:
+def repository_state(repo: Mapping[str, Any], created: bool = False) -> RepositoryState:
+    """What skiff cares about in one ``DescribeRepositories`` entry."""
     scan = bool((repo.get("imageScanningConfiguration") or {}).get("scanOnPush"))
     immutable = repo.get("imageTagMutability") == "IMMUTABLE"
     problems = tuple(p for p, bad in (("scan on push is off", not scan), ("tags are mutable", not immutable))
@@ -126,12 +127,14 @@ def ensure_repositories(ecr: Any, names: Iterable[str], *, kms_key: str | None =
                         untagged_days: int = UNTAGGED_EXPIRY_DAYS) -> list[RepositoryState]:
     """Create the missing repositories (scan on push, immutable tags, KMS encryption, lifecycle policy)."""
     exc = botocore_exceptions()
-    states = []
-    for name, repo in describe_repositories(ecr, names).items():
+    names = list(names)
+    for name in names:
         if not _REPO.match(name):
             raise UsageError(f"{name!r} is not a valid ECR repository name")
+    states = []
+    for name, repo in describe_repositories(ecr, names).items():
         if repo is not None:
-            states.append(_state(repo, created=False))
+            states.append(repository_state(repo, created=False))
             continue
         encryption: dict[str, str] = {"encryptionType": "KMS"}
         if kms_key:
@@ -144,7 +147,7 @@ def ensure_repositories(ecr: Any, names: Iterable[str], *, kms_key: str | None =
             ecr.put_lifecycle_policy(repositoryName=name, lifecyclePolicyText=lifecycle_policy(untagged_days))
         except exc.ClientError as e:
             raise aws_error(f"could not create ECR repository {name}", e) from e
-        states.append(_state(created, created=True))
+        states.append(repository_state(created, created=True))
     return states
 
 
