@@ -9,7 +9,9 @@ recommender pipeline (kfp.local), serve it, send a live click and show that the 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,12 +25,34 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
+def _serve(name: str, port: int, root: str, timeout_s: float = 180.0) -> subprocess.Popen[bytes]:
+    """The model server's container entry point (``python -m serving predictor``), ready (a pipeline never
+    imports serving: it runs it as a cluster does)."""
+    import httpx
+
+    root = root if "://" in root else str(Path(root).resolve())
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "serving", "predictor", name, "--root", root, "--port", str(port)],
+                            env=env, cwd=str(Path(__file__).resolve().parents[1]))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the model server exited with code {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.terminate()
+    raise SystemExit(f"the model server was not ready in {timeout_s:.0f}s")
+
+
 def main(argv: list[str] | None = None) -> int:
     import httpx
 
     from pipelines.definitions import get_pipeline
     from pipelines.runner import local_pipeline_root, run_local
-    from serving.runtime.server import start_local_server, stop_local_server
     from skiff.config import load_settings
     from skiff.datagen_recs import RECS_SPEC, interactions
     from skiff.spec import parse_spec
@@ -59,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args["model_name"]
     port = opts.port or _port()
     print(f"serving {name} on 127.0.0.1:{port} …", flush=True)
-    proc = start_local_server(name, None, port, root=settings.root, timeout_s=180)
+    proc = _serve(name, port, settings.root)
     base = f"http://127.0.0.1:{port}/v1/models/{name}"
     try:
         user = frame.user_id.iloc[0]
@@ -79,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         print("changed" if after["items"] != before["items"] else "unchanged")
         return 0 if after["items"] != before["items"] else 1
     finally:
-        stop_local_server(proc)
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 if __name__ == "__main__":
