@@ -904,7 +904,7 @@ def test_model_chart_equals_skiff_render_isvc(model_registry, capsys, cli_args, 
         assert (theirs.get(k), ours.get(k)) == KNOWN_DIFFERENCES[k], k
 
 
-@pytest.mark.parametrize("flavor", ["sklearn", "tensorflow"])
+@pytest.mark.parametrize("flavor", ["sklearn", "tensorflow", "recommender"])
 def test_serving_runtimes_equal_the_isvc_builder(flavor):
     from components._image import BASE_IMAGE, GPU_IMAGE, REGISTRY
     from serving.deploy.gitops import EnvironmentConfig
