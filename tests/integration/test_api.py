@@ -305,7 +305,7 @@ def test_pipelines_list_and_preflight_errors(world, skiff_env, datasets):
     client, *_ = world
     listed = client.get(f"{V1}/pipelines", headers=R).json()
     by_name = {p["name"]: p for p in listed}
-    assert set(by_name) == {"image", "tabular"} and "estimator" in by_name["tabular"]["parameters"]
+    assert set(by_name) == {"image", "recommender", "tabular"} and "estimator" in by_name["tabular"]["parameters"]
     cases = [
         ({"spec": SPEC, "estimator": "bogus"}, 400, "unknown estimator 'bogus'"),
         ({"spec": SPEC, "colour": "blue"}, 422, "body.params.colour"),
