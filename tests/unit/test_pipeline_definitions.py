@@ -7,8 +7,9 @@ import pytest
 from pipelines.definitions import PIPELINES, TABULAR, get_pipeline
 from skiff.errors import NotFoundError
 
-#: parameters that only fill others (``estimator`` goes into ``train_config``), not pipeline inputs
-SHORTCUTS = {"tabular": {"estimator"}}
+#: parameters that only fill others (``estimator`` goes into ``train_config``; an image run without a spec
+#: names its data set with ``name``), not pipeline inputs
+SHORTCUTS = {"tabular": {"estimator"}, "image": {"name", "backbone", "weights", "image_size", "epochs"}}
 
 
 @pytest.mark.parametrize("name", sorted(PIPELINES))
