@@ -118,7 +118,6 @@ class Settings(BaseSettings):
         default=5.0, ge=0, le=1000,
         description="Longest a request to an image classifier waits for others to share its model call.",
     )
-
     # the inference log (skiff.inference_log): what the model server and the log sink record, and the
     # node price resource use is costed with (skiff.monitoring.resources)
     inference_log_sample_rate: float = Field(

@@ -548,9 +548,6 @@ def build_app(model_server: KServeModelServer, *, access_log: bool = False,
     from serving.runtime.recommender import add_event_routes
 
     add_event_routes(app, dataplane)  # a recommender's real-time events
-    from serving.runtime.recommender import add_event_routes
-
-    add_event_routes(app, dataplane)  # a recommender's real-time events
     app.add_api_route("/", dataplane.live, methods=["GET"])
     app.add_api_route("/metrics", metrics_handler, methods=["GET"])
     register_v1_endpoints(app, dataplane, ext)
