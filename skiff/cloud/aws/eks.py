@@ -27,6 +27,7 @@ import yaml
 
 from skiff.cloud.aws.session import aws_error, botocore_exceptions, error_code
 from skiff.errors import ConfigError, NotFoundError
+from skiff.yamlio import load_user_yaml
 
 __all__ = ["TOKEN_PREFIX", "CLUSTER_ID_HEADER", "EXEC_API_VERSION", "ClusterInfo", "get_token",
            "exec_credential", "describe_cluster", "kubeconfig_entry", "write_kubeconfig", "default_kubeconfig"]
@@ -158,10 +159,7 @@ def write_kubeconfig(path: Path, entry: dict[str, Any], *, set_current: bool = T
     """
     doc: dict[str, Any] = {}
     if path.is_file():
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__}); not rewriting it") from e
+        loaded = load_user_yaml(path, "kubeconfig", error=ConfigError)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: not a kubeconfig mapping; not rewriting it")
         doc = loaded or {}
