@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.local_runs import task_metadata
+from pipelines.local_runs import check_margin, summary_base, task_metadata
 from skiff.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -113,9 +113,7 @@ def preflight(spec: DatasetSpec, args: dict[str, Any]) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "workers" else 0):
             raise UsageError(f"pipeline parameter {key!r} must be an integer >= {1 if key == 'workers' else 0}, "
                              f"got {value!r}"[:200])
-    margin = args.get("margin", 0.0)
-    if not isinstance(margin, int | float) or isinstance(margin, bool) or margin < 0:
-        raise UsageError("pipeline parameter 'margin' must be a number >= 0")
+    check_margin(args)
 
 
 def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -124,9 +122,7 @@ def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
     args = run.get("arguments", {})
     summary: dict[str, Any] = {
-        "pipeline": run["pipeline"], "status": run["status"], "duration_s": run["duration_s"],
-        "steps": run["steps"], "error": run.get("error"), "run_id": args.get("run_id"),
-        "failed_step": run.get("failed_step"), "log_file": run.get("log_file"), "dataset": args.get("dataset"),
+        **summary_base(run, args.get("run_id")), "dataset": args.get("dataset"),
         "registered": None, "gate_failed": False,
     }
     ingest = task_metadata(run, "ingest-images-op")

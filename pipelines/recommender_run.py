@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.local_runs import task_metadata
+from pipelines.local_runs import check_margin, summary_base, task_metadata
 from skiff.errors import NotFoundError, SkiffError, UsageError
 
 if TYPE_CHECKING:
@@ -56,9 +56,7 @@ def preflight(spec: DatasetSpec, args: dict[str, Any]) -> None:
         check_events_spec(spec, config)
     except SkiffError as e:
         raise UsageError(f"{e.message}; the recommender pipeline needs an interaction data set") from e
-    margin = args.get("margin", 0.0)
-    if not isinstance(margin, int | float) or isinstance(margin, bool) or margin < 0:
-        raise UsageError("pipeline parameter 'margin' must be a number >= 0")
+    check_margin(args)
 
 
 def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -66,12 +64,7 @@ def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
     from skiff.registry import ModelRegistry
 
     args = run.get("arguments", {})
-    summary: dict[str, Any] = {
-        "pipeline": run["pipeline"], "status": run["status"], "duration_s": run["duration_s"],
-        "steps": run["steps"], "error": run.get("error"), "run_id": args.get("run_id"),
-        "failed_step": run.get("failed_step"), "log_file": run.get("log_file"), "registered": None,
-        "gate_failed": False,
-    }
+    summary: dict[str, Any] = {**summary_base(run, args.get("run_id")), "registered": None, "gate_failed": False}
     ingest = task_metadata(run, "ingest-op")
     if ingest:
         summary["ingest"] = {k: ingest.get(k) for k in ("status", "run_id", "counts", "quarantine_reasons")}

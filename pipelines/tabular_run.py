@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.local_runs import task_metadata
+from pipelines.local_runs import check_margin, summary_base, task_metadata
 from skiff.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -76,9 +76,7 @@ def preflight(spec: DatasetSpec, args: dict[str, Any]) -> None:
     if spec.target is None or spec.problem_type is None:
         raise UsageError(f"dataset {spec.name!r} has no target/problem_type: the tabular pipeline trains a model")
     check_config(parse_config(args.get("train_config")), spec)
-    margin = args.get("margin", 0.0)
-    if not isinstance(margin, int | float) or isinstance(margin, bool) or margin < 0:
-        raise UsageError("pipeline parameter 'margin' must be a number >= 0")
+    check_margin(args)
     if args.get("lake_run"):
         _check_lake_run(spec, args)
 
@@ -106,9 +104,7 @@ def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
     run_id = args.get("run_id")
     spec = json.loads(args["spec"]) if isinstance(args.get("spec"), str) else args.get("spec") or {}
     summary: dict[str, Any] = {
-        "pipeline": run["pipeline"], "status": run["status"], "duration_s": run["duration_s"],
-        "steps": run["steps"], "error": run.get("error"), "run_id": run_id,
-        "failed_step": run.get("failed_step"), "log_file": run.get("log_file"),
+        **summary_base(run, run_id),
         "dataset": spec.get("name"), "validation": None, "registered": None, "gate_failed": False,
     }
     ingest_meta = task_metadata(run, "ingest-op")
