@@ -277,20 +277,7 @@ class ControlPlane:
     def save_window(self, results: Iterable[MonitoringResult]) -> int:
         """Store a window's scores, replacing the scores stored before for the same model, version and
         window (a re-run of the monitor is idempotent); returns how many were stored."""
-        rows = list(results)
-        now = utc_now()
-        with self._session() as s:
-            keys = {(r.model, r.version, _ts(r.window_start), _ts(r.window_end)) for r in rows}
-            for model, version, start, end in keys:
-                s.execute(delete(MonitoringResultRow).where(
-                    MonitoringResultRow.model == model, MonitoringResultRow.version == version,
-                    MonitoringResultRow.window_start == start, MonitoringResultRow.window_end == end))
-            for r in rows:
-                data = r.model_dump()
-                data.update(window_start=_ts(r.window_start), window_end=_ts(r.window_end),
-                            computed_at=_ts(r.computed_at) or now)
-                s.add(MonitoringResultRow(**data))
-        return len(rows)
+        return self._replace_windows(MonitoringResultRow, list(results))
 
     def monitoring_results(self, model: str, version: int | None = None, *, since: str | None = None,
                            kind: str | None = None, limit: int = 10_000) -> list[MonitoringResult]:
@@ -406,19 +393,23 @@ class ControlPlane:
 
     def save_performance(self, results: Iterable[PerformanceResult]) -> int:
         """Store windows' performance results, replacing those stored before for the same window."""
-        rows = list(results)
+        return self._replace_windows(PerformanceResultRow, list(results))
+
+    def _replace_windows(self, table: Any, rows: list[MonitoringResult] | list[PerformanceResult]) -> int:
+        """Store per-window results in ``table``, first deleting what is stored for the same model, version
+        and window, in one transaction (a re-run of the monitor replaces its results)."""
         now = utc_now()
         with self._session() as s:
             for model, version, start, end in {(r.model, r.version, _ts(r.window_start), _ts(r.window_end))
                                                for r in rows}:
-                s.execute(delete(PerformanceResultRow).where(
-                    PerformanceResultRow.model == model, PerformanceResultRow.version == version,
-                    PerformanceResultRow.window_start == start, PerformanceResultRow.window_end == end))
+                s.execute(delete(table).where(
+                    table.model == model, table.version == version,
+                    table.window_start == start, table.window_end == end))
             for r in rows:
                 data = r.model_dump()
                 data.update(window_start=_ts(r.window_start), window_end=_ts(r.window_end),
                             computed_at=_ts(r.computed_at) or now)
-                s.add(PerformanceResultRow(**data))
+                s.add(table(**data))
         return len(rows)
 
     def performance_results(self, model: str, version: int | None = None, *, metric: str | None = None,
