@@ -948,6 +948,7 @@ def test_settings_configmap_is_valid_skiff_settings(tmp_path, monkeypatch):
     assert s.storage_options == {"endpoint_url": "https://s3.eu-west-1.amazonaws.com"}
     assert s.kfp_host == "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
     assert s.feature_store_yaml == "feature_store.cluster.yaml" and s.log_level == "DEBUG"
+    assert s.tracking_uri == "https://mlflow.ml-platform.svc.cluster.local"  # pipeline steps log runs there
     minimal = yaml.safe_load(
         by_kind(render_ci("skiff", "minimal-values.yaml"), "ConfigMap")["skiff-settings"]["data"][
             "skiff.yaml"
