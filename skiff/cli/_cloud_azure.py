@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from skiff.cli._common import JsonOption, console, emit, state
-from skiff.errors import ConfigError, UsageError
+from skiff.errors import UsageError
 
 _EnvironmentsOption = Annotated[
     Path | None,
@@ -89,26 +89,15 @@ def add_commands(cloud: typer.Typer) -> None:
         the GPU pool's instance types."""
         import yaml
 
+        from skiff.cloud import terraform_outputs
         from skiff.cloud.azure import compute
         from skiff.cloud.azure.workspace import AzureMLTarget, environments_dir, ml_client, target
 
         def dump_yaml(doc: Any) -> str:
             return str(yaml.safe_dump(doc, sort_keys=False))
 
-
         del ctx
-        if (tf_outputs is None) == (terraform_dir is None):
-            raise UsageError("give one of --tf-outputs FILE or --terraform-dir DIR")
-        if tf_outputs is not None:
-            try:
-                outputs = json.loads(tf_outputs.read_text())
-            except (OSError, ValueError) as e:
-                raise ConfigError(f"{tf_outputs}: not the JSON of terraform output -json ({e})") from e
-        else:
-            assert terraform_dir is not None
-            outputs = compute.terraform_outputs(terraform_dir)
-        if not isinstance(outputs, dict):
-            raise ConfigError(f"{tf_outputs}: expected a mapping of outputs")
+        outputs = terraform_outputs(tf_outputs, terraform_dir)
         cluster = compute.cluster_outputs(outputs, gpu_vm_size=gpu_vm_size)
         entity = compute.compute_entity(compute_name, cluster, namespace=namespace)
         if manifests is not None:

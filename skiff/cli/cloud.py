@@ -9,6 +9,7 @@ commands live in ``_cloud_aws.py`` and ``_cloud_azure.py``; the SDKs are importe
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
@@ -99,6 +100,22 @@ def _register_doctor(app: typer.Typer) -> None:
                                                    "(default: from an ECR SKIFF_IMAGE_REGISTRY; none: skipped).")] = None,
         probe: Annotated[bool, typer.Option("--probe/--no-probe", help="Probe each prefix with a small write "
                                             "(removed again).")] = True,
+        tf_outputs: Annotated[Path | None, typer.Option(
+            "--tf-outputs", help="File with `terraform output -json` of the aws-eks or azure-aks module: check "
+            "what Terraform made (AWS: skiff_root, ecr_repository_urls; Azure: the storage account and "
+            "workload_identity_ids).")] = None,
+        terraform_dir: Annotated[Path | None, typer.Option(
+            "--terraform-dir", help="Applied Terraform folder to run `terraform output -json` in.")] = None,
+        subscription: Annotated[str | None, typer.Option(
+            "--subscription", help="Azure: the storage account's subscription (default: the Terraform outputs', "
+            "else AZURE_SUBSCRIPTION_ID).")] = None,
+        resource_group: Annotated[str | None, typer.Option("--resource-group", help="Azure: the storage "
+                                                           "account's resource group.")] = None,
+        storage_account: Annotated[str | None, typer.Option("--storage-account", help="Azure: the storage "
+                                                            "account (default: the abfs:// root's).")] = None,
+        arm_endpoint: Annotated[str | None, typer.Option(
+            "--arm-endpoint", help="Azure: the Resource Manager of a sovereign cloud (default "
+            "https://management.azure.com; e.g. https://management.usgovcloudapi.net).")] = None,
         region: _cloud_aws.RegionOption = None,
         profile: _cloud_aws.ProfileOption = None,
         role_arn: _cloud_aws.RoleOption = None,
@@ -106,19 +123,33 @@ def _register_doctor(app: typer.Typer) -> None:
     ) -> None:
         """Check what skiff relies on in the cloud account and say how to fix each; exit 1 when any fails."""
         from components._image import IMAGES, REGISTRY
-        from skiff.cloud import failed
+        from skiff.cloud import failed, terraform_outputs
 
         settings = state(ctx).settings
+        outputs = (terraform_outputs(tf_outputs, terraform_dir)
+                   if tf_outputs is not None or terraform_dir is not None else None)
         if cloud == "aws":
-            try:
-                pre = _cloud_aws.ecr_prefix(prefix, REGISTRY)
-            except UsageError:
-                pre = None
-            checks = _cloud_aws.doctor_checks(settings.root, workload=workload,
-                                              repositories=[f"{pre}/{n}" for n in IMAGES] if pre else [],
+            if subscription or resource_group or storage_account or arm_endpoint:
+                raise UsageError("--subscription, --resource-group, --storage-account and --arm-endpoint are Azure's")
+            root, repositories = settings.root, None
+            if outputs is not None:
+                from skiff.cloud.aws.doctor import from_outputs
+
+                tf_root, repositories = from_outputs(outputs)
+                root = tf_root or root
+            if repositories is None:
+                try:
+                    pre = _cloud_aws.ecr_prefix(prefix, REGISTRY)
+                except UsageError:
+                    pre = None
+                repositories = [f"{pre}/{n}" for n in IMAGES] if pre else []
+            checks = _cloud_aws.doctor_checks(root, workload=workload, repositories=repositories,
                                               probe_writes=probe, region=region, profile=profile, role_arn=role_arn)
         else:
-            checks = list(_azure("doctor", "run_checks")(settings))
+            checks = list(_azure("doctor", "run_checks")(
+                settings, subscription_id=subscription, resource_group=resource_group,
+                storage_account=storage_account, terraform_outputs=outputs,
+                **({"arm_endpoint": arm_endpoint} if arm_endpoint else {})))
         bad = failed(checks)
         out = {"cloud": cloud, "ok": not bad, "checks": [vars(c) for c in checks]}
 

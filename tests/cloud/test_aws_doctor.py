@@ -144,3 +144,54 @@ def test_a_workload_that_cannot_write_its_prefix_is_told_what_to_grant(root, aws
 def test_doctor_needs_an_s3_root(aws, skiff_env, capsys):
     assert main(["doctor", "--cloud", "aws"]) == 2
     assert "checks an S3 root" in capsys.readouterr().err
+
+
+def _outputs(tmp_path, **extra):
+    """`terraform output -json` of modules/aws-eks, as far as the doctor reads it (and one it does not)."""
+    outputs = {
+        "skiff_root": {"sensitive": False, "type": "string", "value": f"s3://{BUCKET}"},
+        "ecr_repository_urls": {"sensitive": False, "type": ["map", "string"], "value": {
+            n: f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{PREFIX}/{n}" for n in IMAGES}},
+        "cluster_name": {"sensitive": False, "type": "string", "value": "skiff-prod"},
+        **extra,
+    }
+    path = tmp_path / "eks-outputs.json"
+    path.write_text(json.dumps(outputs))
+    return path
+
+
+def test_terraform_outputs_name_the_root_and_the_repositories(aws, skiff_env, tmp_path, monkeypatch, capsys):
+    """No S3 root configured and no SKIFF_IMAGE_REGISTRY: the outputs say what Terraform made, and that is
+    what is checked (the bucket at its root, the repositories of ecr_repository_urls)."""
+    monkeypatch.delenv("SKIFF_IMAGE_REGISTRY", raising=False)
+    _bucket(good=True)
+    writes = [f"arn:aws:s3:::{BUCKET}/{p}/*" for p in ACCESS["pipeline"]["write"]]
+    _identity(monkeypatch, writes)
+    enforce_iam(aws)
+    code, out = _doctor(capsys, "--tf-outputs", str(_outputs(tmp_path)))
+    by_name = {c["name"]: c for c in out["checks"]}
+    assert code == 0 and out["ok"], [c for c in out["checks"] if not c["ok"]]
+    assert f"s3://{BUCKET} exists" in by_name["bucket"]["detail"]
+    assert {f"repository {PREFIX}/{n}" for n in IMAGES} <= set(by_name)
+    assert _leftovers(aws) == []
+    # a repository Terraform lists that is gone fails (IAM off again for the admin's delete)
+    import httpx
+
+    httpx.post(f"{aws}/moto-api/reset-auth", content=b"inf").raise_for_status()
+    boto3_session().client("ecr").delete_repository(repositoryName=f"{PREFIX}/skiff-gpu", force=True)
+    code, out = _doctor(capsys, "--tf-outputs", str(_outputs(tmp_path)), "--no-probe")
+    failed = [c["name"] for c in out["checks"] if not c["ok"]]
+    assert code == 1 and failed == [f"repository {PREFIX}/skiff-gpu"]
+
+
+def test_terraform_outputs_of_the_wrong_module_are_config_errors(aws, skiff_env, tmp_path, capsys):
+    azure_like = _outputs(tmp_path, skiff_root={"value": "abfs://skiff@acct.dfs.core.windows.net"})
+    assert main(["doctor", "--cloud", "aws", "--tf-outputs", str(azure_like)]) == 2
+    assert "not an s3:// root" in capsys.readouterr().err
+    (tmp_path / "none.json").write_text(json.dumps({"cluster_name": {"value": "x"}}))
+    assert main(["doctor", "--cloud", "aws", "--tf-outputs", str(tmp_path / "none.json")]) == 2
+    assert "neither skiff_root nor ecr_repository_urls" in capsys.readouterr().err
+    assert main(["doctor", "--cloud", "aws", "--tf-outputs", str(tmp_path / "missing.json")]) == 2
+    assert "terraform output -json" in capsys.readouterr().err
+    assert main(["doctor", "--cloud", "aws", "--storage-account", "x"]) == 2
+    assert "Azure's" in capsys.readouterr().err

@@ -4,6 +4,9 @@ their least roles are named."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,3 +131,95 @@ def test_terraform_outputs_give_the_account_and_the_identities(fake_azure: FakeA
                                arm_endpoint=fake_azure.url)
     assert failed(checks) == []
     assert {"identity: pipeline", "identity: serving"} <= {c.name for c in checks}
+
+
+def _tf_outputs(tmp_path: Path, ids: dict[str, str]) -> Path:
+    """What `terraform output -json` of modules/azure-aks prints (the outputs the doctor reads, and others)."""
+    outputs = {
+        "cluster_id": {"sensitive": False, "type": "string",
+                       "value": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
+                                "Microsoft.ContainerService/managedClusters/skiff-dev"},
+        "resource_group_name": {"sensitive": False, "type": "string", "value": RESOURCE_GROUP},
+        "storage_account_name": {"sensitive": False, "type": "string", "value": ACCOUNT},
+        "storage_container_name": {"sensitive": False, "type": "string", "value": CONTAINER},
+        "skiff_root": {"sensitive": False, "type": "string", "value": ROOT},
+        "workload_identity_ids": {"sensitive": False, "type": ["map", "string"], "value": ids},
+        "redis": {"sensitive": True, "type": "dynamic", "value": None},
+    }
+    path = tmp_path / "aks-outputs.json"
+    path.write_text(json.dumps(outputs))
+    return path
+
+
+@pytest.fixture
+def doctor_cli(fake_azure: FakeAzure, skiff_env: Path, monkeypatch: pytest.MonkeyPatch,
+               capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, dict[str, Any], str]]:
+    """``skiff doctor --cloud azure --json ARGS`` against the local Resource Manager, with a local skiff root
+    (so whatever the doctor checks comes from the arguments) and no subscription in the environment."""
+    from skiff.cli import main
+    from skiff.cloud.azure import workspace
+
+    monkeypatch.setattr(workspace, "credential", FakeCredential)
+    monkeypatch.delenv("AZURE_SUBSCRIPTION_ID", raising=False)
+
+    def run(*args: str) -> tuple[int, dict[str, Any], str]:
+        code = main(["doctor", "--cloud", "azure", "--arm-endpoint", fake_azure.url, "--json", *args])
+        out = capsys.readouterr()
+        return code, (json.loads(out.out) if out.out.strip() else {}), out.err
+
+    return run
+
+
+def test_doctor_cli_checks_what_the_terraform_outputs_name(fake_azure: FakeAzure, tmp_path: Path,
+                                                            doctor_cli: Any) -> None:
+    ids = _least_roles(fake_azure)
+    outputs = _tf_outputs(tmp_path, ids)
+    code, out, err = doctor_cli("--tf-outputs", str(outputs))
+    assert code == 0 and out["ok"], (err, out)
+    by_name = {c["name"]: c for c in out["checks"]}
+    assert {"identity: pipeline", "identity: serving"} <= set(by_name)
+    assert by_name["storage: account"]["detail"].startswith(ACCOUNT)
+    # straight to the account Terraform names (its resource group known), and each identity read by its ID
+    assert fake_azure.calls("GET", f"^{ACCOUNT_ID}$")
+    assert not fake_azure.calls("GET", r"/providers/Microsoft.Storage/storageAccounts$")
+    assert {r.path for r in fake_azure.calls("GET", "userAssignedIdentities")} == set(ids.values())
+    # an identity Terraform made that holds more than its roles fails the command
+    fake_azure.assign("principal-serving", CONTRIBUTOR, f"/subscriptions/{SUBSCRIPTION}")
+    code, out, err = doctor_cli("--tf-outputs", str(outputs))
+    assert code == 1 and not out["ok"]
+    assert [c["name"] for c in out["checks"] if not c["ok"]] == ["identity: serving"]
+    assert "identity: serving" in err
+
+
+def test_doctor_cli_explicit_options_win_and_bad_outputs_are_config_errors(
+        fake_azure: FakeAzure, tmp_path: Path, doctor_cli: Any) -> None:
+    outputs = _tf_outputs(tmp_path, _least_roles(fake_azure))
+    code, out, _ = doctor_cli("--tf-outputs", str(outputs), "--storage-account", "otheraccount")
+    assert code == 1 and [(c["name"], c["ok"]) for c in out["checks"]] == [("storage: account", False)]
+    bad = tmp_path / "bad.json"
+    bad.write_text("Outputs:\n\nskiff_root = \"abfs://...\"\n")  # `terraform output` without -json
+    code, _, err = doctor_cli("--tf-outputs", str(bad))
+    assert code == 2 and "terraform output -json" in err
+    code, _, err = doctor_cli("--tf-outputs", str(outputs), "--terraform-dir", str(tmp_path))
+    assert code == 2 and "one of --tf-outputs" in err
+    code, _, err = doctor_cli()  # no outputs, no abfs:// root, no subscription
+    assert code == 2 and "subscription" in err
+
+
+def test_doctor_cli_without_an_identity_is_a_config_error(fake_azure: FakeAzure, tmp_path: Path, skiff_env: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from azure.identity import ChainedTokenCredential, EnvironmentCredential
+
+    from skiff.cli import main
+
+    for key in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_SUBSCRIPTION_ID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr("azure.identity.DefaultAzureCredential",
+                        lambda **_: ChainedTokenCredential(EnvironmentCredential()))
+    outputs = _tf_outputs(tmp_path, _least_roles(fake_azure))
+    code = main(["doctor", "--cloud", "azure", "--arm-endpoint", fake_azure.url, "--tf-outputs", str(outputs)])
+    err = capsys.readouterr().err
+    assert code == 2 and "no Azure identity found" in err, err
+    assert "unexpected error" not in err
+    assert fake_azure.requests == []

@@ -17,16 +17,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from skiff import layout
-from skiff.cloud import Check
+from skiff.cloud import Check, output_value
 from skiff.cloud.aws.ecr import describe_repositories, repository_state
 from skiff.cloud.aws.session import botocore_exceptions, error_code
 from skiff.errors import ConfigError, SkiffError
 
-__all__ = ["run_checks", "split_s3_root", "PROBE_FOLDER"]
+__all__ = ["run_checks", "split_s3_root", "from_outputs", "PROBE_FOLDER"]
 
 #: Where a write probe goes under a prefix (removed again at once).
 PROBE_FOLDER = ".skiff-doctor"
@@ -43,6 +43,26 @@ def split_s3_root(root: str) -> tuple[str, str]:
     if not bucket:
         raise ConfigError(f"{root!r} names no bucket")
     return bucket, prefix.strip("/")
+
+
+def from_outputs(outputs: Mapping[str, Any]) -> tuple[str | None, list[str] | None]:
+    """``(root, repositories)`` from ``terraform output -json`` of modules/aws-eks: the output ``skiff_root``
+    (what the charts set SKIFF_ROOT to) and the repository names of ``ecr_repository_urls``; None for
+    what the outputs lack."""
+    root = output_value(outputs, "skiff_root")
+    if root is not None and (not isinstance(root, str) or not root.startswith("s3://")):
+        raise ConfigError(f"the Terraform output skiff_root is {root!r}, not an s3:// root "
+                          "(outputs of terraform/modules/aws-eks expected)")
+    urls = output_value(outputs, "ecr_repository_urls")
+    repositories = None
+    if urls is not None:
+        if not isinstance(urls, dict) or not all(isinstance(u, str) and "/" in u for u in urls.values()):
+            raise ConfigError("the Terraform output ecr_repository_urls must map image names to repository URLs")
+        repositories = [u.split("/", 1)[1] for _, u in sorted(urls.items())]
+    if root is None and repositories is None:
+        raise ConfigError(f"the Terraform outputs have neither skiff_root nor ecr_repository_urls (outputs of "
+                          f"terraform/modules/aws-eks expected; have: {', '.join(sorted(outputs)) or 'none'})")
+    return root, repositories
 
 
 def _fail(name: str, e: BaseException, fix: str) -> Check:

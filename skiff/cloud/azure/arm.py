@@ -12,7 +12,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from skiff.errors import NotFoundError, SourceError
+from skiff.errors import NotFoundError, SourceError, UsageError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -36,6 +36,9 @@ class Arm:
             RetryPolicy,
         )
 
+        if not endpoint.startswith("https://"):
+            raise UsageError(f"the Resource Manager endpoint must be https:// (bearer tokens go only over TLS): "
+                             f"{endpoint!r}")
         self.endpoint = endpoint.rstrip("/")
         self._client: Any = PipelineClient(base_url=self.endpoint, policies=[
             HeadersPolicy({"Accept": "application/json"}),

@@ -12,16 +12,13 @@ What the cluster has comes from the Terraform outputs of ``modules/azure-aks`` (
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from skiff.errors import ConfigError, EnvironmentMissing, UsageError
+from skiff.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
@@ -90,17 +87,9 @@ def cluster_outputs(outputs: Mapping[str, Any], *, gpu_vm_size: str | None = Non
 
 def terraform_outputs(directory: Path) -> dict[str, Any]:
     """``terraform output -json`` of an applied configuration folder."""
-    exe = shutil.which("terraform")
-    if exe is None:
-        raise EnvironmentMissing("terraform is not on PATH: pass --tf-outputs FILE (terraform output -json)")
-    proc = subprocess.run([exe, f"-chdir={directory}", "output", "-json"], capture_output=True, text=True,
-                          timeout=120, check=False)
-    if proc.returncode != 0:
-        raise ConfigError(f"terraform output failed in {directory}: {proc.stderr.strip()[:500]}")
-    data = json.loads(proc.stdout or "{}")
-    if not isinstance(data, dict):
-        raise ConfigError("terraform output -json did not print a mapping")
-    return data
+    from skiff.cloud import terraform_outputs as read
+
+    return read(directory=directory)
 
 
 def instance_types(vm_size: str, node_selector: Mapping[str, str]) -> dict[str, dict[str, Any]]:

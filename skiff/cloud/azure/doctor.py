@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from skiff.cloud import Check
+from skiff.cloud import Check, output_value
 from skiff.cloud.azure.arm import ARM_ENDPOINT, AUTHORIZATION_API, IDENTITY_API, STORAGE_API, Arm
 from skiff.config import Settings
 from skiff.errors import NotFoundError, SkiffError, UsageError
@@ -143,15 +143,12 @@ def _identity_check(arm: Arm, subscription_id: str, workload: str, identity: str
 
 def _from_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:
     """What the doctor takes from ``terraform output -json`` of modules/azure-aks."""
-    def value(key: str) -> Any:
-        v = outputs.get(key)
-        return v["value"] if isinstance(v, dict) and "value" in v else v
-
-    cluster = value("cluster_id")
+    cluster = output_value(outputs, "cluster_id")
     m = re.match(r"^/subscriptions/([^/]+)/", cluster) if isinstance(cluster, str) else None
-    ids = value("workload_identity_ids")
-    return {"subscription_id": m.group(1) if m else None, "resource_group": value("resource_group_name"),
-            "storage_account": value("storage_account_name"), "container": value("storage_container_name"),
+    ids = output_value(outputs, "workload_identity_ids")
+    return {"subscription_id": m.group(1) if m else None, "resource_group": output_value(outputs, "resource_group_name"),
+            "storage_account": output_value(outputs, "storage_account_name"),
+            "container": output_value(outputs, "storage_container_name"),
             "identities": dict(ids) if isinstance(ids, dict) else None}
 
 
