@@ -14,7 +14,7 @@ import pytest
 
 from skiff.cloud.azure import acr
 from skiff.config import Settings
-from skiff.errors import SourceError, UsageError
+from skiff.errors import ConfigError, UsageError
 from tests.cloud.azure_fixtures import FakeAzure, FakeCredential
 
 pytest_plugins = ["tests.cloud.azure_fixtures"]
@@ -89,7 +89,51 @@ def test_the_images_may_come_first_and_the_registry_from_the_environment(
 def test_a_repository_the_identity_may_not_push_fails_before_any_push(fake_azure: FakeAzure) -> None:
     fake_azure.acr_denied.add("skiff/skiff-gpu")
     docker = _Docker()
-    with pytest.raises(SourceError, match="AcrPush"):
+    with pytest.raises(ConfigError, match="AcrPush"):
         acr.push_images(Settings(), f"{fake_azure.host}/skiff", ["a/skiff:1", "a/skiff-gpu:1"],
                         credential=FakeCredential(), docker_client=docker)
     assert docker.images.log == []
+
+
+def _no_identity_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """azure-identity's own chain with nothing to find: EnvironmentCredential without its variables (what
+    DefaultAzureCredential meets first); no managed identity endpoint or CLI login to ask on the test machine."""
+    from azure.identity import ChainedTokenCredential, EnvironmentCredential
+
+    for key in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH",
+                "AZURE_USERNAME", "AZURE_FEDERATED_TOKEN_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr("azure.identity.DefaultAzureCredential",
+                        lambda **_: ChainedTokenCredential(EnvironmentCredential()))
+
+
+def test_push_without_an_identity_is_a_config_error_through_the_cli(
+        fake_azure: FakeAzure, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from skiff.cli import main
+
+    _no_identity_chain(monkeypatch)
+    code = main(["images", "push", "--registry", "acr", "--acr", f"{fake_azure.host}/skiff", "--image", "skiff"])
+    err = capsys.readouterr().err
+    assert code == ConfigError.exit_code == 2, err
+    assert "no Azure identity found" in err and "az login" in err and "AZURE_CLIENT_ID" in err
+    assert "unexpected error" not in err and "Traceback" not in err
+    assert fake_azure.calls("POST", "^/oauth2/") == []  # nothing reached the registry
+
+
+def test_a_refused_identity_names_the_credential_that_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity import ChainedTokenCredential, EnvironmentCredential
+
+    from skiff.cloud.azure.workspace import SkiffCredential
+
+    class Refused:
+        def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+            raise ClientAuthenticationError("Authentication failed: AADSTS7000215: Invalid client secret provided.")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.delenv("AZURE_CLIENT_ID", raising=False)
+    chain = SkiffCredential(ChainedTokenCredential(EnvironmentCredential(), Refused()))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="refused.*AADSTS7000215"):
+        chain.get_token("https://management.azure.com/.default")

@@ -4,8 +4,9 @@ ACR takes no Entra token directly. The identity's token for Azure Resource Manag
 registry (``POST /oauth2/exchange``) for an ACR refresh token; that refresh token, as the password of the
 all-zero user, is what ``az acr login`` hands docker. Before pushing, the refresh token is traded for an
 access token scoped to each repository (``POST /oauth2/token``, ``repository:<repo>:pull,push``), so an
-identity without ``AcrPush`` fails on that repository with a clear message instead of half-way through a push.
-The identity needs ``AcrPush`` on the registry (nothing wider).
+identity without ``AcrPush`` fails on that repository with a clear message instead of half-way through a
+push. No identity, or one the registry refuses, is a :class:`~skiff.errors.ConfigError` (exit 2), as on
+the ECR side. The identity needs ``AcrPush`` on the registry (nothing wider).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from skiff.config import Settings
-from skiff.errors import SkiffError, SourceError, UsageError
+from skiff.errors import ConfigError, SkiffError, SourceError, UsageError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -66,8 +67,8 @@ def _post_form(url: str, form: dict[str, str]) -> dict[str, Any]:
         r = httpx.post(url, data=form, timeout=30)
     except httpx.HTTPError as e:
         raise SourceError(f"{url} unreachable: {type(e).__name__}") from e
-    if r.status_code == 401:
-        raise SourceError(f"{url} refused the identity (401): it needs AcrPush on the registry")
+    if r.status_code in (401, 403):  # a configuration problem, as AWS's AccessDenied is on the ECR side
+        raise ConfigError(f"{url} refused the identity ({r.status_code}): it needs AcrPush on the registry")
     if r.status_code >= 400:
         raise SourceError(f"{url} answered {r.status_code}")
     try:

@@ -35,7 +35,7 @@ from skiff.cloud.azure.workspace import (
     target,
     targets,
 )
-from skiff.errors import NotFoundError, SkiffError, SourceError, UsageError
+from skiff.errors import ConfigError, NotFoundError, SkiffError, SourceError, UsageError
 from skiff.redact import redact_text
 from skiff.registry import ModelRegistry, ModelVersion
 
@@ -351,7 +351,7 @@ def sync_models(registry: ModelRegistry, name: str, *, environments: str | Path 
             try:
                 model = sync_version(client, mv, registry=t.registry, storage_options=_options(registry),
                                      promoted={t.env: promoted_at} if promoted_at else None)
-            except UsageError:
+            except (UsageError, ConfigError):  # a bad registry location, no Azure identity
                 raise
             except Exception as e:
                 raise SourceError(f"Azure ML workspace {t.workspace} (environment {t.env}) did not take {name} "

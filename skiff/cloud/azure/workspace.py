@@ -16,10 +16,11 @@ managed identity, the Azure CLI's login.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
 __all__ = ["AzureMLTarget", "AZUREML_FILE", "environments_dir", "targets", "target", "ml_client", "credential",
-           "ClientFactory"]
+           "ClientFactory", "SkiffCredential", "identity_error"]
 
 AZUREML_FILE = "azureml.yaml"
 _ENVIRONMENT_FILE = "environment.yaml"
@@ -104,13 +105,84 @@ def targets(root: Path) -> list[AzureMLTarget]:
     return [t for t in (target(root, e) for e in envs) if t is not None]
 
 
+#: What to do when azure-identity finds no identity.
+_NO_IDENTITY = ("sign in with `az login`, set AZURE_CLIENT_ID and AZURE_TENANT_ID with AZURE_CLIENT_SECRET or "
+                "AZURE_CLIENT_CERTIFICATE_PATH, or run as a workload identity or managed identity")
+
+
+_UNAVAILABLE = ("unavailable", "not found", "not installed", "could not be found", "requires the", "not configured")
+
+
+def identity_error(e: BaseException) -> ConfigError:
+    """The :class:`ConfigError` of azure-identity failing to give a token: no identity in the chain, or one
+    that Entra ID refused (the credential that failed and its first line, which names the AADSTS code;
+    azure-identity's messages never hold the secret)."""
+    text = str(e).strip()
+    # a chain stops at the first credential that tried and failed; it lists every one it asked, that one last
+    attempts = [line.strip() for line in text.splitlines() if line.startswith("\t")]
+    last = attempts[-1] if attempts else (text.splitlines()[0] if text else type(e).__name__)
+    if any(word in last.lower() for word in _UNAVAILABLE):
+        return ConfigError(f"no Azure identity found: {_NO_IDENTITY}")
+    return ConfigError(f"the Azure identity was refused ({last[:300]}): check its tenant, client ID and "
+                       "secret or certificate")
+
+
+class SkiffCredential:
+    """azure-identity's credential whose failure to give a token is skiff's :class:`ConfigError` (exit 2, one
+    line), wherever it is asked: skiff's own calls, azure-core's bearer policy, the Azure ML SDK."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        try:
+            return self._inner.get_token(*scopes, **kwargs)
+        except ClientAuthenticationError as e:
+            raise identity_error(e) from e
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        try:
+            return self._inner.get_token_info(*scopes, options=options)
+        except ClientAuthenticationError as e:
+            raise identity_error(e) from e
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __enter__(self) -> SkiffCredential:
+        self._inner.__enter__()
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self._inner.__exit__(*args)
+
+
+def _quiet_identity_logs() -> None:
+    """azure-identity logs every credential it tries (and its HTTP calls) at INFO and the chain's failure
+    at WARNING; skiff says what failed once, in its own error. ``--debug`` (DEBUG on the root) keeps them."""
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        return
+    for name, level in (("azure.identity", logging.ERROR),
+                        ("azure.core.pipeline.policies.http_logging_policy", logging.WARNING)):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(level)
+
+
 def credential() -> TokenCredential:
-    """azure-identity's default chain (no interactive browser login)."""
+    """azure-identity's default chain (no interactive browser login); a missing or refused identity is a
+    :class:`ConfigError` naming what to set."""
     try:
         from azure.identity import DefaultAzureCredential
     except ImportError as e:
         raise EnvironmentMissing("Azure commands need the azure extra: pip install 'skiff[azure]'") from e
-    return DefaultAzureCredential(exclude_interactive_browser_credential=True)
+    _quiet_identity_logs()
+    return cast("TokenCredential", SkiffCredential(DefaultAzureCredential(
+        exclude_interactive_browser_credential=True)))
 
 
 def ml_client(t: AzureMLTarget, cred: TokenCredential | None = None, **sdk_options: Any) -> MLClient:
