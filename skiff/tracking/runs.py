@@ -58,7 +58,8 @@ if TYPE_CHECKING:
 __all__ = ["OFF", "DB_FILE", "ARTIFACTS_FOLDER", "RUN_ID_TAG", "PARENT_TAG", "TRIAL_TAG", "ATTEMPTS", "REQUEST_TIMEOUT_S",
            "Trial", "RunRecord", "tracking_uri", "local_store_uri", "experiment_name", "ui_command",
            "spec_fingerprint", "report_images", "version_record", "failure_record", "log_run", "log_failure",
-           "track_version", "track_failure"]
+           "track_version", "track_failure", "PENDING_FOLDER", "record_document", "record_from_document",
+           "keep_pending", "pending_records", "sync_pending"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,9 @@ _TAG_MAX = 8000
 _BATCH = {"metrics": 1000, "params": 100, "tags": 100}
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. /:]")
 _IMAGE = re.compile(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
+
+#: Where records that could not be logged are kept, under the lake (``<lake>/tracking/pending/<run id>.json``).
+PENDING_FOLDER = "tracking/pending"
 
 T = TypeVar("T")
 
@@ -231,20 +235,147 @@ def version_record(
     model_dir: str | Path | None = None,
     validation: Mapping[str, Any] | None = None,
     lake_runs: Any = None,
+    spec: Mapping[str, Any] | None = None,
 ) -> RunRecord:
-    """The MLflow run of a successful pipeline run, from the version it registered.
+    """The MLflow run of a successful pipeline run, from the version it registered (by its flavor: a
+    tabular model, an image classifier, a recommender).
 
     ``model_dir`` is the trained model folder (its ``train.json`` holds the training config, its
     ``search.csv`` the search candidates: the nested trials); ``validation`` the statistics artifact's
     metadata (status, partition, statistics URI: the validation report sits beside it); ``lake_runs`` the
-    features step's ``runs`` (which lake runs training read).
+    features step's ``runs`` (which lake runs training read) — the tabular register step's; ``spec`` the
+    run's dataset spec (an image or recommender run's spec fingerprint).
     """
+
+    mv = registry.get(name, version)
+    if mv.metadata.flavor == "tensorflow":
+        return _image_record(registry, mv, run_id=run_id, pipeline=pipeline, experiment=experiment, spec=spec)
+    if mv.metadata.flavor == "recommender":
+        return _recs_record(registry, mv, run_id=run_id, pipeline=pipeline, experiment=experiment, spec=spec)
+    return _tabular_record(registry, mv, run_id=run_id, pipeline=pipeline, experiment=experiment,
+                           model_dir=model_dir, validation=validation, lake_runs=lake_runs)
+
+
+def _common(mv: Any, run_id: str, pipeline: str) -> tuple[dict[str, Any], list[tuple[str, float, int]],
+                                                          dict[str, str]]:
+    """What every pipeline's run holds: the version's test metrics and gate, its data fingerprint, and the
+    tags (run id, pipeline, skiff version, git revision, champion/candidate, gate reason)."""
+    m = mv.metadata
+    params: dict[str, Any] = {"problem_type": m.problem_type, "estimator": m.estimator,
+                              "data_fingerprint": m.data_fingerprint, "dataset": m.dataset.get("name")
+                              or m.dataset.get("dataset"), "model.name": m.name, "model.version": mv.version}
+    metrics: list[tuple[str, float, int]] = [(f"test_{k}", v, 0) for k, v in
+                                             ((k, _finite(x)) for k, x in m.metrics.items()) if v is not None]
+    gate = m.gate
+    champion = gate.get("champion")
+    for key in ("promote", "margin", "improvement", "delta", "challenger", "champion"):
+        value = gate.get(key)
+        if key == "champion" and isinstance(champion, Mapping):  # the image gate: the champion's own scores
+            value = next((champion[k] for k in ("top1_accuracy", "score") if k in champion), None)
+        if (v := _finite(value)) is not None:
+            metrics.append((f"gate_{key}", v, 0))
+    code = m.code_version
+    tags = {
+        RUN_ID_TAG: run_id, "skiff.pipeline": pipeline, "skiff.version": code.get("skiff", ""),
+        "skiff.model": m.name, "skiff.model_version": str(mv.version),
+        "skiff.role": "champion" if mv.champion else "candidate",
+        "skiff.model_uri": redact_url(mv.uri), "skiff.gate_reason": str(gate.get("reason") or ""),
+        "skiff.gate_metric": str(gate.get("metric") or ""), "skiff.flavor": m.flavor,
+    }
+    if code.get("git_commit"):
+        tags["skiff.git_commit"] = tags["mlflow.source.git.commit"] = code["git_commit"]
+    return params, metrics, tags
+
+
+def _record(run_id: str, pipeline: str, experiment: str, params: Mapping[str, Any],
+            metrics: list[tuple[str, float, int]], tags: dict[str, str], artifacts: dict[str, bytes],
+            trials: list[Trial] | None = None) -> RunRecord:
+    return RunRecord(run_id=run_id, pipeline=pipeline, experiment=experiment,
+                     params={k: _text(v) for k, v in params.items() if v is not None}, metrics=metrics, tags=tags,
+                     artifacts=artifacts, trials=trials or [])
+
+
+def _version_file(registry: ModelRegistry, mv: Any, file: str) -> bytes | None:
+    if file not in mv.metadata.files:
+        return None
+    return registry.store.read_bytes(mv.metadata.name, str(mv.version), file)
+
+
+def _image_record(registry: ModelRegistry, mv: Any, *, run_id: str, pipeline: str, experiment: str,
+                  spec: Mapping[str, Any] | None) -> RunRecord:
+    """An image classifier's run: the training config (backbone, weights, epochs ...), the test metrics,
+    each phase's accuracies and per-epoch history (``training.json``), the gate; the evaluation report, its
+    confusion matrix and the per-class scores as artifacts."""
+    m = mv.metadata
+    params, metrics, tags = _common(mv, run_id, pipeline)
+    params.update({str(k): v for k, v in m.params.items()})
+    params.update({"classes": m.classes, "spec_fingerprint": spec_fingerprint(spec) if spec else None,
+                   "dataset.run_id": m.dataset.get("run_id"), "dataset.ingest_date": m.dataset.get("ingest_date"),
+                   "dataset.counts": m.dataset.get("counts"), "device": m.extra.get("device")})
+    for phase, values in (m.extra.get("phases") or {}).items():
+        for key, value in (values or {}).items():
+            if (v := _finite(value)) is not None:
+                metrics.append((f"{phase}_{key}", v, 0))
+    artifacts: dict[str, bytes] = {}
+    training = _version_file(registry, mv, "training.json")
+    if training is not None:
+        artifacts["training.json"] = training
+        history = json.loads(training).get("history") or {}
+        for phase, series in history.items():
+            for key, values in (series or {}).items():
+                for epoch, value in enumerate(values or []):
+                    if (v := _finite(value)) is not None:
+                        metrics.append((f"{phase}_epoch_{key}", v, epoch))
+    for file, path in (("report.html", "evaluation/report.html"),
+                       ("confusion_matrix.png", "evaluation/confusion_matrix.png")):
+        if (data := _version_file(registry, mv, file)) is not None:
+            artifacts[path] = data
+    if m.extra.get("per_class"):
+        artifacts["evaluation/per_class.json"] = json.dumps(m.extra["per_class"], indent=2, default=str).encode()
+    return _record(run_id, pipeline, experiment, params, metrics, tags, artifacts)
+
+
+def _recs_record(registry: ModelRegistry, mv: Any, *, run_id: str, pipeline: str, experiment: str,
+                 spec: Mapping[str, Any] | None) -> RunRecord:
+    """A recommender's run: the chosen model and its parameters (factors, regularization ...), the
+    configuration (k, held-out days, event weights ...), every candidate's held-out metrics, the lift over
+    popularity, the catalogue index recall, the gate; ``evaluation.json`` as an artifact."""
+    m = mv.metadata
+    recs = m.extra.get("recs") or {}
+    params, metrics, tags = _common(mv, run_id, pipeline)
+    params.update({f"hp.{k}": v for k, v in m.params.items()})
+    params.update({f"config.{k}": v for k, v in (recs.get("config") or {}).items()})
+    params.update({"k": recs.get("k"), "spec_fingerprint": spec_fingerprint(spec) if spec else None,
+                   "dataset.run_id": m.dataset.get("run_id"), "dataset.ingest_date": m.dataset.get("ingest_date"),
+                   "dataset.lake_runs": m.dataset.get("runs"), "dataset.rows": m.dataset.get("rows"),
+                   "split": recs.get("split"), "catalogue": recs.get("catalogue")})
+    for kind, values in (recs.get("models") or {}).items():
+        for key, value in (values or {}).items():
+            if (v := _finite(value)) is not None:
+                metrics.append((f"{kind}_{key}", v, 0))
+    for kind, values in (recs.get("lift") or {}).items():
+        for key, value in (values or {}).items():
+            if (v := _finite(value)) is not None:
+                metrics.append((f"lift_{kind}_{key}", v, 0))
+    for key, value in (recs.get("ann") or {}).items():
+        if (v := _finite(value)) is not None:
+            metrics.append((f"ann_{key}", v, 0))
+    artifacts: dict[str, bytes] = {}
+    if (data := _version_file(registry, mv, "evaluation.json")) is not None:
+        artifacts["evaluation.json"] = data
+    artifacts["gate.json"] = json.dumps(m.gate, indent=2, default=str).encode()
+    return _record(run_id, pipeline, experiment, params, metrics, tags, artifacts)
+
+
+def _tabular_record(registry: ModelRegistry, mv: Any, *, run_id: str, pipeline: str, experiment: str,
+                    model_dir: str | Path | None, validation: Mapping[str, Any] | None,
+                    lake_runs: Any) -> RunRecord:
     from skiff.modeling import TRAIN_INFO_FILE
     from skiff.registry import CARD_FILE
     from skiff.validation import REPORT_FILE
 
-    mv = registry.get(name, version)
     m = mv.metadata
+    name = m.name
     folder = Path(model_dir) if model_dir else None
     info: dict[str, Any] = {}
     if folder is not None and (folder / TRAIN_INFO_FILE).is_file():
@@ -252,18 +383,18 @@ def version_record(
     config = info.get("config") or {}
     search = config.get("search") or {}
     spec = m.dataset.get("spec") or {}
-    params: dict[str, Any] = {
-        "estimator": m.estimator, "problem_type": m.problem_type, "target": m.target,
+    params, common_metrics, tags = _common(mv, run_id, pipeline)
+    params.update({
+        "target": m.target,
         "scoring": m.extra.get("scoring") or info.get("scoring"),
         "search.method": search.get("method", "none"), "search.space": search.get("space", {}),
         "search.n_iter": search.get("n_iter"),
         **{f"hp.{k}": v for k, v in m.params.items()},
         **{f"config.{k}": v for k, v in config.items() if k not in ("search", "params", "estimator")},
-        "spec_fingerprint": spec_fingerprint(spec), "data_fingerprint": m.data_fingerprint,
-        "dataset": m.dataset.get("name"), "dataset.partitions": m.dataset.get("partitions", []),
+        "spec_fingerprint": spec_fingerprint(spec), "dataset": m.dataset.get("name"),
+        "dataset.partitions": m.dataset.get("partitions", []),
         "dataset.rows": m.dataset.get("rows"), "dataset.lake_runs": _lake_runs(lake_runs),
-        "model.name": name, "model.version": mv.version,
-    }
+    })
     metrics: list[tuple[str, float, int]] = []
     for row in m.cv:
         fold = str(row.get("fold"))
@@ -275,28 +406,12 @@ def version_record(
                 metrics.append((f"cv_{key}", v, int(fold)))
             elif fold in ("mean", "std"):
                 metrics.append((f"cv_{key}_{fold}", v, 0))
-    for k, value in m.metrics.items():
-        if (v := _finite(value)) is not None:
-            metrics.append((f"test_{k}", v, 0))
+    metrics.extend(common_metrics)
     if (t := _finite(m.threshold)) is not None:
         metrics.append(("threshold", t, 0))
-    gate = m.gate
-    for key in ("promote", "margin", "improvement", "delta", "challenger", "champion"):
-        if (v := _finite(gate.get(key))) is not None:
-            metrics.append((f"gate_{key}", v, 0))
     validation = dict(validation or {})
     stats_uri = validation.get("uri") or m.statistics_uri
     report_uri = f"{str(stats_uri).rsplit('/', 1)[0]}/{REPORT_FILE}" if stats_uri else None
-    code = m.code_version
-    tags = {
-        RUN_ID_TAG: run_id, "skiff.pipeline": pipeline, "skiff.version": code.get("skiff", ""),
-        "skiff.model": name, "skiff.model_version": str(mv.version),
-        "skiff.role": "champion" if mv.champion else "candidate",
-        "skiff.model_uri": redact_url(mv.uri), "skiff.gate_reason": str(gate.get("reason") or ""),
-        "skiff.gate_metric": str(gate.get("metric") or ""),
-    }
-    if code.get("git_commit"):
-        tags["skiff.git_commit"] = tags["mlflow.source.git.commit"] = code["git_commit"]
     if report_uri:
         tags["skiff.validation_report"] = redact_url(report_uri)
     if validation.get("status"):
@@ -315,11 +430,8 @@ def version_record(
         "statistics_uri": stats_uri and redact_url(str(stats_uri)), "ingest_date": validation.get("ingest_date"),
         "drifted": validation.get("drifted"), "blocking": validation.get("blocking", []),
     }, indent=2).encode()
-    return RunRecord(
-        run_id=run_id, pipeline=pipeline, experiment=experiment,
-        params={k: _text(v) for k, v in params.items() if v is not None}, metrics=metrics, tags=tags,
-        artifacts=artifacts, trials=_trials(folder, run_id) if folder is not None else [],
-    )
+    return _record(run_id, pipeline, experiment, params, metrics, tags, artifacts,
+                   _trials(folder, run_id) if folder is not None else [])
 
 
 def failure_record(*, run_id: str, pipeline: str, experiment: str, step: str | None, reason: str,
@@ -337,22 +449,131 @@ def failure_record(*, run_id: str, pipeline: str, experiment: str, step: str | N
 # logging (never raises)
 
 
-def log_run(uri: str | None, record: RunRecord) -> str | None:
+def log_run(uri: str | None, record: RunRecord, *, keep: str | None = None,
+            storage_options: Mapping[str, Any] | None = None) -> str | None:
     """Log ``record`` to the store at ``uri`` (None: tracking is off); the MLflow run id, or None when
-    it could not be logged (a warning, never an exception)."""
+    it could not be logged (a warning, never an exception). ``keep``: a lake URI where a record that
+    could not be logged is kept as a pending record (:func:`keep_pending`) for :func:`sync_pending`."""
     if not uri:
         return None
-    return _guarded(uri, f"log run {record.run_id}", lambda client: _log(client, uri, record))
+    logged = _guarded(uri, f"log run {record.run_id}", lambda client: _log(client, uri, record))
+    if logged is None and keep:
+        keep_pending(keep, uri, record, storage_options=storage_options)
+    return logged
 
 
-def log_failure(uri: str | None, **kwargs: Any) -> str | None:
+def log_failure(uri: str | None, *, keep: str | None = None, storage_options: Mapping[str, Any] | None = None,
+                **kwargs: Any) -> str | None:
     """:func:`failure_record` logged with :func:`log_run`; never raises, even on a bad argument."""
     try:
         record = failure_record(**kwargs)
     except Exception as e:  # tracking never fails a pipeline
         log.warning("experiment tracking: could not record a failed run (%s: %s)", type(e).__name__, e)
         return None
-    return log_run(uri, record)
+    return log_run(uri, record, keep=keep, storage_options=storage_options)
+
+
+# --------------------------------------------------------------------------------------------------
+# pending records: what could not be logged, kept in the lake and replayed later
+
+
+def record_document(record: RunRecord) -> dict[str, Any]:
+    """``record`` as a JSON document (artifacts base64)."""
+    return {
+        "run_id": record.run_id, "pipeline": record.pipeline, "experiment": record.experiment,
+        "status": record.status, "params": record.params,
+        "metrics": [[k, v, step] for k, v, step in record.metrics], "tags": record.tags,
+        "artifacts": {k: base64.b64encode(v).decode() for k, v in record.artifacts.items()},
+        "trials": [{"name": t.name, "params": t.params, "metrics": t.metrics, "tags": t.tags} for t in record.trials],
+        "timestamp": record.timestamp,
+    }
+
+
+def record_from_document(doc: Mapping[str, Any]) -> RunRecord:
+    """The record :func:`record_document` wrote (a ValueError when it is not one)."""
+    try:
+        return RunRecord(
+            run_id=str(doc["run_id"]), pipeline=str(doc["pipeline"]), experiment=str(doc["experiment"]),
+            status=str(doc.get("status") or "FINISHED"),
+            params={str(k): str(v) for k, v in dict(doc.get("params") or {}).items()},
+            metrics=[(str(k), float(v), int(step)) for k, v, step in doc.get("metrics") or []],
+            tags={str(k): str(v) for k, v in dict(doc.get("tags") or {}).items()},
+            artifacts={str(k): base64.b64decode(v) for k, v in dict(doc.get("artifacts") or {}).items()},
+            trials=[Trial(name=str(t["name"]), params=dict(t.get("params") or {}),
+                          metrics={str(k): float(v) for k, v in dict(t.get("metrics") or {}).items()},
+                          tags=dict(t.get("tags") or {})) for t in doc.get("trials") or []],
+            timestamp=int(doc.get("timestamp") or time.time() * 1000),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"not a pending tracking record: {type(e).__name__}: {e}") from e
+
+
+def _pending_store(lake_uri: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+    from skiff.storage import Store
+
+    return Store(lake_uri, dict(storage_options) if storage_options else None).child(*PENDING_FOLDER.split("/"))
+
+
+def keep_pending(lake_uri: str, uri: str, record: RunRecord, *,
+                 storage_options: Mapping[str, Any] | None = None) -> str | None:
+    """Keep a record that could not be logged as ``<lake>/tracking/pending/<run id>.json`` (with the
+    tracking URI it was meant for, credentials removed); its URI, or None (a warning). Never raises."""
+    try:
+        name = f"{_safe_tag_value(record.run_id)}.json"
+        doc = {"tracking_uri": redact_url(uri), "kept_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "record": record_document(record)}
+        where = _pending_store(lake_uri, storage_options).write_json(doc, name)
+    except Exception as e:  # tracking never fails a pipeline
+        log.warning("experiment tracking: could not keep run %s for a later `skiff tracking sync` (%s: %s)",
+                    record.run_id, type(e).__name__, redact_text(str(e))[:300])
+        return None
+    log.warning("experiment tracking: run %s is kept at %s; `skiff tracking sync` logs it once the tracking "
+                "server answers", record.run_id, redact_url(where))
+    return where
+
+
+def pending_records(lake_uri: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """The run ids of the records kept in the lake, oldest name first."""
+    names = _pending_store(lake_uri, storage_options).listdir()
+    return sorted(n[: -len(".json")] for n in names if n.endswith(".json"))
+
+
+def sync_pending(lake_uri: str, uri: str | None, *, storage_options: Mapping[str, Any] | None = None,
+                 run_ids: list[str] | None = None) -> dict[str, Any]:
+    """Log the kept records to ``uri`` (None: the URI each was kept for) and remove each one logged.
+    Idempotent: a run already in the store is found by its run id and completed, never logged twice.
+    Returns ``{"logged": [{run_id, mlflow_run_id, tracking_uri}], "failed": [{run_id, reason}]}``."""
+    store = _pending_store(lake_uri, storage_options)
+    wanted = pending_records(lake_uri, storage_options)
+    if run_ids:
+        missing = sorted(set(run_ids) - set(wanted))
+        if missing:
+            from skiff.errors import NotFoundError
+
+            raise NotFoundError(f"no pending tracking record for run(s) {', '.join(missing)} in "
+                                f"{redact_url(store.uri())}")
+        wanted = [r for r in wanted if r in run_ids]
+    logged: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for run_id in wanted:
+        name = f"{run_id}.json"
+        try:
+            doc = store.read_json(name)
+            record = record_from_document(doc["record"])
+        except (ValueError, KeyError, TypeError) as e:
+            failed.append({"run_id": run_id, "reason": str(e)[:300]})
+            continue
+        target = uri or str(doc.get("tracking_uri") or "")
+        if not target or target.lower() == OFF:
+            failed.append({"run_id": run_id, "reason": "no tracking URI: set tracking_uri or give --tracking-uri"})
+            continue
+        mlflow_run = log_run(target, record)
+        if mlflow_run is None:
+            failed.append({"run_id": run_id, "reason": f"{redact_url(target)} did not answer (see the warning)"})
+            continue
+        store.delete(name)
+        logged.append({"run_id": run_id, "mlflow_run_id": mlflow_run, "tracking_uri": redact_url(target)})
+    return {"logged": logged, "failed": failed}
 
 
 @contextlib.contextmanager
@@ -460,10 +681,11 @@ def _log(client: MlflowClient, uri: str, record: RunRecord) -> str:
 
 
 def track_version(settings: Settings, override: str, *, registry_uri: str, name: str, version: int, run_id: str,
-                  pipeline: str, **record: Any) -> str | None:
-    """What the register step calls after publishing: the run's record (:func:`version_record`, with
-    ``record``'s keyword arguments) logged where :func:`tracking_uri` says; the MLflow run id, or None
-    (tracking off, or a warning). Never raises."""
+                  pipeline: str, lake_uri: str | None = None, **record: Any) -> str | None:
+    """What a pipeline's last step calls after publishing: the run's record (:func:`version_record`, with
+    ``record``'s keyword arguments) logged where :func:`tracking_uri` says, kept in the lake (``lake_uri``,
+    else the settings') when that fails; the MLflow run id, or None (tracking off, or a warning). Never
+    raises."""
     uri = tracking_uri(settings, override)
     if uri is None or not run_id:
         return None
@@ -478,15 +700,23 @@ def track_version(settings: Settings, override: str, *, registry_uri: str, name:
         log.warning("experiment tracking: could not build the record of run %s (%s: %s)", run_id,
                     type(e).__name__, redact_text(str(e))[:300])
         return None
-    return log_run(uri, built)
+    return log_run(uri, built, keep=lake_uri or _lake_of(settings), storage_options=settings.storage_options)
+
+
+def _lake_of(settings: Settings) -> str | None:
+    try:
+        return settings.lake_uri
+    except Exception:  # tracking never fails a pipeline
+        return None
 
 
 def track_failure(override: str, *, run_id: str, pipeline: str, model_name: str, step: str | None, reason: str,
                   settings: Settings | None = None, params: Mapping[str, Any] | None = None,
-                  tags: Mapping[str, str] | None = None) -> str | None:
+                  tags: Mapping[str, str] | None = None, lake_uri: str | None = None) -> str | None:
     """Mark the skiff run ``run_id`` failed at ``step`` with ``reason`` in its model's experiment, where
-    :func:`tracking_uri` says (``settings``: this process's by default); the MLflow run id or None. Never
-    raises: a step that fails keeps its own error."""
+    :func:`tracking_uri` says (``settings``: this process's by default), kept in the lake (``lake_uri``, else
+    the settings') when that fails; the MLflow run id or None. Never raises: a step that fails keeps its own
+    error."""
     if not run_id:
         return None
     try:
@@ -500,5 +730,6 @@ def track_failure(override: str, *, run_id: str, pipeline: str, model_name: str,
         log.warning("experiment tracking: could not record the failure of run %s (%s: %s)", run_id,
                     type(e).__name__, redact_text(str(e))[:300])
         return None
-    return log_failure(uri, run_id=run_id, pipeline=pipeline, experiment=experiment, step=step, reason=reason,
+    return log_failure(uri, keep=lake_uri or _lake_of(settings), storage_options=settings.storage_options,
+                       run_id=run_id, pipeline=pipeline, experiment=experiment, step=step, reason=reason,
                        params=params, tags=tags)

@@ -170,9 +170,17 @@ def test_an_unreachable_tracking_server_is_a_warning_not_an_error(version, caplo
                                     reason="boom", settings=settings)
     assert got is None and failed is None
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 2 and all(f"after {runs.ATTEMPTS} attempts" in w and uri in w for w in warnings)
+    tried = [w for w in warnings if f"after {runs.ATTEMPTS} attempts" in w]
+    assert len(tried) == 2 and all(uri in w for w in tried)
     # MLflow's own retries (minutes by default) are off: a refused connection costs the tries, not backoff
     assert time.perf_counter() - t0 < 60
+    # nothing is lost: both records are kept in the lake, named by their run, for `skiff tracking sync`
+    lake = str(version["tmp"] / "root" / "lake")
+    assert runs.pending_records(lake) == ["run-1", "run-2"]
+    assert sum("skiff tracking sync" in w for w in warnings) == 2
+    kept = json.loads((version["tmp"] / "root" / "lake" / "tracking" / "pending" / "run-1.json").read_text())
+    assert kept["tracking_uri"] == uri and kept["record"]["run_id"] == "run-1"
+    assert "evaluation/report.html" in kept["record"]["artifacts"]
 
 
 def test_the_report_charts_come_back_as_png():
