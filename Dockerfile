@@ -49,6 +49,9 @@ COPY serving ./serving
 RUN /opt/build/bin/python -m pip wheel --no-cache-dir --no-deps --no-build-isolation -w /wheel .
 
 # ---- the locked dependencies of the skiff image (one layer, cached while requirements/skiff.txt is unchanged)
+# The dependencies' own test suites (their tests/ folders: pandas/tests, scipy/*/tests, ...; about 130 MB
+# with their bytecode) are deleted: nothing at run time imports them, and tests/images imports every skiff
+# module inside the image to prove it. Folders named test/ stay: some are APIs (tf.test, onnx.backend.test).
 FROM build AS deps
 COPY requirements/skiff.txt /tmp/requirements/skiff.txt
 RUN --mount=type=secret,id=extra_ca \
@@ -57,7 +60,8 @@ RUN --mount=type=secret,id=extra_ca \
     if [ -s /run/secrets/extra_ca ]; then cat "$ca" /run/secrets/extra_ca > /tmp/ca.pem; ca=/tmp/ca.pem; fi; \
     SSL_CERT_FILE="$ca" UV_NATIVE_TLS=1 UV_LINK_MODE=copy /opt/build/bin/uv pip install \
         --python /opt/skiff/bin/python --require-hashes --compile-bytecode -r /tmp/requirements/skiff.txt \
-    && rm -f /tmp/ca.pem
+    && rm -f /tmp/ca.pem \
+    && find /opt/skiff/lib/python3.11/site-packages -mindepth 2 -type d -name tests -prune -exec rm -rf {} +
 
 # ---- the locked dependencies of the GPU image (TensorFlow with CUDA on top of the same set)
 FROM build AS deps-gpu
