@@ -196,3 +196,54 @@ def add_commands(app: typer.Typer) -> None:
                               [f"{p.window_start[:16].replace('T', ' ')} v{p.version}: {', '.join(p.decayed)} below "
                                "the floor" for p in perf if p.decayed])
             raise GateFailed(f"{drifted} window(s) of {model} drifted, {decayed} decayed ({which})")
+
+    @monitor.command("schedule")
+    def schedule_cmd(
+        ctx: typer.Context,
+        model: Annotated[str, typer.Argument(help="Registered model whose monitor to schedule.")],
+        cron: Annotated[str, typer.Option(
+            "--cron", help="When: 5 cron fields (minute hour day month weekday, UTC) or KFP's 6 (seconds first).")
+        ] = "0 * * * *",
+        lookback_hours: Annotated[int, typer.Option(
+            "--lookback-hours", min=0, help="Each run scores the windows of the last N hours (0: every window).")
+        ] = 24,
+        min_rows: Annotated[int, typer.Option("--min-rows", min=1, help="Windows with fewer rows are skipped.")] = 200,
+        labels_dataset: Annotated[str | None, typer.Option(
+            "--labels-dataset", help="An ingested labels dataset each run joins.")] = None,
+        act: Annotated[bool, typer.Option(
+            "--act", help="Each run applies the model's retrain policy in --env (skiff monitor run --act).")] = False,
+        env: Annotated[str, typer.Option("--env", help="The environment whose retrain policy applies.")] = "dev",
+        environments: Annotated[str, typer.Option(
+            "--environments", help="The GitOps environments folder as the monitor's pod sees it (with --act).")
+        ] = "infra/environments",
+        host: Annotated[str | None, typer.Option(
+            "--host", help="Kubeflow Pipelines endpoint (default: the kfp_host setting).")] = None,
+        experiment: Annotated[str, typer.Option("--experiment", help="KFP experiment of the recurring run.")] = (
+            "skiff-monitoring"),
+        paused: Annotated[bool, typer.Option("--paused", help="Create it disabled (enable it in the KFP UI).")
+                          ] = False,
+        dry_run: Annotated[bool, typer.Option(
+            "--dry-run", help="Print the recurring run that would be created (KFP's request body); send nothing.")
+        ] = False,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Create or replace the KFP recurring run that monitors a model on a cluster: the skiff-monitor
+        pipeline (one step running skiff monitor run in the skiff image, as the pipeline service account,
+        with the cluster's settings and control plane) on a cron schedule."""
+        from pipelines.monitor import MonitorSchedule, schedule
+        from pipelines.runner import RunTarget
+
+        settings = state(ctx).settings
+        host = host or settings.kfp_host
+        if not host and not dry_run:
+            raise UsageError("give --host (or set kfp_host) to schedule on Kubeflow Pipelines, or --dry-run")
+        plan = MonitorSchedule(model=model, cron=cron, act=act, env=env, environments=environments,
+                               lookback_hours=lookback_hours, min_rows=min_rows, labels_dataset=labels_dataset or "",
+                               experiment=experiment, enabled=not paused)
+        result = schedule(plan, host or "", target=RunTarget.from_settings(settings), dry_run=dry_run)
+        if dry_run:
+            emit(result, json_out, lambda r: console.print_json(data=r["recurring_run"]))
+            return
+        emit(result, json_out, f"recurring run {result['recurring_run_id']} ({plan.name}, cron {plan.cron}) in "
+             f"experiment {experiment} on {host}" + (f"; replaced {len(result['replaced'])}" if result["replaced"]
+                                                     else ""))
