@@ -9,8 +9,10 @@ kfp-kubernetes (platform config in the compiled IR, which kfp.local ignores) eve
   step sees the cluster's settings;
 * reads the Secrets it needs as environment variables and no others: the features step the Redis
   connection string (``SKIFF_REDIS``, the Feast online store it materializes into), the register step
-  the PostgreSQL URL (``SKIFF_DATABASE_URL``, the registry's write locks). They are optional: a cluster
-  without them gets skiff's own error naming the missing variable, not a pod stuck in
+  the PostgreSQL URL (``SKIFF_DATABASE_URL``, the registry's write locks), and every step that logs a run
+  to MLflow (the register steps, the validation gate, the tracking step) the tracking server's credentials
+  (:data:`skiff.cluster.MLFLOW_SECRETS`). They are optional: a cluster without them gets skiff's own error
+  naming the missing variable (or, for MLflow, a warning and the run kept in the lake), not a pod stuck in
   CreateContainerConfigError;
 * carries ``azure.workload.identity/use: "true"``, the label Azure's workload identity webhook acts on
   (meaningless elsewhere), so the service account's federated identity reaches the step on AKS too.
@@ -24,6 +26,7 @@ from kfp import kubernetes
 
 from skiff.cluster import (
     DATABASE_SECRET,
+    MLFLOW_SECRETS,
     REDIS_SECRET,
     SETTINGS_CONFIG_MAP,
     SETTINGS_MOUNT,
@@ -39,7 +42,9 @@ AZURE_WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
 #: step (its task name in the IR) -> the Secrets it reads; every other step reads none
 STEP_SECRETS: dict[str, tuple[SecretEnv, ...]] = {
     "features": (REDIS_SECRET,),
-    "register": (DATABASE_SECRET,),
+    "register": (DATABASE_SECRET, *MLFLOW_SECRETS),
+    "validation-blocked": MLFLOW_SECRETS,
+    "track": MLFLOW_SECRETS,
 }
 
 
@@ -47,7 +52,10 @@ def in_namespace(task: Any, step: str) -> Any:
     """``task`` wired to the pipeline namespace's settings ConfigMap and to the Secrets ``step`` needs."""
     kubernetes.use_config_map_as_volume(task, SETTINGS_CONFIG_MAP, mount_path=SETTINGS_MOUNT)
     kubernetes.use_config_map_as_env(task, SETTINGS_CONFIG_MAP, {SETTINGS_PATH_KEY: "SKIFF_CONFIG"})
+    by_name: dict[str, dict[str, str]] = {}
     for secret in STEP_SECRETS.get(step, ()):
-        kubernetes.use_secret_as_env(task, secret.name, {secret.key: secret.env}, optional=True)
+        by_name.setdefault(secret.name, {})[secret.key] = secret.env
+    for name, keys in by_name.items():
+        kubernetes.use_secret_as_env(task, name, keys, optional=True)
     kubernetes.add_pod_label(task, AZURE_WORKLOAD_IDENTITY_LABEL, "true")
     return task

@@ -7,7 +7,8 @@ the names the Terraform GPU pools give (``terraform/modules/*/gpu.tf``); kfp.loc
 the same step runs on the CPU there. With ``workers > 1`` (a cluster only) training runs past one node: a
 launcher task creates a Kubeflow ``TFJob`` of that many workers, each with ``gpus_per_worker`` GPUs, running
 the same training code under ``MultiWorkerMirroredStrategy`` (:mod:`components.train_image.tfjob`), and
-evaluation and registration read its model as they read the single-node step's. What a run takes, checks and reports is
+evaluation and registration read its model as they read the single-node step's. After registration the
+run is logged to MLflow (:mod:`pipelines.tracking_step`). What a run takes, checks and reports is
 :data:`pipelines.definitions.IMAGE` (:mod:`pipelines.image_run`).
 """
 
@@ -23,6 +24,7 @@ from components.train_image.component import (
     train_image_tfjob_op,
 )
 from pipelines.cluster_wiring import in_namespace
+from pipelines.tracking_step import track_run_op
 
 __all__ = ["image", "GPU_TOLERATION", "GPU_NODE_SELECTOR"]
 
@@ -31,8 +33,10 @@ GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "presen
 GPU_NODE_SELECTOR = ("skiff.io/node-pool", "gpu")
 
 
-def _judge_and_register(model: Any, registry_uri: Any, model_name: Any, margin: Any, top_k: Any, run_id: Any) -> None:
-    """Evaluate (champion/challenger on the same test images) and register: the tasks after training."""
+def _judge_and_register(model: Any, registry_uri: Any, model_name: Any, margin: Any, top_k: Any, run_id: Any,
+                        lake_uri: Any, spec: Any, tracking_uri: Any) -> None:
+    """Evaluate (champion/challenger on the same test images), register and log the run to MLflow: the tasks
+    after training."""
     evaluated = evaluate_image_op(model=model, registry_uri=registry_uri, model_name=model_name,
                                   margin=margin, top_k=top_k)
     evaluated.set_caching_options(False).set_display_name("evaluate-image")
@@ -42,6 +46,11 @@ def _judge_and_register(model: Any, registry_uri: Any, model_name: Any, margin: 
                                    pipeline_job=run_id)
     registered.set_caching_options(False).set_display_name("register-image")
     in_namespace(registered, "register")
+    tracked = track_run_op(registry_uri=registry_uri, model_name=model_name, version=registered.outputs["version"],
+                           run_id=run_id, pipeline="image", lake_uri=lake_uri, spec=spec,
+                           tracking_uri=tracking_uri)
+    tracked.set_caching_options(False).set_display_name("track-run")
+    in_namespace(tracked, "track")
 
 
 @dsl.pipeline(name="skiff-image", description="ingest images → train → evaluate → register")
@@ -60,6 +69,8 @@ def image(
     workers: int = 1,
     gpus_per_worker: int = 1,
     artifacts_uri: str = "",
+    spec: str = "",
+    tracking_uri: str = "",
 ):
     ingested = ingest_images_op(dataset=dataset, data=data, lake_uri=lake_uri, run_id=run_id, config=ingest_config,
                                 ingest_date=ingest_date)
@@ -73,7 +84,8 @@ def image(
         kubernetes.add_toleration(trained, **GPU_TOLERATION)
         kubernetes.add_node_selector(trained, *GPU_NODE_SELECTOR)
         in_namespace(trained, "train-image")
-        _judge_and_register(trained.outputs["model"], registry_uri, model_name, margin, top_k, run_id)
+        _judge_and_register(trained.outputs["model"], registry_uri, model_name, margin, top_k, run_id,
+                            lake_uri, spec, tracking_uri)
     with dsl.Else(name="past-one-node"):
         # the same training code as a TFJob of `workers` pods (MultiWorkerMirroredStrategy); this task only
         # creates it and waits, so it asks for no GPU itself
@@ -82,5 +94,6 @@ def image(
                                         gpus_per_worker=gpus_per_worker, config=train_config)
         launched.set_display_name("train-image-tfjob").set_cpu_limit("1").set_memory_limit("1G")
         in_namespace(launched, "train-image-tfjob")
-        _judge_and_register(launched.outputs["model"], registry_uri, model_name, margin, top_k, run_id)
+        _judge_and_register(launched.outputs["model"], registry_uri, model_name, margin, top_k, run_id,
+                            lake_uri, spec, tracking_uri)
 

@@ -17,7 +17,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.local_runs import check_margin, summary_base, task_metadata
+from pipelines.local_runs import (
+    check_margin,
+    local_tracking_uri,
+    summary_base,
+    task_metadata,
+    track_summary,
+    tracking_line,
+)
 from skiff.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -59,7 +66,9 @@ def folder_spec(params: dict[str, Any]) -> DatasetSpec:
 
 
 def arguments(spec: DatasetSpec, params: dict[str, Any], settings: Settings, local: bool) -> dict[str, Any]:
-    """Pipeline arguments: the dataset from the spec, paths absolute for the local engine."""
+    """Pipeline arguments: the dataset from the spec, paths absolute for the local engine, where the run is
+    logged in MLflow."""
+    from skiff.spec_text import spec_to_text
 
     def _abs(uri: str) -> str:
         return uri if "://" in uri or not local else str(Path(uri).resolve())
@@ -85,6 +94,9 @@ def arguments(spec: DatasetSpec, params: dict[str, Any], settings: Settings, loc
     args["data"] = _abs(str(args.get("data") or ""))
     args.update(lake_uri=_abs(settings.lake_uri), registry_uri=_abs(settings.registry_uri),
                 artifacts_uri=_abs(settings.artifacts_uri))
+    # the spec is the MLflow run's spec fingerprint (the image steps read the data set's name only)
+    args["spec"] = spec_to_text(spec.model_dump(mode="json", exclude_none=True))
+    args["tracking_uri"] = local_tracking_uri(settings, local)
     workers = args.get("workers", 1)
     if local and isinstance(workers, int) and workers > 1:
         raise UsageError(f"workers={workers} trains past one node as a Kubeflow TFJob, which needs a cluster: "
@@ -143,6 +155,7 @@ def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
                 summary["registered"] = {"name": name, "version": mv.version, "champion": mv.champion,
                                          "uri": mv.uri, "metrics": mv.metadata.metrics,
                                          "gate_reason": mv.metadata.gate.get("reason")}
+    track_summary(summary, args, name, settings, params={"dataset": args.get("dataset") or args.get("model_name")})
     return summary
 
 
@@ -164,4 +177,4 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
                      + ", ".join(f"{k} {v:.3f}" for k, v in (reg.get("metrics") or {}).items()))
         if reg.get("gate_reason"):
             lines.append(f"gate: {reg['gate_reason']}")
-    return lines
+    return lines + tracking_line(summary)

@@ -6,8 +6,8 @@ data set (the spec's types and rules, bad rows quarantined with a reason); the t
 popularity baseline, item–item similarity and implicit ALS on the last period and refits the best on
 every event (building a faiss catalogue index past the exact-scoring threshold); the evaluate step gates
 the challenger against the champion's configuration refit on the same split; register publishes the
-``recommender`` version. What a run takes, checks and reports is :data:`pipelines.definitions.RECOMMENDER`
-(:mod:`pipelines.recommender_run`).
+``recommender`` version, and the last task logs the run to MLflow (:mod:`pipelines.tracking_step`). What a
+run takes, checks and reports is :data:`pipelines.definitions.RECOMMENDER` (:mod:`pipelines.recommender_run`).
 """
 
 from kfp import dsl
@@ -15,6 +15,7 @@ from kfp import dsl
 from components.ingest.component import ingest_op
 from components.recommend.component import evaluate_recs_op, register_recs_op, train_recs_op
 from pipelines.cluster_wiring import in_namespace
+from pipelines.tracking_step import track_run_op
 
 __all__ = ["recommender"]
 
@@ -30,6 +31,7 @@ def recommender(
     recs_config: dict = {},  # noqa: B006
     margin: float = 0.0,
     ingest_date: str = "",
+    tracking_uri: str = "",
 ):
     ingested = ingest_op(spec=spec, lake_uri=lake_uri, run_id=run_id, sources=sources, ingest_date=ingest_date)
     ingested.set_caching_options(False).set_display_name("ingest-events")
@@ -48,3 +50,8 @@ def recommender(
                                   pipeline_job=run_id)
     registered.set_caching_options(False).set_display_name("register-recommender")
     in_namespace(registered, "register")
+    tracked = track_run_op(registry_uri=registry_uri, model_name=model_name, version=registered.outputs["version"],
+                           run_id=run_id, pipeline="recommender", lake_uri=lake_uri, spec=spec,
+                           tracking_uri=tracking_uri)
+    tracked.set_caching_options(False).set_display_name("track-run")
+    in_namespace(tracked, "track")

@@ -13,7 +13,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.local_runs import check_margin, summary_base, task_metadata
+from pipelines.local_runs import (
+    check_margin,
+    local_tracking_uri,
+    summary_base,
+    task_metadata,
+    track_summary,
+    tracking_line,
+)
 from skiff.errors import NotFoundError, SkiffError, UsageError
 
 if TYPE_CHECKING:
@@ -24,7 +31,8 @@ __all__ = ["arguments", "preflight", "summarize", "summary_lines"]
 
 
 def arguments(spec: DatasetSpec, params: dict[str, Any], settings: Settings, local: bool) -> dict[str, Any]:
-    """Pipeline arguments: the spec as text, paths absolute for the local engine."""
+    """Pipeline arguments: the spec as text, paths absolute for the local engine, where the run is logged in
+    MLflow."""
     from pipelines.tabular_run import _absolute_source
     from skiff.spec_text import spec_to_text
 
@@ -41,6 +49,7 @@ def arguments(spec: DatasetSpec, params: dict[str, Any], settings: Settings, loc
     if local:
         data = {**data, "sources": [_absolute_source(s) for s in data.get("sources", [])]}
     args["spec"] = spec_to_text(data)
+    args["tracking_uri"] = local_tracking_uri(settings, local)
     return args
 
 
@@ -84,6 +93,7 @@ def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
                                          "uri": mv.uri, "estimator": mv.metadata.estimator,
                                          "metrics": mv.metadata.metrics,
                                          "gate_reason": mv.metadata.gate.get("reason")}
+    track_summary(summary, args, name, settings, params={"dataset": args.get("dataset") or args.get("model_name")})
     return summary
 
 
@@ -116,4 +126,4 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
                      f"{' (champion)' if reg['champion'] else ''}")
         if reg.get("gate_reason"):
             lines.append(f"gate: {reg['gate_reason']}")
-    return lines
+    return lines + tracking_line(summary)

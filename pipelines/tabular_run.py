@@ -13,7 +13,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.local_runs import check_margin, summary_base, task_metadata
+from pipelines.local_runs import (
+    check_margin,
+    local_tracking_uri,
+    summary_base,
+    task_metadata,
+    track_summary,
+    tracking_line,
+)
 from skiff.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -29,7 +36,6 @@ def arguments(spec: DatasetSpec, params: dict[str, Any], settings: Settings, loc
     settings; paths absolute for the local engine, whose steps run in their own working folders."""
     from skiff.config import project_path
     from skiff.spec_text import spec_to_text
-    from skiff.tracking.runs import OFF, tracking_uri
 
     args = dict(params)
     estimator = args.pop("estimator", None)
@@ -49,7 +55,7 @@ def arguments(spec: DatasetSpec, params: dict[str, Any], settings: Settings, loc
     )
     # locally the register step logs where this process resolves (a step's working folder is its own);
     # on a cluster the steps' settings decide (skiff.tracking.runs.tracking_uri)
-    args["tracking_uri"] = (tracking_uri(settings) or OFF) if local else ""
+    args["tracking_uri"] = local_tracking_uri(settings, local)
     if local and args.get("sources"):
         args["sources"] = [_absolute_source(s) for s in args["sources"]]
     data = spec.model_dump(mode="json", exclude_none=True)
@@ -147,26 +153,8 @@ def summarize(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
         summary["status"] = "GATE_FAILED"
         summary["error"] = "validation gate failed: " + "; ".join(
             f"{a.feature}: {a.anomaly}" for a in validation.blocking[:5])
-    _track(summary, args, name, settings)
+    track_summary(summary, args, name, settings, params={"dataset": summary.get("dataset")})
     return summary
-
-
-def _track(summary: dict[str, Any], args: dict[str, Any], model_name: str | None, settings: Settings) -> None:
-    """Where the run is in MLflow (``summary["tracking"]``: the store and the command that shows it); a
-    run that did not succeed is marked failed there with its step and error (the register step logged a
-    successful one; skiff.tracking.runs says why). Never raises."""
-    from skiff.tracking.runs import OFF, track_failure, ui_command
-
-    uri = args.get("tracking_uri") or ""
-    if not uri or uri == OFF:
-        summary["tracking"] = None
-        return
-    summary["tracking"] = {"uri": uri, "ui": ui_command(uri)}
-    if summary["status"] != "SUCCESS" and summary.get("run_id"):
-        error = str(summary.get("error") or "").split("\nfull log: ")[0]
-        track_failure(uri, run_id=str(summary["run_id"]), pipeline=str(summary["pipeline"]),
-                      model_name=model_name or "", step=summary.get("failed_step"), reason=error or "failed",
-                      settings=settings, params={"dataset": summary.get("dataset")})
 
 
 def _validation_result(settings: Settings, dataset: str | None, date: str | None) -> ValidationResult | None:
@@ -217,6 +205,4 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"model {reg['name']} version {reg['version']} "
                      f"({'champion' if reg['champion'] else 'candidate'}): {shown}")
         lines.append(f"gate: {reg.get('gate_reason')}")
-    if track := summary.get("tracking"):
-        lines.append(f"compare runs: {track['ui']}")
-    return lines
+    return lines + tracking_line(summary)

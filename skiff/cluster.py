@@ -27,6 +27,8 @@ __all__ = [
     "SecretEnv",
     "REDIS_SECRET",
     "DATABASE_SECRET",
+    "MLFLOW_SECRET_NAME",
+    "MLFLOW_SECRETS",
 ]
 
 #: The namespace of the platform: pipeline runs (a Kubeflow Pipelines profile namespace), serving, the API.
@@ -79,3 +81,12 @@ REDIS_SECRET: Final = SecretEnv(name="skiff-redis", key="connection-string", env
 #: The control plane's PostgreSQL URL (SQLAlchemy form, password included): the registry's and GitOps
 #: writes lock through it, and the REST API keeps its metadata there.
 DATABASE_SECRET: Final = SecretEnv(name="skiff-database", key="url", env="SKIFF_DATABASE_URL")
+#: The MLflow tracking server's credentials (the ``tracking_uri`` setting names the server, never them):
+#: basic auth (``username``/``password``) or a bearer ``token``, whichever keys the Secret has (each is
+#: optional). The steps that log runs read them as MLflow's own variables; nothing in skiff logs them.
+MLFLOW_SECRET_NAME: Final = "skiff-mlflow"
+MLFLOW_SECRETS: Final = (
+    SecretEnv(name=MLFLOW_SECRET_NAME, key="username", env="MLFLOW_TRACKING_USERNAME"),
+    SecretEnv(name=MLFLOW_SECRET_NAME, key="password", env="MLFLOW_TRACKING_PASSWORD"),
+    SecretEnv(name=MLFLOW_SECRET_NAME, key="token", env="MLFLOW_TRACKING_TOKEN"),
+)

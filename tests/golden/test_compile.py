@@ -55,7 +55,35 @@ def test_tabular_ir_has_the_gate_and_every_step(tmp_path):
 def test_recommender_ir_ingests_trains_gates_and_registers(tmp_path):
     ir = next(yaml.safe_load_all(compile_pipeline("recommender", tmp_path / "r.yaml").read_text()))
     tasks = ir["root"]["dag"]["tasks"]
-    assert set(tasks) == {"ingest-op", "train-recs-op", "evaluate-recs-op", "register-recs-op"}
+    assert set(tasks) == {"ingest-op", "train-recs-op", "evaluate-recs-op", "register-recs-op", "track-run-op"}
     assert all(t["cachingOptions"] == {} for t in tasks.values())  # events come from outside KFP: never cached
     assert tasks["train-recs-op"]["dependentTasks"] == ["ingest-op"]
     assert set(tasks["register-recs-op"]["dependentTasks"]) == {"evaluate-recs-op", "train-recs-op"}
+    # the run is logged to MLflow after registration, from the version it registered
+    track = tasks["track-run-op"]
+    assert track["dependentTasks"] == ["register-recs-op"]
+    assert track["inputs"]["parameters"]["version"]["taskOutputParameter"] == {
+        "outputParameterKey": "version", "producerTask": "register-recs-op"}
+    assert track["inputs"]["parameters"]["pipeline"]["runtimeValue"]["constant"] == "recommender"
+
+
+def test_every_step_that_logs_to_mlflow_reads_its_credentials_and_no_other_does(tmp_path):
+    """The tracking server's credentials (Secret skiff-mlflow, every key optional) reach the register steps,
+    the validation gate (it marks a blocked run failed) and the tracking step, and no other step."""
+    from skiff.cluster import MLFLOW_SECRET_NAME
+
+    logging_steps = {"tabular": {"register", "validation-blocked"},
+                     "image": {"register-image-op", "register-image-op-2", "track-run-op", "track-run-op-2"},
+                     "recommender": {"register-recs-op", "track-run-op"}}
+    for name, wanted in logging_steps.items():
+        _, platform = yaml.safe_load_all(compile_pipeline(name, tmp_path / f"{name}.yaml").read_text())
+        executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        reading = set()
+        for executor, config in executors.items():
+            for secret in config.get("secretAsEnv", []):
+                if secret["secretName"] == MLFLOW_SECRET_NAME:
+                    assert secret["optional"] is True
+                    assert {k["envVar"] for k in secret["keyToEnv"]} == {
+                        "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"}
+                    reading.add(executor.removeprefix("exec-"))
+        assert reading == wanted, name
