@@ -28,15 +28,16 @@ def add_commands(cloud: typer.Typer) -> None:
     def sync_models(
         ctx: typer.Context,
         name: Annotated[str, typer.Argument(help="Model name.")],
-        env: Annotated[str | None, typer.Option("--env", help="Only this environment's workspace.")] = None,
+        env: Annotated[str | None, typer.Option("--env", help="Only this environment's workspace (or "
+                                                "registry).")] = None,
         verify: Annotated[bool, typer.Option(
             "--verify-storage", help="First check each version's files are where its model points (blob reads "
             "as the identity: Storage Blob Data Reader).")] = False,
         environments: _EnvironmentsOption = None,
         json_out: JsonOption = False,
     ) -> None:
-        """Create or update every version of a model in the Azure ML workspace of each environment that opted in
-        (its azureml.yaml), completing the syncs registration or promotion left pending."""
+        """Create or update every version of a model in the Azure ML workspace or registry of each environment
+        that opted in (its azureml.yaml), completing the syncs registration or promotion left pending."""
         from skiff.cloud.azure.models import StorageCheck
         from skiff.cloud.azure.models import sync_models as sync
         from skiff.cloud.azure.storage import verify_version
@@ -57,7 +58,8 @@ def add_commands(cloud: typer.Typer) -> None:
         def human(rows: list[dict[str, Any]]) -> None:
             for r in rows:
                 stage = f" stage {r['stage']}" if r.get("stage") else ""
-                console.print(f"{r['env']}: {r['workspace']} {r['name']}:{r['version']} {r['type']} → {r['path']}{stage}")
+                where = f"registry {r['registry_name']}" if r.get("registry_name") else r["workspace"]
+                console.print(f"{r['env']}: {where} {r['name']}:{r['version']} {r['type']} → {r['path']}{stage}")
 
         emit(results, json_out, human)
 
@@ -111,6 +113,10 @@ def add_commands(cloud: typer.Typer) -> None:
             t = target(environments_dir(environments), env)
             if t is None:
                 raise UsageError(f"environment {env!r} has no azureml.yaml naming its workspace")
+            if t.is_registry:
+                raise UsageError(f"environment {env!r} shows its models in Azure ML registry {t.registry_name}; "
+                                 "a compute target belongs to a workspace: --subscription, --resource-group and "
+                                 "--workspace")
         elif subscription and resource_group and workspace:
             t = AzureMLTarget(subscription_id=subscription, resource_group=resource_group, workspace=workspace)
         else:

@@ -32,11 +32,16 @@ import pytest
 SUBSCRIPTION = "00000000-0000-0000-0000-00000000cafe"
 RESOURCE_GROUP = "skiff-dev"
 WORKSPACE = "skiff-dev-ml"
+REGISTRY = "skiff-shared"
 ACCOUNT = "skiffdevdata"
 CONTAINER = "skiff"
 TENANT = "11111111-2222-3333-4444-555555555555"
 _WS = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
        f"Microsoft.MachineLearningServices/workspaces/{WORKSPACE}")
+#: Where a registry's assets live: the registry's region's management front end (registry discovery says which)
+MFE = "/mferp/managementfrontend"
+_REG = (f"{MFE}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
+        f"Microsoft.MachineLearningServices/registries/{REGISTRY}")
 ACCOUNT_ID = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Storage/"
               f"storageAccounts/{ACCOUNT}")
 CONTAINER_SCOPE = f"{ACCOUNT_ID}/blobServices/default/containers/{CONTAINER}"
@@ -47,7 +52,7 @@ CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 KV_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 
 __all__ = ["FakeAzure", "FakeCredential", "fake_azure", "azure_cloud", "rest_unknown_fields", "good_account",
-           "SUBSCRIPTION", "RESOURCE_GROUP", "WORKSPACE", "ACCOUNT", "CONTAINER", "ACCOUNT_ID", "CONTAINER_SCOPE"]
+           "SUBSCRIPTION", "RESOURCE_GROUP", "WORKSPACE", "REGISTRY", "ACCOUNT", "CONTAINER", "ACCOUNT_ID", "CONTAINER_SCOPE"]
 
 
 @dataclass
@@ -76,6 +81,7 @@ class FakeAzure:
     url: str
     requests: list[Request] = field(default_factory=list)
     models: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    registry_models: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     computes: dict[str, dict[str, Any]] = field(default_factory=dict)
     storage: dict[str, Any] = field(default_factory=good_account)
     identities: dict[str, str] = field(default_factory=dict)  # identity resource id -> principal id
@@ -103,6 +109,16 @@ class FakeAzure:
     # -- the endpoints --------------------------------------------------------------------------------
     def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
         now = dt.datetime.now(dt.UTC).isoformat()
+        if path == f"/registrymanagement/v1.0/registries/{REGISTRY}/discovery" and method == "GET":
+            if self.down:
+                return 503, {"error": {"code": "ServiceUnavailable", "message": "try later"}}
+            return 200, {"registryName": REGISTRY, "tenantId": TENANT, "primaryRegion": "westeurope",
+                         "regions": ["westeurope"], "subscriptionId": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP,
+                         "primaryRegionResourceProviderUri": self.url + "/"}
+        if path.startswith(_REG):
+            if self.down:
+                return 503, {"error": {"code": "ServiceUnavailable", "message": "try later"}}
+            return self._registry(method, path, path[len(_REG):], body, now)
         if path.startswith(_WS):
             if self.down:
                 return 503, {"error": {"code": "ServiceUnavailable", "message": "try later"}}
@@ -169,6 +185,39 @@ class FakeAzure:
                 return 401, {"errors": [{"code": "UNAUTHORIZED"}]}
             return 200, {"access_token": f"acr-access-{repo}"}
         return 404, _not_found(path)
+
+
+def _registry(self: FakeAzure, method: str, path: str, rest: str, body: Any, now: str) -> tuple[int, Any]:
+    """A registry's model versions on its management front end (``2021-10-01-dataplanepreview``)."""
+    m = re.fullmatch(r"/tempdatarefs/([^/]+)/versions/([^/]+)", rest)
+    if m and method == "PUT":  # where a local upload would go (nothing is uploaded for a remote path)
+        blob = f"https://{REGISTRY}store.blob.core.windows.net/{m.group(1)}-{m.group(2)}"
+        return 200, {"blobReferenceForConsumption": {"blobUri": blob, "storageAccountArmId": None,
+                                                     "credential": {"credentialType": "SAS",
+                                                                    "sasUri": blob + "?sv=fake"}}}
+    m = re.fullmatch(r"/models/([^/]+)/versions", rest)
+    if m and method == "GET":
+        return 200, {"value": [v for (n, _), v in self.registry_models.items() if n == m.group(1)]}
+    m = re.fullmatch(r"/models/([^/]+)/versions/([^/]+)", rest)
+    if m:
+        key = (m.group(1), m.group(2))
+        if method == "GET":
+            return (200, self.registry_models[key]) if key in self.registry_models else (404, _not_found(path))
+        if method == "PUT":
+            old = self.registry_models.get(key)
+            if old and old["properties"]["modelUri"] != body["properties"]["modelUri"]:
+                return 409, {"error": {"code": "UserError", "message": "Cannot update the asset path"}}
+            doc = {"id": f"azureml://registries/{REGISTRY}/models/{key[0]}/versions/{key[1]}", "name": key[1],
+                   "type": "Microsoft.MachineLearningServices/registries/"
+                   "models/versions", "properties": {"flavors": {}, **body["properties"],
+                                                      "provisioningState": "Succeeded"},
+                   "systemData": {"createdAt": now, "createdBy": "skiff", "lastModifiedAt": now}}
+            self.registry_models[key] = doc
+            return (200 if old else 201), doc
+    return 404, _not_found(path)
+
+
+FakeAzure._registry = _registry  # type: ignore[attr-defined]
 
 
 def _not_found(path: str) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from skiff.storage import Store  # noqa: E402
 from tests.cloud.azure_fixtures import (  # noqa: E402
     ACCOUNT,
     CONTAINER,
+    MFE,
+    REGISTRY,
     RESOURCE_GROUP,
     SUBSCRIPTION,
     WORKSPACE,
@@ -48,8 +50,9 @@ def _envs(root: Path, *, opted: dict[str, dict[str, Any]]) -> Path:
         (d / "environment.yaml").write_text(f"name: {env}\nnamespace: skiff\nregistry: {BLOB_REGISTRY}\n"
                                             f"ingress_domain: {env}.example.com\n")
         if env in opted:
-            body = {"subscription_id": SUBSCRIPTION, "resource_group": RESOURCE_GROUP, "workspace": WORKSPACE,
-                    **opted[env]}
+            where = ({} if "registry_name" in opted[env] else
+                     {"subscription_id": SUBSCRIPTION, "resource_group": RESOURCE_GROUP, "workspace": WORKSPACE})
+            body = {**where, **opted[env]}
             (d / "azureml.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in body.items()))
     return root / "environments"
 
@@ -273,3 +276,129 @@ def test_skiff_promote_tags_the_version_in_the_workspace(
     assert json.loads(capsys.readouterr().out)["version"] == 1
     put = RestModelVersion(fake_azure.calls("PUT", r"/models/churn/versions/1$")[-1].body)
     assert put.properties.stage == "prod" and "skiff.env.prod" in put.properties.tags
+
+
+# -- an Azure ML registry as the target ------------------------------------------------------------------
+_REGISTRY_VERSIONS = rf"^{MFE}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/" \
+    rf"Microsoft.MachineLearningServices/registries/{REGISTRY}/models/churn/versions/(\d+)$"
+
+
+def _registry_puts(fake: FakeAzure, version: int | None = None) -> list[Any]:
+    return [r for r in fake.calls("PUT", _REGISTRY_VERSIONS)
+            if version is None or r.path.endswith(f"/versions/{version}")]
+
+
+def _sdk_body(put: Any) -> Any:
+    """The PUT's body read back with the SDK's REST model of a model version: it holds nothing the model
+    does not define, except the SDK's own ``system_metadata`` placeholder (null, sent on every registry PUT)."""
+    rest = RestModelVersion(put.body)
+    assert set(rest_unknown_fields(rest)) <= {"properties.system_metadata"}
+    assert put.body["properties"].get("system_metadata") is None
+    return rest
+
+
+def test_registry_targets_in_azureml_yaml(tmp_path: Path) -> None:
+    root = _envs(tmp_path, opted={"dev": {}, "prod": {"registry_name": REGISTRY, "on_register": False}})
+    dev, prod = workspace.targets(root)
+    assert (dev.is_registry, dev.label) == (False, f"workspace {WORKSPACE}")
+    assert (prod.is_registry, prod.label, prod.subscription_id, prod.registry) == (
+        True, f"registry {REGISTRY}", None, BLOB_REGISTRY)
+    assert prod.workspace_key != dev.workspace_key
+    both = {"subscription_id": SUBSCRIPTION, "resource_group": RESOURCE_GROUP, "workspace": WORKSPACE,
+            "registry_name": REGISTRY}
+    for body, problem in ((both, "either a workspace"), ({"on_register": True}, "either a workspace"),
+                          ({"workspace": WORKSPACE}, "subscription_id and resource_group"),
+                          ({"registry_name": "a b"}, "registry_name")):
+        (root / "dev" / "azureml.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in body.items()))
+        with pytest.raises(ConfigError, match=problem):
+            workspace.target(root, "dev")
+
+
+def test_sync_models_into_a_registry_with_the_sdk_rest_bodies(
+        registry: ModelRegistry, tmp_path: Path, fake_azure: FakeAzure, factory: Any) -> None:
+    root = _envs(tmp_path, opted={"prod": {"registry_name": REGISTRY}})
+    results = azml.sync_models(registry, "churn", environments=root, client_factory=factory)
+    assert [(r.env, r.registry_name, r.workspace, r.version, r.status, r.type, r.path) for r in results] == [
+        ("prod", REGISTRY, None, 1, "synced", "custom_model", f"{ABFSS_REGISTRY}/churn/1"),
+        ("prod", REGISTRY, None, 2, "synced", "mlflow_model", f"{ABFSS_REGISTRY}/churn/2")]
+    # the registry was found through registry discovery, then reached on its management front end
+    discovery = fake_azure.calls("GET", f"^/registrymanagement/v1.0/registries/{REGISTRY}/discovery$")
+    assert len(discovery) == 1
+    puts = _registry_puts(fake_azure)
+    assert [p.path.rsplit("/", 1)[1] for p in puts] == ["1", "2"]
+    assert all(p.query["api-version"] == ["2021-10-01-dataplanepreview"] for p in puts)
+    assert all(p.authorization and p.authorization.startswith("Bearer fake-aad-token-") for p in puts)
+    for put, version in zip(puts, (1, 2), strict=True):
+        rest = _sdk_body(put)
+        assert rest.properties.model_uri == f"{ABFSS_REGISTRY}/churn/{version}"
+        assert rest.properties.tags["skiff.version_id"] == f"churn/{version}"
+        assert rest.properties.tags["metric.roc_auc"] in ("0.8123456789", "0.85")
+        assert rest.properties.tags["gate.promote"] == "true"
+    assert _sdk_body(puts[1]).properties.model_type == "mlflow_model"
+    assert fake_azure.models == {}  # no workspace was written
+    # the SDK's own read of what the registry holds: the same model as the entity skiff builds
+    client = factory(workspace.target(root, "prod"))
+    got = client.models.get("churn", "2")
+    assert got.id == f"azureml://registries/{REGISTRY}/models/churn/versions/2"
+    want = azml.model_entity(registry.get("churn", 2), registry=BLOB_REGISTRY)
+    assert (got.type, got.path, got.tags) == (want.type, want.path, want.tags)
+    # again: updated in place
+    azml.sync_models(registry, "churn", environments=root, client_factory=factory)
+    assert sorted(fake_azure.registry_models) == [("churn", "1"), ("churn", "2")]
+
+
+def test_registration_and_promotion_in_a_registry_with_pending_syncs(
+        registry: ModelRegistry, tmp_path: Path, fake_azure: FakeAzure, factory: Any) -> None:
+    root = _envs(tmp_path, opted={"dev": {}, "prod": {"registry_name": REGISTRY, "on_register": False},
+                                  "staging": {"registry_name": REGISTRY}})
+    first = azml.on_register(registry, registry.get("churn", 1), environments=root, client_factory=factory)
+    # dev's workspace and staging's registry (prod, the same registry, syncs on promotion only)
+    assert sorted((r.env, r.status, r.workspace, r.registry_name) for r in first) == [
+        ("dev", "synced", WORKSPACE, None), ("staging", "synced", None, REGISTRY)]
+    assert ("churn", "1") in fake_azure.models and ("churn", "1") in fake_azure.registry_models
+    prod = azml.on_promote(registry, "prod", "churn", 1, environments=root, client_factory=factory)
+    assert prod is not None and (prod.status, prod.stage, prod.registry_name) == ("synced", "prod", REGISTRY)
+    last = _sdk_body(_registry_puts(fake_azure, 1)[-1])
+    assert last.properties.stage == "prod" and "skiff.env.prod" in last.properties.tags
+    # the registry unreachable (discovery included): a pending record naming it, completed by the back-fill
+    fake_azure.down = True
+    pend = azml.on_promote(registry, "prod", "churn", 2, environments=root, client_factory=factory)
+    assert pend is not None and pend.status == "pending"
+    waiting = azml.pending(registry, "churn")
+    assert [(p["env"], p["version"], p["registry_name"], p["workspace"]) for p in waiting] == [
+        ("prod", 2, REGISTRY, None)]
+    with pytest.raises(SourceError, match=f"registry {REGISTRY}.*prod"):
+        azml.sync_models(registry, "churn", environments=root, env="prod", client_factory=factory)
+    fake_azure.down = False
+    azml.sync_models(registry, "churn", environments=root, env="prod", client_factory=factory)
+    v2 = _sdk_body(_registry_puts(fake_azure, 2)[-1])
+    assert v2.properties.stage == "prod" and "skiff.env.prod" in v2.properties.tags
+    assert azml.pending(registry, "churn") == []
+
+
+def test_sync_models_cli_into_a_registry(registry: ModelRegistry, tmp_path: Path, fake_azure: FakeAzure,
+                                         azure_cloud: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The command's own path: the registry's client from the default factory, the cloud named in azureml.yaml."""
+    from skiff.cli import main
+
+    workspace.ml_client(workspace.AzureMLTarget(subscription_id="s", resource_group="r", workspace="w"),
+                        FakeCredential(), **azure_cloud)  # the local cloud, known to the SDK by name
+    monkeypatch.setattr(workspace, "credential", FakeCredential)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SKIFF_ROOT", str(tmp_path))  # the registry fixture's models/ folder
+    monkeypatch.delenv("SKIFF_CONFIG", raising=False)
+    root = _envs(tmp_path, opted={"prod": {"registry_name": REGISTRY, "cloud": azure_cloud["cloud"]}})
+    code = main(["cloud", "azure", "sync-models", "churn", "--environments", str(root)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert f"prod: registry {REGISTRY} churn:2 mlflow_model" in out.out
+    assert len(_registry_puts(fake_azure)) == 2
+    # a compute target belongs to a workspace: an environment that names a registry cannot take one
+    from tests.cloud.test_azure_compute import TF_OUTPUTS
+
+    (tmp_path / "aks.json").write_text(json.dumps(TF_OUTPUTS))
+    code = main(["cloud", "azure", "attach-compute", "--env", "prod", "--tf-outputs", str(tmp_path / "aks.json"),
+                 "--environments", str(root)])
+    assert code == 2 and f"registry {REGISTRY}" in capsys.readouterr().err
+    assert fake_azure.calls("PUT", "/computes/") == []

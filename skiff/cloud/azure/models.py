@@ -11,6 +11,10 @@ Tags (strings, as Azure ML keeps them): ``skiff.version_id`` (``<name>/<version>
 ``gate.reason``, and ``skiff.env.<env>`` (when it was promoted there) per environment the version ran in;
 the model's ``stage`` is the environment it was last promoted to.
 
+The target is a workspace, or an Azure ML registry (``registry_name`` in the environment's ``azureml.yaml``),
+which shares the models with every workspace that uses it: the same entity, created through the
+registry's ``MLClient`` (Azure ML's registry discovery finds its region and management front end).
+
 Registration never fails because Azure ML is unreachable (or the SDK is missing): the sync is recorded as
 pending under the model's registry folder (``<name>/_azureml/pending/<env>/<version>.json``) and
 ``skiff cloud azure sync-models NAME`` completes it.
@@ -58,12 +62,13 @@ _TAG_MAX = 256
 
 
 class SyncResult(BaseModel):
-    """One version in one environment's workspace: synced, or pending with the reason."""
+    """One version in one environment's workspace (or registry): synced, or pending with the reason."""
 
     model_config = ConfigDict(extra="forbid")
 
     env: str
-    workspace: str
+    workspace: str | None
+    registry_name: str | None = None
     name: str
     version: int
     status: str  # "synced" | "pending"
@@ -195,7 +200,8 @@ def _record_pending(registry: ModelRegistry, t: AzureMLTarget, name: str, versio
                     promoted_at: str | None) -> None:
     parts = _pending_parts(name, t.env, version)
     record: dict[str, Any] = registry.store.read_json(*parts) if registry.store.exists(*parts) else {}
-    record.update({"env": t.env, "workspace": t.workspace, "name": name, "version": version,
+    record.update({"env": t.env, "workspace": t.workspace, "registry_name": t.registry_name, "name": name,
+                   "version": version,
                    "reason": reason, "at": _now()})
     if promoted_at:
         record["promoted_at"] = promoted_at
@@ -254,21 +260,23 @@ def _sync_or_pend(registry: ModelRegistry, t: AzureMLTarget, mv: ModelVersion, f
         raise
     except Exception as e:  # noqa: BLE001 - any failure to reach Azure ML leaves a pending sync, never a failure
         reason = _reason(e)
-        log.warning("Azure ML workspace %s (environment %s) not updated for %s version %s: %s; recorded as "
-                    "pending: run `skiff cloud azure sync-models %s`", t.workspace, t.env, mv.name, mv.version,
+        log.warning("Azure ML %s (environment %s) not updated for %s version %s: %s; recorded as "
+                    "pending: run `skiff cloud azure sync-models %s`", t.label, t.env, mv.name, mv.version,
                     reason, mv.name)
         _record_pending(registry, t, mv.name, mv.version, reason, promoted_at)
-        return SyncResult(env=t.env, workspace=t.workspace, name=mv.name, version=mv.version, status="pending",
+        return SyncResult(env=t.env, workspace=t.workspace, registry_name=t.registry_name, name=mv.name,
+                          version=mv.version, status="pending",
                           reason=reason)
     parts = _pending_parts(mv.name, t.env, mv.version)
     if registry.store.exists(*parts):
         registry.store.delete(*parts)
-    return SyncResult(env=t.env, workspace=t.workspace, name=mv.name, version=mv.version, status="synced",
+    return SyncResult(env=t.env, workspace=t.workspace, registry_name=t.registry_name, name=mv.name,
+                      version=mv.version, status="synced",
                       type=model.type, path=str(model.path), stage=model.stage)
 
 
 def _distinct(ts: list[AzureMLTarget]) -> list[AzureMLTarget]:
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[tuple[str, ...]] = set()
     out = []
     for t in ts:
         if t.workspace_key not in seen:
@@ -280,8 +288,8 @@ def _distinct(ts: list[AzureMLTarget]) -> list[AzureMLTarget]:
 def on_register(registry: ModelRegistry, mv: ModelVersion, *, environments: str | Path | None = None,
                 client_factory: ClientFactory | None = None,
                 credential: TokenCredential | None = None) -> list[SyncResult]:
-    """The register step's hook: the new version in the workspace of every environment that opted in with
-    ``on_register: true`` (once per workspace). Never raises for Azure: a failure is a warning and a pending
+    """The register step's hook: the new version in the workspace (or registry) of every environment that
+    opted in with ``on_register: true`` (once per workspace or registry). Never raises for Azure: a failure is a warning and a pending
     sync; nothing happens (and no Azure SDK is imported) when no environment opted in."""
     try:
         ts = _distinct([t for t in targets(environments_dir(environments)) if t.on_register])
@@ -318,9 +326,9 @@ def sync_models(registry: ModelRegistry, name: str, *, environments: str | Path 
                 env: str | None = None, client_factory: ClientFactory | None = None,
                 credential: TokenCredential | None = None,
                 verify_storage: StorageCheck | None = None) -> list[SyncResult]:
-    """Back-fill: every version of ``name`` into the workspace of each environment that opted in (or of
-    ``env`` only), completing the pending syncs (their promotions included). A :class:`SourceError` when a
-    workspace could not be reached; what was synced before that stays synced. ``verify_storage``
+    """Back-fill: every version of ``name`` into the workspace (or registry) of each environment that opted
+    in (or of ``env`` only), completing the pending syncs (their promotions included). A
+    :class:`SourceError` when a workspace or registry could not be reached; what was synced before that stays synced. ``verify_storage``
     (:func:`skiff.cloud.azure.storage.verify_version`) checks each version's files first."""
     root = environments_dir(environments)
     if env is not None:
@@ -340,7 +348,12 @@ def sync_models(registry: ModelRegistry, name: str, *, environments: str | Path 
     factory = _factory(client_factory, credential)
     results: list[SyncResult] = []
     for t in ts:
-        client = factory(t)
+        try:
+            client = factory(t)  # a registry's client asks registry discovery first
+        except (UsageError, ConfigError):
+            raise
+        except Exception as e:
+            raise SourceError(f"Azure ML {t.label} (environment {t.env}) could not be reached: {_reason(e)}") from e
         for mv in versions:
             promoted_at = waiting.get((t.env, mv.version), {}).get("promoted_at")
             if verify_storage is not None:
@@ -354,11 +367,12 @@ def sync_models(registry: ModelRegistry, name: str, *, environments: str | Path 
             except (UsageError, ConfigError):  # a bad registry location, no Azure identity
                 raise
             except Exception as e:
-                raise SourceError(f"Azure ML workspace {t.workspace} (environment {t.env}) did not take {name} "
+                raise SourceError(f"Azure ML {t.label} (environment {t.env}) did not take {name} "
                                   f"version {mv.version}: {_reason(e)}") from e
             parts = _pending_parts(name, t.env, mv.version)
             if registry.store.exists(*parts):
                 registry.store.delete(*parts)
-            results.append(SyncResult(env=t.env, workspace=t.workspace, name=name, version=mv.version,
+            results.append(SyncResult(env=t.env, workspace=t.workspace, registry_name=t.registry_name, name=name,
+                                      version=mv.version,
                                       status="synced", type=model.type, path=str(model.path), stage=model.stage))
     return results

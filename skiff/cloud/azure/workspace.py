@@ -8,6 +8,9 @@ An environment opts in with a file next to its ``environment.yaml``::
         workspace: skiff-prod-ml
         on_register: true        # each new version appears when registered (else only on promotion)
 
+or, to share the models with every workspace that uses an Azure ML registry, ``registry_name: <registry>``
+instead of the workspace (the registry's subscription and resource group come from registry discovery).
+
 The file is read with :mod:`skiff.yamlio` (the core reads no serving code). The environments folder is
 the one the CLI takes (``--environments``, ``SKIFF_ENVIRONMENTS``, ``infra/environments``). The identity
 is azure-identity's ``DefaultAzureCredential`` chain: environment variables, workload identity (AKS),
@@ -22,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from skiff.config import project_path
 from skiff.errors import ConfigError, EnvironmentMissing
@@ -40,14 +43,18 @@ _ENVIRONMENT_FILE = "environment.yaml"
 
 
 class AzureMLTarget(BaseModel):
-    """``<env>/azureml.yaml``: the Azure ML workspace an environment's model versions appear in."""
+    """``<env>/azureml.yaml``: the Azure ML workspace, or registry, an environment's model versions appear in."""
 
     model_config = ConfigDict(extra="forbid")
 
     env: str = Field(default="", description="The environment (its folder name); set when read.")
-    subscription_id: str = Field(min_length=1, description="Subscription of the workspace.")
-    resource_group: str = Field(min_length=1, description="Resource group of the workspace.")
-    workspace: str = Field(min_length=1, description="Azure ML workspace name.")
+    subscription_id: str | None = Field(default=None, min_length=1, description="Subscription of the workspace "
+                                        "(a registry's comes from Azure ML's registry discovery).")
+    resource_group: str | None = Field(default=None, min_length=1, description="Resource group of the workspace.")
+    workspace: str | None = Field(default=None, min_length=1, description="Azure ML workspace name.")
+    registry_name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{2,32}$",
+                                      description="Azure ML registry name, instead of a workspace: the models are "
+                                      "shared with every workspace that uses the registry.")
     on_register: bool = Field(default=True, description="Create the Azure ML model when a version is "
                               "registered (false: only when it is promoted into this environment).")
     cloud: str | None = Field(default=None, description="Azure cloud name (AzureCloud, AzureUSGovernment, "
@@ -56,10 +63,34 @@ class AzureMLTarget(BaseModel):
                                  "or https://<account>.blob.core.windows.net/<container>/<path>); default: the "
                                  "environment's own registry when it is on Azure storage, else skiff's registry.")
 
+    @model_validator(mode="after")
+    def _one_target(self) -> AzureMLTarget:
+        if (self.workspace is None) == (self.registry_name is None):
+            raise ValueError("name either a workspace (with subscription_id and resource_group) or a registry_name")
+        if self.workspace is not None and (self.subscription_id is None or self.resource_group is None):
+            raise ValueError("a workspace needs its subscription_id and resource_group")
+        return self
+
     @property
-    def workspace_key(self) -> tuple[str, str, str]:
-        """One workspace, however many environments name it."""
-        return (self.subscription_id.lower(), self.resource_group.lower(), self.workspace.lower())
+    def is_registry(self) -> bool:
+        return self.registry_name is not None
+
+    @property
+    def name(self) -> str:
+        """The workspace's or the registry's name."""
+        return str(self.registry_name or self.workspace)
+
+    @property
+    def label(self) -> str:
+        """``workspace <name>`` or ``registry <name>``, for messages."""
+        return f"{'registry' if self.is_registry else 'workspace'} {self.name}"
+
+    @property
+    def workspace_key(self) -> tuple[str, ...]:
+        """One workspace (or registry), however many environments name it."""
+        if self.registry_name is not None:
+            return ("registry", self.registry_name.lower())
+        return (str(self.subscription_id).lower(), str(self.resource_group).lower(), str(self.workspace).lower())
 
 
 #: How the sync functions get a client for a workspace (tests give one that reaches a local server).
@@ -82,7 +113,8 @@ def target(root: Path, env: str) -> AzureMLTarget | None:
         return None
     data = load_user_yaml(path, "Azure ML target", error=ConfigError)
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping (subscription_id, resource_group, workspace)")
+        raise ConfigError(f"{path}: expected a mapping (subscription_id, resource_group and workspace, or "
+                          "registry_name)")
     if "env" in data:
         raise ConfigError(f"{path}: 'env' is the folder's name, not a setting")
     if "registry" not in data:
@@ -93,7 +125,8 @@ def target(root: Path, env: str) -> AzureMLTarget | None:
     try:
         return AzureMLTarget.model_validate({**data, "env": env})
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        problems = "; ".join((f"{'.'.join(map(str, err['loc']))}: " if err["loc"] else "")
+                             + str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
         raise ConfigError(f"{path}: {problems}") from e
 
 
@@ -186,13 +219,17 @@ def credential() -> TokenCredential:
 
 
 def ml_client(t: AzureMLTarget, cred: TokenCredential | None = None, **sdk_options: Any) -> MLClient:
-    """The workspace's ``MLClient`` (no telemetry, no progress bars); ``sdk_options`` go to the SDK
-    (``cloud``/``cloud_metadata`` name a cloud the SDK does not know)."""
+    """The ``MLClient`` of the target's workspace or registry (no telemetry, no progress bars); ``sdk_options``
+    go to the SDK (``cloud``/``cloud_metadata`` name a cloud the SDK does not know). A registry's client
+    asks Azure ML's registry discovery where the registry is (its subscription, resource group and region)."""
     try:
         from azure.ai.ml import MLClient
     except ImportError as e:
         raise EnvironmentMissing("Azure ML needs the azure extra: pip install 'skiff[azure]'") from e
     if t.cloud and "cloud" not in sdk_options:
         sdk_options["cloud"] = t.cloud
+    if t.registry_name is not None:
+        return MLClient(cred or credential(), t.subscription_id, t.resource_group, registry_name=t.registry_name,
+                        enable_telemetry=False, show_progress=False, **sdk_options)
     return MLClient(cred or credential(), t.subscription_id, t.resource_group, t.workspace,
                     enable_telemetry=False, show_progress=False, **sdk_options)
