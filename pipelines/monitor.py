@@ -46,10 +46,10 @@ DEFAULT_EXPERIMENT = "skiff-monitoring"
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#\-]+$")
 
 
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)  # type: ignore[untyped-decorator]
 def monitor_op(model: str, act: bool = False, env: str = "dev", environments: str = "infra/environments",
                lookback_hours: int = 24, min_rows: int = 200, labels_dataset: str = ""
-               ) -> NamedTuple("MonitorCounts", [("drifted_windows", int), ("decayed_windows", int)]):  # noqa: UP014
+               ) -> NamedTuple("MonitorCounts", [("drifted_windows", int), ("decayed_windows", int)]):  # type: ignore[valid-type]  # noqa: UP014, E501
     """``skiff monitor run`` for ``model`` over the windows of the last ``lookback_hours`` (0: every logged
     window); ``act`` applies its retrain policy in ``env``. Exit 1 (a window drifted or decayed) is a
     finding: the counts come back; any other exit fails the step with the command's error."""
@@ -78,11 +78,11 @@ def monitor_op(model: str, act: bool = False, env: str = "dev", environments: st
     return (int(result.get("drifted_windows", 0)), int(result.get("decayed_windows", 0)))
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="score a served model's logged windows: drift, decay, alerts, "
+@dsl.pipeline(name=PIPELINE_NAME, description="score a served model's logged windows: drift, decay, alerts, "  # type: ignore[untyped-decorator]
               "retrain policy")
 def monitor(model: str, act: bool = False, env: str = "dev", environments: str = "infra/environments",
             lookback_hours: int = 24, min_rows: int = 200, labels_dataset: str = ""
-            ) -> NamedTuple("MonitorCounts", [("drifted_windows", int), ("decayed_windows", int)]):  # noqa: UP014
+            ) -> NamedTuple("MonitorCounts", [("drifted_windows", int), ("decayed_windows", int)]):  # type: ignore[valid-type]  # noqa: UP014, E501
     task = monitor_op(model=model, act=act, env=env, environments=environments, lookback_hours=lookback_hours,
                       min_rows=min_rows, labels_dataset=labels_dataset)
     task.set_caching_options(False).set_display_name("monitor").set_cpu_limit("1").set_memory_limit("2G")
@@ -90,8 +90,8 @@ def monitor(model: str, act: bool = False, env: str = "dev", environments: str =
     # the control plane (scores, alerts, retrain decisions) is the cluster's PostgreSQL
     kubernetes.use_secret_as_env(task, DATABASE_SECRET.name, {DATABASE_SECRET.key: DATABASE_SECRET.env},
                                  optional=True)
-    counts = NamedTuple("MonitorCounts", [("drifted_windows", int), ("decayed_windows", int)])  # noqa: UP014
-    return counts(task.outputs["drifted_windows"], task.outputs["decayed_windows"])
+    MonitorCounts = NamedTuple("MonitorCounts", [("drifted_windows", int), ("decayed_windows", int)])  # noqa: N806, UP014
+    return MonitorCounts(task.outputs["drifted_windows"], task.outputs["decayed_windows"])
 
 
 def compile_monitor(out: Path) -> Path:
@@ -172,14 +172,15 @@ def _pipeline_spec(package: Path) -> dict[str, Any]:
     # caching is off for every task: each run scores the newest windows
     for task in doc.pipeline_spec.root.dag.tasks.values():
         task.caching_options.enable_cache = False
-    return doc.to_dict()
+    spec: dict[str, Any] = doc.to_dict()
+    return spec
 
 
 def recurring_run_body(plan: MonitorSchedule, package: Path, experiment_id: str,
                        target: "RunTarget") -> Any:
     """The ``V2beta1RecurringRun`` that :func:`schedule` creates (kfp-server-api's model: it validates its
     fields as it is built)."""
-    import kfp_server_api as api
+    import kfp_server_api as api  # type: ignore[import-untyped]
 
     start = plan.start_time.isoformat() if plan.start_time else None
     return api.V2beta1RecurringRun(
@@ -201,7 +202,8 @@ def request_json(body: Any) -> dict[str, Any]:
     """A kfp-server-api model as the JSON the client sends."""
     import kfp_server_api as api
 
-    return dict(api.ApiClient().sanitize_for_serialization(body))
+    out: dict[str, Any] = api.ApiClient().sanitize_for_serialization(body)
+    return out
 
 
 def _existing(client: Any, experiment_id: str, name: str) -> list[str]:

@@ -61,6 +61,7 @@ _DESCRIPTIONS = {
     500: "The server is misconfigured or failed unexpectedly (the server log has the details).",
     502: "An upstream (e.g. Kubeflow Pipelines) failed.",
     503: "The lake, registry or a step's environment is unavailable or unreadable.",
+    504: "An upstream (e.g. the model server behind the predict proxy) did not answer in time.",
 }
 
 

@@ -86,3 +86,51 @@ def test_the_openapi_document_describes_the_monitoring_routes(world):  # noqa: F
     assert {"200", "401", "404", "422"} <= set(monitoring["responses"])
     assert {p["name"] for p in monitoring["parameters"]} == {"name", "version", "windows", "open_alerts"}
     assert "text/plain; version=0.0.4; charset=utf-8" in paths["/api/v1/metrics"]["get"]["responses"]["200"]["content"]
+
+
+def test_a_model_server_that_does_not_answer_in_time_is_a_documented_504(world):  # noqa: F811
+    import contextlib
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from skiff.api.errors import declare
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["content-length"]))
+            time.sleep(4.0)
+            data = b'{"predictions": [1]}'
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError):  # the API gave up waiting: the timeout under test
+                self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    client, _reg, envs, _settings = world
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server.daemon_threads, server.block_on_close = True, False
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env_file = envs.root / "dev/environment.yaml"
+        env_file.write_text(env_file.read_text() + f"predict_url: http://127.0.0.1:{server.server_port}\n")
+        (envs.root / "dev/models/churn.yaml").write_text("name: churn\nversion: 1\n")
+        url = f"{V1}/environments/dev/deployments/churn/predict"
+        started = time.monotonic()
+        body = _error(client.post(url, params={"timeout_s": 0.2}, json={"instances": [{"a": 1}]}, headers=R), 504,
+                      "UpstreamTimeout")
+        assert time.monotonic() - started < 3.5  # answered at the timeout, not when the server finally did
+        assert "did not answer within 0.2 s" in body["message"]
+        assert client.post(url, params={"timeout_s": 10}, json={"instances": [{"a": 1}]}, headers=R).json() == {
+            "predictions": [1]}  # the same server within a longer timeout
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert declare(504)[504]["description"].startswith("An upstream")
+    doc = client.get("/openapi.json").json()
+    answer = doc["paths"][f"{V1}/environments/{{env}}/deployments/{{name}}/predict"]["post"]["responses"]["504"]
+    assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
