@@ -11,6 +11,12 @@ feature store (one Feast view per window, :mod:`skiff.stream_features`)::
       alerts:
         - {column: temperature, type: threshold, above: 80}
         - {column: temperature, type: zscore, window: m15, z: 4}
+      scoring:                        # optional: a registered model scores each reading (or closed window)
+        model: sensor-anomaly
+        version: champion             # a number, latest or champion (default: the champion, else the latest)
+        score: readings               # or windows, with window: m1 (the model's inputs are its features)
+        topic: scores/sensors         # MQTT, QoS 1, one message per score
+        alert: {above: 0.9}           # an alert per score beyond a threshold
 
 Feature names are ``<window>_<column>_<aggregation>`` (``m1_temperature_mean``), held to the identifier
 policy (:mod:`skiff.identifiers`) like every column name.
@@ -24,9 +30,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from skiff.errors import SpecError
-from skiff.identifiers import check_identifier
+from skiff.identifiers import NAME_RE, check_identifier
+from skiff.versions import VersionRef
 
-__all__ = ["Aggregation", "AGGREGATIONS", "WindowDef", "AlertRule", "StreamWindows", "parse_duration_us"]
+__all__ = ["Aggregation", "AGGREGATIONS", "WindowDef", "AlertRule", "ScoreAlert", "StreamScoring",
+           "StreamWindows", "parse_duration_us", "check_publish_topic"]
 
 Aggregation = Literal["mean", "min", "max", "sum", "count", "last", "trend"]
 #: every aggregation, in the order feature columns are written
@@ -138,6 +146,72 @@ class AlertRule(_Strict):
         return f"{self.column} zscore > {self.z:g} over {self.window}"
 
 
+def check_publish_topic(topic: str, what: str) -> str:
+    """An MQTT topic a consumer publishes to: no wildcards, not a ``$`` system topic, not empty."""
+    if not topic or "+" in topic or "#" in topic or topic.startswith("$") or "\x00" in topic or len(topic) > 1024:
+        raise ValueError(f"{what} {topic[:100]!r} is not a topic to publish to (no + or # wildcards, no "
+                         "leading $, 1 to 1024 characters)")
+    return topic
+
+
+class ScoreAlert(_Strict):
+    """An alert per score beyond a threshold."""
+
+    above: float | None = Field(default=None, description="Alert when the score is above this.")
+    below: float | None = Field(default=None, description="Alert when the score is below this.")
+
+    @model_validator(mode="after")
+    def _shape(self) -> ScoreAlert:
+        if self.above is None and self.below is None:
+            raise ValueError("a score alert needs above and/or below")
+        return self
+
+    @property
+    def name(self) -> str:
+        parts = ([f"above {self.above:g}"] if self.above is not None else []) + (
+            [f"below {self.below:g}"] if self.below is not None else [])
+        return f"score {' or '.join(parts)}"
+
+    def fires(self, x: float) -> dict[str, float] | None:
+        if self.above is not None and x > self.above:
+            return {"above": self.above}
+        if self.below is not None and x < self.below:
+            return {"below": self.below}
+        return None
+
+
+class StreamScoring(_Strict):
+    """A registered model that scores in the consumer: each accepted reading (``score: readings``, the model's
+    inputs are columns of the spec) or each closed window of ``window`` (``score: windows``, its inputs are
+    that window's features). A binary classifier's score is the positive class's probability, a multiclass
+    one's the top probability (with its label), a regressor's its value."""
+
+    model: str = Field(pattern=NAME_RE, description="Registered model name.")
+    version: VersionRef | None = Field(default=None, description="A version number, latest or champion "
+                                       "(default: the champion, else the latest), resolved by the registry "
+                                       "once at start.")
+    score: Literal["readings", "windows"] = Field(default="readings", description="What is scored: each "
+                                                  "accepted reading or each closed window of `window`.")
+    window: str | None = Field(default=None, description="score: windows: the window whose closed results "
+                               "are scored.")
+    topic: str | None = Field(default=None, description="MQTT topic each score is published to (QoS 1).")
+    alert: ScoreAlert | None = Field(default=None, description="An alert per score beyond a threshold "
+                                     "(delivered like the windows' alerts).")
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str | None) -> str | None:
+        return None if v is None else check_publish_topic(v, "scoring.topic")
+
+    @model_validator(mode="after")
+    def _shape(self) -> StreamScoring:
+        if self.score == "windows" and self.window is None:
+            raise ValueError("scoring windows needs window (the name of a defined window)")
+        if self.score == "readings" and self.window is not None:
+            raise ValueError("scoring readings takes no window (use score: windows)")
+        return self
+
+
 class StreamWindows(_Strict):
     """Event-time windows per entity (the entity key, e.g. a device), computed by ``skiff stream``.
 
@@ -153,6 +227,13 @@ class StreamWindows(_Strict):
     alert_topic: str | None = Field(default=None, description="MQTT topic alerts are published to (QoS 1).")
     alert_webhook_env: str | None = Field(default=None, description="Environment variable holding a webhook URL "
                                           "alerts are POSTed to as JSON (never logged).")
+    scoring: StreamScoring | None = Field(default=None, description="A registered model scoring each reading "
+                                          "or closed window on arrival.")
+
+    @field_validator("alert_topic")
+    @classmethod
+    def _alert_topic(cls, v: str | None) -> str | None:
+        return None if v is None else check_publish_topic(v, "alert_topic")
 
     @field_validator("allowed_lateness")
     @classmethod
@@ -207,3 +288,6 @@ class StreamWindows(_Strict):
                     raise ValueError(f"alert on {a.column!r}: window {a.window!r} is not defined")
                 if a.column not in found.columns:
                     raise ValueError(f"alert on {a.column!r}: window {a.window!r} does not aggregate it")
+        sc = self.scoring
+        if sc is not None and sc.window is not None and sc.window not in names:
+            raise ValueError(f"scoring: window {sc.window!r} is not defined")

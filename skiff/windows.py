@@ -415,6 +415,11 @@ class WindowEngine:
             self.devices.setdefault(row["key"], _Device()).panes.setdefault(row["window"], {})[row["pane"]] = stats
 
     @property
+    def key_type(self) -> pa.DataType:
+        """The Arrow type of the entity key in the window tables (int64 or string)."""
+        return self._key_type
+
+    @property
     def open_windows(self) -> int:
         """Panes held (open windows' state), over all entities."""
         return sum(len(p) for st in self.devices.values() for p in st.panes.values())

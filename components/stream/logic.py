@@ -56,6 +56,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypedDict
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
 
 from components.stream.ops import AlertDispatcher, StreamMetrics
 from components.stream.parse import Rejected
+from components.stream.score import MISSING_INPUT, SCORES_FILE, StreamScorer, empty_scores, score_table
 from components.stream.segment import StreamMessage, StreamSegment
 from skiff import __version__
 from skiff.cleansing import Cleanser, impute_statistic
@@ -80,6 +82,8 @@ from skiff.spec import DatasetSpec, MqttSource, spec_fingerprint
 from skiff.windows import STATE_DEVICES, STATE_PANES, WINDOW_END, Alert, WindowEngine
 
 if TYPE_CHECKING:
+    from components.stream.score import Scored
+    from skiff.registry import ModelRegistry
     from skiff.windows import WindowBatch
 
 __all__ = [
@@ -144,6 +148,7 @@ class _PollState:
     quarantine: list[pa.Table] = field(default_factory=list)
     closed: dict[str, list[pa.Table]] = field(default_factory=dict)
     alerts: list[Alert] = field(default_factory=list)
+    scores: list[pa.Table] = field(default_factory=list)
     duplicates: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
 
@@ -232,8 +237,17 @@ class StreamConsumer:
     def __init__(self, spec: DatasetSpec, lake: Lake, source: MqttSource, config: StreamConfig | None = None,
                  *, client_id: str | None = None,
                  on_progress: Callable[[StreamResult], None] | None = None,
-                 online: OnlineWriter | None = None, metrics: StreamMetrics | None = None) -> None:
+                 online: OnlineWriter | None = None, metrics: StreamMetrics | None = None,
+                 registry: ModelRegistry | None = None) -> None:
         self.spec, self.lake, self.source = spec, lake, source
+        #: the model scoring readings or closed windows (windows.scoring), loaded once, before connecting
+        self.scorer: StreamScorer | None = None
+        scoring = spec.windows.scoring if spec.windows is not None else None
+        if scoring is not None:
+            if registry is None:
+                raise ConfigError(f"{spec.name}: windows.scoring names model {scoring.model!r}: the consumer "
+                                  "needs the model registry", model=scoring.model)
+            self.scorer = StreamScorer(spec, scoring, registry)
         #: the window state (None when the spec declares no windows) and its state at the last commit
         self.windows = WindowEngine(spec) if spec.windows is not None else None
         self._committed_state = self.windows.snapshot() if self.windows is not None else None
@@ -275,10 +289,23 @@ class StreamConsumer:
             return "disconnected from the broker (reconnecting)"
         return None
 
-    def _publish_message(self, topic: str, body: bytes) -> None:
+    def _publish_message(self, topic: str, body: bytes, what: str = "alert") -> None:
+        """Publish at QoS 1 through the consumer's connection (paho sends it, again after a reconnect); wait
+        up to 5 s while paho's outgoing queue is full, then drop it and count it."""
+        import paho.mqtt.client as mqtt
+
         client = self._client
-        if client is not None:
-            client.publish(topic, body, qos=1)
+        if client is None:
+            return
+        deadline = time.monotonic() + 5.0
+        while True:
+            info = client.publish(topic, body, qos=1)
+            if info.rc != mqtt.MQTT_ERR_QUEUE_SIZE:
+                return
+            if time.monotonic() >= deadline or self._stop.is_set():
+                self.metrics.publish_dropped.labels(self.spec.name, what).inc()
+                return
+            time.sleep(0.002)
 
     @property
     def received(self) -> int:
@@ -292,7 +319,8 @@ class StreamConsumer:
         if self.windows is not None:
             self._restore_windows()
         client = self._connect()
-        if self.spec.windows is not None and self.spec.windows.alerts:
+        scoring = self.spec.windows.scoring if self.spec.windows is not None else None
+        if self.spec.windows is not None and (self.spec.windows.alerts or (scoring and scoring.alert)):
             self.alerts = AlertDispatcher(self.spec.name, self.metrics, topic=self.spec.windows.alert_topic,
                                           publish=lambda topic, body: self._publish_message(topic, body),
                                           webhook_env=self.spec.windows.alert_webhook_env)
@@ -568,6 +596,18 @@ class StreamConsumer:
             keep_idx = pc.indices_nonzero(has).to_pylist()
             row_msgs = [row_msgs[i] for i in keep_idx] if row_msgs is not None else None
             accepted = accepted.filter(has)
+        scorer = self.scorer
+        if scorer is not None and scorer.conf.score == "readings" and accepted.num_rows:
+            unscorable, first = scorer.missing(accepted)
+            if unscorable.any():
+                idx = np.flatnonzero(unscorable).tolist()
+                problems = [f"{scorer.ref} needs {c!r}; the reading has no value" for c in first]
+                acc.quarantine.append(self._window_quarantine(accepted, idx, row_msgs, MISSING_INPUT, problems,
+                                                              None, columns=first))
+                acc.reasons[MISSING_INPUT] += len(idx)
+                keep_idx = np.flatnonzero(~unscorable).tolist()
+                row_msgs = [row_msgs[i] for i in keep_idx] if row_msgs is not None else None
+                accepted = accepted.filter(pa.array(~unscorable))
         wb = engine.process(accepted)
         if wb.late:
             idx = [lr.row for lr in wb.late]
@@ -581,7 +621,62 @@ class StreamConsumer:
         for name, table in wb.closed.items():
             acc.closed.setdefault(name, []).append(table)
         acc.alerts += wb.alerts
+        if scorer is not None:
+            self._score(acc, scorer, wb, kept)
         self._after_poll(wb, accepted, msgs, kept)
+
+    def _score(self, acc: _PollState, scorer: StreamScorer, wb: WindowBatch, kept: pa.Table) -> None:
+        """Score the poll's stored readings (or its closed windows): into the run, onto the topic, alerts."""
+        engine = self.windows
+        assert engine is not None
+        conf = scorer.conf
+        if conf.score == "readings":
+            rows, times, window = kept, kept.column(engine.ts), None
+        else:
+            window = conf.window
+            rows = wb.closed.get(window or "")
+            if rows is None or not rows.num_rows:
+                return
+            bad, _first = scorer.missing(rows)
+            if bad.any():
+                self.metrics.scores_skipped.labels(self.spec.name, scorer.ref).inc(int(bad.sum()))
+                rows = rows.filter(pa.array(~bad))
+            times = rows.column(WINDOW_END)
+        if not rows.num_rows:
+            return
+        scored = scorer.score(rows)
+        self.metrics.score_seconds.labels(self.spec.name, scorer.ref).observe(scored.seconds)
+        self.metrics.scores.labels(self.spec.name, scorer.ref, scored.engine).inc(rows.num_rows)
+        table = score_table(engine.key, rows.column(engine.key), times, window, scorer, scored)
+        acc.scores.append(table)
+        self._deliver_scores(scorer, table, scored, acc)
+
+    def _deliver_scores(self, scorer: StreamScorer, table: pa.Table, scored: Scored, acc: _PollState) -> None:
+        import json
+
+        conf = scorer.conf
+        keys = table.column(0).to_pylist()
+        t_us = pc.cast(table.column("event_time"), pa.int64()).to_pylist()
+        stamps = pc.strftime(table.column("event_time"), format="%Y-%m-%dT%H:%M:%S.%fZ").to_pylist()
+        alerts: list[Alert] = []
+        rule = f"{scorer.ref} {conf.alert.name}" if conf.alert is not None else ""
+        for i, x in enumerate(scored.score.tolist()):
+            if conf.topic is not None:
+                doc = {"dataset": self.spec.name, "entity": keys[i], "event_time": stamps[i], "model": scorer.name,
+                       "model_version": scorer.version, "score": x}
+                if conf.window is not None:
+                    doc["window"] = conf.window
+                if scored.label[i] is not None:
+                    doc["label"] = scored.label[i]
+                self._publish_message(conf.topic, json.dumps(doc).encode(), "score")
+            if conf.alert is not None:
+                fired = conf.alert.fires(x)
+                if fired is not None:
+                    alerts.append(Alert(str(keys[i]), int(t_us[i]), rule, "score", x, fired))
+        if alerts:
+            acc.alerts += alerts
+            if self.alerts is not None:
+                self.alerts.dispatch(alerts)
 
     def _after_poll(self, wb: WindowBatch, accepted: pa.Table, msgs: list[StreamMessage], kept: pa.Table) -> None:
         """Online push, alerts and metrics of one poll."""
@@ -607,7 +702,8 @@ class StreamConsumer:
                 self.metrics.to_online.observe(time.monotonic() - msgs[0].received_at)
 
     def _window_quarantine(self, accepted: pa.Table, idx: list[int], row_msgs: list[StreamMessage] | None,
-                           reason: str, problems: list[str], windows: list[str] | None) -> pa.Table:
+                           reason: str, problems: list[str], windows: list[str] | None,
+                           columns: list[str] | None = None) -> pa.Table:
         """Quarantine rows for accepted readings the windows refuse (values as text, like every quarantine)."""
         n = len(idx)
         rows = accepted.take(pa.array(idx, pa.int64()))
@@ -617,7 +713,8 @@ class StreamConsumer:
             "_source": pa.array([self._broker] * n, pa.string()),
             "_row": pa.nulls(n, pa.int64()),
             "_page": pa.nulls(n, pa.int64()),
-            "_column": pa.array([engine.ts if engine is not None else None] * n, pa.string()),
+            "_column": pa.array(columns if columns is not None else [engine.ts if engine is not None else None] * n,
+                                pa.string()),
             "_reason": pa.array([reason] * n, pa.string()),
             "_problems": pa.array(problems, pa.string()),
         }
@@ -664,6 +761,9 @@ class StreamConsumer:
             extra[run_window_file(w.name)] = pa.concat_tables(got) if got else engine.empty_closed(w.name)
         if acc.alerts:
             extra["_alerts.parquet"] = pa.Table.from_pylist([a.to_dict() for a in acc.alerts])
+        if self.scorer is not None:
+            extra[SCORES_FILE] = (pa.concat_tables(acc.scores) if acc.scores
+                                  else empty_scores(engine.key, engine.key_type))
         ref = self._publish(accepted, quarantine, counts, reasons, buf, extra)
         self._committed_state = (panes, devices)
         buf.commit_state()  # PUBACK in arrival order, after the run (and the window state) is committed

@@ -75,6 +75,16 @@ class StreamMetrics:
         self.alerts = Counter("skiff_stream_alerts_total", "Alerts raised, by rule.", ["dataset", "rule"], registry=r)
         self.alerts_dropped = Counter("skiff_stream_alerts_dropped_total", "Webhook alerts dropped (queue full).",
                                       ["dataset"], registry=r).labels(d)
+        self.webhook_failed = Counter("skiff_stream_alert_webhook_failures_total", "Webhook POSTs that failed "
+                                      "or were answered with an error status.", ["dataset"], registry=r).labels(d)
+        self.publish_dropped = Counter("skiff_stream_publish_dropped_total", "Scores and alerts not handed to the "
+                                       "MQTT client (its outgoing queue stayed full).", ["dataset", "what"], registry=r)
+        self.score_seconds = Histogram("skiff_stream_score_seconds", "Time to score one poll's readings or closed "
+                                       "windows (one batch).", ["dataset", "model"], registry=r, buckets=_LATENCY)
+        self.scores = Counter("skiff_stream_scores_total", "Readings or windows scored, by engine (onnxruntime, "
+                              "sklearn, mixed).", ["dataset", "model", "engine"], registry=r)
+        self.scores_skipped = Counter("skiff_stream_scores_skipped_total", "Closed windows not scored (a model "
+                                      "input missing).", ["dataset", "model"], registry=r)
         self.dataset = d
         self._window: list[tuple[float, int]] = []
 
@@ -151,8 +161,10 @@ class AlertDispatcher:
 
     def __init__(self, dataset: str, metrics: StreamMetrics, *, topic: str | None = None,
                  publish: Callable[[str, bytes], None] | None = None, webhook_env: str | None = None,
-                 max_queued: int = 1000) -> None:
+                 max_queued: int = 1000, timeout_s: float = 5.0) -> None:
         self.dataset, self.metrics, self.topic, self.publish = dataset, metrics, topic, publish
+        self.timeout_s = timeout_s
+        self._closing = threading.Event()
         self.url: str | None = None
         if webhook_env is not None:
             if webhook_env not in os.environ:
@@ -180,19 +192,33 @@ class AlertDispatcher:
     def _post_loop(self) -> None:
         import httpx
 
-        with httpx.Client(timeout=5.0) as client:
+        with httpx.Client(timeout=self.timeout_s) as client:
             while True:
                 doc = self._queue.get()
-                if doc is None:
+                if doc is None or self._closing.is_set():
                     return
                 try:
                     r = client.post(self.url or "", json=doc)
                     if r.status_code >= 400:
+                        self.metrics.webhook_failed.inc()
                         log.warning("alert webhook answered %d", r.status_code)  # the URL may hold a token: not logged
                 except httpx.HTTPError as e:
+                    self.metrics.webhook_failed.inc()
                     log.warning("alert webhook failed: %s", type(e).__name__)
 
     def close(self, timeout: float = 5.0) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout)
+        """Deliver what is queued within ``timeout`` seconds; what is left then is dropped and counted."""
+        if self._thread is None:
+            return
+        marked = True
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            marked = False
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._closing.set()
+            left = max(0, self._queue.qsize() - marked)
+            if left:
+                self.metrics.alerts_dropped.inc(left)
+                log.warning("%s: %d webhook alerts left undelivered at exit (the endpoint is slow)", self.dataset, left)

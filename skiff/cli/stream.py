@@ -108,8 +108,13 @@ def add_commands(app: typer.Typer) -> None:
                 raise UsageError(f"--with-features pushes window results: dataset {spec.name!r} declares no windows")
             online = FeastStreamWriter(open_store_from_settings(settings, lake), spec, lake)
         metrics = StreamMetrics(spec.name)
+        registry = None
+        if spec.windows is not None and spec.windows.scoring is not None:
+            from skiff.registry import ModelRegistry
+
+            registry = ModelRegistry.from_settings(settings)  # the scoring model is resolved and loaded once
         consumer = StreamConsumer(spec, lake, mqtt_source(spec, topic), config, client_id=client_id,
-                                  online=online, metrics=metrics)
+                                  online=online, metrics=metrics, registry=registry)
         health = (HealthServer(metrics, consumer.not_ready, metrics_host, metrics_port)
                   if metrics_port is not None else None)
 
