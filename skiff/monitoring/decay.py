@@ -20,8 +20,11 @@ result say how many had one.
 **Metrics** (:func:`score_labeled`), each with a 95% interval:
 
 * classifiers: ``accuracy`` (the logged prediction equals the label) with the **Wilson score interval**;
-  binary ones with a logged positive-class probability also ``roc_auc`` with a **percentile bootstrap**
-  interval (fixed seed, so a re-run gives the same interval);
+  binary ones with a logged probability also ``roc_auc`` of the **positive class** with a **percentile
+  bootstrap** interval (fixed seed, so a re-run gives the same interval). The positive class is the
+  version's own (:func:`positive_class`: the one training used, i.e. the spec's ``positive_class``), never
+  assumed to be ``1`` or ``True``; labels are read as the version's classes whatever their spelling
+  (:func:`canonical_labels`: ``"yes"`` for a boolean target whose spec spells true so);
 * regression: ``rmse`` with a percentile bootstrap interval.
 
 **The floor**: the version's test value of the metric (its registry metadata) minus ``tolerance``
@@ -53,7 +56,8 @@ if TYPE_CHECKING:
     from skiff.registry import VersionMetadata
 
 __all__ = ["DecayThresholds", "WindowPerformance", "wilson_interval", "bootstrap_interval", "score_labeled",
-           "gather_labels", "join_labels", "monitor_performance", "log_frame", "DEFAULT_TOLERANCE",
+           "gather_labels", "join_labels", "monitor_performance", "log_frame", "positive_class", "canonical_labels",
+           "DEFAULT_TOLERANCE",
            "DEFAULT_RMSE_TOLERANCE", "DEFAULT_MIN_LABELS"]
 
 DEFAULT_TOLERANCE = 0.05
@@ -280,9 +284,62 @@ class WindowPerformance:
                 "results": [r.model_dump() for r in self.results]}
 
 
-def _positive(meta: VersionMetadata) -> Any:
-    classes = meta.classes or []
-    return classes[-1] if meta.problem_type == "binary" and len(classes) == 2 else None
+def positive_class(meta: VersionMetadata) -> Any:
+    """The positive class of a binary version, one of its ``classes``: the one its training used (recorded
+    in the version's metadata), else its dataset spec's ``positive_class``, else training's default when the
+    spec names none (the last class in sorted order, :func:`skiff.modeling.positive_label`). None for
+    other problem types or a version without its two classes. A recorded positive class that is none of
+    the classes is a :class:`UsageError`."""
+    classes = list(meta.classes or [])
+    if meta.problem_type != "binary" or len(classes) != 2:
+        return None
+    spec = meta.dataset.get("spec") or {}
+    for source, wanted in (("its training", meta.extra.get("positive_class")),
+                           ("its spec", spec.get("positive_class") if isinstance(spec, dict) else None)):
+        if wanted is None:
+            continue
+        for c in classes:
+            if c == wanted or str(c) == str(wanted):
+                return c
+        raise UsageError(f"{meta.name} version {meta.version}: the positive class {wanted!r} of {source} is not "
+                         f"one of its classes {classes}")
+    return classes[-1]
+
+
+def _spellings(meta: VersionMetadata) -> dict[str, str]:
+    """How labels may spell each class (lowercased spelling -> the class as text): the class itself and, for a
+    boolean target, the spec's ``true_values`` / ``false_values`` of the target column and true/false/1/0."""
+    classes = list(meta.classes or [])
+    out = {str(c).lower(): str(c) for c in classes}
+    if classes and all(type(c) is bool for c in classes):
+        spec = meta.dataset.get("spec") or {}
+        column = (spec.get("columns") or {}).get(meta.target or spec.get("target") or "") or {}
+        for value, words in ((True, [*(column.get("true_values") or []), "true", "1"]),
+                             (False, [*(column.get("false_values") or []), "false", "0"])):
+            for w in words:
+                out.setdefault(str(w).strip().lower(), str(value))
+    return out
+
+
+def canonical_labels(meta: VersionMetadata, values: Sequence[Any]) -> list[Any]:
+    """Labels (or logged predictions) of a classifier as its classes' text, whatever their spelling (a label
+    posted as ``"yes"`` for a boolean target whose spec spells true so, ``"1"`` for ``1``); values that are
+    none of the classes stay as they are (they count as wrong predictions). Regression values pass through."""
+    if meta.problem_type == "regression" or not meta.classes:
+        return list(values)
+    known = _spellings(meta)
+    return [None if v is None else known.get(str(v).strip().lower(), str(v)) for v in values]
+
+
+def _positive_probabilities(meta: VersionMetadata, positive: Any,
+                            probabilities: Sequence[float | None]) -> list[float | None] | None:
+    """The logged probabilities as the positive class's: the model server logs its second class's
+    (``classes[1]``, the column of ``predict_proba`` it thresholds), so a positive first class is ``1 - p``."""
+    if positive is None:
+        return None
+    flip = str(positive) != str(list(meta.classes or [])[1])
+    return [None if p is None or (isinstance(p, float) and math.isnan(p)) else (1.0 - p if flip else p)
+            for p in probabilities]
 
 
 def monitor_performance(settings: Settings, model: str, *, version: int | None = None,
@@ -316,9 +373,14 @@ def monitor_performance(settings: Settings, model: str, *, version: int | None =
             report.skipped = f"{len(joined)} labeled rows, fewer than {thresholds.min_labels}"
             reports.append(report)
             continue
-        scores = score_labeled(meta.problem_type or "binary", joined["prediction"].tolist(),
-                               joined["label"].tolist(), probabilities=joined["probability"].tolist(),
-                               positive=_positive(meta))
+        positive = positive_class(meta)
+        labels_text = canonical_labels(meta, joined["label"].tolist())
+        probabilities = _positive_probabilities(meta, positive, joined["probability"].tolist())
+        scores = score_labeled(meta.problem_type or "binary", canonical_labels(meta, joined["prediction"].tolist()),
+                               labels_text, probabilities=probabilities,
+                               positive=None if positive is None else str(positive))
+        known = {str(c) for c in meta.classes or []}
+        unknown = sum(1 for v in labels_text if known and v not in known)
         computed = utc_now().isoformat()
         for metric, (value, lo, hi) in scores.items():
             baseline = meta.metrics.get(metric)
@@ -328,7 +390,9 @@ def monitor_performance(settings: Settings, model: str, *, version: int | None =
                 value=value, ci_low=lo, ci_high=hi, baseline=baseline, floor=floor,
                 decayed=_decayed(metric, lo, hi, floor), labeled=len(joined), logged=len(frame),
                 computed_at=computed,
-                details={"interval": "wilson" if metric == "accuracy" else "bootstrap", "confidence": 0.95}))
+                details={"interval": "wilson" if metric == "accuracy" else "bootstrap", "confidence": 0.95,
+                         **({"positive_class": positive} if metric == "roc_auc" else {}),
+                         **({"unknown_labels": unknown} if unknown else {})}))
         store.save_performance(report.results)
         reports.append(report)
     return reports

@@ -136,3 +136,79 @@ def test_too_few_labels_skip_a_window_and_thresholds_are_checked(world):
     assert all(r.skipped and "fewer than 201" in r.skipped for r in reports)
     with pytest.raises(UsageError):
         DecayThresholds(tolerance=1.5)
+
+
+def _meta(**fields):
+    from skiff.registry import VersionMetadata
+
+    return VersionMetadata(name="acct", version=1, **fields)
+
+
+def test_the_positive_class_is_the_versions_own_never_assumed():
+    from skiff.monitoring.decay import canonical_labels, positive_class
+
+    spec = {"target": "outcome", "positive_class": "churned", "columns": {}}
+    classes = ["churned", "retained"]  # sorted: the positive one is first, not last
+    assert positive_class(_meta(problem_type="binary", classes=classes, dataset={"spec": spec})) == "churned"
+    # what training recorded wins over the spec (it is what the test metrics were computed for)
+    recorded = _meta(problem_type="binary", classes=classes, dataset={"spec": spec},
+                     extra={"positive_class": "retained"})
+    assert positive_class(recorded) == "retained"
+    assert positive_class(_meta(problem_type="binary", classes=[0, 1], dataset={"spec": {"positive_class": "0"}})) == 0
+    assert positive_class(_meta(problem_type="binary", classes=classes)) == "retained"  # training's default
+    assert positive_class(_meta(problem_type="multiclass", classes=["a", "b", "c"])) is None
+    with pytest.raises(UsageError, match="'lost' of its spec is not one of its classes"):
+        positive_class(_meta(problem_type="binary", classes=classes, dataset={"spec": {"positive_class": "lost"}}))
+    flags = _meta(problem_type="binary", classes=[False, True], target="churned", dataset={"spec": {
+        "target": "churned", "columns": {"churned": {"type": "boolean", "true_values": ["Yes"],
+                                                     "false_values": ["No"]}}}})
+    assert canonical_labels(flags, ["yes", "No", "TRUE", "0", True, "maybe", None]) == [
+        "True", "False", "True", "False", "True", "maybe", None]
+    assert canonical_labels(_meta(problem_type="binary", classes=classes), ["Churned", "RETAINED"]) == classes
+
+
+def _string_label_world(tmp_path, positive):
+    """A binary model with string classes whose logged probability is its second class's (as the model server
+    logs it), labels posted late in other spellings."""
+    settings = Settings(root=str(tmp_path / ".skiff"))
+    registry = ModelRegistry.from_settings(settings)
+    spec = {"name": "acct", "target": "outcome", "problem_type": "binary", "positive_class": positive,
+            "columns": {"outcome": {"type": "string"}}}
+    registry.register(MODEL, DummyClassifier().fit([[0], [1]], ["churned", "retained"]),
+                      {"problem_type": "binary", "classes": ["churned", "retained"], "features": list(SCHEMA),
+                       "input_schema": SCHEMA, "metrics": {"accuracy": 0.8, "roc_auc": 0.9},
+                       "dataset": {"name": "acct", "spec": spec}})
+    rng = np.random.default_rng(11)
+    store = ControlPlane.from_settings(settings)
+    labels, truth, p_retained = [], [], []
+    with InferenceLogWriter(log_store(settings), [ModelLog(MODEL, SCHEMA)]) as writer:
+        for i in range(300):
+            t = "churned" if rng.random() < 0.4 else "retained"
+            p = float(np.clip(rng.normal(0.35 if t == "churned" else 0.65, 0.2), 0, 1))  # P(retained)
+            pred = "retained" if p >= 0.5 else "churned"
+            writer.offer(MODEL, 1, f"r{i}", [{"customer": f"c{i}", "usage": 1.0}], [pred], probabilities=[p],
+                         when=H0 + dt.timedelta(seconds=i))
+            labels.append(GroundTruthLabel(model=MODEL, request_id=f"r{i}", label=t.upper() if i % 3 else t))
+            truth.append(t)
+            p_retained.append(p)
+        assert writer.flush()
+    store.add_labels(labels)
+    return settings, store, np.asarray(truth), np.asarray(p_retained)
+
+
+@pytest.mark.parametrize("positive", ["churned", "retained"])
+def test_roc_auc_is_of_the_spec_positive_class_with_string_labels(tmp_path, positive):
+    from sklearn.metrics import roc_auc_score
+
+    settings, store, truth, p_retained = _string_label_world(tmp_path, positive)
+    (report,) = monitor_performance(settings, MODEL, store=store)
+    results = {r.metric: r for r in report.results}
+    assert report.labeled == 300 and set(results) == {"accuracy", "roc_auc"}
+    # upper-case labels are the same classes: accuracy is the share of matching predictions
+    expected_acc = np.mean((p_retained >= 0.5) == (truth == "retained"))
+    assert results["accuracy"].value == pytest.approx(expected_acc) and "unknown_labels" not in \
+        results["accuracy"].details
+    p_positive = p_retained if positive == "retained" else 1 - p_retained
+    assert results["roc_auc"].value == pytest.approx(roc_auc_score(truth == positive, p_positive))
+    assert results["roc_auc"].details["positive_class"] == positive
+    assert results["roc_auc"].ci_low < results["roc_auc"].value < results["roc_auc"].ci_high
