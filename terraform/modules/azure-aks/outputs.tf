@@ -166,3 +166,8 @@ output "gpu_vm_size" {
   description = "VM size of the GPU node pool: `skiff cloud azure attach-compute` derives the Azure ML instance types (GPUs, CPU and memory per share of a node) from it."
   value       = var.gpu_vm_size
 }
+
+output "cloud_commands_role_assignments" {
+  description = "Least-privilege role assignments (command, built-in role, scope) for whoever runs skiff's cloud commands: `skiff images push --registry acr`, `skiff doctor --cloud azure`, `skiff cloud azure sync-models --verify-storage` and `attach-compute` (docs/tasks/cloud-azure.md). Grant them to that person's or CI job's own principal; the Azure ML roles are granted on the workspace or registry."
+  value       = local.cloud_commands_role_assignments
+}
