@@ -657,7 +657,7 @@ class StreamConsumer:
         conf = scorer.conf
         keys = table.column(0).to_pylist()
         t_us = pc.cast(table.column("event_time"), pa.int64()).to_pylist()
-        stamps = pc.strftime(table.column("event_time"), format="%Y-%m-%dT%H:%M:%S.%fZ").to_pylist()
+        stamps = pc.strftime(table.column("event_time"), format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
         alerts: list[Alert] = []
         rule = f"{scorer.ref} {conf.alert.name}" if conf.alert is not None else ""
         for i, x in enumerate(scored.score.tolist()):
@@ -721,7 +721,7 @@ class StreamConsumer:
         for name in rows.column_names:
             col = rows.column(name)
             if pa.types.is_timestamp(col.type):
-                col = pc.strftime(col, format="%Y-%m-%dT%H:%M:%S.%fZ")
+                col = pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ")
             cols[name] = pc.cast(col, pa.string())
         cols["_topic"] = pa.array([m.topic for m in msgs] if msgs else [None] * n, pa.string())
         cols["_message"] = pa.array([m.number for m in msgs] if msgs else [None] * n, pa.int64())
