@@ -402,3 +402,32 @@ def test_sync_models_cli_into_a_registry(registry: ModelRegistry, tmp_path: Path
                  "--environments", str(root)])
     assert code == 2 and f"registry {REGISTRY}" in capsys.readouterr().err
     assert fake_azure.calls("PUT", "/computes/") == []
+
+
+def test_without_an_identity_sync_models_is_a_config_error_and_registration_a_pending_sync(
+        registry: ModelRegistry, tmp_path: Path, fake_azure: FakeAzure, azure_cloud: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """azure-identity's own chain with nothing to find (EnvironmentCredential without its variables)."""
+    from azure.identity import ChainedTokenCredential, EnvironmentCredential
+
+    from skiff.cli import main
+
+    for key in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr("azure.identity.DefaultAzureCredential",
+                        lambda **_: ChainedTokenCredential(EnvironmentCredential()))
+    workspace.ml_client(workspace.AzureMLTarget(subscription_id="s", resource_group="r", workspace="w"),
+                        FakeCredential(), **azure_cloud)  # the local cloud, known to the SDK by name
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SKIFF_ROOT", str(tmp_path))
+    monkeypatch.delenv("SKIFF_CONFIG", raising=False)
+    root = _envs(tmp_path, opted={"dev": {"cloud": azure_cloud["cloud"]},
+                                  "prod": {"registry_name": REGISTRY, "cloud": azure_cloud["cloud"]}})
+    for env in ("dev", "prod"):
+        code = main(["cloud", "azure", "sync-models", "churn", "--env", env, "--environments", str(root)])
+        err = capsys.readouterr().err
+        assert code == 2 and "no Azure identity found" in err and "unexpected" not in err, err
+    out = azml.on_register(registry, registry.get("churn", 2), environments=root)
+    assert sorted((r.env, r.status) for r in out) == [("dev", "pending"), ("prod", "pending")]
+    assert all("no Azure identity found" in p["reason"] for p in azml.pending(registry, "churn"))
+    assert fake_azure.requests == []
