@@ -1,7 +1,8 @@
 """``skiff monitor run``: serving drift of a model's logged windows against its training data and its
 performance on labeled traffic, stored in the control plane (:mod:`skiff.monitoring`); ``--act`` applies
 the model's retrain policy (:mod:`skiff.monitoring.retrain`) with kfp.local and the GitOps promote code;
-``skiff monitor schedule`` renders the monitor's KFP recurring run."""
+``skiff monitor schedule`` creates or replaces the KFP recurring run that runs the monitor on a cluster
+(:mod:`pipelines.monitor`)."""
 
 from __future__ import annotations
 
@@ -112,7 +113,8 @@ class _LocalRetrain:
 
 
 def add_commands(app: typer.Typer) -> None:
-    monitor = typer.Typer(name="monitor", help="Monitor served models: drift of their logged traffic.",
+    monitor = typer.Typer(name="monitor", help="Monitor served models: drift, accuracy on late labels, alerts and the retrain policy; "
+                          "on a schedule in Kubeflow Pipelines.",
                           no_args_is_help=True)
     app.add_typer(monitor)
 

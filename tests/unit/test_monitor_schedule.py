@@ -202,3 +202,16 @@ def test_the_cli_prints_the_dry_run_and_needs_a_host_otherwise(capsys, monkeypat
     assert main(["monitor", "schedule", "churn"]) == 2
     assert "--host" in capsys.readouterr().err
     assert main(["monitor", "schedule", "churn", "--dry-run", "--cron", "every hour"]) == 2
+
+
+def test_the_cli_schedules_on_the_host_and_reports_what_it_replaced(kfp_server, capsys, monkeypatch, tmp_path):
+    host, state = kfp_server
+    monkeypatch.chdir(tmp_path)
+    argv = ["monitor", "schedule", "churn", "--host", host, "--cron", "0 */6 * * *", "--paused", "--json"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["recurring_run_id"] == "rr-1" and first["namespace"] == "skiff"
+    (run,) = state.runs.values()
+    assert run["mode"] == "DISABLE" and run["service_account"] == "skiff-pipeline"
+    assert main(argv[:-1]) == 0
+    assert "replaced 1" in capsys.readouterr().out and list(state.runs) == ["rr-2"]
