@@ -137,7 +137,7 @@ def _register_doctor(app: typer.Typer) -> None:
 
                 tf_root, repositories = from_outputs(outputs)
                 root = tf_root or root
-            if repositories is None:
+            if repositories is None or prefix:  # an explicit --prefix wins over the outputs' repositories
                 try:
                     pre = _cloud_aws.ecr_prefix(prefix, REGISTRY)
                 except UsageError:

@@ -223,3 +223,18 @@ def test_doctor_cli_without_an_identity_is_a_config_error(fake_azure: FakeAzure,
     assert code == 2 and "no Azure identity found" in err, err
     assert "unexpected error" not in err
     assert fake_azure.requests == []
+
+
+def test_skiffs_credential_passes_tokens_through_the_bearer_policy(fake_azure: FakeAzure) -> None:
+    """The wrapper azure-identity's chain runs in, around a credential of the get_token protocol only:
+    Resource Manager gets its bearer token (azure-core asks get_token_info)."""
+    from skiff.cloud.azure.workspace import SkiffCredential
+
+    inner = FakeCredential()
+    checks = doctor.run_checks(Settings(root=ROOT), subscription_id=SUBSCRIPTION, arm_endpoint=fake_azure.url,
+                               credential=SkiffCredential(inner))  # type: ignore[arg-type]
+    assert failed(checks) == [] and inner.scopes == [f"{fake_azure.url}/.default"]
+    assert all(r.authorization == "Bearer fake-aad-token-1" for r in fake_azure.requests)
+    with pytest.raises(UsageError, match="https"):
+        doctor.run_checks(Settings(root=ROOT), subscription_id=SUBSCRIPTION, credential=FakeCredential(),
+                          arm_endpoint=fake_azure.url.replace("https://", "http://"))

@@ -178,8 +178,14 @@ class SkiffCredential:
     def get_token_info(self, *scopes: str, options: Any = None) -> Any:
         from azure.core.exceptions import ClientAuthenticationError
 
+        inner = getattr(self._inner, "get_token_info", None)
+        if inner is None:  # a credential of the older protocol: get_token only
+            from azure.core.credentials import AccessTokenInfo
+
+            token = self.get_token(*scopes)
+            return AccessTokenInfo(token.token, token.expires_on)
         try:
-            return self._inner.get_token_info(*scopes, options=options)
+            return inner(*scopes, options=options)
         except ClientAuthenticationError as e:
             raise identity_error(e) from e
 
