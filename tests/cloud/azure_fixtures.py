@@ -191,6 +191,8 @@ def _registry(self: FakeAzure, method: str, path: str, rest: str, body: Any, now
     """A registry's model versions on its management front end (``2021-10-01-dataplanepreview``)."""
     m = re.fullmatch(r"/tempdatarefs/([^/]+)/versions/([^/]+)", rest)
     if m and method == "PUT":  # where a local upload would go (nothing is uploaded for a remote path)
+        if (m.group(1), m.group(2)) in self.registry_models:  # what the service answers once the asset exists
+            return 409, {"error": {"code": "UserError", "message": "Asset already exists"}}
         blob = f"https://{REGISTRY}store.blob.core.windows.net/{m.group(1)}-{m.group(2)}"
         return 200, {"blobReferenceForConsumption": {"blobUri": blob, "storageAccountArmId": None,
                                                      "credential": {"credentialType": "SAS",
