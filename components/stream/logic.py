@@ -318,12 +318,21 @@ class StreamConsumer:
         self._seq = _next_seq(self.lake, self.spec.name, self.client_id)
         if self.windows is not None:
             self._restore_windows()
-        client = self._connect()
+            if self.source.topic.startswith("$share/"):
+                log.warning("%s: windows over a shared subscription: the broker hands a device's readings to "
+                            "any consumer of the group, so its windows split; partition devices by topic "
+                            "instead (one topic filter per consumer)", self.spec.name)
         scoring = self.spec.windows.scoring if self.spec.windows is not None else None
         if self.spec.windows is not None and (self.spec.windows.alerts or (scoring and scoring.alert)):
             self.alerts = AlertDispatcher(self.spec.name, self.metrics, topic=self.spec.windows.alert_topic,
                                           publish=lambda topic, body: self._publish_message(topic, body),
                                           webhook_env=self.spec.windows.alert_webhook_env)
+        try:
+            client = self._connect()
+        except BaseException:
+            if self.alerts is not None:
+                self.alerts.close(timeout=0.1)
+            raise
         writer = threading.Thread(target=self._writer, name="skiff-stream-writer", daemon=True)
         writer.start()
         try:
@@ -546,23 +555,62 @@ class StreamConsumer:
 
     # -- windows ---------------------------------------------------------------------------------------
     def _restore_windows(self) -> None:
-        """Resume the window state checkpointed with this consumer's latest committed run."""
+        """Resume every device's windows from the newest checkpoint holding it.
+
+        Each consumer checkpoints the state of the devices it holds with each run. At start this consumer reads
+        the latest checkpoint of every consumer of the dataset (its own and the others', by client id) and
+        takes, per device, the state with the newest event time (its own on a tie): a device whose topic moved
+        to this consumer while the consumers were restarted continues its windows here, and one that moved
+        away and back is not resumed from a stale copy."""
         engine = self.windows
         if engine is None:
             return
-        pat = re.compile(rf"^{re.escape(run_id_for(self.client_id, 0)[:-8])}(\d{{8}})$")
-        mine = [(int(m.group(1)), ref) for ref in self.lake.all_runs(self.spec.name)
-                if (m := pat.match(ref.run_id))]
-        for _seq, ref in sorted(mine, key=lambda x: x[0], reverse=True):
-            if self.lake.store.exists(*ref.parts, STATE_DEVICES):
-                with self.lake.store.open(*ref.parts, STATE_PANES) as f:
-                    panes = pq.read_table(f)
-                with self.lake.store.open(*ref.parts, STATE_DEVICES) as f:
-                    devices = pq.read_table(f)
-                engine.restore(panes, devices)
-                self._committed_state = (panes, devices)
-                log.info("%s: resumed %d devices' windows from run %s", self.spec.name, devices.num_rows, ref.run_id)
-                return
+        pat = re.compile(r"^(.*)-(\d{8})$")
+        mine = run_id_for(self.client_id, 0)[:-9]
+        newest: dict[str, tuple[int, RunRef]] = {}
+        for ref in self.lake.all_runs(self.spec.name):
+            m = pat.match(ref.run_id)
+            if m is None:
+                continue
+            seq = int(m.group(2))
+            if (m.group(1) not in newest or seq > newest[m.group(1)][0]) \
+                    and self.lake.store.exists(*ref.parts, STATE_DEVICES):
+                newest[m.group(1)] = (seq, ref)
+        if not newest:
+            return
+        # own checkpoint first: on equal event times it wins
+        order = sorted(newest, key=lambda c: (c != mine, c))
+        states: list[tuple[str, RunRef, pa.Table, pa.Table]] = []
+        for client in order:
+            ref = newest[client][1]
+            with self.lake.store.open(*ref.parts, STATE_PANES) as f:
+                panes = pq.read_table(f)
+            with self.lake.store.open(*ref.parts, STATE_DEVICES) as f:
+                devices = pq.read_table(f)
+            states.append((client, ref, panes, devices))
+        best: dict[object, tuple[int, int]] = {}  # device -> (max_t, index of the checkpoint)
+        for i, (_c, _r, _p, devices) in enumerate(states):
+            for key, max_t in zip(devices.column("key").to_pylist(), devices.column("max_t").to_pylist(), strict=True):
+                t = -1 if max_t is None else int(max_t)
+                if key not in best or t > best[key][0]:
+                    best[key] = (t, i)
+        panes_parts, device_parts = [], []
+        for i, (_c, _r, panes, devices) in enumerate(states):
+            chosen = [k for k, (_t, j) in best.items() if j == i]
+            if not chosen:
+                continue
+            keys = pa.array(chosen, devices.schema.field("key").type)
+            device_parts.append(devices.filter(pc.is_in(devices.column("key"), value_set=keys)))
+            panes_parts.append(panes.filter(pc.is_in(panes.column("key"), value_set=keys)))
+        panes_t = pa.concat_tables(panes_parts)
+        devices_t = pa.concat_tables(device_parts)
+        engine.restore(panes_t, devices_t)
+        self._committed_state = (panes_t, devices_t)
+        taken = Counter(states[j][0] for _t, j in best.values())
+        taken.pop(mine, None)
+        where = f"run {newest[mine][1].run_id}" if mine in newest else "no checkpoint of its own"
+        log.info("%s: resumed %d devices' windows from %s%s", self.spec.name, devices_t.num_rows, where,
+                 "".join(f"; {n} devices from {c}'s checkpoint" for c, n in sorted(taken.items())))
 
     def _poll(self, buf: StreamSegment) -> None:
         """Cleanse the rows that came since the last poll, run them through the windows, push online."""
