@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/stream.py            # 200,000 readings
     .venv/bin/python bench/stream.py --n 20000  # a quick run
+    .venv/bin/python bench/stream.py --n 20000 --with-scoring  # and a registered model scoring each reading
 
 In one run, on a private Mosquitto (started here with ``max_queued_messages 0``, so a consumer slower
 than the publisher makes the broker queue instead of dropping; stock Mosquitto drops beyond 1,000):
@@ -17,7 +18,10 @@ than the publisher makes the broker queue instead of dropping; stock Mosquitto d
    write minus the time the publisher stamped into the reading (``sent``, a non-feature column).
 
 It prints both rates, their ratio, p50/p99 latency, and reconciles published = stored + quarantined +
-duplicates from the lake's manifests.
+duplicates from the lake's manifests. ``--with-scoring`` adds scoring on arrival (``windows.scoring``): a
+logistic regression on temperature and humidity, registered with its exact ONNX export, scores every stored
+reading in the consumer and publishes each score to a topic (QoS 1); it prints the scores kept in the lake
+(one per stored reading) and the median time to score one poll.
 """
 
 from __future__ import annotations
@@ -186,7 +190,33 @@ class LatencyProbe:
         return took
 
 
-def stream(port: int, n: int, devices: int, root: Path, with_features: bool) -> dict[str, float]:
+def register_model(root: Path) -> object:
+    """A small anomaly model on temperature and humidity, registered with its exact ONNX export."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from skiff.onnx_export import export_onnx
+    from skiff.registry import ModelRegistry
+    from skiff.storage import Store
+
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame({"temperature": rng.uniform(10, 35, 600), "humidity": rng.uniform(30, 80, 600)})
+    y = (x.temperature + 0.1 * x.humidity + rng.normal(0, 1, 600)) > 29
+    pipe = Pipeline([("sc", StandardScaler()), ("est", LogisticRegression())]).fit(x, y)
+    schema = {"temperature": "float", "humidity": "float"}
+    info = export_onnx(pipe, x[400:], root / "model.onnx", input_schema=schema, features=list(schema))
+    registry = ModelRegistry(Store(str(root / "registry")))
+    registry.register("bench-anomaly", pipe, {"features": list(schema), "input_schema": schema,
+                                              "problem_type": "binary", "classes": [False, True],
+                                              "extra": {"onnx": info}},
+                      files={"model.onnx": root / "model.onnx"} if info["exact"] else {})
+    return registry
+
+
+def stream(port: int, n: int, devices: int, root: Path, with_features: bool,
+           with_scoring: bool = False) -> dict[str, float]:
     from components.features.logic import apply_definitions
     from components.stream.logic import StreamConfig, StreamConsumer
     from skiff.feature_store import feature_sources, open_store
@@ -195,7 +225,14 @@ def stream(port: int, n: int, devices: int, root: Path, with_features: bool) -> 
     from skiff.storage import Store
     from skiff.stream_features import FeastStreamWriter
 
-    spec = parse_spec(SPEC)
+    topic = f"bench/{uuid.uuid4().hex[:8]}"
+    registry = None
+    if with_scoring:
+        registry = register_model(root)
+        spec = parse_spec({**SPEC, "windows": {**SPEC["windows"], "scoring": {  # type: ignore[dict-item]
+            "model": "bench-anomaly", "topic": f"{topic}-scores/all"}}})
+    else:
+        spec = parse_spec(SPEC)
     lake = Lake(Store(str(root / "lake")))
     probe = None
     if with_features:
@@ -204,11 +241,11 @@ def stream(port: int, n: int, devices: int, root: Path, with_features: bool) -> 
         apply_definitions(store, spec, feature_sources(lake).uri())
         probe = LatencyProbe(FeastStreamWriter(store, spec, lake))
         print(f"  feast store opened and applied in {time.monotonic() - t0:.1f} s (once per process)")
-    topic = f"bench/{uuid.uuid4().hex[:8]}"
     consumer = StreamConsumer(spec, lake, MqttSource(topic=f"{topic}/#", port=port),
                               StreamConfig(batch_rows=10_000, batch_seconds=2.0, max_messages=n, duration_s=900,
                                            session_expiry_s=600),
-                              client_id=f"bench-{uuid.uuid4().hex[:6]}", online=probe)
+                              client_id=f"bench-{uuid.uuid4().hex[:6]}", online=probe,
+                              registry=registry)  # type: ignore[arg-type]
     first: list[float] = []
     orig = consumer._on_message
 
@@ -236,10 +273,23 @@ def stream(port: int, n: int, devices: int, root: Path, with_features: bool) -> 
         assert m is not None
         stored, quarantined, dups = stored + m.accepted, quarantined + m.quarantined, dups + m.duplicates
     lat = np.array(probe.latencies) if probe is not None and probe.latencies else np.array([np.nan])
+    scores = score_mean = 0.0
+    if with_scoring:
+        import pyarrow.parquet as pq
+
+        from components.stream.score import SCORES_FILE
+
+        scores = float(sum(pq.read_metadata(lake.store.uri(*ref.parts, SCORES_FILE)).num_rows
+                           for ref in lake.all_runs(spec.name)))
+        h = consumer.metrics.score_seconds.collect()[0].samples
+        count = next(x.value for x in h if x.name.endswith("_count"))
+        total = next(x.value for x in h if x.name.endswith("_sum"))
+        score_mean = total / count if count else 0.0
     return {"rate": c["messages"] / (ended - first[0]), "messages": c["messages"], "stored": stored,
             "quarantined": quarantined, "duplicates": dups, "p50": float(np.nanpercentile(lat, 50)),
             "p99": float(np.nanpercentile(lat, 99)), "late": result.reasons.get("late", 0),  # type: ignore[attr-defined]
-            "runs": len(result.runs), "probes": int(np.isfinite(lat).sum())}  # type: ignore[attr-defined]
+            "runs": len(result.runs), "probes": int(np.isfinite(lat).sum()),  # type: ignore[attr-defined]
+            "scores": scores, "score_mean": score_mean}
 
 
 def main() -> None:
@@ -247,6 +297,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200_000, help="readings to publish")
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--no-features", action="store_true", help="skip the Feast online push")
+    ap.add_argument("--with-scoring", action="store_true", help="score each stored reading with a registered "
+                    "model (ONNX) and publish the scores")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory(prefix="skiff-bench-stream-") as tmp:
@@ -257,11 +309,13 @@ def main() -> None:
             print(f"{args.n:,} readings, {args.devices} devices, QoS 1, private mosquitto :{port}")
             base = floor(port, args.n, args.devices)
             print(f"floor (bare paho subscriber, counting only): {base:,.0f} msg/s")
-            r = stream(port, args.n, args.devices, root, not args.no_features)
+            r = stream(port, args.n, args.devices, root, not args.no_features, args.with_scoring)
         finally:
             broker.terminate()
             broker.wait(10)
-    print(f"skiff stream (cleansing + windows + lake + {'online push' if not args.no_features else 'no push'}): "
+    what = f"cleansing + windows + lake + {'online push' if not args.no_features else 'no push'}"
+    what += " + scoring" if args.with_scoring else ""
+    print(f"skiff stream ({what}): "
           f"{r['rate']:,.0f} msg/s sustained, {int(r['runs'])} runs")
     print(f"ratio stream / floor: {r['rate'] / base:.2f}x   (target >= 0.30x, >= 5,000 msg/s)")
     print(f"publish -> online store: p50 {r['p50'] * 1000:.0f} ms, p99 {r['p99'] * 1000:.0f} ms over "
@@ -269,6 +323,11 @@ def main() -> None:
     total = r["stored"] + r["quarantined"] + r["duplicates"]
     # a message is one record here (no arrays), so published = stored + quarantined + duplicates
     ok = total == args.n == r["messages"]
+    if args.with_scoring:
+        print(f"scores in the lake: {int(r['scores']):,} (one per stored reading: "
+              f"{'ok' if r['scores'] == r['stored'] else 'MISMATCH'}), {r['score_mean'] * 1000:.1f} ms to score "
+              "a poll (mean)")
+        ok = ok and r["scores"] == r["stored"]
     print(f"reconcile: published {args.n:,} = stored {int(r['stored']):,} + quarantined {int(r['quarantined']):,} "
           f"(late {int(r['late']):,}) + duplicates {int(r['duplicates']):,} = {int(total):,}: {'ok' if ok else 'MISMATCH'}")
     if not ok:
