@@ -281,7 +281,7 @@ def stream(port: int, n: int, devices: int, root: Path, with_features: bool,
 
         scores = float(sum(pq.read_metadata(lake.store.uri(*ref.parts, SCORES_FILE)).num_rows
                            for ref in lake.all_runs(spec.name)))
-        h = consumer.metrics.score_seconds.collect()[0].samples
+        h = next(iter(consumer.metrics.score_seconds.collect())).samples
         count = next(x.value for x in h if x.name.endswith("_count"))
         total = next(x.value for x in h if x.name.endswith("_sum"))
         score_mean = total / count if count else 0.0
