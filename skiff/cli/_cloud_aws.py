@@ -155,11 +155,11 @@ def promotion_scan_gate(envs: Environments, reg: ModelRegistry, env: str, name: 
 
 # -- skiff doctor --cloud aws --------------------------------------------------------------------------------
 def doctor_checks(root: str, *, workload: str, repositories: list[str], probe_writes: bool, region: str | None,
-                  profile: str | None, role_arn: str | None) -> list[Any]:
+                  profile: str | None, role_arn: str | None, roles: Any = None) -> list[Any]:
     from skiff.cloud.aws.doctor import run_checks
 
     return run_checks(aws_session(region, profile, role_arn), root=root, workload=cast("Workload", workload),
-                      repositories=repositories, probe_writes=probe_writes)
+                      repositories=repositories, probe_writes=probe_writes, roles=roles)
 
 
 def with_scan_note(reason: str | None, decision: ScanGateDecision | None) -> str | None:

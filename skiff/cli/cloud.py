@@ -102,8 +102,8 @@ def _register_doctor(app: typer.Typer) -> None:
                                             "(removed again).")] = True,
         tf_outputs: Annotated[Path | None, typer.Option(
             "--tf-outputs", help="File with `terraform output -json` of the aws-eks or azure-aks module: check "
-            "what Terraform made (AWS: skiff_root, ecr_repository_urls; Azure: the storage account and "
-            "workload_identity_ids).")] = None,
+            "what Terraform made (AWS: skiff_root, ecr_repository_urls and the workload roles of "
+            "service_accounts; Azure: the storage account and workload_identity_ids).")] = None,
         terraform_dir: Annotated[Path | None, typer.Option(
             "--terraform-dir", help="Applied Terraform folder to run `terraform output -json` in.")] = None,
         subscription: Annotated[str | None, typer.Option(
@@ -131,19 +131,19 @@ def _register_doctor(app: typer.Typer) -> None:
         if cloud == "aws":
             if subscription or resource_group or storage_account or arm_endpoint:
                 raise UsageError("--subscription, --resource-group, --storage-account and --arm-endpoint are Azure's")
-            root, repositories = settings.root, None
+            root, repositories, roles = settings.root, None, None
             if outputs is not None:
                 from skiff.cloud.aws.doctor import from_outputs
 
-                tf_root, repositories = from_outputs(outputs)
-                root = tf_root or root
+                tf = from_outputs(outputs)
+                root, repositories, roles = tf.root or root, tf.repositories, tf.roles
             if repositories is None or prefix:  # an explicit --prefix wins over the outputs' repositories
                 try:
                     pre = _cloud_aws.ecr_prefix(prefix, REGISTRY)
                 except UsageError:
                     pre = None
                 repositories = [f"{pre}/{n}" for n in IMAGES] if pre else []
-            checks = _cloud_aws.doctor_checks(root, workload=workload, repositories=repositories,
+            checks = _cloud_aws.doctor_checks(root, workload=workload, repositories=repositories, roles=roles,
                                               probe_writes=probe, region=region, profile=profile, role_arn=role_arn)
         else:
             checks = list(_azure("doctor", "run_checks")(

@@ -195,3 +195,81 @@ def test_terraform_outputs_of_the_wrong_module_are_config_errors(aws, skiff_env,
     assert "terraform output -json" in capsys.readouterr().err
     assert main(["doctor", "--cloud", "aws", "--storage-account", "x"]) == 2
     assert "Azure's" in capsys.readouterr().err
+
+
+# -- the workload roles Terraform made -------------------------------------------------------------------
+ISSUER = "oidc.eks.us-east-1.amazonaws.com/id/0123456789ABCDEF"
+PROVIDER = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{ISSUER}"
+
+
+def _workload_roles(iam, *, root: str = "") -> dict:
+    """The five workload roles as modules/aws-eks (identities.tf) makes them, under the bucket's ``root``;
+    returns the Terraform output service_accounts naming them."""
+    base = f"{root}/" if root else ""
+    accounts = {}
+    for workload, rights in ACCESS.items():
+        sa = f"skiff-{workload}"
+        trust = {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "sts:AssumeRoleWithWebIdentity", "Principal": {"Federated": PROVIDER},
+            "Condition": {"StringEquals": {f"{ISSUER}:sub": [f"system:serviceaccount:skiff:{sa}"],
+                                           f"{ISSUER}:aud": ["sts.amazonaws.com"]}}}]}
+        arn = iam.create_role(RoleName=f"{PREFIX}-{workload}", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        statements = [
+            {"Sid": "ListOwnPrefixes", "Effect": "Allow", "Action": ["s3:ListBucket"],
+             "Resource": [f"arn:aws:s3:::{BUCKET}"]},
+            {"Sid": "ReadOwnPrefixes", "Effect": "Allow", "Action": ["s3:GetObject"],
+             "Resource": [f"arn:aws:s3:::{BUCKET}/{base}{p}/*" for p in rights["read"]]},
+            {"Sid": "WriteOwnPrefixes", "Effect": "Allow",
+             "Action": ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+             "Resource": [f"arn:aws:s3:::{BUCKET}/{base}{p}/*" for p in rights["write"]]},
+            {"Sid": "UseTheDataKey", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+             "Resource": [f"arn:aws:kms:{REGION}:{ACCOUNT}:key/data"]},
+        ]
+        iam.put_role_policy(RoleName=f"{PREFIX}-{workload}", PolicyName="skiff-storage",
+                            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
+        accounts[workload] = {"namespace": "skiff", "name": sa, "pod_labels": {},
+                              "annotations": {"eks.amazonaws.com/role-arn": arn}}
+    return accounts
+
+
+def test_the_workload_roles_terraform_made_hold_their_least_rights(aws, skiff_env, tmp_path, capsys):
+    _bucket(good=True)
+    iam = boto3_session().client("iam")
+    accounts = _workload_roles(iam)
+    outputs = _outputs(tmp_path, service_accounts={"value": accounts})
+    code, out = _doctor(capsys, "--tf-outputs", str(outputs), "--no-probe")
+    by_name = {c["name"]: c for c in out["checks"]}
+    assert code == 0 and out["ok"], [c for c in out["checks"] if not c["ok"]]
+    assert {f"role {w}" for w in ACCESS} <= set(by_name)
+    assert "assumed by system:serviceaccount:skiff:skiff-serving only, writes inference" in \
+        by_name["role serving"]["detail"]
+
+    # more than the least: each excess named, with the module as the fix
+    wide = iam.create_policy(PolicyName="wide", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))["Policy"]["Arn"]
+    iam.attach_role_policy(RoleName=f"{PREFIX}-serving", PolicyArn=wide)
+    loose = json.loads(json.dumps(iam.get_role(RoleName=f"{PREFIX}-rollout")["Role"]["AssumeRolePolicyDocument"]))
+    loose["Statement"][0]["Condition"] = {"StringLike": {f"{ISSUER}:sub": "system:serviceaccount:skiff:*"}}
+    iam.update_assume_role_policy(RoleName=f"{PREFIX}-rollout", PolicyDocument=json.dumps(loose))
+    iam.put_role_policy(RoleName=f"{PREFIX}-pipeline", PolicyName="extra", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:Put*",
+                                                "Resource": f"arn:aws:s3:::{BUCKET}/*"}]}))
+    iam.delete_role_policy(RoleName=f"{PREFIX}-stream", PolicyName="skiff-storage")
+    code, out = _doctor(capsys, "--tf-outputs", str(outputs), "--no-probe")
+    failed = {c["name"]: c for c in out["checks"] if not c["ok"]}
+    assert code == 1 and set(failed) == {"role serving", "role rollout", "role pipeline", "role stream"}
+    assert "managed policy wide attached" in failed["role serving"]["detail"]
+    assert "StringLike" in failed["role rollout"]["detail"]
+    assert f"writes arn:aws:s3:::{BUCKET}/* (beyond pipeline's prefixes)" in failed["role pipeline"]["detail"]
+    assert "cannot write lake/" in failed["role stream"]["detail"]
+    assert all("identities.tf" in c["fix"] for c in failed.values())
+
+
+def test_a_role_the_outputs_name_that_is_gone(aws, skiff_env, tmp_path, capsys):
+    _bucket(good=True)
+    accounts = {"serving": {"namespace": "skiff", "name": "skiff-serving",
+                            "annotations": {"eks.amazonaws.com/role-arn": f"arn:aws:iam::{ACCOUNT}:role/gone"}}}
+    code, out = _doctor(capsys, "--tf-outputs", str(_outputs(tmp_path, service_accounts={"value": accounts})),
+                        "--no-probe")
+    (role,) = [c for c in out["checks"] if c["name"] == "role serving"]
+    assert code == 1 and not role["ok"] and "NoSuchEntity" in role["detail"] and "apply" in role["fix"]

@@ -129,3 +129,34 @@ def test_without_one_action_the_command_is_refused(aws, operator, capsys):
     enforce_iam(aws)
     assert main(["images", "push", "--registry", "ecr", "--prefix", NAME, "--image", "skiff", "--tag", TAG]) == 2
     assert "ecr:DescribeImages" in capsys.readouterr().err
+
+
+def test_the_policy_lets_the_doctor_read_the_workload_roles(aws, operator, tmp_path, capsys):
+    """doctor --tf-outputs reads the roles Terraform made (trust, attached and inline policies) with the
+    policy's IAM reads and nothing else; without iam:GetRolePolicy it says what to grant."""
+    import httpx
+
+    from tests.cloud.test_aws_doctor import _workload_roles
+
+    httpx.post(f"{aws}/moto-api/reset-auth", content=b"inf").raise_for_status()
+    admin = boto3_session(aws_access_key_id="testing", aws_secret_access_key="testing")
+    accounts = _workload_roles(admin.client("iam"), root="skiff")
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps({"skiff_root": {"value": f"s3://{BUCKET}/skiff"},
+                                   "service_accounts": {"value": accounts}}))
+    enforce_iam(aws)
+    code = main(["doctor", "--cloud", "aws", "--tf-outputs", str(outputs), "--no-probe", "--json"])
+    roles = [c for c in json.loads(capsys.readouterr().out)["checks"] if c["name"].startswith("role ")]
+    assert code == 1  # the bucket's settings (see above), not the roles
+    assert len(roles) == 5 and all(c["ok"] for c in roles), roles
+
+    httpx.post(f"{aws}/moto-api/reset-auth", content=b"inf").raise_for_status()
+    for st in operator["Statement"]:
+        st["Action"] = [a for a in st["Action"] if a != "iam:GetRolePolicy"]
+    admin.client("iam").put_user_policy(UserName="operator", PolicyName="skiff-cloud-commands",
+                                        PolicyDocument=json.dumps(operator))
+    enforce_iam(aws)
+    main(["doctor", "--cloud", "aws", "--tf-outputs", str(outputs), "--no-probe", "--json"])
+    roles = [c for c in json.loads(capsys.readouterr().out)["checks"] if c["name"].startswith("role ")]
+    assert roles and all(not c["ok"] and "AccessDenied" in c["detail"] and "iam:GetRolePolicy" in c["fix"]
+                         for c in roles)

@@ -16,9 +16,13 @@
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from skiff import layout
 from skiff.cloud import Check, output_value
@@ -26,12 +30,15 @@ from skiff.cloud.aws.ecr import describe_repositories, repository_state
 from skiff.cloud.aws.session import botocore_exceptions, error_code
 from skiff.errors import ConfigError, SkiffError
 
-__all__ = ["run_checks", "split_s3_root", "from_outputs", "PROBE_FOLDER"]
+__all__ = ["run_checks", "split_s3_root", "from_outputs", "TerraformTargets", "WorkloadRole", "PROBE_FOLDER"]
 
 #: Where a write probe goes under a prefix (removed again at once).
 PROBE_FOLDER = ".skiff-doctor"
 _TF = "terraform/modules/aws-eks"
 _DENIED = ("AccessDenied", "AccessDeniedException", "403", "Forbidden")
+_ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
+#: S3 actions that change objects: a workload role may allow them on its own prefixes only.
+_WRITES = ("s3:putobject", "s3:deleteobject", "s3:deleteobjectversion", "s3:putobjectacl", "s3:restoreobject")
 
 
 def split_s3_root(root: str) -> tuple[str, str]:
@@ -45,10 +52,27 @@ def split_s3_root(root: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def from_outputs(outputs: Mapping[str, Any]) -> tuple[str | None, list[str] | None]:
-    """``(root, repositories)`` from ``terraform output -json`` of modules/aws-eks: the output ``skiff_root``
-    (what the charts set SKIFF_ROOT to) and the repository names of ``ecr_repository_urls``; None for
-    what the outputs lack."""
+@dataclass(frozen=True)
+class WorkloadRole:
+    """A workload's IRSA role as modules/aws-eks made it: its ARN and the service account it is for."""
+
+    arn: str
+    subject: str  # system:serviceaccount:<namespace>:<name>
+
+
+@dataclass(frozen=True)
+class TerraformTargets:
+    """What the doctor checks from ``terraform output -json`` of modules/aws-eks (None: not in the outputs)."""
+
+    root: str | None
+    repositories: list[str] | None
+    roles: dict[str, WorkloadRole] | None
+
+
+def from_outputs(outputs: Mapping[str, Any]) -> TerraformTargets:
+    """The output ``skiff_root`` (what the charts set SKIFF_ROOT to), the repository names of
+    ``ecr_repository_urls`` and the workload roles of ``service_accounts`` (each service account's
+    ``eks.amazonaws.com/role-arn`` annotation)."""
     root = output_value(outputs, "skiff_root")
     if root is not None and (not isinstance(root, str) or not root.startswith("s3://")):
         raise ConfigError(f"the Terraform output skiff_root is {root!r}, not an s3:// root "
@@ -59,10 +83,22 @@ def from_outputs(outputs: Mapping[str, Any]) -> tuple[str | None, list[str] | No
         if not isinstance(urls, dict) or not all(isinstance(u, str) and "/" in u for u in urls.values()):
             raise ConfigError("the Terraform output ecr_repository_urls must map image names to repository URLs")
         repositories = [u.split("/", 1)[1] for _, u in sorted(urls.items())]
-    if root is None and repositories is None:
+    accounts = output_value(outputs, "service_accounts")
+    roles = None
+    if accounts is not None:
+        roles = {}
+        for workload, sa in (accounts.items() if isinstance(accounts, dict) else ()):
+            arn = (sa.get("annotations") or {}).get(_ROLE_ANNOTATION) if isinstance(sa, dict) else None
+            if not isinstance(arn, str) or ":role/" not in arn:
+                raise ConfigError(f"the Terraform output service_accounts.{workload} has no {_ROLE_ANNOTATION} "
+                                  "role ARN (outputs of terraform/modules/aws-eks expected)")
+            roles[str(workload)] = WorkloadRole(arn, f"system:serviceaccount:{sa.get('namespace')}:{sa.get('name')}")
+        if not roles:
+            raise ConfigError("the Terraform output service_accounts must map workloads to their service accounts")
+    if root is None and repositories is None and roles is None:
         raise ConfigError(f"the Terraform outputs have neither skiff_root nor ecr_repository_urls (outputs of "
                           f"terraform/modules/aws-eks expected; have: {', '.join(sorted(outputs)) or 'none'})")
-    return root, repositories
+    return TerraformTargets(root, repositories, roles)
 
 
 def _fail(name: str, e: BaseException, fix: str) -> Check:
@@ -220,9 +256,123 @@ def _repository_checks(ecr: Any, repositories: Iterable[str]) -> list[Check]:
     return checks
 
 
+def _as_list(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else [str(v) for v in value or []]
+
+
+def _document(doc: Any) -> dict[str, Any]:
+    """An IAM policy document as boto3 returns it (decoded), or its URL-encoded JSON."""
+    if isinstance(doc, str):
+        doc = json.loads(unquote(doc))
+    return doc if isinstance(doc, dict) else {}
+
+
+def _statements(doc: Any) -> list[dict[str, Any]]:
+    st = _document(doc).get("Statement", [])
+    return [st] if isinstance(st, dict) else [s for s in st if isinstance(s, dict)]
+
+
+def _trust_problems(doc: Any, subject: str) -> list[str]:
+    """The role may be assumed only through the cluster's OIDC provider, by exact service account names
+    (its own among them), for STS."""
+    problems = []
+    for st in _statements(doc):
+        if st.get("Effect") != "Allow":
+            continue
+        principal = st.get("Principal")
+        federated = _as_list(principal.get("Federated")) if isinstance(principal, dict) else []
+        others = [k for k in principal if k != "Federated"] if isinstance(principal, dict) else [str(principal)]
+        if others or not federated or not all(":oidc-provider/" in f for f in federated):
+            problems.append(f"trust allows {json.dumps(principal)} (only the cluster's OIDC provider should)")
+            continue
+        condition = st.get("Condition") or {}
+        subs = [v for test, kv in condition.items() if test == "StringEquals" for k, v in kv.items()
+                if k.endswith(":sub")]
+        loose = [f"{test} {k}" for test, kv in condition.items() if test != "StringEquals"
+                 for k in kv if k.endswith(":sub")]
+        named = [x for v in subs for x in _as_list(v)]
+        if loose or not named:
+            problems.append("trust does not pin the service account (StringEquals on the provider's :sub)"
+                            + (f": {', '.join(loose)}" if loose else ""))
+        elif subject not in named or any("*" in x or "?" in x for x in named):
+            problems.append(f"trust names {', '.join(named)}, not {subject} alone")
+    return problems
+
+
+def _policy_problems(doc: Any, workload: layout.Workload, bucket: str, root: str) -> tuple[list[str], set[str]]:
+    """Over-broad grants of one permission policy, and the write resources it grants."""
+    allowed = {f"arn:aws:s3:::{bucket}/{root + '/' if root else ''}{p}/*" for p in layout.ACCESS[workload]["write"]}
+    problems: list[str] = []
+    granted: set[str] = set()
+    for st in _statements(doc):
+        if st.get("Effect") != "Allow":
+            continue
+        if "NotAction" in st or "NotResource" in st:
+            problems.append("a NotAction/NotResource statement (allows everything it does not name)")
+            continue
+        actions = [a.lower() for a in _as_list(st.get("Action"))]
+        resources = _as_list(st.get("Resource"))
+        for a in actions:
+            if a == "*" or (a.endswith(":*") and a.split(":", 1)[0] in ("s3", "iam", "sts", "kms")):
+                problems.append(f"{a} on {', '.join(resources)}")
+        if any(fnmatch.fnmatchcase(w, a) for a in actions for w in _WRITES):
+            for r in resources:
+                if r in allowed:
+                    granted.add(r)
+                else:
+                    problems.append(f"writes {r} (beyond {workload}'s prefixes)")
+    return problems, granted
+
+
+def _role_checks(iam: Any, roles: Mapping[str, WorkloadRole], bucket: str, root: str) -> list[Check]:
+    """Each workload role Terraform made holds the least rights: trusted by its service account only, no
+    managed policies, S3 writes on its own prefixes (skiff.layout.ACCESS) and nothing broader."""
+    exc = botocore_exceptions()
+    checks = []
+    fix = f"{_TF} (identities.tf) makes each role with exactly these; remove what it does not grant"
+    for workload, role in sorted(roles.items()):
+        name = f"role {workload}"
+        if workload not in layout.ACCESS:
+            checks.append(Check(name, False, f"{role.arn}: not a skiff workload ({', '.join(layout.ACCESS)})", fix))
+            continue
+        w = workload
+        role_name = role.arn.rsplit("/", 1)[-1]
+        try:
+            got = iam.get_role(RoleName=role_name)["Role"]
+            attached = iam.list_attached_role_policies(RoleName=role_name).get("AttachedPolicies", [])
+            inline = iam.list_role_policies(RoleName=role_name).get("PolicyNames", [])
+            docs = [iam.get_role_policy(RoleName=role_name, PolicyName=p)["PolicyDocument"] for p in inline]
+        except (exc.ClientError, exc.BotoCoreError) as e:
+            fixed = (f"apply {_TF}, or pass the outputs of the configuration that made it"
+                     if error_code(e) == "NoSuchEntity" else
+                     "grant iam:GetRole, iam:ListAttachedRolePolicies, iam:ListRolePolicies and iam:GetRolePolicy "
+                     "on the workload roles (the module's cloud_commands_policy_json does)")
+            checks.append(_fail(name, e, fixed))
+            continue
+        problems = _trust_problems(got.get("AssumeRolePolicyDocument"), role.subject)
+        problems += [f"managed policy {p.get('PolicyName')} attached" for p in attached]
+        granted: set[str] = set()
+        for doc in docs:
+            more, writes = _policy_problems(doc, w, bucket, root)
+            problems += more
+            granted |= writes
+        base = f"{root}/" if root else ""
+        missing = [p for p in layout.ACCESS[w]["write"]
+                   if f"arn:aws:s3:::{bucket}/{base}{p}/*" not in granted]
+        problems += [f"cannot write {p}/ (skiff's {workload} writes there)" for p in missing]
+        if problems:
+            checks.append(Check(name, False, f"{role.arn}: " + "; ".join(problems), fix))
+        else:
+            checks.append(Check(name, True, f"{role.arn}: assumed by {role.subject} only, writes "
+                                f"{', '.join(layout.ACCESS[w]['write'])}"))
+    return checks
+
+
 def run_checks(sess: Any, *, root: str, workload: layout.Workload = "pipeline",
-               repositories: Iterable[str] = (), probe_writes: bool = True) -> list[Check]:
-    """Every check, in order: identity, bucket settings, prefix access (``probe_writes``), repositories."""
+               repositories: Iterable[str] = (), probe_writes: bool = True,
+               roles: Mapping[str, WorkloadRole] | None = None) -> list[Check]:
+    """Every check, in order: identity, bucket settings, prefix access (``probe_writes``), repositories,
+    and the workload ``roles`` Terraform made (its output ``service_accounts``), when given."""
     if workload not in layout.ACCESS:
         raise ConfigError(f"unknown workload {workload!r}; one of {', '.join(layout.ACCESS)}")
     bucket, prefix = split_s3_root(root)
@@ -235,4 +385,6 @@ def run_checks(sess: Any, *, root: str, workload: layout.Workload = "pipeline",
     repos = list(repositories)
     if repos:
         checks += _repository_checks(sess.client("ecr"), repos)
+    if roles:
+        checks += _role_checks(sess.client("iam"), roles, bucket, prefix)
     return checks

@@ -6,8 +6,9 @@
 #                                  (the cluster's access entries decide what the identity may do)
 #   skiff images push --registry ecr   the registry login, creating skiff's repositories, pushing
 #   skiff promote (ECR scan gate)  reading the scan findings of skiff's images
-#   skiff doctor --cloud aws       reading the bucket's settings and skiff's repositories; the write
-#                                  probes run as a workload's own role (in a pod), never with this policy
+#   skiff doctor --cloud aws       reading the bucket's settings and skiff's repositories, and (from
+#                                  this module's outputs) the workload roles' trust and policies; the
+#                                  write probes run as a workload's own role (in a pod), never with this policy
 
 data "aws_iam_policy_document" "cloud_commands" {
   statement {
@@ -56,5 +57,16 @@ data "aws_iam_policy_document" "cloud_commands" {
       "s3:GetBucketPublicAccessBlock",
     ]
     resources = [aws_s3_bucket.this.arn]
+  }
+
+  statement {
+    sid = "DoctorReadsTheWorkloadRoles"
+    actions = [
+      "iam:GetRole",
+      "iam:ListAttachedRolePolicies",
+      "iam:ListRolePolicies",
+      "iam:GetRolePolicy",
+    ]
+    resources = ["arn:${local.partition}:iam::${local.account_id}:role/${var.name}-*"]
   }
 }
