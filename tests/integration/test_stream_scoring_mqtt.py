@@ -143,3 +143,49 @@ def test_scores_on_the_topic_and_in_the_lake_equal_the_models_predictions_and_hi
     assert (f'skiff_stream_scores_total{{dataset="sensors",engine="onnxruntime",model="{MODEL} v1"}} '
             f'{float(len(rows))}') in text
     assert f'skiff_stream_alerts_total{{dataset="sensors",rule="{MODEL} v1 score above 0.9"}} {float(len(high))}' in text
+
+
+def test_closed_windows_are_scored_once_each_as_the_model_predicts_on_their_features(tmp_path):
+    from sklearn.linear_model import LinearRegression
+
+    from skiff.registry import ModelRegistry
+
+    registry = ModelRegistry(Store(str(tmp_path / "registry")))
+    feats = ["m1_temperature_mean", "m1_humidity_max", "m1_temperature_count"]
+    rng = np.random.default_rng(5)
+    x = pd.DataFrame({"m1_temperature_mean": rng.uniform(15, 35, 200), "m1_humidity_max": rng.uniform(0, 99, 200),
+                      "m1_temperature_count": rng.integers(1, 40, 200)})
+    lin = LinearRegression().fit(x, x.m1_temperature_mean * 3 - x.m1_humidity_max * 0.5 + x.m1_temperature_count)
+    registry.register("window-load", lin, {"features": feats, "problem_type": "regression",
+                                           "input_schema": {"m1_temperature_mean": "float", "m1_humidity_max": "float",
+                                                            "m1_temperature_count": "integer"}})
+    lake = Lake(Store(str(tmp_path / "lake")))
+    base = f"skiff-test/{uuid.uuid4().hex}"
+    topic, score_topic = f"{base}/telemetry", f"{base}/window-scores"
+    spec = parse_spec({**BASE, "windows": {**WINDOWS, "scoring": {
+        "model": "window-load", "version": 1, "score": "windows", "window": "m1", "topic": score_topic}}})
+    data = stream_of(600)
+    listener = Listener(score_topic)
+    consumer = StreamConsumer(spec, lake, MqttSource(topic=topic),
+                              StreamConfig(batch_rows=200, batch_seconds=0.5, max_messages=len(data), duration_s=40,
+                                           session_expiry_s=120, poll_max=100),
+                              client_id=f"wscore-{uuid.uuid4().hex[:8]}", registry=registry)
+    t, out = start(consumer)
+    publish(lambda i: topic, [reading(*r) for r in data])
+    result = finish(t, out)
+    assert MISSING_INPUT not in result.reasons  # readings are not held to a window model's inputs
+    closed = pd.concat(lake_windows(lake)["m1"]).dropna(subset=feats)
+    scores = pd.concat([pq.read_table(Path(lake.store.uri(*ref.parts, SCORES_FILE))).to_pandas()
+                        for ref in lake.all_runs("sensors")])
+    assert len(closed) > 10 and len(scores) == len(closed)
+    merged = closed.merge(scores, left_on=["device_id", "window_end"], right_on=["device_id", "event_time"],
+                          validate="1:1")
+    assert len(merged) == len(closed) and set(merged["window"]) == {"m1"}
+    np.testing.assert_allclose(merged["score"], lin.predict(merged[feats]), rtol=1e-9)
+    on_topic = listener.wait_for(score_topic, len(closed))
+    listener.close()
+    assert len(on_topic) == len(closed) and {m["window"] for m in on_topic} == {"m1"}
+    got = {(m["entity"], pd.Timestamp(m["event_time"])): m["score"] for m in on_topic}
+    want = dict(zip(zip(merged["device_id"], merged["window_end"], strict=True), merged["score"], strict=True))
+    assert got.keys() == want.keys()
+    np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-12)
