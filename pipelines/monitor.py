@@ -48,10 +48,11 @@ _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#\-]+$")
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)  # type: ignore[untyped-decorator]
 def monitor_op(model: str, act: bool = False, env: str = "dev", environments: str = "infra/environments",
-               lookback_hours: int = 24, min_rows: int = 200, labels_dataset: str = ""
+               lookback_hours: int = 24, min_rows: int = 200, labels_dataset: str = "", retrain_host: str = ""
                ) -> NamedTuple("MonitorCounts", [("drifted_windows", int), ("decayed_windows", int)]):  # type: ignore[valid-type]  # noqa: UP014, E501
     """``skiff monitor run`` for ``model`` over the windows of the last ``lookback_hours`` (0: every logged
-    window); ``act`` applies its retrain policy in ``env``. Exit 1 (a window drifted or decayed) is a
+    window); ``act`` applies its retrain policy in ``env``, the retrain on the Kubeflow Pipelines at
+    ``retrain_host`` (kfp.local in this pod without one). Exit 1 (a window drifted or decayed) is a
     finding: the counts come back; any other exit fails the step with the command's error."""
     import datetime
     import json
@@ -65,6 +66,8 @@ def monitor_op(model: str, act: bool = False, env: str = "dev", environments: st
         argv += ["--labels-dataset", labels_dataset]
     if act:
         argv += ["--act", "--env", env, "--environments", environments]
+        if retrain_host:
+            argv += ["--host", retrain_host]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     sys.stderr.write(done.stderr)
     sys.stdout.write(done.stdout)
@@ -81,10 +84,10 @@ def monitor_op(model: str, act: bool = False, env: str = "dev", environments: st
 @dsl.pipeline(name=PIPELINE_NAME, description="score a served model's logged windows: drift, decay, alerts, "  # type: ignore[untyped-decorator]
               "retrain policy")
 def monitor(model: str, act: bool = False, env: str = "dev", environments: str = "infra/environments",
-            lookback_hours: int = 24, min_rows: int = 200, labels_dataset: str = ""
+            lookback_hours: int = 24, min_rows: int = 200, labels_dataset: str = "", retrain_host: str = ""
             ) -> NamedTuple("MonitorCounts", [("drifted_windows", int), ("decayed_windows", int)]):  # type: ignore[valid-type]  # noqa: UP014, E501
     task = monitor_op(model=model, act=act, env=env, environments=environments, lookback_hours=lookback_hours,
-                      min_rows=min_rows, labels_dataset=labels_dataset)
+                      min_rows=min_rows, labels_dataset=labels_dataset, retrain_host=retrain_host)
     task.set_caching_options(False).set_display_name("monitor").set_cpu_limit("1").set_memory_limit("2G")
     in_namespace(task, "monitor")
     # the control plane (scores, alerts, retrain decisions) is the cluster's PostgreSQL
@@ -133,6 +136,7 @@ class MonitorSchedule:
     lookback_hours: int = 24
     min_rows: int = 200
     labels_dataset: str = ""
+    retrain_host: str = ""
     experiment: str = DEFAULT_EXPERIMENT
     enabled: bool = True
     max_concurrency: int = 1
@@ -144,6 +148,10 @@ class MonitorSchedule:
         if self.labels_dataset:
             check_name(self.labels_dataset, "dataset")
         object.__setattr__(self, "cron", kfp_cron(self.cron))
+        if self.retrain_host and not (self.act and re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[!-~]*)?",
+                                                                 self.retrain_host)):
+            raise UsageError("monitor schedule: retrain_host is the http(s) URL of Kubeflow Pipelines the retrain "
+                             "of act runs on (it needs act)")
         if self.lookback_hours < 0 or self.min_rows < 1 or not 1 <= self.max_concurrency <= 10:
             raise UsageError("monitor schedule: lookback_hours >= 0, min_rows >= 1, max_concurrency in 1..10")
 
@@ -152,7 +160,7 @@ class MonitorSchedule:
         """The pipeline's arguments."""
         return {"model": self.model, "act": self.act, "env": self.env, "environments": self.environments,
                 "lookback_hours": self.lookback_hours, "min_rows": self.min_rows,
-                "labels_dataset": self.labels_dataset}
+                "labels_dataset": self.labels_dataset, "retrain_host": self.retrain_host}
 
     @property
     def name(self) -> str:

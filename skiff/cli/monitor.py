@@ -112,6 +112,65 @@ class _LocalRetrain:
         return dict(result.model_dump(mode="json"))
 
 
+class _KfpRetrain(_LocalRetrain):
+    """The retrain on the Kubeflow Pipelines at ``host``: the model's pipeline submitted as ``skiff run --host``
+    submits it (the settings' namespace, service account and pipeline root) and waited for; the challenger is
+    the version its register step recorded with the run's id. A winner's canary goes through the GitOps
+    promote code in the environments folder, as locally."""
+
+    poll_s = 10
+
+    def __init__(self, ctx: typer.Context, settings: Settings, environments: Path, env: str, host: str,
+                 timeout_s: float) -> None:
+        super().__init__(ctx, settings, environments, env)
+        self.host, self.timeout_s = host, timeout_s
+
+    def _client(self, namespace: str | None) -> Any:
+        import kfp
+
+        return kfp.Client(host=self.host, namespace=namespace) if namespace else kfp.Client(host=self.host)
+
+    def start_pipeline(self, model: str, policy: RetrainPolicy, reason: str) -> ChallengerRun:
+        import contextlib
+        import sys
+        import time
+
+        from pipelines import runner
+        from pipelines.definitions import get_pipeline
+        from skiff.cli._common import dataset_spec
+        from skiff.monitoring.retrain import ChallengerRun
+        from skiff.registry import ModelRegistry
+
+        definition = get_pipeline(policy.pipeline)
+        spec = dataset_spec(self.ctx, self._dataset(model, policy), None)
+        params = {**policy.params, "model_name": model} if policy.pipeline == "tabular" else dict(policy.params)
+        args = definition.arguments(spec, params, self.settings, local=False)
+        target = runner.RunTarget.from_settings(self.settings)
+        submitted = runner.submit(policy.pipeline, args, self.host, "skiff-retrain",
+                                  f"retrain-{model}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  client_factory=lambda **kw: self._client(kw.get("namespace")), target=target)
+        kfp_run = str(submitted["run_id"])
+        details: dict[str, Any] = {"host": self.host, "kfp_run_id": kfp_run, "run_id": args.get("run_id")}
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                run = self._client(target.namespace or None).wait_for_run_completion(
+                    kfp_run, timeout=self.timeout_s, sleep_duration=self.poll_s)
+        except TimeoutError:
+            return ChallengerRun(run_id=kfp_run, status="TIMEOUT", details=details,
+                                 error=f"run {kfp_run} on {self.host} did not finish within {self.timeout_s:g} s")
+        state = str(run.state or "UNKNOWN").upper()
+        error = None if state == "SUCCEEDED" else (getattr(run.error, "message", None) or f"the run ended {state}")
+        registry = ModelRegistry.from_settings(self.settings)
+        mine = [mv for mv in registry.versions(model) if mv.metadata.pipeline_run_id == args.get("run_id")] \
+            if args.get("run_id") else []
+        if not mine or state != "SUCCEEDED":
+            return ChallengerRun(run_id=kfp_run, status=state, error=error, details=details)
+        gate = mine[-1].metadata.gate
+        return ChallengerRun(run_id=kfp_run, status=state, version=mine[-1].version,
+                             promoted_by_gate=gate.get("promote") is True, gate_reason=str(gate.get("reason") or ""),
+                             details=details)
+
+
 def add_commands(app: typer.Typer) -> None:
     monitor = typer.Typer(name="monitor", help="Monitor served models: drift, accuracy on late labels, alerts and the retrain policy; "
                           "on a schedule in Kubeflow Pipelines.",
@@ -136,13 +195,18 @@ def add_commands(app: typer.Typer) -> None:
             "labels posted through the REST API are always used.")] = None,
         act: Annotated[bool, typer.Option(
             "--act", help="Apply the model's retrain policy (environment file, retrain:): on drift, decay or its "
-            "schedule run the pipeline with kfp.local; a winner becomes a canary in --env.")] = False,
+            "schedule run the pipeline with kfp.local (or on --host); a winner becomes a canary in --env.")] = False,
         env: Annotated[str, typer.Option("--env", help="The environment whose retrain policy applies and where "
                                          "a winner lands as a canary (the lowest one).")] = "dev",
         environments: Annotated[Path, typer.Option("--environments", help="The GitOps environments folder.")] = Path(
             "infra/environments"),
         report: Annotated[Path | None, typer.Option(
             "--report", file_okay=False, help="Write a self-contained HTML report per scored window here.")] = None,
+        host: Annotated[str | None, typer.Option(
+            "--host", help="With --act: run the retrain on this Kubeflow Pipelines endpoint (waited for) instead "
+            "of kfp.local.")] = None,
+        retrain_timeout: Annotated[float, typer.Option(
+            "--retrain-timeout", min=1, help="With --host: minutes to wait for the retrain run.")] = 180,
         json_out: JsonOption = False,
     ) -> None:
         """Score each hour window of a model's inference log against its training data (PSI, L-infinity,
@@ -156,6 +220,8 @@ def add_commands(app: typer.Typer) -> None:
         settings = state(ctx).settings
         store = ControlPlane.from_settings(settings)
         policy = None
+        if host and not act:
+            raise UsageError("--host runs the retrain of --act on Kubeflow Pipelines: give --act too")
         if act:
             from serving.deploy.gitops import Environments
 
@@ -189,7 +255,9 @@ def add_commands(app: typer.Typer) -> None:
 
             decision = decide(policy, model, evidence(store, model), store.retrain_decisions(model), now=utc_now(),
                               version=version)
-            steps = carry_out(store, decision, policy, _LocalRetrain(ctx, settings, environments, env))
+            actions = _KfpRetrain(ctx, settings, environments, env, host, retrain_timeout * 60) if host else \
+                _LocalRetrain(ctx, settings, environments, env)
+            steps = carry_out(store, decision, policy, actions)
             result["retrain"] = [s.model_dump() for s in steps]
         emit(result, json_out, _table)
         if drifted or decayed:
@@ -218,6 +286,9 @@ def add_commands(app: typer.Typer) -> None:
         environments: Annotated[str, typer.Option(
             "--environments", help="The GitOps environments folder as the monitor's pod sees it (with --act).")
         ] = "infra/environments",
+        retrain_host: Annotated[str | None, typer.Option(
+            "--retrain-host", help="With --act: the Kubeflow Pipelines endpoint, as the pod reaches it, the retrain "
+            "runs on (default: the kfp_host setting).")] = None,
         host: Annotated[str | None, typer.Option(
             "--host", help="Kubeflow Pipelines endpoint (default: the kfp_host setting).")] = None,
         experiment: Annotated[str, typer.Option("--experiment", help="KFP experiment of the recurring run.")] = (
@@ -241,6 +312,7 @@ def add_commands(app: typer.Typer) -> None:
             raise UsageError("give --host (or set kfp_host) to schedule on Kubeflow Pipelines, or --dry-run")
         plan = MonitorSchedule(model=model, cron=cron, act=act, env=env, environments=environments,
                                lookback_hours=lookback_hours, min_rows=min_rows, labels_dataset=labels_dataset or "",
+                               retrain_host=(retrain_host or settings.kfp_host or "") if act else (retrain_host or ""),
                                experiment=experiment, enabled=not paused)
         result = schedule(plan, host or "", target=RunTarget.from_settings(settings), dry_run=dry_run)
         if dry_run:

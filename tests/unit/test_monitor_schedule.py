@@ -39,7 +39,8 @@ def test_the_compiled_pipeline_runs_skiff_monitor_in_the_skiff_image_with_the_cl
     inputs = ir["root"]["inputDefinitions"]["parameters"]
     assert {k: v["parameterType"] for k, v in inputs.items()} == {
         "model": "STRING", "act": "BOOLEAN", "env": "STRING", "environments": "STRING",
-        "lookback_hours": "NUMBER_INTEGER", "min_rows": "NUMBER_INTEGER", "labels_dataset": "STRING"}
+        "lookback_hours": "NUMBER_INTEGER", "min_rows": "NUMBER_INTEGER", "labels_dataset": "STRING",
+        "retrain_host": "STRING"}
     assert "defaultValue" not in inputs["model"] and inputs["lookback_hours"]["defaultValue"] == 24
     container = ir["deploymentSpec"]["executors"]["exec-monitor-op"]["container"]
     assert container["image"] == BASE_IMAGE
@@ -66,6 +67,12 @@ def test_cron_takes_five_or_kfp_six_fields_and_the_plan_checks_its_names():
         MonitorSchedule("../etc")
     with pytest.raises(UsageError):
         MonitorSchedule("churn", lookback_hours=-1)
+    with pytest.raises(UsageError, match="needs act"):
+        MonitorSchedule("churn", retrain_host="http://ml-pipeline:8888")
+    with pytest.raises(UsageError, match="http"):
+        MonitorSchedule("churn", act=True, retrain_host="ml-pipeline:8888; rm")
+    assert MonitorSchedule("churn", act=True, retrain_host="http://ml-pipeline.kubeflow:8888").parameters[
+        "retrain_host"] == "http://ml-pipeline.kubeflow:8888"
 
 
 def test_the_recurring_run_is_a_valid_kfp_server_api_body(tmp_path):
@@ -82,7 +89,7 @@ def test_the_recurring_run_is_a_valid_kfp_server_api_body(tmp_path):
     assert back.service_account == "skiff-pipeline" and back.runtime_config.pipeline_root == "s3://lake/artifacts"
     assert back.runtime_config.parameters == {"model": "churn", "act": True, "env": "staging",
                                               "environments": "infra/environments", "lookback_hours": 24,
-                                              "min_rows": 200, "labels_dataset": "churn_labels"}
+                                              "min_rows": 200, "labels_dataset": "churn_labels", "retrain_host": ""}
     assert set(back.pipeline_spec) == {"pipeline_spec", "platform_spec"}
     assert back.pipeline_spec["pipeline_spec"]["root"]["dag"]["tasks"]["monitor-op"]["cachingOptions"] == {}
     paused = request_json(recurring_run_body(MonitorSchedule("churn", enabled=False), package, "exp-1", TARGET))
@@ -107,6 +114,9 @@ class _Pipelines(BaseHTTPRequestHandler):
     experiments: dict[str, dict]
     runs: dict[str, dict]
     bodies: list[dict]
+    #: one-off runs (POST /apis/v2beta1/runs); ``on_run(body)`` plays the pipeline and returns its state
+    pipeline_runs: dict[str, dict]
+    on_run = None
 
     def log_message(self, *args):
         pass
@@ -139,6 +149,8 @@ class _Pipelines(BaseHTTPRequestHandler):
             found = [r for r in self.runs.values() if name in (None, r["display_name"])
                      and r["experiment_id"] == query.get("experiment_id")]
             return self._send(200, {"recurringRuns": found, "totalSize": len(found)} if found else {})
+        if path.startswith("/apis/v2beta1/runs/") and path.rsplit("/", 1)[-1] in self.pipeline_runs:
+            return self._send(200, self.pipeline_runs[path.rsplit("/", 1)[-1]])
         self._send(404, {"error": "not found"})
 
     def do_POST(self):
@@ -154,6 +166,12 @@ class _Pipelines(BaseHTTPRequestHandler):
             run = {**body, "recurring_run_id": f"rr-{len(self.bodies)}", "status": "ENABLED"}
             self.runs[run["recurring_run_id"]] = run
             return self._send(200, run)
+        if path == "/apis/v2beta1/runs":
+            api.ApiClient().deserialize(_Response(body), "V2beta1Run")
+            state = type(self).on_run(body) if type(self).on_run else "SUCCEEDED"
+            run = {**body, "run_id": f"run-{len(self.pipeline_runs) + 1}", "state": state}
+            self.pipeline_runs[run["run_id"]] = run
+            return self._send(200, run)
         self._send(404, {"error": "not found"})
 
     def do_DELETE(self):
@@ -166,7 +184,7 @@ class _Pipelines(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def kfp_server():
-    handler = type("Handler", (_Pipelines,), {"experiments": {}, "runs": {}, "bodies": []})
+    handler = type("Handler", (_Pipelines,), {"experiments": {}, "runs": {}, "bodies": [], "pipeline_runs": {}})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
