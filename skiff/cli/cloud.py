@@ -146,6 +146,8 @@ def _register_doctor(app: typer.Typer) -> None:
             checks = _cloud_aws.doctor_checks(root, workload=workload, repositories=repositories, roles=roles,
                                               probe_writes=probe, region=region, profile=profile, role_arn=role_arn)
         else:
+            if prefix or region or profile or role_arn:
+                raise UsageError("--prefix, --region, --profile and --role-arn are AWS's")
             checks = list(_azure("doctor", "run_checks")(
                 settings, subscription_id=subscription, resource_group=resource_group,
                 storage_account=storage_account, terraform_outputs=outputs,

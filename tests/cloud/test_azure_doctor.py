@@ -202,6 +202,8 @@ def test_doctor_cli_explicit_options_win_and_bad_outputs_are_config_errors(
     assert code == 2 and "terraform output -json" in err
     code, _, err = doctor_cli("--tf-outputs", str(outputs), "--terraform-dir", str(tmp_path))
     assert code == 2 and "one of --tf-outputs" in err
+    code, _, err = doctor_cli("--region", "us-east-1")
+    assert code == 2 and "AWS's" in err
     code, _, err = doctor_cli()  # no outputs, no abfs:// root, no subscription
     assert code == 2 and "subscription" in err
 
