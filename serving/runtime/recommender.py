@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -50,18 +51,27 @@ if TYPE_CHECKING:
     from skiff.config import Settings
     from skiff.recommend.online import RecentItems
 
-__all__ = ["Recommender", "Query", "load_recommender", "add_event_routes", "INPUT_TYPES", "OUTPUT_TYPES",
-           "MAX_INSTANCES", "MAX_EVENTS"]
+__all__ = ["Recommender", "Query", "load_recommender", "add_event_routes", "parse_v1", "parse_v2",
+           "predictor_body", "INPUT_TYPES", "QUERY_INPUT_TYPES", "OUTPUT_TYPES", "MAX_INSTANCES", "MAX_EVENTS",
+           "MAX_RECENT"]
 
 log = logging.getLogger(__name__)
 
 MAX_INSTANCES = 1000
 MAX_EVENTS = 1000
 MAX_K = 1000
+#: At most this many recent items per user in a request (the transformer sends ``recent_n`` at most).
+MAX_RECENT = 1000
 _KEYS = {"user_id", "k", "exclude_seen"}
-INPUT_TYPES = ({"name": "user_id", "datatype": "BYTES", "shape": [-1]},
-               {"name": "k", "datatype": "INT64", "shape": [1]},
-               {"name": "exclude_seen", "datatype": "BOOL", "shape": [1]})
+_RECENT_KEYS = {"recent_items", "recent_weights"}
+#: What a client sends (through the transformer, or to a predictor served alone).
+QUERY_INPUT_TYPES = ({"name": "user_id", "datatype": "BYTES", "shape": [-1]},
+                     {"name": "k", "datatype": "INT64", "shape": [1]},
+                     {"name": "exclude_seen", "datatype": "BOOL", "shape": [1]})
+#: What the predictor takes: the query, and optionally each user's recent items (the transformer's).
+INPUT_TYPES = (*QUERY_INPUT_TYPES,
+               {"name": "recent_items", "datatype": "BYTES", "shape": [-1, -1]},
+               {"name": "recent_weights", "datatype": "FP64", "shape": [-1, -1]})
 OUTPUT_TYPES = ({"name": "items", "datatype": "BYTES", "shape": [-1, -1]},
                 {"name": "scores", "datatype": "FP64", "shape": [-1, -1]},
                 {"name": "count", "datatype": "INT64", "shape": [-1]},
@@ -70,9 +80,13 @@ OUTPUT_TYPES = ({"name": "items", "datatype": "BYTES", "shape": [-1, -1]},
 
 @dataclass(frozen=True)
 class Query:
+    """One user's request. ``recent``: the user's recent items with their decayed weights as the request
+    carries them (a transformer in front read them); None: the predictor reads them itself."""
+
     user_id: str
     k: int
     exclude_seen: bool
+    recent: tuple[tuple[str, float], ...] | None = None
 
 
 def _user(value: Any, where: str) -> str:
@@ -105,8 +119,44 @@ def _flag(value: Any, where: str) -> bool:
     return value
 
 
-def parse_v1(body: Any, default_k: int) -> list[Query]:
-    """The queries of a V1 body (``instances``, or one bare instance object)."""
+def _recent_v1(row: dict[str, Any], where: str) -> tuple[tuple[str, float], ...] | None:
+    if "recent_items" not in row and "recent_weights" not in row:
+        return None
+    items, weights = row.get("recent_items"), row.get("recent_weights")
+    for key, value in (("recent_items", items), ("recent_weights", weights)):
+        if not isinstance(value, list):
+            raise BadRequest(f"{where}: {key} must be a list (recent_items and recent_weights come together)",
+                             f"{where}.{key}")
+    assert isinstance(items, list) and isinstance(weights, list)
+    if len(items) != len(weights):
+        raise BadRequest(f"{where}: recent_items has {len(items)} items but recent_weights {len(weights)}",
+                         f"{where}.recent_weights")
+    if len(items) > MAX_RECENT:
+        raise BadRequest(f"{where}: {len(items)} recent items; at most {MAX_RECENT}", f"{where}.recent_items")
+    return tuple((_item(i, f"{where}.recent_items[{j}]"), _weight(w, f"{where}.recent_weights[{j}]"))
+                 for j, (i, w) in enumerate(zip(items, weights, strict=True)))
+
+
+def _item(value: Any, where: str) -> str:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode()
+        except UnicodeDecodeError as e:
+            raise BadRequest(f"{where}: an item id is not UTF-8 text", where) from e
+    if not isinstance(value, str) or not value or len(value) > 256:
+        raise BadRequest(f"{where}: an item id must be a string of 1 to 256 characters", where)
+    return value
+
+
+def _weight(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise BadRequest(f"{where}: a weight must be a finite number >= 0, got {value!r}"[:200], where)
+    return float(value)
+
+
+def parse_v1(body: Any, default_k: int, *, recent: bool = True) -> list[Query]:
+    """The queries of a V1 body (``instances``, or one bare instance object); with ``recent`` (the
+    predictor) an instance may carry ``recent_items`` and ``recent_weights``."""
     if isinstance(body, dict) and "instances" not in body and "user_id" in body:
         body = {"instances": [body]}
     if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
@@ -122,14 +172,14 @@ def parse_v1(body: Any, default_k: int) -> list[Query]:
         where = f"instances[{i}]"
         if not isinstance(row, dict):
             raise BadRequest(f'{where}: expected an object {{"user_id": ...}}', where, row=i)
-        unknown = sorted(set(row) - _KEYS)
+        unknown = sorted(set(row) - (_KEYS | _RECENT_KEYS if recent else _KEYS))
         if unknown:
             raise BadRequest(f"{where}: unknown field(s) {unknown}; a recommender takes user_id, k, exclude_seen",
                              f"{where}.{unknown[0]}", unknown=unknown)
         if "user_id" not in row:
             raise BadRequest(f"{where}: user_id is required", f"{where}.user_id")
         out.append(Query(_user(row["user_id"], f"{where}.user_id"), _k(row.get("k"), f"{where}.k", default_k),
-                         _flag(row.get("exclude_seen"), f"{where}.exclude_seen")))
+                         _flag(row.get("exclude_seen"), f"{where}.exclude_seen"), _recent_v1(row, where)))
     return out
 
 
@@ -149,10 +199,61 @@ def _scalar(inp: Any, datatype: str) -> Any:
     return data[0]
 
 
-def parse_v2(request: InferRequest, default_k: int) -> list[Query]:
-    """The queries of a V2 request: input ``user_id`` and optional ``k`` / ``exclude_seen``."""
+def _bytes_values(inp: Any) -> list[Any]:
+    raw = getattr(inp, "_raw_data", None)
+    if raw is not None:
+        from kserve.protocol.infer_type import deserialize_bytes_tensor
+
+        try:
+            return list(deserialize_bytes_tensor(raw))
+        except Exception as e:  # a length that runs past the data
+            raise BadRequest(f"input {inp.name!r}: malformed BYTES tensor data ({e})", inp.name) from e
+    return list(np.asarray(inp.data, dtype=object).reshape(-1)) if inp.data is not None else []
+
+
+def _recent_v2(inputs: dict[str, Any], n: int) -> list[tuple[tuple[str, float], ...]] | None:
+    """Inputs ``recent_items`` (BYTES ``[n, r]``, padded with ``""``) and ``recent_weights`` (FP64 ``[n, r]``)."""
+    if not _RECENT_KEYS & set(inputs):
+        return None
+    missing = sorted(_RECENT_KEYS - set(inputs))
+    if missing:
+        raise BadRequest("inputs 'recent_items' and 'recent_weights' come together", missing[0])
+    items_in, weights_in = inputs["recent_items"], inputs["recent_weights"]
+    if items_in.datatype != "BYTES":
+        raise BadRequest(f"input 'recent_items': datatype must be BYTES, got {items_in.datatype}", "recent_items")
+    if weights_in.datatype not in ("FP64", "FP32"):
+        raise BadRequest(f"input 'recent_weights': datatype must be FP64, got {weights_in.datatype}",
+                         "recent_weights")
+    shape = list(items_in.shape)
+    if len(shape) != 2 or shape[0] != n or not 0 <= shape[1] <= MAX_RECENT:
+        raise BadRequest(f"input 'recent_items': shape must be [{n}, r] with r <= {MAX_RECENT} (one row per "
+                         f"user), got {shape}", "recent_items", shape=shape)
+    if list(weights_in.shape) != shape:
+        raise BadRequest(f"input 'recent_weights': shape must be {shape} like recent_items, got "
+                         f"{list(weights_in.shape)}", "recent_weights")
+    items = _bytes_values(items_in)
+    weights = np.asarray(weights_in.data if weights_in.data is not None else [], dtype=object).reshape(-1).tolist()
+    width = shape[1]
+    for name, values in (("recent_items", items), ("recent_weights", weights)):
+        if len(values) != n * width:
+            raise BadRequest(f"input {name!r}: shape {shape} needs {n * width} values, got {len(values)}", name)
+    out = []
+    for u in range(n):
+        row = []
+        for j in range(u * width, (u + 1) * width):
+            if items[j] in ("", b""):  # padding
+                continue
+            row.append((_item(items[j], f"recent_items[{u}][{j - u * width}]"),
+                        _weight(weights[j], f"recent_weights[{u}][{j - u * width}]")))
+        out.append(tuple(row))
+    return out
+
+
+def parse_v2(request: InferRequest, default_k: int, *, recent: bool = True) -> list[Query]:
+    """The queries of a V2 request: input ``user_id`` and optional ``k`` / ``exclude_seen``; with ``recent``
+    (the predictor) the inputs ``recent_items`` / ``recent_weights`` too."""
     inputs = {inp.name: inp for inp in (request.inputs or [])}
-    unknown = sorted(set(inputs) - _KEYS)
+    unknown = sorted(set(inputs) - (_KEYS | _RECENT_KEYS if recent else _KEYS))
     if unknown:
         raise BadRequest(f"unknown input(s) {unknown}; a recommender takes user_id, k, exclude_seen", unknown[0],
                          unknown=unknown)
@@ -165,16 +266,7 @@ def parse_v2(request: InferRequest, default_k: int) -> list[Query]:
     if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or not 1 <= shape[0] <= MAX_INSTANCES:
         raise BadRequest(f"input 'user_id': shape must be [n] with 1 <= n <= {MAX_INSTANCES}, got {shape}",
                          "user_id", shape=shape)
-    raw = getattr(users, "_raw_data", None)
-    if raw is not None:
-        from kserve.protocol.infer_type import deserialize_bytes_tensor
-
-        try:
-            values = list(deserialize_bytes_tensor(raw))
-        except Exception as e:  # a length that runs past the data
-            raise BadRequest(f"input 'user_id': malformed BYTES tensor data ({e})", "user_id") from e
-    else:
-        values = list(np.asarray(users.data, dtype=object).reshape(-1)) if users.data is not None else []
+    values = _bytes_values(users)
     if len(values) != shape[0]:
         raise BadRequest(f"input 'user_id': shape {shape} holds {shape[0]} users but data has {len(values)}",
                          "user_id")
@@ -186,7 +278,35 @@ def parse_v2(request: InferRequest, default_k: int) -> list[Query]:
         params.get("exclude_seen"))
     k = _k(k_value, "k", default_k)
     ex = _flag(ex_value, "exclude_seen")
-    return [Query(_user(v, f"user_id[{i}]"), k, ex) for i, v in enumerate(values)]
+    recents = _recent_v2(inputs, len(values)) if recent else None
+    return [Query(_user(v, f"user_id[{i}]"), k, ex, None if recents is None else recents[i])
+            for i, v in enumerate(values)]
+
+
+def predictor_body(queries: list[Query], v2: bool, request_id: str | None = None) -> dict[str, Any]:
+    """The V1 or V2 JSON body that asks a predictor for these queries with their recent items (what the
+    transformer sends over HTTP; every query carries its recent items, an empty list for none)."""
+    if not v2:
+        return {"instances": [{"user_id": q.user_id, "k": q.k, "exclude_seen": q.exclude_seen,
+                               "recent_items": [i for i, _ in q.recent or ()],
+                               "recent_weights": [w for _, w in q.recent or ()]} for q in queries]}
+    n = len(queries)
+    width = max((len(q.recent or ()) for q in queries), default=0)
+    items: list[str] = []
+    weights: list[float] = []
+    for q in queries:
+        row = list(q.recent or ())
+        items += [i for i, _ in row] + [""] * (width - len(row))
+        weights += [w for _, w in row] + [0.0] * (width - len(row))
+    body: dict[str, Any] = {"inputs": [
+        {"name": "user_id", "datatype": "BYTES", "shape": [n], "data": [q.user_id for q in queries]},
+        {"name": "k", "datatype": "INT64", "shape": [1], "data": [queries[0].k]},
+        {"name": "exclude_seen", "datatype": "BOOL", "shape": [1], "data": [queries[0].exclude_seen]},
+        {"name": "recent_items", "datatype": "BYTES", "shape": [n, width], "data": items},
+        {"name": "recent_weights", "datatype": "FP64", "shape": [n, width], "data": weights}]}
+    if request_id is not None:
+        body["id"] = request_id
+    return body
 
 
 class Recommender:
@@ -198,11 +318,15 @@ class Recommender:
         self.recent = recent
 
     def recommend(self, queries: list[Query]) -> list[Recommendation]:
-        """Each query's top-k, with the user's recent items (decayed) added to the training history."""
-        users = [q.user_id for q in queries]
-        recent = self.recent.weighted(users) if self.recent is not None else [[] for _ in users]
-        return [self.model.recommend(q.user_id, q.k, exclude_seen=q.exclude_seen, recent=r)
-                for q, r in zip(queries, recent, strict=True)]
+        """Each query's top-k, with the user's recent items (decayed) added to the training history: those
+        the request carries (a transformer read them), else read here from the online store."""
+        unread = [q.user_id for q in queries if q.recent is None]
+        read = iter(self.recent.weighted(unread) if self.recent is not None and unread else [])
+        out = []
+        for q in queries:
+            recent = q.recent if q.recent is not None else next(read, ())
+            out.append(self.model.recommend(q.user_id, q.k, exclude_seen=q.exclude_seen, recent=recent))
+        return out
 
     def ingest(self, body: Any) -> dict[str, Any]:
         """Merge a body's events into the users' recent items; a :class:`BadRequest` naming the bad field."""
@@ -236,10 +360,16 @@ class Recommender:
 
     # -- protocols -----------------------------------------------------------------------------------
     def predict(self, payload: Any, name: str, version: str) -> Any:
-        default_k = self.config.k
         if isinstance(payload, InferRequest):
-            queries = parse_v2(payload, default_k)
-            recs = self.recommend(queries)
+            queries = parse_v2(payload, self.config.k)
+        else:
+            queries = parse_v1(payload, self.config.k)
+        return self.respond(payload, queries, name, version)
+
+    def respond(self, payload: Any, queries: list[Query], name: str, version: str) -> Any:
+        """The V1 or V2 answer (the protocol of ``payload``) to checked queries."""
+        recs = self.recommend(queries)
+        if isinstance(payload, InferRequest):
             k = queries[0].k
             items = [r.items + [""] * (k - len(r.items)) for r in recs]
             scores = [r.scores + [0.0] * (k - len(r.scores)) for r in recs]
@@ -251,8 +381,6 @@ class Recommender:
             return InferResponse(response_id=payload.id or uuid.uuid4().hex, model_name=name, model_version=version,
                                  infer_outputs=outputs, use_binary_outputs=payload.use_binary_outputs,
                                  requested_outputs=payload.request_outputs)
-        queries = parse_v1(payload, default_k)
-        recs = self.recommend(queries)
         return {"predictions": [{"user_id": q.user_id, "items": r.items, "scores": r.scores,
                                  "cold_start": r.cold_start} for q, r in zip(queries, recs, strict=True)],
                 "model_name": name, "model_version": version}
@@ -294,14 +422,20 @@ def add_event_routes(app: FastAPI, dataplane: Any) -> None:
         name = request.path_params["model_name"]
         model = dataplane.get_model_from_registry(name)
         recs: Recommender | None = getattr(model, "recs", None)
-        if recs is None:
+        # a recommender's transformer (serving.runtime.transformer) hands events to its predictor
+        forward = getattr(model, "forward_events", None) if getattr(model, "takes_events", False) else None
+        if recs is None and forward is None:
             raise NotFoundError(f"model {name!r} is not a recommender: it takes no events", model=name)
         body = await request.body()
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as e:
             raise BadRequest(f"the request body is not valid JSON: {e}", "body") from None
-        result = await asyncio.wait_for(asyncio.to_thread(recs.ingest, payload), timeout=10.0)
+        if forward is not None:
+            result = await forward(payload)
+        else:
+            assert recs is not None
+            result = await asyncio.wait_for(asyncio.to_thread(recs.ingest, payload), timeout=10.0)
         return Response(orjson.dumps(result), media_type="application/json")
 
     app.router.add_route("/v1/models/{model_name}/events", events, methods=["POST"])

@@ -20,11 +20,22 @@ cluster layout, where the feature server owns the online store's credentials.
 The Feast store is opened, and the feature service resolved, once in ``load()`` (opening takes seconds;
 resolving a service by name reads the registry, milliseconds per request). Feature service names are
 versioned by what they serve, so the resolved service stays right for the version being served.
+
+Recommenders. For a version of flavor ``recommender`` the transformer takes the recommender's request
+(V1 ``{"instances": [{"user_id", "k", "exclude_seen"}]}`` or V2 input ``user_id``, see
+:mod:`serving.runtime.recommender`; anything else a 400 naming the field), reads each user's recent items
+with their decayed weights from the online store (:meth:`skiff.recommend.online.RecentItems.weighted`, in
+a worker thread with the same timeout and merged reads) and hands them to the predictor with the query:
+in-process, or over HTTP as ``recent_items`` / ``recent_weights`` (V1 fields, V2 ``[n, r]`` inputs), so the
+predictor scores with them and reads nothing itself. ``POST /v1/models/<name>/events`` on the transformer
+goes to the predictor's events endpoint (in-process, or forwarded over HTTP), which writes the users'
+recent items.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +65,10 @@ from skiff.spec import parse_spec
 if TYPE_CHECKING:
     from feast import Entity, FeatureService, FeatureView
     from feast.online_response import OnlineResponse
+
+    from serving.runtime.recommender import Query, Recommender
+    from skiff.recommend.events import RecsConfig
+    from skiff.recommend.online import RecentItems
 
 __all__ = ["FeastTransformer", "TransformerOptions", "FeatureServerClient", "OnlineFeatureStore"]
 
@@ -104,6 +119,15 @@ class _Prepared(TypedDict):
     request: Any  # the incoming V1 body or V2 InferRequest (answered in the same protocol)
     batch: RequestRows
     scores: Scores | None
+
+
+class _RecsPrepared(TypedDict):
+    """What ``preprocess`` hands ``predict`` for a recommender: the checked queries with their users'
+    recent items."""
+
+    v2: bool
+    request: Any
+    queries: list[Query]
 
 
 def _service_layout(store: OnlineFeatureStore, service: str) -> tuple[dict[str, str], list[str]]:
@@ -300,6 +324,12 @@ class FeastTransformer(RequestLogged, Model):  # type: ignore[misc]  # kserve sh
         self.load_error: str | None = None
         self._client: httpx.AsyncClient | None = None
         self._coalescer = _Coalescer(self._fetch)
+        #: a recommender version: its users' recent items in the online store (None for tabular versions)
+        self.recent_items: RecentItems | None = None
+        self.recs_config: RecsConfig | None = None
+        #: a recommender with the predictor in-process: the predictor's scorer (takes events too)
+        self.recs: Recommender | None = None
+        self._recent_coalescer = _Coalescer(self._fetch_recent)
 
     @property
     def version_label(self) -> str:
@@ -324,6 +354,9 @@ class FeastTransformer(RequestLogged, Model):  # type: ignore[misc]  # kserve sh
         settings = self._settings or load_settings()
         mv = ModelRegistry.from_settings(settings).get(self.model_name, self.requested_version)
         meta = mv.metadata
+        if meta.flavor == "recommender":
+            self._load_recommender(mv.name, mv.version, meta, settings)
+            return
         if not meta.feature_service:
             raise ConfigError(f"model {self.model_name} v{mv.version} records no feature service; it was not "
                               "trained from Feast features")
@@ -358,6 +391,40 @@ class FeastTransformer(RequestLogged, Model):  # type: ignore[misc]  # kserve sh
         log.info("feature transformer %s: keys %s, service %s from %s, predictor %s", self.name, list(keys),
                  self.service, self.feature_server_url or "the online store",
                  self.predictor.name if self.predictor else f"http://{self.predictor_host}")
+
+    def _load_recommender(self, name: str, version: int, meta: VersionMetadata, settings: Settings) -> None:
+        """A recommender version: the users' recent items from the online store, no feature service."""
+        from skiff.recommend.events import RecsConfig
+        from skiff.recommend.online import RecentItems
+
+        if self.feature_server_url:
+            raise ConfigError(f"{name} v{version} is a recommender: its transformer reads the users' recent items "
+                              "from the online store, not from a feature server (drop --feature_server_url)")
+        if self.predictor is not None:
+            if not self.predictor.ready:
+                raise ConfigError(f"predictor {self.predictor.name} is not ready: {self.predictor.load_error}")
+            if self.predictor.version != version:
+                raise ConfigError(f"predictor serves version {self.predictor.version}, transformer {version}")
+            if self.predictor.recs is None:
+                raise ConfigError(f"predictor {self.predictor.name} does not serve {name} v{version} as a recommender")
+            self.recs = self.predictor.recs
+        config = RecsConfig.model_validate((meta.extra.get("recs") or {}).get("config") or {})
+        recent = self.recs.recent if self.recs is not None else None
+        if recent is None:
+            recent = RecentItems.open(settings, name, config)
+            recent.get_many(["_warm-up"])  # the first online read pays the store's set-up
+        self.recent_items, self.recs_config = recent, config
+        self.service = recent.view
+        self.version = version
+        self.load_error = None
+        self.ready = True
+        log.info("feature transformer %s: recommender %s v%s, recent items from view %s, predictor %s", self.name,
+                 name, version, recent.view, self.predictor.name if self.predictor else f"http://{self.predictor_host}")
+
+    @property
+    def takes_events(self) -> bool:
+        """Whether ``POST /v1/models/<name>/events`` is served here (a recommender's transformer)."""
+        return self.recent_items is not None
 
     def validate(self, payload: Any) -> Any:
         return payload
@@ -398,7 +465,32 @@ class FeastTransformer(RequestLogged, Model):  # type: ignore[misc]  # kserve sh
             log.debug("merged scoring skipped: %s", e)
         return _Fetched(values)
 
-    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> _Prepared:
+    def _fetch_recent(self, rows: list[dict[str, Any]]) -> _Fetched:
+        """In a worker thread: the users' recent items with their decayed weights (one online read)."""
+        if self.recent_items is None:
+            raise SkiffError(f"feature transformer {self.name} is not loaded")
+        return _Fetched({"recent": self.recent_items.weighted([r["user_id"] for r in rows])})
+
+    async def _preprocess_recs(self, payload: Any) -> _RecsPrepared:
+        from serving.runtime.recommender import parse_v1 as recs_v1
+        from serving.runtime.recommender import parse_v2 as recs_v2
+
+        assert self.recs_config is not None  # set with recent_items at load
+        v2 = isinstance(payload, InferRequest)
+        # the client sends the query only: recent items are the online store's, read here
+        queries = (recs_v2 if v2 else recs_v1)(payload, self.recs_config.k, recent=False)
+        try:
+            fetched = await self._recent_coalescer.fetch([{"user_id": q.user_id} for q in queries], self.timeout_s)
+        except TimeoutError as e:
+            raise SourceError(f"online store lookup of recent items timed out after {self.timeout_s:g}s",
+                              service=self.service) from e
+        queries = [dataclasses.replace(q, recent=tuple(r))
+                   for q, r in zip(queries, fetched.values["recent"], strict=True)]
+        return {"v2": v2, "request": payload, "queries": queries}
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> _Prepared | _RecsPrepared:
+        if self.recent_items is not None:
+            return await self._preprocess_recs(payload)
         v2 = isinstance(payload, InferRequest)
         keys = parse_v2(payload, self.key_schema) if v2 else parse_v1(payload, self.key_schema)
         if keys.missing:
@@ -420,8 +512,10 @@ class FeastTransformer(RequestLogged, Model):  # type: ignore[misc]  # kserve sh
                                 field=names[0], unknown=missing)
         return {"v2": v2, "request": payload, "batch": self._features(values, keys.n), "scores": fetched.scores}
 
-    async def predict(self, payload: _Prepared, headers: dict[str, str] | None = None,
+    async def predict(self, payload: _Prepared | _RecsPrepared, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> V1Response | dict[str, Any] | InferResponse:
+        if "queries" in payload:
+            return await self._predict_recs(payload)
         batch: RequestRows = payload["batch"]
         if self.predictor is not None:
             scores = payload["scores"]
@@ -433,6 +527,23 @@ class FeastTransformer(RequestLogged, Model):  # type: ignore[misc]  # kserve sh
                 return self.predictor.v2_response(payload["request"], batch, scores)
             return self.predictor.v1_response(batch, scores)
         return await self._remote(payload["v2"], payload["request"], batch)
+
+    async def _predict_recs(self, payload: _RecsPrepared) -> Any:
+        queries = payload["queries"]
+        request = payload["request"]
+        if self.recs is not None:
+            return self.recs.respond(request, queries, self.name, self.version_label)
+        from serving.runtime.recommender import predictor_body
+
+        v2 = payload["v2"]
+        path = f"/v2/models/{self.predictor_name}/infer" if v2 else f"/v1/models/{self.predictor_name}:predict"
+        return await self._post(path, predictor_body(queries, v2, request.id if v2 else None))
+
+    async def forward_events(self, body: Any) -> dict[str, Any]:
+        """A recommender's events, to the predictor's events endpoint (in-process or over HTTP)."""
+        if self.recs is not None:
+            return await asyncio.wait_for(asyncio.to_thread(self.recs.ingest, body), timeout=self.predictor_timeout_s)
+        return await self._post(f"/v1/models/{self.predictor_name}/events", body)
 
     # -- the predictor over HTTP ---------------------------------------------------------------------
     def _http(self) -> httpx.AsyncClient:
@@ -457,6 +568,10 @@ class FeastTransformer(RequestLogged, Model):  # type: ignore[misc]  # kserve sh
         else:
             body = {"instances": [[batch.columns[f][i] for f in features] for i in range(batch.n)]}
             path = f"/v1/models/{self.predictor_name}:predict"
+        return await self._post(path, body)
+
+    async def _post(self, path: str, body: Any) -> dict[str, Any]:
+        """POST a JSON body to the predictor; its JSON answer, or its 4xx with status and reason."""
         try:
             r = await self._http().post(path, json=body)
         except httpx.HTTPError as e:
@@ -485,7 +600,15 @@ class FeastTransformer(RequestLogged, Model):  # type: ignore[misc]  # kserve sh
     def get_input_types(self) -> list[dict[str, Any]]:
         if not self.ready:
             return []
+        if self.recent_items is not None:
+            from serving.runtime.recommender import QUERY_INPUT_TYPES
+
+            return [dict(t) for t in QUERY_INPUT_TYPES]
         return [{"name": k, "datatype": V2_DATATYPE[t], "shape": [-1]} for k, t in self.key_schema.types.items()]
 
     def get_output_types(self) -> list[dict[str, Any]]:
+        if self.recent_items is not None:
+            from serving.runtime.recommender import OUTPUT_TYPES
+
+            return [dict(t) for t in OUTPUT_TYPES]
         return self.predictor.get_output_types() if self.predictor is not None else []
