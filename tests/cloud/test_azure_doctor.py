@@ -240,3 +240,37 @@ def test_skiffs_credential_passes_tokens_through_the_bearer_policy(fake_azure: F
     with pytest.raises(UsageError, match="https"):
         doctor.run_checks(Settings(root=ROOT), subscription_id=SUBSCRIPTION, credential=FakeCredential(),
                           arm_endpoint=fake_azure.url.replace("https://", "http://"))
+
+
+def test_doctor_cli_runs_terraform_output_in_an_applied_folder(fake_azure: FakeAzure, tmp_path: Path,
+                                                                doctor_cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--terraform-dir: the real terraform binary prints the outputs of an applied configuration (one with
+    outputs only, applied offline: no provider to download) and the doctor checks what they name."""
+    import shutil
+    import subprocess
+
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform is not installed")
+    ids = _least_roles(fake_azure)
+    folder = tmp_path / "applied"
+    folder.mkdir()
+    values = {"cluster_id": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
+                            "Microsoft.ContainerService/managedClusters/skiff-dev",
+              "resource_group_name": RESOURCE_GROUP, "storage_account_name": ACCOUNT,
+              "storage_container_name": CONTAINER, "workload_identity_ids": ids}
+    # a JSON value is an HCL expression (objects take "key": value as well as key = value)
+    (folder / "main.tf").write_text("".join(f"output \"{k}\" {{\n  value = {json.dumps(v)}\n}}\n"
+                                            for k, v in values.items()))
+    for key, value in {"CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("TF_CLI_ARGS", raising=False)
+    monkeypatch.setenv("TF_DATA_DIR", str(folder / ".terraform"))
+    for args in (["init", "-backend=false"], ["apply", "-auto-approve"]):
+        proc = subprocess.run([terraform, f"-chdir={folder}", *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    code, out, err = doctor_cli("--terraform-dir", str(folder))
+    assert code == 0 and out["ok"], (err, out)
+    assert {"identity: pipeline", "identity: serving"} <= {c["name"] for c in out["checks"]}
+    code, _, err = doctor_cli("--terraform-dir", str(tmp_path / "not-applied"))
+    assert code == 2 and "terraform output failed" in err
