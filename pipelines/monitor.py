@@ -35,7 +35,7 @@ from skiff.identifiers import check_name
 if TYPE_CHECKING:
     from pipelines.runner import RunTarget
 
-__all__ = ["monitor", "monitor_op", "compile_monitor", "MonitorSchedule", "kfp_cron", "recurring_run_name",
+__all__ = ["monitor", "monitor_pipeline", "monitor_op", "compile_monitor", "ENVIRONMENTS_MOUNT", "MonitorSchedule", "kfp_cron", "recurring_run_name",
            "recurring_run_body", "request_json", "schedule", "PIPELINE_NAME", "DEFAULT_EXPERIMENT"]
 
 #: the compiled pipeline's name
@@ -44,6 +44,9 @@ PIPELINE_NAME = "skiff-monitor"
 DEFAULT_EXPERIMENT = "skiff-monitoring"
 
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#\-]+$")
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,251}[a-z0-9])?")
+#: where the step finds the environments folder when the schedule mounts a PersistentVolumeClaim
+ENVIRONMENTS_MOUNT = "/skiff/environments"
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)  # type: ignore[untyped-decorator]
@@ -81,29 +84,49 @@ def monitor_op(model: str, act: bool = False, env: str = "dev", environments: st
     return (int(result.get("drifted_windows", 0)), int(result.get("decayed_windows", 0)))
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="score a served model's logged windows: drift, decay, alerts, "  # type: ignore[untyped-decorator]
-              "retrain policy")
-def monitor(model: str, act: bool = False, env: str = "dev", environments: str = "infra/environments",
-            lookback_hours: int = 24, min_rows: int = 200, labels_dataset: str = "", retrain_host: str = ""
-            ) -> NamedTuple("MonitorCounts", [("drifted_windows", int), ("decayed_windows", int)]):  # type: ignore[valid-type]  # noqa: UP014, E501
-    task = monitor_op(model=model, act=act, env=env, environments=environments, lookback_hours=lookback_hours,
-                      min_rows=min_rows, labels_dataset=labels_dataset, retrain_host=retrain_host)
+def _wire(task: Any) -> None:
     task.set_caching_options(False).set_display_name("monitor").set_cpu_limit("1").set_memory_limit("2G")
     in_namespace(task, "monitor")
     # the control plane (scores, alerts, retrain decisions) is the cluster's PostgreSQL
     kubernetes.use_secret_as_env(task, DATABASE_SECRET.name, {DATABASE_SECRET.key: DATABASE_SECRET.env},
                                  optional=True)
-    MonitorCounts = NamedTuple("MonitorCounts", [("drifted_windows", int), ("decayed_windows", int)])  # noqa: N806, UP014
-    return MonitorCounts(task.outputs["drifted_windows"], task.outputs["decayed_windows"])
 
 
-def compile_monitor(out: Path) -> Path:
-    """Write the monitoring pipeline's IR YAML."""
+def monitor_pipeline(environments_pvc: str = "") -> Any:
+    """The ``skiff-monitor`` pipeline; with ``environments_pvc`` its step mounts that PersistentVolumeClaim
+    (a Git checkout of the environments folder, e.g. the REST API's) at :data:`ENVIRONMENTS_MOUNT`, where
+    ``act`` reads the retrain policy and writes a winner's canary."""
+    if environments_pvc and not _K8S_NAME.fullmatch(environments_pvc):
+        raise UsageError(f"environments PVC {environments_pvc!r} is not a Kubernetes name (a-z, 0-9, '-')")
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="score a served model's logged windows: drift, decay, "  # type: ignore[untyped-decorator]
+                  "alerts, retrain policy")
+    def monitor(model: str, act: bool = False, env: str = "dev", environments: str = "infra/environments",
+                lookback_hours: int = 24, min_rows: int = 200, labels_dataset: str = "", retrain_host: str = ""
+                ) -> NamedTuple("MonitorCounts", [("drifted_windows", int), ("decayed_windows", int)]):  # type: ignore[valid-type]  # noqa: UP014, E501
+        task = monitor_op(model=model, act=act, env=env, environments=environments,
+                          lookback_hours=lookback_hours, min_rows=min_rows, labels_dataset=labels_dataset,
+                          retrain_host=retrain_host)
+        _wire(task)
+        if environments_pvc:
+            kubernetes.mount_pvc(task, pvc_name=environments_pvc, mount_path=ENVIRONMENTS_MOUNT)
+        MonitorCounts = NamedTuple("MonitorCounts", [("drifted_windows", int), ("decayed_windows", int)])  # noqa: N806, UP014
+        return MonitorCounts(task.outputs["drifted_windows"], task.outputs["decayed_windows"])
+
+    return monitor
+
+
+#: the pipeline as kfp.local runs it and ``skiff monitor schedule`` compiles it without a mounted checkout
+monitor = monitor_pipeline()
+
+
+def compile_monitor(out: Path, environments_pvc: str = "") -> Path:
+    """Write the monitoring pipeline's IR YAML (see :func:`monitor_pipeline` for ``environments_pvc``)."""
     from kfp import compiler
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(monitor, package_path=str(out))
+    compiler.Compiler().compile(monitor_pipeline(environments_pvc), package_path=str(out))
     return out
 
 
@@ -137,6 +160,7 @@ class MonitorSchedule:
     min_rows: int = 200
     labels_dataset: str = ""
     retrain_host: str = ""
+    environments_pvc: str = ""
     experiment: str = DEFAULT_EXPERIMENT
     enabled: bool = True
     max_concurrency: int = 1
@@ -148,6 +172,12 @@ class MonitorSchedule:
         if self.labels_dataset:
             check_name(self.labels_dataset, "dataset")
         object.__setattr__(self, "cron", kfp_cron(self.cron))
+        if self.environments_pvc:
+            if not _K8S_NAME.fullmatch(self.environments_pvc):
+                raise UsageError(f"environments PVC {self.environments_pvc!r} is not a Kubernetes name")
+            if not self.act:
+                raise UsageError("monitor schedule: the environments PVC holds what act reads and writes: it needs act")
+            object.__setattr__(self, "environments", ENVIRONMENTS_MOUNT)
         if self.retrain_host and not (self.act and re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[!-~]*)?",
                                                                  self.retrain_host)):
             raise UsageError("monitor schedule: retrain_host is the http(s) URL of Kubeflow Pipelines the retrain "
@@ -245,7 +275,7 @@ def schedule(plan: MonitorSchedule, host: str, *, target: "RunTarget | None" = N
         raise UsageError("kfp_service_account is empty: the monitor runs as the pipeline service account")
     namespace = target.namespace or None
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_monitor(Path(tmp) / "monitor.yaml")
+        package = compile_monitor(Path(tmp) / "monitor.yaml", plan.environments_pvc)
         result: dict[str, Any] = {"host": host, "experiment": plan.experiment, "name": plan.name,
                                   "namespace": target.namespace, "cron": plan.cron}
         if dry_run:

@@ -286,6 +286,9 @@ def add_commands(app: typer.Typer) -> None:
         environments: Annotated[str, typer.Option(
             "--environments", help="The GitOps environments folder as the monitor's pod sees it (with --act).")
         ] = "infra/environments",
+        environments_pvc: Annotated[str | None, typer.Option(
+            "--environments-pvc", help="With --act: a PersistentVolumeClaim holding the GitOps checkout, mounted "
+            "into the monitor's pod as its environments folder.")] = None,
         retrain_host: Annotated[str | None, typer.Option(
             "--retrain-host", help="With --act: the Kubeflow Pipelines endpoint, as the pod reaches it, the retrain "
             "runs on (default: the kfp_host setting).")] = None,
@@ -313,6 +316,7 @@ def add_commands(app: typer.Typer) -> None:
         plan = MonitorSchedule(model=model, cron=cron, act=act, env=env, environments=environments,
                                lookback_hours=lookback_hours, min_rows=min_rows, labels_dataset=labels_dataset or "",
                                retrain_host=(retrain_host or settings.kfp_host or "") if act else (retrain_host or ""),
+                               environments_pvc=environments_pvc or "",
                                experiment=experiment, enabled=not paused)
         result = schedule(plan, host or "", target=RunTarget.from_settings(settings), dry_run=dry_run)
         if dry_run:

@@ -57,6 +57,28 @@ def test_the_compiled_pipeline_runs_skiff_monitor_in_the_skiff_image_with_the_cl
     assert doc.pipeline_spec.root.dag.tasks["monitor-op"].component_ref.name == "comp-monitor-op"
 
 
+def test_a_schedule_that_acts_can_mount_the_gitops_checkout(tmp_path):
+    from pipelines.monitor import ENVIRONMENTS_MOUNT
+
+    package = compile_monitor(tmp_path / "monitor.yaml", "skiff-environments")
+    _ir, platform = list(yaml.safe_load_all(package.read_text()))
+    wiring = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-monitor-op"]
+    assert [(m["constant"], m["mountPath"]) for m in wiring["pvcMount"]] == [("skiff-environments",
+                                                                            ENVIRONMENTS_MOUNT)]
+    plan = MonitorSchedule("churn", act=True, environments_pvc="skiff-environments")
+    assert plan.parameters["environments"] == ENVIRONMENTS_MOUNT
+    body = request_json(recurring_run_body(plan, package, "exp-1", TARGET))
+    assert body["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"][
+        "exec-monitor-op"]["pvcMount"][0]["mountPath"] == ENVIRONMENTS_MOUNT
+    for bad in ("Skiff_Envs", "../x", "-x"):
+        with pytest.raises(UsageError, match="Kubernetes name"):
+            MonitorSchedule("churn", act=True, environments_pvc=bad)
+    with pytest.raises(UsageError, match="needs act"):
+        MonitorSchedule("churn", environments_pvc="skiff-environments")
+    plain = list(yaml.safe_load_all(compile_monitor(tmp_path / "plain.yaml").read_text()))[1]
+    assert "pvcMount" not in plain["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-monitor-op"]
+
+
 def test_cron_takes_five_or_kfp_six_fields_and_the_plan_checks_its_names():
     assert kfp_cron("0 * * * *") == "0 0 * * * *"
     assert kfp_cron("30 */15 * * * *") == "30 */15 * * * *"
