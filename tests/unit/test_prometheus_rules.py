@@ -260,3 +260,16 @@ def test_every_alert_has_a_promtool_test_that_sees_it_fire_and_a_runbook():
     for name, rule in rules.items():
         text = rule["annotations"]["description"]
         assert "Runbook" in text or "skiff rollout" in text or "Check" in text, name
+
+
+def test_the_dashboard_shows_accuracy_per_version_and_saturation():
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    exprs = " ".join(t["expr"] for p in panels for t in p.get("targets", []))
+    for series in ("skiff_model_performance{", "skiff_model_performance_floor", "skiff_model_performance_below_floor",
+                   "container_cpu_usage_seconds_total", "kube_pod_container_resource_limits",
+                   "skiff_inference_log_dropped_total"):
+        assert series in exprs, series
+    assert all('model=~"$model"' in t["expr"] or "label_skiff_io_model=~\"$model\"" in t["expr"]
+               for p in panels for t in p.get("targets", [])), "every panel follows the $model filter"
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
