@@ -14,6 +14,13 @@ same display name in the experiment is deleted, then the new one created). :func
 the request body it sends, as kfp-server-api's ``V2beta1RecurringRun`` (what ``--dry-run`` prints).
 
 KFP's cron has six fields, seconds first (robfig/cron): a five-field expression gets ``0`` seconds.
+
+With ``act`` the step also applies the model's retrain policy: the retrain on the Kubeflow Pipelines at
+``retrain_host`` (as the pod reaches it), the policy and a winner's canary in the environments folder,
+which :func:`monitor_pipeline` mounts from a PersistentVolumeClaim holding the GitOps checkout.
+
+The monitoring pipeline is not in :data:`pipelines.definitions.PIPELINES`: that registry holds the
+pipelines a user runs on a dataset spec; this one runs on a registered model and is only scheduled.
 """
 
 import datetime as dt
@@ -35,8 +42,9 @@ from skiff.identifiers import check_name
 if TYPE_CHECKING:
     from pipelines.runner import RunTarget
 
-__all__ = ["monitor", "monitor_pipeline", "monitor_op", "compile_monitor", "ENVIRONMENTS_MOUNT", "MonitorSchedule", "kfp_cron", "recurring_run_name",
-           "recurring_run_body", "request_json", "schedule", "PIPELINE_NAME", "DEFAULT_EXPERIMENT"]
+__all__ = ["monitor", "monitor_pipeline", "monitor_op", "compile_monitor", "ENVIRONMENTS_MOUNT", "MonitorSchedule",
+           "kfp_cron", "recurring_run_name", "recurring_run_body", "request_json", "schedule", "PIPELINE_NAME",
+           "DEFAULT_EXPERIMENT"]
 
 #: the compiled pipeline's name
 PIPELINE_NAME = "skiff-monitor"
