@@ -14,6 +14,10 @@ kfp-kubernetes (platform config in the compiled IR, which kfp.local ignores) eve
   (:data:`skiff.cluster.MLFLOW_SECRETS`). They are optional: a cluster without them gets skiff's own error
   naming the missing variable (or, for MLflow, a warning and the run kept in the lake), not a pod stuck in
   CreateContainerConfigError;
+* the register step also mounts the GitOps environments its Azure ML sync reads (one optional ConfigMap
+  per environment of :data:`skiff.cluster.PIPELINE_ENVIRONMENTS`, read-only, at
+  ``ENVIRONMENTS_MOUNT/<env>``) and reads ``SKIFF_ENVIRONMENTS`` from the optional
+  :data:`skiff.cluster.ENVIRONMENTS_CONFIG_MAP`: the Helm chart renders them from ``pipelineEnvironments``;
 * carries ``azure.workload.identity/use: "true"``, the label Azure's workload identity webhook acts on
   (meaningless elsewhere), so the service account's federated identity reaches the step on AKS too.
 """
@@ -26,15 +30,20 @@ from kfp import kubernetes
 
 from skiff.cluster import (
     DATABASE_SECRET,
+    ENVIRONMENTS_CONFIG_MAP,
+    ENVIRONMENTS_MOUNT,
+    ENVIRONMENTS_PATH_KEY,
     MLFLOW_SECRETS,
+    PIPELINE_ENVIRONMENTS,
     REDIS_SECRET,
     SETTINGS_CONFIG_MAP,
     SETTINGS_MOUNT,
     SETTINGS_PATH_KEY,
     SecretEnv,
+    environment_config_map,
 )
 
-__all__ = ["AZURE_WORKLOAD_IDENTITY_LABEL", "in_namespace", "STEP_SECRETS"]
+__all__ = ["AZURE_WORKLOAD_IDENTITY_LABEL", "in_namespace", "STEP_SECRETS", "ENVIRONMENT_STEPS"]
 
 #: The pod label Azure workload identity injects the federated token for.
 AZURE_WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
@@ -47,6 +56,9 @@ STEP_SECRETS: dict[str, tuple[SecretEnv, ...]] = {
     "track": MLFLOW_SECRETS,
 }
 
+#: the steps that read the GitOps environments (the register steps: the Azure ML sync of a new version)
+ENVIRONMENT_STEPS: frozenset[str] = frozenset({"register"})
+
 
 def in_namespace(task: Any, step: str) -> Any:
     """``task`` wired to the pipeline namespace's settings ConfigMap and to the Secrets ``step`` needs."""
@@ -57,5 +69,11 @@ def in_namespace(task: Any, step: str) -> Any:
         by_name.setdefault(secret.name, {})[secret.key] = secret.env
     for name, keys in by_name.items():
         kubernetes.use_secret_as_env(task, name, keys, optional=True)
+    if step in ENVIRONMENT_STEPS:
+        for env in PIPELINE_ENVIRONMENTS:
+            kubernetes.use_config_map_as_volume(task, environment_config_map(env),
+                                                mount_path=f"{ENVIRONMENTS_MOUNT}/{env}", optional=True)
+        kubernetes.use_config_map_as_env(task, ENVIRONMENTS_CONFIG_MAP, {ENVIRONMENTS_PATH_KEY: "SKIFF_ENVIRONMENTS"},
+                                         optional=True)
     kubernetes.add_pod_label(task, AZURE_WORKLOAD_IDENTITY_LABEL, "true")
     return task

@@ -29,6 +29,11 @@ __all__ = [
     "DATABASE_SECRET",
     "MLFLOW_SECRET_NAME",
     "MLFLOW_SECRETS",
+    "ENVIRONMENTS_MOUNT",
+    "ENVIRONMENTS_CONFIG_MAP",
+    "ENVIRONMENTS_PATH_KEY",
+    "PIPELINE_ENVIRONMENTS",
+    "environment_config_map",
 ]
 
 #: The namespace of the platform: pipeline runs (a Kubeflow Pipelines profile namespace), serving, the API.
@@ -90,3 +95,22 @@ MLFLOW_SECRETS: Final = (
     SecretEnv(name=MLFLOW_SECRET_NAME, key="password", env="MLFLOW_TRACKING_PASSWORD"),
     SecretEnv(name=MLFLOW_SECRET_NAME, key="token", env="MLFLOW_TRACKING_TOKEN"),
 )
+
+#: The GitOps environments folder in the pods that read it (SKIFF_ENVIRONMENTS): the register step, whose
+#: Azure ML sync (skiff.cloud.azure.models.on_register) reads ``<env>/environment.yaml`` and
+#: ``<env>/azureml.yaml`` of every environment, as the rollout controller reads its own.
+ENVIRONMENTS_MOUNT: Final = "/etc/skiff/environments"
+#: The ConfigMap whose key ENVIRONMENTS_PATH_KEY is the value of SKIFF_ENVIRONMENTS in those steps (from a
+#: ConfigMap, not the container env, for the reason of SETTINGS_PATH_KEY; absent: the variable is unset).
+ENVIRONMENTS_CONFIG_MAP: Final = "skiff-environments"
+ENVIRONMENTS_PATH_KEY: Final = "SKIFF_ENVIRONMENTS"
+#: The environments compiled pipelines mount, each from its own ConfigMap (:func:`environment_config_map`)
+#: at ``ENVIRONMENTS_MOUNT/<env>``: a ConfigMap's keys are flat, and kfp-kubernetes mounts a ConfigMap whole
+#: (no ``items``), so one ConfigMap per folder. Each is optional: a missing one is an empty folder, which
+#: the Azure ML sync skips. The names are the GitOps environments of infra/environments.
+PIPELINE_ENVIRONMENTS: Final = ("dev", "staging", "prod")
+
+
+def environment_config_map(env: str) -> str:
+    """The ConfigMap holding ``<env>/environment.yaml`` and ``<env>/azureml.yaml`` for pipeline steps."""
+    return f"{ENVIRONMENTS_CONFIG_MAP}-{env}"
