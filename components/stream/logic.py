@@ -44,6 +44,7 @@ duplicates (a message that is not a JSON object or array of objects is one quara
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -271,6 +272,8 @@ class StreamConsumer:
         self._connect_error: str | None = None
         self._writer_error: BaseException | None = None
         self._client: mqtt.Client | None = None
+        #: scores and alerts handed to paho and not yet acknowledged by the broker (awaited before disconnecting)
+        self._outgoing: list[mqtt.MQTTMessageInfo] = []
         self._seq = 0
         self._connection = 0
         self._broker = f"mqtt://{source.host}:{source.port}"
@@ -301,11 +304,27 @@ class StreamConsumer:
         while True:
             info = client.publish(topic, body, qos=1)
             if info.rc != mqtt.MQTT_ERR_QUEUE_SIZE:
+                self._outgoing.append(info)
+                if len(self._outgoing) >= 4096:
+                    self._outgoing = [i for i in self._outgoing if not i.is_published()]
                 return
             if time.monotonic() >= deadline or self._stop.is_set():
                 self.metrics.publish_dropped.labels(self.spec.name, what).inc()
                 return
             time.sleep(0.002)
+
+    def _drain_outgoing(self, timeout: float = 10.0) -> None:
+        """Wait (up to ``timeout`` s) for the broker to acknowledge the scores and alerts published."""
+        deadline = time.monotonic() + timeout
+        left = 0
+        for info in self._outgoing:
+            if not info.is_published():
+                with contextlib.suppress(RuntimeError, ValueError):  # not connected: paho reports it, we count it
+                    info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+                left += not info.is_published()
+        if left:
+            log.warning("%s: %d scores/alerts not acknowledged by the broker before disconnecting", self.spec.name, left)
+        self._outgoing = []
 
     @property
     def received(self) -> int:
@@ -351,6 +370,7 @@ class StreamConsumer:
             writer.join()
             if self.alerts is not None:
                 self.alerts.close()
+            self._drain_outgoing()
             client.disconnect()
             client.loop_stop()
             self.metrics.connected.set(0)

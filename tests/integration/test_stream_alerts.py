@@ -92,9 +92,10 @@ def test_alerts_reach_the_mqtt_topic_and_the_webhook_with_device_values_and_rule
     finally:
         listener.close()
         hook.close()
-    for got in (on_topic, hook.bodies):
-        assert {(a["entity"], pd.Timestamp(a["event_time"])) for a in got} == expected
-        assert len(got) == len(expected)
+    for where, got in (("topic", on_topic), ("webhook", hook.bodies)):
+        keys = {(a["entity"], pd.Timestamp(a["event_time"])) for a in got}
+        assert keys == expected, (where, len(keys), len(expected), sorted(expected - keys)[:3], sorted(keys - expected)[:3])
+        assert len(got) == len(expected), where
         assert all(a["dataset"] == "sensors" and a["rule"] == "temperature threshold above 27"
                    and a["column"] == "temperature" and a["value"] > 27 and a["above"] == 27 for a in got)
     assert set(hook.paths) == {"/hooks/alerts?token=s3cret"}
