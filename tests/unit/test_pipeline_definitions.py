@@ -141,3 +141,42 @@ def test_a_runs_outcome_and_the_error_a_face_raises_come_from_its_summary():
     err = run_failure("the demo pipeline", broken)
     assert run_outcome(broken) == "failed" and type(err) is SkiffError
     assert str(err) == "the demo pipeline failed: pipeline failed"
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+def test_every_run_says_where_it_is_logged_and_a_failed_one_is_marked_failed(name, tmp_path):
+    """Locally the run carries the store this process resolves (the logging step needs no settings of its
+    own), on a cluster none (the steps' settings decide); a run that failed is FAILED in that store, with
+    its step and reason, whatever the pipeline."""
+    from mlflow import MlflowClient
+
+    from skiff.config import Settings
+    from skiff.datagen_recs import RECS_SPEC
+    from skiff.spec import parse_spec
+
+    settings = Settings(root=str(tmp_path / "root"))
+    definition = get_pipeline(name)
+    spec = {"image": parse_spec({"name": "shapes", "entity_key": "path", "columns": {
+                "path": {"type": "string"}, "label": {"type": "string"}}}),
+            "recommender": parse_spec(RECS_SPEC),
+            "tabular": parse_spec({"name": "meters", "entity_key": "id", "target": "y", "problem_type": "binary",
+                                   "columns": {"id": {"type": "string"}, "y": {"type": "boolean"}}})}[name]
+    params = {"data": str(tmp_path)} if name == "image" else {}
+    store = f"sqlite:///{tmp_path / 'root' / 'mlflow.db'}"
+    args = definition.arguments(spec, params, settings, local=True)
+    assert args["tracking_uri"] == store and isinstance(args["spec"], str)
+    assert definition.arguments(spec, params, settings, local=False)["tracking_uri"] == ""
+    off = Settings(root=str(tmp_path / "root"), tracking_uri="off")
+    assert definition.arguments(spec, params, off, local=True)["tracking_uri"] == "off"
+
+    run = {"pipeline": name, "status": "FAILURE", "duration_s": 1.0, "steps": {}, "run_dir": None,
+           "error": "step train failed: out of memory\nfull log: /tmp/x.log", "failed_step": "train",
+           "arguments": {**args, "run_id": f"run-{name}"}}
+    summary = definition.summarize(run, settings)
+    assert summary["tracking"] == {"uri": store, "ui": f"mlflow ui --backend-store-uri {store}"}
+    assert definition.summary_lines(summary)[-1] == f"compare runs: mlflow ui --backend-store-uri {store}"
+    client = MlflowClient(store)
+    (logged,) = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])
+    assert logged.info.run_name == f"run-{name}" and logged.info.status == "FAILED"
+    assert logged.data.tags["skiff.failed_step"] == "train" and logged.data.tags["skiff.pipeline"] == name
+    assert logged.data.tags["skiff.error"] == "step train failed: out of memory"
