@@ -8,7 +8,7 @@ Secret on a cluster, never logged); unset, a SQLite store next to a local root
 needs a local file, and a store on S3/ADLS is no place to open a database from several pods); ``off``,
 nowhere.
 
-Who logs (the tabular pipeline): the **register** step logs the whole successful run, from what it
+Who logs: in the tabular pipeline the **register** step logs the whole successful run, from what it
 holds anyway — the published version (metrics, CV table, gate record, data fingerprint, partitions,
 code version, model card, evaluation report with its charts) and the model folder (training config,
 search candidates). One step talks to MLflow rather than each step finding the run by its tag because
@@ -16,12 +16,16 @@ search candidates). One step talks to MLflow rather than each step finding the r
 twice or leave half a run, (c) train and evaluate need no run id, and (d) kfp.local and a KFP cluster
 run the same step, so both log the same way. A run that stops earlier is logged by whoever sees it
 stop: the validation gate step (which fails on purpose, on a cluster too) and, for a local run, the
-run's summary (:func:`pipelines.tabular_run.summarize` knows the failed step and its error).
+run's summary (:func:`pipelines.local_runs.track_summary` knows the failed step and its error). The image
+and recommender register steps publish versions that hold everything their runs' records need, so a
+tracking step after them (:mod:`pipelines.tracking_step`) logs :func:`version_record` of the version,
+which reads it by flavor.
 
 Logging never fails a pipeline: every call here returns None instead of raising, after
 :data:`ATTEMPTS` tries with MLflow's own HTTP retries capped (:data:`REQUEST_TIMEOUT_S` per request), and
-logs one warning naming the (redacted) URI. Nothing is lost: the version in the registry and the
-partitions in the lake hold every value logged here.
+logs one warning naming the (redacted) URI. Nothing is lost: the record that could not be logged is kept
+in the lake (``<lake>/tracking/pending/<run id>.json``, :func:`keep_pending`) and ``skiff tracking sync``
+(:func:`sync_pending`) logs it later.
 
 A run is found again by its ``skiff.run_id`` tag in the experiment (the model's name by default), so
 logging is idempotent: params and metrics already present are not sent again, trials are found by their
