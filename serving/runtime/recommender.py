@@ -16,6 +16,14 @@ Requests (``POST /v1/models/<name>:predict``):
   ``[n, k]``, padded with ``""`` when fewer are left), ``scores`` (FP64 ``[n, k]``, padded with 0),
   ``count`` (INT64 ``[n]``: how many are real) and ``cold_start`` (BOOL ``[n]``).
 
+Recent items. Behind the Feast transformer (:mod:`serving.runtime.transformer`, the KServe route) each
+instance also carries the user's recent items with their decayed weights, read by the transformer from
+the online store: V1 ``"recent_items": [...]`` and ``"recent_weights": [...]`` (equal lengths, at most
+:data:`MAX_RECENT`), V2 inputs ``recent_items`` (BYTES ``[n, r]``, padded with ``""``) and
+``recent_weights`` (FP64 ``[n, r]``). The predictor scores with them and reads nothing; an empty list
+means no recent items. A query without them (a predictor served alone, e.g. ``skiff serve``) has its
+recent items read here, with the same function (:meth:`skiff.recommend.online.RecentItems.weighted`).
+
 A user the model has never seen and who has no recent items gets the popular items (``cold_start``);
 recent items outside the catalogue are ignored. Events (``POST /v1/models/<name>/events`` with
 ``{"events": [{"user_id", "item_id", "event_type", "timestamp"?, "rating"?}, ...]}``) are merged into the
