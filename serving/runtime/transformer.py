@@ -39,7 +39,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
 
 import httpx
 from kserve import Model
@@ -515,7 +515,7 @@ class FeastTransformer(RequestLogged, Model):  # type: ignore[misc]  # kserve sh
     async def predict(self, payload: _Prepared | _RecsPrepared, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> V1Response | dict[str, Any] | InferResponse:
         if "queries" in payload:
-            return await self._predict_recs(payload)
+            return await self._predict_recs(cast(_RecsPrepared, payload))
         batch: RequestRows = payload["batch"]
         if self.predictor is not None:
             scores = payload["scores"]

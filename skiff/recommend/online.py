@@ -193,7 +193,8 @@ def _user_locks(store: FeatureStore, view: str) -> _UserLocks:
     kind = str(getattr(online, "type", "") or "")
     if kind == "redis" or kind.endswith("RedisOnlineStore"):
         # the online store's own client: its connection string, credentials, TLS and cluster mode
-        client = store._get_provider().online_store._get_client(online)  # noqa: SLF001 - Feast's one Redis client
+        redis_store: Any = store._get_provider().online_store  # noqa: SLF001 - Feast's RedisOnlineStore
+        client = redis_store._get_client(online)  # noqa: SLF001 - its one client for this store
         return _RedisUserLocks(client, f"skiff:lock:{config.project}:{view}:")
     if kind == "sqlite" or kind.endswith("SqliteOnlineStore"):
         path = Path(online.path)
