@@ -4,16 +4,20 @@
 2. **fine_tune**: the top ``fine_tune_layers`` layers of the backbone unfrozen (BatchNormalization kept in
    inference mode) at a lower learning rate — cosine decay with a linear warm-up — for ``fine_tune_epochs``.
 
-Both phases stop early on the validation accuracy and keep their best weights (``restore_best_weights``):
-the exported model is the best epoch of the last phase, and the test accuracy after each phase is recorded
-so a run shows what fine-tuning added. Classes are weighted by inverse frequency.
+Both phases stop early on the validation accuracy and keep their best weights: the exported model is the
+best epoch of the last phase, and the test accuracy after each phase is recorded so a run shows what
+fine-tuning added. Classes are weighted by inverse frequency. The schedule (phases, learning rates, early
+stopping) lives in :mod:`components.train_image.phases`, shared by both training loops below.
 
 On a GPU, and only there, the step trains in mixed precision (float16 compute, float32 head) under a
 ``MirroredStrategy`` over the node's GPUs with the batch size scaled by their number; Keras compiles with
 XLA where it can (``jit_compile="auto"``). On a CPU the same code runs in float32 on the default strategy.
-Past one node (a TFJob: :mod:`components.train_image.tfjob`), ``TF_CONFIG`` names the workers and the same
-code trains under ``MultiWorkerMirroredStrategy``, the global batch being the per-replica batch times the
-replicas of every worker, the input sharded by element; worker 0 writes the results.
+One process trains with ``model.fit``. Past one node (a TFJob: :mod:`components.train_image.tfjob`),
+``TF_CONFIG`` names the workers and the run trains under ``MultiWorkerMirroredStrategy`` with the custom
+loop of :mod:`components.train_image.distributed` (Keras 3's ``fit`` cannot run there), the global batch
+being the per-replica batch times the replicas of every worker, each worker reading its own shard of the
+images. Every worker saves the model (non-chief workers into a temporary folder they remove); only the
+chief (worker 0) writes the output folder.
 
 The output folder holds ``model.keras``, ``saved_model/`` (a TensorFlow SavedModel with a ``serve``
 signature), ``label_map.json``, ``preprocessing.json``, ``split.json`` (the test images, for evaluation)
@@ -22,9 +26,12 @@ and ``training.json`` (config, phases, history).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -32,14 +39,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from components.train_image.data import class_weights, localize, make_dataset, split_images
+from components.train_image.distributed import DistributedTrainer
 from components.train_image.model import BACKBONES, build_model, set_phase
+from components.train_image.phases import BestEpoch, learning_rate, phase_plan, steps_per_epoch
 from skiff.errors import ConfigError
 from skiff.image_data import LabelMap, Preprocessing
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainImageConfig", "TrainImageResult", "train_image", "configure_tensorflow", "device_setup",
-           "MODEL_FILE", "SAVED_MODEL_DIR", "LABEL_MAP_FILE", "PREPROCESSING_FILE", "SPLIT_FILE", "TRAINING_FILE"]
+           "is_chief", "tf_config_workers", "weights_digest", "MODEL_FILE", "SAVED_MODEL_DIR", "LABEL_MAP_FILE",
+           "PREPROCESSING_FILE", "SPLIT_FILE", "TRAINING_FILE"]
 
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
@@ -87,6 +97,7 @@ class TrainImageResult(BaseModel):
     device: dict[str, Any]
     preprocessing: Preprocessing
     duration_s: float
+    weights_sha256: str = ""  # of the final weights: the same on every worker of a multi-worker run
 
 
 def configure_tensorflow(threads: int) -> None:
@@ -141,11 +152,31 @@ def device_setup(config: TrainImageConfig) -> tuple[Any, dict[str, Any]]:
     if strategy is None:
         strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     return strategy, {"gpus": len(gpus), "mixed_precision": mixed, "replicas": strategy.num_replicas_in_sync,
-                      "strategy": type(strategy).__name__, "workers": max(1, workers)}
+                      "strategy": "MultiWorkerMirroredStrategy" if workers > 1 else type(strategy).__name__,
+                      "workers": max(1, workers)}
 
 
 def _accuracy(model: Any, ds: Any) -> float:
     return float(model.evaluate(ds, verbose=0, return_dict=True)["accuracy"])
+
+
+def _early_stopping(patience: int) -> Any:
+    """A Keras callback stopping ``model.fit`` by :class:`components.train_image.phases.BestEpoch` on the
+    validation accuracy (the rule the multi-worker loop follows) and restoring the best epoch's weights."""
+    import keras
+
+    class EarlyStopping(keras.callbacks.Callback):
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.best = BestEpoch(patience)
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if self.best.update(epoch, float((logs or {})["val_accuracy"]), self.model.get_weights):
+                self.model.stop_training = True
+
+        def on_train_end(self, logs: Any = None) -> None:
+            self.best.restore(self.model.set_weights)
+
+    return EarlyStopping()
 
 
 def _fit(model: Any, train: Any, val: Any, *, epochs: int, lr: Any, patience: int,
@@ -154,19 +185,43 @@ def _fit(model: Any, train: Any, val: Any, *, epochs: int, lr: Any, patience: in
 
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], jit_compile="auto")
-    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
-                                         restore_best_weights=True)
-    hist = model.fit(train, validation_data=val, epochs=epochs, class_weight=weights, callbacks=[stop], verbose=0)
+    hist = model.fit(train, validation_data=val, epochs=epochs, class_weight=weights,
+                     callbacks=[_early_stopping(patience)], verbose=0)
     history = {k: [round(float(v), 5) for v in vals] for k, vals in hist.history.items()}
     return history, len(history.get("loss", []))
+
+
+class _FitTrainer:
+    """One process (one or more GPUs of a node): ``model.fit`` and ``model.evaluate`` on tf.data input."""
+
+    def __init__(self, model: Any, datasets: dict[str, Any], class_weights: dict[int, float]) -> None:
+        self._model, self._data, self._weights = model, datasets, class_weights
+
+    def fit(self, *, epochs: int, lr: Any, patience: int) -> tuple[dict[str, list[float]], int]:
+        return _fit(self._model, self._data["train"], self._data["val"], epochs=epochs, lr=lr, patience=patience,
+                    weights=self._weights)
+
+    def accuracy(self, part: str) -> float:
+        return _accuracy(self._model, self._data[part])
+
+
+def weights_digest(model: Any) -> str:
+    """SHA-256 of a model's weights (every array's bytes, in order): equal on every worker of a run."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()
 
 
 def train_image(rows: list[dict[str, Any]], out_dir: Path, config: TrainImageConfig, *,
                 storage_options: dict[str, Any] | None = None) -> TrainImageResult:
     """Train on the accepted-image rows of a lake run (:func:`skiff.image_data.read_image_table`) and write
-    the model folder ``out_dir`` (see the module docstring)."""
+    the model folder ``out_dir`` (see the module docstring). On a worker of a multi-worker run that is not
+    the chief, the model is saved into a temporary folder that is then removed, and ``out_dir`` stays
+    empty."""
     import keras
-    import numpy as np
 
     t0 = time.perf_counter()
     configure_tensorflow(config.threads)
@@ -181,56 +236,52 @@ def train_image(rows: list[dict[str, Any]], out_dir: Path, config: TrainImageCon
     strategy, device = device_setup(config)
     batch = config.batch_size * strategy.num_replicas_in_sync  # the global batch over every replica
     cache = out_dir.parent / f".{out_dir.name}-image-cache"
-    ds = {}
-    for name, part in parts.items():
-        ds[name] = make_dataset(localize(part, cache, storage_options), [index[r["label"]] for r in part], pre,
-                                batch_size=batch, training=name == "train", augment=config.augment,
-                                seed=config.seed)
-        if device["workers"] > 1:  # every worker reads the same file list: shard the elements, not files
-            import tensorflow as tf
-
-            options = tf.data.Options()
-            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-            ds[name] = ds[name].with_options(options)
+    inputs = {name: (localize(part, cache, storage_options), [index[r["label"]] for r in part])
+              for name, part in parts.items()}
     weights = class_weights([index[r["label"]] for r in parts["train"]], len(labels.classes))
     with strategy.scope():
         model = build_model(config.backbone, len(labels.classes), image_size=config.image_size,
                             weights=config.weights or None, alpha=config.alpha, dropout=config.dropout)
+    trainer: Any
+    if device["workers"] > 1:  # Keras's fit cannot run under MultiWorkerMirroredStrategy: the custom loop
+        trainer = DistributedTrainer(strategy, model, inputs, pre, global_batch=batch, class_weights=weights,
+                                     workers=device["workers"], augment=config.augment, seed=config.seed)
+        device["loop"] = "custom"
+    else:
+        trainer = _FitTrainer(model, {name: make_dataset(paths, y, pre, batch_size=batch, training=name == "train",
+                                                         augment=config.augment, seed=config.seed)
+                                      for name, (paths, y) in inputs.items()}, weights)
+        device["loop"] = "fit"
+    steps = steps_per_epoch(len(parts["train"]), batch)
     phases: dict[str, dict[str, Any]] = {}
     history: dict[str, Any] = {}
-    t = time.perf_counter()
-    with strategy.scope():
-        set_phase(model, "head")
-        history["head"], epochs = _fit(model, ds["train"], ds["val"], epochs=config.head_epochs,
-                                       lr=config.head_lr, patience=config.patience, weights=weights)
-    phases["head"] = {"epochs": epochs, "val_accuracy": _accuracy(model, ds["val"]),
-                      "test_accuracy": _accuracy(model, ds["test"]), "trainable_backbone_layers": 0,
-                      "seconds": round(time.perf_counter() - t, 2)}
-    if config.fine_tune_epochs:
+    for phase in phase_plan(config):
         t = time.perf_counter()
-        steps = int(np.ceil(len(parts["train"]) / batch)) * config.fine_tune_epochs
-        warmup = int(steps * config.warmup_fraction)
         with strategy.scope():
-            trained = set_phase(model, "fine_tune", config.fine_tune_layers)
-            schedule = keras.optimizers.schedules.CosineDecay(
-                initial_learning_rate=config.fine_tune_lr / 10 if warmup else config.fine_tune_lr,
-                decay_steps=max(1, steps - warmup), warmup_target=config.fine_tune_lr if warmup else None,
-                warmup_steps=warmup)
-            history["fine_tune"], epochs = _fit(model, ds["train"], ds["val"], epochs=config.fine_tune_epochs,
-                                                lr=schedule, patience=config.patience, weights=weights)
-        phases["fine_tune"] = {"epochs": epochs, "val_accuracy": _accuracy(model, ds["val"]),
-                               "test_accuracy": _accuracy(model, ds["test"]),
-                               "trainable_backbone_layers": len(trained),
-                               "seconds": round(time.perf_counter() - t, 2)}
-    model.save(out_dir / MODEL_FILE)
-    model.export(str(out_dir / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
-    (out_dir / LABEL_MAP_FILE).write_text(labels.model_dump_json(indent=2))
-    (out_dir / PREPROCESSING_FILE).write_text(pre.model_dump_json(indent=2))
-    (out_dir / SPLIT_FILE).write_text(json.dumps({n: p for n, p in parts.items()}, ensure_ascii=False))
+            trained = set_phase(model, phase.name, phase.fine_tune_layers)
+            history[phase.name], epochs = trainer.fit(epochs=phase.epochs, lr=learning_rate(config, phase, steps),
+                                                      patience=config.patience)
+        phases[phase.name] = {"epochs": epochs, "val_accuracy": trainer.accuracy("val"),
+                              "test_accuracy": trainer.accuracy("test"), "trainable_backbone_layers": len(trained),
+                              "seconds": round(time.perf_counter() - t, 2)}
+    chief = is_chief()
+    # every worker saves (as TensorFlow's multi-worker recipe asks); only the chief's copy is kept
+    target = out_dir if chief else Path(tempfile.mkdtemp(prefix="skiff-train-worker-"))
+    try:
+        model.save(target / MODEL_FILE)
+        model.export(str(target / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
+    finally:
+        if not chief:
+            shutil.rmtree(target, ignore_errors=True)
     result = TrainImageResult(classes=labels.classes, counts={n: len(p) for n, p in parts.items()}, phases=phases,
-                              device=device, preprocessing=pre, duration_s=round(time.perf_counter() - t0, 2))
-    (out_dir / TRAINING_FILE).write_text(json.dumps({"config": config.model_dump(), "history": history,
-                                                     **result.model_dump(mode="json")}, indent=2))
+                              device=device, preprocessing=pre, duration_s=round(time.perf_counter() - t0, 2),
+                              weights_sha256=weights_digest(model))
+    if chief:
+        (out_dir / LABEL_MAP_FILE).write_text(labels.model_dump_json(indent=2))
+        (out_dir / PREPROCESSING_FILE).write_text(pre.model_dump_json(indent=2))
+        (out_dir / SPLIT_FILE).write_text(json.dumps({n: p for n, p in parts.items()}, ensure_ascii=False))
+        (out_dir / TRAINING_FILE).write_text(json.dumps({"config": config.model_dump(), "history": history,
+                                                         **result.model_dump(mode="json")}, indent=2))
     _remove_tree(cache)
     return result
 

@@ -4,8 +4,10 @@ Every worker reads the accepted images of lake run ``--run-id`` of ``--dataset``
 own :func:`components.train_image.logic.train_image`; ``TF_CONFIG`` (the training operator writes it) makes
 that a ``MultiWorkerMirroredStrategy`` run over all of them. The chief (worker 0) publishes the model folder
 at ``--output-uri`` on the artifact store in one step (:meth:`skiff.storage.Store.atomic_dir`), with
-``result.json`` (what the single-node step records in its artifact's metadata); the others train into a
-folder of their own that is thrown away.
+``result.json`` (what the single-node step records in its artifact's metadata); the others save into a
+temporary folder that is thrown away. Every worker prints one JSON line: whether it is the chief, the
+workers, the strategy, the output URI (the chief's) and the SHA-256 of its final weights (the same on every
+worker: the training is synchronous).
 """
 
 from __future__ import annotations
@@ -60,13 +62,15 @@ def main(argv: list[str] | None = None) -> int:
             manifest = lake.manifest(ref)
             meta = {"classes": result.classes, "counts": result.counts, "phases": result.phases,
                     "device": result.device, "dataset": opts.dataset, "run_id": ref.run_id, "ingest_date": ref.date,
-                    "content_hash": manifest.content_hash or "", "duration_s": result.duration_s}
+                    "content_hash": manifest.content_hash or "", "duration_s": result.duration_s,
+                    "weights_sha256": result.weights_sha256}
             parent, name = _split_uri(opts.output_uri)
             with Store(parent, storage).atomic_dir(name) as staging:
                 shutil.copytree(out, staging, dirs_exist_ok=True)
                 (staging / RESULT_FILE).write_text(json.dumps(meta, indent=2))
     print(json.dumps({"chief": chief, "workers": tf_config_workers(), "strategy": result.device["strategy"],
-                      "output_uri": opts.output_uri if chief else None}), flush=True)
+                      "output_uri": opts.output_uri if chief else None, "weights_sha256": result.weights_sha256}),
+          flush=True)
     return 0
 
 

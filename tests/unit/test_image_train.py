@@ -142,3 +142,114 @@ def test_images_on_an_object_store_are_copied_once_into_the_local_cache(tmp_path
     assert (tmp_path / "cache" / "abc").read_bytes() == _encoded("PNG")
     fs.rm("/bucket/a/1.png")
     assert localize(rows[:1], tmp_path / "cache") == paths[:1]  # cached: not read again
+
+
+class _Weights:
+    """A stand-in model for early-stopping callbacks: its weights are the epoch they were read at."""
+
+    def __init__(self):
+        self.epoch, self.stop_training, self.restored = 0, False, None
+
+    def get_weights(self):
+        return [self.epoch]
+
+    def set_weights(self, weights):
+        self.restored = weights
+
+
+def _run_callback(callback, values):
+    model = _Weights()
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch, value in enumerate(values):
+        model.epoch = epoch
+        callback.on_epoch_end(epoch, {"val_accuracy": value})
+        if model.stop_training:
+            break
+    callback.on_train_end()
+    return model.epoch, model.restored
+
+
+@pytest.mark.parametrize("values", [[0.1, 0.2, 0.2, 0.2, 0.1, 0.5], [0.5, 0.4, 0.3, 0.6, 0.6, 0.6],
+                                    [0.3, 0.3, 0.3, 0.3], [float("nan"), 0.1, 0.1, 0.1, 0.1],
+                                    [0.1, 0.2, 0.3, 0.4, 0.5]])
+@pytest.mark.parametrize("patience", [1, 2, 3])
+def test_the_shared_early_stopping_rule_is_keras_early_stopping(values, patience):
+    """Both training loops stop by BestEpoch; on one worker it must decide as Keras's EarlyStopping did."""
+    from components.train_image.logic import _early_stopping
+    from components.train_image.phases import BestEpoch
+
+    keras_way = _run_callback(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
+                                                            restore_best_weights=True), values)
+    assert _run_callback(_early_stopping(patience), values) == keras_way
+    best, model = BestEpoch(patience), _Weights()
+    for epoch, value in enumerate(values):
+        model.epoch = epoch
+        if best.update(epoch, value, model.get_weights):
+            break
+    best.restore(model.set_weights)
+    assert (model.epoch, model.restored) == keras_way
+
+
+def test_the_phase_plan_and_its_learning_rates():
+    from components.train_image.logic import TrainImageConfig
+    from components.train_image.phases import Phase, learning_rate, phase_plan, steps_per_epoch
+
+    config = TrainImageConfig(head_epochs=3, fine_tune_epochs=10, fine_tune_layers=7, head_lr=1e-3, fine_tune_lr=1e-4,
+                              warmup_fraction=0.1)
+    plan = phase_plan(config)
+    assert plan == [Phase("head", 3, 0), Phase("fine_tune", 10, 7)]
+    assert phase_plan(config.model_copy(update={"fine_tune_epochs": 0})) == [Phase("head", 3, 0)]
+    assert steps_per_epoch(100, 32) == 4 and steps_per_epoch(3, 32) == 1
+    assert learning_rate(config, plan[0], 4) == 1e-3
+    schedule = learning_rate(config, plan[1], 4)  # 40 steps, 4 of them warming up from a tenth of the peak
+    assert float(schedule(0)) == pytest.approx(1e-5)
+    assert float(schedule(4)) == pytest.approx(1e-4)
+    assert float(schedule(2)) == pytest.approx(5.5e-5)
+    assert float(schedule(22)) == pytest.approx(5e-5, rel=1e-3)  # half-way through the decay
+    assert float(schedule(40)) == pytest.approx(0.0, abs=1e-9)
+    no_warmup = learning_rate(config.model_copy(update={"warmup_fraction": 0.0}), plan[1], 4)
+    assert float(no_warmup(0)) == pytest.approx(1e-4)
+
+
+def test_the_custom_loop_trains_as_model_fit_does_on_one_replica(tmp_path):
+    """The multi-worker loop run on one replica: the same losses and final weights as model.fit (no dropout
+    or augmentation, the same seed, data order and class weights)."""
+    from components.train_image.data import make_dataset
+    from components.train_image.distributed import DistributedTrainer
+    from components.train_image.logic import _fit
+    from skiff.datagen_images import image_set
+
+    image_set(tmp_path, classes=("circle", "square", "triangle"), per_class=9, size=32)
+    files = sorted(p for p in tmp_path.rglob("*.*"))
+    names = sorted({p.parent.name for p in files})
+    paths, labels = [str(p) for p in files], [names.index(p.parent.name) for p in files]
+    keep = [i for i in range(len(paths)) if i % 9 != 0][:-2]  # an uneven class balance and a last short batch
+    held = [i for i in range(len(paths)) if i % 9 == 0]
+    parts = {"train": ([paths[i] for i in keep], [labels[i] for i in keep]),
+             "val": ([paths[i] for i in held], [labels[i] for i in held])}
+    weights = class_weights(parts["train"][1], 3)
+    pre = Preprocessing(height=32, width=32)
+
+    def fresh():
+        keras.utils.set_random_seed(3)
+        model = build_model("TinyConvNet", 3, image_size=32, weights="", dropout=0.0)
+        set_phase(model, "fine_tune", 100)
+        return model
+
+    by_fit = fresh()
+    data = {n: make_dataset(p, y, pre, batch_size=8, training=n == "train", augment=False, seed=0)
+            for n, (p, y) in parts.items()}
+    fit_history, _ = _fit(by_fit, data["train"], data["val"], epochs=1, lr=1e-3, patience=5, weights=weights)
+    by_loop = fresh()
+    trainer = DistributedTrainer(tf.distribute.get_strategy(), by_loop, parts, pre, global_batch=8,
+                                 class_weights=weights, workers=1, augment=False, seed=0)
+    loop_history, epochs = trainer.fit(epochs=1, lr=1e-3, patience=5)
+    assert epochs == 1
+    np.testing.assert_allclose(loop_history["loss"], fit_history["loss"], rtol=1e-3)
+    np.testing.assert_allclose(loop_history["val_loss"], fit_history["val_loss"], rtol=1e-3)
+    assert loop_history["val_accuracy"] == pytest.approx(fit_history["val_accuracy"], abs=1e-4)
+    for a, b in zip(by_loop.get_weights(), by_fit.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    assert trainer.accuracy("val") == pytest.approx(float(by_fit.evaluate(data["val"], verbose=0,
+                                                                          return_dict=True)["accuracy"]), abs=1e-6)
