@@ -35,9 +35,10 @@ def train_frame(n: int = 400, seed: int = 3) -> tuple[pd.DataFrame, np.ndarray]:
     return x, y.to_numpy()
 
 
-def register_anomaly_model(root: Path) -> tuple[ModelRegistry, Pipeline]:
+def register_anomaly_model(root: Path, registry: Path | None = None) -> tuple[ModelRegistry, Pipeline]:
     """A binary classifier on temperature and humidity, registered with its exact ONNX export."""
-    reg = ModelRegistry(Store(str(root / "registry")))
+    root.mkdir(parents=True, exist_ok=True)
+    reg = ModelRegistry(Store(str(registry or root / "registry")))
     x, y = train_frame()
     pipe = Pipeline([("sc", StandardScaler()), ("est", LogisticRegression())]).fit(x, y)
     info = export_onnx(pipe, x[300:], root / "m.onnx", input_schema=INPUTS, features=FEATURES)
@@ -142,3 +143,19 @@ def test_bad_scoring_sections_are_spec_errors(scoring, words):
     with pytest.raises(SpecError) as e:
         parse_spec({**BASE, "windows": {**WINDOWS, "scoring": scoring}})
     assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_cli_stream_with_a_bad_model_reference_stops_before_connecting(tmp_path, capsys):
+    import json
+
+    from skiff.cli import main
+
+    register_anomaly_model(tmp_path, tmp_path / "root" / "models")  # the registry under --root
+    spec_file = tmp_path / "sensors.yaml"
+    spec_file.write_text(json.dumps({**BASE, "windows": {**WINDOWS, "scoring": {"model": MODEL, "version": 9}}}))
+    # the model is resolved before any connection is tried
+    code = main(["--root", str(tmp_path / "root"), "stream", "--spec", str(spec_file), "--topic", "t/x",
+                 "--max-messages", "1"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"model '{MODEL}' version 9" in err and "no version 9" in err and "unreachable" not in err
