@@ -161,6 +161,8 @@ class StreamScorer:
                 data[f] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
             elif t == "integer":
                 data[f] = pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
+            elif t == "boolean" and not col.null_count:
+                data[f] = np.asarray(col.to_pylist(), dtype=bool)
             elif t == "datetime":
                 data[f] = pd.to_datetime(pd.Series(col.to_pylist(), dtype=object), utc=True)
             else:
