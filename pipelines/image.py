@@ -8,7 +8,7 @@ the same step runs on the CPU there. With ``workers > 1`` (a cluster only) train
 launcher task creates a Kubeflow ``TFJob`` of that many workers, each with ``gpus_per_worker`` GPUs, running
 the same training code under ``MultiWorkerMirroredStrategy`` (:mod:`components.train_image.tfjob`), and
 evaluation and registration read its model as they read the single-node step's. After registration the
-run is logged to MLflow (:mod:`pipelines.tracking_step`). What a run takes, checks and reports is
+run is logged to MLflow (:mod:`components.track.component`). What a run takes, checks and reports is
 :data:`pipelines.definitions.IMAGE` (:mod:`pipelines.image_run`).
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 from kfp import dsl, kubernetes
 
 from components.ingest_images.component import ingest_images_op
+from components.track.component import track_run_op
 from components.train_image.component import (
     evaluate_image_op,
     register_image_op,
@@ -24,7 +25,6 @@ from components.train_image.component import (
     train_image_tfjob_op,
 )
 from pipelines.cluster_wiring import in_namespace
-from pipelines.tracking_step import track_run_op
 
 __all__ = ["image", "GPU_TOLERATION", "GPU_NODE_SELECTOR"]
 

@@ -35,7 +35,6 @@ from kfp import dsl, kubernetes
 
 from components._image import BASE_IMAGE
 from pipelines.cluster_wiring import in_namespace
-from skiff.cluster import DATABASE_SECRET
 from skiff.errors import UsageError
 from skiff.identifiers import check_name
 
@@ -94,10 +93,7 @@ def monitor_op(model: str, act: bool = False, env: str = "dev", environments: st
 
 def _wire(task: Any) -> None:
     task.set_caching_options(False).set_display_name("monitor").set_cpu_limit("1").set_memory_limit("2G")
-    in_namespace(task, "monitor")
-    # the control plane (scores, alerts, retrain decisions) is the cluster's PostgreSQL
-    kubernetes.use_secret_as_env(task, DATABASE_SECRET.name, {DATABASE_SECRET.key: DATABASE_SECRET.env},
-                                 optional=True)
+    in_namespace(task, "monitor")  # with the control plane's Secret (STEP_SECRETS)
 
 
 def monitor_pipeline(environments_pvc: str = "") -> Any:
@@ -226,7 +222,7 @@ def recurring_run_body(plan: MonitorSchedule, package: Path, experiment_id: str,
                        target: "RunTarget") -> Any:
     """The ``V2beta1RecurringRun`` that :func:`schedule` creates (kfp-server-api's model: it validates its
     fields as it is built)."""
-    import kfp_server_api as api  # type: ignore[import-untyped]
+    import kfp_server_api as api
 
     start = plan.start_time.isoformat() if plan.start_time else None
     return api.V2beta1RecurringRun(

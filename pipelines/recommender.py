@@ -6,7 +6,7 @@ data set (the spec's types and rules, bad rows quarantined with a reason); the t
 popularity baseline, item–item similarity and implicit ALS on the last period and refits the best on
 every event (building a faiss catalogue index past the exact-scoring threshold); the evaluate step gates
 the challenger against the champion's configuration refit on the same split; register publishes the
-``recommender`` version, and the last task logs the run to MLflow (:mod:`pipelines.tracking_step`). What a
+``recommender`` version, and the last task logs the run to MLflow (:mod:`components.track.component`). What a
 run takes, checks and reports is :data:`pipelines.definitions.RECOMMENDER` (:mod:`pipelines.recommender_run`).
 """
 
@@ -14,8 +14,8 @@ from kfp import dsl
 
 from components.ingest.component import ingest_op
 from components.recommend.component import evaluate_recs_op, register_recs_op, train_recs_op
+from components.track.component import track_run_op
 from pipelines.cluster_wiring import in_namespace
-from pipelines.tracking_step import track_run_op
 
 __all__ = ["recommender"]
 

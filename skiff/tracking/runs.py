@@ -18,7 +18,7 @@ run the same step, so both log the same way. A run that stops earlier is logged 
 stop: the validation gate step (which fails on purpose, on a cluster too) and, for a local run, the
 run's summary (:func:`pipelines.local_runs.track_summary` knows the failed step and its error). The image
 and recommender register steps publish versions that hold everything their runs' records need, so a
-tracking step after them (:mod:`pipelines.tracking_step`) logs :func:`version_record` of the version,
+tracking step after them (:mod:`components.track.component`) logs :func:`version_record` of the version,
 which reads it by flavor.
 
 Logging never fails a pipeline: every call here returns None instead of raising, after

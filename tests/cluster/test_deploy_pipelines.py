@@ -38,10 +38,10 @@ def test_every_step_reads_the_namespace_settings(compiled):
     executors = _executors(platform_spec)
     assert set(executors) == set(pipeline_spec["deploymentSpec"]["executors"]) == {f"exec-{s}" for s in STEPS}
     for name, config in executors.items():
-        (volume,) = config["configMapAsVolume"]
+        (volume,) = [v for v in config["configMapAsVolume"] if v["configMapName"] == cluster.SETTINGS_CONFIG_MAP]
         assert volume["configMapName"] == cluster.SETTINGS_CONFIG_MAP == "skiff-settings", name
         assert volume["mountPath"] == cluster.SETTINGS_MOUNT and volume["optional"] is False, name
-        (env,) = config["configMapAsEnv"]
+        (env,) = [e for e in config["configMapAsEnv"] if e["configMapName"] == cluster.SETTINGS_CONFIG_MAP]
         assert env["configMapName"] == cluster.SETTINGS_CONFIG_MAP
         assert env["keyToEnv"] == [{"configMapKey": cluster.SETTINGS_PATH_KEY, "envVar": "SKIFF_CONFIG"}], name
         assert config["podMetadata"]["labels"] == {"azure.workload.identity/use": "true"}, name
@@ -58,7 +58,9 @@ def test_only_the_steps_that_need_a_secret_read_it(compiled):
         for name, config in _executors(platform_spec).items()
     }
     assert secrets.pop("features") == [("skiff-redis", "connection-string", "SKIFF_REDIS", True)]
-    assert secrets.pop("register") == [("skiff-database", "url", "SKIFF_DATABASE_URL", True)]
+    mlflow = [(s.name, s.key, s.env, True) for s in cluster.MLFLOW_SECRETS]
+    assert secrets.pop("register") == [("skiff-database", "url", "SKIFF_DATABASE_URL", True), *mlflow]
+    assert secrets.pop("validation-blocked") == mlflow
     assert all(not s for s in secrets.values()), secrets
     # the names are the core's (the chart's defaults are held to the same, tests/unit/test_helm.py)
     assert (cluster.REDIS_SECRET.name, cluster.DATABASE_SECRET.name) == ("skiff-redis", "skiff-database")

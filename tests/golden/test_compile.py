@@ -25,9 +25,17 @@ def _strip(node):
     return node
 
 
-@pytest.mark.parametrize("name", sorted(PIPELINES))
+def _compile(name: str, out: Path) -> Path:
+    if name == "monitor":  # the scheduled monitoring job (skiff monitor schedule), not a run definition
+        from pipelines.monitor import compile_monitor
+
+        return compile_monitor(out)
+    return compile_pipeline(name, out)
+
+
+@pytest.mark.parametrize("name", [*sorted(PIPELINES), "monitor"])
 def test_pipeline_compiles_to_golden(name, tmp_path):
-    out = compile_pipeline(name, tmp_path / f"{name}.yaml")
+    out = _compile(name, tmp_path / f"{name}.yaml")
     # the pipeline spec and, second, the kubernetes platform spec (kfp-kubernetes: Secrets, ConfigMaps)
     got = _strip(list(yaml.safe_load_all(out.read_text())))
     golden = GOLDEN / f"{name}.yaml"

@@ -35,7 +35,8 @@ def test_only_the_train_task_asks_for_a_gpu_on_the_gpu_pool(ir):
     spec, platform = ir
     tasks = _all_tasks(spec)
     assert set(tasks) == {"ingest-images-op", "train-image-op", "evaluate-image-op", "register-image-op",
-                          "train-image-tfjob-op", "evaluate-image-op-2", "register-image-op-2"}
+                          "track-run-op", "train-image-tfjob-op", "evaluate-image-op-2", "register-image-op-2",
+                          "track-run-op-2"}
     executors = spec["deploymentSpec"]["executors"]
     for name, task in tasks.items():
         container = executors[task["componentRef"]["name"].replace("comp-", "exec-")]["container"]
@@ -60,8 +61,9 @@ def test_workers_choose_between_the_step_and_the_tfjob(ir):
     by_condition = {t["triggerPolicy"]["condition"]: set(spec["components"][t["componentRef"]["name"]]["dag"]["tasks"])
                     for t in branches.values()}
     one = "int(inputs.parameter_values['pipelinechannel--workers']) == 1"
-    assert by_condition == {one: {"train-image-op", "evaluate-image-op", "register-image-op"},
-                            f"!({one})": {"train-image-tfjob-op", "evaluate-image-op-2", "register-image-op-2"}}
+    assert by_condition == {one: {"train-image-op", "evaluate-image-op", "register-image-op", "track-run-op"},
+                            f"!({one})": {"train-image-tfjob-op", "evaluate-image-op-2", "register-image-op-2",
+                                          "track-run-op-2"}}
 
 
 def test_the_gpu_pool_names_are_the_terraform_modules():

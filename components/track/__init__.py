@@ -1,0 +1,1 @@
+"""The tracking step: an image or recommender run logged to MLflow after its register step."""
