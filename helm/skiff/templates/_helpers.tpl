@@ -284,9 +284,21 @@ Every combination of values the templates cannot render correctly fails here wit
 {{- end -}}
 {{- $_ := set $seen $c.name true -}}
 {{- $sts := printf "%s-stream-%s" (include "skiff.fullname" $) $c.name -}}
-{{- if gt (len $sts) 52 -}}
-{{- $errors = append $errors (printf "stream.consumers[%d]: the StatefulSet name %q is longer than 52 characters (its pods' names and revision labels must fit 63): shorten the name" $i $sts) -}}
+{{- $names := list $sts -}}
+{{- if $c.partitions -}}
+{{- $names = list -}}
+{{- range $p := $c.partitions -}}{{- $names = append $names (printf "%s-%s" $sts $p.name) -}}{{- end -}}
 {{- end -}}
+{{- range $n := $names -}}
+{{- if gt (len $n) 52 -}}
+{{- $errors = append $errors (printf "stream.consumers[%d]: the StatefulSet name %q is longer than 52 characters (its pods' names and revision labels must fit 63): shorten the name" $i $n) -}}
+{{- end -}}
+{{- if hasKey $seen (printf "sts/%s" $n) -}}
+{{- $errors = append $errors (printf "stream.consumers[%d] (%s): the StatefulSet name %q is taken by another consumer or partition: rename one" $i $c.name $n) -}}
+{{- end -}}
+{{- $_ := set $seen (printf "sts/%s" $n) true -}}
+{{- end -}}
+{{- $errors = concat $errors (include "skiff.streamPartitionErrors" (dict "i" $i "c" $c) | splitList "\n" | compact) -}}
 {{- $mqtt := list -}}
 {{- range $s := $c.spec.sources -}}{{- if eq (toString $s.type) "mqtt" -}}{{- $mqtt = append $mqtt $s -}}{{- end -}}{{- end -}}
 {{- if not $mqtt -}}
