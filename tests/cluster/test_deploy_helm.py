@@ -3,7 +3,10 @@
 - Finding 8: ``skiff api`` (Deployment, Service, database URL and token digests from Secrets,
   NetworkPolicy, Ingress with TLS) and ``skiff stream`` (StatefulSet with stable client ids, a shared
   subscription, a PodDisruptionBudget) render, off by default, and their command lines go through the
-  real CLI (the stream consumer against the real Mosquitto on 127.0.0.1:1883).
+  real CLI (the stream consumer against the real Mosquitto on 127.0.0.1:1883). A windowed dataset's
+  consumer runs one StatefulSet per partition on its own topic filters (no ``$share/``); the chart refuses
+  subscriptions that would split a device's readings (windows with replicas > 1 on a shared subscription)
+  or double them (overlapping partitions, checked against paho's topic matcher).
 - One definition: the chart's names and prefixes are skiff.cluster's and skiff.layout's.
 - Every rendered object of every ci variant passes the core Kubernetes schemas (kubernetes-validate, strict:
   an unknown field fails) at the chart's oldest and the platform's Kubernetes version, and the KServe
@@ -25,7 +28,16 @@ import yaml
 
 from skiff import cluster, layout
 from tests.conftest import REPO, require_service
-from tests.unit.test_helm import CI_CASES, PLATFORM, by_kind, render, render_ci, render_error
+from tests.unit.test_helm import (
+    CI_CASES,
+    MONITORING_APIS,
+    PLATFORM,
+    _template,
+    by_kind,
+    render,
+    render_ci,
+    render_error,
+)
 
 #: The chart's oldest Kubernetes (Chart.yaml kubeVersion) and the one the cluster modules create.
 K8S_VERSIONS = ("1.29.0", "1.33.0")
@@ -290,8 +302,6 @@ def test_stream_values_that_cannot_work_fail_with_the_value_named(tmp_path, cons
 
 
 def test_a_stream_name_too_long_for_its_pods_is_refused(tmp_path):
-    from tests.unit.test_helm import MONITORING_APIS, _template
-
     values = _values_file(tmp_path, {"stream": {"enabled": True, "consumers": [_consumer(name="a" * 30)]}})
     result = _template("skiff", (str(PLATFORM / "ci/minimal-values.yaml"), values), (), MONITORING_APIS,
                        "team-analytics-skiff-platform")
@@ -302,6 +312,186 @@ def test_stream_schema_refuses_a_topic_that_is_already_shared(tmp_path):
     values = _values_file(tmp_path, {"stream": {"enabled": True, "consumers": [_consumer(topic="$share/g/a/b")]}})
     err = render_error("skiff", (str(PLATFORM / "ci/minimal-values.yaml"), values))
     assert "values don't meet the specifications of the schema" in err and "/stream/consumers/0/topic" in err, err
+
+
+# --- partitioned consumers (datasets with windows) -----------------------------------------------------
+
+_WINDOWS = {"define": [{"name": "m1", "size": "1m", "columns": ["x"], "aggregations": ["mean"]}]}
+
+
+def _windowed(**over) -> dict:
+    c = _consumer(**over)
+    c["spec"] = {**c["spec"], "columns": {"k": {"type": "string"}, "x": {"type": "float"}}, "windows": _WINDOWS}
+    return c
+
+
+def _partitioned(*partitions: tuple[str, list[str]], **over) -> dict:
+    c = _windowed(**over)
+    c.pop("topic")
+    c["partitions"] = [{"name": n, "topics": t} for n, t in partitions]
+    return c
+
+
+def _topic_args(command: list[str]) -> list[str]:
+    return [command[i + 1] for i, a in enumerate(command) if a == "--topic"]
+
+
+def test_partitioned_consumers_subscribe_to_their_own_filters_without_sharing():
+    values = yaml.safe_load((PLATFORM / "ci/full-values.yaml").read_text())
+    (consumer,) = [c for c in values["stream"]["consumers"] if c.get("partitions")]
+    name = f"skiff-stream-{consumer['name']}"
+    docs = render_ci("skiff", "full-values.yaml")
+    parts = {n: d for n, d in by_kind(docs, "StatefulSet").items() if n.startswith(f"{name}-")}
+    assert set(parts) == {f"{name}-{p['name']}" for p in consumer["partitions"]} and len(parts) >= 2
+    assert name not in by_kind(docs, "StatefulSet")  # no shared StatefulSet besides the partitions
+    shared = _stream(docs, "skiff-stream-sensors")["spec"]["template"]["spec"]
+    pdb = by_kind(docs, "PodDisruptionBudget")[name]["spec"]
+    assert pdb["maxUnavailable"] == 1 and by_kind(docs, "Service")[name]["spec"]["clusterIP"] == "None"
+    pod_labels = {}
+    for p in consumer["partitions"]:
+        sts = parts[f"{name}-{p['name']}"]["spec"]
+        assert sts["replicas"] == 1 and sts["serviceName"] == name  # one pod, <sts>-0: one client id, one session
+        labels = sts["template"]["metadata"]["labels"]
+        assert sts["selector"]["matchLabels"].items() <= labels.items()
+        assert pdb["selector"]["matchLabels"].items() <= labels.items()  # one budget over all partitions
+        pod_labels[p["name"]] = labels
+        pod = sts["template"]["spec"]
+        (c,) = pod["containers"]
+        assert c["command"][:4] == ["python", "-m", "skiff", "stream"]
+        assert _topic_args(c["command"]) == p["topics"]  # its own filters ...
+        assert not any("$share/" in a for a in c["command"])  # ... not shared
+        args = c["command"][4:]
+        assert args[args.index("--client-id") + 1] == "$(POD_NAME)"
+        assert args[args.index("--batch-rows") + 1] == str(consumer["batchRows"])
+        # the same pod as a shared consumer's: identity, lock-down, settings, credentials, volumes
+        for k in ("serviceAccountName", "automountServiceAccountToken", "securityContext",
+                  "terminationGracePeriodSeconds"):
+            assert pod[k] == shared[k], k
+        for k in ("image", "securityContext", "resources", "env", "volumeMounts"):
+            assert c[k] == shared["containers"][0][k], k
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes.pop("dataset") == {"name": "dataset", "configMap": {"name": name}}
+        assert list(volumes.values()) == [v for v in shared["volumes"] if v["name"] != "dataset"]
+    # each StatefulSet selects its own partition's pod only
+    for p, sts in parts.items():
+        selected = [q for q, labels in pod_labels.items() if sts["spec"]["selector"]["matchLabels"].items() <= labels.items()]
+        assert selected == [p.removeprefix(f"{name}-")], (p, selected)
+
+
+def test_the_partitioned_spec_configmap_is_a_valid_windowed_dataset_spec():
+    from skiff.spec import parse_spec
+
+    docs = render_ci("skiff", "full-values.yaml")
+    spec = parse_spec(yaml.safe_load(by_kind(docs, "ConfigMap")["skiff-stream-machines"]["data"]["spec.yaml"]),
+                      origin="the chart's stream spec")
+    assert spec.windows is not None and [w.name for w in spec.windows.define] == ["m1"]
+
+
+@pytest.mark.parametrize(
+    ("consumers", "expected"),
+    [
+        ([_windowed(replicas=2)],
+         "stream.consumers[0] (t): its spec declares windows, and 2 replicas on the shared subscription "
+         "$share/t/a/b would split each device's readings"),
+        ([_windowed(replicas=3, group="g")], "3 replicas on the shared subscription $share/g/a/b"),
+        ([{**_consumer(), "partitions": [{"name": "p", "topics": ["a/b"]}]}], "give topic or partitions, not both"),
+        ([{k: v for k, v in _consumer().items() if k != "topic"}], "give topic (one subscription, shared"),
+        ([_partitioned(("p", ["a/1"]), replicas=2)], "replicas does not apply to partitions"),
+        ([_partitioned(("p", ["a/1"]), group="g")], "group names a shared subscription"),
+        ([_partitioned(("p", ["a/1"]), ("p", ["a/2"]))], 'the partition name "p" is used twice'),
+        ([_partitioned(("p", ["a/1", "a/2"]))],
+         "partition p lists 2 topic filters, and skiff stream subscribes to one (--topic)"),
+        ([_partitioned(("p", ["s/site-a/+"]), ("q", ["s/+/d1"]))],
+         'partitions p and q overlap (the topic filters "s/site-a/+" and "s/+/d1" match the same topics)'),
+        ([_partitioned(("x", ["a/1"])), _consumer(name="t-x")],
+         'stream.consumers[1] (t-x): the StatefulSet name "skiff-stream-t-x" is taken'),
+        ([_partitioned(("abcdefghijklmnop", ["a/1"]), name="a" * 26)], "longer than 52 characters"),
+    ],
+)
+def test_stream_subscriptions_that_would_split_or_double_a_device_are_refused(tmp_path, consumers, expected):
+    values = _values_file(tmp_path, {"stream": {"enabled": True, "consumers": consumers}})
+    err = render_error("skiff", (str(PLATFORM / "ci/minimal-values.yaml"), values))
+    assert expected in err, err
+
+
+@pytest.mark.parametrize(
+    "consumer",
+    [_windowed(), _windowed(replicas=1), _consumer(replicas=4),
+     _partitioned(("site-a", ["s/site-a/+/t"]), ("site-b", ["s/site-b/+/t"]), ("rest", ["s/site-c/#"]))],
+    ids=["windows-one-replica", "windows-replicas-1", "no-windows-shared", "windows-partitions"],
+)
+def test_stream_subscriptions_that_keep_each_device_at_one_consumer_render(tmp_path, consumer):
+    values = _values_file(tmp_path, {"stream": {"enabled": True, "consumers": [consumer]}})
+    docs = render("skiff", (str(PLATFORM / "ci/minimal-values.yaml"), values))
+    topics = {n: _topic_args(d["spec"]["template"]["spec"]["containers"][0]["command"])
+              for n, d in by_kind(docs, "StatefulSet").items()}
+    if "partitions" in consumer:
+        assert topics == {f"skiff-stream-t-{p['name']}": p["topics"] for p in consumer["partitions"]}
+    else:
+        assert topics == {"skiff-stream-t": [f"$share/t/{consumer['topic']}"]}
+
+
+def _levels(*filters: str) -> list[str]:
+    return sorted({lv for f in filters for lv in f.split("/") if lv not in ("+", "#")} | {"other"})
+
+
+def _common_topic(a: str, b: str) -> str | None:
+    """A topic both filters match by paho's own matcher, among every topic of up to one level more than the
+    longer filter over their literal levels and one other."""
+    import itertools
+
+    from paho.mqtt.client import topic_matches_sub
+
+    alphabet = _levels(a, b)
+    for n in range(1, max(a.count("/"), b.count("/")) + 3):
+        for levels in itertools.product(alphabet, repeat=n):
+            topic = "/".join(levels)
+            if topic_matches_sub(a, topic) and topic_matches_sub(b, topic):
+                return topic
+    return None
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("sensors/site-a/+/telemetry", "sensors/site-b/+/telemetry"),
+        ("sensors/+/d1/telemetry", "sensors/site-a/+/telemetry"),
+        ("sensors/site-a/#", "sensors/+/d1/telemetry"),
+        ("sensors/site-a/#", "sensors/site-a"),
+        ("sensors/site-a", "sensors/site-a/#"),
+        ("sensors/site-a/+", "sensors/site-a"),
+        ("sensors/+/telemetry", "sensors/+/+/telemetry"),
+        ("sensors/+/telemetry", "sensors/+/+/#"),
+        ("#", "sensors/x"),
+        ("sensors/a", "sensors/a/b"),
+        ("+/a", "b/+"),
+    ],
+)
+def test_the_overlap_guard_agrees_with_the_mqtt_matcher(tmp_path, a, b):
+    values = _values_file(tmp_path, {"stream": {"enabled": True, "consumers": [_partitioned(("p", [a]), ("q", [b]))]}})
+    result = _template("skiff", (str(PLATFORM / "ci/minimal-values.yaml"), values), (), MONITORING_APIS, "skiff")
+    refused = result.returncode != 0 and "partitions p and q overlap" in result.stderr
+    assert refused is (_common_topic(a, b) is not None), (result.stderr, _common_topic(a, b))
+    assert refused or result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("partition", "where"),
+    [
+        ({"name": "p", "topics": ["$share/g/a/b"]}, "/stream/consumers/0/partitions/0/topics/0"),
+        ({"name": "p", "topics": ["a/#/b"]}, "/stream/consumers/0/partitions/0/topics/0"),
+        ({"name": "p", "topics": ["a/b+"]}, "/stream/consumers/0/partitions/0/topics/0"),
+        ({"name": "p", "topics": []}, "/stream/consumers/0/partitions/0/topics"),
+        ({"name": "Site_A", "topics": ["a"]}, "/stream/consumers/0/partitions/0/name"),
+        ({"name": "p", "topic": "a"}, "/stream/consumers/0/partitions/0"),
+    ],
+)
+def test_stream_schema_refuses_partitions_that_are_no_topic_filters(tmp_path, partition, where):
+    c = _windowed()
+    c.pop("topic")
+    values = _values_file(tmp_path, {"stream": {"enabled": True, "consumers": [{**c, "partitions": [partition]}]}})
+    err = render_error("skiff", (str(PLATFORM / "ci/minimal-values.yaml"), values))
+    assert "values don't meet the specifications of the schema" in err and where in err, err
 
 
 @pytest.mark.integration
@@ -371,6 +561,80 @@ def test_the_stream_command_line_consumes_a_shared_subscription(skiff_env):
                 if f.endswith(".parquet"):
                     rows += pq.read_table(lake.store.local_path("raw", "telemetry", date, run, f)).column("machine_id").to_pylist()
     assert sorted(rows) == sorted(f"m{i}" for i in range(40))  # every message once, across both consumers
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_partitioned_command_lines_keep_each_device_s_windows_at_one_consumer(skiff_env):
+    """Two partitions of a windowed consumer, run as their pods' command lines through the real CLI against the
+    real broker: each takes only its own devices' readings, neither warns of a shared subscription, and the
+    windows of both together equal pandas over the lake's rows (each device's windows computed once, whole)."""
+    require_service("Mosquitto", 1883)
+    import pyarrow.parquet as pq
+
+    from skiff.config import load_settings
+    from skiff.lake import Lake
+    from skiff.spec import parse_spec
+    from tests.integration.test_stream_mqtt import publish
+    from tests.integration.test_stream_windows_mqtt import lake_rows, lake_windows, reading, stream_of
+    from tests.unit.test_stream_windows import BASE, WINDOWS, compare
+
+    base = f"skiff-test/{os.getpid()}-{time.monotonic_ns()}"
+    group_of = {"a": "g1", "b": "g1", "c": "g2"}
+    data = stream_of(600)
+    spec = {**BASE, "windows": WINDOWS,
+            "sources": [{"type": "mqtt", "host": "127.0.0.1", "port": 1883, "topic": f"{base}/+/+"}]}
+    values = {"stream": {"enabled": True, "consumers": [{
+        "name": "sensors", "batchRows": 100, "batchSeconds": 0.3, "spec": spec,
+        "partitions": [{"name": g, "topics": [f"{base}/{g}/+"]} for g in ("g1", "g2")]}]}}
+    docs = render("skiff", (str(PLATFORM / "ci/minimal-values.yaml"), _values_file(skiff_env, values)))
+    spec_text = by_kind(docs, "ConfigMap")["skiff-stream-sensors"]["data"]["spec.yaml"]
+    (skiff_env / "spec.yaml").write_text(spec_text)
+
+    procs, expected = {}, {}
+    for g in ("g1", "g2"):
+        command = _stream(docs, f"skiff-stream-sensors-{g}")["spec"]["template"]["spec"]["containers"][0]["command"]
+        command[command.index("--spec") + 1] = str(skiff_env / "spec.yaml")
+        pod = f"skiff-stream-sensors-{g}-0"
+        expected[pod] = sum(1 for r in data if group_of[r[0]] == g)
+        args = [pod if a == "$(POD_NAME)" else a for a in command]
+        args += ["--max-messages", str(expected[pod]), "--duration", "60"]
+        procs[pod] = subprocess.Popen([sys.executable, *args[1:]], cwd=skiff_env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env={**os.environ, "PYTHONPATH": str(REPO)})
+    logs = {pod: [] for pod in procs}
+    readers = [threading.Thread(target=lambda p=p: logs[p].extend(procs[p].stderr), daemon=True) for p in procs]
+    for r in readers:
+        r.start()
+    deadline = time.monotonic() + 60
+    while not all(any("consuming" in line for line in lines) for lines in logs.values()):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs.values()), logs
+        time.sleep(0.1)
+    publish(lambda i: f"{base}/{group_of[data[i][0]]}/{data[i][0]}", [reading(*r) for r in data])
+    summaries = {}
+    for pod, proc in procs.items():
+        out = proc.stdout.read()
+        assert proc.wait(timeout=90) == 0, f"{pod}: {''.join(logs[pod])[-2000:]}"
+        for r in readers:
+            r.join(5)
+        summaries[pod] = json.loads(out)
+    assert {pod: s["counts"]["messages"] for pod, s in summaries.items()} == expected
+    assert not any("shared subscription" in line for lines in logs.values() for line in lines), logs
+
+    lake = Lake.from_settings(load_settings())
+    refs = lake.all_runs("sensors")
+    assert {ref.run_id.rsplit("-", 1)[0] for ref in refs} == set(procs)  # runs named by the partitions' pods
+    devices_at: dict[str, set] = {pod: set() for pod in procs}
+    for ref in refs:
+        folder = Path(lake.store.uri(*ref.parts))
+        for f in folder.glob("*.parquet"):
+            if "device_id" in pq.read_schema(f).names:
+                devices_at[ref.run_id.rsplit("-", 1)[0]] |= set(pq.read_table(f, columns=["device_id"])
+                                                               .column("device_id").to_pylist())
+    assert devices_at == {"skiff-stream-sensors-g1-0": {"a", "b"}, "skiff-stream-sensors-g2-0": {"c"}}
+    rows = lake_rows(lake)
+    assert len({(r[0], r[1]) for r in rows}) == len(rows)  # nothing stored twice
+    compare(lake_windows(lake), rows, parse_spec(yaml.safe_load(spec_text)))
 
 
 # --- every rendered object against the upstream schemas -------------------------------------------------
