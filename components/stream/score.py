@@ -3,10 +3,10 @@
 The version named by ``windows.scoring`` (:class:`skiff.stream_spec.StreamScoring`) is resolved by the
 registry once, when the consumer starts; a reference the registry does not resolve, a model that is not a
 scikit-learn version, or a model input the stream does not have is a :class:`~skiff.errors.ConfigError`
-naming it, before any connection. The model runs the way the model server runs it: on the version's exact
-ONNX export (:func:`skiff.onnx_export.onnx_session`, fed by :func:`skiff.onnx_export.onnx_feeds`) for the
-rows its recorded domain admits (:class:`skiff.onnx_export.OnnxDomain`), on the scikit-learn pipeline for
-the others and for versions without an exact export, so both give the same score.
+naming it, before any connection. The model runs on the model server's scoring runtime (:mod:`skiff.scoring`):
+on the version's exact ONNX export (:class:`skiff.scoring.ExactExport`) for the rows its recorded domain
+admits (:class:`skiff.onnx_export.OnnxDomain`), row by row, on the scikit-learn pipeline for the others and
+for versions without an exact export, so both give the same score.
 
 Rows reach the scorer complete: readings with a missing model input are quarantined before (reason
 ``missing_model_input``), closed windows with a missing feature are skipped and counted.
@@ -24,11 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from skiff.errors import ConfigError, SkiffError
+from skiff.scoring import ExactExport, input_frame, is_classifier, open_exact_export, pipeline_scores
 
 if TYPE_CHECKING:
-    import pandas as pd
-
-    from skiff.onnx_export import OnnxDomain, OnnxSession
     from skiff.registry import ModelRegistry
     from skiff.spec import DatasetSpec
     from skiff.stream_spec import StreamScoring
@@ -86,45 +84,13 @@ class StreamScorer:
                               f"not among the {what} ({', '.join(self.available)})", model=conf.model)
         self.types = {f: str(meta.input_schema.get(f) or self.available[f]) for f in self.features}
         self.model = registry.load_model(mv.name, mv.version)
-        problem = meta.problem_type
-        self.classifier = problem in ("binary", "multiclass") if problem else hasattr(self.model, "predict_proba")
+        self.classifier = is_classifier(self.model, meta.problem_type)
         self.classes = [str(c) for c in (meta.classes or getattr(self.model, "classes_", []) or [])]
         self.threshold = float(meta.threshold) if meta.threshold is not None else 0.5
-        self.session: OnnxSession | None = None
-        self.domain: OnnxDomain | None = None
-        self.engine = "sklearn"
-        self._onnx(registry, mv.metadata.extra.get("onnx") or {}, list(meta.files), threads)
+        self.export: ExactExport | None = open_exact_export(registry, mv, self.model, self.classifier, threads,
+                                                            log, "scoring")
+        self.engine = "sklearn" if self.export is None else self.export.engine
         log.info("%s: scoring %s with %s (%s)", spec.name, conf.score, self.ref, self.engine)
-
-    def _onnx(self, registry: ModelRegistry, info: dict[str, Any], files: list[str], threads: int) -> None:
-        """Open the version's exact ONNX export, as the model server does (scikit-learn when there is none)."""
-        from skiff.onnx_export import ONNX_FILE, OnnxDomain, known_categories, onnx_session
-
-        if not info.get("exact") or ONNX_FILE not in files:
-            log.info("%s: no exact ONNX export (%s); scoring with scikit-learn", self.ref,
-                     info.get("reason") or "none recorded")
-            return
-        kinds = dict(info.get("inputs") or {})
-        if "categories" not in info:
-            info = {**info, "categories": known_categories(self.model, kinds)}
-        try:
-            session = onnx_session(registry.store.read_bytes(self.name, str(self.version), ONNX_FILE), threads)
-            names = [i.name for i in session.get_inputs()]
-            if names != list(kinds):
-                raise ValueError(f"model.onnx inputs {names} differ from the recorded ones {list(kinds)}")
-            outputs = [o.name for o in session.get_outputs()]
-            recorded = info.get("output")
-            if recorded is not None and recorded not in outputs:
-                raise ValueError(f"model.onnx has no output {recorded!r} (it has {outputs})")
-        except Exception as e:  # a broken export must not stop the stream: scikit-learn still scores
-            log.warning("%s: cannot use %s (%s: %s); scoring with scikit-learn", self.ref, ONNX_FILE,
-                        type(e).__name__, e)
-            return
-        self.session, self.kinds = session, kinds
-        self.output = str(recorded) if recorded else (outputs[1] if self.classifier else outputs[0])
-        self.missing_text: str | None = info.get("missing_text")
-        self.domain = OnnxDomain(kinds, info)
-        self.engine = "onnxruntime"
 
     # -- inputs ------------------------------------------------------------------------------------------
     def missing(self, table: pa.Table) -> tuple[np.ndarray, list[str]]:
@@ -147,30 +113,6 @@ class StreamScorer:
     def _columns(self, table: pa.Table) -> dict[str, list[Any]]:
         return {f: table.column(f).to_pylist() for f in self.features}
 
-    def _frame(self, table: pa.Table) -> pd.DataFrame:
-        """The rows as a DataFrame with the dtypes the spec types stand for (the scikit-learn path)."""
-        import pandas as pd
-
-        data: dict[str, Any] = {}
-        for f in self.features:
-            col = table.column(f)
-            if pa.types.is_dictionary(col.type):
-                col = pc.cast(col, pa.string())
-            t = self.types[f]
-            if t == "float" or (t == "integer" and col.null_count):
-                data[f] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
-            elif t == "integer":
-                data[f] = pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
-            elif t == "boolean" and not col.null_count:
-                data[f] = np.asarray(col.to_pylist(), dtype=bool)
-            elif t == "datetime":
-                data[f] = pd.to_datetime(pd.Series(col.to_pylist(), dtype=object), utc=True)
-            else:
-                arr = np.empty(len(col), dtype=object)
-                arr[:] = col.to_pylist()
-                data[f] = arr
-        return pd.DataFrame(data, columns=self.features)
-
     # -- scoring -----------------------------------------------------------------------------------------
     def score(self, table: pa.Table) -> Scored:
         """Score every row of ``table`` (complete rows: see :meth:`missing`)."""
@@ -178,37 +120,25 @@ class StreamScorer:
         n = table.num_rows
         if n == 0:
             return Scored(np.zeros(0), [], self.engine, 0.0)
+        cols = self._columns(table)
         onnx_rows = np.zeros(n, dtype=bool)
-        if self.session is not None and self.domain is not None:
-            cols = self._columns(table)
-            if self.domain.admits(cols):
+        if self.export is not None:
+            domain = self.export.domain
+            if domain.admits(cols):
                 onnx_rows[:] = True
             else:  # route row by row: rows outside what the export checked go to scikit-learn
                 for i in range(n):
-                    onnx_rows[i] = self.domain.admits({f: [v[i]] for f, v in cols.items()})
+                    onnx_rows[i] = domain.admits({f: [v[i]] for f, v in cols.items()})
         out = np.zeros((n, max(1, len(self.classes))) if self.classifier else n, dtype=np.float64)
         if onnx_rows.any():
-            out[onnx_rows] = self._run_onnx(table.filter(pa.array(onnx_rows)))
+            assert self.export is not None
+            out[onnx_rows] = self.export.run(_rows(cols, onnx_rows))
         if not onnx_rows.all():
-            out[~onnx_rows] = self._run_sklearn(table.filter(pa.array(~onnx_rows)))
+            frame = input_frame(_rows(cols, ~onnx_rows), self.features, self.types)
+            out[~onnx_rows] = pipeline_scores(self.model, frame, self.classifier)
         engine = "onnxruntime" if onnx_rows.all() else "sklearn" if not onnx_rows.any() else "mixed"
         score, label = self._outcome(out)
         return Scored(score, label, engine, time.perf_counter() - started)
-
-    def _run_onnx(self, table: pa.Table) -> np.ndarray:
-        from skiff.onnx_export import onnx_feeds
-
-        assert self.session is not None
-        cols = self._columns(table)
-        got = self.session.run([self.output], onnx_feeds(cols, self.kinds, self.missing_text))[0]
-        arr = np.asarray(got, dtype=np.float64)
-        return arr if self.classifier else arr.reshape(-1)
-
-    def _run_sklearn(self, table: pa.Table) -> np.ndarray:
-        frame = self._frame(table)
-        if self.classifier:
-            return np.asarray(self.model.predict_proba(frame), dtype=np.float64)
-        return np.asarray(self.model.predict(frame), dtype=np.float64).reshape(-1)
 
     def _outcome(self, out: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
         """The score and label of each row: P(positive) and the label at the version's threshold (binary),
@@ -221,6 +151,14 @@ class StreamScorer:
             return p, [classes[1] if x >= self.threshold else classes[0] for x in p.tolist()]
         top = out.argmax(axis=1)
         return out[np.arange(len(out)), top], [classes[i] for i in top.tolist()]
+
+
+def _rows(cols: dict[str, list[Any]], keep: np.ndarray) -> dict[str, list[Any]]:
+    """The columns of the rows ``keep`` marks (all of them: the columns themselves)."""
+    if keep.all():
+        return cols
+    idx = np.flatnonzero(keep).tolist()
+    return {f: [v[i] for i in idx] for f, v in cols.items()}
 
 
 def _inputs(spec: DatasetSpec, conf: StreamScoring) -> dict[str, str]:

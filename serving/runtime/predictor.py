@@ -13,7 +13,8 @@ onnxruntime) when the registry recorded an exact ONNX export (``metadata.extra["
 arrays, no DataFrame per request. Requests outside what the export was checked on
 (:class:`~skiff.onnx_export.OnnxDomain`), and versions without an exact export, run on the scikit-learn
 pipeline. Both paths give the same labels and probabilities to within the export's recorded difference
-(at most its tolerance, 1e-6).
+(at most its tolerance, 1e-6). Opening the export, routing by its domain and both engines are the core's
+scoring runtime (:mod:`skiff.scoring`), which the stream consumer scores with too.
 
 Responses:
 
@@ -43,10 +44,9 @@ from serving.runtime.request_log import RequestLogged, remember
 from skiff.config import Settings, load_settings
 from skiff.errors import SkiffError, UsageError
 from skiff.registry import ModelRegistry, ModelVersion, VersionMetadata
+from skiff.scoring import input_frame, is_classifier, open_exact_export, pipeline_scores
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from serving.runtime.images import ImageClassifier, MicroBatcher
     from serving.runtime.recommender import Recommender
 
@@ -96,30 +96,6 @@ class Runtime(abc.ABC):
         """Probabilities or values for every row of a checked batch."""
 
 
-def _frame(batch: RequestRows, schema: InputSchema) -> pd.DataFrame:
-    """The batch as a DataFrame with the dtypes the spec types stand for (the scikit-learn path)."""
-    import pandas as pd
-
-    data: dict[str, Any] = {}
-    for f in schema.features:
-        values = batch.columns[f]
-        t = schema.types[f]
-        has_none = batch.missing and any(v is None for v in values)
-        if t == "float" or (t == "integer" and has_none):
-            data[f] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        elif t == "integer":
-            data[f] = np.array(values, dtype=np.int64)
-        elif t == "boolean" and not has_none:
-            data[f] = np.array(values, dtype=bool)
-        elif t == "datetime":
-            data[f] = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601")
-        else:
-            arr = np.empty(len(values), dtype=object)
-            arr[:] = values
-            data[f] = arr
-    return pd.DataFrame(data, columns=list(schema.features))
-
-
 class SklearnRuntime(Runtime):
     """The fitted scikit-learn pipeline, fed a DataFrame per batch."""
 
@@ -131,17 +107,16 @@ class SklearnRuntime(Runtime):
         self.classifier = classifier
 
     def score(self, batch: RequestRows) -> Scores:
-        frame = _frame(batch, self.schema)
+        frame = input_frame(batch.columns, self.schema.features, self.schema.types, batch.missing)
         try:
-            if self.classifier:
-                return Scores(proba=np.asarray(self.model.predict_proba(frame), dtype=np.float64))
-            return Scores(values=np.asarray(self.model.predict(frame), dtype=np.float64).reshape(-1))
+            out = pipeline_scores(self.model, frame, self.classifier)
         except (ValueError, TypeError) as e:  # e.g. missing values in a model without imputation
             nulls = [f for f in self.schema.features if any(v is None for v in batch.columns[f])]
             if nulls:
                 raise BadRequest(f"the model cannot score rows with missing {', '.join(map(repr, nulls))}: {e}",
                                  nulls[0], missing=nulls) from e
             raise BadRequest(f"the model cannot score these rows: {e}") from e
+        return Scores(proba=out) if self.classifier else Scores(values=out)
 
 
 Loader = Callable[[ModelRegistry, ModelVersion, InputSchema, Settings, str], Runtime]
@@ -154,35 +129,20 @@ def _load_sklearn(registry: ModelRegistry, mv: ModelVersion, schema: InputSchema
     threadpool_limits(limits=settings.max_threads)  # process-wide: BLAS and OpenMP pools
     model = registry.load_model(mv.name, mv.version)
     problem = mv.metadata.problem_type
-    classifier = problem in ("binary", "multiclass") if problem else hasattr(model, "predict_proba")
+    classifier = is_classifier(model, problem)
     if classifier and not hasattr(model, "predict_proba"):
         raise ValueError(f"a {problem} model must have predict_proba; {type(model).__name__} has not")
     sk = SklearnRuntime(model, schema, classifier)
-    onnx = mv.metadata.extra.get("onnx") or {}
     if engine == "sklearn":
         return sk
-    from skiff.onnx_export import ONNX_FILE
+    export = open_exact_export(registry, mv, model, classifier, settings.max_threads, log, "serving")
+    if export is None:
+        return sk
+    from serving.runtime.compiled import CompiledRuntime
 
-    if not onnx.get("exact"):
-        if onnx:
-            log.info("%s v%s: no exact ONNX export (%s); serving with scikit-learn", mv.name, mv.version,
-                     onnx.get("reason") or "not exact")
-        return sk
-    if ONNX_FILE not in mv.metadata.files:
-        log.warning("%s v%s: ONNX recorded as exact but %s is missing; serving with scikit-learn",
-                    mv.name, mv.version, ONNX_FILE)
-        return sk
-    try:
-        from serving.runtime.compiled import CompiledRuntime
-
-        payload = registry.store.read_bytes(mv.name, str(mv.version), ONNX_FILE)
-        runtime = CompiledRuntime(payload, dict(onnx), sk, settings.max_threads)
-        log.info("%s v%s: compiled engine (%s, %s)", mv.name, mv.version, runtime.compiler, onnx.get("reason", ""))
-        return runtime
-    except Exception as e:  # a broken export must not take the model down: scikit-learn still serves
-        log.warning("%s v%s: cannot use %s (%s: %s); serving with scikit-learn", mv.name, mv.version,
-                    ONNX_FILE, type(e).__name__, e)
-        return sk
+    log.info("%s v%s: compiled engine (%s, %s)", mv.name, mv.version, export.compiler,
+             (mv.metadata.extra.get("onnx") or {}).get("reason", ""))
+    return CompiledRuntime.over(export, sk)
 
 
 def _no_loader(flavor: str) -> Loader:
