@@ -10,7 +10,9 @@ follows the TensorFlow multi-worker custom-training-loop recipe:
   (every ``num_input_pipelines``-th image from its ``input_pipeline_id``: each worker decodes only its
   share) batched at the per-replica batch; the global batch is the per-replica batch times the replicas of
   all workers. Shards of unequal length are fine: the distributed iterator agrees across workers on
-  when the data ends (partial batch handling), so every worker runs the same number of steps;
+  when the data ends (partial batch handling), so every worker runs the same number of steps, a worker
+  whose shard has run out getting an empty batch (its step skips the model, adds nothing and still joins
+  the all-reduce);
 - a ``tf.function`` train step run on every replica with ``strategy.run``: the class-weighted cross-entropy
   summed over the replica's images and divided by the images of the step on all replicas (the global batch,
   fewer in an epoch's last step; what ``model.fit`` averages over on one worker), gradients summed over the
@@ -83,18 +85,28 @@ class DistributedTrainer:
         model, strategy, weights = self._model, self._strategy, self._class_weights
         scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
-        def replica_step(x: Any, y: Any) -> tuple[Any, Any, Any]:
-            seen = tf.cast(tf.shape(y)[0], tf.float32)
-            # the images of this step on every replica: the global batch, or less in an epoch's last step
-            step_batch = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, seen)
+        def forward(x: Any, y: Any, step_batch: Any) -> tuple[Any, ...]:
             with tf.GradientTape() as tape:
                 probs = model(x, training=True)
                 per_image = keras.losses.sparse_categorical_crossentropy(y, probs) * tf.gather(weights, y)
                 loss = tf.reduce_sum(per_image) / step_batch
                 target = optimizer.scale_loss(loss) if scaled else loss
             grads = tape.gradient(target, variables)
+            grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables,
+                                                                                                strict=True)]
+            return (loss, self._correct(y, probs), *grads)
+
+        def nothing() -> tuple[Any, ...]:
+            return (tf.constant(0.0), tf.constant(0.0), *[tf.zeros_like(v) for v in variables])
+
+        def replica_step(x: Any, y: Any) -> tuple[Any, Any, Any]:
+            seen = tf.cast(tf.shape(y)[0], tf.float32)
+            # the images of this step on every replica: the global batch, or less in an epoch's last step
+            step_batch = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, seen)
+            # a worker whose shard has run out gets an empty batch: it adds nothing, but joins the all-reduce
+            loss, correct, *grads = tf.cond(seen > 0, lambda: forward(x, y, step_batch), nothing)
             optimizer.apply_gradients(zip(grads, variables, strict=True))  # sums the gradients over replicas
-            return loss, self._correct(y, probs), seen
+            return loss, correct, seen
 
         @tf.function
         def step(batch: Any) -> tuple[Any, ...]:
@@ -110,10 +122,15 @@ class DistributedTrainer:
 
             model, strategy = self._model, self._strategy
 
-            def replica_step(x: Any, y: Any) -> tuple[Any, Any, Any]:
+            def forward(x: Any, y: Any) -> tuple[Any, Any]:
                 probs = model(x, training=False)
-                loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, probs))
-                return loss, self._correct(y, probs), tf.cast(tf.shape(y)[0], tf.float32)
+                return tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, probs)), self._correct(y, probs)
+
+            def replica_step(x: Any, y: Any) -> tuple[Any, Any, Any]:
+                seen = tf.cast(tf.shape(y)[0], tf.float32)
+                loss, correct = tf.cond(seen > 0, lambda: forward(x, y),
+                                        lambda: (tf.constant(0.0), tf.constant(0.0)))
+                return loss, correct, seen
 
             @tf.function
             def step(batch: Any) -> tuple[Any, ...]:
