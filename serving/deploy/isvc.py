@@ -24,6 +24,12 @@ refused. KServe splits the traffic of each component (predictor, transformer) by
 ``canaryTrafficPercent``: a transformer without it would send every request through the new transformer
 revision at once, so a model with a transformer gets the same percent on both components.
 
+Transformer. A version that records a feature service gets skiff's Feast transformer (features from the
+feature server by entity key); a recommender version gets the same transformer reading its users' recent
+items from the Redis online store (the Secret :data:`skiff.cluster.REDIS_SECRET`, which its predictor reads
+too: it writes the events it is sent). Every serving container reads ``SKIFF_REGISTRY`` and has its root on
+the pod's ``/tmp``: the image holds no settings file.
+
 Inference log. With ``inference_log`` in the environment file the predictor gets KServe's logger
 (``spec.predictor.logger``: mode, the sink's URL, the ``X-Request-Id`` header as metadata, the
 ``skiff.io/served-version`` annotation), see :mod:`serving.deploy.logger`.
@@ -48,6 +54,7 @@ from kubernetes import client as k8s
 from pydantic import BaseModel, ConfigDict
 
 from serving.deploy.gitops import EnvironmentConfig, Environments, ModelDeployment, Resources
+from skiff.cluster import REDIS_SECRET
 from skiff.errors import ConfigError, InputError, UsageError
 from skiff.registry import ModelRegistry, VersionMetadata
 from skiff.storage import join_uri
@@ -160,6 +167,28 @@ def _thread_env() -> list[k8s.V1EnvVar]:
         k8s.V1EnvVar(name="PYTHONDONTWRITEBYTECODE", value="1")]
 
 
+def _serving_env(registry_uri: str) -> list[k8s.V1EnvVar]:
+    """What every serving container reads: the registry (the version's metadata and files) and a root under
+    the writable /tmp (caches, the recommender's local Feast registry); the image has no skiff.yaml."""
+    return [*_thread_env(), k8s.V1EnvVar(name="SKIFF_REGISTRY", value=registry_uri),
+            k8s.V1EnvVar(name="SKIFF_ROOT", value="/tmp/skiff")]
+
+
+#: The Feast config a recommender's containers open the online store with (feature_repo/, in the image).
+ONLINE_STORE_YAML = "feature_store.cluster.yaml"
+
+
+def _online_store_env() -> list[k8s.V1EnvVar]:
+    """A recommender's containers read and write the users' recent items in the Redis online store: the
+    cluster Feast config and its connection string from the Secret the platform module writes into the
+    serving namespace (:data:`skiff.cluster.REDIS_SECRET`). Required: a recommender without its online store
+    would answer without the clicks that should change its answers."""
+    secret = REDIS_SECRET
+    return [k8s.V1EnvVar(name="SKIFF_FEATURE_STORE_YAML", value=ONLINE_STORE_YAML),
+            k8s.V1EnvVar(name=secret.env, value_from=k8s.V1EnvVarSource(
+                secret_key_ref=k8s.V1SecretKeySelector(name=secret.name, key=secret.key)))]
+
+
 def _gpu_placement(env: EnvironmentConfig) -> tuple[dict[str, str], list[k8s.V1Toleration]]:
     g = env.gpu
     return dict(g.node_selector), [k8s.V1Toleration(key=g.taint_key, operator="Equal", value=g.taint_value,
@@ -185,7 +214,6 @@ def build_inference_service(
         V1beta1ModelFormat,
         V1beta1ModelSpec,
         V1beta1PredictorSpec,
-        V1beta1TransformerSpec,
     )
 
     name = deployment.name
@@ -224,6 +252,7 @@ def build_inference_service(
         annotations[VERSION_ANNOTATION] = str(served)
     tmp_volume, tmp_mount = _tmp_volume()
     node_selector, tolerations = _gpu_placement(env) if gpus else (None, None)
+    recommender = meta.flavor == "recommender"
 
     model = V1beta1ModelSpec(
         name="kserve-container",
@@ -234,8 +263,7 @@ def build_inference_service(
         args=[name, "--version", str(served)],
         resources=_requirements(resources, gpus),
         security_context=_container_security(),
-        env=[*_thread_env(), k8s.V1EnvVar(name="SKIFF_REGISTRY", value=registry_uri),
-             k8s.V1EnvVar(name="SKIFF_ROOT", value="/tmp/skiff")],
+        env=[*_serving_env(registry_uri), *(_online_store_env() if recommender else [])],
         volume_mounts=[tmp_mount],
     )
     predictor = V1beta1PredictorSpec(
@@ -257,42 +285,58 @@ def build_inference_service(
         raise ConfigError(f"{name} in {env.name}: max_replicas {predictor.max_replicas} is below "
                           f"min_replicas {predictor.min_replicas}")
 
+    # A transformer reads what the request lacks from the online store: a tabular model's features through
+    # the feature server, a recommender's users' recent items from Redis (serving.runtime.transformer).
     transformer = None
     if meta.feature_service:
         if not env.feature_server_url:
             raise ConfigError(f"{name} version {served} reads features from feature service "
                               f"{meta.feature_service!r}, but environment {env.name!r} sets no feature_server_url")
-        t_volume, t_mount = _tmp_volume()
-        transformer = V1beta1TransformerSpec(
-            containers=[k8s.V1Container(
-                name="kserve-container",
-                image=images.transformer,
-                command=list(TRANSFORMER_COMMAND),
-                # KServe adds --model_name, --predictor_host and --http_port to a transformer's arguments.
-                args=["--model", name, "--version", str(served), "--feature_service", meta.feature_service,
-                      "--feature_server_url", env.feature_server_url],
-                env=_thread_env(),
-                resources=_requirements(defaults.transformer_resources, 0),
-                security_context=_container_security(),
-                volume_mounts=[t_mount],
-            )],
-            min_replicas=predictor.min_replicas,
-            max_replicas=predictor.max_replicas,
-            # the same share as the predictor: KServe splits each component's traffic by its own field
-            canary_traffic_percent=predictor.canary_traffic_percent,
-            scale_metric=defaults.scale_metric,
-            scale_target=predictor.scale_target,
-            service_account_name=env.service_account,
-            security_context=_pod_security(),
-            labels=version_labels,
-            volumes=[t_volume],
-        )
+        transformer = _transformer(
+            env, predictor, images, registry_uri, version_labels,
+            args=["--model", name, "--version", str(served), "--feature_service", meta.feature_service,
+                  "--feature_server_url", env.feature_server_url])
+    elif recommender:
+        transformer = _transformer(env, predictor, images, registry_uri, version_labels,
+                                   args=["--model", name, "--version", str(served)], extra_env=_online_store_env())
 
     return V1beta1InferenceService(
         api_version=API_VERSION,
         kind="InferenceService",
         metadata=k8s.V1ObjectMeta(name=iname, namespace=env.namespace, labels=labels, annotations=annotations),
         spec=V1beta1InferenceServiceSpec(predictor=predictor, transformer=transformer),
+    )
+
+
+def _transformer(env: EnvironmentConfig, predictor: Any, images: RuntimeImages, registry_uri: str,
+                 labels: dict[str, str], *, args: list[str], extra_env: Iterable[k8s.V1EnvVar] = ()) -> Any:
+    """The transformer in front of ``predictor``: skiff's transformer entry point with ``args``, scaled and
+    split like the predictor."""
+    from kserve import V1beta1TransformerSpec
+
+    t_volume, t_mount = _tmp_volume()
+    return V1beta1TransformerSpec(
+        containers=[k8s.V1Container(
+            name="kserve-container",
+            image=images.transformer,
+            command=list(TRANSFORMER_COMMAND),
+            # KServe adds --model_name, --predictor_host and --http_port to a transformer's arguments.
+            args=args,
+            env=[*_serving_env(registry_uri), *extra_env],
+            resources=_requirements(env.defaults.transformer_resources, 0),
+            security_context=_container_security(),
+            volume_mounts=[t_mount],
+        )],
+        min_replicas=predictor.min_replicas,
+        max_replicas=predictor.max_replicas,
+        # the same share as the predictor: KServe splits each component's traffic by its own field
+        canary_traffic_percent=predictor.canary_traffic_percent,
+        scale_metric=env.defaults.scale_metric,
+        scale_target=predictor.scale_target,
+        service_account_name=env.service_account,
+        security_context=_pod_security(),
+        labels=labels,
+        volumes=[t_volume],
     )
 
 

@@ -8,7 +8,9 @@ skiff's CLI.
   V1 and V2. A KServe ServingRuntime runs ``python -m serving predictor --host 0.0.0.0 --port 8080`` and
   the InferenceService appends ``NAME --version V``.
 - ``python -m serving transformer --model NAME [--version V] [--predictor_host HOST:PORT]``: the Feast
-  transformer named ``--model_name`` (default NAME) taking entity keys. KServe appends ``--model_name``,
+  transformer named ``--model_name`` (default NAME): it takes entity keys and looks up the version's
+  features, or, for a recommender version, takes the recommender's request and adds each user's recent
+  items from the online store (:mod:`serving.runtime.transformer`). KServe appends ``--model_name``,
   ``--predictor_host`` and ``--http_port`` to the container's own arguments; flags KServe may add beyond
   those are ignored. Without ``--predictor_host`` the predictor runs in the same process (as
   ``NAME-predictor``). It binds all interfaces by default: in a pod it sits behind KServe's ingress.

@@ -697,7 +697,8 @@ class ServerOptions:
     access_log: bool = False
     """Log a line per request (off: no per-request log lines)."""
     with_features: bool = False
-    """Serve a Feast transformer named after the model, taking entity keys, in front of the predictor."""
+    """Serve a Feast transformer named after the model in front of the predictor: it takes entity keys (or a
+    recommender's request, adding the users' recent items)."""
     predictor_host: str | None = None
     """With features: call the predictor at ``host:port`` over HTTP; None: in-process (``<name>-predictor``)."""
     feature_timeout_s: float = 2.0
@@ -718,7 +719,8 @@ class ServerOptions:
 def run_server(options: ServerOptions, *, settings: Settings | None = None) -> None:
     """Load the version ``options`` name and serve it until SIGINT/SIGTERM (blocking).
 
-    With features a Feast transformer named after the model (or ``served_name``) takes entity keys; it
+    With features a Feast transformer named after the model (or ``served_name``) takes entity keys (a
+    recommender's request for a recommender version); it
     calls the predictor in-process (registered as ``<name>-predictor``) or, with ``predictor_host``, over
     HTTP (the predictor there being ``name``).
     """

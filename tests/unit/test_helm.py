@@ -856,6 +856,7 @@ def model_registry(skiff_env, monkeypatch):
     reg.register("churn", {"w": 1}, {"gate": {"promote": True}})  # 1
     reg.register("churn", {"w": 2}, {"gate": {"promote": True}, "feature_service": "churn_fs"})  # 2
     reg.register("vision_tf", {"w": 3}, {"flavor": "tensorflow", "gate": {"promote": True}})  # 1
+    reg.register("shop_recs", {"w": 4}, {"flavor": "recommender", "gate": {"promote": True}})  # 1
     monkeypatch.setenv("SKIFF_REGISTRY", str(reg.store.root))
     envs = skiff_env / "environments"
     (envs / "prod").mkdir(parents=True)
@@ -883,8 +884,12 @@ def model_registry(skiff_env, monkeypatch):
             ["vision_tf", "--version", "1"],
             ("model.name=vision_tf", "model.version=1", "model.flavor=tensorflow"),
         ),
+        (
+            ["shop_recs", "--version", "1"],
+            ("model.name=shop_recs", "model.version=1", "model.flavor=recommender"),
+        ),
     ],
-    ids=["plain", "canary-with-transformer", "tensorflow-gpu"],
+    ids=["plain", "canary-with-transformer", "tensorflow-gpu", "recommender-with-its-transformer"],
 )
 def test_model_chart_equals_skiff_render_isvc(model_registry, capsys, cli_args, chart_sets):
     from skiff.cli import main

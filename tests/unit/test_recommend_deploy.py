@@ -28,3 +28,26 @@ def test_recommender_canary_inference_service_and_runtime(tmp_path):
     assert runtime["metadata"]["name"] == "skiff-recommender"
     assert runtime["spec"]["containers"][0]["image"] == IMAGES.predictor
     assert runtime["spec"]["supportedModelFormats"][0]["name"] == "recommender"
+
+
+def test_a_recommender_gets_its_transformer_split_like_its_predictor(tmp_path):
+    """The transformer reads the users' recent items; during a canary KServe splits each component by its
+    own percent, so the transformer carries the predictor's."""
+    reg = ModelRegistry(Store(str(tmp_path / "models")))
+    for _ in range(2):
+        reg.register("shop_recs", {"flavor": "recommender"}, {"flavor": "recommender"})
+    dep = ModelDeployment(name="shop_recs", version=1, canary=Canary(version=2, percent=10))
+    isvc = to_dict(build_inference_service(ENV, dep, reg.get("shop_recs", 2).metadata, registry_uri=ENV.registry,
+                                           images=IMAGES))
+    t = isvc["spec"]["transformer"]
+    (container,) = t["containers"]
+    assert container["args"] == ["--model", "shop_recs", "--version", "2"]
+    assert container["command"] == ["python", "-m", "serving", "transformer"]
+    assert t["canaryTrafficPercent"] == 10 == isvc["spec"]["predictor"]["canaryTrafficPercent"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SKIFF_REGISTRY"] == ENV.registry and env["SKIFF_FEATURE_STORE_YAML"] == "feature_store.cluster.yaml"
+    # a tabular version without a feature service gets none
+    reg.register("churn", {"w": 1}, {})
+    plain = to_dict(build_inference_service(ENV, ModelDeployment(name="churn", version=1),
+                                            reg.get("churn", 1).metadata, registry_uri=ENV.registry, images=IMAGES))
+    assert "transformer" not in plain["spec"]

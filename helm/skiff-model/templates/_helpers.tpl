@@ -133,6 +133,32 @@ seccompProfile:
   value: "1"
 {{- end -}}
 
+{{/*
+What every serving container reads: the registry (the version's metadata and files) and a root under the
+writable /tmp; the image has no skiff.yaml (serving/deploy/isvc.py _serving_env).
+*/}}
+{{- define "skiff-model.servingEnv" -}}
+{{ include "skiff-model.threadEnv" . }}
+- name: SKIFF_REGISTRY
+  value: {{ include "skiff-model.registry" . | quote }}
+- name: SKIFF_ROOT
+  value: /tmp/skiff
+{{- end -}}
+
+{{/*
+A recommender's containers read and write the users' recent items in the Redis online store: the cluster
+Feast config and the connection string from the Secret the platform module writes (isvc.py _online_store_env).
+*/}}
+{{- define "skiff-model.onlineStoreEnv" -}}
+- name: SKIFF_FEATURE_STORE_YAML
+  value: feature_store.cluster.yaml
+- name: SKIFF_REDIS
+  valueFrom:
+    secretKeyRef:
+      key: {{ .Values.recommender.redis.secretKey | quote }}
+      name: {{ .Values.recommender.redis.secretName | quote }}
+{{- end -}}
+
 {{- define "skiff-model.tmpVolume" -}}
 - name: tmp
   emptyDir:
@@ -175,6 +201,9 @@ Every combination of values the templates cannot render correctly fails here wit
 {{- end -}}
 {{- if and .Values.transformer.enabled (not .Values.transformer.featureService) -}}
 {{- $errors = append $errors "transformer.enabled needs transformer.featureService: the feature service the version records" -}}
+{{- end -}}
+{{- if and .Values.transformer.enabled (eq .Values.model.flavor "recommender") -}}
+{{- $errors = append $errors "transformer.enabled is for a feature service: a recommender gets its own transformer (the users' recent items) without it" -}}
 {{- end -}}
 {{- if and (not .Values.transformer.enabled) .Values.transformer.featureService -}}
 {{- $errors = append $errors "transformer.featureService is set but transformer.enabled is false: enable the transformer or drop the feature service" -}}
