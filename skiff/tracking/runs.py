@@ -526,7 +526,7 @@ def keep_pending(lake_uri: str, uri: str, record: RunRecord, *,
         name = f"{_safe_tag_value(record.run_id)}.json"
         doc = {"tracking_uri": redact_url(uri), "kept_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "record": record_document(record)}
-        where = _pending_store(lake_uri, storage_options).write_json(doc, name)
+        where = str(_pending_store(lake_uri, storage_options).write_json(doc, name))
     except Exception as e:  # tracking never fails a pipeline
         log.warning("experiment tracking: could not keep run %s for a later `skiff tracking sync` (%s: %s)",
                     record.run_id, type(e).__name__, redact_text(str(e))[:300])
