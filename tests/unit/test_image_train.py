@@ -253,3 +253,33 @@ def test_the_custom_loop_trains_as_model_fit_does_on_one_replica(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
     assert trainer.accuracy("val") == pytest.approx(float(by_fit.evaluate(data["val"], verbose=0,
                                                                           return_dict=True)["accuracy"]), abs=1e-6)
+
+
+def test_the_custom_loop_scales_the_loss_under_mixed_precision_and_refuses_too_few_images(tmp_path):
+    """On GPUs the multi-worker loop trains in mixed_float16 with a loss-scaling optimizer (run here on the
+    CPU, which computes float16 too); a part with fewer images than workers is a clear error."""
+    from components.train_image.distributed import DistributedTrainer
+    from skiff.datagen_images import image_set
+
+    image_set(tmp_path, classes=("circle", "square"), per_class=6, size=32)
+    files = sorted(tmp_path.rglob("*.*"))
+    parts = {"train": ([str(p) for p in files], [int(p.parent.name == "square") for p in files])}
+    parts["val"] = parts["train"]
+    pre = Preprocessing(height=32, width=32)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model("TinyConvNet", 2, image_size=32, weights="")
+        set_phase(model, "fine_tune", 100)
+        before = model.get_weights()
+        trainer = DistributedTrainer(tf.distribute.get_strategy(), model, parts, pre, global_batch=4,
+                                     class_weights={0: 1.0, 1: 1.0}, workers=1, augment=True, seed=0)
+        history, epochs = trainer.fit(epochs=1, lr=1e-3, patience=2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert epochs == 1 and np.isfinite(history["loss"]).all()
+    assert model.get_layer("probabilities").compute_dtype == "float32"
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    few = {"train": parts["train"], "val": (parts["val"][0][:2], parts["val"][1][:2])}
+    with pytest.raises(InputError, match="fewer than the workers"):
+        DistributedTrainer(tf.distribute.get_strategy(), model, few, pre, global_batch=4,
+                           class_weights={0: 1.0, 1: 1.0}, workers=3, augment=False, seed=0)
