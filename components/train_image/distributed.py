@@ -108,7 +108,7 @@ class DistributedTrainer:
             optimizer.apply_gradients(zip(grads, variables, strict=True))  # sums the gradients over replicas
             return loss, correct, seen
 
-        @tf.function
+        @tf.function  # type: ignore[untyped-decorator]  # TensorFlow has no types
         def step(batch: Any) -> tuple[Any, ...]:
             out = strategy.run(replica_step, args=batch)
             return tuple(strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in out)
@@ -132,7 +132,7 @@ class DistributedTrainer:
                                         lambda: (tf.constant(0.0), tf.constant(0.0)))
                 return loss, correct, seen
 
-            @tf.function
+            @tf.function  # type: ignore[untyped-decorator]  # TensorFlow has no types
             def step(batch: Any) -> tuple[Any, ...]:
                 out = strategy.run(replica_step, args=batch)
                 return tuple(strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in out)

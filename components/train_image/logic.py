@@ -165,7 +165,7 @@ def _early_stopping(patience: int) -> Any:
     validation accuracy (the rule the multi-worker loop follows) and restoring the best epoch's weights."""
     import keras
 
-    class EarlyStopping(keras.callbacks.Callback):
+    class EarlyStopping(keras.callbacks.Callback):  # type: ignore[misc]  # Keras has no types
         def on_train_begin(self, logs: Any = None) -> None:
             self.best = BestEpoch(patience)
 
