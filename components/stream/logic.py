@@ -206,6 +206,71 @@ class StreamResult:
         }
 
 
+def _filter_problem(topic: str) -> str | None:
+    """Why ``topic`` is no MQTT topic filter (None when it is one); a ``$share/<group>/`` prefix is checked too."""
+    if not topic:
+        return "an empty filter"
+    if "\x00" in topic or len(topic.encode()) > 65_535:
+        return "a NUL character or more than 65,535 bytes"
+    rest = topic
+    if topic.startswith("$share/"):
+        group, _, rest = topic.removeprefix("$share/").partition("/")
+        if not group or any(ch in group for ch in "+#"):
+            return "a shared subscription needs a group name without + or # ($share/<group>/<filter>)"
+        if not rest:
+            return "a shared subscription needs a filter after its group ($share/<group>/<filter>)"
+    levels = rest.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            return "# must be a whole level and the last one"
+        if "+" in level and level != "+":
+            return "+ must be a whole level"
+    return None
+
+
+def _filters_overlap(a: str, b: str) -> bool:
+    """Whether two topic filters (without ``$share/<group>/``) match a common topic, level by level: ``#``
+    matches the rest (and its parent level: a/# matches a), ``+`` any one level, else the levels are equal."""
+    x, y = a.split("/"), b.split("/")
+    for i in range(max(len(x), len(y))):
+        if i >= len(x):
+            return y[i] == "#"
+        if i >= len(y):
+            return x[i] == "#"
+        if "#" in (x[i], y[i]):
+            return True
+        if x[i] != y[i] and "+" not in (x[i], y[i]):
+            return False
+    return True
+
+
+def _unshared(topic: str) -> str:
+    return topic.removeprefix("$share/").partition("/")[2] if topic.startswith("$share/") else topic
+
+
+def check_topic_filters(topics: Sequence[str]) -> list[str]:
+    """The consumer's topic filters, each checked; :class:`UsageError` naming the filter otherwise.
+
+    Filters that overlap (match a common topic) are refused: the broker may deliver a message once per
+    matching subscription, and each copy would be counted.
+    """
+    filters = list(topics)
+    if not filters:
+        raise UsageError("no topic filter to subscribe to: give --topic or a topic in the spec's mqtt source")
+    for t in filters:
+        why = _filter_problem(t)
+        if why is not None:
+            raise UsageError(f"topic filter {t[:200]!r} is not valid: {why}")
+    for i, a in enumerate(filters):
+        for b in filters[i + 1:]:
+            if a == b:
+                raise UsageError(f"topic filter {a[:200]!r} is given twice")
+            if _filters_overlap(_unshared(a), _unshared(b)):
+                raise UsageError(f"topic filters {a[:200]!r} and {b[:200]!r} overlap (they match the same "
+                                 "topics): the broker may deliver such a message once per filter; make them disjoint")
+    return filters
+
+
 def mqtt_source(spec: DatasetSpec, topic: str | None = None) -> MqttSource:
     """The spec's MQTT source (the first), its topic replaced by ``topic`` when given."""
     sources = [s for s in spec.sources if isinstance(s, MqttSource)]
@@ -239,8 +304,10 @@ class StreamConsumer:
                  *, client_id: str | None = None,
                  on_progress: Callable[[StreamResult], None] | None = None,
                  online: OnlineWriter | None = None, metrics: StreamMetrics | None = None,
-                 registry: ModelRegistry | None = None) -> None:
+                 registry: ModelRegistry | None = None, topics: Sequence[str] | None = None) -> None:
         self.spec, self.lake, self.source = spec, lake, source
+        #: the filters subscribed (``topics`` when given, else the source's topic), each checked
+        self.topics = check_topic_filters(topics if topics else [source.topic])
         #: the model scoring readings or closed windows (windows.scoring), loaded once, before connecting
         self.scorer: StreamScorer | None = None
         scoring = spec.windows.scoring if spec.windows is not None else None
@@ -258,8 +325,8 @@ class StreamConsumer:
         self.config = config or StreamConfig()
         self.client_id = client_id or source.client_id or f"skiff-stream-{spec.name}"
         if self.source.qos == 0:
-            log.warning("%s: QoS 0 subscription: messages may be lost (use qos 1)", self.source.topic)
-        self.result = StreamResult(spec.name, self.client_id, [source.topic])
+            log.warning("%s: QoS 0 subscription: messages may be lost (use qos 1)", self._filters)
+        self.result = StreamResult(spec.name, self.client_id, list(self.topics))
         self.on_progress = on_progress
         #: messages, the stop marker and reconnect notices, in arrival order
         self._queue: queue.Queue[StreamMessage | object] = queue.Queue()
@@ -277,6 +344,11 @@ class StreamConsumer:
         self._seq = 0
         self._connection = 0
         self._broker = f"mqtt://{source.host}:{source.port}"
+
+    @property
+    def _filters(self) -> str:
+        """The topic filters, for messages and the run manifests (one filter: the filter itself)."""
+        return ", ".join(self.topics)
 
     # -- control -----------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -337,7 +409,7 @@ class StreamConsumer:
         self._seq = _next_seq(self.lake, self.spec.name, self.client_id)
         if self.windows is not None:
             self._restore_windows()
-            if self.source.topic.startswith("$share/"):
+            if any(t.startswith("$share/") for t in self.topics):
                 log.warning("%s: windows over a shared subscription: the broker hands a device's readings to "
                             "any consumer of the group, so its windows split; partition devices by topic "
                             "instead (one topic filter per consumer)", self.spec.name)
@@ -386,7 +458,7 @@ class StreamConsumer:
             if var is None:
                 values.append(None)
             elif var not in os.environ:
-                raise ConfigError(f"mqtt source {self.source.topic!r}: {what} names the environment variable "
+                raise ConfigError(f"mqtt source {self._filters!r}: {what} names the environment variable "
                                   f"{var}, which is not set")
             else:
                 values.append(os.environ[var])
@@ -427,7 +499,7 @@ class StreamConsumer:
             why = self._connect_error or f"no CONNACK/SUBACK within {cfg.connect_timeout_s:g} s"
             raise SourceError(f"{where}: {why}", broker=self._broker)
         self._client = client
-        log.info("%s: consuming %s as %s", where, self.source.topic, self.client_id)
+        log.info("%s: consuming %s as %s", where, self._filters, self.client_id)
         return client
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: ConnectFlags, reason_code: ReasonCode,
@@ -444,13 +516,13 @@ class StreamConsumer:
         self.metrics.connected.set(1)
         if getattr(flags, "session_present", False):
             log.info("%s: resumed the persistent session", self.client_id)
-        client.subscribe(self.source.topic, qos=self.source.qos)
+        client.subscribe([(t, self.source.qos) for t in self.topics])
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reason_codes: list[ReasonCode],
                       properties: Properties | None) -> None:
-        bad = [rc for rc in reason_codes if rc.is_failure]
+        bad = [(t, rc) for t, rc in zip(self.topics, reason_codes, strict=False) if rc.is_failure]
         if bad:
-            self._connect_error = f"subscription to {self.source.topic!r} refused: {bad[0]}"
+            self._connect_error = f"subscription to {bad[0][0]!r} refused: {bad[0][1]}"
         self._subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: DisconnectFlags,
@@ -528,7 +600,7 @@ class StreamConsumer:
 
     def _segment(self) -> StreamSegment:
         """An empty segment; its commit acknowledges its messages through this consumer's connection."""
-        return StreamSegment(self.spec, self.source, self.client_id, acknowledge=self._ack)
+        return StreamSegment(self.spec, self.source, self.client_id, acknowledge=self._ack, topic=self._filters)
 
     def _ack(self, msgs: Sequence[StreamMessage]) -> None:
         """PUBACK in arrival order (called by a segment's commit, after its run is published)."""
@@ -914,10 +986,12 @@ class StreamConsumer:
         raise ConflictError(f"{self.spec.name}: no free run id for consumer {self.client_id}")
 
 
-def consume(spec: DatasetSpec, lake: Lake, *, topic: str | None = None, config: StreamConfig | None = None,
-            client_id: str | None = None,
+def consume(spec: DatasetSpec, lake: Lake, *, topic: str | Sequence[str] | None = None,
+            config: StreamConfig | None = None, client_id: str | None = None,
             on_progress: Callable[[StreamResult], None] | None = None) -> StreamResult:
-    """Consume the spec's MQTT source (or ``topic``) into the lake until a stop condition; see the module."""
-    consumer = StreamConsumer(spec, lake, mqtt_source(spec, topic), config, client_id=client_id,
-                              on_progress=on_progress)
+    """Consume the spec's MQTT source (or the filters ``topic``) into the lake until a stop condition; see
+    the module."""
+    topics = [topic] if isinstance(topic, str) else list(topic or [])
+    consumer = StreamConsumer(spec, lake, mqtt_source(spec, topics[0] if topics else None), config,
+                              client_id=client_id, on_progress=on_progress, topics=topics or None)
     return consumer.run()

@@ -61,8 +61,10 @@ class StreamSegment(StatelessSource):
     fingerprint_before_read: ClassVar[bool] = True
 
     def __init__(self, spec: DatasetSpec, source: MqttSource, client_id: str,
-                 acknowledge: Callable[[Sequence[StreamMessage]], None]) -> None:
+                 acknowledge: Callable[[Sequence[StreamMessage]], None], topic: str | None = None) -> None:
         self.spec, self.source, self.client_id = spec, source, client_id
+        #: the subscription's topic filters as the manifest records them (default: the source's one filter)
+        self.topic = topic or source.topic
         self._acknowledge = acknowledge
         self._required = [n for n, c in spec.columns.items() if c.required]
         self._known = set(spec.columns) if spec.unknown_columns == "reject" else None
@@ -133,13 +135,13 @@ class StreamSegment(StatelessSource):
 
     def fingerprint(self) -> dict[str, Any]:
         """The topic and a hash of the payloads, in order (what makes two segments the same input)."""
-        return {"type": self.kind, "topic": self.source.topic, "sha256": self._payload_hash()}
+        return {"type": self.kind, "topic": self.topic, "sha256": self._payload_hash()}
 
     def describe(self) -> MqttSourceEntry:
         """Broker, topic and which messages (first and last number), with the hash of their payloads."""
         if not self.msgs:
             raise InvariantError("an empty stream segment is never published")
-        return {"type": "mqtt", "broker": self.broker, "topic": self.source.topic, "qos": self.source.qos,
+        return {"type": "mqtt", "broker": self.broker, "topic": self.topic, "qos": self.source.qos,
                 "client_id": self.client_id, "messages": [self.msgs[0].number, self.msgs[-1].number],
                 "topics": len({m.topic for m in self.msgs}), "sha256": self._payload_hash()}
 

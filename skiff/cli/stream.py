@@ -1,4 +1,4 @@
-"""``skiff stream``: consume an MQTT topic of sensor readings into the lake, run by run."""
+"""``skiff stream``: consume MQTT topics of sensor readings into the lake, run by run."""
 
 from __future__ import annotations
 
@@ -42,8 +42,9 @@ def add_commands(app: typer.Typer) -> None:
         ] = None,
         spec_file: Annotated[Path | None, typer.Option("--spec", help="Dataset spec file.")] = None,
         topic: Annotated[
-            str | None, typer.Option("--topic", help="Topic filter overriding the spec's ($share/<group>/... "
-                                     "to share the stream between consumers).")
+            list[str] | None, typer.Option("--topic", help="Topic filter overriding the spec's ($share/<group>/... "
+                                           "to share the stream between consumers); repeat it to subscribe to "
+                                           "several filters (disjoint ones).")
         ] = None,
         client_id: Annotated[
             str | None, typer.Option("--client-id", help="MQTT client id (fixed: it names the persistent "
@@ -80,7 +81,7 @@ def add_commands(app: typer.Typer) -> None:
         ] = 5_000,
         json_out: JsonOption = False,
     ) -> None:
-        """Consume an MQTT topic of JSON readings; cleanse them per the spec; publish atomic lake runs.
+        """Consume MQTT topics of JSON readings; cleanse them per the spec; publish atomic lake runs.
 
         Messages are acknowledged only after the run holding them is committed. Stops on Ctrl-C,
         SIGTERM, --max-messages or --duration, publishing what it buffered first.
@@ -113,8 +114,10 @@ def add_commands(app: typer.Typer) -> None:
             from skiff.registry import ModelRegistry
 
             registry = ModelRegistry.from_settings(settings)  # the scoring model is resolved and loaded once
-        consumer = StreamConsumer(spec, lake, mqtt_source(spec, topic), config, client_id=client_id,
-                                  online=online, metrics=metrics, registry=registry)
+        topics = list(topic or [])
+        consumer = StreamConsumer(spec, lake, mqtt_source(spec, topics[0] if topics else None), config,
+                                  client_id=client_id, online=online, metrics=metrics, registry=registry,
+                                  topics=topics or None)
         health = (HealthServer(metrics, consumer.not_ready, metrics_host, metrics_port)
                   if metrics_port is not None else None)
 

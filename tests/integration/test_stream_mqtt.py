@@ -391,6 +391,52 @@ def test_cli_sigterm_flushes_the_buffer_and_exits_cleanly(tmp_path):
     assert Lake(Store(str(tmp_path / "root" / "lake"))).read("sensors").num_rows == 500
 
 
+def test_cli_subscribes_to_each_topic_given_and_stores_every_message_once(tmp_path):
+    """Two --topic filters on one consumer: the messages of both reach the lake once each, those of a topic
+    matching neither never arrive, and the summary and run manifests name both filters."""
+    base = f"skiff-test/{uuid.uuid4().hex}"
+    filters = [f"{base}/site-a/+/telemetry", f"{base}/site-b/#"]
+    proc = _cli(tmp_path, "--topic", filters[0], "--topic", filters[1], "--batch-rows", "50", "--batch-seconds",
+                "0.3", "--duration", "40", "--client-id", f"multi-{uuid.uuid4().hex[:6]}", "--session-expiry", "120",
+                "--json")
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 20
+    while not any("consuming" in line for line in lines):
+        assert proc.poll() is None, "".join(lines)
+        assert time.monotonic() < deadline, "skiff stream did not subscribe"
+        time.sleep(0.05)
+    assert any(filters[0] in line and filters[1] in line for line in lines if "consuming" in line), lines
+    topics = [f"{base}/site-a/d{i % 3}/telemetry" if i % 3 else f"{base}/site-b/d{i % 2}/x/y" for i in range(300)]
+    publish(lambda i: topics[i], [good(i) for i in range(300)])
+    publish(lambda i: f"{base}/site-c/d0/telemetry", [good(1000 + i) for i in range(20)])  # neither filter
+    lake = Lake(Store(str(tmp_path / "root" / "lake")))
+    while lake_counts(lake)[3] < 300:
+        assert time.monotonic() < deadline + 20, lake_counts(lake)
+        time.sleep(0.1)
+    time.sleep(0.5)  # anything more (a message of neither filter, a second copy) would arrive meanwhile
+    proc.terminate()
+    out = proc.stdout.read()
+    assert proc.wait(timeout=20) == 0, "".join(lines)
+    s = json.loads(out)
+    assert s["topics"] == filters
+    assert s["counts"]["messages"] == 300 and s["counts"]["accepted"] == 300 and s["counts"]["duplicates"] == 0
+    assert lake_counts(lake) == (300, 0, 0, 300)
+    stored = lake.read("sensors")
+    assert stored.num_rows == 300
+    assert len(set(zip(stored.column("device_id").to_pylist(), stored.column("ts").to_pylist(), strict=True))) == 300
+    manifests = [json.loads((Path(lake.store.uri(*ref.parts)) / MANIFEST).read_text()) for ref in lake.all_runs("sensors")]
+    assert {m["sources"][0]["topic"] for m in manifests} == {", ".join(filters)}
+
+
+def test_cli_refuses_topic_filters_that_overlap(tmp_path):
+    proc = _cli(tmp_path, "--topic", "s/site-a/+", "--topic", "s/+/d1", "--max-messages", "1")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2, err
+    assert "'s/site-a/+' and 's/+/d1' overlap" in " ".join(err.split()), err
+
+
 def _free_port() -> int:
     import socket
 

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 from pydantic import ValidationError
 
-from components.stream.logic import StreamConfig, StreamConsumer, _next_seq, mqtt_source, run_id_for
+from components.stream.logic import (
+    StreamConfig,
+    StreamConsumer,
+    _filters_overlap,
+    _next_seq,
+    check_topic_filters,
+    mqtt_source,
+    run_id_for,
+)
 from components.stream.parse import Rejected, parse_payload
 from skiff.errors import ConfigError, SourceError, UsageError
 from skiff.lake import Lake
@@ -74,6 +83,51 @@ def test_mqtt_source_comes_from_the_spec_or_the_topic_option():
     spec = parse_spec({**SPEC, "sources": [{"type": "mqtt", "topic": "s/+/t", "port": 1884, "client_id": "c1"}]})
     src = mqtt_source(spec, "$share/g/s/+/t")
     assert (src.topic, src.port, src.client_id) == ("$share/g/s/+/t", 1884, "c1")
+
+
+@pytest.mark.parametrize(
+    ("topics", "expected"),
+    [
+        ([], "no topic filter"),
+        (["a/#/b"], "# must be a whole level and the last one"),
+        (["a/b#"], "# must be a whole level"),
+        (["a/b+"], "+ must be a whole level"),
+        (["a/b", ""], "an empty filter"),
+        (["a/\x00"], "NUL"),
+        (["$share//a/b"], "group name"),
+        (["$share/g+/a"], "group name"),
+        (["$share/g"], "needs a filter after its group"),
+        (["a/b", "a/b"], "given twice"),
+        (["s/site-a/+", "s/+/d1"], "'s/site-a/+' and 's/+/d1' overlap"),
+        (["$share/g/s/#", "s/x"], "overlap"),
+    ],
+)
+def test_each_topic_filter_is_checked(topics, expected):
+    with pytest.raises(UsageError, match=re.escape(expected)):
+        check_topic_filters(topics)
+
+
+def test_disjoint_filters_are_kept_in_order():
+    assert check_topic_filters(["s/site-b/+/t", "s/site-a/+/t", "$share/g/other/#"]) == [
+        "s/site-b/+/t", "s/site-a/+/t", "$share/g/other/#"]
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [("s/a/+/t", "s/b/+/t"), ("s/+/d1/t", "s/a/+/t"), ("s/a/#", "s/+/d1/t"), ("s/a/#", "s/a"), ("s/a", "s/a/#"),
+     ("s/a/+", "s/a"), ("s/+/t", "s/+/+/t"), ("s/+/t", "s/+/+/#"), ("#", "s/x"), ("s/a", "s/a/b"), ("+/a", "b/+"),
+     ("+", "a/b"), ("a/+/#", "a")],
+)
+def test_the_overlap_check_agrees_with_paho_s_matcher(a, b):
+    import itertools
+
+    from paho.mqtt.client import topic_matches_sub
+
+    alphabet = sorted({lv for f in (a, b) for lv in f.split("/") if lv not in ("+", "#")} | {"other"})
+    common = any(topic_matches_sub(a, t) and topic_matches_sub(b, t)
+                 for n in range(1, max(a.count("/"), b.count("/")) + 3)
+                 for t in ("/".join(levels) for levels in itertools.product(alphabet, repeat=n)))
+    assert _filters_overlap(a, b) is common is _filters_overlap(b, a)
 
 
 def test_config_is_typed_and_strict():
