@@ -54,6 +54,8 @@ STEP_SECRETS: dict[str, tuple[SecretEnv, ...]] = {
     "register": (DATABASE_SECRET, *MLFLOW_SECRETS),
     "validation-blocked": MLFLOW_SECRETS,
     "track": MLFLOW_SECRETS,
+    # the exit task: marks a run that did not succeed failed in MLflow
+    "track-final-status": MLFLOW_SECRETS,
     # the monitor job: the control plane (scores, alerts, retrain decisions) is the cluster's PostgreSQL
     "monitor": (DATABASE_SECRET,),
 }

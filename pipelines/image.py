@@ -8,7 +8,8 @@ the same step runs on the CPU there. With ``workers > 1`` (a cluster only) train
 launcher task creates a Kubeflow ``TFJob`` of that many workers, each with ``gpus_per_worker`` GPUs, running
 the same training code under ``MultiWorkerMirroredStrategy`` (:mod:`components.train_image.tfjob`), and
 evaluation and registration read its model as they read the single-node step's. After registration the
-run is logged to MLflow (:mod:`components.track.component`). What a run takes, checks and reports is
+run is logged to MLflow (:mod:`components.track.component`); every step runs inside an exit handler whose
+task marks a run that did not succeed FAILED there. What a run takes, checks and reports is
 :data:`pipelines.definitions.IMAGE` (:mod:`pipelines.image_run`).
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 from kfp import dsl, kubernetes
 
 from components.ingest_images.component import ingest_images_op
-from components.track.component import track_run_op
+from components.track.component import track_final_status_op, track_run_op
 from components.train_image.component import (
     evaluate_image_op,
     register_image_op,
@@ -72,28 +73,32 @@ def image(
     spec: str = "",
     tracking_uri: str = "",
 ):
-    ingested = ingest_images_op(dataset=dataset, data=data, lake_uri=lake_uri, run_id=run_id, config=ingest_config,
-                                ingest_date=ingest_date)
-    ingested.set_caching_options(False).set_display_name("ingest-images")
-    in_namespace(ingested, "ingest-images")
-    with dsl.If(workers == 1, name="one-node"):
-        trained = train_image_op(dataset=dataset, lake_uri=lake_uri, run_id=ingested.outputs["run_id"],
-                                 config=train_config)
-        trained.set_display_name("train-image").set_cpu_limit("4").set_memory_limit("16G")
-        trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-        kubernetes.add_toleration(trained, **GPU_TOLERATION)
-        kubernetes.add_node_selector(trained, *GPU_NODE_SELECTOR)
-        in_namespace(trained, "train-image")
-        _judge_and_register(trained.outputs["model"], registry_uri, model_name, margin, top_k, run_id,
-                            lake_uri, spec, tracking_uri)
-    with dsl.Else(name="past-one-node"):
-        # the same training code as a TFJob of `workers` pods (MultiWorkerMirroredStrategy); this task only
-        # creates it and waits, so it asks for no GPU itself
-        launched = train_image_tfjob_op(dataset=dataset, lake_uri=lake_uri, run_id=ingested.outputs["run_id"],
-                                        artifacts_uri=artifacts_uri, workers=workers,
-                                        gpus_per_worker=gpus_per_worker, config=train_config)
-        launched.set_display_name("train-image-tfjob").set_cpu_limit("1").set_memory_limit("1G")
-        in_namespace(launched, "train-image-tfjob")
-        _judge_and_register(launched.outputs["model"], registry_uri, model_name, margin, top_k, run_id,
-                            lake_uri, spec, tracking_uri)
-
+    final = track_final_status_op(run_id=run_id, pipeline="image", lake_uri=lake_uri, model_name=model_name,
+                                  spec=spec, tracking_uri=tracking_uri)
+    final.set_caching_options(False).set_display_name("track-final-status")
+    in_namespace(final, "track-final-status")
+    with dsl.ExitHandler(final):
+        ingested = ingest_images_op(dataset=dataset, data=data, lake_uri=lake_uri, run_id=run_id, config=ingest_config,
+                                    ingest_date=ingest_date)
+        ingested.set_caching_options(False).set_display_name("ingest-images")
+        in_namespace(ingested, "ingest-images")
+        with dsl.If(workers == 1, name="one-node"):
+            trained = train_image_op(dataset=dataset, lake_uri=lake_uri, run_id=ingested.outputs["run_id"],
+                                     config=train_config)
+            trained.set_display_name("train-image").set_cpu_limit("4").set_memory_limit("16G")
+            trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+            kubernetes.add_toleration(trained, **GPU_TOLERATION)
+            kubernetes.add_node_selector(trained, *GPU_NODE_SELECTOR)
+            in_namespace(trained, "train-image")
+            _judge_and_register(trained.outputs["model"], registry_uri, model_name, margin, top_k, run_id,
+                                lake_uri, spec, tracking_uri)
+        with dsl.Else(name="past-one-node"):
+            # the same training code as a TFJob of `workers` pods (MultiWorkerMirroredStrategy); this task only
+            # creates it and waits, so it asks for no GPU itself
+            launched = train_image_tfjob_op(dataset=dataset, lake_uri=lake_uri, run_id=ingested.outputs["run_id"],
+                                            artifacts_uri=artifacts_uri, workers=workers,
+                                            gpus_per_worker=gpus_per_worker, config=train_config)
+            launched.set_display_name("train-image-tfjob").set_cpu_limit("1").set_memory_limit("1G")
+            in_namespace(launched, "train-image-tfjob")
+            _judge_and_register(launched.outputs["model"], registry_uri, model_name, margin, top_k, run_id,
+                                lake_uri, spec, tracking_uri)

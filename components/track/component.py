@@ -7,13 +7,22 @@ flavor), so one small step reads it back and logs it the same way: kfp.local and
 which never fails the pipeline (an unreachable server is a warning and a retry, and the record is kept in the
 lake for ``skiff tracking sync``). On a cluster it reads the MLflow credentials Secret
 (:data:`pipelines.cluster_wiring.STEP_SECRETS`).
+
+Every pipeline's steps run inside one ``dsl.ExitHandler`` whose exit task, :func:`track_final_status_op`,
+runs after them whatever happened, on kfp.local and on a cluster alike. When the run did not succeed it
+marks the MLflow run FAILED (creating it when no step had logged it: a run that failed at ingestion), with
+the failed task and the error KFP hands it; a step that recorded its own failure first (the validation
+gate) keeps its step and reason. A local run's summary then fills in the step and the error from the
+run's log (:func:`pipelines.local_runs.track_summary`): kfp.local names only the exit handler's group as
+the failed task, as some KFP backends do, and gives no error message. When the run succeeded the exit
+task does nothing.
 """
 
 from kfp import dsl
 
 from components._image import BASE_IMAGE
 
-__all__ = ["track_run_op"]
+__all__ = ["track_run_op", "track_final_status_op"]
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -36,3 +45,30 @@ def track_run_op(registry_uri: str, model_name: str, version: int, run_id: str, 
     track_version(settings, tracking_uri, registry_uri=registry_uri, name=model_name, version=version,
                   run_id=run_id, pipeline=pipeline, lake_uri=lake_uri,
                   spec=parsed if isinstance(parsed, dict) else None)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def track_final_status_op(status: dsl.PipelineTaskFinalStatus, run_id: str, pipeline: str, lake_uri: str,
+                          model_name: str = "", spec: str = "", tracking_uri: str = ""):
+    """The exit task: when the run did not succeed, mark its MLflow run FAILED with the failed task and the
+    error (``model_name``'s experiment, else the spec's name); kept under ``lake_uri`` when the server does not
+    answer. Never fails."""
+    import json
+    import logging
+
+    try:
+        from skiff.tracking.runs import track_final_status
+
+        name = model_name
+        if not name and spec:
+            try:
+                parsed = json.loads(spec)
+            except ValueError:
+                parsed = None
+            name = str(parsed.get("name") or "") if isinstance(parsed, dict) else ""
+        track_final_status(tracking_uri, state=status.state, run_id=run_id, pipeline=pipeline, model_name=name,
+                           task=status.pipeline_task_name, error_message=status.error_message,
+                           error_code=status.error_code, lake_uri=lake_uri)
+    except Exception as e:  # the exit task never fails the run: it only reports how it ended
+        logging.getLogger(__name__).warning("experiment tracking: the final status of run %s was not recorded "
+                                            "(%s)", run_id, type(e).__name__)

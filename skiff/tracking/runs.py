@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 __all__ = ["OFF", "DB_FILE", "ARTIFACTS_FOLDER", "RUN_ID_TAG", "PARENT_TAG", "TRIAL_TAG", "ATTEMPTS", "REQUEST_TIMEOUT_S",
            "Trial", "RunRecord", "tracking_uri", "local_store_uri", "experiment_name", "ui_command",
            "spec_fingerprint", "report_images", "version_record", "failure_record", "log_run", "log_failure",
-           "track_version", "track_failure", "PENDING_FOLDER", "record_document", "record_from_document",
+           "track_version", "track_failure", "track_final_status", "SUCCEEDED_STATES", "PENDING_FOLDER", "record_document", "record_from_document",
            "keep_pending", "pending_records", "sync_pending"]
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,12 @@ _TAG_MAX = 8000
 _BATCH = {"metrics": 1000, "params": 100, "tags": 100}
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. /:]")
 _IMAGE = re.compile(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
+
+#: The final states of a pipeline run (KFP's ``PipelineTaskFinalStatus.state``: kfp.local and KFP's task
+#: states say SUCCEEDED, older KFP backends the MLMD execution state) that mean it succeeded.
+SUCCEEDED_STATES = frozenset({"SUCCEEDED", "SUCCESS", "COMPLETE", "CACHED"})
+#: The exit handler's own group, which KFP names as the "failed task" (it is not a step of the run).
+_EXIT_GROUP = re.compile(r"exit-handler(-\d+)?")
 
 #: Where records that could not be logged are kept, under the lake (``<lake>/tracking/pending/<run id>.json``).
 PENDING_FOLDER = "tracking/pending"
@@ -123,6 +129,9 @@ class RunRecord:
     trials: list[Trial] = field(default_factory=list)
     #: milliseconds since the epoch, one for the whole record, so a retried call sends identical metrics
     timestamp: int = field(default_factory=lambda: int(time.time() * 1000))
+    #: tags set only on a run that has none of that key yet (the exit task's guess at the failed step never
+    #: replaces what the step that failed, or the local run's summary, recorded)
+    keep_tags: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -489,7 +498,7 @@ def record_document(record: RunRecord) -> dict[str, Any]:
         "metrics": [[k, v, step] for k, v, step in record.metrics], "tags": record.tags,
         "artifacts": {k: base64.b64encode(v).decode() for k, v in record.artifacts.items()},
         "trials": [{"name": t.name, "params": t.params, "metrics": t.metrics, "tags": t.tags} for t in record.trials],
-        "timestamp": record.timestamp,
+        "timestamp": record.timestamp, "keep_tags": list(record.keep_tags),
     }
 
 
@@ -507,6 +516,7 @@ def record_from_document(doc: Mapping[str, Any]) -> RunRecord:
                           metrics={str(k): float(v) for k, v in dict(t.get("metrics") or {}).items()},
                           tags=dict(t.get("tags") or {})) for t in doc.get("trials") or []],
             timestamp=int(doc.get("timestamp") or time.time() * 1000),
+            keep_tags=[str(k) for k in doc.get("keep_tags") or []],
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"not a pending tracking record: {type(e).__name__}: {e}") from e
@@ -665,7 +675,9 @@ def _log(client: MlflowClient, uri: str, record: RunRecord) -> str:
     experiment_id = _experiment_id(client, uri, record.experiment)
     key = {RUN_ID_TAG: _safe_tag_value(record.run_id)}
     run = _find(client, experiment_id, key) or client.create_run(experiment_id, run_name=record.run_id, tags=key)
-    _log_batch(client, run, record.params, record.metrics, record.tags, record.timestamp)
+    have = dict(run.data.tags)
+    tags = {k: v for k, v in record.tags.items() if not (k in record.keep_tags and _key(k) in have)}
+    _log_batch(client, run, record.params, record.metrics, tags, record.timestamp)
     if record.artifacts:
         with tempfile.TemporaryDirectory() as tmp:
             for name, data in record.artifacts.items():
@@ -737,3 +749,48 @@ def track_failure(override: str, *, run_id: str, pipeline: str, model_name: str,
     return log_failure(uri, keep=lake_uri or _lake_of(settings), storage_options=settings.storage_options,
                        run_id=run_id, pipeline=pipeline, experiment=experiment, step=step, reason=reason,
                        params=params, tags=tags)
+
+
+def track_final_status(override: str, *, state: str, run_id: str, pipeline: str, model_name: str,
+                       task: str | None = None, error_message: str | None = None, error_code: Any = None,
+                       settings: Settings | None = None, lake_uri: str | None = None) -> str | None:
+    """What a pipeline's exit task calls with KFP's final status of the run: nothing when it succeeded
+    (:data:`SUCCEEDED_STATES`: its own step logged it); otherwise the skiff run ``run_id`` is marked FAILED
+    in its model's experiment, the run record created when no step logged it, with the failed task
+    (``task``, unless it is the exit handler's group, which KFP names) and ``error_message`` (else the final
+    state) as step and reason. A step or summary that already recorded a step and reason keeps them
+    (:attr:`RunRecord.keep_tags`), and a record already kept in the lake for this run is not replaced.
+    The MLflow run id or None; never raises."""
+    if not run_id or str(state or "").upper() in SUCCEEDED_STATES:
+        return None
+    try:
+        if settings is None:
+            from skiff.config import load_settings
+
+            settings = load_settings()
+        uri = tracking_uri(settings, override)
+        if uri is None:
+            return None
+        step = task if task and not _EXIT_GROUP.fullmatch(task) else None
+        reason = str(error_message or "").strip() or f"the run ended {state or 'without a final state'}"
+        tags = {"skiff.final_state": str(state or "")}
+        if isinstance(error_code, int | float) and not isinstance(error_code, bool) and error_code:
+            tags["skiff.error_code"] = str(int(error_code))
+        record = failure_record(run_id=run_id, pipeline=pipeline, experiment=experiment_name(settings, model_name),
+                                step=step, reason=reason, tags=tags)
+        record.keep_tags = ["skiff.failed_step", "skiff.error"]
+        keep = lake_uri or _lake_of(settings)
+    except Exception as e:  # tracking never fails a pipeline
+        log.warning("experiment tracking: could not record the final status of run %s (%s: %s)", run_id,
+                    type(e).__name__, redact_text(str(e))[:300])
+        return None
+    if keep and _has_pending(keep, run_id, settings.storage_options):
+        keep = None  # the step that failed kept its own, fuller record
+    return log_run(uri, record, keep=keep, storage_options=settings.storage_options)
+
+
+def _has_pending(lake_uri: str, run_id: str, storage_options: Mapping[str, Any] | None) -> bool:
+    try:
+        return run_id in pending_records(lake_uri, storage_options)
+    except Exception:  # no pending folder yet, or a lake that does not answer: nothing kept
+        return False

@@ -19,7 +19,8 @@ from pipelines import runner
 from skiff import cluster
 from skiff.config import load_settings
 
-STEPS = {"ingest-op", "validate", "features", "train", "evaluate", "register", "validation-blocked"}
+STEPS = {"ingest-op", "validate", "features", "train", "evaluate", "register", "validation-blocked",
+         "track-final-status-op"}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,7 @@ def test_only_the_steps_that_need_a_secret_read_it(compiled):
     mlflow = [(s.name, s.key, s.env, True) for s in cluster.MLFLOW_SECRETS]
     assert secrets.pop("register") == [("skiff-database", "url", "SKIFF_DATABASE_URL", True), *mlflow]
     assert secrets.pop("validation-blocked") == mlflow
+    assert secrets.pop("track-final-status-op") == mlflow
     assert all(not s for s in secrets.values()), secrets
     # the names are the core's (the chart's defaults are held to the same, tests/unit/test_helm.py)
     assert (cluster.REDIS_SECRET.name, cluster.DATABASE_SECRET.name) == ("skiff-redis", "skiff-database")

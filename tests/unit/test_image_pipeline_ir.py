@@ -36,7 +36,7 @@ def test_only_the_train_task_asks_for_a_gpu_on_the_gpu_pool(ir):
     tasks = _all_tasks(spec)
     assert set(tasks) == {"ingest-images-op", "train-image-op", "evaluate-image-op", "register-image-op",
                           "track-run-op", "train-image-tfjob-op", "evaluate-image-op-2", "register-image-op-2",
-                          "track-run-op-2"}
+                          "track-run-op-2", "track-final-status-op"}
     executors = spec["deploymentSpec"]["executors"]
     for name, task in tasks.items():
         container = executors[task["componentRef"]["name"].replace("comp-", "exec-")]["container"]
@@ -57,7 +57,11 @@ def test_only_the_train_task_asks_for_a_gpu_on_the_gpu_pool(ir):
 
 def test_workers_choose_between_the_step_and_the_tfjob(ir):
     spec, _ = ir
-    branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
+    # the whole body runs inside the exit handler, its exit task (the run's final status) after it
+    assert set(spec["root"]["dag"]["tasks"]) == {"exit-handler-1", "track-final-status-op"}
+    assert set(spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]) == {"ingest-images-op",
+                                                                              "condition-branches-2"}
+    branches = spec["components"]["comp-condition-branches-2"]["dag"]["tasks"]
     by_condition = {t["triggerPolicy"]["condition"]: set(spec["components"][t["componentRef"]["name"]]["dag"]["tasks"])
                     for t in branches.values()}
     one = "int(inputs.parameter_values['pipelinechannel--workers']) == 1"
