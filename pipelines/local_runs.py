@@ -61,8 +61,11 @@ def local_tracking_uri(settings: Settings, local: bool) -> str:
 def track_summary(summary: dict[str, Any], args: dict[str, Any], model_name: str | None, settings: Settings,
                   params: dict[str, Any] | None = None) -> None:
     """Where the run is in MLflow (``summary["tracking"]``: the store and the command that shows it); a
-    run that did not succeed is marked failed there with its step and error (a successful one was logged
-    by the pipeline's own step; skiff.tracking.runs says why). Never raises."""
+    run that did not succeed gets its failed step and error there. The pipeline's exit task has already
+    marked it FAILED (:func:`components.track.component.track_final_status_op`), but kfp.local tells that
+    task neither the step nor the error; the run's log does (``summary["failed_step"]``, ``error``), so
+    this fills them in (a successful run was logged by the pipeline's own step; skiff.tracking.runs says
+    why). Never raises."""
     from skiff.tracking.runs import OFF, track_failure, ui_command
 
     uri = args.get("tracking_uri") or ""

@@ -14,9 +14,13 @@ code version, model card, evaluation report with its charts) and the model folde
 search candidates). One step talks to MLflow rather than each step finding the run by its tag because
 (a) only one pod then needs the tracking server and its Secret, (b) a retried or cached step cannot log
 twice or leave half a run, (c) train and evaluate need no run id, and (d) kfp.local and a KFP cluster
-run the same step, so both log the same way. A run that stops earlier is logged by whoever sees it
-stop: the validation gate step (which fails on purpose, on a cluster too) and, for a local run, the
-run's summary (:func:`pipelines.local_runs.track_summary` knows the failed step and its error). The image
+run the same step, so both log the same way. A run that stops earlier is marked FAILED by every
+pipeline's exit task (:func:`track_final_status`: its steps run inside one ``dsl.ExitHandler``, on a
+cluster and under kfp.local), which creates the run when no step had logged it and records the failed
+task and error KFP hands it; the validation gate step (which fails on purpose) records its own step and
+reason first, and the exit task keeps them. For a local run the run's summary then fills in the failed
+step and its error from the run's log (:func:`pipelines.local_runs.track_summary`): kfp.local tells the
+exit task neither. The image
 and recommender register steps publish versions that hold everything their runs' records need, so a
 tracking step after them (:mod:`components.track.component`) logs :func:`version_record` of the version,
 which reads it by flavor.

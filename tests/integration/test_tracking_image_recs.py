@@ -6,7 +6,9 @@
 2. a small recommender run: the chosen model's parameters, the configuration, every candidate's held-out
    metrics, the gate, ``evaluation.json``;
 3. a recommender run with the tracking server on a closed port: the run succeeds, its record is kept in the
-   lake, and ``skiff tracking sync`` logs it to a real store once (a second sync logs nothing).
+   lake, and ``skiff tracking sync`` logs it to a real store once (a second sync logs nothing);
+4. a recommender run whose train step raises: the pipeline's exit task marks the MLflow run FAILED (no step
+   had logged it), and the run's summary names the step and its error.
 """
 
 import json
@@ -139,6 +141,7 @@ def test_a_recommender_run_is_in_mlflow_with_its_model_config_candidates_and_gat
     t = logged.data.tags
     assert t["skiff.pipeline"] == "recommender" and t["skiff.role"] == "champion"
     assert t["skiff.gate_metric"] == f"ndcg@{k}"
+    assert "skiff.final_state" not in t and "skiff.failed_step" not in t  # the exit task left it alone
     assert {"evaluation.json", "gate.json"} <= {a.path for a in client.list_artifacts(logged.info.run_id)}
 
 
@@ -168,4 +171,34 @@ def test_a_run_with_the_server_down_succeeds_is_kept_in_the_lake_and_synced_once
     _, logged = _only_run(store, "shop_events", "run-down")
     assert logged.info.status == "FINISHED" and logged.data.tags["skiff.pipeline"] == "recommender"
     assert logged.data.metrics["gate_promote"] == 1.0
+    assert runs.pending_records(settings.lake_uri) == []
+
+
+@pytest.mark.timeout(600)
+def test_a_recommender_run_whose_step_fails_is_failed_in_mlflow_with_the_step_and_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKIFF_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("SKIFF_TRACKING_URI", raising=False)
+    settings = Settings(root=str(tmp_path / "root"))
+    definition = get_pipeline("recommender")
+    args = definition.arguments(_events(tmp_path), {"recs_config": RECS}, settings, local=True)
+    # a configuration the preflight refuses, given to the pipeline itself: its train step raises
+    run = run_local("recommender", {**args, "recs_config": {**RECS, "models": []}, "run_id": "run-fail"},
+                    tmp_path / "runs")
+    assert run.status == "FAILURE" and run.failed_step == "train-recs-op"
+    assert run.steps["track-final-status-op"]["status"] == "SUCCESS"
+    assert "register-recs-op" not in run.steps and "track-run-op" not in run.steps
+    store = f"sqlite:///{tmp_path / 'root' / 'mlflow.db'}"
+    # the exit task alone: kfp.local names the exit handler's group as the failed task, so no step yet
+    _, logged = _only_run(store, "shop_events", "run-fail")
+    assert logged.info.run_name == "run-fail" and logged.info.status == "FAILED"
+    t = logged.data.tags
+    assert t["skiff.pipeline"] == "recommender" and t["skiff.final_state"] == "FAILED"
+    assert t["skiff.failed_step"] == "unknown" and t["skiff.error"] == "Task exit-handler-1 failed."
+    # the summary reads the failed step and its error from the run's log
+    summary = definition.summarize(run, settings)
+    assert summary["status"] == "FAILURE" and summary["failed_step"] == "train-recs-op"
+    _, logged = _only_run(store, "shop_events", "run-fail")
+    assert logged.info.status == "FAILED" and logged.data.tags["skiff.failed_step"] == "train-recs-op"
+    assert "models needs at least one of popularity, item_item, als" in logged.data.tags["skiff.error"]
     assert runs.pending_records(settings.lake_uri) == []
