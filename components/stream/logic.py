@@ -412,7 +412,7 @@ class StreamConsumer:
             if any(t.startswith("$share/") for t in self.topics):
                 log.warning("%s: windows over a shared subscription: the broker hands a device's readings to "
                             "any consumer of the group, so its windows split; partition devices by topic "
-                            "instead (one topic filter per consumer)", self.spec.name)
+                            "instead (disjoint topic filters per consumer)", self.spec.name)
         scoring = self.spec.windows.scoring if self.spec.windows is not None else None
         if self.spec.windows is not None and (self.spec.windows.alerts or (scoring and scoring.alert)):
             self.alerts = AlertDispatcher(self.spec.name, self.metrics, topic=self.spec.windows.alert_topic,
@@ -516,7 +516,7 @@ class StreamConsumer:
         self.metrics.connected.set(1)
         if getattr(flags, "session_present", False):
             log.info("%s: resumed the persistent session", self.client_id)
-        client.subscribe([(t, self.source.qos) for t in self.topics])
+        client.subscribe([(t, int(self.source.qos)) for t in self.topics])
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reason_codes: list[ReasonCode],
                       properties: Properties | None) -> None:

@@ -6,7 +6,8 @@
   real CLI (the stream consumer against the real Mosquitto on 127.0.0.1:1883). A windowed dataset's
   consumer runs one StatefulSet per partition on its own topic filters (no ``$share/``); the chart refuses
   subscriptions that would split a device's readings (windows with replicas > 1 on a shared subscription)
-  or double them (overlapping partitions, checked against paho's topic matcher).
+  or double them (overlapping partitions, checked against paho's topic matcher); a partition may list
+  several filters. The consumers' probes and PodMonitor are checked against the real metrics server.
 - One definition: the chart's names and prefixes are skiff.cluster's and skiff.layout's.
 - Every rendered object of every ci variant passes the core Kubernetes schemas (kubernetes-validate, strict:
   an unknown field fails) at the chart's oldest and the platform's Kubernetes version, and the KServe
@@ -236,6 +237,14 @@ def test_the_api_pod_serves_its_probes_with_the_rendered_settings(skiff_env, mon
         proc.wait(timeout=30)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _stream(docs: list[dict], name: str = "skiff-stream-telemetry") -> dict:
     return by_kind(docs, "StatefulSet")[name]
 
@@ -312,6 +321,64 @@ def test_stream_schema_refuses_a_topic_that_is_already_shared(tmp_path):
     values = _values_file(tmp_path, {"stream": {"enabled": True, "consumers": [_consumer(topic="$share/g/a/b")]}})
     err = render_error("skiff", (str(PLATFORM / "ci/minimal-values.yaml"), values))
     assert "values don't meet the specifications of the schema" in err and "/stream/consumers/0/topic" in err, err
+
+
+# --- probes and metrics ----------------------------------------------------------------------------------
+
+
+def test_stream_pods_serve_their_probes_and_metrics_on_the_rendered_port():
+    values = yaml.safe_load((PLATFORM / "ci/full-values.yaml").read_text())
+    port = values["stream"]["metrics"]["port"]
+    docs = render_ci("skiff", "full-values.yaml")
+    stream_sets = {n: d for n, d in by_kind(docs, "StatefulSet").items() if n.startswith("skiff-stream-")}
+    assert len(stream_sets) == 4  # sensors (shared) and the three partitions of machines
+    for name, sts in stream_sets.items():
+        (c,) = sts["spec"]["template"]["spec"]["containers"]
+        args = c["command"]
+        assert args[args.index("--metrics-port") + 1] == str(port), name
+        assert args[args.index("--metrics-host") + 1] == "0.0.0.0", name  # the kubelet and Prometheus reach the pod IP
+        assert c["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}], name
+        probes = {k: c[k]["httpGet"] for k in ("startupProbe", "livenessProbe", "readinessProbe")}
+        assert probes == {"startupProbe": {"path": "/healthz", "port": "metrics"},
+                          "livenessProbe": {"path": "/healthz", "port": "metrics"},
+                          "readinessProbe": {"path": "/readyz", "port": "metrics"}}, name
+        assert c["startupProbe"]["failureThreshold"] == values["stream"]["metrics"]["startupFailureThreshold"]
+    # defaults: port 9102
+    (c,) = _stream(render("skiff", (API_STREAM,)))["spec"]["template"]["spec"]["containers"]
+    assert c["ports"][0]["containerPort"] == 9102 and c["command"][c["command"].index("--metrics-port") + 1] == "9102"
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    ok = selector.get("matchLabels", {}).items() <= labels.items()
+    for e in selector.get("matchExpressions", []):
+        assert e["operator"] == "In", e
+        ok = ok and labels.get(e["key"]) in e["values"]
+    return ok
+
+
+def test_prometheus_scrapes_every_stream_pod_and_may_reach_its_metrics_port():
+    from tests.cluster.test_gitops_contract import assert_valid, crd_schema
+
+    docs = render_ci("skiff", "full-values.yaml")
+    pods = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in by_kind(docs, "StatefulSet").items()}
+    stream_pods = {n for n in pods if n.startswith("skiff-stream-")}
+    monitor = by_kind(docs, "PodMonitor")["skiff-stream"]
+    assert_valid(monitor, crd_schema("prometheus-operator/example/prometheus-operator-crd-full/"
+                                     "monitoring.coreos.com_podmonitors.yaml", "v1"))
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"  # what the operator selects by
+    assert {n for n, labels in pods.items() if _selects(monitor["spec"]["selector"], labels)} == stream_pods
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    port = by_kind(docs, "StatefulSet")["skiff-stream-sensors"]["spec"]["template"]["spec"]["containers"][0]["ports"][0]
+    policy = by_kind(docs, "NetworkPolicy")["skiff-stream"]["spec"]
+    assert {n for n, labels in pods.items() if _selects(policy["podSelector"], labels)} == stream_pods
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": port["containerPort"], "protocol": "TCP"}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    # no PodMonitor without the CRD or with podMonitor off; no policy without network policies
+    assert "skiff-stream" not in by_kind(render("skiff", (str(PLATFORM / "ci/full-values.yaml"),), apis=()), "PodMonitor")
+    off = render("skiff", (str(PLATFORM / "ci/full-values.yaml"),),
+                 ("monitoring.podMonitor.enabled=false", "networkPolicy.enabled=false"))
+    assert "skiff-stream" not in by_kind(off, "PodMonitor") and "skiff-stream" not in by_kind(off, "NetworkPolicy")
 
 
 # --- partitioned consumers (datasets with windows) -----------------------------------------------------
@@ -399,8 +466,8 @@ def test_the_partitioned_spec_configmap_is_a_valid_windowed_dataset_spec():
         ([_partitioned(("p", ["a/1"]), replicas=2)], "replicas does not apply to partitions"),
         ([_partitioned(("p", ["a/1"]), group="g")], "group names a shared subscription"),
         ([_partitioned(("p", ["a/1"]), ("p", ["a/2"]))], 'the partition name "p" is used twice'),
-        ([_partitioned(("p", ["a/1", "a/2"]))],
-         "partition p lists 2 topic filters, and skiff stream subscribes to one (--topic)"),
+        ([_partitioned(("p", ["a/1", "a/+"]))],
+         'partition p lists the topic filters "a/1" and "a/+", which match the same topics'),
         ([_partitioned(("p", ["s/site-a/+"]), ("q", ["s/+/d1"]))],
          'partitions p and q overlap (the topic filters "s/site-a/+" and "s/+/d1" match the same topics)'),
         ([_partitioned(("x", ["a/1"])), _consumer(name="t-x")],
@@ -417,8 +484,10 @@ def test_stream_subscriptions_that_would_split_or_double_a_device_are_refused(tm
 @pytest.mark.parametrize(
     "consumer",
     [_windowed(), _windowed(replicas=1), _consumer(replicas=4),
-     _partitioned(("site-a", ["s/site-a/+/t"]), ("site-b", ["s/site-b/+/t"]), ("rest", ["s/site-c/#"]))],
-    ids=["windows-one-replica", "windows-replicas-1", "no-windows-shared", "windows-partitions"],
+     _partitioned(("site-a", ["s/site-a/+/t"]), ("site-b", ["s/site-b/+/t"]), ("rest", ["s/site-c/#"])),
+     _partitioned(("west", ["s/site-a/+/t", "s/site-b/+/t"]), ("east", ["s/site-c/#", "s/site-d/+/t"]))],
+    ids=["windows-one-replica", "windows-replicas-1", "no-windows-shared", "windows-partitions",
+         "windows-two-filters-per-partition"],
 )
 def test_stream_subscriptions_that_keep_each_device_at_one_consumer_render(tmp_path, consumer):
     values = _values_file(tmp_path, {"stream": {"enabled": True, "consumers": [consumer]}})
@@ -519,9 +588,21 @@ def test_the_stream_command_line_consumes_a_shared_subscription(skiff_env):
     command[command.index("--spec") + 1] = str(skiff_env / "spec.yaml")
 
     # the pod's own command line (python -m skiff stream ...), one process per pod, each named as its pod
-    procs = {}
+    # the probes as rendered: each pod's port (rendered port here, two pods on one host: a free one each),
+    # bound to loopback instead of the pod's 0.0.0.0
+    (container,) = _stream(docs)["spec"]["template"]["spec"]["containers"]
+    probes = {k: container[k]["httpGet"] for k in ("startupProbe", "livenessProbe", "readinessProbe")}
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert {p["port"] for p in probes.values()} <= set(named)
+    assert command[command.index("--metrics-port") + 1] == str(named["metrics"])
+    (scrape,) = by_kind(docs, "PodMonitor")["skiff-stream"]["spec"]["podMetricsEndpoints"]
+    assert scrape["port"] in named
+    procs, ports = {}, {}
     for pod in ("skiff-stream-telemetry-0", "skiff-stream-telemetry-1"):
         args = [pod if a == "$(POD_NAME)" else a for a in command] + ["--duration", "20"]
+        ports[pod] = _free_port()
+        args[args.index("--metrics-port") + 1] = str(ports[pod])
+        args[args.index("--metrics-host") + 1] = "127.0.0.1"
         procs[pod] = subprocess.Popen([sys.executable, *args[1:]], cwd=skiff_env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                       env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -533,6 +614,15 @@ def test_the_stream_command_line_consumes_a_shared_subscription(skiff_env):
     while not all(any("consuming" in line for line in lines) for lines in logs.values()):
         assert time.monotonic() < deadline and all(p.poll() is None for p in procs.values()), logs
         time.sleep(0.1)  # both subscribed (the consumer logs it once the broker acknowledged)
+    import httpx
+
+    for pod, port in ports.items():  # connected and subscribed: every rendered probe answers 200
+        for kind, probe in probes.items():
+            r = httpx.get(f"http://127.0.0.1:{port}{probe['path']}", timeout=5)
+            assert r.status_code == 200, (pod, kind, r.status_code, r.text)
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json() == {"ready": True}
+        metrics = httpx.get(f"http://127.0.0.1:{port}{scrape['path']}", timeout=5).text
+        assert 'skiff_stream_broker_connected{dataset="telemetry"} 1.0' in metrics, metrics[:2000]
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     pub.connect("127.0.0.1", 1883)
     pub.loop_start()
@@ -598,6 +688,8 @@ def test_partitioned_command_lines_keep_each_device_s_windows_at_one_consumer(sk
         pod = f"skiff-stream-sensors-{g}-0"
         expected[pod] = sum(1 for r in data if group_of[r[0]] == g)
         args = [pod if a == "$(POD_NAME)" else a for a in command]
+        args[args.index("--metrics-port") + 1] = str(_free_port())  # two pods on one host
+        args[args.index("--metrics-host") + 1] = "127.0.0.1"
         args += ["--max-messages", str(expected[pod]), "--duration", "60"]
         procs[pod] = subprocess.Popen([sys.executable, *args[1:]], cwd=skiff_env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -176,3 +176,17 @@ def test_the_json_summary_has_exactly_the_keys_its_typed_contract_names():
     assert summary["counts"] == {"messages": 3, "read": 4, "accepted": 2, "quarantined": 1, "duplicates": 1}
     assert summary["messages_per_s"] == 1.5
     assert StreamResult("sensors", "c1", ["t/#"]).summary()["counts"]["messages"] == 0
+
+
+@pytest.mark.parametrize(("topics", "warns"), [(["s/a/+", "$share/g/s/b/+"], True), (["s/a/+", "s/b/+"], False)])
+def test_windows_with_any_shared_filter_warn(tmp_path, caplog, topics, warns):
+    from tests.unit.test_stream_windows import BASE, WINDOWS
+
+    spec = parse_spec({**BASE, "windows": WINDOWS})
+    lake = Lake(Store(str(tmp_path / "lake")))
+    consumer = StreamConsumer(spec, lake, MqttSource(topic="x", port=1), topics=topics)  # no broker on port 1
+    assert consumer.result.topics == topics
+    caplog.set_level(logging.WARNING, logger="skiff.stream")
+    with pytest.raises(SourceError, match="unreachable"):
+        consumer.run()
+    assert ("windows over a shared subscription" in caplog.text) is warns, caplog.text

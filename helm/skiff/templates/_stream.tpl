@@ -60,8 +60,12 @@ skiff.validateValues: call with (dict "i" <index> "c" <consumer>).
 {{- $errors = append $errors (printf "%s: the partition name %q is used twice" $where $p.name) -}}
 {{- end -}}
 {{- $_ := set $names $p.name true -}}
-{{- if gt (len $p.topics) 1 -}}
-{{- $errors = append $errors (printf "%s: partition %s lists %d topic filters, and skiff stream subscribes to one (--topic): give each filter its own partition" $where $p.name (len $p.topics)) -}}
+{{- range $k, $s := $p.topics -}}
+{{- range $t := slice $p.topics (add1 $k) -}}
+{{- if include "skiff.topicFiltersOverlap" (list $s $t) -}}
+{{- $errors = append $errors (printf "%s: partition %s lists the topic filters %q and %q, which match the same topics: the broker may deliver such a message once per filter, and skiff stream refuses them; make them disjoint" $where $p.name $s $t) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- range $j, $p := $c.partitions -}}
