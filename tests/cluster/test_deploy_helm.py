@@ -656,8 +656,8 @@ def test_the_stream_command_line_consumes_a_shared_subscription(skiff_env):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_partitioned_command_lines_keep_each_device_s_windows_at_one_consumer(skiff_env):
-    """Two partitions of a windowed consumer, run as their pods' command lines through the real CLI against the
-    real broker: each takes only its own devices' readings, neither warns of a shared subscription, and the
+    """Two partitions of a windowed consumer (one on two topic filters), run as their pods' command lines through
+    the real CLI against the real broker: each takes only its own devices' readings, neither warns of a shared subscription, and the
     windows of both together equal pandas over the lake's rows (each device's windows computed once, whole)."""
     require_service("Mosquitto", 1883)
     import pyarrow.parquet as pq
@@ -676,7 +676,9 @@ def test_partitioned_command_lines_keep_each_device_s_windows_at_one_consumer(sk
             "sources": [{"type": "mqtt", "host": "127.0.0.1", "port": 1883, "topic": f"{base}/+/+"}]}
     values = {"stream": {"enabled": True, "consumers": [{
         "name": "sensors", "batchRows": 100, "batchSeconds": 0.3, "spec": spec,
-        "partitions": [{"name": g, "topics": [f"{base}/{g}/+"]} for g in ("g1", "g2")]}]}}
+        # g1 on two filters (one per device), g2 on one
+        "partitions": [{"name": "g1", "topics": [f"{base}/g1/a", f"{base}/g1/b"]},
+                       {"name": "g2", "topics": [f"{base}/g2/+"]}]}]}}
     docs = render("skiff", (str(PLATFORM / "ci/minimal-values.yaml"), _values_file(skiff_env, values)))
     spec_text = by_kind(docs, "ConfigMap")["skiff-stream-sensors"]["data"]["spec.yaml"]
     (skiff_env / "spec.yaml").write_text(spec_text)
