@@ -102,7 +102,9 @@ def test_a_full_queue_drops_and_counts_without_blocking_the_caller(tmp_path):
             worst = max(worst, time.perf_counter() - t)
         elapsed = time.perf_counter() - started
         c = w.counters.snapshot()["churn"]
-        assert c["dropped"] >= 2000 - 12 and c["accepted"] + c["dropped"] == 2000
+        # accepted: at most the queue (10) twice — the batch the writer drained before it stalled, and the
+        # queue refilled behind it — and a couple offered while it was draining
+        assert c["dropped"] >= 2000 - 22 and c["accepted"] + c["dropped"] == 2000
         assert worst < 0.05 and elapsed < 2.0, (worst, elapsed)  # never waited for the stuck writer
     finally:
         gate.set()
