@@ -74,7 +74,7 @@ def image(
     tracking_uri: str = "",
 ):
     final = track_final_status_op(run_id=run_id, pipeline="image", lake_uri=lake_uri, model_name=model_name,
-                                  spec=spec, tracking_uri=tracking_uri)
+                                  spec=spec, tracking_uri=tracking_uri, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
     final.set_caching_options(False).set_display_name("track-final-status")
     in_namespace(final, "track-final-status")
     with dsl.ExitHandler(final):

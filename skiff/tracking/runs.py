@@ -18,9 +18,11 @@ run the same step, so both log the same way. A run that stops earlier is marked 
 pipeline's exit task (:func:`track_final_status`: its steps run inside one ``dsl.ExitHandler``, on a
 cluster and under kfp.local), which creates the run when no step had logged it and records the failed
 task and error KFP hands it; the validation gate step (which fails on purpose) records its own step and
-reason first, and the exit task keeps them. For a local run the run's summary then fills in the failed
-step and its error from the run's log (:func:`pipelines.local_runs.track_summary`): kfp.local tells the
-exit task neither. The image
+reason first, and the exit task keeps them. KFP hands the exit task only the exit handler's group as the
+failed task, with an empty or generic error, so on a cluster the exit task asks the Kubeflow Pipelines
+API (the ``kfp_host`` setting) which step failed and why (:func:`kfp_failed_task`). For a local run the
+run's summary fills in the failed step and its error from the run's log
+(:func:`pipelines.local_runs.track_summary`): kfp.local tells the exit task neither. The image
 and recommender register steps publish versions that hold everything their runs' records need, so a
 tracking step after them (:mod:`components.track.component`) logs :func:`version_record` of the version,
 which reads it by flavor.
@@ -66,7 +68,8 @@ if TYPE_CHECKING:
 __all__ = ["OFF", "DB_FILE", "ARTIFACTS_FOLDER", "RUN_ID_TAG", "PARENT_TAG", "TRIAL_TAG", "ATTEMPTS", "REQUEST_TIMEOUT_S",
            "Trial", "RunRecord", "tracking_uri", "local_store_uri", "experiment_name", "ui_command",
            "spec_fingerprint", "report_images", "version_record", "failure_record", "log_run", "log_failure",
-           "track_version", "track_failure", "track_final_status", "SUCCEEDED_STATES", "PENDING_FOLDER", "record_document", "record_from_document",
+           "track_version", "track_failure", "track_final_status", "kfp_failed_task", "KFP_TIMEOUT_S",
+           "KFP_TOKEN_ENV", "KFP_TOKEN_PATH", "SUCCEEDED_STATES", "PENDING_FOLDER", "record_document", "record_from_document",
            "keep_pending", "pending_records", "sync_pending"]
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,16 @@ _IMAGE = re.compile(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+
 SUCCEEDED_STATES = frozenset({"SUCCEEDED", "SUCCESS", "COMPLETE", "CACHED"})
 #: The exit handler's own group, which KFP names as the "failed task" (it is not a step of the run).
 _EXIT_GROUP = re.compile(r"exit-handler(-\d+)?")
+#: How long the exit task waits for the Kubeflow Pipelines API to say which step failed (one request, no
+#: retries: the run is over, and a slow answer only costs the step's name).
+KFP_TIMEOUT_S = 5.0
+#: Where a pod finds its Kubeflow Pipelines service-account token on multi-user Kubeflow (the variable and
+#: the default path kfp's own client reads); sent as a bearer token when the file is there.
+KFP_TOKEN_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
+KFP_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
+#: Task names in KFP's run details that are not steps of the run: the root DAG, and the driver and
+#: executor nodes of KFP's Argo workflow (the step's own node carries its name).
+_KFP_NOT_A_STEP = re.compile(r"root|executor|.*-driver|exit-handler(-\d+)?")
 
 #: Where records that could not be logged are kept, under the lake (``<lake>/tracking/pending/<run id>.json``).
 PENDING_FOLDER = "tracking/pending"
@@ -757,14 +770,18 @@ def track_failure(override: str, *, run_id: str, pipeline: str, model_name: str,
 
 def track_final_status(override: str, *, state: str, run_id: str, pipeline: str, model_name: str,
                        task: str | None = None, error_message: str | None = None, error_code: Any = None,
-                       settings: Settings | None = None, lake_uri: str | None = None) -> str | None:
+                       settings: Settings | None = None, lake_uri: str | None = None, kfp_run_id: str = "",
+                       kfp_host: str | None = None) -> str | None:
     """What a pipeline's exit task calls with KFP's final status of the run: nothing when it succeeded
     (:data:`SUCCEEDED_STATES`: its own step logged it); otherwise the skiff run ``run_id`` is marked FAILED
     in its model's experiment, the run record created when no step logged it, with the failed task
     (``task``, unless it is the exit handler's group, which KFP names) and ``error_message`` (else the final
-    state) as step and reason. A step or summary that already recorded a step and reason keeps them
-    (:attr:`RunRecord.keep_tags`), and a record already kept in the lake for this run is not replaced.
-    The MLflow run id or None; never raises."""
+    state) as step and reason. When KFP named only the group and the run's KFP id (``kfp_run_id``) and an
+    endpoint (``kfp_host``, else the ``kfp_host`` setting) are known, the Kubeflow Pipelines API says
+    which step failed and why (:func:`kfp_failed_task`); when it does not answer, the step is ``unknown``.
+    A step or summary that already recorded a step and reason keeps them (:attr:`RunRecord.keep_tags`),
+    and a record already kept in the lake for this run is not replaced. The MLflow run id or None; never
+    raises."""
     if not run_id or str(state or "").upper() in SUCCEEDED_STATES:
         return None
     try:
@@ -776,8 +793,16 @@ def track_final_status(override: str, *, state: str, run_id: str, pipeline: str,
         if uri is None:
             return None
         step = task if task and not _EXIT_GROUP.fullmatch(task) else None
-        reason = str(error_message or "").strip() or f"the run ended {state or 'without a final state'}"
+        reason = str(error_message or "").strip()
         tags = {"skiff.final_state": str(state or "")}
+        host = settings.kfp_host if kfp_host is None else kfp_host
+        if kfp_run_id:
+            tags["skiff.kfp_run_id"] = kfp_run_id
+        if step is None and kfp_run_id and host:
+            found = kfp_failed_task(host, kfp_run_id)
+            if found is not None:
+                step, reason = found[0], found[1] or reason
+        reason = reason or f"the run ended {state or 'without a final state'}"
         if isinstance(error_code, int | float) and not isinstance(error_code, bool) and error_code:
             tags["skiff.error_code"] = str(int(error_code))
         record = failure_record(run_id=run_id, pipeline=pipeline, experiment=experiment_name(settings, model_name),
@@ -791,6 +816,76 @@ def track_final_status(override: str, *, state: str, run_id: str, pipeline: str,
     if keep and _has_pending(keep, run_id, settings.storage_options):
         keep = None  # the step that failed kept its own, fuller record
     return log_run(uri, record, keep=keep, storage_options=settings.storage_options)
+
+
+def kfp_failed_task(host: str, kfp_run_id: str, *, timeout: float | None = None) -> tuple[str, str] | None:
+    """The step of Kubeflow Pipelines run ``kfp_run_id`` that failed, and its error message ("" when KFP
+    gives none), as the API at ``host`` tells them (``GET /apis/v2beta1/runs/{id}``, read into
+    kfp-server-api's models): of the run's task details whose state is FAILED, the first by end time that is
+    a step (not the root DAG, the exit handler's group or one of KFP's driver and executor nodes); its
+    ``error.message``, else that of a failed task under it, else the run's. One request of at most
+    ``timeout`` seconds (:data:`KFP_TIMEOUT_S` by default) to connect and as many to read, with the pod's KFP service-account token when it has one
+    (:data:`KFP_TOKEN_ENV`). None, with a warning, when the API does not answer, refuses or names no failed
+    step; never raises."""
+    if not host or not kfp_run_id:
+        return None
+    try:
+        run = _get_kfp_run(host, kfp_run_id, timeout or KFP_TIMEOUT_S)
+        found = _failed_step(run)
+    except Exception as e:  # the exit task never fails the run: without an answer the step is unknown
+        status = getattr(e, "status", None)
+        log.warning("experiment tracking: Kubeflow Pipelines at %s did not say which step of run %s failed (%s%s)",
+                    redact_url(host), kfp_run_id[:80], type(e).__name__, f" {status}" if status else "")
+        return None
+    if found is None:
+        log.warning("experiment tracking: Kubeflow Pipelines at %s names no failed step of run %s",
+                    redact_url(host), kfp_run_id[:80])
+    return found
+
+
+def _kfp_token() -> str | None:
+    path = Path(os.environ.get(KFP_TOKEN_ENV) or KFP_TOKEN_PATH)
+    try:
+        token = path.read_text().strip()
+    except OSError:  # single-user KFP: no token mounted
+        return None
+    return token or None
+
+
+def _get_kfp_run(host: str, kfp_run_id: str, timeout: float) -> Any:
+    import kfp_server_api
+
+    config = kfp_server_api.Configuration(host=host.rstrip("/"))
+    config.retries = False  # one request: a dead endpoint is no reason to keep the pod waiting
+    token = _kfp_token()
+    if token:
+        config.api_key["authorization"] = token
+        config.api_key_prefix["authorization"] = "Bearer"
+    client = kfp_server_api.ApiClient(config)
+    try:
+        return kfp_server_api.RunServiceApi(client).run_service_get_run(run_id=kfp_run_id,
+                                                                         _request_timeout=(timeout, timeout))
+    finally:
+        client.close()
+
+
+def _failed_step(run: Any) -> tuple[str, str] | None:
+    details = getattr(run, "run_details", None)
+    tasks = list(getattr(details, "task_details", None) or [])
+    failed = [t for t in tasks if str(t.state or "").upper() == "FAILED" and t.display_name]
+    steps = [t for t in failed if not _KFP_NOT_A_STEP.fullmatch(t.display_name)]
+    if not steps:
+        return None
+    last = float("inf")
+    first = min(steps, key=lambda t: t.end_time.timestamp() if t.end_time is not None else last)
+    messages = [_message(first), *(_message(t) for t in failed if t.parent_task_id and
+                                   t.parent_task_id == first.task_id), _message(run)]
+    return str(first.display_name), next((m for m in messages if m), "")
+
+
+def _message(item: Any) -> str:
+    error = getattr(item, "error", None)
+    return str(getattr(error, "message", None) or "").strip()
 
 
 def _has_pending(lake_uri: str, run_id: str, storage_options: Mapping[str, Any] | None) -> bool:

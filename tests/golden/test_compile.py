@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kfp import dsl
 
 from pipelines.definitions import PIPELINES
 from pipelines.runner import compile_pipeline
@@ -58,6 +59,8 @@ def _exit_handled(ir: dict, pipeline: str) -> dict:
     parameters = final["inputs"]["parameters"]
     assert parameters["status"] == {"taskFinalStatus": {"producerTask": "exit-handler-1"}}
     assert parameters["pipeline"]["runtimeValue"]["constant"] == pipeline
+    # the run's KFP id, by which the exit task asks the Kubeflow Pipelines API which step failed
+    assert parameters["kfp_run_id"]["runtimeValue"]["constant"] == dsl.PIPELINE_JOB_ID_PLACEHOLDER
     assert {k: v["componentInputParameter"] for k, v in parameters.items() if "componentInputParameter" in v} == {
         k: k for k in ("run_id", "lake_uri", "model_name", "spec", "tracking_uri")}
     return ir["components"]["comp-exit-handler-1"]["dag"]["tasks"]
