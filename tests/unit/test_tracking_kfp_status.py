@@ -132,9 +132,11 @@ def test_the_first_failed_step_by_end_time_with_its_executors_error_else_the_run
 
 
 def test_kfp_that_is_closed_leaves_the_step_unknown_quickly(where, monkeypatch, caplog):
+    closed = f"http://127.0.0.1:{_closed_port()}"
     started = time.monotonic()
-    _exit_task(where, monkeypatch, f"http://127.0.0.1:{_closed_port()}", state="FAILED")
+    assert runs.kfp_failed_task(closed, KFP_RUN) is None  # one try, no retries
     assert time.monotonic() - started < runs.KFP_TIMEOUT_S
+    _exit_task(where, monkeypatch, closed, state="FAILED")
     t = _logged(where[0]).data.tags
     assert (t["skiff.failed_step"], t["skiff.error"]) == ("unknown", "the run ended FAILED")
     assert "did not say which step" in caplog.text
