@@ -21,7 +21,8 @@ previous one wrote and no event is lost:
   ``Lock``: ``SET NX PX`` with a random token, released only by its holder) on the key
   ``skiff:lock:<project>:<view>:<user>``, through the store's own Redis connection (cluster mode too). It
   expires after :data:`LOCK_LEASE_S` if its holder dies; a writer waits at most :data:`LOCK_WAIT_S`, then
-  fails with a :class:`~skiff.errors.SourceError` (nothing written). A batch takes its users' locks in
+  fails with a :class:`~skiff.errors.SourceError` (nothing written). On a Redis Cluster the Feast config
+  must say ``redis_type: redis_cluster``; a plain client sent there fails with a SourceError saying so. A batch takes its users' locks in
   sorted order, so two batches never wait for each other in a cycle.
 - SQLite online store (the local engine): an OS file lock (:func:`skiff.locks.exclusive_path`) next to
   the database file, one per view, held by every process writing that view.
@@ -138,7 +139,7 @@ class _RedisUserLocks(_UserLocks):
 
     @contextlib.contextmanager
     def hold(self, users: Sequence[str]) -> Iterator[None]:
-        from redis.exceptions import LockError, LockNotOwnedError, RedisError
+        from redis.exceptions import AskError, LockError, LockNotOwnedError, MovedError, RedisError
 
         held = []
         try:
@@ -147,6 +148,10 @@ class _RedisUserLocks(_UserLocks):
                                         thread_local=False)
                 try:
                     acquired = lock.acquire()
+                except (MovedError, AskError) as e:  # a non-cluster client sent to a Redis Cluster node
+                    raise SourceError(f"cannot take the recent-items lock of user {user!r}: the online store's "
+                                      f"Redis is a cluster ({type(e).__name__}: {e}); set redis_type: "
+                                      "redis_cluster in the Feast config's online_store", user=user) from e
                 except RedisError as e:
                     raise SourceError(f"cannot take the recent-items lock of user {user!r} in Redis "
                                       f"({type(e).__name__}: {e})", user=user) from e

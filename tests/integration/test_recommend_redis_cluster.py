@@ -152,3 +152,19 @@ def test_concurrent_writers_of_one_user_lose_nothing_on_a_redis_cluster(cluster_
     recent, user, kinds = concurrency._race(tmp_path, redis=True)  # noqa: SLF001 - the shared race
     assert kinds == {"redis"}
     concurrency._assert_nothing_lost(recent, user)  # noqa: SLF001
+
+
+def test_a_plain_redis_config_on_a_cluster_fails_naming_redis_cluster(cluster_env, tmp_path):
+    from skiff.errors import SourceError
+
+    # feature_store.redis.yaml: redis_type redis (a single server's client) pointed at a cluster node
+    settings = Settings(root=str(tmp_path / "root"), feature_store_yaml="feature_store.redis.yaml")
+    model = f"recs_{uuid.uuid4().hex[:8]}"
+    recent = RecentItems.open(settings, model, RecsConfig())
+    users = [f"u{i}" for i in range(20)]  # some hash to a slot another node owns
+    with pytest.raises(SourceError, match="redis_type: redis_cluster") as info:
+        recent.add([InteractionEvent(user_id=u, item_id="x", event_type="view") for u in users])
+    assert "MovedError" in str(info.value)
+    # nothing was written: the cluster client (same root, same registry) finds no row for them
+    cluster = RecentItems.open(_cluster_settings(str(tmp_path / "root")), model, RecsConfig())
+    assert cluster.get_many(users) == [[]] * len(users)
