@@ -18,7 +18,7 @@ from typing import Any
 from kfp import dsl, kubernetes
 
 from components.ingest_images.component import ingest_images_op
-from components.track.component import track_final_status_op, track_run_op
+from components.track.component import track_run_op
 from components.train_image.component import (
     evaluate_image_op,
     register_image_op,
@@ -26,6 +26,7 @@ from components.train_image.component import (
     train_image_tfjob_op,
 )
 from pipelines.cluster_wiring import in_namespace
+from pipelines.run_tracking import final_status_task
 
 __all__ = ["image", "GPU_TOLERATION", "GPU_NODE_SELECTOR"]
 
@@ -73,10 +74,8 @@ def image(
     spec: str = "",
     tracking_uri: str = "",
 ):
-    final = track_final_status_op(run_id=run_id, pipeline="image", lake_uri=lake_uri, model_name=model_name,
-                                  spec=spec, tracking_uri=tracking_uri, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-    final.set_caching_options(False).set_display_name("track-final-status")
-    in_namespace(final, "track-final-status")
+    final = final_status_task("image", run_id=run_id, lake_uri=lake_uri, model_name=model_name, spec=spec,
+                              tracking_uri=tracking_uri)
     with dsl.ExitHandler(final):
         ingested = ingest_images_op(dataset=dataset, data=data, lake_uri=lake_uri, run_id=run_id, config=ingest_config,
                                     ingest_date=ingest_date)

@@ -15,8 +15,9 @@ from kfp import dsl
 
 from components.ingest.component import ingest_op
 from components.recommend.component import evaluate_recs_op, register_recs_op, train_recs_op
-from components.track.component import track_final_status_op, track_run_op
+from components.track.component import track_run_op
 from pipelines.cluster_wiring import in_namespace
+from pipelines.run_tracking import final_status_task
 
 __all__ = ["recommender"]
 
@@ -34,10 +35,8 @@ def recommender(
     ingest_date: str = "",
     tracking_uri: str = "",
 ):
-    final = track_final_status_op(run_id=run_id, pipeline="recommender", lake_uri=lake_uri, model_name=model_name,
-                                  spec=spec, tracking_uri=tracking_uri, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-    final.set_caching_options(False).set_display_name("track-final-status")
-    in_namespace(final, "track-final-status")
+    final = final_status_task("recommender", run_id=run_id, lake_uri=lake_uri, model_name=model_name, spec=spec,
+                              tracking_uri=tracking_uri)
     with dsl.ExitHandler(final):
         ingested = ingest_op(spec=spec, lake_uri=lake_uri, run_id=run_id, sources=sources, ingest_date=ingest_date)
         ingested.set_caching_options(False).set_display_name("ingest-events")

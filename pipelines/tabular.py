@@ -16,10 +16,10 @@ from components.features.component import features
 from components.gate.component import validation_blocked
 from components.ingest.component import ingest_op
 from components.register.component import register
-from components.track.component import track_final_status_op
 from components.train.component import train
 from components.validate.component import validate
 from pipelines.cluster_wiring import in_namespace
+from pipelines.run_tracking import final_status_task
 
 __all__ = ["tabular"]
 
@@ -45,10 +45,8 @@ def tabular(
     lake_run: str = "",
     tracking_uri: str = "",
 ):
-    final = track_final_status_op(run_id=run_id, pipeline="tabular", lake_uri=lake_uri, model_name=model_name,
-                                  spec=spec, tracking_uri=tracking_uri, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-    final.set_caching_options(False).set_display_name("track-final-status")
-    in_namespace(final, "track-final-status")
+    final = final_status_task("tabular", run_id=run_id, lake_uri=lake_uri, model_name=model_name, spec=spec,
+                              tracking_uri=tracking_uri)
     with dsl.ExitHandler(final):
         # lake_run pins one committed run: ingestion reads nothing and names it, validate and features read it alone
         ingested = ingest_op(spec=spec, lake_uri=lake_uri, run_id=run_id, sources=sources, ingest_date=ingest_date,
