@@ -244,6 +244,24 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
+def _start_consumers(argv_by_pod: dict[str, list[str]], cwd) -> tuple[dict, dict, list]:
+    """Each pod's rendered command line (its image's ``skiff``: this interpreter) started, its stderr
+    collected by a reader thread; returns (processes, log lines, readers) once every consumer logged that it
+    is consuming (the broker acknowledged its subscription)."""
+    procs = {pod: subprocess.Popen([sys.executable, *args[1:]], cwd=cwd, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+             for pod, args in argv_by_pod.items()}
+    logs = {pod: [] for pod in procs}
+    readers = [threading.Thread(target=lambda p=p: logs[p].extend(procs[p].stderr), daemon=True) for p in procs]
+    for r in readers:
+        r.start()
+    deadline = time.monotonic() + 60
+    while not all(any("consuming" in line for line in lines) for lines in logs.values()):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs.values()), logs
+        time.sleep(0.1)
+    return procs, logs, readers
+
+
 
 def _stream(docs: list[dict], name: str = "skiff-stream-telemetry") -> dict:
     return by_kind(docs, "StatefulSet")[name]
@@ -597,23 +615,14 @@ def test_the_stream_command_line_consumes_a_shared_subscription(skiff_env):
     assert command[command.index("--metrics-port") + 1] == str(named["metrics"])
     (scrape,) = by_kind(docs, "PodMonitor")["skiff-stream"]["spec"]["podMetricsEndpoints"]
     assert scrape["port"] in named
-    procs, ports = {}, {}
+    argv, ports = {}, {}
     for pod in ("skiff-stream-telemetry-0", "skiff-stream-telemetry-1"):
         args = [pod if a == "$(POD_NAME)" else a for a in command] + ["--duration", "20"]
         ports[pod] = _free_port()
         args[args.index("--metrics-port") + 1] = str(ports[pod])
         args[args.index("--metrics-host") + 1] = "127.0.0.1"
-        procs[pod] = subprocess.Popen([sys.executable, *args[1:]], cwd=skiff_env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env={**os.environ, "PYTHONPATH": str(REPO)})
-    logs = {pod: [] for pod in procs}
-    readers = [threading.Thread(target=lambda p=p: logs[p].extend(procs[p].stderr), daemon=True) for p in procs]
-    for r in readers:
-        r.start()
-    deadline = time.monotonic() + 60
-    while not all(any("consuming" in line for line in lines) for lines in logs.values()):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs.values()), logs
-        time.sleep(0.1)  # both subscribed (the consumer logs it once the broker acknowledged)
+        argv[pod] = args
+    procs, logs, readers = _start_consumers(argv, skiff_env)  # both subscribed
     import httpx
 
     for pod, port in ports.items():  # connected and subscribed: every rendered probe answers 200
@@ -683,7 +692,7 @@ def test_partitioned_command_lines_keep_each_device_s_windows_at_one_consumer(sk
     spec_text = by_kind(docs, "ConfigMap")["skiff-stream-sensors"]["data"]["spec.yaml"]
     (skiff_env / "spec.yaml").write_text(spec_text)
 
-    procs, expected = {}, {}
+    argv, expected = {}, {}
     for g in ("g1", "g2"):
         command = _stream(docs, f"skiff-stream-sensors-{g}")["spec"]["template"]["spec"]["containers"][0]["command"]
         command[command.index("--spec") + 1] = str(skiff_env / "spec.yaml")
@@ -693,17 +702,8 @@ def test_partitioned_command_lines_keep_each_device_s_windows_at_one_consumer(sk
         args[args.index("--metrics-port") + 1] = str(_free_port())  # two pods on one host
         args[args.index("--metrics-host") + 1] = "127.0.0.1"
         args += ["--max-messages", str(expected[pod]), "--duration", "60"]
-        procs[pod] = subprocess.Popen([sys.executable, *args[1:]], cwd=skiff_env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env={**os.environ, "PYTHONPATH": str(REPO)})
-    logs = {pod: [] for pod in procs}
-    readers = [threading.Thread(target=lambda p=p: logs[p].extend(procs[p].stderr), daemon=True) for p in procs]
-    for r in readers:
-        r.start()
-    deadline = time.monotonic() + 60
-    while not all(any("consuming" in line for line in lines) for lines in logs.values()):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs.values()), logs
-        time.sleep(0.1)
+        argv[pod] = args
+    procs, logs, readers = _start_consumers(argv, skiff_env)
     publish(lambda i: f"{base}/{group_of[data[i][0]]}/{data[i][0]}", [reading(*r) for r in data])
     summaries = {}
     for pod, proc in procs.items():
